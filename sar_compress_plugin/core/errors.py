@@ -1,0 +1,33 @@
+"""The only exceptions the codec core raises for bad input.
+
+Callers (CLI, QGIS tasks, Processing algorithms) catch `SarCompressError` alone and show its message,
+so every message must stand on its own: name the file and say what is wrong with it.
+"""
+
+
+class SarCompressError(Exception):
+    """Base class: a problem with the user's input, files or environment, not a bug."""
+
+
+class InputRasterError(SarCompressError):
+    """The input raster cannot be compressed (unreadable, empty, all nodata, unsupported type...)."""
+
+
+class ContainerFormatError(SarCompressError):
+    """A compressed file is corrupt, truncated, of another format or of an unsupported version."""
+
+
+class ModelMismatchError(SarCompressError):
+    """The model at hand is not the one a file or checkpoint needs."""
+
+
+class ModelBundleError(SarCompressError):
+    """A model bundle folder is missing files, has a bad manifest or a file whose SHA-256 does not match."""
+
+
+class OutputPathError(SarCompressError):
+    """The output cannot be written (read-only folder, same as the input...)."""
+
+
+class CancelledError(SarCompressError):
+    """The user cancelled the operation; no output was left behind."""

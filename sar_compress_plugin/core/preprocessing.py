@@ -1,0 +1,140 @@
+"""SAR values <-> the network's [0,1] input.
+
+Speckle is multiplicative, so the network works in dB, where it becomes additive and the dynamic range of a
+scene (often 60 dB and more) fits a bounded interval. Bounds are taken per band from the data itself: scenes
+from different products and calibrations sit tens of dB apart, and a fixed range would waste most of the
+network's input range on some of them. Training and the codec apply the same rule, so the network never
+sees anything at compress time that it was not trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import InputRasterError
+
+DOMAIN_ALIASES = {
+    "intensity": "intensity",
+    "power": "intensity",
+    "amplitude": "amplitude",
+    "db": "db",
+    "amplitude_db": "db",
+    "sigma0_db": "db",
+    "intensity_db": "db",
+}
+DOMAINS = ("intensity", "amplitude", "db")
+
+#: Value given to invalid pixels (and the lowest dB a linear value can map to) so arrays stay finite.
+NOISE_FLOOR_DB = -100.0
+DEFAULT_PERCENTILES = (0.5, 99.5)
+#: Narrowest allowed clip range: a flat band would otherwise divide by ~0.
+MIN_RANGE_DB = 1.0
+
+
+def canonical_domain(name: str) -> str:
+    """Map the collection's domain names (`sigma0_db`, `amplitude_dB`, ...) onto the three the codec knows."""
+    key = str(name).strip().lower()
+    if key not in DOMAIN_ALIASES:
+        raise InputRasterError(f"unknown value domain {name!r}; expected one of {sorted(DOMAIN_ALIASES)}")
+    return DOMAIN_ALIASES[key]
+
+
+@dataclass(frozen=True)
+class PreprocessingParams:
+    """What a checkpoint, model bundle or compressed file must carry to undo the preprocessing.
+
+    `clip_db` holds bounds computed on the training split (for reporting and as a fallback); the codec stores
+    the bounds it actually used for each band of each file in that file's header.
+    """
+
+    input_domain: str = "intensity"
+    clip_rule: str = "per_band_percentile"
+    clip_percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    clip_db: tuple[float, float] | None = None
+    noise_floor_db: float = NOISE_FLOOR_DB
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["clip_percentiles"] = [float(v) for v in self.clip_percentiles]
+        d["clip_db"] = None if self.clip_db is None else [float(v) for v in self.clip_db]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessingParams":
+        clip_db = d.get("clip_db")
+        return cls(
+            input_domain=canonical_domain(d.get("input_domain", "intensity")),
+            clip_rule=str(d.get("clip_rule", "per_band_percentile")),
+            clip_percentiles=tuple(float(v) for v in d.get("clip_percentiles", DEFAULT_PERCENTILES)),
+            clip_db=None if clip_db is None else (float(clip_db[0]), float(clip_db[1])),
+            noise_floor_db=float(d.get("noise_floor_db", NOISE_FLOOR_DB)),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+def validity_mask(values: np.ndarray, domain: str, nodata: float | None = None) -> np.ndarray:
+    """True where a pixel holds a real measurement."""
+    domain = canonical_domain(domain)
+    valid = np.isfinite(values)
+    if nodata is not None and np.isfinite(nodata):
+        valid &= values != nodata
+    if domain != "db":
+        valid &= values > 0
+    return valid
+
+
+def to_db(values: np.ndarray, domain: str, nodata: float | None = None,
+          noise_floor_db: float = NOISE_FLOOR_DB) -> tuple[np.ndarray, np.ndarray]:
+    """Return (dB as float32, validity mask). Invalid pixels are set to the noise floor."""
+    domain = canonical_domain(domain)
+    values = np.asarray(values)
+    valid = validity_mask(values, domain, nodata)
+    x = np.where(valid, values, 1.0).astype(np.float64)
+    if domain == "intensity":
+        db = 10.0 * np.log10(x)
+    elif domain == "amplitude":
+        db = 20.0 * np.log10(x)
+    else:
+        db = x
+    db = np.maximum(db, noise_floor_db)
+    db[~valid] = noise_floor_db
+    return db.astype(np.float32), valid
+
+
+def from_db(db: np.ndarray, domain: str) -> np.ndarray:
+    """Inverse of `to_db` for valid pixels (float64 to keep precision until the final cast)."""
+    domain = canonical_domain(domain)
+    db = np.asarray(db, dtype=np.float64)
+    if domain == "intensity":
+        return np.power(10.0, db / 10.0)
+    if domain == "amplitude":
+        return np.power(10.0, db / 20.0)
+    return db
+
+
+def percentile_bounds(db: np.ndarray, valid: np.ndarray | None = None,
+                      percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+    """Clip bounds (lo, hi) in dB from the valid pixels; widened to at least MIN_RANGE_DB."""
+    sample = db[valid] if valid is not None else db.ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        raise InputRasterError("no valid pixels to compute clip bounds from (all nodata/invalid)")
+    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
+    if hi - lo < MIN_RANGE_DB:
+        mid = 0.5 * (hi + lo)
+        lo, hi = mid - MIN_RANGE_DB / 2, mid + MIN_RANGE_DB / 2
+    return lo, hi
+
+
+def normalise(db: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """dB -> [0,1] (float32), clipping values outside [lo, hi]."""
+    out = (np.asarray(db, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def denormalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """[0,1] -> dB (float32)."""
+    return np.asarray(x, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
