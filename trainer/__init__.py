@@ -1,0 +1,1 @@
+"""Training side of sar-compress: model variants, data, losses, loop, checkpoints, evaluation (torch)."""
