@@ -1,0 +1,86 @@
+"""Self-describing, safe checkpoints (nanoGPT style): plain dict of tensors and plain Python types.
+
+`torch.load(path, weights_only=True)` must always work, so nothing here pickles objects; the model is
+rebuilt from its registry name and constructor arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sar_compress_plugin.core.errors import ModelMismatchError, SarCompressError
+from trainer.registry import available_models, create_model
+
+REQUIRED_KEYS = ("model_name", "model_config", "model_state_dict", "epoch", "step", "best_val_loss", "history",
+                 "preprocessing_params", "config", "data_summary", "optimizer_state_dict")
+
+
+class CheckpointError(SarCompressError):
+    """A checkpoint file is missing, corrupt or incomplete."""
+
+
+def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: float, history: list[dict],
+                    preprocessing_params: dict, config: dict, data_summary: dict,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+    return {
+        "model_name": model.model_name,
+        "model_config": dict(model.config),
+        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": int(epoch),
+        "step": int(step),
+        "best_val_loss": float(best_val_loss),
+        "history": [dict(h) for h in history],
+        "preprocessing_params": preprocessing_params,
+        "config": config,
+        "data_summary": data_summary,
+        "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
+    }
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated best.pth/last.pth behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a sar-compress checkpoint (top level is {type(ckpt).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a sar-compress checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def load_model(path: str | Path, expected_variant: str | None = None,
+               map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, checkpoint dict), rebuilt through the registry."""
+    ckpt = load_checkpoint(path, map_location)
+    name = ckpt["model_name"]
+    if expected_variant is not None and name != expected_variant:
+        raise ModelMismatchError(f"{path}: checkpoint is variant {name!r}, expected {expected_variant!r}")
+    if name not in available_models():
+        raise ModelMismatchError(f"{path}: unknown variant {name!r} (known: {', '.join(available_models())})")
+    model = create_model(name, **ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["model_state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit variant {name!r} ({str(exc).splitlines()[0][:200]})") from None
+    model.eval()
+    return model, ckpt

@@ -1,0 +1,80 @@
+"""`sar-train`: train one model variant (also `python -m trainer`, and under `torchrun` for DDP)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sar_compress_plugin.core.errors import SarCompressError
+from trainer.config import TrainConfig, read_config_file, resolve
+from trainer.registry import available_models
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="sar-train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML file of TrainConfig options (flags override it)")
+    p.add_argument("--variant", choices=available_models(), default=None, help=f"model variant [{d.variant}]")
+    p.add_argument("--data", default=None,
+                   help=f"GeoTIFF/.npy file, folder, or MANIFEST.json [{DEFAULT_MANIFEST} if it exists]")
+    p.add_argument("--domain", default=None, help=f"value domain of files missing from the manifest [{d.domain}]")
+    p.add_argument("--out", default=None, help=f"run folder [{d.out}]")
+    p.add_argument("--epochs", type=int, default=None, help=f"[{d.epochs}]")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimiser steps per epoch, each on --batch-size random patches "
+                        "[about one pass over the training pixels]")
+    p.add_argument("--batch-size", type=int, default=None, help=f"[{d.batch_size}]")
+    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate [{d.lr}]")
+    p.add_argument("--mse-weight", type=float, default=None, help=f"[{d.mse_weight}]")
+    p.add_argument("--ssim-weight", type=float, default=None, help=f"[{d.ssim_weight}]")
+    p.add_argument("--seed", type=int, default=None, help=f"[{d.seed}]")
+    p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
+    p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--data-fraction", type=float, default=None, help=f"fraction of training scenes [{d.data_fraction}]")
+    p.add_argument("--val-fraction", type=float, default=None, help=f"fraction of scenes held out [{d.val_fraction}]")
+    p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience in epochs [{d.patience}]")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from a checkpoint (no value: <out>/last.pth)")
+    p.add_argument("--latent-channels", type=int, default=None, help=f"[{d.latent_channels}]")
+    p.add_argument("--base-channels", type=int, default=None, help=f"[{d.base_channels}]")
+    p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 16 [{d.patch_size}]")
+    p.add_argument("--max-bad-batches", type=int, default=None,
+                   help=f"consecutive non-finite batches before stopping [{d.max_bad_batches}]")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no tqdm bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli_values = {k: v for k, v in vars(args).items() if k != "config"}
+    try:
+        file_values = read_config_file(args.config) if args.config else {}
+        if cli_values.get("data") is None and not file_values.get("data"):
+            if not DEFAULT_MANIFEST.exists():
+                raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
+            cli_values["data"] = str(DEFAULT_MANIFEST)
+        cfg = resolve(file_values, cli_values)
+        from trainer.train import run_training  # heavy imports only once the arguments are valid
+
+        result = run_training(cfg)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result["rank"] == 0:
+        last = result["history"][-1] if result["history"] else {}
+        print(f"done: {result['epoch']} epoch(s), {result['step']} step(s), best val loss "
+              f"{result['best_val_loss']:.4f}, last val PSNR {last.get('val_psnr', float('nan')):.2f} dB, "
+              f"{result['skipped_batches']} skipped batch(es); checkpoints in {result['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

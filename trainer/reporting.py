@@ -1,0 +1,64 @@
+"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+
+def attach_log_file(out: Path) -> logging.Handler:
+    """Send the trainer's log records to <out>/train.log too (removed again by the caller)."""
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("trainer")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def detach_log_file(handler: logging.Handler) -> None:
+    logging.getLogger("trainer").removeHandler(handler)
+    handler.close()
+
+
+def append_history(out: Path, record: dict) -> None:
+    with open(out / "history.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_history(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss curves and validation PSNR/SSIM per epoch (matplotlib Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+
+    def series(key: str) -> list[float]:
+        return [h.get(key, math.nan) for h in history]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, series("train_loss"), "o-", label="train")
+    axes[0].plot(epochs, series("val_loss"), "o-", label="val")
+    axes[0].set_title("loss (0.7 MSE + 0.3 (1-SSIM))")
+    axes[0].legend()
+    axes[1].plot(epochs, series("val_psnr"), "o-", color="C2")
+    axes[1].set_title("val PSNR (dB, normalised)")
+    axes[2].plot(epochs, series("val_ssim"), "o-", color="C3")
+    axes[2].set_title("val SSIM")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
