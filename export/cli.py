@@ -1,0 +1,90 @@
+"""`sar-export CHECKPOINT OUTDIR`: a trained checkpoint -> verified model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_export import ExportError, export_bundle
+from sar_compress_plugin.core.errors import SarCompressError
+from trainer.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+
+
+def calibration_tiles(paths: list[Path], tile: int, max_tiles: int, domain: str = "intensity") -> np.ndarray:
+    """Non-overlapping normalised tiles from real scenes, normalised exactly as training and the codec do."""
+    from trainer.data import discover, normalise_plane, read_planes
+
+    tiles: list[np.ndarray] = []
+    for path in paths:
+        for file, entry in discover(path, domain):
+            for raw in read_planes(file, entry, domain):
+                x = normalise_plane(raw).x.numpy()
+                h, w = x.shape
+                size = min(tile, h // 16 * 16, w // 16 * 16)
+                for r in range(0, h - size + 1, size):
+                    for c in range(0, w - size + 1, size):
+                        if size == tile:
+                            tiles.append(x[r:r + size, c:c + size])
+    if not tiles:
+        raise SarCompressError(f"no {tile}x{tile} calibration tiles could be cut from {', '.join(map(str, paths))}")
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(tiles))[:max_tiles]
+    return np.stack([tiles[i] for i in sorted(pick)])[:, None]
+
+
+def _default_calibration_paths(ckpt: dict) -> list[Path]:
+    summary = ckpt.get("data_summary", {})
+    root = Path(summary.get("data", ""))
+    folder = root.parent if root.suffix else root
+    return [folder / name for name in summary.get("val_scenes", []) if (folder / name).is_file()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--name", help="model name recorded in the bundle (default: variant + checkpoint folder)")
+    parser.add_argument("--calibration", type=Path, nargs="+",
+                        help="real rasters for quantiser calibration and the parity check "
+                             "(default: the checkpoint's validation scenes)")
+    parser.add_argument("--tile", type=int, default=256, help="calibration tile size (multiple of 16)")
+    parser.add_argument("--max-tiles", type=int, default=32)
+    parser.add_argument("--halo", type=int, default=32, help="context pixels the codec adds around each tile")
+    parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model, ckpt = load_model(args.checkpoint)
+        paths = args.calibration or _default_calibration_paths(ckpt)
+        if not paths:
+            raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; pass --calibration FILE")
+        tiles = calibration_tiles(paths, args.tile, args.max_tiles)
+        history = ckpt.get("history") or []
+        best = min(history, key=lambda h: h.get("val_loss", float("inf"))) if history else {}
+        variant = ckpt["model_name"]
+        manifest = export_bundle(
+            model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
+            preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
+            training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
+                      "steps": ckpt.get("step"), "config": ckpt.get("config", {}),
+                      "parameters": model.count_parameters()},
+            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "epoch") if k in best},
+            float16=args.fp16,
+        )
+    except (SarCompressError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"bundle": str(args.outdir), "files": manifest["files"], "parity": manifest["parity"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""ONNX export: bundle contents, parity with PyTorch on real SAR tiles, metadata, clear failures."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import onnx_export
+from export.cli import main as export_main
+from sar_compress_plugin.core.preprocessing import PreprocessingParams
+from trainer.checkpoint import make_checkpoint, save_checkpoint
+from trainer.registry import available_models, create_model
+
+SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar" / "s1_iw_grd_berlin_512.tif"
+
+
+def small_checkpoint(tmp_path: Path, variant: str) -> Path:
+    torch.manual_seed(0)
+    model = create_model(variant, latent_channels=16, base_channels=8)
+    ckpt = make_checkpoint(model, epoch=1, step=3, best_val_loss=0.5,
+                           history=[{"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_psnr": 20.0, "val_ssim": 0.4}],
+                           preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                           config={"variant": variant}, data_summary={"train_scenes": ["x"], "val_scenes": []})
+    path = tmp_path / f"{variant}.pth"
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize("variant", available_models())
+def test_export_writes_verified_bundle(tmp_path, variant):
+    ckpt = small_checkpoint(tmp_path, variant)
+    out = tmp_path / "bundle"
+    rc = export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "4"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["variant"] == variant and manifest["latent_channels"] == 16
+    assert manifest["downsampling_factor"] == 16
+    assert manifest["preprocessing"]["clip_db"] == [20.0, 60.0]
+    for role in ("encoder", "decoder"):
+        entry = manifest["files"][role]
+        assert hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+        props = {p.key: p.value for p in onnx.load(str(out / entry["path"])).metadata_props}
+        assert json.loads(props["sar_compress"])["variant"] == variant
+    assert manifest["parity"]["encoder_max_abs_diff"] <= 1e-4
+    assert manifest["parity"]["decoder_max_abs_diff"] <= 1e-4
+    q = manifest["quantization"]
+    assert len(q["step"]) == 16 and min(q["step"]) > 0
+    # dynamic batch and spatial axes: a shape never seen at export time runs
+    sess = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.zeros((3, 1, 48, 80), np.float32)})[0].shape == (3, 16, 3, 5)
+
+
+def test_float16_copy_is_checked(tmp_path):
+    ckpt = small_checkpoint(tmp_path, "baseline")
+    out = tmp_path / "bundle16"
+    assert export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "2",
+                        "--fp16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "decoder_fp16" in manifest["files"]
+    assert manifest["parity"]["float16_max_diff"] <= manifest["parity"]["float16_tolerance"]
+
+
+def test_parity_failure_leaves_no_bundle(tmp_path, monkeypatch):
+    ckpt = small_checkpoint(tmp_path, "baseline")
+    monkeypatch.setattr(onnx_export, "FLOAT32_ATOL", -1.0)  # no export can pass: the check must fire
+    out = tmp_path / "bad"
+    assert export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "1"]) == 2
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert export_main([str(bad), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.pth" in err and err.startswith("error:")
