@@ -1,0 +1,50 @@
+"""Plugin settings in QgsSettings under "sar_compress/": model folders, device preference, tile size, quality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qgis.core import QgsSettings
+
+from ..__about__ import SETTINGS_PREFIX
+
+DEVICES = ("auto", "cuda", "cpu")
+DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}
+
+
+@dataclass
+class PluginSettings:
+    #: Default model bundle for compression; "" = the bundled default model.
+    model_dir: str = ""
+    #: Extra folders searched for the model a .sarc file names when reconstructing (bundles or parents of them).
+    model_dirs: list[str] = field(default_factory=list)
+    device: str = "auto"
+    tile_size: int = 512
+    quality: float = 1.0
+
+    @classmethod
+    def load(cls) -> "PluginSettings":
+        s = QgsSettings()
+        d = cls()
+        dirs = s.value(SETTINGS_PREFIX + "model_dirs", [], type=list) or []
+        device = str(s.value(SETTINGS_PREFIX + "device", d.device, type=str))
+        return cls(
+            model_dir=str(s.value(SETTINGS_PREFIX + "model_dir", d.model_dir, type=str) or ""),
+            model_dirs=[str(p) for p in dirs if str(p).strip()],
+            device=device if device in DEVICES else "auto",
+            tile_size=int(s.value(SETTINGS_PREFIX + "tile_size", d.tile_size, type=int)),
+            quality=float(s.value(SETTINGS_PREFIX + "quality", d.quality, type=float)),
+        )
+
+    def save(self) -> None:
+        s = QgsSettings()
+        s.setValue(SETTINGS_PREFIX + "model_dir", self.model_dir)
+        s.setValue(SETTINGS_PREFIX + "model_dirs", list(self.model_dirs))
+        s.setValue(SETTINGS_PREFIX + "device", self.device if self.device in DEVICES else "auto")
+        s.setValue(SETTINGS_PREFIX + "tile_size", int(self.tile_size))
+        s.setValue(SETTINGS_PREFIX + "quality", float(self.quality))
+
+    def reconstruct_model_dirs(self) -> list[str] | None:
+        """Folders to search for a file's model (None lets the codec use its bundled default alone)."""
+        dirs = [p for p in [self.model_dir, *self.model_dirs] if p]
+        return dirs or None
