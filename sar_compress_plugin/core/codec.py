@@ -1,0 +1,525 @@
+"""compress / reconstruct / CompressedRaster: the API the command line and the QGIS plugin both call.
+
+Plain functions of (input path, output path, options) holding no global state, so batch engines (Dask) can map
+them over files or windows. Both stream tile by tile: memory is bounded by a tile's context and a small cache of
+latent chunks, never by the raster size. Outputs are written under a temporary name and renamed into place at
+the end, so a failure or a cancel never leaves a partial file, and the input is only ever opened read-only.
+
+What goes through the network and what does not:
+* valid pixels inside the band's clip range [lo, hi] dB: encoder -> int8 latents -> decoder;
+* valid pixels more than `outlier_margin_db` outside it (ships, buildings, calm water): a sparse, losslessly
+  coded list of positions and dB values quantised to `outlier_step_db`, pasted over the network output;
+* invalid pixels (nodata, NaN, <= 0 in linear domains): a lossless mask plus their exact raw values where they
+  differ from the fill value, restored bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import container as C
+from .errors import CancelledError, InputRasterError, ModelBundleError, OutputPathError, SarCompressError
+from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
+                            normalise, percentile_bounds, to_db)
+from .quantization import QuantizationParams, dequantize, quantize
+from .raster_io import GeoTiffWriter, RasterReader, check_output_path, same_file, temp_path_for
+from .runtime import OnnxCodecModel, default_model_dir, find_bundle
+from .tiling import TileGrid, latent_block, read_context
+
+log = logging.getLogger(__name__)
+
+Window = tuple[int, int, int, int]
+Progress = Callable[[float], None] | None
+Cancelled = Callable[[], bool] | None
+
+SOFTWARE = "sar-compress 0.1.0"
+#: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
+STATS_SAMPLES = 4_000_000
+OUTLIER_MARGIN_DB = 1.0
+OUTLIER_STEP_DB = 0.01
+
+
+@dataclass
+class CompressOptions:
+    """How to compress. `domain=None` infers it (see `infer_domain`)."""
+
+    model_dir: str | Path | None = None
+    device: str = "auto"
+    tile_size: int = 512
+    quality: float = 1.0
+    domain: str | None = None
+    band_names: list | None = None
+    outlier_margin_db: float = OUTLIER_MARGIN_DB
+    outlier_step_db: float = OUTLIER_STEP_DB
+
+
+@dataclass
+class CompressResult:
+    output_path: str
+    input_raw_bytes: int
+    output_bytes: int
+    pixels: int
+    bands: int
+    bpp: float
+    bpp_per_band: float
+    ratio: float
+    seconds: float
+    provider: str
+    outlier_pixels: int
+    clip_db: list = field(default_factory=list)
+    domain: str = ""
+
+
+@dataclass
+class ReconstructResult:
+    output_path: str
+    width: int
+    height: int
+    bands: int
+    seconds: float
+    provider: str
+
+
+def _tick(progress: Progress, value: float) -> None:
+    if progress is not None:
+        progress(min(1.0, max(0.0, float(value))))
+
+
+def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
+    if is_cancelled is not None and is_cancelled():
+        raise CancelledError(f"{what}: cancelled; no output was written")
+
+
+# --- domain and statistics -------------------------------------------------------------------------------
+
+def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> str:
+    """The rule when the user gives no domain.
+
+    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection carries) wins;
+    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes);
+    3. float rasters with any negative finite value (in a strided sample) are dB, otherwise linear intensity.
+    """
+    tag = (metadata or {}).get("VALUE_DOMAIN")
+    if tag:
+        try:
+            return canonical_domain(tag)
+        except SarCompressError:
+            log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
+    if np.dtype(dtype).kind in "iu":
+        return "amplitude"
+    finite = sample[np.isfinite(sample)]
+    return "db" if finite.size and (finite < 0).any() else "intensity"
+
+
+def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
+    """A strided subsample of one band, read in row blocks so memory stays bounded."""
+    info = reader.info
+    stride = max(1, math.ceil(math.sqrt(info.width * info.height / STATS_SAMPLES)))
+    rows_per_block = max(stride, (max(1, (8 << 20) // info.width) // stride) * stride)
+    parts = []
+    for r0 in range(0, info.height, rows_per_block):
+        h = min(rows_per_block, info.height - r0)
+        parts.append(reader.read(band, 0, r0, info.width, h)[::stride, ::stride].ravel())
+    return np.concatenate(parts)
+
+
+def _true_db(values: np.ndarray, domain: str) -> np.ndarray:
+    """dB of valid pixels without the noise-floor clamp (outliers must keep their real value)."""
+    v = values.astype(np.float64)
+    if domain == "intensity":
+        return 10.0 * np.log10(v)
+    if domain == "amplitude":
+        return 20.0 * np.log10(v)
+    return v
+
+
+def _fill_value(dtype: np.dtype, nodata):
+    if nodata is not None:
+        return np.array(nodata).astype(dtype)[()] if not (dtype.kind in "iu" and not np.isfinite(nodata)) else 0
+    return dtype.type(np.nan) if dtype.kind == "f" else dtype.type(0)
+
+
+def _same_bits(a: np.ndarray, fill) -> np.ndarray:
+    """Element-wise 'equal to fill', treating NaN as equal to NaN."""
+    if a.dtype.kind == "f" and np.isnan(fill):
+        return np.isnan(a)
+    return a == fill
+
+
+# --- compress ---------------------------------------------------------------------------------------------
+
+def _load_model(model_dir, device: str) -> OnnxCodecModel:
+    d = Path(model_dir) if model_dir is not None else default_model_dir()
+    if model_dir is None and not (d / "manifest.json").is_file():
+        raise ModelBundleError(f"the bundled default model is not installed ({d}); pass a model folder")
+    return OnnxCodecModel(d, device=device)
+
+
+def compress(input_path, output_path, options: CompressOptions | None = None, progress: Progress = None,
+             is_cancelled: Cancelled = None) -> CompressResult:
+    """Compress a raster into a .sarc file; see the module docstring for what is stored how."""
+    t0 = time.perf_counter()
+    opts = options or CompressOptions()
+    out = check_output_path(output_path, inputs=(input_path,))
+    if not (isinstance(opts.tile_size, int) and opts.tile_size >= 16 and opts.tile_size % 16 == 0):
+        raise SarCompressError(f"tile size {opts.tile_size} must be a positive multiple of 16")
+    if not (0.01 <= float(opts.quality) <= 100):
+        raise SarCompressError(f"quality {opts.quality} must be between 0.01 and 100")
+    with RasterReader(input_path) as reader:
+        info = reader.info
+        names = list(opts.band_names) if opts.band_names else list(info.band_names)
+        if len(names) != info.band_count:
+            raise InputRasterError(f"{input_path}: {len(names)} band names given for {info.band_count} bands")
+        samples = [_band_samples(reader, b, info.nodata[b]) for b in range(info.band_count)]
+        domain = canonical_domain(opts.domain) if opts.domain else infer_domain(
+            info.dtype, samples[0], info.metadata)
+        if np.dtype(info.dtype).kind in "iu" and domain == "db":
+            log.warning("%s: integer raster treated as dB", input_path)
+        model = _load_model(opts.model_dir, opts.device)
+        pp = replace(model.preprocessing, input_domain=domain)
+        percentiles = tuple(pp.clip_percentiles) or DEFAULT_PERCENTILES
+        bounds = []
+        for b, s in enumerate(samples):
+            db, valid = to_db(s, domain, info.nodata[b], pp.noise_floor_db)
+            if not valid.any():
+                raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid)")
+            bounds.append(percentile_bounds(db, valid, percentiles))
+        del samples
+        qp = replace(model.quantization, quality=float(opts.quality))
+        grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
+        tmp = temp_path_for(out)
+        try:
+            with C.open_for_write(tmp) as f:
+                stats = _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress,
+                                     is_cancelled, str(input_path))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
+    size = out.stat().st_size
+    pixels = info.width * info.height
+    bpp = 8.0 * size / pixels
+    return CompressResult(output_path=str(out), input_raw_bytes=info.raw_bytes, output_bytes=size, pixels=pixels,
+                          bands=info.band_count, bpp=bpp, bpp_per_band=bpp / info.band_count,
+                          ratio=info.raw_bytes / size, seconds=time.perf_counter() - t0, provider=model.provider,
+                          outlier_pixels=stats["outlier_pixels"], clip_db=[list(b) for b in bounds], domain=domain)
+
+
+def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress, is_cancelled, src):
+    info = reader.info
+    nb, dtype = info.band_count, np.dtype(info.dtype)
+    writer = C.ContainerWriter(f)
+    n_entries = grid.count * nb
+    index = {"latent": [None] * n_entries, "mask": [None] * n_entries, "outlier": [None] * n_entries}
+    outlier_pixels = invalid_pixels = 0
+    margin, ostep = float(opts.outlier_margin_db), float(opts.outlier_step_db)
+    _tick(progress, 0.0)
+    for i in grid:
+        _check_cancel(is_cancelled, src)
+        cc0, cr0, cw, ch = grid.core_in_raster(i)
+        pc0, pr0, pw, ph = grid.core(i)
+        xs, cores = [], []
+        ctx = None
+        for b in range(nb):
+            raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
+            db, _ = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+            xs.append(normalise(db, *bounds[b]))
+            cores.append(raw[cr0 - ctx[1]:cr0 - ctx[1] + ch, cc0 - ctx[0]:cc0 - ctx[0] + cw])
+        y = model.encode(np.stack(xs)[:, None])
+        f16 = grid.factor
+        ly0, lx0 = (pr0 - ctx[1]) // f16, (pc0 - ctx[0]) // f16
+        y = y[:, :, ly0:ly0 + ph // f16, lx0:lx0 + pw // f16]
+        q = quantize(y, qp)
+        for b in range(nb):
+            k = b * grid.count + i
+            index["latent"][k] = writer.add_chunk(C.encode_latents(q[b]))
+            raw = cores[b]
+            _, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+            if not valid.all():
+                fill = _fill_value(dtype, info.nodata[b])
+                exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
+                index["mask"][k] = writer.add_chunk(C.encode_mask(valid, exc, raw.ravel()[exc]))
+                invalid_pixels += int((~valid).sum())
+            lo, hi = bounds[b]
+            vpos = np.flatnonzero(valid)
+            tdb = _true_db(raw.ravel()[vpos], domain)
+            sel = (tdb < lo - margin) | (tdb > hi + margin)
+            if sel.any():
+                pos = vpos[sel]
+                vals = np.clip(np.rint(tdb[sel] / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
+                index["outlier"][k] = writer.add_chunk(C.encode_outliers(pos, vals))
+                outlier_pixels += int(pos.size)
+        _tick(progress, (i + 1) / grid.count)
+    header = {
+        "format": "sarc",
+        "format_version": C.FORMAT_VERSION,
+        "software": SOFTWARE,
+        "coders": {"latent": C.LATENT_CODER, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
+        "model": {"name": model.name, "variant": model.variant, "decoder_sha256": model.decoder_sha256,
+                  "encoder_sha256": model.encoder_sha256, "latent_channels": model.latent_channels,
+                  "downsampling_factor": model.factor, "halo": model.halo},
+        "preprocessing": pp.to_dict(),
+        "domain": domain,
+        "clip_db": [[float(lo), float(hi)] for lo, hi in bounds],
+        "outliers": {"margin_db": margin, "step_db": ostep, "pixels": outlier_pixels},
+        "invalid_pixels": invalid_pixels,
+        "quantization": qp.to_dict(),
+        "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
+                   "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
+                   "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata]},
+        "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
+                   "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
+        "chunks": index,
+    }
+    writer.finish(header)
+    return {"outlier_pixels": outlier_pixels, "invalid_pixels": invalid_pixels}
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+def read_header(path) -> dict:
+    """The header of a .sarc file (checked: magic, version, footer, header CRC, index bounds)."""
+    with C.ContainerReader(path) as r:
+        return r.header
+
+
+def _check_window(window, width: int, height: int, path) -> Window:
+    try:
+        c, r, w, h = (int(v) for v in window)
+        if any(int(v) != v for v in window):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputRasterError(f"{path}: window {window!r} must be four integers (col, row, width, height)") from None
+    if w <= 0 or h <= 0 or c < 0 or r < 0 or c + w > width or r + h > height:
+        raise InputRasterError(f"{path}: window (col={c}, row={r}, width={w}, height={h}) is outside the "
+                               f"{width} x {height} raster")
+    return c, r, w, h
+
+
+def window_from_bbox(header: dict, bbox, path="") -> Window:
+    """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax), clipped to the raster."""
+    r = header["raster"]
+    g0, g1, g2, g3, g4, g5 = r["geotransform"]
+    if g2 or g4 or not g1 or not g5:
+        raise InputRasterError(f"{path}: --bbox needs a north-up geotransform; use --window")
+    xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    cols = sorted(((xmin - g0) / g1, (xmax - g0) / g1))
+    rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
+    c0, c1 = max(0, math.floor(cols[0])), min(r["width"], math.ceil(cols[1]))
+    r0, r1 = max(0, math.floor(rows[0])), min(r["height"], math.ceil(rows[1]))
+    if c1 <= c0 or r1 <= r0:
+        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster")
+    return c0, r0, c1 - c0, r1 - r0
+
+
+class CompressedRaster:
+    """Random access to a .sarc file: reconstructs only the tiles a window needs.
+
+    Holds one open file handle and, once the first pixels are read, the decoder session. Picklable: a copy
+    reopens the file (and reloads the model) in its own process, so windows can be farmed out to workers.
+    """
+
+    def __init__(self, path, model_dirs=None, device: str = "auto", verify: bool = False):
+        self.path = Path(path)
+        self._model_dirs = [Path(d) for d in (model_dirs or [])]
+        self._device = device
+        self._verify = verify
+        self._open()
+
+    def _open(self) -> None:
+        self._reader = C.ContainerReader(self.path)
+        if self._verify:
+            self._reader.verify()
+        h = self.info = self._reader.header
+        r = h["raster"]
+        try:
+            self.width, self.height, self.bands = r["width"], r["height"], r["band_count"]
+            self.dtype = np.dtype(r["dtype"])
+            self.domain = canonical_domain(h["domain"])
+            self.nodata = [C.decode_nodata(v) for v in r["nodata"]]
+            self.qp = QuantizationParams.from_dict(h["quantization"])
+            self.pp = PreprocessingParams.from_dict(h.get("preprocessing", {}))
+            t = h["tiling"]
+            self.grid = TileGrid(self.width, self.height, t["tile_size"], t["halo"], t.get("factor", 16))
+            self.channels = int(h["model"]["latent_channels"])
+            self.outlier_step = float(h.get("outliers", {}).get("step_db", OUTLIER_STEP_DB))
+            if not (math.isfinite(self.outlier_step) and self.outlier_step > 0):
+                raise ValueError("outlier step")
+        except (KeyError, TypeError, ValueError, SarCompressError) as exc:
+            self.close()
+            raise C.ContainerFormatError(f"{self.path}: header field is invalid ({exc})") from None
+        self._model: OnnxCodecModel | None = None
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = 3 * (self.grid.cols + 2)
+
+    # pickling: reopen in the receiving process
+    def __getstate__(self):
+        return {"path": self.path, "model_dirs": self._model_dirs, "device": self._device, "verify": self._verify}
+
+    def __setstate__(self, state):
+        self.path, self._model_dirs = state["path"], state["model_dirs"]
+        self._device, self._verify = state["device"], state["verify"]
+        self._open()
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the file so far (header included): what random access costs."""
+        return self._reader.bytes_read
+
+    @property
+    def model(self) -> OnnxCodecModel:
+        if self._model is None:
+            m = self.info["model"]
+            d = find_bundle(m["decoder_sha256"], [*self._model_dirs, default_model_dir().parent],
+                            model_name=f"{m.get('name', '?')}")
+            self._model = OnnxCodecModel(d, device=self._device)
+        return self._model
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    def verify(self) -> None:
+        self._reader.verify()
+
+    def _latents(self, band: int, tile: int) -> np.ndarray:
+        key = (band, tile)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        what = f"{self.path}: tile {tile} band {band + 1}"
+        data = self._reader.read_chunk(self.info["chunks"]["latent"][band * self.grid.count + tile], what)
+        q = C.decode_latents(data, (self.channels, *self.grid.latent_shape(tile)), what)
+        self._cache[key] = q
+        if len(self._cache) > self._cache_size * self.bands:
+            self._cache.popitem(last=False)
+        return q
+
+    def decode_tile(self, band: int, tile: int) -> np.ndarray:
+        """One tile's core (real pixels only), in the original domain and dtype."""
+        g, f = self.grid, self.grid.factor
+        (lc0, lr0, lw, lh), tiles = latent_block(g, tile)
+        block = np.zeros((self.channels, lh, lw), dtype=np.int8)
+        for t in tiles:
+            pc, pr, pw, ph = g.core(t)
+            tc, tr = pc // f, pr // f
+            q = self._latents(band, t)
+            x0, y0 = max(lc0, tc), max(lr0, tr)
+            x1, y1 = min(lc0 + lw, tc + pw // f), min(lr0 + lh, tr + ph // f)
+            block[:, y0 - lr0:y1 - lr0, x0 - lc0:x1 - lc0] = q[:, y0 - tr:y1 - tr, x0 - tc:x1 - tc]
+        x = self.model.decode(dequantize(block[None], self.qp))[0, 0]
+        c0, r0, w, h = g.core_in_raster(tile)
+        xc = x[r0 - lr0 * f:r0 - lr0 * f + h, c0 - lc0 * f:c0 - lc0 * f + w]
+        lo, hi = self.info["clip_db"][band]
+        db = denormalise(xc, lo, hi).astype(np.float64)
+        k = band * g.count + tile
+        what = f"{self.path}: tile {tile} band {band + 1}"
+        entry = self.info["chunks"]["outlier"][k]
+        if entry is not None:
+            pos, vals = C.decode_outliers(self._reader.read_chunk(entry, what), w * h, what)
+            db.ravel()[pos] = vals.astype(np.float64) * self.outlier_step
+        values = from_db(db, self.domain)
+        out = self._cast(values)
+        entry = self.info["chunks"]["mask"][k]
+        if entry is not None:
+            valid, pos, vals = C.decode_mask(self._reader.read_chunk(entry, what), (h, w), self.dtype, what)
+            out[~valid] = _fill_value(self.dtype, self.nodata[band])
+            out.ravel()[pos] = vals
+        return out
+
+    def _cast(self, values: np.ndarray) -> np.ndarray:
+        dt = self.dtype
+        if dt.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                return values.astype(dt)
+        ii = np.iinfo(dt)
+        lo = max(ii.min, 1) if self.domain != "db" else ii.min  # a valid linear pixel must stay > 0
+        return np.clip(np.rint(values), lo, ii.max).astype(dt)
+
+    def iter_tiles(self, window: Window | None = None, bands=None):
+        """(band, tile, core window in raster, pixels) for each tile overlapping `window`, streaming."""
+        win = (0, 0, self.width, self.height) if window is None else _check_window(window, self.width,
+                                                                                   self.height, self.path)
+        for t in self.grid.tiles_overlapping(win):
+            for b in (range(self.bands) if bands is None else bands):
+                yield b, t, self.grid.core_in_raster(t), self.decode_tile(b, t)
+
+    def read(self, window: Window | None = None, band: int | None = None) -> np.ndarray:
+        """Pixels of `window` (col, row, width, height): (bands, h, w), or (h, w) for one 0-based band."""
+        win = (0, 0, self.width, self.height) if window is None else _check_window(window, self.width,
+                                                                                   self.height, self.path)
+        if band is not None and not (isinstance(band, (int, np.integer)) and 0 <= band < self.bands):
+            raise InputRasterError(f"{self.path}: band {band} does not exist ({self.bands} bands, 0-based)")
+        bands = list(range(self.bands)) if band is None else [int(band)]
+        c, r, w, h = win
+        out = np.empty((len(bands), h, w), dtype=self.dtype)
+        for b, _t, (tc, tr, tw, th), px in self.iter_tiles(win, bands):
+            x0, y0, x1, y1 = max(c, tc), max(r, tr), min(c + w, tc + tw), min(r + h, tr + th)
+            out[bands.index(b), y0 - r:y1 - r, x0 - c:x1 - c] = px[y0 - tr:y1 - tr, x0 - tc:x1 - tc]
+        return out[0] if band is not None else out
+
+    def close(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+        self._model = None
+        self._cache = OrderedDict()
+
+    def __enter__(self) -> "CompressedRaster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def reconstruct(input_path, output_path, window: Window | None = None, model_dirs=None, device: str = "auto",
+                progress: Progress = None, is_cancelled: Cancelled = None) -> ReconstructResult:
+    """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile."""
+    t0 = time.perf_counter()
+    out = check_output_path(output_path, inputs=(input_path,))
+    if Path(out).suffix.lower() == ".sarc":
+        raise OutputPathError(f"{out}: reconstruction output must be a GeoTIFF, not .sarc")
+    with CompressedRaster(input_path, model_dirs=model_dirs, device=device, verify=window is None) as cr:
+        h = cr.info["raster"]
+        win = (0, 0, cr.width, cr.height) if window is None else _check_window(window, cr.width, cr.height,
+                                                                                input_path)
+        c, r, w, hh = win
+        g = h["geotransform"]
+        gt = (g[0] + c * g[1] + r * g[2], g[1], g[2], g[3] + c * g[4] + r * g[5], g[4], g[5])
+        model = cr.model  # resolve the decoder before creating any output
+        tiles = cr.grid.tiles_overlapping(win)
+        total = max(1, len(tiles) * cr.bands)
+        _tick(progress, 0.0)
+        with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
+                           nodata=cr.nodata, band_names=h.get("band_names"),
+                           block_size=min(256, cr.grid.tile_size)) as wr:
+            done = 0
+            for t in tiles:
+                for b in range(cr.bands):
+                    _check_cancel(is_cancelled, str(input_path))
+                    px = cr.decode_tile(b, t)
+                    tc, tr, tw, th = cr.grid.core_in_raster(t)
+                    x0, y0, x1, y1 = max(c, tc), max(r, tr), min(c + w, tc + tw), min(r + hh, tr + th)
+                    wr.write(b, x0 - c, y0 - r, px[y0 - tr:y1 - tr, x0 - tc:x1 - tc])
+                    done += 1
+                    _tick(progress, done / total)
+        return ReconstructResult(output_path=str(out), width=w, height=hh, bands=cr.bands,
+                                 seconds=time.perf_counter() - t0, provider=model.provider)
+
+
+__all__ = ["CompressOptions", "CompressResult", "ReconstructResult", "CompressedRaster", "compress",
+           "reconstruct", "read_header", "infer_domain", "window_from_bbox", "same_file"]

@@ -1,0 +1,348 @@
+"""The .sarc container: byte layout, chunk coders, integrity checks (docs/format.md is the reference).
+
+Layout: a 16-byte preamble (magic, format version), independently addressable chunks, a JSON header, and a
+fixed 60-byte footer (header offset/length, header CRC32, SHA-256 of everything before the footer).
+The header sits at the end so compression can stream chunks to disk without knowing their sizes in advance,
+and carries the tile index so a reader can fetch any tile's chunks with one seek each.
+
+Every size read from a file is checked against the file itself before anything is allocated, and every
+failure (bad magic, newer version, truncation, checksum, absurd sizes) is a ContainerFormatError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+from .errors import ContainerFormatError, OutputPathError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SARC\x89\r\n\x1a"
+FORMAT_VERSION = 1
+PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
+FOOTER = struct.Struct("<QQI32s8s")  # header offset, header length, header crc32, body sha256, end magic
+FOOTER_MAGIC = b"SARCEND\x00"
+
+LATENT_CODER = "zstd-int8"
+MASK_CODER = "packbits-zstd"
+OUTLIER_CODER = "zstd-centidb-int32"
+KNOWN_CODERS = {"latent": (LATENT_CODER,), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
+
+MAX_HEADER_BYTES = 256 << 20
+MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
+MAX_BANDS = 4096
+ZSTD_LEVEL = 10
+
+_dctx = zstandard.ZstdDecompressor()
+
+
+def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def zstd_decompress(data: bytes, cap: int, what: str) -> bytes:
+    """Decompress at most `cap` bytes: a hostile frame that claims more is rejected, never allocated."""
+    try:
+        reader = _dctx.stream_reader(io.BytesIO(data))
+        parts, total = [], 0
+        while True:
+            block = reader.read(min(cap + 1 - total, 1 << 22))
+            if not block:
+                break
+            parts.append(block)
+            total += len(block)
+            if total > cap:
+                raise ContainerFormatError(f"{what}: decompresses to more than the {cap} bytes expected")
+    except zstandard.ZstdError as exc:
+        raise ContainerFormatError(f"{what}: corrupt compressed data ({exc})") from None
+    return b"".join(parts)
+
+
+# --- chunk coders -----------------------------------------------------------------------------------------
+
+def encode_latents(q: np.ndarray) -> bytes:
+    return zstd_compress(np.ascontiguousarray(q, dtype=np.int8).tobytes())
+
+
+def decode_latents(data: bytes, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    n = int(np.prod(shape))
+    raw = zstd_decompress(data, n, what)
+    if len(raw) != n:
+        raise ContainerFormatError(f"{what}: latent chunk holds {len(raw)} bytes, expected {n}")
+    return np.frombuffer(raw, dtype=np.int8).reshape(shape)
+
+
+def encode_mask(valid: np.ndarray, exc_pos: np.ndarray, exc_values: np.ndarray) -> bytes:
+    """Validity mask (packed bits) plus the exact raw values of invalid pixels that differ from the fill."""
+    packed = np.packbits(valid.ravel()).tobytes()
+    n = np.uint32(exc_pos.size).tobytes()
+    return zstd_compress(packed + n + exc_pos.astype("<u4").tobytes() + exc_values.astype(
+        exc_values.dtype.newbyteorder("<")).tobytes())
+
+
+def decode_mask(data: bytes, shape: tuple[int, int], dtype: np.dtype, what: str):
+    npx = shape[0] * shape[1]
+    nbits = (npx + 7) // 8
+    cap = nbits + 4 + npx * (4 + dtype.itemsize)
+    raw = zstd_decompress(data, cap, what)
+    if len(raw) < nbits + 4:
+        raise ContainerFormatError(f"{what}: mask chunk is too short")
+    valid = np.unpackbits(np.frombuffer(raw, np.uint8, nbits))[:npx].astype(bool).reshape(shape)
+    n = int(np.frombuffer(raw, "<u4", 1, nbits)[0])
+    if n > npx or len(raw) != nbits + 4 + n * (4 + dtype.itemsize):
+        raise ContainerFormatError(f"{what}: mask chunk exception list is inconsistent")
+    pos = np.frombuffer(raw, "<u4", n, nbits + 4).astype(np.int64)
+    vals = np.frombuffer(raw, dtype.newbyteorder("<"), n, nbits + 4 + 4 * n).astype(dtype)
+    if n and (pos.max() >= npx or valid.ravel()[pos].any()):
+        raise ContainerFormatError(f"{what}: mask chunk exception positions are out of range")
+    return valid, pos, vals
+
+
+def encode_outliers(pos: np.ndarray, centidb: np.ndarray) -> bytes:
+    """Sorted flat positions (delta-coded) and values in 0.01 dB, as int32."""
+    pos = np.asarray(pos, dtype=np.int64)
+    deltas = np.diff(pos, prepend=0).astype("<u4")
+    return zstd_compress(np.uint32(pos.size).tobytes() + deltas.tobytes() + centidb.astype("<i4").tobytes())
+
+
+def decode_outliers(data: bytes, npx: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    raw = zstd_decompress(data, 4 + 8 * npx, what)
+    if len(raw) < 4:
+        raise ContainerFormatError(f"{what}: outlier chunk is too short")
+    n = int(np.frombuffer(raw, "<u4", 1)[0])
+    if n > npx or len(raw) != 4 + 8 * n:
+        raise ContainerFormatError(f"{what}: outlier chunk length does not match its count")
+    pos = np.cumsum(np.frombuffer(raw, "<u4", n, 4).astype(np.int64))
+    vals = np.frombuffer(raw, "<i4", n, 4 + 4 * n)
+    if n and pos[-1] >= npx:
+        raise ContainerFormatError(f"{what}: outlier positions are out of range")
+    return pos, vals
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+class ContainerWriter:
+    """Streams chunks into an open (temporary) file, then the header and footer."""
+
+    def __init__(self, fileobj):
+        self._f = fileobj
+        self._sha = hashlib.sha256()
+        self._pos = 0
+        self._write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 0))
+
+    def _write(self, b: bytes) -> None:
+        self._f.write(b)
+        self._sha.update(b)
+        self._pos += len(b)
+
+    def add_chunk(self, data: bytes) -> list[int]:
+        """Append one chunk; returns its index entry [offset, length, crc32]."""
+        entry = [self._pos, len(data), zlib.crc32(data)]
+        self._write(data)
+        return entry
+
+    def finish(self, header: dict) -> int:
+        body = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        offset = self._pos
+        self._write(body)
+        footer = FOOTER.pack(offset, len(body), zlib.crc32(body), self._sha.digest(), FOOTER_MAGIC)
+        self._f.write(footer)
+        self._pos += len(footer)
+        return self._pos
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+class ContainerReader:
+    """Checked access to one .sarc file: header on open, one chunk per read, full SHA-256 on verify()."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.bytes_read = 0
+        try:
+            self._f = open(self.path, "rb")
+        except FileNotFoundError:
+            raise ContainerFormatError(f"{self.path}: file does not exist") from None
+        except IsADirectoryError:
+            raise ContainerFormatError(f"{self.path}: is a folder, not a compressed file") from None
+        except OSError as exc:
+            raise ContainerFormatError(f"{self.path}: cannot open ({exc.strerror or exc})") from None
+        try:
+            self.size = os.fstat(self._f.fileno()).st_size
+            self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _fail(self, msg: str) -> ContainerFormatError:
+        return ContainerFormatError(f"{self.path}: {msg}")
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        self._f.seek(offset)
+        b = self._f.read(length)
+        self.bytes_read += len(b)
+        if len(b) != length:
+            raise self._fail("file is truncated")
+        return b
+
+    def _read_header(self) -> dict:
+        if self.size < PREAMBLE.size + FOOTER.size:
+            raise self._fail(f"file is too small ({self.size} bytes) to be a .sarc file; truncated?")
+        magic, version, _flags, _ = PREAMBLE.unpack(self._pread(0, PREAMBLE.size))
+        if magic != MAGIC:
+            raise self._fail("not a .sarc file (wrong magic bytes)")
+        if version > FORMAT_VERSION:
+            raise self._fail(f"format version {version} is newer than this codec supports "
+                             f"(<= {FORMAT_VERSION}); update sar-compress")
+        if version < 1:
+            raise self._fail(f"invalid format version {version}")
+        self.format_version = version
+        off, length, crc, sha, end = FOOTER.unpack(self._pread(self.size - FOOTER.size, FOOTER.size))
+        if end != FOOTER_MAGIC:
+            raise self._fail("footer is missing or damaged (file truncated or corrupted)")
+        self.body_length = self.size - FOOTER.size
+        self.body_sha256 = sha
+        if length > MAX_HEADER_BYTES or off < PREAMBLE.size or off + length != self.body_length:
+            raise self._fail(f"header position {off}+{length} is inconsistent with the file size {self.size}")
+        raw = self._pread(off, length)
+        if zlib.crc32(raw) != crc:
+            raise self._fail("header checksum mismatch (file corrupted)")
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self._fail(f"header is not valid JSON ({exc})") from None
+        validate_header(header, off, str(self.path))
+        return header
+
+    def read_chunk(self, entry, what: str) -> bytes:
+        off, length, crc = entry
+        data = self._pread(off, length)
+        if zlib.crc32(data) != crc:
+            raise self._fail(f"{what}: chunk checksum mismatch (file corrupted)")
+        return data
+
+    def verify(self) -> None:
+        """Check the SHA-256 of the whole file body (reads the whole file once)."""
+        h = hashlib.sha256()
+        self._f.seek(0)
+        left = self.body_length
+        while left:
+            b = self._f.read(min(left, 1 << 22))
+            if not b:
+                raise self._fail("file is truncated")
+            h.update(b)
+            left -= len(b)
+        if h.digest() != self.body_sha256:
+            raise self._fail("SHA-256 of the file does not match the footer (file corrupted)")
+
+    def close(self) -> None:
+        f, self._f = getattr(self, "_f", None), None
+        if f is not None:
+            f.close()
+
+    def __enter__(self) -> "ContainerReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _req(cond: bool, path: str, msg: str) -> None:
+    if not cond:
+        raise ContainerFormatError(f"{path}: header {msg}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate_header(h, chunks_end: int, path: str) -> None:
+    """Structural checks of a parsed header before anything is sized from it."""
+    _req(isinstance(h, dict), path, "is not an object")
+    try:
+        r, t, q, m, c = h["raster"], h["tiling"], h["quantization"], h["model"], h["chunks"]
+        w, hh, nb = r["width"], r["height"], r["band_count"]
+        _req(all(_is_int(v) for v in (w, hh, nb)), path, "raster size is not integer")
+        _req(w > 0 and hh > 0 and 0 < nb <= MAX_BANDS, path, f"raster size {w} x {hh} x {nb} is invalid")
+        _req(w * hh <= MAX_PIXELS, path, f"claims an absurd raster size {w} x {hh}")
+        _req(isinstance(r["dtype"], str) and r["dtype"] in (
+            "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"),
+            path, f"dtype {r.get('dtype')!r} is not supported")
+        ts, halo, f = t["tile_size"], t["halo"], t.get("factor", 16)
+        _req(all(_is_int(v) for v in (ts, halo, f)) and f == 16 and 16 <= ts <= 1 << 16 and ts % 16 == 0
+             and 0 <= halo <= 1 << 12 and halo % 16 == 0, path, "tiling parameters are invalid")
+        ntiles = math.ceil(-(-w // 16) * 16 / ts) * math.ceil(-(-hh // 16) * 16 / ts)
+        channels = m["latent_channels"]
+        _req(_is_int(channels) and 0 < channels <= 1024, path, "latent_channels is invalid")
+        _req(isinstance(q.get("step"), list) and len(q["step"]) == channels
+             and isinstance(q.get("offset"), list) and len(q["offset"]) == channels, path,
+             "quantization does not match latent_channels")
+        _req(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                 for v in q["step"] + q["offset"] + [q.get("quality", 1.0)]), path, "quantization values are invalid")
+        _req(isinstance(m.get("decoder_sha256"), str), path, "lacks the decoder SHA-256")
+        clip = h["clip_db"]
+        _req(isinstance(clip, list) and len(clip) == nb and all(
+            isinstance(b, list) and len(b) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in b)
+            and b[1] > b[0] for b in clip), path, "clip_db bounds are invalid")
+        coders = h["coders"]
+        for kind, names in KNOWN_CODERS.items():
+            _req(coders.get(kind) in names, path, f"uses unknown {kind} coder {coders.get(kind)!r}")
+        for kind in ("latent", "mask", "outlier"):
+            entries = c[kind]
+            _req(isinstance(entries, list) and len(entries) == ntiles * nb, path,
+                 f"tile index '{kind}' has {len(entries) if isinstance(entries, list) else '?'} entries, "
+                 f"expected {ntiles * nb}")
+            for e in entries:
+                if e is None and kind != "latent":
+                    continue
+                _req(isinstance(e, list) and len(e) == 3 and all(_is_int(v) for v in e), path,
+                     f"tile index '{kind}' entry is malformed")
+                _req(PREAMBLE.size <= e[0] and 0 <= e[1] and e[0] + e[1] <= chunks_end
+                     and 0 <= e[2] < 1 << 32, path, f"chunk {e[0]}+{e[1]} lies outside the file (truncated?)")
+        nd = r["nodata"]
+        _req(isinstance(nd, list) and len(nd) == nb, path, "nodata list does not match band count")
+        _req(isinstance(r.get("geotransform"), list) and len(r["geotransform"]) == 6, path, "geotransform invalid")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ContainerFormatError(f"{path}: header is missing or has a malformed field ({exc})") from None
+
+
+def encode_nodata(v):
+    """JSON cannot hold NaN: nodata is stored as a number, null, or the strings 'nan', 'inf', '-inf'."""
+    if v is None:
+        return None
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def decode_nodata(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        if v not in ("nan", "inf", "-inf"):
+            raise ContainerFormatError(f"nodata value {v!r} is invalid")
+        return float(v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    raise ContainerFormatError(f"nodata value {v!r} is invalid")
+
+
+def open_for_write(path: Path):
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot create file ({exc.strerror or exc})") from None

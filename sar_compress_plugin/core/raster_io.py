@@ -1,0 +1,302 @@
+"""Windowed GeoTIFF reading and writing through osgeo.gdal.
+
+GDAL is imported lazily so that the rest of the core (container parsing, runtime) works in processes that never
+touch a raster, and so that a missing GDAL gives a clear error at the point of use.
+
+Windows are `(col, row, width, height)` in pixels. The reader *clamps*: a window must lie inside the raster
+(callers such as the tiler compute in-raster windows and pad themselves), and a window that does not is a
+programming error reported as `InputRasterError` rather than silently padded with invented values.
+
+The writer never leaves a half-written file where the user expects a result: it writes to a temporary name in
+the destination folder and renames it into place only when the `with` block ends without an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputRasterError, OutputPathError
+
+log = logging.getLogger(__name__)
+
+Window = tuple[int, int, int, int]
+
+_SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64")
+
+
+def _gdal():
+    try:
+        from osgeo import gdal  # noqa: PLC0415  (lazy on purpose)
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise InputRasterError(f"GDAL Python bindings (osgeo.gdal) are not available: {exc}") from exc
+    return gdal
+
+
+def _last_error(default: str) -> str:
+    msg = _gdal().GetLastErrorMsg()
+    return msg.strip().splitlines()[0] if msg and msg.strip() else default
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the codec must carry to give the user back a raster that lines up with the original."""
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    dtype: str
+    crs_wkt: str = ""
+    geotransform: tuple[float, float, float, float, float, float] = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    nodata: tuple[float | None, ...] = ()
+    band_names: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def raw_bytes(self) -> int:
+        return self.width * self.height * self.band_count * self.itemsize
+
+
+def _open(path: str | os.PathLike):
+    gdal = _gdal()
+    p = Path(path)
+    if not p.exists():
+        raise InputRasterError(f"{p}: file does not exist")
+    if p.is_dir():
+        raise InputRasterError(f"{p}: is a folder, not a raster file")
+    if not os.access(p, os.R_OK):
+        raise InputRasterError(f"{p}: file is not readable (permission denied)")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        try:
+            ds = gdal.OpenEx(str(p), gdal.OF_RASTER | gdal.OF_READONLY)
+        except RuntimeError as exc:  # GDAL with exceptions enabled elsewhere in the process
+            raise InputRasterError(f"{p}: not a readable raster ({str(exc).splitlines()[0]})") from None
+        if ds is None:
+            raise InputRasterError(f"{p}: not a readable raster ({_last_error('unknown format')})")
+    finally:
+        gdal.PopErrorHandler()
+    return ds
+
+
+def _info_from_dataset(ds, path: str) -> RasterInfo:
+    from osgeo import gdal_array  # noqa: PLC0415
+
+    w, h, n = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    if w <= 0 or h <= 0 or n <= 0:
+        raise InputRasterError(f"{path}: raster is empty ({w} x {h} pixels, {n} bands)")
+    dtypes = set()
+    nodata, names = [], []
+    for i in range(1, n + 1):
+        b = ds.GetRasterBand(i)
+        code = gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType)
+        dt = np.dtype(code).name if code is not None else _gdal().GetDataTypeName(b.DataType)
+        dtypes.add(dt)
+        nodata.append(b.GetNoDataValue())
+        names.append(b.GetDescription() or "")
+    if len(dtypes) != 1:
+        raise InputRasterError(f"{path}: bands have different data types {sorted(dtypes)}; not supported")
+    dtype = dtypes.pop()
+    if dtype not in _SUPPORTED_DTYPES:
+        raise InputRasterError(
+            f"{path}: data type {dtype} is not supported (need a real numeric type; complex or other data "
+            "must be converted to intensity, amplitude or dB first)")
+    gt = ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    return RasterInfo(path=str(path), width=w, height=h, band_count=n, dtype=dtype,
+                      crs_wkt=ds.GetProjection() or "", geotransform=tuple(float(v) for v in gt),
+                      nodata=tuple(nodata), band_names=tuple(names), metadata=dict(ds.GetMetadata() or {}))
+
+
+def read_raster_info(path: str | os.PathLike) -> RasterInfo:
+    """Open, describe and close a raster; raises InputRasterError with the reason when it cannot be used."""
+    ds = _open(path)
+    try:
+        return _info_from_dataset(ds, str(path))
+    finally:
+        ds = None  # noqa: F841  (closes the GDAL dataset)
+
+
+class RasterReader:
+    """Windowed reads from one raster; keeps the GDAL dataset open between reads (GDAL caches blocks)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._ds = _open(path)
+        self.info = _info_from_dataset(self._ds, self.path)
+
+    def read(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray:
+        """Pixels of `band` (0-based) in a window that must lie inside the raster, in the raster's dtype."""
+        i = self.info
+        if not (0 <= band < i.band_count):
+            raise InputRasterError(f"{self.path}: band {band} does not exist ({i.band_count} bands)")
+        if width <= 0 or height <= 0 or col < 0 or row < 0 or col + width > i.width or row + height > i.height:
+            raise InputRasterError(
+                f"{self.path}: window (col={col}, row={row}, width={width}, height={height}) is outside the "
+                f"{i.width} x {i.height} raster")
+        gdal = _gdal()
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            arr = self._ds.GetRasterBand(band + 1).ReadAsArray(int(col), int(row), int(width), int(height))
+        except RuntimeError as exc:
+            raise InputRasterError(f"{self.path}: read failed ({str(exc).splitlines()[0]})") from None
+        finally:
+            gdal.PopErrorHandler()
+        if arr is None:
+            raise InputRasterError(f"{self.path}: read failed ({_last_error('I/O error')})")
+        return arr
+
+    def close(self) -> None:
+        self._ds = None
+
+    def __enter__(self) -> "RasterReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file (resolving links; also when neither exists yet)."""
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Fail early, before any work, when `output` cannot be written or would overwrite an input.
+
+    Uses a real probe file rather than os.access: as root (tests, containers) os.access says yes to
+    everything, while a read-only mount still refuses the write.
+    """
+    out = Path(output)
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise OutputPathError(f"{out}: output is the same file as the input")
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.exists() and out.is_dir():
+        raise OutputPathError(f"{out}: output is an existing folder")
+    if not parent.is_dir():
+        raise OutputPathError(f"{out}: output folder {parent} does not exist")
+    probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(probe, "wb"):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{out}: cannot write in folder {parent} ({exc.strerror or exc})") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    return out
+
+
+def temp_path_for(output: str | os.PathLike, suffix: str = "") -> Path:
+    """A hidden temporary name beside the final output, so the final rename is atomic on one filesystem."""
+    out = Path(output)
+    return out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+class GeoTiffWriter:
+    """Tiled, DEFLATE-compressed GeoTIFF written under a temporary name and renamed into place on success.
+
+    Use as a context manager; an exception (including CancelledError) inside the block deletes the temporary
+    file and leaves any existing file at `path` untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, band_count: int, dtype: str,
+                 crs_wkt: str = "", geotransform=None, nodata=None, band_names=None, metadata=None,
+                 block_size: int = 256):
+        self.path = Path(path)
+        self.width, self.height, self.band_count = int(width), int(height), int(band_count)
+        self.dtype = np.dtype(dtype)
+        self._tmp = temp_path_for(self.path, ".tif")
+        self._ds = None
+        self._args = (crs_wkt, geotransform, nodata, band_names, metadata, block_size)
+
+    def __enter__(self) -> "GeoTiffWriter":
+        from osgeo import gdal_array  # noqa: PLC0415
+
+        gdal = _gdal()
+        crs_wkt, gt, nodata, names, metadata, block = self._args
+        drv = gdal.GetDriverByName("GTiff")
+        gtype = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype.type)
+        block = max(16, min(block, 1 << 12))
+        opts = ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+        if self.band_count > 1:
+            opts.append("INTERLEAVE=BAND")
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            try:
+                ds = drv.Create(str(self._tmp), self.width, self.height, self.band_count, gtype, opts)
+            except RuntimeError as exc:
+                ds = None
+                err = str(exc).splitlines()[0]
+            else:
+                err = _last_error("cannot create file")
+        finally:
+            gdal.PopErrorHandler()
+        if ds is None:
+            raise OutputPathError(f"{self.path}: cannot create output GeoTIFF ({err})")
+        self._ds = ds
+        if gt is not None:
+            ds.SetGeoTransform(tuple(float(v) for v in gt))
+        if crs_wkt:
+            ds.SetProjection(crs_wkt)
+        if metadata:
+            ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+        for i in range(self.band_count):
+            b = ds.GetRasterBand(i + 1)
+            nd = None if nodata is None or i >= len(nodata) else nodata[i]
+            if nd is not None:
+                b.SetNoDataValue(float(nd))
+            if names and i < len(names) and names[i]:
+                b.SetDescription(str(names[i]))
+        return self
+
+    def write(self, band: int, col: int, row: int, data: np.ndarray) -> None:
+        """Write a 2-D block at (col, row) of `band` (0-based); the block is cast to the file's dtype."""
+        arr = np.ascontiguousarray(data, dtype=self.dtype)
+        h, w = arr.shape
+        if col < 0 or row < 0 or col + w > self.width or row + h > self.height:
+            raise OutputPathError(f"{self.path}: block at ({col},{row}) of {w}x{h} is outside the output raster")
+        err = self._ds.GetRasterBand(band + 1).WriteArray(arr, int(col), int(row))
+        if err not in (0, None):
+            raise OutputPathError(f"{self.path}: write failed ({_last_error('I/O error, disk full?')})")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ds, self._ds = self._ds, None
+        try:
+            if ds is not None:
+                ds.FlushCache()
+            ds = None  # noqa: F841 (closing writes the last blocks)
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                return
+        except OSError as err:
+            self._discard()
+            raise OutputPathError(f"{self.path}: cannot move finished file into place ({err})") from None
+        self._discard()
+
+    def _discard(self) -> None:
+        for p in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # pragma: no cover
+                log.warning("could not remove temporary file %s: %s", p, err)

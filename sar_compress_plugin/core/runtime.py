@@ -1,0 +1,212 @@
+"""The one onnxruntime wrapper: a model bundle's manifest, integrity check, sessions and providers.
+
+A compressed file names its decoder by SHA-256, so a bundle is only trusted after its files hash to what the
+manifest says. onnxruntime-gpu lists CUDA as available even when its libraries are missing and then silently
+runs on CPU, so the provider reported here is the one the session actually got, never the one asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelBundleError, ModelMismatchError, SarCompressError
+from .preprocessing import PreprocessingParams
+from .quantization import QuantizationParams
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+BUNDLE_FORMAT = "sar-compress-model"
+BUNDLE_VERSION = 1
+DEVICES = ("auto", "cpu", "cuda")
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+#: Set once CUDA failed to load in this process, so "auto" stops retrying (and re-logging) it per session.
+_cuda_failed = False
+
+
+def default_model_dir() -> Path:
+    """The bundled default model shipped inside the plugin package."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime) because bundles are looked up per file opened."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
+
+
+def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
+    """Read and check a bundle's manifest.json (and, with verify, the SHA-256 of its ONNX files)."""
+    d = Path(bundle_dir)
+    mp = d / MANIFEST_NAME
+    if not mp.is_file():
+        raise ModelBundleError(f"{d}: not a model bundle (no {MANIFEST_NAME})")
+    try:
+        m = json.loads(mp.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelBundleError(f"{mp}: cannot read manifest ({exc})") from None
+    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+        raise ModelBundleError(f"{mp}: not a {BUNDLE_FORMAT} manifest")
+    if not isinstance(m.get("version"), int) or m["version"] > BUNDLE_VERSION:
+        raise ModelBundleError(f"{mp}: manifest version {m.get('version')} is not supported "
+                               f"(this codec reads up to {BUNDLE_VERSION})")
+    try:
+        factor = int(m.get("downsampling_factor", 16))
+        halo = int(m.get("halo", 0))
+        int(m["latent_channels"])
+        files = m["files"]
+        for part in ("encoder", "decoder"):
+            files[part]["path"], files[part]["sha256"]  # noqa: B018 (presence check)
+        QuantizationParams.from_dict(m["quantization"])
+        PreprocessingParams.from_dict(m.get("preprocessing", {}))
+    except (KeyError, TypeError, ValueError, SarCompressError) as exc:
+        raise ModelBundleError(f"{mp}: manifest is incomplete or malformed ({exc})") from None
+    if factor != 16 or halo < 0 or halo % factor:
+        raise ModelBundleError(f"{mp}: downsampling_factor must be 16 and halo a multiple of it")
+    if len(m["quantization"]["step"]) != int(m["latent_channels"]):
+        raise ModelBundleError(f"{mp}: quantization has {len(m['quantization']['step'])} channels, "
+                               f"latent_channels says {m['latent_channels']}")
+    if verify:
+        for part in ("encoder", "decoder"):
+            f = d / files[part]["path"]
+            if not f.is_file():
+                raise ModelBundleError(f"{d}: {part} file {files[part]['path']} is missing")
+            got = sha256_file(f)
+            if got != str(files[part]["sha256"]).lower():
+                raise ModelBundleError(f"{f}: SHA-256 {got[:12]}... does not match the manifest "
+                                       f"({str(files[part]['sha256'])[:12]}...); the bundle is damaged")
+    return m
+
+
+def _providers_for(device: str) -> list[str]:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    device = (device or "auto").lower()
+    if device not in DEVICES:
+        raise SarCompressError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available and not (device == "auto" and _cuda_failed):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise SarCompressError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
+                               f"(available: {', '.join(available)})")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxCodecModel:
+    """Encoder and decoder sessions of one verified bundle; created once, reused for every tile."""
+
+    def __init__(self, bundle_dir: str | os.PathLike, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort  # noqa: PLC0415
+
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = load_manifest(self.bundle_dir, verify=True)
+        m = self.manifest
+        self.name = str(m.get("name", self.bundle_dir.name))
+        self.variant = str(m.get("variant", ""))
+        self.latent_channels = int(m["latent_channels"])
+        self.factor = int(m.get("downsampling_factor", 16))
+        self.halo = int(m.get("halo", 0))
+        self.encoder_sha256 = str(m["files"]["encoder"]["sha256"]).lower()
+        self.decoder_sha256 = str(m["files"]["decoder"]["sha256"]).lower()
+        self.preprocessing = PreprocessingParams.from_dict(m.get("preprocessing", {}))
+        self.quantization = QuantizationParams.from_dict(m["quantization"])
+        self.device = device
+        wanted = _providers_for(device)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads is None:
+            threads = int(os.environ.get("SAR_COMPRESS_THREADS", "0") or 0)
+        if threads:
+            so.intra_op_num_threads = threads
+        sessions = {}
+        for part in ("encoder", "decoder"):
+            path = self.bundle_dir / m["files"][part]["path"]
+            try:
+                sessions[part] = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelBundleError(f"{path}: onnxruntime cannot load the {part} "
+                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        self._enc, self._dec = sessions["encoder"], sessions["decoder"]
+        self.providers = list(self._dec.get_providers())
+        if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
+            global _cuda_failed
+            _cuda_failed = True
+            log.warning("CUDA was requested but onnxruntime runs %s on CPU", self.bundle_dir)
+        if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
+            raise SarCompressError(f"device 'cuda' requested but onnxruntime fell back to CPU for {self.bundle_dir} "
+                                   "(CUDA/cuDNN libraries missing?)")
+        self._enc_in = self._enc.get_inputs()[0].name
+        self._dec_in = self._dec.get_inputs()[0].name
+        log.info("model %s (%s) on %s", self.name, self.variant, self.provider)
+
+    @property
+    def provider(self) -> str:
+        """The provider that actually runs the decoder, e.g. 'CPUExecutionProvider'."""
+        return self.providers[0] if self.providers else "unknown"
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """(N,1,H,W) float32 in [0,1], H and W multiples of 16 -> (N,C,H/16,W/16) float32."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self._enc.run(None, {self._enc_in: x})[0], dtype=np.float32)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(N,C,h,w) float32 -> (N,1,16h,16w) float32 in [0,1]."""
+        y = np.ascontiguousarray(latents, dtype=np.float32)
+        return np.asarray(self._dec.run(None, {self._dec_in: y})[0], dtype=np.float32)
+
+
+def _candidate_dirs(search_dirs) -> list[Path]:
+    out: list[Path] = []
+    for d in search_dirs:
+        if d is None:
+            continue
+        p = Path(d)
+        if (p / MANIFEST_NAME).is_file():
+            out.append(p)
+        elif p.is_dir():
+            out.extend(sorted(c for c in p.iterdir() if (c / MANIFEST_NAME).is_file()))
+    return out
+
+
+def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
+    """The first bundle (a folder, or a folder of bundles) whose decoder hashes to `decoder_sha256`.
+
+    Raises ModelMismatchError naming the model the file needs when none matches.
+    """
+    want = str(decoder_sha256).lower()
+    seen = []
+    for d in _candidate_dirs(search_dirs):
+        try:
+            m = load_manifest(d, verify=False)
+        except ModelBundleError as exc:
+            log.debug("skipping %s: %s", d, exc)
+            continue
+        seen.append(f"{d} ({m.get('name', '?')})")
+        if str(m["files"]["decoder"]["sha256"]).lower() != want:
+            continue
+        f = d / m["files"]["decoder"]["path"]
+        if f.is_file() and sha256_file(f) == want:
+            return d
+        log.warning("%s: manifest names decoder %s but the file does not match", d, want[:12])
+    label = f"model {model_name!r} " if model_name else "model "
+    raise ModelMismatchError(f"{label}with decoder SHA-256 {want} is needed but was not found in "
+                             f"{', '.join(seen) if seen else 'any model folder searched'}; pass its folder "
+                             "with --model-dir / model_dirs")
