@@ -1,0 +1,254 @@
+"""Round trips, random access, seams and determinism of the codec core (tiny test model, CPU)."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar_compress_plugin.core import codec, container, quantization
+from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, reconstruct
+from sar_compress_plugin.core.errors import InputRasterError
+from sar_compress_plugin.core.metrics import db_rmse
+from sar_compress_plugin.core.raster_io import RasterReader, read_raster_info
+
+from conftest import build_tiny_bundle, write_geotiff
+
+BERLIN = "s1_iw_grd_berlin_512.tif"
+NIGERIA = "s1_iw_grd_sen1floods11_nigeria_812045_vv_vh_db.tif"
+
+
+def _read_all(path) -> np.ndarray:
+    with RasterReader(path) as r:
+        i = r.info
+        return np.stack([r.read(b, 0, 0, i.width, i.height) for b in range(i.band_count)])
+
+
+@pytest.fixture(scope="module")
+def berlin_sarc(tmp_path_factory, tiny_bundle, sar_data):
+    out = tmp_path_factory.mktemp("berlin") / "berlin.sarc"
+    res = compress(sar_data / BERLIN, out, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=128))
+    return out, res
+
+
+def test_real_scene_round_trip_keeps_georeferencing(berlin_sarc, sar_data, tmp_path, tiny_bundle):
+    sarc, res = berlin_sarc
+    src = read_raster_info(sar_data / BERLIN)
+    out = tmp_path / "rec.tif"
+    rr = reconstruct(sarc, out, model_dirs=[tiny_bundle], device="cpu")
+    rec = read_raster_info(out)
+    assert (rec.width, rec.height, rec.band_count, rec.dtype) == (src.width, src.height, src.band_count, src.dtype)
+    assert rec.crs_wkt == src.crs_wkt and rec.geotransform == src.geotransform
+    assert rec.band_names == src.band_names and rec.nodata == src.nodata
+    assert rr.provider == "CPUExecutionProvider" == res.provider
+    a, b = _read_all(sar_data / BERLIN), _read_all(out)
+    for band in range(2):
+        err = db_rmse(10 * np.log10(a[band]), 10 * np.log10(b[band]))
+        assert err < 6.0  # the untrained tiny model is a low-pass filter; this checks plumbing, not quality
+
+
+def test_bpp_and_ratio_are_measured_from_the_file(berlin_sarc, sar_data):
+    sarc, res = berlin_sarc
+    size = Path(sarc).stat().st_size
+    assert res.output_bytes == size
+    assert res.pixels == 512 * 512 and res.bands == 2
+    assert res.bpp == pytest.approx(8 * size / (512 * 512))
+    assert res.bpp_per_band == pytest.approx(res.bpp / 2)
+    assert res.input_raw_bytes == 512 * 512 * 2 * 4
+    assert res.ratio == pytest.approx(res.input_raw_bytes / size)
+
+
+def test_nan_nodata_scene_restores_mask_exactly(sar_data, tiny_bundle, tmp_path):
+    src = sar_data / NIGERIA
+    a = _read_all(src)
+    assert np.isnan(a).any()
+    sarc = tmp_path / "n.sarc"
+    res = compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=256))
+    assert res.domain == "db"
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        b = cr.read()
+    assert b.dtype == a.dtype
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    valid = ~np.isnan(a)
+    assert db_rmse(a[valid], b[valid]) < 6.0
+
+
+def test_invalid_values_and_integer_dtype_restored(tmp_path, tiny_bundle):
+    rng = np.random.default_rng(1)
+    amp = (np.sqrt(rng.gamma(1.0, 1.0, (2, 70, 100))) * 300).astype(np.uint16) + 1
+    amp[:, :10, :10] = 0           # nodata
+    amp[0, 50:, 80:] = 0
+    src = write_geotiff(tmp_path / "dn.tif", amp, nodata=0, names=["VV", "VH"])
+    sarc = tmp_path / "dn.sarc"
+    res = compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=32))
+    assert res.domain == "amplitude"
+    out = tmp_path / "dn_rec.tif"
+    reconstruct(sarc, out, model_dirs=[tiny_bundle], device="cpu")
+    b = _read_all(out)
+    assert b.dtype == np.uint16 and b.shape == amp.shape
+    assert np.array_equal(b == 0, amp == 0)
+    assert read_raster_info(out).band_names == ("VV", "VH")
+
+
+def test_odd_invalid_values_come_back_bit_exact(tmp_path, tiny_bundle):
+    rng = np.random.default_rng(2)
+    x = rng.gamma(1.0, 0.05, (1, 48, 40)).astype(np.float32)
+    x[0, 0, :5] = [0.0, -1.5, np.inf, np.nan, -0.0]
+    x[0, 20:30, 20:30] = -9999.0
+    src = write_geotiff(tmp_path / "odd.tif", x, nodata=-9999.0)
+    sarc = tmp_path / "odd.sarc"
+    compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=16, domain="intensity"))
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        y = cr.read(band=0)
+    inv = ~(np.isfinite(x[0]) & (x[0] > 0) & (x[0] != -9999.0))
+    assert np.array_equal(x[0][inv].view(np.uint32), y[inv].view(np.uint32))
+
+
+def test_point_targets_and_dark_pixels_come_back_within_1_db(tmp_path, tiny_bundle):
+    rng = np.random.default_rng(3)
+    bg = 0.05
+    x = (bg * rng.gamma(1.0, 1.0, (128, 160))).astype(np.float32)  # single-look multiplicative speckle
+    targets = [(10, 10), (64, 80), (127, 159), (0, 0), (40, 130), (100, 17)]
+    for r, c in targets:
+        x[r, c] = bg * 1000.0  # +30 dB
+    x[70:73, 30:33] = bg * 1000.0  # a 3x3 bright target
+    x[5, 100] = bg * 1e-4  # -40 dB dark pixel
+    src = write_geotiff(tmp_path / "pt.tif", x)
+    sarc = tmp_path / "pt.sarc"
+    res = compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
+    assert res.outlier_pixels >= len(targets) + 10
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        y = cr.read(band=0)
+    for r, c in targets + [(71, 31), (5, 100)]:
+        assert abs(10 * np.log10(y[r, c]) - 10 * np.log10(x[r, c])) < 1.0, (r, c)
+
+
+def test_window_reads_equal_full_reconstruction_bit_for_bit(berlin_sarc, tiny_bundle):
+    sarc, _ = berlin_sarc
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        full = cr.read()
+        for win in [(128, 128, 128, 128), (100, 120, 60, 50), (511, 511, 1, 1), (0, 0, 1, 1), (384, 0, 128, 512),
+                    (0, 500, 512, 12), (127, 255, 2, 2), (0, 0, 512, 512)]:
+            c, r, w, h = win
+            part = cr.read(win)
+            assert np.array_equal(part, full[:, r:r + h, c:c + w]), win
+            assert np.array_equal(cr.read(win, band=1), full[1, r:r + h, c:c + w]), win
+
+
+def test_window_read_touches_only_needed_chunks(berlin_sarc, tiny_bundle):
+    sarc, _ = berlin_sarc
+    size = Path(sarc).stat().st_size
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        before = cr.bytes_read
+        cr.read((0, 0, 16, 16), band=0)
+        assert cr.bytes_read - before < size / 4
+
+
+def test_reconstruct_window_shifts_geotransform(berlin_sarc, tiny_bundle, tmp_path):
+    sarc, _ = berlin_sarc
+    out = tmp_path / "win.tif"
+    res = reconstruct(sarc, out, window=(100, 50, 64, 32), model_dirs=[tiny_bundle], device="cpu")
+    info = read_raster_info(out)
+    gt = codec.read_header(sarc)["raster"]["geotransform"]
+    assert (info.width, info.height, res.width, res.height) == (64, 32, 64, 32)
+    assert info.geotransform[0] == pytest.approx(gt[0] + 100 * gt[1])
+    assert info.geotransform[3] == pytest.approx(gt[3] + 50 * gt[5])
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        assert np.array_equal(_read_all(out), cr.read((100, 50, 64, 32)))
+
+
+@pytest.mark.parametrize("win", [(500, 0, 20, 10), (-1, 0, 5, 5), (0, 0, 0, 5), (512, 512, 1, 1), "abc"])
+def test_window_outside_raster_is_a_clear_error(berlin_sarc, tiny_bundle, win):
+    sarc, _ = berlin_sarc
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        with pytest.raises(InputRasterError, match="window"):
+            cr.read(win)
+
+
+def _seam_ratio(img_db: np.ndarray, tile: int) -> float:
+    """Mean |difference| across tile boundaries / across other latent-cell (16 px) boundaries."""
+    dc = np.abs(np.diff(img_db, axis=1))  # dc[:, c-1] = |x[:, c] - x[:, c-1]|
+    dr = np.abs(np.diff(img_db, axis=0))
+    cols = np.arange(16, img_db.shape[1], 16)
+    rows = np.arange(16, img_db.shape[0], 16)
+    seam = np.concatenate([dc[:, cols[cols % tile == 0] - 1].ravel(), dr[rows[rows % tile == 0] - 1].ravel()])
+    other = np.concatenate([dc[:, cols[cols % tile != 0] - 1].ravel(), dr[rows[rows % tile != 0] - 1].ravel()])
+    return float(seam.mean() / other.mean())
+
+
+def test_no_seams_with_small_tiles(sar_data, tiny_bundle, tmp_path):
+    sarc = tmp_path / "s.sarc"
+    compress(sar_data / BERLIN, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        img = 10 * np.log10(cr.read(band=0).astype(np.float64))
+    ratio = _seam_ratio(img, 64)
+    assert abs(ratio - 1) < 0.05, ratio
+
+
+def test_seam_statistic_detects_missing_halo(sar_data, tmp_path):
+    """The seam check has teeth: without halo context the same model shows tile seams."""
+    bundle = build_tiny_bundle(tmp_path / "nohalo", halo=0)
+    sarc = tmp_path / "s0.sarc"
+    compress(sar_data / BERLIN, sarc, CompressOptions(model_dir=bundle, device="cpu", tile_size=64))
+    with CompressedRaster(sarc, model_dirs=[bundle], device="cpu") as cr:
+        img = 10 * np.log10(cr.read(band=0).astype(np.float64))
+    assert _seam_ratio(img, 64) > 1.05
+
+
+def test_decoding_is_deterministic_across_sessions(berlin_sarc, tiny_bundle):
+    sarc, _ = berlin_sarc
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as a:
+        x = a.read((0, 0, 256, 256))
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as b:
+        y = b.read((0, 0, 256, 256))
+    assert x.tobytes() == y.tobytes()
+
+
+def test_dequantisation_is_pure_numpy_and_exact():
+    p = quantization.QuantizationParams(step=(0.1, 0.25), offset=(0.5, -1.0), quality=2.0)
+    y = np.random.default_rng(0).normal(size=(1, 2, 5, 7)).astype(np.float32)
+    q = quantization.quantize(y, p)
+    assert q.dtype == np.int8
+    d1, d2 = quantization.dequantize(q, p), quantization.dequantize(q.copy(), p)
+    assert d1.dtype == np.float32 and d1.tobytes() == d2.tobytes()
+    assert np.abs(d1 - y).max() <= 0.25 * 2.0 / 2 + 1e-6  # half a (quality-scaled) step
+    src = Path(quantization.__file__).read_text()
+    assert "onnxruntime" not in src and "torch" not in src
+
+
+def test_compressed_raster_is_picklable(berlin_sarc, tiny_bundle):
+    sarc, _ = berlin_sarc
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        first = cr.read((10, 10, 20, 20))
+        clone = pickle.loads(pickle.dumps(cr))
+    with clone:
+        assert np.array_equal(clone.read((10, 10, 20, 20)), first)
+
+
+def test_header_records_everything_needed(berlin_sarc):
+    sarc, res = berlin_sarc
+    h = codec.read_header(sarc)
+    assert h["format_version"] == container.FORMAT_VERSION
+    assert h["coders"]["latent"] == "zstd-int8"
+    assert len(h["model"]["decoder_sha256"]) == 64
+    assert h["raster"]["band_names"] == ["Intensity_VV", "Intensity_VH"]
+    assert h["clip_db"] == res.clip_db
+    assert h["tiling"]["tile_size"] == 128 and h["tiling"]["halo"] == 32
+    assert len(h["chunks"]["latent"]) == 16 * 2
+
+
+def test_core_imports_neither_qgis_nor_torch():
+    core = Path(codec.__file__).parent
+    for f in core.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in ("qgis", "torch", "PyQt5", "rasterio"), f"{f.name} imports {n}"
