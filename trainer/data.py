@@ -180,19 +180,33 @@ def read_planes(path: str | Path, entry: dict | None = None, default_domain: str
 
 # --- split --------------------------------------------------------------------------------------------
 
-def split_scenes(scenes: list[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
+def split_scenes(scenes: list[str], val_fraction: float = 0.2, seed: int = 0,
+                 groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """Deterministic scene-level split: ~val_fraction of the scenes (at least one) held out.
 
+    With `groups` (scene -> value domain) the split is stratified: every group of two or more scenes gives at
+    least one validation scene, so the validation set covers each kind of product the model is trained on
+    (linear GRD intensity, calibrated dB chips, SLC amplitude) instead of whatever a single draw picks.
     With a single scene there is nothing to hold out; the caller then splits that scene spatially.
     """
     scenes = sorted(set(scenes))
     if len(scenes) < 2:
         return scenes, []
-    order = np.random.default_rng(seed).permutation(len(scenes))
-    n_val = min(len(scenes) - 1, max(1, int(round(val_fraction * len(scenes)))))
-    val = sorted(scenes[i] for i in order[:n_val])
-    train = sorted(scenes[i] for i in order[n_val:])
-    return train, val
+    by_group: dict[str, list[str]] = {}
+    for scene in scenes:
+        by_group.setdefault((groups or {}).get(scene, ""), []).append(scene)
+    rng = np.random.default_rng(seed)
+    val: list[str] = []
+    for _, members in sorted(by_group.items()):
+        if len(members) < 2:
+            continue
+        order = rng.permutation(len(members))
+        n_val = min(len(members) - 1, max(1, int(round(val_fraction * len(members)))))
+        val += [members[i] for i in order[:n_val]]
+    if not val:  # every group is a single scene: hold out one scene overall
+        val = [scenes[int(rng.integers(len(scenes)))]]
+    val = sorted(val)
+    return sorted(set(scenes) - set(val)), val
 
 
 def subset_scenes(train: list[str], fraction: float, seed: int = 0) -> list[str]:
@@ -251,7 +265,7 @@ def build_datasets(data: str | Path, *, default_domain: str = "intensity", val_f
     if not planes:
         raise TrainingDataError(f"{data}: no usable single-band images found")
     scenes = sorted({p.scene for p in planes})
-    train_scenes, val_scenes = split_scenes(scenes, val_fraction, seed)
+    train_scenes, val_scenes = split_scenes(scenes, val_fraction, seed, {p.scene: p.domain for p in planes})
     train_scenes = subset_scenes(train_scenes, data_fraction, seed)
     if val_scenes:
         train_raw = [p for p in planes if p.scene in train_scenes]
