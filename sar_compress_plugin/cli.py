@@ -1,0 +1,173 @@
+"""sar-compress, sar-reconstruct, sar-info: thin command lines over core.codec.
+
+Each `*_main(argv) -> int` can be called in-process by tests. Bad input gives `error: <message>` on stderr and
+exit status 2 with no traceback; Ctrl-C gives exit status 130 and, like any failure, leaves no partial file
+(the core writes under a temporary name and renames at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from contextlib import contextmanager
+
+from .core.errors import SarCompressError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+@contextmanager
+def _progress_bar(desc: str, quiet: bool):
+    """A tqdm bar driven by the core's progress(fraction) callback; silent when tqdm is absent or quiet."""
+    bar = None
+    if not quiet:
+        try:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        except ImportError:
+            bar = None
+
+    def update(frac: float) -> None:
+        if bar is not None:
+            bar.n = int(frac * 1000)
+            bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run(fn) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return fn()
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def compress_main(argv=None) -> int:
+    p = _parser("sar-compress", "Compress a SAR raster (GeoTIFF or any GDAL raster) into a .sarc file.")
+    p.add_argument("input", help="input raster")
+    p.add_argument("output", help="output .sarc file")
+    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
+    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16)")
+    p.add_argument("--quality", type=float, default=1.0,
+                   help="quantisation step multiplier: < 1 finer (more bits), > 1 coarser")
+    p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
+                   help="value domain (default: VALUE_DOMAIN tag, else integer -> amplitude, "
+                        "float with negatives -> db, else intensity)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+
+    def go() -> int:
+        from .core.codec import CompressOptions, compress  # noqa: PLC0415
+
+        opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
+                               domain=a.domain)
+        with _progress_bar("compress", a.quiet) as bar:
+            r = compress(a.input, a.output, opts, progress=bar)
+        if a.json:
+            print(json.dumps(r.__dict__, indent=1, default=str))
+        else:
+            mp_s = r.pixels * r.bands / 1e6 / max(r.seconds, 1e-9)
+            print(f"{r.output_path}: {r.output_bytes} bytes, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per band), "
+                  f"ratio {r.ratio:.1f}:1, {r.outlier_pixels} out-of-range pixels, {r.seconds:.2f} s "
+                  f"({mp_s:.1f} MP/s), provider {r.provider}")
+        return 0
+
+    return _run(go)
+
+
+def reconstruct_main(argv=None) -> int:
+    p = _parser("sar-reconstruct", "Reconstruct a GeoTIFF (or a window of it) from a .sarc file.")
+    p.add_argument("input", help="input .sarc file")
+    p.add_argument("output", help="output GeoTIFF")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "W", "H"), help="pixel window")
+    g.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="window in the raster's map coordinates")
+    p.add_argument("--model-dir", action="append", default=[],
+                   help="extra folder searched for the decoder (by SHA-256); repeatable; the bundled "
+                        "default model is always searched")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+
+    def go() -> int:
+        from .core.codec import read_header, reconstruct, window_from_bbox  # noqa: PLC0415
+
+        window = tuple(a.window) if a.window else None
+        if a.bbox:
+            window = window_from_bbox(read_header(a.input), a.bbox, a.input)
+        with _progress_bar("reconstruct", a.quiet) as bar:
+            r = reconstruct(a.input, a.output, window=window, model_dirs=a.model_dir, device=a.device,
+                            progress=bar)
+        mp_s = r.width * r.height * r.bands / 1e6 / max(r.seconds, 1e-9)
+        print(f"{r.output_path}: {r.width} x {r.height} x {r.bands}, {r.seconds:.2f} s ({mp_s:.1f} MP/s), "
+              f"provider {r.provider}")
+        return 0
+
+    return _run(go)
+
+
+def info_main(argv=None) -> int:
+    p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes.")
+    p.add_argument("file", help=".sarc file")
+    p.add_argument("--json", action="store_true", help="print the whole header as JSON")
+    p.add_argument("--verify", action="store_true", help="check the SHA-256 of the whole file and every chunk CRC")
+    a = p.parse_args(argv)
+
+    def go() -> int:
+        from .core.container import ContainerReader  # noqa: PLC0415
+
+        with ContainerReader(a.file) as r:
+            h = r.header
+            if a.verify:
+                r.verify()
+                for kind, entries in h["chunks"].items():
+                    for e in entries:
+                        if e is not None:
+                            r.read_chunk(e, f"{kind} chunk at {e[0]}")
+            size = r.size
+        if a.json:
+            print(json.dumps(h, indent=1))
+        else:
+            ra, m, t = h["raster"], h["model"], h["tiling"]
+            px = ra["width"] * ra["height"]
+            raw = px * ra["band_count"] * __import__("numpy").dtype(ra["dtype"]).itemsize
+            print(f"{a.file}: sarc format {h['format_version']}, {size} bytes")
+            print(f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
+                  f"bands {ra['band_names']} domain {h['domain']}")
+            print(f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1")
+            print(f"  model    {m['name']} ({m['variant']}) decoder sha256 {m['decoder_sha256']}")
+            print(f"  clip dB  {h['clip_db']}  quality {h['quantization'].get('quality', 1.0)}")
+            print(f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
+                  f"coders {h['coders']}")
+            print(f"  outliers {h.get('outliers', {}).get('pixels', '?')} px, invalid {h.get('invalid_pixels', '?')} px")
+        if a.verify:
+            print("verify: OK")
+        return 0
+
+    return _run(go)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(compress_main())
