@@ -1,0 +1,1 @@
+"""Dialogs and the Browser integration (Qt only through qgis.PyQt)."""

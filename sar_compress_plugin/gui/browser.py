@@ -1,0 +1,68 @@
+"""Browser integration: .sarc files show up as items, with a "Reconstruct" entry in their context menu."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from qgis.core import Qgis, QgsDataItem, QgsDataItemProvider, QgsDataProvider
+from qgis.gui import QgsDataItemGuiProvider
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from ..__about__ import __icon_path__
+from ..qgis_io import SARC_SUFFIX
+
+PROVIDER_NAME = "SAR compressed files"
+
+
+def is_sarc_path(path: str) -> bool:
+    return str(path).lower().endswith(SARC_SUFFIX) and os.path.isfile(path)
+
+
+class SarcDataItem(QgsDataItem):
+    """A .sarc file in the Browser (no children, not a layer until it is reconstructed)."""
+
+    def __init__(self, parent, name: str, path: str):
+        super().__init__(Qgis.BrowserItemType.Custom, parent, name, path)
+        self.setState(Qgis.BrowserItemState.Populated)
+        self.setIcon(QIcon(str(__icon_path__)))
+        self.setToolTip(f"{path}\nSAR compressed raster: right-click > Reconstruct")
+
+    def hasDragEnabled(self):  # noqa: N802 (QGIS API)
+        return False
+
+
+class SarcDataItemProvider(QgsDataItemProvider):
+    def name(self):
+        return PROVIDER_NAME
+
+    def dataProviderKey(self):  # noqa: N802 (QGIS API)
+        return ""
+
+    def capabilities(self):
+        return QgsDataProvider.DataCapability.File
+
+    def createDataItem(self, path, parentItem):  # noqa: N802,N803 (QGIS API)
+        if is_sarc_path(path):
+            return SarcDataItem(parentItem, Path(path).name, path)
+        return None
+
+
+class SarcDataItemGuiProvider(QgsDataItemGuiProvider):
+    def __init__(self, on_reconstruct: Callable[[str], None]):
+        super().__init__()
+        self.on_reconstruct = on_reconstruct
+
+    def name(self):
+        return PROVIDER_NAME
+
+    def populateContextMenu(self, item, menu, selectedItems, context):  # noqa: N802,N803 (QGIS API)
+        paths = [i.path() for i in (selectedItems or [item]) if i is not None and is_sarc_path(i.path())]
+        if not paths:
+            return
+        action = QAction(QIcon(str(__icon_path__)), "Reconstruct", menu)
+        action.setObjectName("sar_compress_browser_reconstruct")
+        action.triggered.connect(lambda _checked=False, ps=tuple(paths): [self.on_reconstruct(p) for p in ps])
+        menu.addAction(action)

@@ -1,0 +1,47 @@
+"""Small shared form pieces."""
+
+from __future__ import annotations
+
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
+
+from ..utils.settings import DEVICE_LABELS, DEVICES
+
+
+def device_combo(current: str = "auto") -> QComboBox:
+    combo = QComboBox()
+    for key in DEVICES:
+        combo.addItem(DEVICE_LABELS[key], key)
+    combo.setCurrentIndex(max(0, combo.findData(current)))
+    return combo
+
+
+def tile_size_spin(value: int = 512) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(64, 8192)
+    spin.setSingleStep(64)
+    spin.setSuffix(" px")
+    spin.setValue(int(value))
+    spin.setToolTip("Tile edge in pixels (a multiple of 16). Larger tiles are faster on a GPU but use more memory.")
+    return spin
+
+
+def quality_spin(value: float = 1.0) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(0.05, 10.0)
+    spin.setSingleStep(0.1)
+    spin.setDecimals(2)
+    spin.setValue(float(value))
+    spin.setToolTip("Quantisation quality: higher keeps more detail and writes more bits per pixel.")
+    return spin
+
+
+def file_widget(mode, path: str = "", filter_: str = "", dialog_title: str = "") -> QgsFileWidget:
+    w = QgsFileWidget()
+    w.setStorageMode(mode)
+    if filter_:
+        w.setFilter(filter_)
+    if dialog_title:
+        w.setDialogTitle(dialog_title)
+    w.setFilePath(path)
+    return w

@@ -1,0 +1,326 @@
+"""The QGIS plugin: layer context-menu actions, plugin menu, Browser items, Processing provider.
+
+Heavy work runs in QgsTasks (tasks/); this module only gathers inputs, starts tasks and, when a task has
+finished (main thread), adds layers and shows messages. Python dependencies (onnxruntime, zstandard) are checked
+lazily, when an action first needs them, so the plugin always loads and tells the user what to install.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QDialog
+
+from .__about__ import __icon_path__, __title__
+from .core.errors import SarCompressError
+from .qgis_io import (
+    ORIGINAL_PROPERTY,
+    add_raster_layer,
+    default_compressed_path,
+    default_quality_paths,
+    default_reconstruction_path,
+    find_original_layer,
+    group_for_layer,
+    layer_file_path,
+    style_quality_layer,
+)
+from .tasks import CompressTask, QualityMapsTask, ReconstructTask, SarTask, TaskResult, TaskStatus
+from .utils.deps import check_dependencies, install_hint
+from .utils.log import PluginLogger, install_log_handler, remove_log_handler
+from .utils.settings import PluginSettings
+
+log = logging.getLogger(__name__)
+
+MENU = "&SAR Compress"
+
+
+class SarCompressPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.logger = PluginLogger(iface)
+        self.provider = None
+        self.layer_actions: list[QAction] = []
+        self.menu_actions: list[QAction] = []
+        self.tasks: dict[int, SarTask] = {}
+        self.last_task: SarTask | None = None
+        self._log_handler = None
+        self._browser_provider = None
+        self._browser_gui_provider = None
+        self._missing_dependencies: list | None = None
+
+    # --- QGIS plugin API ---------------------------------------------------------------------------------
+    def initProcessing(self):  # noqa: N802 (QGIS API)
+        if self.provider is None:
+            from .processing.provider import SarCompressProvider
+
+            self.provider = SarCompressProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):  # noqa: N802 (QGIS API)
+        self._log_handler = install_log_handler()
+        self.initProcessing()
+        parent = self.iface.mainWindow()
+        icon = QIcon(str(__icon_path__))
+
+        self.compress_action = self._action(icon, "Compress with SAR codec…", "sar_compress_compress",
+                                            self.compress_active_layer, parent)
+        self.quality_action = self._action(icon, "SAR quality maps…", "sar_compress_quality_maps",
+                                           self.quality_maps_active_layer, parent)
+        for action in (self.compress_action, self.quality_action):
+            self.iface.addCustomActionForLayerType(action, "", QgsMapLayerType.RasterLayer, True)
+            self.layer_actions.append(action)
+
+        self.reconstruct_action = self._action(icon, "Reconstruct SAR raster…", "sar_compress_reconstruct",
+                                               self.reconstruct_with_dialog, parent)
+        self.settings_action = self._action(QIcon(), "Settings…", "sar_compress_settings",
+                                            self.show_settings, parent)
+        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action):
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.menu_actions.append(action)
+
+        from .gui.browser import SarcDataItemGuiProvider, SarcDataItemProvider
+        from qgis.gui import QgsGui
+
+        self._browser_provider = SarcDataItemProvider()
+        QgsApplication.dataItemProviderRegistry().addProvider(self._browser_provider)
+        self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file)
+        QgsGui.dataItemGuiProviderRegistry().addProvider(self._browser_gui_provider)
+
+    def unload(self):
+        for task in list(self.tasks.values()):
+            task.on_finished = None
+            task.cancel()
+        self.tasks.clear()
+        for action in self.layer_actions:
+            self.iface.removeCustomActionForLayerType(action)
+        for action in self.menu_actions:
+            self.iface.removePluginRasterMenu(MENU, action)
+        for action in {id(a): a for a in self.layer_actions + self.menu_actions}.values():
+            action.deleteLater()
+        self.layer_actions.clear()
+        self.menu_actions.clear()
+        if self._browser_gui_provider is not None:
+            from qgis.gui import QgsGui
+
+            QgsGui.dataItemGuiProviderRegistry().removeProvider(self._browser_gui_provider)
+            self._browser_gui_provider = None
+        if self._browser_provider is not None:
+            QgsApplication.dataItemProviderRegistry().removeProvider(self._browser_provider)
+            self._browser_provider = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        remove_log_handler(self._log_handler)
+        self._log_handler = None
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _action(icon, text, name, slot, parent) -> QAction:
+        action = QAction(icon, text, parent)
+        action.setObjectName(name)
+        action.triggered.connect(lambda _checked=False: slot())
+        return action
+
+    def _ensure_dependencies(self) -> bool:
+        if self._missing_dependencies is None:
+            self._missing_dependencies = check_dependencies()
+        if self._missing_dependencies:
+            self.logger.error(install_hint(self._missing_dependencies))
+            return False
+        return True
+
+    def _active_layer(self):
+        view = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
+        layer = view.currentLayer() if view is not None else None
+        return layer or self.iface.activeLayer()
+
+    def _start(self, task: SarTask, done) -> SarTask:
+        key = id(task)
+
+        def finished(result: TaskResult):
+            self.tasks.pop(key, None)
+            try:
+                done(task, result)
+            except Exception as exc:  # noqa: BLE001 - never let a callback raise into Qt
+                log.exception("handling the end of %s failed", task.description())
+                self.logger.error(f"{task.description()}: {type(exc).__name__}: {exc}")
+
+        task.on_finished = finished
+        self.tasks[key] = task
+        self.last_task = task
+        QgsApplication.taskManager().addTask(task)
+        self.logger.info(f"{task.description()} started")
+        return task
+
+    def _report_failure(self, what: str, result: TaskResult) -> bool:
+        if result.status is TaskStatus.CANCELLED:
+            self.logger.warning(f"{what} cancelled; no file was written.")
+            return True
+        if result.status is TaskStatus.FAILED:
+            self.logger.error(f"{what} failed: {result.message}")
+            return True
+        return False
+
+    # --- compress ----------------------------------------------------------------------------------------
+    def compress_active_layer(self):
+        return self.compress_layer(self._active_layer())
+
+    def compress_layer(self, layer, output_path: str | None = None, options=None, ask: bool = True):
+        """Compress a raster layer's file. With `ask`, a dialog collects output path and options first."""
+        try:
+            input_path = layer_file_path(layer)
+        except SarCompressError as exc:
+            self.logger.warning(f"Cannot compress: {exc}")
+            return None
+        if not self._ensure_dependencies():
+            return None
+        from .core.codec import CompressOptions
+
+        settings = PluginSettings.load()
+        output_path = output_path or default_compressed_path(input_path)
+        if ask:
+            from .gui.dialogs import CompressDialog
+
+            dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow())
+            if dialog.exec() != QDialog.DialogCode.Accepted:
+                return None
+            values = dialog.option_values()
+            output_path = dialog.output_path()
+            settings.device, settings.tile_size, settings.quality = (values["device"], values["tile_size"],
+                                                                     values["quality"])
+            settings.save()
+            options = CompressOptions(**values)
+        elif options is None:
+            options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
+                                      tile_size=settings.tile_size, quality=settings.quality)
+        task = CompressTask(input_path, output_path, options, layer_id=layer.id())
+        return self._start(task, functools.partial(self._compress_done, layer.name()))
+
+    def _compress_done(self, layer_name: str, task: CompressTask, result: TaskResult):
+        if self._report_failure(f"Compression of '{layer_name}'", result):
+            return
+        r = result.value
+        extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
+        self.logger.success(
+            f"'{layer_name}' compressed to {Path(r.output_path).name}: ratio {r.ratio:.1f}:1, "
+            f"{r.bpp:.3f} bpp, {r.seconds:.1f} s on {r.provider}{extra}")
+
+    # --- reconstruct -------------------------------------------------------------------------------------
+    def reconstruct_with_dialog(self):
+        from .gui.dialogs import ReconstructDialog
+
+        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow())
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData())
+
+    def reconstruct_file(self, sarc_path: str, output_path: str | None = None, device: str | None = None):
+        """Reconstruct a .sarc file to a GeoTIFF (next to it by default) and add it as a layer."""
+        if not Path(sarc_path).is_file():
+            self.logger.warning(f"Cannot reconstruct: {sarc_path} does not exist")
+            return None
+        if not self._ensure_dependencies():
+            return None
+        settings = PluginSettings.load()
+        task = ReconstructTask(sarc_path, output_path or default_reconstruction_path(sarc_path),
+                               model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device)
+        return self._start(task, functools.partial(self._reconstruct_done, str(sarc_path)))
+
+    def _reconstruct_done(self, sarc_path: str, task: ReconstructTask, result: TaskResult):
+        if self._report_failure(f"Reconstruction of {Path(sarc_path).name}", result):
+            return
+        r = result.value
+        project = QgsProject.instance()
+        original = find_original_layer(project, sarc_path)
+        name = f"{Path(sarc_path).stem} (reconstructed)"
+        if original is not None:
+            group = group_for_layer(project, original)
+            layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")
+            layer.setCustomProperty(ORIGINAL_PROPERTY, original.id())
+        else:
+            layer = add_raster_layer(project, r.output_path, name, role="reconstruction")
+        self.logger.success(f"{Path(sarc_path).name} reconstructed to {Path(r.output_path).name} "
+                            f"({r.width} x {r.height}, {r.bands} band(s)) in {r.seconds:.1f} s on {r.provider}")
+        return layer
+
+    # --- quality maps ------------------------------------------------------------------------------------
+    def quality_maps_active_layer(self):
+        layer = self._active_layer()
+        try:
+            layer_file_path(layer)
+        except SarCompressError as exc:
+            self.logger.warning(f"Cannot make quality maps: {exc}")
+            return None
+        from .gui.dialogs import QualityMapsDialog
+
+        dialog = QualityMapsDialog(layer, self.guess_original(layer), self.iface.mainWindow())
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain())
+
+    @staticmethod
+    def guess_original(layer):
+        project = QgsProject.instance()
+        original = project.mapLayer(layer.customProperty(ORIGINAL_PROPERTY) or "")
+        if original is None:
+            try:
+                original = find_original_layer(project, layer_file_path(layer), exclude=layer)
+            except SarCompressError:
+                original = None
+        return original
+
+    def quality_maps(self, reconstruction: QgsRasterLayer, original: QgsRasterLayer, window: int = 15,
+                     domain: str | None = None):
+        try:
+            recon_path = layer_file_path(reconstruction)
+            original_path = layer_file_path(original)
+        except SarCompressError as exc:
+            self.logger.warning(f"Cannot make quality maps: {exc}")
+            return None
+        enl_path, epi_path = default_quality_paths(recon_path)
+        task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
+                               reconstruction_layer_id=reconstruction.id())
+        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name()))
+
+    def _quality_done(self, recon_id: str, recon_name: str, task: QualityMapsTask, result: TaskResult):
+        if self._report_failure(f"Quality maps of '{recon_name}'", result):
+            return
+        r = result.value
+        project = QgsProject.instance()
+        recon = project.mapLayer(recon_id)
+        node = project.layerTreeRoot().findLayer(recon_id) if recon is not None else None
+        group = node.parent() if node is not None else None
+        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — local EPI ({r.window} px)", group,
+                               above=recon, role="epi")
+        enl = add_raster_layer(project, r.enl_ratio_path, f"{recon_name} — local ENL ratio ({r.window} px)",
+                               group, above=epi, role="enl_ratio")
+        style_quality_layer(enl, "enl_ratio")
+        style_quality_layer(epi, "epi")
+        # One overlay at a time reads best: the ENL ratio is shown, the EPI map is one click away.
+        epi_node = project.layerTreeRoot().findLayer(epi.id())
+        if epi_node is not None:
+            epi_node.setItemVisibilityChecked(False)
+        enl_med = ", ".join(f"{v:.2f}" for v in r.enl_ratio_median)
+        epi_med = ", ".join(f"{v:.2f}" for v in r.epi_median)
+        self.logger.success(f"Quality maps of '{recon_name}': median local ENL ratio {enl_med} (1 is ideal), "
+                            f"median local EPI {epi_med} (1 is perfect), {r.seconds:.1f} s")
+        return enl, epi
+
+    # --- settings ----------------------------------------------------------------------------------------
+    def show_settings(self):
+        from .gui.dialogs import SettingsDialog
+
+        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow())
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            dialog.settings().save()
+            status = install_hint(check_dependencies())
+            self.logger.info("Settings saved." + (f" {status}" if status else ""), push=bool(status))
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{__title__} plugin>"

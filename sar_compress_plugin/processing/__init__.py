@@ -1,0 +1,1 @@
+"""Processing provider: the codec in the toolbox, in models and through processing.run / qgis_process."""

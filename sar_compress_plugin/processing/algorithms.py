@@ -1,0 +1,211 @@
+"""Processing algorithms. Each calls the same core function as the plugin's tasks and the CLI:
+feedback.isCanceled -> is_cancelled, feedback.setProgress -> progress; SarCompressError -> QgsProcessingException."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..__about__ import __icon_path__
+from ..core.errors import CancelledError, SarCompressError
+from ..utils.deps import check_dependencies, install_hint
+
+DEVICES = ("auto", "cuda", "cpu")
+DEVICE_LABELS = ["Automatic (GPU if available)", "GPU (CUDA)", "CPU"]
+DOMAINS = (None, "intensity", "amplitude", "db")
+DOMAIN_LABELS = ["Automatic (metadata or values)", "Linear intensity", "Linear amplitude", "Decibels"]
+
+
+def _callbacks(feedback):
+    def progress(fraction: float) -> None:
+        if feedback is not None:
+            feedback.setProgress(100.0 * min(1.0, max(0.0, float(fraction))))
+
+    def is_cancelled() -> bool:
+        return feedback is not None and feedback.isCanceled()
+
+    return progress, is_cancelled
+
+
+def _layer_path(alg, parameters, name, context) -> str:
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(f"{name}: not a readable raster layer")
+    from ..qgis_io import layer_file_path
+
+    try:
+        return layer_file_path(layer)
+    except SarCompressError as exc:
+        raise QgsProcessingException(str(exc)) from None
+
+
+def _require_codec_dependencies() -> None:
+    missing = check_dependencies()
+    if missing:
+        raise QgsProcessingException(install_hint(missing))
+
+
+class _SarAlgorithm(QgsProcessingAlgorithm):
+    def group(self):
+        return "SAR codec"
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return "sarcodec"
+
+    def icon(self):
+        return QIcon(str(__icon_path__))
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CancelledError as exc:
+            raise QgsProcessingException(f"Cancelled: {exc}") from None
+        except SarCompressError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+
+class CompressAlgorithm(_SarAlgorithm):
+    INPUT, MODEL_DIR, DEVICE, TILE_SIZE, QUALITY, OUTPUT = (
+        "INPUT", "MODEL_DIR", "DEVICE", "TILE_SIZE", "QUALITY", "OUTPUT")
+
+    def name(self):
+        return "compress"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return "Compress SAR raster"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return ("Compresses a SAR raster (intensity, amplitude or dB) into a .sarc file with the learned codec. "
+                "Bits per pixel and ratio are measured from the file written; PROVIDER says which onnxruntime "
+                "execution provider actually ran.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL_DIR, "Model bundle folder (empty: bundled default)",
+                                                     behavior=QgsProcessingParameterFile.Behavior.Folder,
+                                                     optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels, multiple of 16)",
+                                                       QgsProcessingParameterNumber.Type.Integer, 512,
+                                                       minValue=64, maxValue=8192))
+        self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality",
+                                                       QgsProcessingParameterNumber.Type.Double, 1.0,
+                                                       minValue=0.01, maxValue=100.0))
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Compressed file",
+                                                                "SAR compressed raster (*.sarc)"))
+        for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel"), ("SECONDS", "Seconds")):
+            self.addOutput(QgsProcessingOutputNumber(name, desc))
+        self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        _require_codec_dependencies()
+        from ..core.codec import CompressOptions, compress
+
+        input_path = _layer_path(self, parameters, self.INPUT, context)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        options = CompressOptions(
+            model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            quality=self.parameterAsDouble(parameters, self.QUALITY, context))
+        progress, is_cancelled = _callbacks(feedback)
+        r = self._call(compress, input_path, output, options, progress=progress, is_cancelled=is_cancelled)
+        feedback.pushInfo(f"{r.output_path}: ratio {r.ratio:.2f}:1, {r.bpp:.4f} bpp, {r.seconds:.1f} s "
+                          f"on {r.provider}")
+        return {self.OUTPUT: r.output_path, "RATIO": r.ratio, "BPP": r.bpp, "SECONDS": r.seconds,
+                "PROVIDER": r.provider}
+
+
+class ReconstructAlgorithm(_SarAlgorithm):
+    INPUT, DEVICE, OUTPUT = "INPUT", "DEVICE", "OUTPUT"
+
+    def name(self):
+        return "reconstruct"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return "Reconstruct SAR raster"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return ("Reconstructs a .sarc file to a georeferenced GeoTIFF in the original value domain and data type. "
+                "The model the file names is looked up in the plugin's model folders and the bundled default.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)", extension="sarc"))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Reconstructed raster"))
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Seconds"))
+        self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        _require_codec_dependencies()
+        from ..core.codec import reconstruct
+        from ..utils.settings import PluginSettings
+
+        src = self.parameterAsFile(parameters, self.INPUT, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        progress, is_cancelled = _callbacks(feedback)
+        r = self._call(reconstruct, src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+                       device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                       progress=progress, is_cancelled=is_cancelled)
+        feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
+                          f"on {r.provider}")
+        return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
+
+
+class QualityMapsAlgorithm(_SarAlgorithm):
+    ORIGINAL, RECONSTRUCTION, WINDOW, DOMAIN, OUTPUT_ENL_RATIO, OUTPUT_EPI = (
+        "ORIGINAL", "RECONSTRUCTION", "WINDOW", "DOMAIN", "OUTPUT_ENL_RATIO", "OUTPUT_EPI")
+
+    def name(self):
+        return "qualitymaps"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return "SAR quality maps"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return ("Local ENL ratio (ENL of the reconstruction / ENL of the original, on linear intensity; 1 is "
+                "ideal, above 1 means smoothing) and local edge preservation index (correlation of Laplacians "
+                "in dB; 1 is perfect), as float32 rasters aligned with the reconstruction, one band per band.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.ORIGINAL, "Original SAR raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.RECONSTRUCTION, "Reconstructed raster"))
+        self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window (pixels, odd)",
+                                                       QgsProcessingParameterNumber.Type.Integer, 15,
+                                                       minValue=3, maxValue=101))
+        self.addParameter(QgsProcessingParameterEnum(self.DOMAIN, "Values are", options=DOMAIN_LABELS,
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_ENL_RATIO, "Local ENL ratio"))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_EPI, "Local EPI"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        from ..core.quality_maps import compute_quality_maps
+
+        window = self.parameterAsInt(parameters, self.WINDOW, context)
+        if window % 2 == 0:
+            raise QgsProcessingException(f"the window must be an odd number of pixels, got {window}")
+        progress, is_cancelled = _callbacks(feedback)
+        r = self._call(compute_quality_maps,
+                       _layer_path(self, parameters, self.ORIGINAL, context),
+                       _layer_path(self, parameters, self.RECONSTRUCTION, context),
+                       self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context),
+                       self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context),
+                       domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
+                       progress=progress, is_cancelled=is_cancelled)
+        feedback.pushInfo(f"median local ENL ratio {r.enl_ratio_median}, median local EPI {r.epi_median}")
+        return {self.OUTPUT_ENL_RATIO: r.enl_ratio_path, self.OUTPUT_EPI: r.epi_path}

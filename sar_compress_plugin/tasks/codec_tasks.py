@@ -1,0 +1,61 @@
+"""The plugin's three background jobs. Each calls the same core function the CLI and Processing call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SarTask
+
+
+class CompressTask(SarTask):
+    def __init__(self, input_path: str, output_path: str, options=None, on_finished=None, layer_id: str = ""):
+        super().__init__(f"SAR compress {Path(input_path).name}", on_finished)
+        self.input_path = str(input_path)
+        self.output_path = str(output_path)
+        self.options = options
+        self.layer_id = layer_id
+
+    def _run(self):
+        from ..core.codec import compress  # lazy: onnxruntime may be missing
+
+        return compress(self.input_path, self.output_path, self.options,
+                        progress=self.report_progress, is_cancelled=self.is_cancelled)
+
+
+class ReconstructTask(SarTask):
+    def __init__(self, input_path: str, output_path: str, model_dirs=None, device: str = "auto",
+                 window=None, on_finished=None):
+        super().__init__(f"SAR reconstruct {Path(input_path).name}", on_finished)
+        self.input_path = str(input_path)
+        self.output_path = str(output_path)
+        self.model_dirs = model_dirs
+        self.device = device
+        self.window = window
+
+    def _run(self):
+        from ..core.codec import reconstruct  # lazy: onnxruntime may be missing
+
+        return reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
+                           device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
+
+
+class QualityMapsTask(SarTask):
+    def __init__(self, original_path: str, reconstruction_path: str, enl_ratio_path: str, epi_path: str,
+                 window: int = 15, domain: str | None = None, bands=None, on_finished=None,
+                 reconstruction_layer_id: str = ""):
+        super().__init__(f"SAR quality maps of {Path(reconstruction_path).name}", on_finished)
+        self.original_path = str(original_path)
+        self.reconstruction_path = str(reconstruction_path)
+        self.enl_ratio_path = str(enl_ratio_path)
+        self.epi_path = str(epi_path)
+        self.window = int(window)
+        self.domain = domain
+        self.bands = bands
+        self.reconstruction_layer_id = reconstruction_layer_id
+
+    def _run(self):
+        from ..core.quality_maps import compute_quality_maps
+
+        return compute_quality_maps(self.original_path, self.reconstruction_path, self.enl_ratio_path,
+                                    self.epi_path, domain=self.domain, window=self.window, bands=self.bands,
+                                    progress=self.report_progress, is_cancelled=self.is_cancelled)
