@@ -1,0 +1,49 @@
+"""The README's main command: sar-demo on the bundled sample, and the figures it computes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sar_compress_plugin import demo
+from sar_compress_plugin.core.evaluation import aggregate, band_quality
+
+
+def test_band_quality_of_perfect_and_offset_reconstructions():
+    rng = np.random.default_rng(0)
+    intensity = rng.gamma(1.0, 100.0, size=(64, 64)).astype(np.float32)
+    intensity[0, 0] = 0.0  # invalid: excluded everywhere
+    perfect = band_quality(intensity, intensity.copy(), "intensity", (10.0, 30.0))
+    assert perfect["db_rmse"] == 0.0 and perfect["psnr"] == float("inf")
+    assert perfect["enl_ratio"] == pytest.approx(1.0) and perfect["epi"] == pytest.approx(1.0)
+    assert perfect["valid_pixels"] == 64 * 64 - 1 and perfect["validity_mask_identical"]
+    # +1 dB everywhere: dB RMSE is exactly 1, ENL (scale invariant) unchanged
+    louder = np.where(intensity > 0, intensity * 10 ** 0.1, 0).astype(np.float32)
+    q = band_quality(intensity, louder, "intensity", (10.0, 30.0))
+    assert q["db_rmse"] == pytest.approx(1.0, abs=1e-4)
+    assert q["enl_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert q["out_of_range_pixels"] == int(((10 * np.log10(intensity[intensity > 0]) < 10) |
+                                            (10 * np.log10(intensity[intensity > 0]) > 30)).sum())
+    agg = aggregate([perfect, q])
+    assert agg["db_rmse"] == pytest.approx(np.sqrt(0.5), abs=1e-4)
+
+
+def test_demo_compresses_and_reconstructs_the_sample(tmp_path, tiny_bundle, capsys):
+    assert demo.SAMPLE.is_file()
+    rc = demo.main(["--out", str(tmp_path), "--model", str(tiny_bundle), "--device", "cpu", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    size = (tmp_path / "s1_iw_grd_frankfurt_512.sarc").stat().st_size
+    assert res["compressed_bytes"] == size
+    assert res["bpp"] == pytest.approx(8 * size / (512 * 512))
+    assert res["ratio"] == pytest.approx(2 * 512 * 512 * 4 / size)
+    assert [b["band"] for b in res["bands"]] == ["Intensity_VV", "Intensity_VH"]  # GeoTIFF descriptions
+    assert all(b["validity_mask_identical"] for b in res["bands"])
+    assert res["provider"] == "CPUExecutionProvider"
+    assert 0 < res["overall"]["db_rmse"] < 20
+
+
+def test_demo_reports_missing_model_clearly(tmp_path, capsys):
+    rc = demo.main(["--out", str(tmp_path), "--model", str(tmp_path / "nope")])
+    assert rc == 2
+    assert capsys.readouterr().err.startswith("error:")
