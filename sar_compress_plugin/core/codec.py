@@ -352,14 +352,15 @@ class CompressedRaster:
             self.domain = canonical_domain(h["domain"])
             self.nodata = [C.decode_nodata(v) for v in r["nodata"]]
             self.qp = QuantizationParams.from_dict(h["quantization"])
-            self.pp = PreprocessingParams.from_dict(h.get("preprocessing", {}))
+            self.pp = PreprocessingParams.from_dict(h.get("preprocessing") or {})
             t = h["tiling"]
             self.grid = TileGrid(self.width, self.height, t["tile_size"], t["halo"], t.get("factor", 16))
             self.channels = int(h["model"]["latent_channels"])
             self.outlier_step = float(h.get("outliers", {}).get("step_db", OUTLIER_STEP_DB))
             if not (math.isfinite(self.outlier_step) and self.outlier_step > 0):
                 raise ValueError("outlier step")
-        except (KeyError, TypeError, ValueError, SarCompressError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+                SarCompressError) as exc:
             self.close()
             raise C.ContainerFormatError(f"{self.path}: header field is invalid ({exc})") from None
         self._model: OnnxCodecModel | None = None
