@@ -1,51 +1,22 @@
-"""Real headless QGIS for the plugin tests: ONE QgsApplication for the whole session.
-
-QT_QPA_PLATFORM=offscreen is set before Qt is imported. pytest-qt's `qapp` fixture is overridden to return
-that QgsApplication (trap 7). `TestIface` is the QgisInterface the plugin gets: a real QMainWindow, a real
-QgsMapCanvas, a real QgsLayerTreeView bridged to the canvas with QgsLayerTreeMapCanvasBridge, a real
-QgsMessageBar and real menus. The QGIS desktop app's own layer-tree context menu cannot exist headless
-(trap 8), so `TestIface` records what `addCustomActionForLayerType` registers, the way QgisApp does, and a
-real QgsLayerTreeViewMenuProvider shows those actions in the view's context menu.
-"""
+"""Fixtures for the real headless QGIS tests. The harness (one QgsApplication, created before anything else
+touches Qt, with QT_QPA_PLATFORM=offscreen; the test iface) lives in qgis_harness.py so test modules can import
+it by a name that cannot clash with tests/unit/conftest.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything creates a Qt application
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "sar"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/sar")
-ARTIFACTS = REPO / "artifacts"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-for _p in ("/usr/share/qgis/python/plugins", "/usr/lib/qgis/python/plugins"):
-    if os.path.isdir(_p) and _p not in sys.path:
-        sys.path.append(_p)
-
-from qgis.core import QgsApplication, QgsProject  # noqa: E402
-
-_QGS_APP = QgsApplication([], True)
-QgsApplication.setPrefixPath("/usr", True)
-_QGS_APP.initQgis()
-
-from qgis.gui import (  # noqa: E402
-    QgsGui,
-    QgsLayerTreeMapCanvasBridge,
-    QgsLayerTreeView,
-    QgsLayerTreeViewMenuProvider,
-    QgsMapCanvas,
-    QgsMessageBar,
-)
-from qgis.core import QgsLayerTreeModel  # noqa: E402
-from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar  # noqa: E402
+from qgis_harness import DATA, QGS_APP, REPO, TestIface  # noqa: F401  (creates the QgsApplication)
+from qgis.core import QgsProject
+from qgis.gui import QgsGui
 
 pytestmark = pytest.mark.qgis
 
@@ -59,135 +30,13 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def qgis_app():
-    return _QGS_APP
+    return QGS_APP
 
 
 @pytest.fixture(scope="session")
 def qapp(qgis_app):
     """pytest-qt uses this application instead of creating its own QApplication."""
     return qgis_app
-
-
-class LayerActionsMenuProvider(QgsLayerTreeViewMenuProvider):
-    """Context menu of the layer tree: the actions registered for the current layer's type, as QgisApp does."""
-
-    def __init__(self, view: QgsLayerTreeView, iface: "TestIface"):
-        super().__init__()
-        self.view = view
-        self.iface = iface
-
-    def createContextMenu(self):  # noqa: N802 (QGIS API)
-        layer = self.view.currentLayer()
-        if layer is None:
-            return None
-        menu = QMenu()
-        for action, submenu, layer_type, all_layers, layers in self.iface.custom_layer_actions:
-            if layer.type() != layer_type:
-                continue
-            if not all_layers and layer not in layers:
-                continue
-            target = menu
-            if submenu:
-                found = [a.menu() for a in menu.actions() if a.menu() and a.text() == submenu]
-                target = found[0] if found else menu.addMenu(submenu)
-            target.addAction(action)
-        return menu
-
-
-class TestIface:
-    """The QgisInterface methods the plugin uses, on real widgets (see the module docstring)."""
-
-    __test__ = False  # not a test class
-
-    def __init__(self):
-        self.main_window = QMainWindow()
-        self.canvas = QgsMapCanvas(self.main_window)
-        self.canvas.resize(600, 600)
-        self.main_window.setCentralWidget(self.canvas)
-        self.layer_tree_view = QgsLayerTreeView(self.main_window)
-        root = QgsProject.instance().layerTreeRoot()
-        self.layer_tree_model = QgsLayerTreeModel(root, self.main_window)
-        self.layer_tree_view.setModel(self.layer_tree_model)
-        self.bridge = QgsLayerTreeMapCanvasBridge(root, self.canvas, self.main_window)
-        self.menu_provider = LayerActionsMenuProvider(self.layer_tree_view, self)
-        self.layer_tree_view.setMenuProvider(self.menu_provider)
-        self.message_bar = QgsMessageBar(self.main_window)
-        self.plugin_menus: dict[str, QMenu] = {}
-        self.raster_menu = QMenu("&Raster", self.main_window)
-        self.plugin_menu = QMenu("&Plugins", self.main_window)
-        self.toolbar = QToolBar("Plugins", self.main_window)
-        self.custom_layer_actions: list = []
-        self.messages: list[tuple[str, str, int]] = []
-        self.message_bar.widgetAdded.connect(self._record_message)
-
-    def _record_message(self, item):
-        self.messages.append((item.title(), item.text(), int(item.level())))
-
-    # --- QgisInterface --------------------------------------------------------------------------------
-    def mainWindow(self):  # noqa: N802
-        return self.main_window
-
-    def mapCanvas(self):  # noqa: N802
-        return self.canvas
-
-    def layerTreeView(self):  # noqa: N802
-        return self.layer_tree_view
-
-    def activeLayer(self):  # noqa: N802
-        return self.layer_tree_view.currentLayer()
-
-    def setActiveLayer(self, layer):  # noqa: N802
-        self.layer_tree_view.setCurrentLayer(layer)
-        return True
-
-    def messageBar(self):  # noqa: N802
-        return self.message_bar
-
-    def addCustomActionForLayerType(self, action, menu, layer_type, allLayers):  # noqa: N802,N803
-        self.custom_layer_actions.append((action, menu, layer_type, bool(allLayers), []))
-
-    def addCustomActionForLayer(self, action, layer):  # noqa: N802
-        for entry in self.custom_layer_actions:
-            if entry[0] is action:
-                entry[4].append(layer)
-
-    def removeCustomActionForLayerType(self, action):  # noqa: N802
-        before = len(self.custom_layer_actions)
-        self.custom_layer_actions = [e for e in self.custom_layer_actions if e[0] is not action]
-        return len(self.custom_layer_actions) < before
-
-    def _menu(self, parent: QMenu, name: str) -> QMenu:
-        key = f"{id(parent)}:{name}"
-        if key not in self.plugin_menus:
-            self.plugin_menus[key] = parent.addMenu(name)
-        return self.plugin_menus[key]
-
-    def addPluginToRasterMenu(self, name, action):  # noqa: N802
-        self._menu(self.raster_menu, name).addAction(action)
-
-    def removePluginRasterMenu(self, name, action):  # noqa: N802
-        self._menu(self.raster_menu, name).removeAction(action)
-
-    def addPluginToMenu(self, name, action):  # noqa: N802
-        self._menu(self.plugin_menu, name).addAction(action)
-
-    def removePluginMenu(self, name, action):  # noqa: N802
-        self._menu(self.plugin_menu, name).removeAction(action)
-
-    def addRasterToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.addAction(action)
-
-    def removeRasterToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.removeAction(action)
-
-    def addToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.addAction(action)
-
-    def removeToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.removeAction(action)
-
-    def raster_menu_actions(self, name: str) -> list:
-        return self._menu(self.raster_menu, name).actions()
 
 
 @pytest.fixture
@@ -237,30 +86,28 @@ def codec():
     return module
 
 
+def _unit_fixtures():
+    """The codec engineer's tests/unit/conftest.py, loaded under its own name (reused, not duplicated)."""
+    import importlib.util
+
+    name = "sar_unit_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "unit" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def model_bundle(tmp_path_factory) -> Path:
-    """A model bundle: the codec engineer's tiny test bundle when it exists, else the bundled default model."""
+    """A model bundle: the codec's tiny test bundle (torch -> ONNX at test time, manifest with SHA-256s)."""
     try:
-        from tests.unit.conftest import make_tiny_bundle  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - fixture helper not there (yet)
-        make_tiny_bundle = None
-    if make_tiny_bundle is not None:
-        return Path(make_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle")))
-    default = REPO / "sar_compress_plugin" / "models" / "default"
-    if (default / "manifest.json").is_file():
-        return default
-    pytest.skip("no model bundle: neither tests.unit.conftest.make_tiny_bundle nor models/default exists yet")
-
-
-def process_events_until(predicate, timeout: float = 120.0) -> bool:
-    """Spin the Qt event loop (task manager signals, finished()) until predicate() or timeout."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    QgsApplication.processEvents()
-    return bool(predicate())
+        build_tiny_bundle = _unit_fixtures().build_tiny_bundle
+    except (FileNotFoundError, AttributeError, ImportError) as exc:
+        default = REPO / "sar_compress_plugin" / "models" / "default"
+        if (default / "manifest.json").is_file():
+            return default
+        pytest.skip(f"no model bundle to test with ({exc})")
+    return Path(build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import zipfile
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_builder():

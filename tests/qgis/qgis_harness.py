@@ -1,0 +1,217 @@
+"""Shared harness for the QGIS tests (imported by conftest.py and the test modules): the one headless
+QgsApplication, the test iface, dialog answering and event-loop waiting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data" / "sar"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data/sar")
+ARTIFACTS = REPO / "artifacts"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+for _p in ("/usr/share/qgis/python/plugins", "/usr/lib/qgis/python/plugins"):
+    if os.path.isdir(_p) and _p not in sys.path:
+        sys.path.append(_p)
+
+from qgis.core import QgsApplication, QgsProject  # noqa: E402
+
+import tempfile  # noqa: E402
+
+# A throw-away QGIS profile: QgsSettings written by the tests never touch the user's real profile.
+_PROFILE = tempfile.mkdtemp(prefix="sar_compress_qgis_profile_")
+QGS_APP = QgsApplication([], True, _PROFILE)
+QgsApplication.setPrefixPath("/usr", True)
+QGS_APP.initQgis()
+
+from qgis.gui import (  # noqa: E402
+    QgsGui,
+    QgsLayerTreeMapCanvasBridge,
+    QgsLayerTreeView,
+    QgsLayerTreeViewMenuProvider,
+    QgsMapCanvas,
+    QgsMessageBar,
+)
+from qgis.core import QgsLayerTreeModel  # noqa: E402
+from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar  # noqa: E402
+
+class LayerActionsMenuProvider(QgsLayerTreeViewMenuProvider):
+    """Context menu of the layer tree: the actions registered for the current layer's type, as QgisApp does."""
+
+    def __init__(self, view: QgsLayerTreeView, iface: "TestIface"):
+        super().__init__()
+        self.view = view
+        self.iface = iface
+
+    def createContextMenu(self):  # noqa: N802 (QGIS API)
+        layer = self.view.currentLayer()
+        if layer is None:
+            return None
+        menu = QMenu()
+        for action, submenu, layer_type, all_layers, layers in self.iface.custom_layer_actions:
+            if layer.type() != layer_type:
+                continue
+            if not all_layers and layer not in layers:
+                continue
+            target = menu
+            if submenu:
+                found = [a.menu() for a in menu.actions() if a.menu() and a.text() == submenu]
+                target = found[0] if found else menu.addMenu(submenu)
+            target.addAction(action)
+        return menu
+
+
+class TestIface:
+    """The QgisInterface methods the plugin uses, on real widgets (see the module docstring)."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self):
+        self.main_window = QMainWindow()
+        self.canvas = QgsMapCanvas(self.main_window)
+        self.canvas.resize(600, 600)
+        self.main_window.setCentralWidget(self.canvas)
+        self.layer_tree_view = QgsLayerTreeView(self.main_window)
+        root = QgsProject.instance().layerTreeRoot()
+        self.layer_tree_model = QgsLayerTreeModel(root, self.main_window)
+        self.layer_tree_view.setModel(self.layer_tree_model)
+        self.bridge = QgsLayerTreeMapCanvasBridge(root, self.canvas, self.main_window)
+        self.menu_provider = LayerActionsMenuProvider(self.layer_tree_view, self)
+        self.layer_tree_view.setMenuProvider(self.menu_provider)
+        self.message_bar = QgsMessageBar(self.main_window)
+        self.plugin_menus: dict[str, QMenu] = {}
+        self.raster_menu = QMenu("&Raster", self.main_window)
+        self.plugin_menu = QMenu("&Plugins", self.main_window)
+        self.toolbar = QToolBar("Plugins", self.main_window)
+        self.custom_layer_actions: list = []
+        self.messages: list[tuple[str, str, int]] = []
+        self.message_bar.widgetAdded.connect(self._record_message)
+
+    def _record_message(self, _widget):
+        item = self.message_bar.currentItem()  # the QgsMessageBarItem just pushed
+        self.messages.append((item.title(), item.text(), int(item.level())))
+
+    # --- QgisInterface --------------------------------------------------------------------------------
+    def mainWindow(self):  # noqa: N802
+        return self.main_window
+
+    def mapCanvas(self):  # noqa: N802
+        return self.canvas
+
+    def layerTreeView(self):  # noqa: N802
+        return self.layer_tree_view
+
+    def activeLayer(self):  # noqa: N802
+        return self.layer_tree_view.currentLayer()
+
+    def setActiveLayer(self, layer):  # noqa: N802
+        self.layer_tree_view.setCurrentLayer(layer)
+        return True
+
+    def messageBar(self):  # noqa: N802
+        return self.message_bar
+
+    def addCustomActionForLayerType(self, action, menu, layer_type, allLayers):  # noqa: N802,N803
+        self.custom_layer_actions.append((action, menu, layer_type, bool(allLayers), []))
+
+    def addCustomActionForLayer(self, action, layer):  # noqa: N802
+        for entry in self.custom_layer_actions:
+            if entry[0] is action:
+                entry[4].append(layer)
+
+    def removeCustomActionForLayerType(self, action):  # noqa: N802
+        before = len(self.custom_layer_actions)
+        self.custom_layer_actions = [e for e in self.custom_layer_actions if e[0] is not action]
+        return len(self.custom_layer_actions) < before
+
+    def _menu(self, parent: QMenu, name: str) -> QMenu:
+        key = f"{id(parent)}:{name}"
+        if key not in self.plugin_menus:
+            self.plugin_menus[key] = parent.addMenu(name)
+        return self.plugin_menus[key]
+
+    def addPluginToRasterMenu(self, name, action):  # noqa: N802
+        self._menu(self.raster_menu, name).addAction(action)
+
+    def removePluginRasterMenu(self, name, action):  # noqa: N802
+        self._menu(self.raster_menu, name).removeAction(action)
+
+    def addPluginToMenu(self, name, action):  # noqa: N802
+        self._menu(self.plugin_menu, name).addAction(action)
+
+    def removePluginMenu(self, name, action):  # noqa: N802
+        self._menu(self.plugin_menu, name).removeAction(action)
+
+    def addRasterToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.addAction(action)
+
+    def removeRasterToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.removeAction(action)
+
+    def addToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.addAction(action)
+
+    def removeToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.removeAction(action)
+
+    def raster_menu_actions(self, name: str) -> list:
+        return self._menu(self.raster_menu, name).actions()
+
+
+def accept_next_dialog(configure=None, state: dict | None = None):
+    """Answer the next modal dialog the code under test opens: `configure(dialog)`, then press OK.
+
+    The dialog really runs its exec() loop; if OK does not close it (validation failed) it is rejected and
+    the error shown to the user is stored in state["error"].
+    """
+    from qgis.PyQt.QtCore import QTimer
+    from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox
+
+    state = state if state is not None else {}
+
+    def find():
+        w = QApplication.activeModalWidget()
+        if isinstance(w, QDialog):
+            return w
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, QDialog) and w.isVisible():
+                return w
+        return None
+
+    def answer():
+        dialog = find()
+        if dialog is None:
+            QTimer.singleShot(20, answer)
+            return
+        state["dialog_title"] = dialog.windowTitle()
+        if configure is not None:
+            configure(dialog)
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+        if dialog.isVisible():
+            state["error"] = dialog.error_label.text()
+            dialog.reject()
+
+    QTimer.singleShot(0, answer)
+    return state
+
+
+def process_events_until(predicate, timeout: float = 120.0) -> bool:
+    """Spin the Qt event loop (task manager signals, finished()) until predicate() or timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    QgsApplication.processEvents()
+    return bool(predicate())

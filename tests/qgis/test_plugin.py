@@ -1,0 +1,390 @@
+"""The plugin in a real headless QGIS, on a real Sentinel-1 GRD scene (Berlin, 2 x 512 x 512 float32 intensity).
+
+What is real: QgsApplication, QgsProject, QgsMapCanvas, QgsLayerTreeView + bridge, QgsMessageBar, the task
+manager, the dialogs (their exec() loops run and are answered by `accept_next_dialog`), the Browser's
+QgsDirectoryItem, the Processing registry, the codec with a tiny ONNX model. What stands in for the desktop app:
+`TestIface` (conftest.py), because QgisApp and its layer-tree context menu cannot exist headless (trap 8).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsColorRampLegendNode,
+    QgsDirectoryItem,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsDataItemGuiContext
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QMenu
+
+from qgis_harness import ARTIFACTS, REPO, TestIface, accept_next_dialog, process_events_until
+
+PLUGIN = "sar_compress_plugin"
+COMPRESS_TEXT = "Compress with SAR codec…"
+QUALITY_TEXT = "SAR quality maps…"
+
+
+def _menu_texts(iface: TestIface, layer) -> list[str]:
+    iface.layer_tree_view.setCurrentLayer(layer)
+    menu = iface.layer_tree_view.menuProvider().createContextMenu()
+    return [a.text() for a in menu.actions()] if menu is not None else []
+
+
+def _add_raster(path, name="berlin") -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    assert layer.isValid(), path
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+@pytest.fixture
+def plugin(test_iface, model_bundle):
+    """The plugin from classFactory + initGui, with the tiny model as default model, on CPU."""
+    from sar_compress_plugin import classFactory
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    PluginSettings(model_dir=str(model_bundle), model_dirs=[str(model_bundle)], device="cpu",
+                   tile_size=256).save()
+    p = classFactory(test_iface)
+    p.initGui()
+    yield p
+    p.unload()
+
+
+def _wait(plugin, task, timeout=180):
+    assert task is not None
+    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
+    return task.result
+
+
+def _messages(iface, level=None) -> list[str]:
+    return [text for _title, text, lvl in iface.messages if level is None or lvl == int(level)]
+
+
+# --- loading and registration -------------------------------------------------------------------------------
+
+def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(test_iface, sar_tif, tmp_path):
+    """As QGIS does it: the built zip unpacked in a plugins folder, found, loaded and started by qgis.utils."""
+    import importlib.util
+    import zipfile
+
+    import qgis.utils
+
+    spec = importlib.util.spec_from_file_location("build_plugin_zip", REPO / "scripts" / "build_plugin_zip.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    plugins_dir = tmp_path / "plugins"
+    with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
+        zf.extractall(plugins_dir)
+
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == PLUGIN or k.startswith(PLUGIN + ".")}
+    saved_paths = list(qgis.utils.plugin_paths)
+    sys.path.insert(0, str(plugins_dir))
+    try:
+        qgis.utils.plugin_paths = [str(plugins_dir)]
+        qgis.utils.updateAvailablePlugins()
+        assert PLUGIN in qgis.utils.available_plugins
+        assert qgis.utils.pluginMetadata(PLUGIN, "name") == "SAR Compress"
+        assert qgis.utils.pluginMetadata(PLUGIN, "qgisMinimumVersion") == "3.22"
+        assert qgis.utils.loadPlugin(PLUGIN)
+        assert qgis.utils.startPlugin(PLUGIN)
+        assert qgis.utils.isPluginLoaded(PLUGIN)
+        assert sys.modules[PLUGIN].__file__.startswith(str(plugins_dir))  # the installed copy, not the repo
+        raster = _add_raster(sar_tif)
+        vector = QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory")
+        QgsProject.instance().addMapLayer(vector)
+
+        texts = _menu_texts(test_iface, raster)
+        assert COMPRESS_TEXT in texts and QUALITY_TEXT in texts
+        assert COMPRESS_TEXT not in _menu_texts(test_iface, vector)
+        menu_texts = [a.text() for a in test_iface.raster_menu_actions("&SAR Compress")]
+        assert "Reconstruct SAR raster…" in menu_texts and "Settings…" in menu_texts
+        registry = QgsApplication.processingRegistry()
+        provider = registry.providerById("sarcompress")
+        assert provider is not None
+        assert sorted(a.id() for a in provider.algorithms()) == [
+            "sarcompress:compress", "sarcompress:qualitymaps", "sarcompress:reconstruct"]
+        assert "SAR compressed files" in [p.name() for p in QgsApplication.dataItemProviderRegistry().providers()]
+
+        assert qgis.utils.unloadPlugin(PLUGIN)
+        assert _menu_texts(test_iface, raster) == []
+        assert test_iface.raster_menu_actions("&SAR Compress") == []
+        assert registry.providerById("sarcompress") is None
+        assert "SAR compressed files" not in [
+            p.name() for p in QgsApplication.dataItemProviderRegistry().providers()]
+        assert PLUGIN not in sys.modules
+    finally:
+        # Put the repository's modules back so the other tests keep one class identity per module.
+        for k in [k for k in sys.modules if k == PLUGIN or k.startswith(PLUGIN + ".")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+        sys.path.remove(str(plugins_dir))
+        qgis.utils.plugin_paths = saved_paths
+        qgis.utils.updateAvailablePlugins()
+
+
+def test_missing_onnxruntime_still_loads_and_says_what_to_install(tmp_path, sar_tif):
+    """In a fresh process where onnxruntime and zstandard cannot be imported."""
+    script = f"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('onnxruntime', 'zstandard'):
+            raise ImportError('No module named ' + repr(name))
+sys.meta_path.insert(0, Block())
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
+import qgis_harness
+from qgis.core import QgsProject, QgsRasterLayer
+from sar_compress_plugin import classFactory
+iface = qgis_harness.TestIface()
+p = classFactory(iface)
+p.initGui()
+layer = QgsRasterLayer({str(sar_tif)!r}, 'berlin')
+QgsProject.instance().addMapLayer(layer)
+assert p.compress_layer(layer) is None
+assert 'onnxruntime' not in sys.modules
+print('MESSAGES', [t for _, t, _ in iface.messages])
+p.unload()
+"""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("MESSAGES")][0]
+    assert "pip install" in line and '"onnxruntime-gpu"' in line and '"zstandard"' in line
+    assert not list(tmp_path.glob("*.sarc"))
+
+
+def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_path, sar_tif):
+    missing = QgsRasterLayer(str(tmp_path / "nowhere.tif"), "ghost", "gdal")
+    assert plugin.compress_layer(missing) is None
+    assert any("cannot be read" in m for m in _messages(test_iface, Qgis.MessageLevel.Warning))
+    assert plugin.compress_layer(None) is None
+
+    # A layer that was fine when loaded but whose file is now garbage: the task fails with a message.
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(sar_tif.read_bytes())
+    layer = _add_raster(broken, "broken")
+    broken.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
+    result = _wait(plugin, plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False))
+    assert result.status.value == "failed"
+    errors = _messages(test_iface, Qgis.MessageLevel.Critical)
+    assert errors and "broken" in errors[-1] and "failed" in errors[-1]
+    assert not (tmp_path / "broken.sarc").exists()
+
+
+# --- compress ----------------------------------------------------------------------------------------------
+
+def test_compress_from_layer_context_menu(plugin, test_iface, sar_tif, codec):
+    layer = _add_raster(sar_tif)
+    test_iface.layer_tree_view.setCurrentLayer(layer)
+    menu = test_iface.layer_tree_view.menuProvider().createContextMenu()
+    action = [a for a in menu.actions() if a.text() == COMPRESS_TEXT][0]
+    out = sar_tif.with_name("berlin_ctx.sarc")
+
+    def configure(dialog):
+        assert dialog.output.filePath() == str(sar_tif.with_suffix(".sarc"))  # default next to the input
+        assert dialog.device.currentData() == "cpu" and dialog.tile_size.value() == 256
+        dialog.output.setFilePath(str(out))
+
+    state = accept_next_dialog(configure)
+    action.trigger()
+    assert state.get("dialog_title", "").startswith("Compress 'berlin'") and "error" not in state
+    task = plugin.last_task
+    result = _wait(plugin, task)
+    assert result.ok, result.message
+    assert task.progress() == pytest.approx(100.0)
+    header = codec.read_header(out)
+    assert header["raster"]["width"] == 512 and header["raster"]["height"] == 512
+    done = _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+    r = result.value
+    assert f"ratio {r.ratio:.1f}:1" in done and f"{r.bpp:.3f} bpp" in done
+    assert r.provider in done and "CPUExecutionProvider" in done
+
+
+def test_cancelled_compress_leaves_no_file(plugin, test_iface, sar_tif, codec):
+    from sar_compress_plugin.tasks import CompressTask
+
+    out = sar_tif.with_name("cancelled.sarc")
+    options = codec.CompressOptions(model_dir=plugin_settings_model(), device="cpu", tile_size=128)
+    task = CompressTask(str(sar_tif), str(out), options,
+                        on_finished=lambda r: plugin._compress_done("berlin", task, r))
+    seen = []
+    report = task.report_progress
+
+    def progress_then_cancel(p):
+        seen.append(p)
+        report(p)
+        if p > 0.3:
+            task.cancel()  # what the task manager's cancel button does
+
+    task.report_progress = progress_then_cancel
+    assert task.run() is False
+    task.finished(False)
+    assert task.result.status.value == "cancelled"
+    assert 0.3 < max(seen) < 1.0
+    assert not out.exists()
+    assert sorted(p.name for p in sar_tif.parent.iterdir()) == ["berlin.tif"]
+    assert "cancelled; no file was written" in _messages(test_iface, Qgis.MessageLevel.Warning)[-1]
+
+
+def plugin_settings_model() -> str:
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    return PluginSettings.load().model_dir
+
+
+# --- reconstruct and quality maps ---------------------------------------------------------------------------
+
+@pytest.fixture
+def compressed(sar_tif, codec, model_bundle):
+    out = sar_tif.with_suffix(".sarc")
+    codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                   tile_size=256))
+    return out
+
+
+def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_iface, sar_tif, compressed):
+    original = _add_raster(sar_tif)
+    project = QgsProject.instance()
+
+    # Browser: the folder lists the .sarc file as our item, whose context menu has "Reconstruct".
+    folder = QgsDirectoryItem(None, "data", str(sar_tif.parent))
+    children = folder.createChildren()
+    items = [c for c in children if c.path() == str(compressed)]
+    assert items and items[0].type() == Qgis.BrowserItemType.Custom  # SarcDataItem (sip returns the base)
+    assert "SAR compressed raster" in items[0].toolTip()
+    menu = QMenu()
+    plugin._browser_gui_provider.populateContextMenu(items[0], menu, [items[0]], QgsDataItemGuiContext())
+    reconstruct = [a for a in menu.actions() if a.text() == "Reconstruct"]
+    assert reconstruct
+    reconstruct[0].trigger()
+    result = _wait(plugin, plugin.last_task)
+    assert result.ok, result.message
+    assert Path(result.value.output_path) == sar_tif.with_name("berlin_reconstructed.tif")
+
+    recon = [lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
+    assert recon.isValid()
+    assert recon.extent() == original.extent()
+    assert recon.crs() == original.crs() and recon.crs().authid() == "EPSG:4326"
+    assert (recon.width(), recon.height(), recon.bandCount()) == (512, 512, 2)
+    root = project.layerTreeRoot()
+    group = root.findLayer(recon.id()).parent()
+    assert group is root.findLayer(original.id()).parent() and group is not root
+    assert [n.layerId() for n in group.findLayers()] == [recon.id(), original.id()]  # reconstruction on top
+    assert "CPUExecutionProvider" in _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+
+    # Plugin menu: "Reconstruct SAR raster…" with a chosen output path; same group, no second group.
+    chosen = sar_tif.with_name("chosen.tif")
+
+    def configure(dialog):
+        dialog.input.setFilePath(str(compressed))
+        dialog.output.setFilePath(str(chosen))
+
+    state = accept_next_dialog(configure)
+    plugin.reconstruct_action.trigger()
+    assert "error" not in state
+    assert _wait(plugin, plugin.last_task).ok
+    assert chosen.is_file()
+    assert len(group.findLayers()) == 3 and len(root.findGroups()) == 1
+    assert np.array_equal(gdal.Open(str(chosen)).ReadAsArray(),
+                          gdal.Open(result.value.output_path).ReadAsArray())
+
+
+def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed):
+    original = _add_raster(sar_tif)
+    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    project = QgsProject.instance()
+    recon = [lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
+
+    # Right-click the reconstruction > "SAR quality maps…": the dialog proposes the original by itself.
+    test_iface.layer_tree_view.setCurrentLayer(recon)
+    menu = test_iface.layer_tree_view.menuProvider().createContextMenu()
+    action = [a for a in menu.actions() if a.text() == QUALITY_TEXT][0]
+    proposed = {}
+    state = accept_next_dialog(lambda d: proposed.setdefault("layer", d.original_layer()))
+    action.trigger()
+    assert "error" not in state and proposed["layer"] is original
+    result = _wait(plugin, plugin.last_task)
+    assert result.ok, result.message
+
+    group = project.layerTreeRoot().findLayer(recon.id()).parent()
+    ids = [n.layerId() for n in group.findLayers()]
+    enl = [lyr for lyr in project.mapLayers().values() if "local ENL ratio" in lyr.name()][0]
+    epi = [lyr for lyr in project.mapLayers().values() if "local EPI" in lyr.name()][0]
+    assert ids == [enl.id(), epi.id(), recon.id(), original.id()]  # both maps above the reconstruction
+    for layer, lo, hi in ((enl, 0.5, 1.5), (epi, 0.0, 1.0)):
+        assert layer.extent() == recon.extent() and layer.crs() == recon.crs()
+        assert (layer.width(), layer.height()) == (512, 512)
+        r = layer.renderer()
+        assert r.type() == "singlebandpseudocolor"
+        assert (r.classificationMin(), r.classificationMax()) == (lo, hi)
+        assert r.opacity() == pytest.approx(0.6)
+        legend = test_iface.layer_tree_model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id()))
+        assert any(isinstance(n, QgsColorRampLegendNode) for n in legend)  # a colour-bar legend
+    items = enl.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert [i.value for i in items] == [0.5, 0.75, 1.0, 1.25, 1.5]
+    assert items[2].color == QColor("#f7f7f7")  # neutral at ENL ratio 1
+    # Same numbers as core.quality_maps gives (the plugin only adds layers around it).
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps
+
+    direct = compute_quality_maps(sar_tif, recon.source(), sar_tif.with_name("d_enl.tif"),
+                                  sar_tif.with_name("d_epi.tif"))
+    np.testing.assert_array_equal(gdal.Open(enl.source()).ReadAsArray(),
+                                  gdal.Open(direct.enl_ratio_path).ReadAsArray())
+    msg = _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+    assert "median local ENL ratio" in msg and "median local EPI" in msg
+
+    # Render the canvas' map settings: reconstruction + ENL-ratio overlay (EPI is added but hidden).
+    assert not project.layerTreeRoot().findLayer(epi.id()).isVisible()
+    settings = QgsMapSettings(test_iface.canvas.mapSettings())
+    settings.setLayers([enl, recon])
+    settings.setDestinationCrs(recon.crs())
+    settings.setExtent(recon.extent())
+    settings.setOutputSize(QSize(700, 700))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = ARTIFACTS / "quality_overlay_berlin.png"
+    assert image.save(str(png), "PNG")
+    assert png.stat().st_size > 10_000
+    # Not blank, and the overlay tints it: sample colours must vary.
+    colours = {image.pixelColor(x, y).name() for x in range(0, 700, 35) for y in range(0, 700, 35)}
+    assert len(colours) > 50
+
+
+def test_settings_dialog_saves_to_qgssettings(plugin, tmp_path):
+    from qgis.core import QgsSettings
+
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    def configure(dialog):
+        dialog.model_dirs.setText(str(tmp_path))
+        dialog.device.setCurrentIndex(dialog.device.findData("cuda"))
+        dialog.tile_size.setValue(1024)
+
+    state = accept_next_dialog(configure)
+    assert plugin.settings_action.trigger() is None and "error" not in state
+    s = PluginSettings.load()
+    assert (s.device, s.tile_size, s.model_dirs) == ("cuda", 1024, [str(tmp_path)])
+    assert QgsSettings().value("sar_compress/device") == "cuda"
+    bad = accept_next_dialog(lambda d: d.tile_size.setValue(1000))
+    plugin.settings_action.trigger()
+    assert "multiple of 16" in bad["error"]
