@@ -241,6 +241,9 @@ class SarCompressPlugin:
             group = group_for_layer(project, original)
             layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")
             layer.setCustomProperty(ORIGINAL_PROPERTY, original.id())
+            if original.renderer() is not None and original.bandCount() == layer.bandCount():
+                # Same bands, same stretch: the two can be compared by toggling visibility.
+                layer.setRenderer(original.renderer().clone())
         else:
             layer = add_raster_layer(project, r.output_path, name, role="reconstruction")
         self.logger.success(f"{Path(sarc_path).name} reconstructed to {Path(r.output_path).name} "

@@ -305,11 +305,25 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
                           gdal.Open(result.value.output_path).ReadAsArray())
 
 
+def _grey_vv(layer: QgsRasterLayer) -> None:
+    """How an analyst would look at it: VV in grey, 2-98 % cumulative-cut stretch."""
+    from qgis.core import QgsContrastEnhancement, QgsRasterMinMaxOrigin, QgsSingleBandGrayRenderer
+
+    renderer = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
+    layer.setRenderer(renderer)
+    layer.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
+                                 QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+
+
 def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed):
     original = _add_raster(sar_tif)
+    _grey_vv(original)
     assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
     project = QgsProject.instance()
     recon = [lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
+    assert recon.renderer().type() == "singlebandgray"  # styled like the original, for comparison
+    assert recon.renderer().contrastEnhancement().maximumValue() == \
+        original.renderer().contrastEnhancement().maximumValue()
 
     # Right-click the reconstruction > "SAR quality maps…": the dialog proposes the original by itself.
     test_iface.layer_tree_view.setCurrentLayer(recon)
@@ -367,7 +381,7 @@ def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, com
     assert png.stat().st_size > 10_000
     # Not blank, and the overlay tints it: sample colours must vary.
     colours = {image.pixelColor(x, y).name() for x in range(0, 700, 35) for y in range(0, 700, 35)}
-    assert len(colours) > 50
+    assert len(colours) > 20
 
 
 def test_settings_dialog_saves_to_qgssettings(plugin, tmp_path):
