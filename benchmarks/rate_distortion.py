@@ -1,0 +1,451 @@
+"""Rate-distortion of the learned codec against JPEG-2000, side by side in one run, on the shared Sentinel-1 GRD scenes.
+
+For every scene and band (VV, VH):
+* the learned codec at several operating points (`quality` = multiplier on the quantisation step): the band is
+  written as a single-band GeoTIFF, compressed to a real .sarc file with core.codec.compress, reconstructed with
+  core.codec.reconstruct; bpp = 8 * .sarc bytes / pixels;
+* JPEG-2000 (benchmarks/jpeg2000.py) at settings spanning about 0.1-2 bpp, on the same preprocessed image;
+* every point measured with core.evaluation.band_quality, with the band's 0.5/99.5 percentile dB clip bounds:
+  bpp, PSNR, SSIM, dB RMSE (all valid pixels, in and out of the clip range), ENL ratio, EPI.
+
+Then, per codec and operating point, the points are aggregated over scene-bands (bpp from total bytes / total
+pixels, metrics with core.evaluation.aggregate), and from those aggregated points:
+* BD-rate (Bjontegaard: cubic fit of log-rate against dB RMSE, integrated over the overlapping dB RMSE range) of
+  the learned codec against JPEG-2000; negative = the learned codec needs fewer bits for the same dB RMSE;
+* a paired Wilcoxon signed-rank test across scene-bands of dB RMSE at matched bpp (each scene-band's JPEG-2000
+  curve interpolated in log-bpp at the learned codec's bpp), per learned operating point.
+
+Without --out it prints the summary and writes nothing; with --out DIR it writes DIR/rd_points.json,
+DIR/rd_summary.md and DIR/rd_plot.png.
+
+    .venv/bin/python benchmarks/rate_distortion.py --model sar_compress_plugin/models/default --out benchmarks/results
+    .venv/bin/python benchmarks/rate_distortion.py --model /tmp/tiny --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import jpeg2000  # noqa: E402
+from sar_compress_plugin.core.codec import SOFTWARE, CompressOptions, compress, reconstruct  # noqa: E402
+from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
+from sar_compress_plugin.core.preprocessing import canonical_domain, percentile_bounds, to_db  # noqa: E402
+from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
+from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  # noqa: E402
+
+DATA_DIR = REPO.parent / "shared" / "data" / "sar"
+if not DATA_DIR.is_dir():
+    DATA_DIR = Path("/work/shared/data/sar")
+DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+QUICK_QUALITIES = (1.0, 4.0)
+QUICK_JP2_BPP = (0.1, 0.5, 2.0)
+#: The shared Sentinel-1 IW GRD scenes: s1_iw_grd_<city>_<size>.tif (linear intensity, VV + VH).
+GRD_PATTERN = re.compile(r"^s1_iw_grd_[a-z_]+_\d+\.tif$")
+POLARISATIONS = ("VV", "VH")
+
+
+# --- environment, shared with throughput.py ---------------------------------------------------------------
+
+def _cmd(args: list[str]) -> str:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def device_info(providers=()) -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count()
+    gpu = _cmd(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    return {"cpu": cpu or platform.processor(), "cores": cores, "gpu": gpu or None,
+            "providers_used": sorted(set(providers))}
+
+
+def versions() -> dict:
+    import onnxruntime  # noqa: PLC0415
+    import scipy  # noqa: PLC0415
+
+    commit = _cmd(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = bool(_cmd(["git", "-C", str(REPO), "status", "--porcelain", "--", "sar_compress_plugin", "benchmarks"]))
+    return {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
+            "scipy": scipy.__version__, "codec": SOFTWARE, "git_commit": commit or None,
+            "git_dirty": dirty, **jpeg2000.versions()}
+
+
+def model_info(model_dir) -> dict:
+    m = load_manifest(model_dir, verify=True)
+    training = m.get("training") or {}
+    return {"path": str(model_dir), "name": m.get("name"), "variant": m.get("variant"),
+            "decoder_sha256": m["files"]["decoder"]["sha256"], "encoder_sha256": m["files"]["encoder"]["sha256"],
+            "latent_channels": m.get("latent_channels"),
+            "training": {k: v for k, v in training.items() if not isinstance(v, (list, dict))}}
+
+
+def resolve_model(arg) -> Path:
+    d = Path(arg) if arg else default_model_dir()
+    if not (d / "manifest.json").is_file():
+        raise SystemExit(f"error: no model bundle at {d} (manifest.json missing); pass --model DIR")
+    return d
+
+
+def grd_scenes(data_dir=DATA_DIR, only=None) -> list[dict]:
+    """The shared GRD scenes from MANIFEST.json, optionally restricted to names containing one of `only`."""
+    manifest = json.loads((Path(data_dir) / "MANIFEST.json").read_text())
+    out = []
+    for e in manifest:
+        if not GRD_PATTERN.match(e["file"]) or canonical_domain(e["value_domain"].split()[0]) != "intensity":
+            continue
+        name = e["file"][len("s1_iw_grd_"):-len(".tif")]
+        if only and not any(o in e["file"] for o in only):
+            continue
+        out.append({"name": name, "path": str(Path(data_dir) / e["file"]), "domain": "intensity",
+                    "bands": list(POLARISATIONS if "VV/VH" in e.get("polarization", "VV/VH") else ["band1"])})
+    return out
+
+
+# --- one scene-band -----------------------------------------------------------------------------------------
+
+def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, quality: float, model: Path,
+                  device: str, work: Path) -> dict:
+    sarc = work / f"{src.stem}_q{quality:g}.sarc"
+    rec_path = work / f"{src.stem}_q{quality:g}_rec.tif"
+    res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
+                                              domain=domain))
+    rr = reconstruct(sarc, rec_path, model_dirs=[model], device=device)
+    with RasterReader(rec_path) as r:
+        rec = r.read(0, 0, 0, r.info.width, r.info.height)
+    q = band_quality(values, rec, domain, clip, nodata)
+    for p in (sarc, rec_path):
+        p.unlink()
+    return {"codec": "learned", "setting": f"quality={quality:g}", "quality": float(quality),
+            "file_bytes": int(res.output_bytes), "bpp": 8.0 * res.output_bytes / values.size,
+            "encode_s": res.seconds, "decode_s": rr.seconds, "provider": res.provider,
+            "decode_provider": rr.provider, "coded_outlier_pixels": int(res.outlier_pixels),
+            "codec_clip_db": [float(v) for v in res.clip_db[0]], **q}
+
+
+def run_scene(scene: dict, qualities, jp2_bpp, model: Path, device: str, work: Path, log=print) -> list[dict]:
+    rows = []
+    with RasterReader(scene["path"]) as r:
+        info = r.info
+        for b, pol in enumerate(scene["bands"]):
+            values = r.read(b, 0, 0, info.width, info.height)
+            nodata = info.nodata[b]
+            db, valid = to_db(values, scene["domain"], nodata)
+            clip = percentile_bounds(db, valid)
+            src = work / f"{scene['name']}_{pol}.tif"
+            with GeoTiffWriter(src, info.width, info.height, 1, info.dtype, crs_wkt=info.crs_wkt,
+                               geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
+                w.write(0, 0, 0, values)
+            base = {"scene": scene["name"], "band": pol, "width": info.width, "height": info.height}
+            for qv in qualities:
+                row = {**base, **learned_point(src, values, scene["domain"], clip, nodata, qv, model, device, work)}
+                rows.append(row)
+                log(f"  {scene['name']:>18} {pol} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
+                    f"dB RMSE {row['db_rmse']:.3f}")
+            for t in jp2_bpp:
+                row = {**base, **jpeg2000.run_band(values, scene["domain"], t, work, f"{scene['name']}_{pol}",
+                                                   nodata=nodata, clip_db=clip, geotransform=info.geotransform,
+                                                   crs_wkt=info.crs_wkt)}
+                rows.append(row)
+                log(f"  {scene['name']:>18} {pol} jpeg2000 {row['setting']:>14}  bpp {row['bpp']:.3f}  "
+                    f"dB RMSE {row['db_rmse']:.3f}")
+            src.unlink()
+    return rows
+
+
+# --- aggregation and statistics -----------------------------------------------------------------------------
+
+def aggregate_points(rows: list[dict], subset: str = "all") -> list[dict]:
+    """One point per (codec, setting) over the scene-bands of `subset` ('all' or a polarisation)."""
+    groups: dict = {}
+    for r in rows:
+        if subset == "all" or r["band"] == subset:
+            groups.setdefault((r["codec"], r["setting"]), []).append(r)
+    out = []
+    for (codec, setting), rs in groups.items():
+        pixels = sum(r["pixels"] for r in rs)
+        seconds_e = sum(r["encode_s"] for r in rs)
+        seconds_d = sum(r["decode_s"] for r in rs)
+        out.append({"codec": codec, "setting": setting, "subset": subset, "scene_bands": len(rs),
+                    "bpp": 8.0 * sum(r["file_bytes"] for r in rs) / pixels, **aggregate(rs),
+                    "encode_mp_s": pixels / 1e6 / seconds_e if seconds_e else None,
+                    "decode_mp_s": pixels / 1e6 / seconds_d if seconds_d else None})
+    out.sort(key=lambda p: (p["codec"], p["bpp"]))
+    return out
+
+
+def bd_rate(rate_ref, dist_ref, rate_test, dist_test, max_degree: int = 3) -> dict:
+    """Bjontegaard delta rate of `test` against `ref` (percent; negative = test needs fewer bits).
+
+    log(rate) is fitted as a polynomial (cubic when both curves have >= 4 points) of the distortion (here dB
+    RMSE), and the mean log-rate difference is integrated over the distortion range both curves cover.
+    """
+    r1, d1 = np.asarray(rate_ref, float), np.asarray(dist_ref, float)
+    r2, d2 = np.asarray(rate_test, float), np.asarray(dist_test, float)
+    ok1 = np.isfinite(r1) & np.isfinite(d1) & (r1 > 0)
+    ok2 = np.isfinite(r2) & np.isfinite(d2) & (r2 > 0)
+    r1, d1, r2, d2 = r1[ok1], d1[ok1], r2[ok2], d2[ok2]
+    res = {"bd_rate_percent": None, "distortion": "db_rmse", "points": [int(r1.size), int(r2.size)],
+           "ref_range": [float(d1.min()), float(d1.max())] if d1.size else None,
+           "test_range": [float(d2.min()), float(d2.max())] if d2.size else None}
+    if r1.size < 2 or r2.size < 2:
+        res["note"] = "fewer than 2 points on a curve: no BD-rate"
+        return res
+    lo, hi = max(d1.min(), d2.min()), min(d1.max(), d2.max())
+    if not hi > lo:
+        res["note"] = (f"no overlap in dB RMSE (reference {d1.min():.3f}-{d1.max():.3f}, "
+                       f"test {d2.min():.3f}-{d2.max():.3f}): no BD-rate")
+        return res
+    deg = int(min(max_degree, r1.size - 1, r2.size - 1))
+    p1, p2 = np.polyfit(d1, np.log(r1), deg), np.polyfit(d2, np.log(r2), deg)
+    i1, i2 = np.polyint(p1), np.polyint(p2)
+    avg = ((np.polyval(i2, hi) - np.polyval(i2, lo)) - (np.polyval(i1, hi) - np.polyval(i1, lo))) / (hi - lo)
+    res.update({"bd_rate_percent": float((np.exp(avg) - 1.0) * 100.0), "overlap": [float(lo), float(hi)],
+                "fit_degree": deg})
+    if deg < 3:
+        res["note"] = f"only {min(r1.size, r2.size)} points on a curve: degree-{deg} fit instead of cubic"
+    return res
+
+
+def matched_bpp_pairs(rows: list[dict], key: str = "db_rmse") -> dict:
+    """Per learned setting: (scene-band, learned value, JPEG-2000 value interpolated at the learned bpp)."""
+    by_sb: dict = {}
+    for r in rows:
+        by_sb.setdefault((r["scene"], r["band"]), []).append(r)
+    pairs: dict = {}
+    for sb, rs in sorted(by_sb.items()):
+        j = sorted((r for r in rs if r["codec"] == "jpeg2000"), key=lambda r: r["bpp"])
+        if len(j) < 2:
+            continue
+        lb, lv = np.log([r["bpp"] for r in j]), np.array([r[key] for r in j], float)
+        for r in rs:
+            if r["codec"] != "learned":
+                continue
+            p = pairs.setdefault(r["setting"], {"pairs": [], "outside": 0, "bpp": []})
+            x = np.log(r["bpp"])
+            if lb[0] <= x <= lb[-1]:
+                p["pairs"].append((f"{sb[0]}/{sb[1]}", float(r[key]), float(np.interp(x, lb, lv))))
+                p["bpp"].append(r["bpp"])
+            else:
+                p["outside"] += 1
+    return pairs
+
+
+def wilcoxon_matched(rows: list[dict], key: str = "db_rmse") -> list[dict]:
+    from scipy.stats import wilcoxon  # noqa: PLC0415
+
+    out = []
+    for setting, p in matched_bpp_pairs(rows, key).items():
+        n = len(p["pairs"])
+        entry = {"setting": setting, "metric": key, "n_pairs": n, "outside_jpeg2000_bpp_range": p["outside"],
+                 "statistic": None, "p_value": None}
+        if n:
+            learned = np.array([v for _, v, _ in p["pairs"]])
+            j2k = np.array([v for _, _, v in p["pairs"]])
+            entry.update({"median_bpp": float(np.median(p["bpp"])), "median_learned": float(np.median(learned)),
+                          "median_jpeg2000_at_matched_bpp": float(np.median(j2k)),
+                          "median_difference": float(np.median(learned - j2k)),
+                          "learned_better": int((learned < j2k).sum())})
+            if n >= 2 and np.any(learned != j2k):
+                try:
+                    t = wilcoxon(learned, j2k, alternative="two-sided")
+                    entry.update({"statistic": float(t.statistic), "p_value": float(t.pvalue)})
+                except ValueError as exc:
+                    entry["note"] = str(exc)
+            else:
+                entry["note"] = "fewer than 2 pairs (or all equal): no test"
+        else:
+            entry["note"] = "the learned codec's bpp lies outside every JPEG-2000 curve: no matched pairs"
+        out.append(entry)
+    return out
+
+
+# --- outputs -----------------------------------------------------------------------------------------------
+
+def _f(v, fmt=".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def summary_markdown(doc: dict) -> str:
+    m, d = doc["model"], doc["device"]
+    lines = [f"# Rate-distortion: learned codec vs JPEG-2000 ({doc['date']})", "",
+             f"Model: `{m['name']}` ({m['variant']}), decoder SHA-256 `{m['decoder_sha256'][:16]}...`, "
+             f"from `{m['path']}`.  ",
+             f"Scenes: {', '.join(doc['settings']['scenes'])} ({doc['settings']['scene_bands']} scene-bands, "
+             f"{doc['settings']['megapixels']:.2f} MP).  ",
+             f"Device: {d['cpu']} ({d['cores']} cores), GPU: {d['gpu'] or 'none'}, "
+             f"onnxruntime providers that ran: {', '.join(d['providers_used']) or '-'}.  ",
+             "Clip bounds: per band, 0.5 / 99.5 percentiles of the valid dB values (PSNR and SSIM on the [0,1] "
+             "image within these bounds; each scene-band's bounds are in rd_points.json).  ",
+             f"JPEG-2000: {jpeg2000.NOTE}.  ",
+             "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
+             "included); pixels outside the clip range are coded as sparse corrections.", ""]
+    if doc.get("timing_note"):
+        lines += [f"Timings: {doc['timing_note']}", ""]
+    for subset in doc["settings"]["subsets"]:
+        pts = [p for p in doc["aggregates"] if p["subset"] == subset]
+        lines += [f"## {subset} ({pts[0]['scene_bands'] if pts else 0} scene-bands)", "",
+                  "| codec | setting | bpp | dB RMSE | in range | out of range | PSNR | SSIM | ENL ratio | EPI |"
+                  " enc MP/s | dec MP/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for p in pts:
+            lines.append(f"| {p['codec']} | {p['setting']} | {p['bpp']:.3f} | {_f(p['db_rmse'])} | "
+                         f"{_f(p['db_rmse_in_range'])} | {_f(p['db_rmse_out_of_range'])} | {_f(p['psnr'], '.2f')} | "
+                         f"{_f(p['ssim'])} | {_f(p['enl_ratio'])} | {_f(p['epi'])} | {_f(p['encode_mp_s'], '.2f')} | "
+                         f"{_f(p['decode_mp_s'], '.2f')} |")
+        bd = doc["bd_rate"][subset]
+        if bd["bd_rate_percent"] is not None:
+            lines += ["", f"BD-rate of the learned codec vs JPEG-2000 (dB RMSE, over {bd['overlap'][0]:.3f}-"
+                          f"{bd['overlap'][1]:.3f} dB, degree-{bd['fit_degree']} fit): "
+                          f"**{bd['bd_rate_percent']:+.1f}%** (negative = fewer bits than JPEG-2000)."]
+        else:
+            lines += ["", f"BD-rate of the learned codec vs JPEG-2000: not computed: {bd.get('note', '')}."]
+        lines.append("")
+    lines += ["## Paired test at matched bpp (all scene-bands)", "",
+              "Wilcoxon signed-rank, two-sided, across scene-bands: the learned codec's dB RMSE against the "
+              "JPEG-2000 dB RMSE interpolated (in log bpp) on the same scene-band's curve at the learned bpp.", "",
+              "| setting | pairs | outside J2K range | median bpp | median dB RMSE learned | median J2K at that bpp"
+              " | median diff | learned better | p |", "|---|---|---|---|---|---|---|---|---|"]
+    for w in doc["wilcoxon"]:
+        lines.append(f"| {w['setting']} | {w['n_pairs']} | {w['outside_jpeg2000_bpp_range']} | "
+                     f"{_f(w.get('median_bpp'))} | {_f(w.get('median_learned'))} | "
+                     f"{_f(w.get('median_jpeg2000_at_matched_bpp'))} | {_f(w.get('median_difference'), '+.3f')} | "
+                     f"{w.get('learned_better', '-')} | {_f(w['p_value'], '.2g')} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"learned": "tab:red", "jpeg2000": "tab:blue"}
+    labels = {"learned": f"learned ({doc['model']['name']})", "jpeg2000": "JPEG-2000"}
+    for ax, key, ylabel in ((axes[0], "db_rmse", "dB RMSE (valid pixels)"),
+                            (axes[1], "psnr", "PSNR [dB] on clipped [0,1] dB image")):
+        for codec in ("jpeg2000", "learned"):
+            raw = [r for r in doc["results"] if r["codec"] == codec]
+            ax.scatter([r["bpp"] for r in raw], [r[key] for r in raw], s=8, alpha=0.25, color=colours[codec])
+            pts = [p for p in doc["aggregates"] if p["codec"] == codec and p["subset"] == "all"]
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", color=colours[codec],
+                    label=labels[codec] + " (aggregate)")
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per pixel (from file bytes)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    bd = doc["bd_rate"]["all"]["bd_rate_percent"]
+    axes[0].set_title("BD-rate vs JPEG-2000: " + ("n/a (no overlap)" if bd is None else f"{bd:+.1f}%"))
+    axes[1].set_title(f"{doc['settings']['scene_bands']} scene-bands; dots = single scene-bands")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled default model, "
+                                                 f"{default_model_dir()})")
+    p.add_argument("--data", default=str(DATA_DIR), help="shared SAR data folder (default: %(default)s)")
+    p.add_argument("--scenes", nargs="+", default=None,
+                   help="restrict to scenes whose file name contains one of these (e.g. berlin panama)")
+    p.add_argument("--qualities", type=float, nargs="+", default=None,
+                   help=f"learned codec operating points (default: {' '.join(map(str, DEFAULT_QUALITIES))})")
+    p.add_argument("--jp2-bpp", type=float, nargs="+", default=None,
+                   help=f"JPEG-2000 target bpp (default: {' '.join(map(str, jpeg2000.DEFAULT_TARGET_BPP))})")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: %(default)s")
+    p.add_argument("--quick", action="store_true",
+                   help=f"tiny run: first scene only (unless --scenes), qualities {QUICK_QUALITIES}, "
+                        f"JPEG-2000 targets {QUICK_JP2_BPP}")
+    p.add_argument("--out", default=None, help="write rd_points.json, rd_summary.md, rd_plot.png here")
+    p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
+    a = p.parse_args(argv)
+
+    model = resolve_model(a.model)
+    qualities = a.qualities or (QUICK_QUALITIES if a.quick else DEFAULT_QUALITIES)
+    jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
+    scenes = grd_scenes(a.data, a.scenes)
+    if a.quick and not a.scenes:
+        scenes = scenes[:1]
+    if not scenes:
+        print(f"error: no shared GRD scene matches {a.scenes} in {a.data}", file=sys.stderr)
+        return 2
+    log = (lambda s: print(s, file=sys.stderr))
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="sarc_rd_") as tmp:
+        for s in scenes:
+            log(f"{s['name']}")
+            rows += run_scene(s, qualities, jp2_bpp, model, a.device, Path(tmp), log)
+
+    subsets = ["all"] + [pol for pol in POLARISATIONS if any(r["band"] == pol for r in rows)]
+    aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
+    bd = {}
+    for sub in subsets:
+        ref = [pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "jpeg2000"]
+        test = [pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "learned"]
+        bd[sub] = bd_rate([pt["bpp"] for pt in ref], [pt["db_rmse"] for pt in ref],
+                          [pt["bpp"] for pt in test], [pt["db_rmse"] for pt in test])
+    providers = [r["provider"] for r in rows if r["codec"] == "learned"]
+    doc = {
+        "name": "rate_distortion",
+        "description": "learned codec vs JPEG-2000 on the shared Sentinel-1 GRD scenes; bpp from file bytes; "
+                       "metrics from core.evaluation.band_quality; BD-rate on dB RMSE",
+        "device": device_info(providers),
+        "versions": versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_info(model),
+        "timing_note": a.timing_note,
+        "settings": {"scenes": [s["name"] for s in scenes], "scene_bands": len({(r["scene"], r["band"])
+                                                                                 for r in rows}),
+                     "megapixels": sum(r["pixels"] for r in rows if r["codec"] == "jpeg2000") / len(jp2_bpp) / 1e6,
+                     "qualities": list(qualities), "jpeg2000_target_bpp": list(jp2_bpp),
+                     "clip_percentiles": [0.5, 99.5], "subsets": subsets, "device_requested": a.device,
+                     "jpeg2000": jpeg2000.NOTE},
+        "results": rows,
+        "aggregates": aggs,
+        "bd_rate": bd,
+        "wilcoxon": wilcoxon_matched(rows),
+    }
+    md = summary_markdown(doc)
+    print(md)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rd_points.json").write_text(json.dumps(doc, indent=1))
+        (out / "rd_summary.md").write_text(md)
+        plot(doc, out / "rd_plot.png")
+        log(f"wrote {out / 'rd_points.json'}, {out / 'rd_summary.md'}, {out / 'rd_plot.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
