@@ -50,6 +50,18 @@ def setup(requested_device: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
+def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's BatchNorm running statistics.
+
+    DDP broadcasts buffers before each forward, but the last training forward still updates them with each
+    rank's own batch; without this, ranks would validate (and decide early stopping) on slightly different
+    models.
+    """
+    if info.enabled and dist.is_initialized():
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()

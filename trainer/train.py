@@ -58,6 +58,8 @@ def run_training(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     handler = None
     try:
+        if not info.is_main:
+            logging.getLogger("trainer").setLevel(logging.WARNING)  # one copy of the progress log
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             handler = reporting.attach_log_file(out)
@@ -110,6 +112,7 @@ def run_training(cfg: TrainConfig) -> dict:
                                     max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
                                     scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch)
             step = stats["step"]
+            distributed.sync_buffers(model, info)
             val = evaluate(model, loss_fn, val_batches)
             record = {"epoch": epoch, "step": step, "train_loss": stats["train_loss"],
                       "train_mse": stats.get("train_mse", math.nan), "train_ssim": stats.get("train_ssim", math.nan),
