@@ -111,3 +111,17 @@ def model_bundle(tmp_path_factory) -> Path:
             return default
         pytest.skip(f"no model bundle to test with ({exc})")
     return Path(build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny"))
+
+
+@pytest.fixture
+def plugin(test_iface, model_bundle):
+    """The plugin from classFactory + initGui, with the tiny model as default model, on CPU."""
+    from sar_compress_plugin import classFactory
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    PluginSettings(model_dir=str(model_bundle), model_dirs=[str(model_bundle)], device="cpu",
+                   tile_size=256).save()
+    p = classFactory(test_iface)
+    p.initGui()
+    yield p
+    p.unload()

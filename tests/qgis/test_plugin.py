@@ -52,20 +52,6 @@ def _add_raster(path, name="berlin") -> QgsRasterLayer:
     return layer
 
 
-@pytest.fixture
-def plugin(test_iface, model_bundle):
-    """The plugin from classFactory + initGui, with the tiny model as default model, on CPU."""
-    from sar_compress_plugin import classFactory
-    from sar_compress_plugin.utils.settings import PluginSettings
-
-    PluginSettings(model_dir=str(model_bundle), model_dirs=[str(model_bundle)], device="cpu",
-                   tile_size=256).save()
-    p = classFactory(test_iface)
-    p.initGui()
-    yield p
-    p.unload()
-
-
 def _wait(plugin, task, timeout=180):
     assert task is not None
     assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"

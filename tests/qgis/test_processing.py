@@ -1,0 +1,113 @@
+"""The Processing provider through processing.run (and qgis_process when installed): same results as the codec."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+from qgis_harness import REPO
+
+
+@pytest.fixture
+def processing_ready(plugin):
+    """Processing initialised the way a standalone script does, with the plugin's provider registered."""
+    import processing  # noqa: F401  (Debian: /usr/share/qgis/python/plugins is on sys.path via the harness)
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    return plugin
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    def __init__(self, cancel_above: float | None = None):
+        super().__init__()
+        self.values: list[float] = []
+        self.cancel_above = cancel_above
+        self.progressChanged.connect(self._on_progress)
+
+    def _on_progress(self, value):
+        self.values.append(value)
+        if self.cancel_above is not None and value > self.cancel_above:
+            self.cancel()
+
+
+def _run(alg, params, feedback=None):
+    import processing
+
+    return processing.run(alg, params, feedback=feedback or RecordingFeedback(), context=QgsProcessingContext())
+
+
+def _arrays(path):
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+def test_processing_compress_reconstruct_quality_match_the_codec(processing_ready, sar_tif, model_bundle, codec,
+                                                                  tmp_path):
+    fb = RecordingFeedback()
+    res = _run("sarcompress:compress", {"INPUT": str(sar_tif), "MODEL_DIR": str(model_bundle), "DEVICE": 2,
+                                        "TILE_SIZE": 256, "QUALITY": 1.0, "OUTPUT": str(tmp_path / "p.sarc")}, fb)
+    assert res["OUTPUT"] == str(tmp_path / "p.sarc") and res["PROVIDER"] == "CPUExecutionProvider"
+    assert max(fb.values) == pytest.approx(100.0)
+    direct = codec.compress(str(sar_tif), str(tmp_path / "d.sarc"),
+                            codec.CompressOptions(model_dir=str(model_bundle), device="cpu", tile_size=256))
+    assert res["BPP"] == pytest.approx(direct.bpp) and res["RATIO"] == pytest.approx(direct.ratio)
+    assert os.path.getsize(res["OUTPUT"]) == direct.output_bytes
+
+    rec = _run("sarcompress:reconstruct", {"INPUT": res["OUTPUT"], "DEVICE": 2,
+                                           "OUTPUT": str(tmp_path / "p.tif")})
+    codec.reconstruct(direct.output_path, str(tmp_path / "d.tif"), model_dirs=[str(model_bundle)], device="cpu")
+    a, b = _arrays(rec["OUTPUT"]), _arrays(tmp_path / "d.tif")
+    assert a.shape == (2, 512, 512) and np.array_equal(a, b)
+    assert gdal.Open(rec["OUTPUT"]).GetGeoTransform() == gdal.Open(str(sar_tif)).GetGeoTransform()
+
+    qm = _run("sarcompress:qualitymaps", {"ORIGINAL": str(sar_tif), "RECONSTRUCTION": rec["OUTPUT"], "WINDOW": 15,
+                                          "DOMAIN": 0, "OUTPUT_ENL_RATIO": str(tmp_path / "enl.tif"),
+                                          "OUTPUT_EPI": str(tmp_path / "epi.tif")})
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps
+
+    want = compute_quality_maps(sar_tif, rec["OUTPUT"], tmp_path / "enl_d.tif", tmp_path / "epi_d.tif")
+    np.testing.assert_array_equal(_arrays(qm["OUTPUT_ENL_RATIO"]), _arrays(want.enl_ratio_path))
+    np.testing.assert_array_equal(_arrays(qm["OUTPUT_EPI"]), _arrays(want.epi_path))
+
+
+def test_processing_cancel_and_bad_input(processing_ready, sar_tif, model_bundle, codec, tmp_path):
+    out = tmp_path / "cancel.sarc"
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        _run("sarcompress:compress", {"INPUT": str(sar_tif), "MODEL_DIR": str(model_bundle), "DEVICE": 2,
+                                      "TILE_SIZE": 128, "OUTPUT": str(out)}, RecordingFeedback(cancel_above=30))
+    assert not out.exists()
+    garbage = tmp_path / "garbage.sarc"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(QgsProcessingException, match="garbage.sarc"):
+        _run("sarcompress:reconstruct", {"INPUT": str(garbage), "OUTPUT": str(tmp_path / "g.tif")})
+    assert not (tmp_path / "g.tif").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["berlin.tif", "garbage.sarc"]
+
+
+def test_qgis_process(tmp_path, sar_tif, model_bundle):
+    exe = shutil.which("qgis_process") or shutil.which("qgis_process-qgis")
+    if exe is None:
+        pytest.skip("qgis_process is not installed here (Debian package 'qgis' missing; python3-qgis lacks it)")
+    import zipfile
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_plugin_zip", REPO / "scripts" / "build_plugin_zip.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
+        zf.extractall(plugins)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins))
+    subprocess.run([exe, "plugins", "enable", "sar_compress_plugin"], env=env, capture_output=True, timeout=120)
+    out = tmp_path / "q.sarc"
+    done = subprocess.run([exe, "run", "sarcompress:compress", "--", f"INPUT={sar_tif}",
+                           f"MODEL_DIR={model_bundle}", "DEVICE=2", f"OUTPUT={out}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.is_file() and "CPUExecutionProvider" in done.stdout
