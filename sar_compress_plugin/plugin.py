@@ -11,12 +11,13 @@ import functools
 import logging
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QDialog
+from qgis.PyQt.QtWidgets import QDialog
 
 from .__about__ import __icon_path__, __title__
 from .core.errors import SarCompressError
+from .gui.compat import RASTER_LAYER_TYPE, QAction
 from .qgis_io import (
     ORIGINAL_PROPERTY,
     add_raster_layer,
@@ -71,7 +72,7 @@ class SarCompressPlugin:
         self.quality_action = self._action(icon, "SAR quality maps…", "sar_compress_quality_maps",
                                            self.quality_maps_active_layer, parent)
         for action in (self.compress_action, self.quality_action):
-            self.iface.addCustomActionForLayerType(action, "", QgsMapLayerType.RasterLayer, True)
+            self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, True)
             self.layer_actions.append(action)
 
         self.reconstruct_action = self._action(icon, "Reconstruct SAR raster…", "sar_compress_reconstruct",

@@ -9,10 +9,10 @@ from pathlib import Path
 from qgis.core import Qgis, QgsDataItem, QgsDataItemProvider, QgsDataProvider
 from qgis.gui import QgsDataItemGuiProvider
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
 
 from ..__about__ import __icon_path__
 from ..qgis_io import SARC_SUFFIX
+from .compat import QAction
 
 PROVIDER_NAME = "SAR compressed files"
 
