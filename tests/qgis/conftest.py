@@ -100,6 +100,22 @@ def _unit_fixtures():
     return module
 
 
+def _share_unit_helpers() -> None:
+    """tests/unit modules do `from conftest import build_tiny_bundle, write_geotiff`. When pytest collects
+    tests/unit and tests/qgis in one run, "conftest" in sys.modules is whichever conftest.py was loaded last,
+    possibly this one; so this one offers the same two helpers (the unit ones, not copies)."""
+    try:
+        unit = _unit_fixtures()
+    except (FileNotFoundError, ImportError):
+        return
+    for name in ("build_tiny_bundle", "write_geotiff"):
+        if hasattr(unit, name):
+            globals()[name] = getattr(unit, name)
+
+
+_share_unit_helpers()
+
+
 @pytest.fixture(scope="session")
 def model_bundle(tmp_path_factory) -> Path:
     """A model bundle: the codec's tiny test bundle (torch -> ONNX at test time, manifest with SHA-256s)."""
