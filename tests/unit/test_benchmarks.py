@@ -1,0 +1,181 @@
+"""Benchmarks: the JPEG-2000 wrapper, the BD-rate and matched-bpp statistics, and an end-to-end RD run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import jpeg2000  # noqa: E402
+import rate_distortion as rd  # noqa: E402
+
+
+def _speckle(h=128, w=128, seed=0) -> np.ndarray:
+    """Linear intensity: a smooth scene times exponential (1-look) speckle, plus a few bright targets."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    scene = 1000.0 * (1.5 + np.sin(xx / 9.0) * np.cos(yy / 13.0))
+    img = scene * rng.exponential(1.0, (h, w))
+    img[h // 8, w // 8] = img[h // 2, w // 3] = 1e7
+    return img.astype(np.float32)
+
+
+# --- JPEG-2000 wrapper --------------------------------------------------------------------------------------
+
+def test_jpeg2000_writes_real_files_and_bpp_comes_from_their_size(tmp_path):
+    img = _speckle()
+    rows = [jpeg2000.run_band(img, "intensity", t, tmp_path, "s", keep=True) for t in (0.25, 1.0, 2.0)]
+    for t, r in zip((0.25, 1.0, 2.0), rows):
+        f = tmp_path / f"s_{t:g}bpp.jp2"
+        assert f.is_file() and f.read_bytes()[4:8] == b"jP  "  # a JP2 signature box
+        assert r["file_bytes"] == f.stat().st_size
+        assert r["bpp"] == pytest.approx(8.0 * f.stat().st_size / img.size)
+        assert r["codec"] == "jpeg2000" and r["pixels"] == img.size
+    bpps = [r["bpp"] for r in rows]
+    errs = [r["db_rmse"] for r in rows]
+    assert bpps == sorted(bpps) and bpps[-1] > 3 * bpps[0]  # the rate control does something
+    assert errs == sorted(errs, reverse=True)  # more bits, less error
+    # the bright targets lie outside the clip range; JPEG-2000 brings them back clipped (not coded)
+    assert rows[-1]["out_of_range_pixels"] >= 2
+    assert rows[-1]["db_rmse_out_of_range"] > rows[-1]["db_rmse_in_range"]
+
+
+def test_jpeg2000_preprocessing_is_the_codecs_and_inverts(tmp_path):
+    from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db
+
+    img = _speckle(64, 64, seed=1)
+    u16, clip, valid = jpeg2000.to_uint16(img, "intensity")
+    db, v = to_db(img, "intensity")
+    assert clip == pytest.approx(percentile_bounds(db, v, (0.5, 99.5)))
+    assert u16.dtype == np.uint16 and u16.min() == 0 and u16.max() == 65535 and valid.all()
+    back = 10 * np.log10(jpeg2000.from_uint16(u16, clip, "intensity"))
+    inside = (db >= clip[0]) & (db <= clip[1])
+    assert np.abs(back - db)[inside].max() < (clip[1] - clip[0]) / 65535  # only the uint16 rounding is lost
+    assert jpeg2000.quality_for_bpp(1.0) == pytest.approx(6.25)
+
+
+def test_jpeg2000_nodata_pixels_are_carried(tmp_path):
+    img = _speckle(64, 64, seed=2)
+    img[:8] = 0.0  # invalid in a linear domain
+    r = jpeg2000.run_band(img, "intensity", 1.0, tmp_path)
+    assert r["validity_mask_identical"] and r["valid_pixels"] == img.size - 8 * 64
+
+
+# --- BD-rate and matched-bpp statistics ---------------------------------------------------------------------
+
+def _curve():
+    d = np.array([2.8, 1.6, 1.05, 0.62, 0.30])
+    r = 0.03 * np.exp(2.5 * (3.0 - d)) ** 0.8  # any smooth monotonic rate-distortion curve
+    return r, d
+
+
+def test_bd_rate_of_a_curve_with_rate_scaled_by_0_8_is_minus_20_percent():
+    r, d = _curve()
+    res = rd.bd_rate(r, d, 0.8 * r, d)
+    assert res["bd_rate_percent"] == pytest.approx(-20.0, abs=1e-6)
+    assert res["fit_degree"] == 3 and res["overlap"] == pytest.approx([d.min(), d.max()])
+    assert rd.bd_rate(r, d, 1.25 * r, d)["bd_rate_percent"] == pytest.approx(25.0, abs=1e-6)
+    assert rd.bd_rate(r, d, r, d)["bd_rate_percent"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_integrates_only_over_the_overlap():
+    r, d = _curve()
+    # the test curve covers only the low-distortion half; the answer must not change
+    res = rd.bd_rate(r, d, 0.5 * r[2:], d[2:])
+    assert res["overlap"] == pytest.approx([d[2:].min(), d[2:].max()])
+    assert res["bd_rate_percent"] == pytest.approx(-50.0, abs=1e-6)
+    assert res["fit_degree"] == 2 and "degree-2" in res["note"]
+
+
+def test_bd_rate_without_overlap_says_so():
+    r, d = _curve()
+    res = rd.bd_rate(r, d, r[:2], d[:2] + 5.0)
+    assert res["bd_rate_percent"] is None and "no overlap" in res["note"]
+    assert rd.bd_rate(r, d, r[:1], d[:1])["bd_rate_percent"] is None
+
+
+def test_wilcoxon_at_matched_bpp_interpolates_each_scene_bands_jpeg2000_curve():
+    rows = []
+    rng = np.random.default_rng(0)
+    for s in range(8):
+        for bpp, err in ((0.25, 1.4), (0.5, 1.0), (1.0, 0.6), (2.0, 0.3)):
+            rows.append({"scene": f"s{s}", "band": "VV", "codec": "jpeg2000", "setting": f"t{bpp}", "bpp": bpp,
+                         "db_rmse": err + 0.01 * s})
+        # learned: exactly at JPEG-2000's 0.5 bpp point, always 0.1 dB better; and one point off the curve
+        rows.append({"scene": f"s{s}", "band": "VV", "codec": "learned", "setting": "quality=1", "bpp": 0.5,
+                     "db_rmse": 0.9 + 0.01 * s + 0.001 * rng.random()})
+        rows.append({"scene": f"s{s}", "band": "VV", "codec": "learned", "setting": "quality=8", "bpp": 0.05,
+                     "db_rmse": 3.0})
+    out = {w["setting"]: w for w in rd.wilcoxon_matched(rows)}
+    w = out["quality=1"]
+    assert w["n_pairs"] == 8 and w["learned_better"] == 8
+    assert w["median_difference"] == pytest.approx(-0.1, abs=2e-3)
+    assert w["p_value"] < 0.01
+    assert out["quality=8"]["n_pairs"] == 0 and out["quality=8"]["outside_jpeg2000_bpp_range"] == 8
+    pairs = rd.matched_bpp_pairs(rows)["quality=1"]["pairs"]
+    assert pairs[0][2] == pytest.approx(1.0)  # interpolated exactly at a JPEG-2000 point
+
+
+# --- end to end -----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_rate_distortion_end_to_end_on_one_scene(tiny_bundle, sar_data, tmp_path, capsys):
+    out = tmp_path / "results"
+    rc = rd.main(["--model", str(tiny_bundle), "--data", str(sar_data), "--scenes", "berlin", "--qualities", "1",
+                  "4", "--jp2-bpp", "0.1", "0.5", "2", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "rd_points.json").read_text())
+    assert {"name", "description", "device", "versions", "date", "model", "results"} <= set(doc)
+    assert doc["model"]["name"] == "tiny" and len(doc["model"]["decoder_sha256"]) == 64
+    assert doc["device"]["providers_used"] == ["CPUExecutionProvider"]
+    res = doc["results"]
+    assert len(res) == 2 * (2 + 3)  # VV and VH, 2 learned points and 3 JPEG-2000 points each
+    for r in res:
+        assert r["bpp"] == pytest.approx(8.0 * r["file_bytes"] / r["pixels"])
+        for k in ("psnr", "ssim", "db_rmse", "db_rmse_in_range", "db_rmse_out_of_range", "enl_ratio", "epi"):
+            assert k in r
+    learned = [r for r in res if r["codec"] == "learned"]
+    assert {r["setting"] for r in learned} == {"quality=1", "quality=4"}
+    assert all(r["codec_clip_db"] == pytest.approx(r["clip_db"], abs=1e-3) for r in learned)
+    assert {a["subset"] for a in doc["aggregates"]} == {"all", "VV", "VH"}
+    assert set(doc["bd_rate"]) == {"all", "VV", "VH"}
+    md = (out / "rd_summary.md").read_text()
+    assert "BD-rate" in md and "| learned | quality=1 |" in md and "| jpeg2000 |" in md
+    assert (out / "rd_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "BD-rate" in capsys.readouterr().out
+
+
+def test_rate_distortion_writes_nothing_without_out(tiny_bundle, sar_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = rd.main(["--model", str(tiny_bundle), "--data", str(sar_data), "--scenes", "berlin", "--qualities", "2",
+                  "--jp2-bpp", "0.5", "1", "--device", "cpu"])
+    assert rc == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_shared_grd_scenes_are_the_eight_intensity_scenes(sar_data):
+    scenes = rd.grd_scenes(sar_data)
+    assert len(scenes) == 8 and all(s["domain"] == "intensity" and s["bands"] == ["VV", "VH"] for s in scenes)
+    assert [s["name"] for s in rd.grd_scenes(sar_data, ["panama"])] == ["panama_700"]
+
+
+@pytest.mark.slow
+def test_throughput_runs_each_measurement_in_a_subprocess(tiny_bundle, sar_data, tmp_path):
+    import throughput
+
+    rc = throughput.main(["--model", str(tiny_bundle), "--source", str(sar_data / "s1_iw_grd_berlin_512.tif"),
+                          "--size", "0", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    assert rc == 0
+    doc = json.loads((tmp_path / "throughput.json").read_text())
+    got = {r["what"]: r for r in doc["results"]}
+    assert set(got) == set(throughput.MEASUREMENTS)
+    assert got["codec_compress"]["provider"] == "CPUExecutionProvider"
+    assert got["codec_reconstruct"]["provider"] == "CPUExecutionProvider"
+    for k in ("codec_compress", "codec_reconstruct", "jp2_encode", "jp2_decode", "onnx_encode", "onnx_decode"):
+        assert got[k]["mp_s"] > 0 and got[k]["peak_rss_mb"] > 0 and got[k]["projected_s"] > 0
+    assert doc["settings"]["raster"]["width"] == 512
