@@ -1,0 +1,205 @@
+"""`sar-eval`: compare checkpoints on their run's validation scenes, whole scenes at a time.
+
+Every figure comes from core.metrics (the project's only implementation). PSNR and SSIM are on the
+normalised dB image and depend on each band's clip bounds, which are reported beside them; dB RMSE, ENL ratio
+(on linear intensity, 10^(dB/10)) and EPI do not depend on normalisation. This evaluates the PyTorch model
+in float32 without quantisation; evaluation through the ONNX codec can reuse `evaluate_planes` with another
+`reconstruct` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sar_compress_plugin.core import metrics
+from sar_compress_plugin.core.errors import SarCompressError
+from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
+from trainer.checkpoint import load_model
+from trainer.data import RawPlane, build_datasets
+
+log = logging.getLogger(__name__)
+
+Reconstruct = Callable[[np.ndarray], np.ndarray]
+METRIC_KEYS = ("psnr", "ssim", "db_rmse", "db_rmse_in_range", "db_rmse_out_of_range", "enl_ratio", "epi")
+
+
+def torch_reconstructor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Reconstruct:
+    """[0,1] plane -> reconstruction, whole plane at once, reflect-padded to a multiple of 16.
+
+    Validation scenes here are at most ~700 px, so no tiling is needed; the codec's tiled path is evaluated
+    separately through ONNX.
+    """
+    model = model.to(device).eval()
+    f = model.downsampling_factor
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        h, w = x.shape
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(device)
+        ph, pw = (-h) % f, (-w) % f
+        if ph or pw:
+            t = F.pad(t, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        return model(t)["x_hat"][0, 0, :h, :w].float().cpu().numpy()
+
+    return run
+
+
+def plane_metrics(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float) -> dict:
+    """All figures for one band, on valid pixels only."""
+    valid = raw.valid
+    x = normalise(raw.db, lo, hi)
+    db_hat = denormalise(x_hat, lo, hi)
+    inside = valid & (raw.db >= lo) & (raw.db <= hi)
+    outside = valid & ~inside
+    ref_lin = np.power(10.0, raw.db.astype(np.float64) / 10.0)
+    rec_lin = np.power(10.0, db_hat.astype(np.float64) / 10.0)
+    return {
+        "psnr": metrics.psnr(x, x_hat, 1.0, mask=valid),
+        "ssim": metrics.ssim(x, x_hat, 1.0, mask=valid),
+        "db_rmse": metrics.db_rmse(raw.db, db_hat, valid),
+        "db_rmse_in_range": metrics.db_rmse(raw.db, db_hat, inside),
+        "db_rmse_out_of_range": metrics.db_rmse(raw.db, db_hat, outside) if outside.any() else float("nan"),
+        "out_of_range_fraction": float(outside.sum() / max(valid.sum(), 1)),
+        "enl_ratio": metrics.enl_ratio(ref_lin, rec_lin, mask=valid),
+        "epi": metrics.epi(x, x_hat, mask=valid),
+    }
+
+
+def evaluate_planes(reconstruct: Reconstruct, planes: list[RawPlane]) -> dict:
+    """Per scene/band figures (with their clip bounds) and the mean over planes."""
+    per_plane = []
+    for raw in planes:
+        lo, hi = percentile_bounds(raw.db, raw.valid)
+        x_hat = reconstruct(normalise(raw.db, lo, hi))
+        per_plane.append({"scene": raw.scene, "band": raw.band, "shape": list(raw.db.shape),
+                          "clip_db": [lo, hi], **plane_metrics(raw, x_hat, lo, hi)})
+    aggregate = {}
+    for k in METRIC_KEYS:
+        vals = [p[k] for p in per_plane if math.isfinite(p[k])]
+        aggregate[k] = float(np.mean(vals)) if vals else float("nan")
+    aggregate["planes"] = len(per_plane)
+    aggregate["pixels"] = int(sum(p["shape"][0] * p["shape"][1] for p in per_plane))
+    return {"per_plane": per_plane, "aggregate": aggregate}
+
+
+def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, path: Path, title: str) -> None:
+    """original | reconstruction | |difference| in dB, for a quick visual check."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    orig = np.clip(raw.db, lo, hi)
+    rec = denormalise(x_hat, lo, hi)
+    diff = np.abs(rec - raw.db)
+    diff[~raw.valid] = np.nan
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    for ax, img, name, kw in ((axes[0], orig, "original (dB)", {"vmin": lo, "vmax": hi, "cmap": "gray"}),
+                              (axes[1], rec, "reconstruction (dB)", {"vmin": lo, "vmax": hi, "cmap": "gray"}),
+                              (axes[2], diff, "|difference| (dB)", {"vmin": 0, "vmax": max(1.0, float(np.nanpercentile(diff, 99))), "cmap": "magma"})):
+        im = ax.imshow(img, **kw)
+        ax.set_title(name)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def markdown_table(results: dict) -> str:
+    base = next((r for r in results.values() if r["variant"] == "baseline"), None)
+    lines = ["| Model | Params | PSNR | SSIM | dB RMSE | ENL ratio | EPI | vs baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for label, r in results.items():
+        a = r["aggregate"]
+        if base is None or r is base:
+            vs = "-"
+        else:
+            b = base["aggregate"]
+            vs = f"{a['psnr'] - b['psnr']:+.2f} dB PSNR, {a['db_rmse'] - b['db_rmse']:+.3f} dB RMSE"
+        lines.append(f"| {label} | {r['params']['total'] / 1e6:.2f}M | {a['psnr']:.2f} | {a['ssim']:.4f} | "
+                     f"{a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} | {vs} |")
+    lines.append("")
+    lines.append("PSNR/SSIM on the normalised dB image, per-band 0.5-99.5 percentile clip bounds (listed per plane "
+                 "in the JSON); no quantisation (float latents).")
+    return "\n".join(lines) + "\n"
+
+
+def _label(path: Path, variant: str, taken: set[str]) -> str:
+    label = variant if variant not in taken else f"{variant} ({path.parent.name}/{path.name})"
+    taken.add(label)
+    return label
+
+
+def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | None = None,
+                         device: str = "cpu", max_planes: int | None = None) -> dict:
+    """Evaluate each checkpoint on its own run's validation split; write results.json, results.md, PNGs."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    cache: dict[tuple, list[RawPlane]] = {}
+    taken: set[str] = set()
+    for path in map(Path, paths):
+        model, ckpt = load_model(path, map_location="cpu")
+        cfg = ckpt["config"]
+        key = (data or cfg.get("data"), cfg.get("domain", "intensity"), cfg.get("val_fraction", 0.2),
+               cfg.get("seed", 0), cfg.get("data_fraction", 1.0))
+        if key not in cache:
+            ds = build_datasets(key[0], default_domain=key[1], val_fraction=key[2], seed=key[3], data_fraction=key[4])
+            cache[key] = ds.val_raw[:max_planes] if max_planes else ds.val_raw
+        planes = cache[key]
+        reconstruct = torch_reconstructor(model, device)
+        res = evaluate_planes(reconstruct, planes)
+        label = _label(path, ckpt["model_name"], taken)
+        lat = model.config["latent_channels"]
+        results[label] = {"variant": ckpt["model_name"], "checkpoint": str(path), "params": model.count_parameters(),
+                          "model_config": model.config, "latent_element_ratio": 256 / lat,
+                          "epoch": ckpt["epoch"], "step": ckpt["step"],
+                          "data_summary": ckpt["data_summary"], **res}
+        first = planes[0]
+        lo, hi = percentile_bounds(first.db, first.valid)
+        save_panel(first, reconstruct(normalise(first.db, lo, hi)), lo, hi,
+                   out / f"panel_{label.split()[0]}_{len(results)}.png",
+                   f"{label}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB")
+        log.info("%s: PSNR %.2f dB, dB RMSE %.3f on %d planes", label, res["aggregate"]["psnr"],
+                 res["aggregate"]["db_rmse"], res["aggregate"]["planes"])
+    doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "
+           "float latents, per-band percentile normalisation); metrics from sar_compress_plugin.core.metrics",
+           "results": results}
+    (out / "results.json").write_text(json.dumps(doc, indent=2, default=float))
+    (out / "results.md").write_text(markdown_table(results))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sar-eval", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files (best.pth of each run)")
+    p.add_argument("--out", default="runs/eval", help="folder for results.json, results.md and panels")
+    p.add_argument("--data", default=None, help="data location if it moved since training (same split rule)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--max-planes", type=int, default=None, help="evaluate only the first N validation planes")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        doc = evaluate_checkpoints(args.checkpoints, args.out, args.data, args.device, args.max_planes)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(doc["results"]), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
