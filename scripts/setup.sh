@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=0
-for pkg in python3-qgis python3-venv xvfb xauth; do
+for pkg in python3-qgis qgis python3-venv xvfb xauth; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends python3-qgis python3-venv xvfb xauth >/dev/null
+  apt-get install -y -qq --no-install-recommends python3-qgis qgis python3-venv xvfb xauth >/dev/null
 fi
 
 # Debian's Python, not whatever python3 is first on PATH: QGIS's bindings are built for it.

@@ -91,9 +91,12 @@ def test_processing_cancel_and_bad_input(processing_ready, sar_tif, model_bundle
 
 
 def test_qgis_process(tmp_path, sar_tif, model_bundle):
-    exe = shutil.which("qgis_process") or shutil.which("qgis_process-qgis")
+    # Debian 12's /usr/bin/qgis_process wrapper adds --noversioncheck from /etc/default/qgis, which the 3.22
+    # binary rejects ("Command --noversioncheck not known!"): call the binary it wraps.
+    exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
     if exe is None:
         pytest.skip("qgis_process is not installed here (Debian package 'qgis' missing; python3-qgis lacks it)")
+    import sysconfig
     import zipfile
     import importlib.util
 
@@ -103,7 +106,10 @@ def test_qgis_process(tmp_path, sar_tif, model_bundle):
     plugins = tmp_path / "plugins"
     with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
         zf.extractall(plugins)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins))
+    # QGIS's own Python must see the venv's packages (onnxruntime, zstandard), as a user's QGIS would after
+    # `pip install`; a throw-away profile keeps the user's QGIS settings untouched.
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
+               PYTHONPATH=sysconfig.get_paths()["purelib"], QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
     subprocess.run([exe, "plugins", "enable", "sar_compress_plugin"], env=env, capture_output=True, timeout=120)
     out = tmp_path / "q.sarc"
     done = subprocess.run([exe, "run", "sarcompress:compress", "--", f"INPUT={sar_tif}",
