@@ -236,9 +236,10 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         ctx = None
         for b in range(nb):
             raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
-            db, _ = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+            db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
             xs.append(normalise(db, *bounds[b]))
-            cores.append(raw[cr0 - ctx[1]:cr0 - ctx[1] + ch, cc0 - ctx[0]:cc0 - ctx[0] + cw])
+            core = (slice(cr0 - ctx[1], cr0 - ctx[1] + ch), slice(cc0 - ctx[0], cc0 - ctx[0] + cw))
+            cores.append((raw[core], db[core], valid[core]))
         y = model.encode(np.stack(xs)[:, None])
         f16 = grid.factor
         ly0, lx0 = (pr0 - ctx[1]) // f16, (pc0 - ctx[0]) // f16
@@ -247,20 +248,21 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         for b in range(nb):
             k = b * grid.count + i
             index["latent"][k] = writer.add_chunk(C.encode_latents(q[b]))
-            raw = cores[b]
-            _, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+            raw, db, valid = cores[b]
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
                 exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
                 index["mask"][k] = writer.add_chunk(C.encode_mask(valid, exc, raw.ravel()[exc]))
                 invalid_pixels += int((~valid).sum())
             lo, hi = bounds[b]
-            vpos = np.flatnonzero(valid)
-            tdb = _true_db(raw.ravel()[vpos], domain)
-            sel = (tdb < lo - margin) | (tdb > hi + margin)
-            if sel.any():
-                pos = vpos[sel]
-                vals = np.clip(np.rint(tdb[sel] / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
+            dbf = db.ravel()
+            pos = np.flatnonzero(((dbf < lo - margin) | (dbf > hi + margin)) & valid.ravel())
+            if pos.size:
+                tdb = dbf[pos].astype(np.float64)
+                floor = tdb <= pp.noise_floor_db  # to_db clamps there; outliers keep their true value
+                if floor.any():
+                    tdb[floor] = _true_db(raw.ravel()[pos[floor]], domain)
+                vals = np.clip(np.rint(tdb / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
                 index["outlier"][k] = writer.add_chunk(C.encode_outliers(pos, vals))
                 outlier_pixels += int(pos.size)
         _tick(progress, (i + 1) / grid.count)
