@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
-from sar_compress_plugin.core.codec import SOFTWARE, CompressOptions, compress, reconstruct  # noqa: E402
+from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
+                                            reconstruct)
 from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
 from sar_compress_plugin.core.preprocessing import canonical_domain, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
@@ -137,6 +138,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
                                               domain=domain))
     rr = reconstruct(sarc, rec_path, model_dirs=[model], device=device)
+    chunks = read_header(sarc)["chunks"]
+    parts = {k: sum(e[1] for e in chunks.get(k, []) if e) for k in ("latent", "outlier", "mask")}
     with RasterReader(rec_path) as r:
         rec = r.read(0, 0, 0, r.info.width, r.info.height)
     q = band_quality(values, rec, domain, clip, nodata)
@@ -146,6 +149,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
             "file_bytes": int(res.output_bytes), "bpp": 8.0 * res.output_bytes / values.size,
             "encode_s": res.seconds, "decode_s": rr.seconds, "provider": res.provider,
             "decode_provider": rr.provider, "coded_outlier_pixels": int(res.outlier_pixels),
+            "bytes_latent": parts["latent"], "bytes_outlier": parts["outlier"], "bytes_mask": parts["mask"],
+            "bytes_header_index": int(res.output_bytes - sum(parts.values())),
             "codec_clip_db": [float(v) for v in res.clip_db[0]], **q}
 
 
@@ -192,10 +197,18 @@ def aggregate_points(rows: list[dict], subset: str = "all") -> list[dict]:
         pixels = sum(r["pixels"] for r in rs)
         seconds_e = sum(r["encode_s"] for r in rs)
         seconds_d = sum(r["decode_s"] for r in rs)
+        if codec == "learned":
+            extra = {f"bpp_{k}": 8.0 * sum(r[f"bytes_{k}"] for r in rs) / pixels
+                     for k in ("latent", "outlier", "mask", "header_index")}
+        else:
+            extra = {}
         out.append({"codec": codec, "setting": setting, "subset": subset, "scene_bands": len(rs),
                     "bpp": 8.0 * sum(r["file_bytes"] for r in rs) / pixels, **aggregate(rs),
+                    # the pixel-weighted mean ENL ratio can be dominated by one scene-band whose homogeneous
+                    # windows the codec flattened (ratio -> inf); the median over scene-bands is robust
+                    "enl_ratio_median": float(np.median([r["enl_ratio"] for r in rs])),
                     "encode_mp_s": pixels / 1e6 / seconds_e if seconds_e else None,
-                    "decode_mp_s": pixels / 1e6 / seconds_d if seconds_d else None})
+                    "decode_mp_s": pixels / 1e6 / seconds_d if seconds_d else None, **extra})
     out.sort(key=lambda p: (p["codec"], p["bpp"]))
     return out
 
@@ -288,6 +301,17 @@ def wilcoxon_matched(rows: list[dict], key: str = "db_rmse") -> list[dict]:
 
 # --- outputs -----------------------------------------------------------------------------------------------
 
+def finite_or_null(obj):
+    """JSON without the non-standard Infinity / NaN: non-finite floats become null."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def _f(v, fmt=".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -302,7 +326,8 @@ def summary_markdown(doc: dict) -> str:
              f"Device: {d['cpu']} ({d['cores']} cores), GPU: {d['gpu'] or 'none'}, "
              f"onnxruntime providers that ran: {', '.join(d['providers_used']) or '-'}.  ",
              "Clip bounds: per band, 0.5 / 99.5 percentiles of the valid dB values (PSNR and SSIM on the [0,1] "
-             "image within these bounds; each scene-band's bounds are in rd_points.json).  ",
+             "image within these bounds; each scene-band's bounds are in rd_points.json). ENL ratio: pixel-weighted "
+             "mean over scene-bands (finite values), median in brackets.  ",
              f"JPEG-2000: {jpeg2000.NOTE}.  ",
              "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
              "included); pixels outside the clip range are coded as sparse corrections.", ""]
@@ -311,14 +336,19 @@ def summary_markdown(doc: dict) -> str:
     for subset in doc["settings"]["subsets"]:
         pts = [p for p in doc["aggregates"] if p["subset"] == subset]
         lines += [f"## {subset} ({pts[0]['scene_bands'] if pts else 0} scene-bands)", "",
-                  "| codec | setting | bpp | dB RMSE | in range | out of range | PSNR | SSIM | ENL ratio | EPI |"
+                  "| codec | setting | bpp | dB RMSE | in range | out of range | PSNR | SSIM | ENL ratio (median) | EPI |"
                   " enc MP/s | dec MP/s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in pts:
             lines.append(f"| {p['codec']} | {p['setting']} | {p['bpp']:.3f} | {_f(p['db_rmse'])} | "
                          f"{_f(p['db_rmse_in_range'])} | {_f(p['db_rmse_out_of_range'])} | {_f(p['psnr'], '.2f')} | "
-                         f"{_f(p['ssim'])} | {_f(p['enl_ratio'])} | {_f(p['epi'])} | {_f(p['encode_mp_s'], '.2f')} | "
+                         f"{_f(p['ssim'])} | {_f(p['enl_ratio'])} ({_f(p['enl_ratio_median'])}) | {_f(p['epi'])} | {_f(p['encode_mp_s'], '.2f')} | "
                          f"{_f(p['decode_mp_s'], '.2f')} |")
+        lp = [p for p in pts if p["codec"] == "learned"]
+        if lp:
+            lines += ["", "Learned codec's bits by part (bpp): " + "; ".join(
+                f"{p['setting']}: latents {p['bpp_latent']:.3f}, outliers {p['bpp_outlier']:.3f}, "
+                f"mask {p['bpp_mask']:.3f}, header+index {p['bpp_header_index']:.3f}" for p in lp) + "."]
         bd = doc["bd_rate"][subset]
         if bd["bd_rate_percent"] is not None:
             lines += ["", f"BD-rate of the learned codec vs JPEG-2000 (dB RMSE, over {bd['overlap'][0]:.3f}-"
@@ -418,7 +448,8 @@ def main(argv=None) -> int:
     doc = {
         "name": "rate_distortion",
         "description": "learned codec vs JPEG-2000 on the shared Sentinel-1 GRD scenes; bpp from file bytes; "
-                       "metrics from core.evaluation.band_quality; BD-rate on dB RMSE",
+                       "metrics from core.evaluation.band_quality; BD-rate on dB RMSE; null = not finite "
+                       "(e.g. an ENL ratio whose homogeneous windows the codec flattened to zero variance)",
         "device": device_info(providers),
         "versions": versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -426,7 +457,7 @@ def main(argv=None) -> int:
         "timing_note": a.timing_note,
         "settings": {"scenes": [s["name"] for s in scenes], "scene_bands": len({(r["scene"], r["band"])
                                                                                  for r in rows}),
-                     "megapixels": sum(r["pixels"] for r in rows if r["codec"] == "jpeg2000") / len(jp2_bpp) / 1e6,
+                     "megapixels": sum({(r["scene"], r["band"]): r["pixels"] for r in rows}.values()) / 1e6,
                      "qualities": list(qualities), "jpeg2000_target_bpp": list(jp2_bpp),
                      "clip_percentiles": [0.5, 99.5], "subsets": subsets, "device_requested": a.device,
                      "jpeg2000": jpeg2000.NOTE},
@@ -440,7 +471,7 @@ def main(argv=None) -> int:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "rd_points.json").write_text(json.dumps(doc, indent=1))
+        (out / "rd_points.json").write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
         (out / "rd_summary.md").write_text(md)
         plot(doc, out / "rd_plot.png")
         log(f"wrote {out / 'rd_points.json'}, {out / 'rd_summary.md'}, {out / 'rd_plot.png'}")
