@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import logging
 import os
 from pathlib import Path
@@ -93,6 +94,18 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
     return m
 
 
+@functools.lru_cache(maxsize=1)
+def _nvidia_driver_present() -> bool:
+    """True when the NVIDIA driver library loads: without it no CUDA session can run, so 'auto' goes to CPU."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
+        return True
+    except OSError:
+        return False
+
+
 def _providers_for(device: str) -> list[str]:
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -102,6 +115,8 @@ def _providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
+    if device == "auto" and not _nvidia_driver_present():
+        return ["CPUExecutionProvider"]  # onnxruntime-gpu lists CUDA even without a GPU, then logs a failure
     if "CUDAExecutionProvider" in available and not (device == "auto" and _cuda_failed):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":

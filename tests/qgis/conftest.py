@@ -87,33 +87,13 @@ def codec():
 
 
 def _unit_fixtures():
-    """The codec engineer's tests/unit/conftest.py, loaded under its own name (reused, not duplicated)."""
-    import importlib.util
+    """The codec tests' helpers (tests/unit/codec_fixtures.py), reused rather than duplicated."""
+    unit = str(REPO / "tests" / "unit")
+    if unit not in sys.path:
+        sys.path.append(unit)
+    import codec_fixtures
 
-    name = "sar_unit_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "unit" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _share_unit_helpers() -> None:
-    """tests/unit modules do `from conftest import build_tiny_bundle, write_geotiff`. When pytest collects
-    tests/unit and tests/qgis in one run, "conftest" in sys.modules is whichever conftest.py was loaded last,
-    possibly this one; so this one offers the same two helpers (the unit ones, not copies)."""
-    try:
-        unit = _unit_fixtures()
-    except (FileNotFoundError, ImportError):
-        return
-    for name in ("build_tiny_bundle", "write_geotiff"):
-        if hasattr(unit, name):
-            globals()[name] = getattr(unit, name)
-
-
-_share_unit_helpers()
+    return codec_fixtures
 
 
 @pytest.fixture(scope="session")

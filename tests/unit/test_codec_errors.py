@@ -20,7 +20,7 @@ from sar_compress_plugin.core.errors import (CancelledError, ContainerFormatErro
                                              ModelBundleError, ModelMismatchError, OutputPathError)
 from sar_compress_plugin.core.runtime import OnnxCodecModel
 
-from conftest import build_tiny_bundle, write_geotiff
+from codec_fixtures import build_tiny_bundle, write_geotiff
 
 
 @pytest.fixture(scope="module")

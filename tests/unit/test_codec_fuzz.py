@@ -20,7 +20,7 @@ from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, co
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.runtime import OnnxCodecModel
 
-from conftest import write_geotiff
+from codec_fixtures import write_geotiff
 
 EXAMPLES = int(os.environ.get("SARC_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("SARC_FUZZ_EXAMPLES"),

@@ -15,7 +15,7 @@ from sar_compress_plugin.core.errors import InputRasterError
 from sar_compress_plugin.core.metrics import db_rmse
 from sar_compress_plugin.core.raster_io import RasterReader, read_raster_info
 
-from conftest import build_tiny_bundle, write_geotiff
+from codec_fixtures import build_tiny_bundle, write_geotiff
 
 BERLIN = "s1_iw_grd_berlin_512.tif"
 NIGERIA = "s1_iw_grd_sen1floods11_nigeria_812045_vv_vh_db.tif"
