@@ -69,18 +69,8 @@ def sar_tif(tmp_path) -> Path:
     return dst
 
 
-def _codec_available() -> bool:
-    try:
-        import sar_compress_plugin.core.codec  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture
 def codec():
-    if not _codec_available():
-        pytest.skip("sar_compress_plugin.core.codec has not landed yet")
     from sar_compress_plugin.core import codec as module
 
     return module
@@ -99,14 +89,7 @@ def _unit_fixtures():
 @pytest.fixture(scope="session")
 def model_bundle(tmp_path_factory) -> Path:
     """A model bundle: the codec's tiny test bundle (torch -> ONNX at test time, manifest with SHA-256s)."""
-    try:
-        build_tiny_bundle = _unit_fixtures().build_tiny_bundle
-    except (FileNotFoundError, AttributeError, ImportError) as exc:
-        default = REPO / "sar_compress_plugin" / "models" / "default"
-        if (default / "manifest.json").is_file():
-            return default
-        pytest.skip(f"no model bundle to test with ({exc})")
-    return Path(build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny"))
+    return Path(_unit_fixtures().build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny"))
 
 
 @pytest.fixture
