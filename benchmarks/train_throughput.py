@@ -1,0 +1,97 @@
+"""Training throughput (patches/s) of every registered variant on the available device.
+
+Measures full optimiser steps (forward, SarLoss, backward, AdamW) on random 1-channel patches, after a short
+warm-up; data loading is excluded because the trainer keeps data on the device and cuts patches there.
+
+    python benchmarks/train_throughput.py [--device cpu] [--batch-size 8] [--patch-size 256] [--out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainer.losses import SarLoss  # noqa: E402
+from trainer.registry import available_models, create_model  # noqa: E402
+
+
+def measure(variant: str, device: torch.device, batch_size: int, patch_size: int, warmup: int, steps: int,
+            amp: bool) -> dict:
+    torch.manual_seed(0)
+    model = create_model(variant).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = SarLoss()
+    x = torch.rand(batch_size, 1, patch_size, patch_size, device=device)
+    dtype = torch.bfloat16 if amp and device.type == "cuda" else None
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+        loss_fn(out["x_hat"], x)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return {"variant": variant, "params": model.count_parameters()["total"], "batch_size": batch_size,
+            "patch_size": patch_size, "steps": steps, "seconds": seconds,
+            "patches_per_s": batch_size * steps / seconds,
+            "megapixels_per_s": batch_size * steps * patch_size**2 / seconds / 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 on CUDA, 4 on CPU")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--variants", nargs="*", default=None, help="default: all registered")
+    p.add_argument("--out", nargs="?", const="auto", default=None,
+                   help="write JSON (no value: benchmarks/results/train_throughput_<device>.json)")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    cuda = device.type == "cuda"
+    batch = args.batch_size or (32 if cuda else 4)
+    steps = args.steps or (20 if cuda else 3)
+    rows = []
+    for variant in args.variants or available_models():
+        r = measure(variant, device, batch, args.patch_size, args.warmup, steps, args.amp)
+        rows.append(r)
+        print(f"{variant:12s} {r['params'] / 1e6:5.2f}M params  {r['patches_per_s']:8.2f} patches/s "
+              f"({r['megapixels_per_s']:.2f} MP/s, batch {batch}, {args.patch_size}px)", flush=True)
+    if args.out:
+        name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
+        tag = "cuda" if cuda else "cpu"
+        path = Path(args.out) if args.out != "auto" else REPO / "benchmarks" / "results" / f"train_throughput_{tag}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"name": "train_throughput", "description": "optimiser steps on random patches, "
+                                    "forward+loss+backward+AdamW, data loading excluded",
+                                    "device": name, "torch": torch.__version__, "python": platform.python_version(),
+                                    "amp": bool(args.amp and cuda), "results": rows}, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
