@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sar_compress_plugin.core import metrics
+from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
 from trainer.checkpoint import load_model
@@ -55,24 +55,12 @@ def torch_reconstructor(model: torch.nn.Module, device: torch.device | str = "cp
 
 
 def plane_metrics(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float) -> dict:
-    """All figures for one band, on valid pixels only."""
-    valid = raw.valid
-    x = normalise(raw.db, lo, hi)
-    db_hat = denormalise(x_hat, lo, hi)
-    inside = valid & (raw.db >= lo) & (raw.db <= hi)
-    outside = valid & ~inside
-    ref_lin = np.power(10.0, raw.db.astype(np.float64) / 10.0)
-    rec_lin = np.power(10.0, db_hat.astype(np.float64) / 10.0)
-    return {
-        "psnr": metrics.psnr(x, x_hat, 1.0, mask=valid),
-        "ssim": metrics.ssim(x, x_hat, 1.0, mask=valid),
-        "db_rmse": metrics.db_rmse(raw.db, db_hat, valid),
-        "db_rmse_in_range": metrics.db_rmse(raw.db, db_hat, inside),
-        "db_rmse_out_of_range": metrics.db_rmse(raw.db, db_hat, outside) if outside.any() else float("nan"),
-        "out_of_range_fraction": float(outside.sum() / max(valid.sum(), 1)),
-        "enl_ratio": metrics.enl_ratio(ref_lin, rec_lin, mask=valid),
-        "epi": metrics.epi(x, x_hat, mask=valid),
-    }
+    """All figures for one band (core.evaluation, the same code the demo and the benchmarks use)."""
+    out = db_quality(raw.db, denormalise(x_hat, lo, hi), raw.valid, (lo, hi))
+    if out["db_rmse_out_of_range"] is None:
+        out["db_rmse_out_of_range"] = float("nan")
+    out["out_of_range_fraction"] = out["out_of_range_pixels"] / max(out["valid_pixels"], 1)
+    return out
 
 
 def evaluate_planes(reconstruct: Reconstruct, planes: list[RawPlane]) -> dict:

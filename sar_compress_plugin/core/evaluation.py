@@ -18,17 +18,25 @@ from .preprocessing import normalise, to_db
 
 def band_quality(original: np.ndarray, reconstruction: np.ndarray, domain: str, clip_db: tuple[float, float],
                  nodata: float | None = None) -> dict:
+    """Figures for one band given in its own value domain (what a user's file holds)."""
     ref_db, valid = to_db(original, domain, nodata)
     rec_db, rec_valid = to_db(reconstruction, domain, nodata)
+    out = db_quality(ref_db, rec_db, valid, clip_db)
+    out["validity_mask_identical"] = bool(np.array_equal(valid, rec_valid))
+    return out
+
+
+def db_quality(ref_db: np.ndarray, rec_db: np.ndarray, valid: np.ndarray, clip_db: tuple[float, float]) -> dict:
+    """Figures for one band given in dB with its validity mask (what the trainer holds)."""
     lo, hi = clip_db
     in_range = valid & (ref_db >= lo) & (ref_db <= hi)
     out_range = valid & ~in_range
     ref_n, rec_n = normalise(ref_db, lo, hi), normalise(rec_db, lo, hi)
-    ref_int, rec_int = np.power(10.0, ref_db / 10.0), np.power(10.0, rec_db / 10.0)
+    ref_int = np.power(10.0, ref_db.astype(np.float64) / 10.0)
+    rec_int = np.power(10.0, rec_db.astype(np.float64) / 10.0)
     return {
         "pixels": int(valid.size),
         "valid_pixels": int(valid.sum()),
-        "validity_mask_identical": bool(np.array_equal(valid, rec_valid)),
         "clip_db": [float(lo), float(hi)],
         "psnr": metrics.psnr(ref_n, rec_n, 1.0, valid),
         "ssim": metrics.ssim(ref_n, rec_n, 1.0, valid),

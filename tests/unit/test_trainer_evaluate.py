@@ -24,9 +24,9 @@ def _plane(seed=0):
 def test_identity_reconstruction_scores_perfect_in_range():
     res = evaluate_planes(lambda x: x.copy(), [_plane()])
     p = res["per_plane"][0]
-    assert math.isinf(p["psnr"]) and p["ssim"] == pytest.approx(1.0)
+    assert p["psnr"] > 150 and p["ssim"] == pytest.approx(1.0)  # float32 dB round trip: error ~1e-7
     assert p["db_rmse_in_range"] == pytest.approx(0.0, abs=1e-4)
-    assert p["epi"] == pytest.approx(1.0, abs=1e-6)
+    assert p["epi"] == pytest.approx(1.0, abs=0.005)  # EPI is on dB: the clipped 1% of pixels count
     assert 0 < p["out_of_range_fraction"] < 0.02  # 0.5-99.5 percentile clipping
     assert p["db_rmse_out_of_range"] > 0  # clipped pixels are reported separately
     assert p["enl_ratio"] == pytest.approx(1.0, abs=0.05)
