@@ -45,7 +45,7 @@ SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
 STATS_SAMPLES = 4_000_000
 OUTLIER_MARGIN_DB = 1.0
-OUTLIER_STEP_DB = 0.01
+OUTLIER_STEP_DB = 0.05  # max error 0.025 dB, far below speckle; 2-3 bits per outlier cheaper than 0.01
 
 
 @dataclass

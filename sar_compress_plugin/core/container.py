@@ -36,7 +36,7 @@ FOOTER_MAGIC = b"SARCEND\x00"
 
 LATENT_CODER = "zstd-int8"
 MASK_CODER = "packbits-zstd"
-OUTLIER_CODER = "zstd-centidb-int32"
+OUTLIER_CODER = "zstd-int32-byteplanes"
 KNOWN_CODERS = {"latent": (LATENT_CODER,), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
 
 MAX_HEADER_BYTES = 256 << 20
@@ -109,11 +109,22 @@ def decode_mask(data: bytes, shape: tuple[int, int], dtype: np.dtype, what: str)
     return valid, pos, vals
 
 
-def encode_outliers(pos: np.ndarray, centidb: np.ndarray) -> bytes:
-    """Sorted flat positions (delta-coded) and values in 0.01 dB, as int32."""
+def _byte_planes(values: np.ndarray) -> bytes:
+    """Little-endian int32/uint32 split into 4 planes (all low bytes, then the next...): the high planes of
+    small deltas and of values near the clip bounds are nearly constant, which zstd codes in almost nothing."""
+    return np.ascontiguousarray(values.astype("<u4", copy=False).view(np.uint8).reshape(-1, 4).T).tobytes()
+
+
+def _from_byte_planes(raw: bytes, n: int, dtype: str) -> np.ndarray:
+    planes = np.frombuffer(raw, np.uint8, 4 * n).reshape(4, n)
+    return np.ascontiguousarray(planes.T).view(dtype).ravel()
+
+
+def encode_outliers(pos: np.ndarray, steps: np.ndarray) -> bytes:
+    """Sorted flat positions (delta-coded) and values in outlier steps of dB, as int32 byte planes."""
     pos = np.asarray(pos, dtype=np.int64)
     deltas = np.diff(pos, prepend=0).astype("<u4")
-    return zstd_compress(np.uint32(pos.size).tobytes() + deltas.tobytes() + centidb.astype("<i4").tobytes())
+    return zstd_compress(np.uint32(pos.size).tobytes() + _byte_planes(deltas) + _byte_planes(steps.astype("<i4")))
 
 
 def decode_outliers(data: bytes, npx: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +134,8 @@ def decode_outliers(data: bytes, npx: int, what: str) -> tuple[np.ndarray, np.nd
     n = int(np.frombuffer(raw, "<u4", 1)[0])
     if n > npx or len(raw) != 4 + 8 * n:
         raise ContainerFormatError(f"{what}: outlier chunk length does not match its count")
-    pos = np.cumsum(np.frombuffer(raw, "<u4", n, 4).astype(np.int64))
-    vals = np.frombuffer(raw, "<i4", n, 4 + 4 * n)
+    pos = np.cumsum(_from_byte_planes(raw[4:4 + 4 * n], n, "<u4").astype(np.int64))
+    vals = _from_byte_planes(raw[4 + 4 * n:], n, "<i4")
     if n and pos[-1] >= npx:
         raise ContainerFormatError(f"{what}: outlier positions are out of range")
     return pos, vals
