@@ -63,3 +63,23 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
     assert md[3].startswith("| residual |") and "dB PSNR" in md[3]
     assert sorted(p.name for p in out.glob("*.png")) == ["panel_baseline_1.png", "panel_residual_2.png"]
     assert main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
+
+
+@pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
+def test_sar_eval_through_the_codec_counts_file_bytes(tmp_path, tiny_bundle):
+    out = tmp_path / "eval"
+    rc = main(["--bundle", str(tiny_bundle), "--scenes", SCENE.name, "s1_slc_amp_marais1_500.npy",
+               "--data", str(SCENE.parent), "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "codec_results.json").read_text())
+    res = next(iter(doc["results"].values()))
+    files = {f["scene"]: f for f in res["files"]}
+    assert set(files) == {SCENE.name, "s1_slc_amp_marais1_500.npy"}  # .npy goes through a GeoTIFF
+    berlin = files[SCENE.name]
+    assert berlin["bpp_per_band"] == pytest.approx(8 * berlin["bytes"] / (512 * 512 * 2))
+    bits = sum(8 * f["bytes"] for f in res["files"])
+    band_px = 512 * 512 * 2 + 500 * 500
+    assert res["aggregate"]["bpp_per_band"] == pytest.approx(bits / band_px)
+    assert all(r["validity_mask_identical"] for f in res["files"] for r in f["per_band"])
+    assert 0 < res["aggregate"]["db_rmse"] < 10
+    assert "| bpp (file) |" in (out / "codec_results.md").read_text()
