@@ -252,3 +252,22 @@ def test_core_imports_neither_qgis_nor_torch():
                 names = [node.module]
             for n in names:
                 assert n.split(".")[0] not in ("qgis", "torch", "PyQt5", "rasterio"), f"{f.name} imports {n}"
+
+
+def test_calibration_offset_does_not_change_rate_or_distortion(sar_data, tiny_bundle, tmp_path):
+    """The same scene 30 dB up (x1000 in intensity) compresses to the same bits and error: per-file bounds."""
+    with RasterReader(sar_data / BERLIN) as r:
+        info = r.info
+        vv = r.read(0, 0, 0, info.width, info.height)
+    figures = []
+    for gain in (1.0, 1000.0):
+        src = write_geotiff(tmp_path / f"vv_{gain:g}.tif", (vv * gain).astype(np.float32))
+        res = compress(src, tmp_path / f"vv_{gain:g}.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu",
+                                                                           domain="intensity"))
+        reconstruct(tmp_path / f"vv_{gain:g}.sarc", tmp_path / f"vv_{gain:g}_rec.tif", model_dirs=[tiny_bundle])
+        rec = _read_all(tmp_path / f"vv_{gain:g}_rec.tif")[0]
+        figures.append((res.output_bytes, db_rmse(10 * np.log10(vv * gain), 10 * np.log10(rec)), res.clip_db[0]))
+    (bytes_1, rmse_1, clip_1), (bytes_1000, rmse_1000, clip_1000) = figures
+    assert np.allclose(np.array(clip_1000) - np.array(clip_1), 30.0, atol=1e-3)  # bounds follow the data
+    assert abs(bytes_1000 - bytes_1) / bytes_1 < 0.02
+    assert rmse_1000 == pytest.approx(rmse_1, abs=0.01)
