@@ -158,10 +158,16 @@ def info_main(argv=None) -> int:
                   f"bands {ra['band_names']} domain {h['domain']}")
             print(f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1")
             print(f"  model    {m['name']} ({m['variant']}) decoder sha256 {m['decoder_sha256']}")
-            print(f"  clip dB  {h['clip_db']}  quality {h['quantization'].get('quality', 1.0)}")
+            clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(ra["band_names"], h["clip_db"]))
+            print(f"  clip dB  {clip}  (quantisation quality {h['quantization'].get('quality', 1.0)})")
             print(f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
                   f"coders {h['coders']}")
-            print(f"  outliers {h.get('outliers', {}).get('pixels', '?')} px, invalid {h.get('invalid_pixels', '?')} px")
+            o = h.get("outliers", {})
+            print(f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
+                  f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px")
+            parts = {kind: sum(e[1] for e in entries if e) for kind, entries in h["chunks"].items()}
+            parts["header+index"] = size - sum(parts.values())
+            print("  bytes    " + ", ".join(f"{k} {v} ({100 * v / size:.1f}%)" for k, v in parts.items()))
         if a.verify:
             print("verify: OK")
         return 0

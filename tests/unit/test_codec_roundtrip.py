@@ -271,3 +271,17 @@ def test_calibration_offset_does_not_change_rate_or_distortion(sar_data, tiny_bu
     assert np.allclose(np.array(clip_1000) - np.array(clip_1), 30.0, atol=1e-3)  # bounds follow the data
     assert abs(bytes_1000 - bytes_1) / bytes_1 < 0.02
     assert rmse_1000 == pytest.approx(rmse_1, abs=0.01)
+
+
+def test_sar_info_shows_where_the_bytes_go(berlin_sarc, capsys):
+    import re
+
+    from sar_compress_plugin.cli import info_main
+
+    path, res = berlin_sarc
+    assert info_main([str(path)]) == 0
+    text = capsys.readouterr().out
+    parts = {k: int(v) for k, v in re.findall(r"(latent|mask|outlier|header\+index) (\d+) \(", text)}
+    assert set(parts) == {"latent", "mask", "outlier", "header+index"}
+    assert sum(parts.values()) == path.stat().st_size
+    assert f"outliers {res.outlier_pixels} px" in text
