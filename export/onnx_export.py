@@ -169,6 +169,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        work.chmod(0o755)  # mkdtemp makes it private; a bundle is shared with every user of the plugin
         os.replace(work, out_dir)
         return manifest
     finally:
