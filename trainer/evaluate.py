@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
 from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
@@ -30,7 +31,6 @@ from trainer.data import RawPlane, build_datasets
 log = logging.getLogger(__name__)
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]
-METRIC_KEYS = ("psnr", "ssim", "db_rmse", "db_rmse_in_range", "db_rmse_out_of_range", "enl_ratio", "epi")
 
 
 def torch_reconstructor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Reconstruct:
@@ -71,10 +71,7 @@ def evaluate_planes(reconstruct: Reconstruct, planes: list[RawPlane]) -> dict:
         x_hat = reconstruct(normalise(raw.db, lo, hi))
         per_plane.append({"scene": raw.scene, "band": raw.band, "shape": list(raw.db.shape),
                           "clip_db": [lo, hi], **plane_metrics(raw, x_hat, lo, hi)})
-    aggregate = {}
-    for k in METRIC_KEYS:
-        vals = [p[k] for p in per_plane if math.isfinite(p[k])]
-        aggregate[k] = float(np.mean(vals)) if vals else float("nan")
+    aggregate = aggregate_bands(per_plane)  # pixel-weighted, exactly as for the codec path
     aggregate["planes"] = len(per_plane)
     aggregate["pixels"] = int(sum(p["shape"][0] * p["shape"][1] for p in per_plane))
     return {"per_plane": per_plane, "aggregate": aggregate}
