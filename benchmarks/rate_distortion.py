@@ -52,7 +52,7 @@ from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  #
 DATA_DIR = REPO.parent / "shared" / "data" / "sar"
 if not DATA_DIR.is_dir():
     DATA_DIR = Path("/work/shared/data/sar")
-DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
 QUICK_QUALITIES = (1.0, 4.0)
 QUICK_JP2_BPP = (0.1, 0.5, 2.0)
 #: The shared Sentinel-1 IW GRD scenes: s1_iw_grd_<city>_<size>.tif (linear intensity, VV + VH).

@@ -32,7 +32,8 @@ def quality_spin(value: float = 1.0) -> QDoubleSpinBox:
     spin.setSingleStep(0.1)
     spin.setDecimals(2)
     spin.setValue(float(value))
-    spin.setToolTip("Quantisation quality: higher keeps more detail and writes more bits per pixel.")
+    spin.setToolTip("Quantisation step multiplier: larger writes fewer bits (coarser latents), smaller more; "
+                   "1 is the step the model was calibrated with.")
     return spin
 
 
