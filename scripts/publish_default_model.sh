@@ -18,3 +18,5 @@ mkdir -p "$res"
 # learned codec vs JPEG-2000 on the held-out Sentinel-1 GRD scenes (the other six were training scenes)
 $py benchmarks/rate_distortion.py --scenes frankfurt panama --device cpu --out "$res/rd_heldout_grd"
 $py benchmarks/throughput.py --size 2048 --device cpu --out "$res/throughput_cpu"
+# tile seams: many 128-px tiles against one tile, held-out GRD scenes
+$py benchmarks/seams.py --scenes frankfurt panama --tile 128 --out "$res/seams_cpu"

@@ -214,3 +214,23 @@ def local_epi_map(ref: np.ndarray, test: np.ndarray, window: int = 15,
     if mask is not None:
         out[~np.asarray(mask)] = np.nan
     return np.clip(out, -1.0, 1.0)
+
+
+# --- tiling artefacts -------------------------------------------------------------------------------------
+
+def seam_ratio(img: np.ndarray, tile: int, cell: int = 16) -> float:
+    """Mean |difference| between neighbours across tile boundaries / across the other `cell`-px boundaries.
+
+    Comparing with other latent-cell boundaries (not with all pixel pairs) isolates what tiling adds from what
+    the decoder's 16-px structure does anyway: 1 means no visible tile grid.
+    """
+    x = np.asarray(img, dtype=np.float64)
+    dc = np.abs(np.diff(x, axis=1))  # dc[:, c-1] = |x[:, c] - x[:, c-1]|
+    dr = np.abs(np.diff(x, axis=0))
+    cols = np.arange(cell, x.shape[1], cell)
+    rows = np.arange(cell, x.shape[0], cell)
+    seam = np.concatenate([dc[:, cols[cols % tile == 0] - 1].ravel(), dr[rows[rows % tile == 0] - 1].ravel()])
+    other = np.concatenate([dc[:, cols[cols % tile != 0] - 1].ravel(), dr[rows[rows % tile != 0] - 1].ravel()])
+    if seam.size == 0 or other.size == 0:
+        raise ValueError(f"a {x.shape} image has no {tile}-px tile boundary to compare")
+    return float(np.nanmean(seam) / np.nanmean(other))

@@ -12,7 +12,7 @@ import pytest
 from sar_compress_plugin.core import codec, container, quantization
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, reconstruct
 from sar_compress_plugin.core.errors import InputRasterError
-from sar_compress_plugin.core.metrics import db_rmse
+from sar_compress_plugin.core.metrics import db_rmse, seam_ratio
 from sar_compress_plugin.core.raster_io import RasterReader, read_raster_info
 
 from codec_fixtures import build_tiny_bundle, write_geotiff
@@ -168,23 +168,12 @@ def test_window_outside_raster_is_a_clear_error(berlin_sarc, tiny_bundle, win):
             cr.read(win)
 
 
-def _seam_ratio(img_db: np.ndarray, tile: int) -> float:
-    """Mean |difference| across tile boundaries / across other latent-cell (16 px) boundaries."""
-    dc = np.abs(np.diff(img_db, axis=1))  # dc[:, c-1] = |x[:, c] - x[:, c-1]|
-    dr = np.abs(np.diff(img_db, axis=0))
-    cols = np.arange(16, img_db.shape[1], 16)
-    rows = np.arange(16, img_db.shape[0], 16)
-    seam = np.concatenate([dc[:, cols[cols % tile == 0] - 1].ravel(), dr[rows[rows % tile == 0] - 1].ravel()])
-    other = np.concatenate([dc[:, cols[cols % tile != 0] - 1].ravel(), dr[rows[rows % tile != 0] - 1].ravel()])
-    return float(seam.mean() / other.mean())
-
-
 def test_no_seams_with_small_tiles(sar_data, tiny_bundle, tmp_path):
     sarc = tmp_path / "s.sarc"
     compress(sar_data / BERLIN, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
     with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
         img = 10 * np.log10(cr.read(band=0).astype(np.float64))
-    ratio = _seam_ratio(img, 64)
+    ratio = seam_ratio(img, 64)
     assert abs(ratio - 1) < 0.05, ratio
 
 
@@ -195,7 +184,7 @@ def test_seam_statistic_detects_missing_halo(sar_data, tmp_path):
     compress(sar_data / BERLIN, sarc, CompressOptions(model_dir=bundle, device="cpu", tile_size=64))
     with CompressedRaster(sarc, model_dirs=[bundle], device="cpu") as cr:
         img = 10 * np.log10(cr.read(band=0).astype(np.float64))
-    assert _seam_ratio(img, 64) > 1.05
+    assert seam_ratio(img, 64) > 1.05
 
 
 def test_decoding_is_deterministic_across_sessions(berlin_sarc, tiny_bundle):
