@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
           f"provider {res['provider']})")
     print(f"reconstruction {res['reconstruction']} ({res['reconstruct_seconds']:.2f} s)")
     print(f"rate           {res['bpp']:.3f} bpp ({res['bpp_per_band']:.3f} per band), ratio {res['ratio']:.1f}:1")
-    print(f"{'band':6} {'clip dB':>15} {'PSNR':>7} {'SSIM':>6} {'dB RMSE':>8} {'in-range':>8} {'out-range':>9} "
+    print(f"{'band':13} {'clip dB':>12} {'PSNR':>7} {'SSIM':>6} {'dB RMSE':>8} {'in-range':>8} {'out-range':>9} "
           f"{'ENL ratio':>9} {'EPI':>6}")
     for row in res["bands"] + [dict(res["overall"], band="all", clip_db=None)]:
         clip = "" if row["clip_db"] is None else f"{row['clip_db'][0]:.1f}..{row['clip_db'][1]:.1f}"
-        print(f"{row['band']:6} {clip:>15} {_fmt(row['psnr'], '.2f'):>7} {_fmt(row['ssim']):>6} "
+        print(f"{row['band'][:13]:13} {clip:>12} {_fmt(row['psnr'], '.2f'):>7} {_fmt(row['ssim']):>6} "
               f"{_fmt(row['db_rmse']):>8} {_fmt(row['db_rmse_in_range']):>8} {_fmt(row['db_rmse_out_of_range']):>9} "
               f"{_fmt(row['enl_ratio']):>9} {_fmt(row['epi']):>6}")
     print("PSNR/SSIM on the normalised dB image with each band's clip bounds; dB RMSE over valid pixels, "
