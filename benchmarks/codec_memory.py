@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, reconstruct  # noqa: E402
-from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
+from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader, limit_gdal_cache  # noqa: E402
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "s1_iw_grd_berlin_512.tif"
 
@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="folder for the big files (default: a temp folder)")
     p.add_argument("--skip-full-reconstruct", action="store_true")
     a = p.parse_args(argv)
+    limit_gdal_cache()  # as the command-line tools do
 
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="sarc_bench_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ def _progress_bar(desc: str, quiet: bool):
 
 def _run(fn) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
+
+    limit_gdal_cache()
     try:
         return fn()
     except SarCompressError as exc:

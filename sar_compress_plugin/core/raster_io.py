@@ -38,6 +38,21 @@ def _gdal():
     return gdal
 
 
+#: Block cache for command-line and batch processes. GDAL's default (5% of RAM, 1.2 GB on a 24 GB machine) alone
+#: breaks a 1.5 GB budget on a 20,000 x 20,000 raster; the codec reads and writes each tile once, so a small
+#: cache costs no speed.
+DEFAULT_GDAL_CACHE_MB = 256
+
+
+def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
+    """Cap GDAL's block cache in processes this project owns (CLIs, benchmarks, batch workers).
+
+    Not called inside QGIS: there the cache belongs to the whole application. A user's GDAL_CACHEMAX wins.
+    """
+    if "GDAL_CACHEMAX" not in os.environ:
+        _gdal().SetCacheMax(int(megabytes) * 1024 * 1024)
+
+
 def _last_error(default: str) -> str:
     msg = _gdal().GetLastErrorMsg()
     return msg.strip().splitlines()[0] if msg and msg.strip() else default
