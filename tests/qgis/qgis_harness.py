@@ -215,3 +215,17 @@ def process_events_until(predicate, timeout: float = 120.0) -> bool:
         time.sleep(0.02)
     QgsApplication.processEvents()
     return bool(predicate())
+
+
+def install_plugin_zip(tmp_path: Path) -> Path:
+    """Build the release zip with scripts/build_plugin_zip.py and unpack it into a fresh plugins folder."""
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("build_plugin_zip", REPO / "scripts" / "build_plugin_zip.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    plugins_dir = tmp_path / "plugins"
+    with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
+        zf.extractall(plugins_dir)
+    return plugins_dir

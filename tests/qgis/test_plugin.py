@@ -32,7 +32,8 @@ from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
-from qgis_harness import ARTIFACTS, REPO, TestIface, accept_next_dialog, process_events_until
+from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, install_plugin_zip,
+                          process_events_until)
 
 PLUGIN = "sar_compress_plugin"
 COMPRESS_TEXT = "Compress with SAR codec…"
@@ -66,17 +67,9 @@ def _messages(iface, level=None) -> list[str]:
 
 def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(test_iface, sar_tif, tmp_path):
     """As QGIS does it: the built zip unpacked in a plugins folder, found, loaded and started by qgis.utils."""
-    import importlib.util
-    import zipfile
-
     import qgis.utils
 
-    spec = importlib.util.spec_from_file_location("build_plugin_zip", REPO / "scripts" / "build_plugin_zip.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    plugins_dir = tmp_path / "plugins"
-    with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
-        zf.extractall(plugins_dir)
+    plugins_dir = install_plugin_zip(tmp_path)
 
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == PLUGIN or k.startswith(PLUGIN + ".")}
     saved_paths = list(qgis.utils.plugin_paths)

@@ -11,7 +11,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
-from qgis_harness import REPO
+from qgis_harness import install_plugin_zip
 
 
 @pytest.fixture
@@ -97,15 +97,8 @@ def test_qgis_process(tmp_path, sar_tif, model_bundle):
     if exe is None:
         pytest.skip("qgis_process is not installed here (Debian package 'qgis' missing; python3-qgis lacks it)")
     import sysconfig
-    import zipfile
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("build_plugin_zip", REPO / "scripts" / "build_plugin_zip.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    plugins = tmp_path / "plugins"
-    with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
-        zf.extractall(plugins)
+    plugins = install_plugin_zip(tmp_path)
     # QGIS's own Python must see the venv's packages (onnxruntime, zstandard), as a user's QGIS would after
     # `pip install`; a throw-away profile keeps the user's QGIS settings untouched.
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
