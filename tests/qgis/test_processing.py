@@ -95,7 +95,7 @@ def test_qgis_process(tmp_path, sar_tif, model_bundle):
     # binary rejects ("Command --noversioncheck not known!"): call the binary it wraps.
     exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
     if exe is None:
-        pytest.skip("qgis_process is not installed here (Debian package 'qgis' missing; python3-qgis lacks it)")
+        pytest.skip("qgis_process not on PATH: Debian package qgis missing (scripts/setup.sh installs it; python3-qgis alone lacks it)")
     import sysconfig
 
     plugins = install_plugin_zip(tmp_path)
