@@ -1,7 +1,8 @@
 """Training throughput (patches/s) of every registered variant on the available device.
 
 Measures full optimiser steps (forward, SarLoss, backward, AdamW) on random 1-channel patches, after a short
-warm-up; data loading is excluded because the trainer keeps data on the device and cuts patches there.
+warm-up; data loading is excluded because the trainer keeps data on the device and cuts patches there. Each
+variant runs in its own process so its peak memory (CUDA: max allocated; CPU: peak RSS) is its own.
 
     python benchmarks/train_throughput.py [--device cpu] [--batch-size 8] [--patch-size 256] [--out]
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,7 +54,11 @@ def measure(variant: str, device: torch.device, batch_size: int, patch_size: int
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return {"variant": variant, "params": model.count_parameters()["total"], "batch_size": batch_size,
+    peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"peak_memory_mb": round(peak_mb, 1),
+            "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS",
+            "variant": variant, "params": model.count_parameters()["total"], "batch_size": batch_size,
             "patch_size": patch_size, "steps": steps, "seconds": seconds,
             "patches_per_s": batch_size * steps / seconds,
             "megapixels_per_s": batch_size * steps * patch_size**2 / seconds / 1e6}
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--variants", nargs="*", default=None, help="default: all registered")
+    p.add_argument("--json-line", action="store_true", help=argparse.SUPPRESS)  # one variant, in a child
     p.add_argument("--out", nargs="?", const="auto", default=None,
                    help="write JSON (no value: benchmarks/results/train_throughput_<device>.json)")
     args = p.parse_args(argv)
@@ -74,12 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     batch = args.batch_size or (32 if cuda else 4)
     steps = args.steps or (20 if cuda else 3)
+    if args.json_line:
+        r = measure(args.variants[0], device, batch, args.patch_size, args.warmup, steps, args.amp)
+        print(json.dumps(r))
+        return 0
     rows = []
     for variant in args.variants or available_models():
-        r = measure(variant, device, batch, args.patch_size, args.warmup, steps, args.amp)
+        cmd = [sys.executable, __file__, "--json-line", "--variants", variant, "--device", str(device),
+               "--batch-size", str(batch), "--patch-size", str(args.patch_size), "--warmup", str(args.warmup),
+               "--steps", str(steps)] + (["--amp"] if args.amp else [])
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         rows.append(r)
         print(f"{variant:12s} {r['params'] / 1e6:5.2f}M params  {r['patches_per_s']:8.2f} patches/s "
-              f"({r['megapixels_per_s']:.2f} MP/s, batch {batch}, {args.patch_size}px)", flush=True)
+              f"({r['megapixels_per_s']:.2f} MP/s, batch {batch}, {args.patch_size}px), "
+              f"peak {r['peak_memory_mb']:.0f} MB ({r['peak_memory_kind']})", flush=True)
     if args.out:
         name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
         tag = "cuda" if cuda else "cpu"

@@ -1,0 +1,55 @@
+"""Grouping of sar-eval figures by variant over seeds (trainer.compare_runs), on hand-made run folders."""
+
+import json
+import math
+
+import pytest
+
+from trainer import compare_runs
+
+
+def _run(root, variant, seed, val_losses, seconds=(10.0, 8.0, 9.0)):
+    d = root / f"{variant}_s{seed}"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed, "steps_per_epoch": 4}))
+    lines = [json.dumps({"epoch": i + 1, "step": 4 * (i + 1), "val_loss": v, "val_psnr": 20.0 - v,
+                         "seconds": s, "skipped_batches": i}) for i, (v, s) in enumerate(zip(val_losses, seconds))]
+    (d / "history.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def _eval_doc(out, psnr_by_run):
+    results = {}
+    for run, psnr in psnr_by_run.items():
+        agg = {"psnr": psnr, "ssim": 0.5, "db_rmse": 2.0, "enl_ratio": 1.0, "epi": 0.3}
+        results[run] = {"checkpoint": f"runs/compare/{run}/best.pth", "params": {"total": 1000}, "aggregate": agg}
+    (out / "float").mkdir(parents=True)
+    (out / "float" / "results.json").write_text(json.dumps({"results": results}))
+
+
+def test_runs_and_seed_statistics(tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    runs_dir.mkdir()
+    _run(runs_dir, "residual", 0, [0.3, 0.2, 0.25])
+    _run(runs_dir, "residual", 1, [0.3, 0.22, 0.21])
+    _run(runs_dir, "baseline", 0, [0.4, 0.35, 0.33])
+    _eval_doc(out, {"residual_s0": 20.0, "residual_s1": 21.0, "baseline_s0": 18.0})
+
+    assert compare_runs.main([str(runs_dir), "--out", str(out)]) == 0
+    doc = json.loads((out / "runs.json").read_text())
+    by_run = {r["run"]: r for r in doc["runs"]}
+    assert by_run["residual_s0"]["best_val_loss"] == pytest.approx(0.2)
+    assert by_run["residual_s0"]["skipped_batches"] == 0 + 1 + 2
+    assert by_run["residual_s0"]["step_s_median"] == pytest.approx(8.5 / 4, abs=0.01)  # first epoch excluded
+    res = doc["by_variant"]["residual"]
+    assert res["seeds"] == 2
+    assert res["psnr"]["mean"] == pytest.approx(20.5)
+    assert res["psnr"]["std"] == pytest.approx(math.sqrt(0.5))
+    assert doc["by_variant"]["baseline"]["psnr"]["std"] is None
+    assert "20.50 ± 0.71" in (out / "runs.md").read_text()
+    assert (out / "training_curves.png").stat().st_size > 1000
+
+
+def test_no_runs_is_an_error(tmp_path, capsys):
+    assert compare_runs.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "no runs" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""Summarise the variant comparison: training curves of every run, and mean +- std over seeds.
+
+The figures per run come from `sar-eval` (its results.json), never recomputed here; this module only groups
+them by variant, so a difference between two variants can be read against the spread between seeds.
+
+    python -m trainer.compare_runs runs/compare --out benchmarks/results/variant_comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+METRICS = ("psnr", "ssim", "db_rmse", "enl_ratio", "epi")
+
+
+def load_runs(runs_dir: Path) -> list[dict]:
+    """Every run folder holding a history.jsonl: its config, epoch history and time per optimiser step."""
+    runs = []
+    for d in sorted(p for p in runs_dir.iterdir() if (p / "history.jsonl").is_file()):
+        cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+        history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines() if line.strip()]
+        steps_per_epoch = int(cfg.get("steps_per_epoch") or 0)
+        # the first epoch includes start-up; the median of the rest is the steady cost of a step (plus validation)
+        secs = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
+        runs.append({"run": d.name, "variant": cfg.get("variant", d.name.rsplit("_s", 1)[0]),
+                     "seed": cfg.get("seed"), "history": history,
+                     "steps": history[-1]["step"] if history else 0,
+                     "best_val_loss": min((h["val_loss"] for h in history), default=math.nan),
+                     "skipped_batches": sum(int(h.get("skipped_batches", 0)) for h in history),
+                     "wall_s": round(sum(h["seconds"] for h in history), 1),
+                     "epoch_s_median": round(statistics.median(secs), 1) if secs else None,
+                     "step_s_median": round(statistics.median(secs) / steps_per_epoch, 2) if secs and
+                     steps_per_epoch else None})
+    return runs
+
+
+def eval_by_run(eval_json: Path) -> dict[str, dict]:
+    """sar-eval results keyed by run folder name (the checkpoint's parent)."""
+    if not eval_json.is_file():
+        return {}
+    doc = json.loads(eval_json.read_text())
+    return {Path(r["checkpoint"]).parent.name: r for r in doc["results"].values()}
+
+
+def seed_statistics(runs: list[dict], evals: dict[str, dict]) -> dict[str, dict]:
+    """Per variant: n seeds, mean and sample std of each metric (std None with one seed)."""
+    out: dict[str, dict] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rows = [evals[r["run"]]["aggregate"] for r in runs if r["variant"] == variant and r["run"] in evals]
+        if not rows:
+            continue
+        stats = {"seeds": len(rows), "params": next(evals[r["run"]]["params"]["total"] for r in runs
+                                                     if r["variant"] == variant and r["run"] in evals)}
+        for m in METRICS:
+            vals = [float(a[m]) for a in rows]
+            stats[m] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                        "values": vals}
+        out[variant] = stats
+    return out
+
+
+def _pm(s: dict, digits: int) -> str:
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
+
+
+def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
+    lines = ["| Run | Variant | Seed | Steps | Best val loss | Skipped batches | Median s/step | Wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {r['best_val_loss']:.4f} | "
+                     f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
+    lines += ["", "Float PyTorch on the validation scenes (`sar-eval`), mean ± sample std over seeds:", "",
+              "| Variant | Seeds | Params | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, s in stats.items():
+        lines.append(f"| {v} | {s['seeds']} | {s['params'] / 1e6:.2f}M | {_pm(s['psnr'], 2)} | {_pm(s['ssim'], 4)} | "
+                     f"{_pm(s['db_rmse'], 3)} | {_pm(s['enl_ratio'], 3)} | {_pm(s['epi'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colours = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
+    for r in runs:
+        steps = [h["step"] for h in r["history"]]
+        style = "-" if r["seed"] in (0, None) else ":"
+        axes[0].plot(steps, [h["val_loss"] for h in r["history"]], style, color=colours[r["variant"]],
+                     label=f"{r['variant']} s{r['seed']}")
+        axes[1].plot(steps, [h["val_psnr"] for h in r["history"]], style, color=colours[r["variant"]])
+    axes[0].set_title("validation loss (0.7 MSE + 0.3 (1-SSIM))")
+    axes[1].set_title("validation PSNR (dB, normalised)")
+    for ax in axes:
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", help="folder of run folders (<variant>_s<seed>)")
+    p.add_argument("--out", required=True, help="results folder; reads <out>/float/results.json from sar-eval")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(Path(a.runs))
+    if not runs:
+        print(f"no runs with history.jsonl under {a.runs}", file=sys.stderr)
+        return 1
+    stats = seed_statistics(runs, eval_by_run(out / "float" / "results.json"))
+    plot_curves(runs, out / "training_curves.png")
+    doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats}
+    (out / "runs.json").write_text(json.dumps(doc, indent=2))
+    (out / "runs.md").write_text(markdown(runs, stats))
+    print(markdown(runs, stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
