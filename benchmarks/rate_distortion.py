@@ -138,7 +138,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
                                               domain=domain))
     rr = reconstruct(sarc, rec_path, model_dirs=[model], device=device)
-    chunks = read_header(sarc)["chunks"]
+    header = read_header(sarc)
+    chunks = header["chunks"]
     parts = {k: sum(e[1] for e in chunks.get(k, []) if e) for k in ("latent", "outlier", "mask")}
     with RasterReader(rec_path) as r:
         rec = r.read(0, 0, 0, r.info.width, r.info.height)
@@ -146,6 +147,7 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     for p in (sarc, rec_path):
         p.unlink()
     return {"codec": "learned", "setting": f"quality={quality:g}", "quality": float(quality),
+            "latent_coder": header["coders"]["latent"],
             "file_bytes": int(res.output_bytes), "bpp": 8.0 * res.output_bytes / values.size,
             "encode_s": res.seconds, "decode_s": rr.seconds, "provider": res.provider,
             "decode_provider": rr.provider, "coded_outlier_pixels": int(res.outlier_pixels),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.entropy_tables import fit_entropy_tables, training_scenes
 from export.onnx_export import ExportError, export_bundle
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.checkpoint import load_model
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                              "model, 32 left visible seams at 128-px tiles (seam ratio 1.13-1.21, 0.6-0.7 dB from a "
                              "single-tile run), 64 left 0.1 dB, 96 gave the single-tile result (benchmarks/seams.py)")
     parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
+    parser.add_argument("--no-entropy-tables", action="store_true",
+                        help="skip fitting the range coder's tables on the training scenes (files then use zstd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -82,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "epoch") if k in best},
             float16=args.fp16,
         )
+        if not args.no_entropy_tables:
+            scenes = training_scenes(manifest)
+            if scenes:
+                fit_entropy_tables(args.outdir, scenes)
+                manifest = json.loads((args.outdir / "manifest.json").read_text())
+            else:
+                logging.warning("no training scenes on disk: no entropy tables, files will use zstd")
     except (SarCompressError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -76,6 +76,8 @@ def compress_main(argv=None) -> int:
     p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
                    help="value domain (default: VALUE_DOMAIN tag, else integer -> amplitude, "
                         "float with negatives -> db, else intensity)")
+    p.add_argument("--coder", default="auto", choices=["auto", "zstd-int8", "range-factorized-int8"],
+                   help="latent coder (auto: range coder when the model has entropy tables for this quality)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -84,7 +86,7 @@ def compress_main(argv=None) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
-                               domain=a.domain)
+                               domain=a.domain, latent_coder=a.coder)
         with _progress_bar("compress", a.quiet) as bar:
             r = compress(a.input, a.output, opts, progress=bar)
         if a.json:

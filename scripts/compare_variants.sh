@@ -34,7 +34,8 @@ evaluate() {
   done
   for ck in "$runs"/*_s*/best.pth; do ckpts+=("$ck"); done
   .venv/bin/sar-eval "${ckpts[@]}" --out "$res/float"
-  .venv/bin/sar-eval --bundle "${bundles[@]}" --out "$res/codec"
+  # CODEC_EVAL=0 skips the (slower) codec pass, e.g. after adding seeds of variants already evaluated
+  [[ ${CODEC_EVAL:-1} == 0 ]] || .venv/bin/sar-eval --bundle "${bundles[@]}" --out "$res/codec"
   .venv/bin/python -m trainer.compare_runs "$runs" --out "$res"
 }
 

@@ -27,7 +27,9 @@ from typing import Callable
 import numpy as np
 
 from . import container as C
-from .errors import CancelledError, InputRasterError, ModelBundleError, OutputPathError, SarCompressError
+from .entropy_coding import RANGE_CODER, ChannelTables, quality_key
+from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
+                     SarCompressError)
 from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
                             normalise, percentile_bounds, to_db)
 from .quantization import QuantizationParams, dequantize, quantize
@@ -60,6 +62,25 @@ class CompressOptions:
     band_names: list | None = None
     outlier_margin_db: float = OUTLIER_MARGIN_DB
     outlier_step_db: float = OUTLIER_STEP_DB
+    #: "auto": the bundle's range coder when it has entropy tables for this quality, else zstd
+    latent_coder: str = "auto"
+
+
+LATENT_CODER_CHOICES = ("auto", C.LATENT_CODER, RANGE_CODER)
+
+
+def choose_latent_coder(model: OnnxCodecModel, quality: float, wanted: str = "auto"):
+    """(coder name, ChannelTables or None) for compressing latents at `quality` with `model`."""
+    if wanted not in LATENT_CODER_CHOICES:
+        raise SarCompressError(f"unknown latent coder {wanted!r}; expected one of {', '.join(LATENT_CODER_CHOICES)}")
+    tables = model.entropy_tables.for_quality(quality) if model.entropy_tables else None
+    if wanted == RANGE_CODER and tables is None:
+        have = sorted(model.entropy_tables.by_quality) if model.entropy_tables else []
+        raise SarCompressError(f"model {model.name} has no entropy tables for quality {quality_key(quality)} "
+                               f"(it has: {', '.join(have) or 'none'}); use the zstd coder")
+    if wanted == C.LATENT_CODER or tables is None:
+        return C.LATENT_CODER, None
+    return RANGE_CODER, tables
 
 
 @dataclass
@@ -195,12 +216,13 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
             bounds.append(percentile_bounds(db, valid, percentiles))
         del samples
         qp = replace(model.quantization, quality=float(opts.quality))
+        latent_coder = choose_latent_coder(model, qp.quality, opts.latent_coder)
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
         tmp = temp_path_for(out)
         try:
             with C.open_for_write(tmp) as f:
                 stats = _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress,
-                                     is_cancelled, str(input_path))
+                                     is_cancelled, str(input_path), latent_coder)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, out)
@@ -219,8 +241,11 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                           outlier_pixels=stats["outlier_pixels"], clip_db=[list(b) for b in bounds], domain=domain)
 
 
-def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress, is_cancelled, src):
+def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress, is_cancelled, src,
+                 latent_coder):
     info = reader.info
+    coder_name, tables = latent_coder
+    encode_latents = tables.encode if tables is not None else C.encode_latents
     nb, dtype = info.band_count, np.dtype(info.dtype)
     writer = C.ContainerWriter(f)
     n_entries = grid.count * nb
@@ -247,7 +272,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         q = quantize(y, qp)
         for b in range(nb):
             k = b * grid.count + i
-            index["latent"][k] = writer.add_chunk(C.encode_latents(q[b]))
+            index["latent"][k] = writer.add_chunk(encode_latents(q[b]))
             raw, db, valid = cores[b]
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
@@ -270,7 +295,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "format": "sarc",
         "format_version": C.FORMAT_VERSION,
         "software": SOFTWARE,
-        "coders": {"latent": C.LATENT_CODER, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
+        "coders": {"latent": coder_name, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
         "model": {"name": model.name, "variant": model.variant, "decoder_sha256": model.decoder_sha256,
                   "encoder_sha256": model.encoder_sha256, "latent_channels": model.latent_channels,
                   "downsampling_factor": model.factor, "halo": model.halo},
@@ -280,6 +305,8 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "outliers": {"margin_db": margin, "step_db": ostep, "pixels": outlier_pixels},
         "invalid_pixels": invalid_pixels,
         "quantization": qp.to_dict(),
+        **({"entropy_tables": {"sha256": model.entropy_tables.sha256, "quality": quality_key(qp.quality)}}
+           if tables is not None else {}),
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata]},
@@ -358,6 +385,10 @@ class CompressedRaster:
             t = h["tiling"]
             self.grid = TileGrid(self.width, self.height, t["tile_size"], t["halo"], t.get("factor", 16))
             self.channels = int(h["model"]["latent_channels"])
+            self.latent_coder = str(h["coders"]["latent"])
+            if self.latent_coder == RANGE_CODER:
+                et = h["entropy_tables"]
+                self._tables_sha256, self._tables_key = str(et["sha256"]).lower(), str(et["quality"])
             self.outlier_step = float(h.get("outliers", {}).get("step_db", OUTLIER_STEP_DB))
             if not (math.isfinite(self.outlier_step) and self.outlier_step > 0):
                 raise ValueError("outlier step")
@@ -396,17 +427,36 @@ class CompressedRaster:
     def provider(self) -> str:
         return self.model.provider
 
+    def _range_tables(self) -> ChannelTables:
+        """The entropy tables this file was coded with: from the decoder's bundle, checked by SHA-256."""
+        et = self.model.entropy_tables
+        if et is None or et.sha256 != self._tables_sha256:
+            raise ModelMismatchError(f"{self.path}: needs entropy tables with SHA-256 {self._tables_sha256} "
+                                     f"beside decoder {self.info['model']['decoder_sha256'][:12]}..., but bundle "
+                                     f"{self.model.bundle_dir} has "
+                                     f"{'none' if et is None else et.sha256[:12] + '...'}")
+        tables = et.by_quality.get(self._tables_key)
+        if tables is None or tables.channels != self.channels:
+            raise ModelMismatchError(f"{self.path}: the bundle's entropy tables have no {self.channels}-channel "
+                                     f"table for quality {self._tables_key}")
+        return tables
+
     def verify(self) -> None:
         self._reader.verify()
 
-    def _latents(self, band: int, tile: int) -> np.ndarray:
+    def latents(self, band: int, tile: int) -> np.ndarray:
+        """The int8 latent symbols stored for one tile (channels, rows, cols), as the file holds them."""
         key = (band, tile)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         what = f"{self.path}: tile {tile} band {band + 1}"
         data = self._reader.read_chunk(self.info["chunks"]["latent"][band * self.grid.count + tile], what)
-        q = C.decode_latents(data, (self.channels, *self.grid.latent_shape(tile)), what)
+        shape = (self.channels, *self.grid.latent_shape(tile))
+        if self.latent_coder == RANGE_CODER:
+            q = self._range_tables().decode(data, shape, what)
+        else:
+            q = C.decode_latents(data, shape, what)
         self._cache[key] = q
         if len(self._cache) > self._cache_size * self.bands:
             self._cache.popitem(last=False)
@@ -420,7 +470,7 @@ class CompressedRaster:
         for t in tiles:
             pc, pr, pw, ph = g.core(t)
             tc, tr = pc // f, pr // f
-            q = self._latents(band, t)
+            q = self.latents(band, t)
             x0, y0 = max(lc0, tc), max(lr0, tr)
             x1, y1 = min(lc0 + lw, tc + pw // f), min(lr0 + lh, tr + ph // f)
             block[:, y0 - lr0:y1 - lr0, x0 - lc0:x1 - lc0] = q[:, y0 - tr:y1 - tr, x0 - tc:x1 - tc]

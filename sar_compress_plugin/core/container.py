@@ -37,7 +37,8 @@ FOOTER_MAGIC = b"SARCEND\x00"
 LATENT_CODER = "zstd-int8"
 MASK_CODER = "packbits-zstd"
 OUTLIER_CODER = "zstd-int32-byteplanes"
-KNOWN_CODERS = {"latent": (LATENT_CODER,), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
+RANGE_LATENT_CODER = "range-factorized-int8"  # core.entropy_coding; needs the bundle's entropy tables
+KNOWN_CODERS = {"latent": (LATENT_CODER, RANGE_LATENT_CODER), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
 
 MAX_HEADER_BYTES = 256 << 20
 MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
@@ -309,6 +310,10 @@ def validate_header(h, chunks_end: int, path: str) -> None:
         coders = h["coders"]
         for kind, names in KNOWN_CODERS.items():
             _req(coders.get(kind) in names, path, f"uses unknown {kind} coder {coders.get(kind)!r}")
+        if coders["latent"] == RANGE_LATENT_CODER:
+            et = h["entropy_tables"]
+            _req(isinstance(et, dict) and isinstance(et.get("sha256"), str) and isinstance(et.get("quality"), str),
+                 path, "names the range coder but not its entropy tables")
         for kind in ("latent", "mask", "outlier"):
             entries = c[kind]
             _req(isinstance(entries, list) and len(entries) == ntiles * nb, path,

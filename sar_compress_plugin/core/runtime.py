@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .entropy_coding import EntropyTables, load_tables
 from .errors import ModelBundleError, ModelMismatchError, SarCompressError
 from .preprocessing import PreprocessingParams
 from .quantization import QuantizationParams
@@ -82,6 +83,8 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
     if len(m["quantization"]["step"]) != int(m["latent_channels"]):
         raise ModelBundleError(f"{mp}: quantization has {len(m['quantization']['step'])} channels, "
                                f"latent_channels says {m['latent_channels']}")
+    if "entropy_tables" in files and not isinstance(files["entropy_tables"], dict):
+        raise ModelBundleError(f"{mp}: files.entropy_tables must name a path and a sha256")
     if verify:
         for part in ("encoder", "decoder"):
             f = d / files[part]["path"]
@@ -172,6 +175,10 @@ class OnnxCodecModel:
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise SarCompressError(f"device 'cuda' requested but onnxruntime fell back to CPU for {self.bundle_dir} "
                                    "(CUDA/cuDNN libraries missing?)")
+        self.entropy_tables: EntropyTables | None = None
+        if "entropy_tables" in m["files"]:
+            t = m["files"]["entropy_tables"]
+            self.entropy_tables = load_tables(self.bundle_dir / str(t.get("path", "")), t.get("sha256"))
         self._enc_in = self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name
         log.info("model %s (%s) on %s", self.name, self.variant, self.provider)

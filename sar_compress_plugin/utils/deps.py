@@ -32,7 +32,8 @@ def check_dependencies() -> list[MissingDependency]:
                                              f"numpy {numpy.__version__} breaks QGIS's GDAL bindings"))
     except Exception as exc:  # noqa: BLE001 - a broken install must not stop the plugin from loading
         missing.append(MissingDependency("numpy", "numpy<2", str(exc)))
-    for module, pip_name in (("onnxruntime", "onnxruntime-gpu"), ("zstandard", "zstandard")):
+    for module, pip_name in (("onnxruntime", "onnxruntime-gpu"), ("zstandard", "zstandard"),
+                              ("constriction", "constriction==0.5.0")):
         try:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001

@@ -118,12 +118,12 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
 
 
 def test_missing_onnxruntime_still_loads_and_says_what_to_install(tmp_path, sar_tif):
-    """In a fresh process where onnxruntime and zstandard cannot be imported."""
+    """In a fresh process where onnxruntime, zstandard and constriction cannot be imported."""
     script = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('onnxruntime', 'zstandard'):
+        if name.split('.')[0] in ('onnxruntime', 'zstandard', 'constriction'):
             raise ImportError('No module named ' + repr(name))
 sys.meta_path.insert(0, Block())
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
@@ -145,6 +145,7 @@ p.unload()
     assert out.returncode == 0, out.stderr[-3000:]
     line = [x for x in out.stdout.splitlines() if x.startswith("MESSAGES")][0]
     assert "pip install" in line and '"onnxruntime-gpu"' in line and '"zstandard"' in line
+    assert '"constriction==0.5.0"' in line
     assert not list(tmp_path.glob("*.sarc"))
 
 
