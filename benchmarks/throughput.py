@@ -9,6 +9,9 @@ its peak RSS (resource.getrusage, ru_maxrss) belongs to that measurement alone:
 * model_load         OnnxCodecModel(bundle): manifest check and session creation, paid once per call above
 * onnx_encode        OnnxCodecModel.encode of the in-memory normalised raster, tile by tile (no I/O, no coding)
 * onnx_decode        OnnxCodecModel.decode of those latents
+* latents_range      range-code and decode the quantised latents of those tiles with the bundle's entropy tables
+                     (core.entropy_coding; quality --quality), encode and decode times listed separately
+* latents_zstd       the same symbols with the zstd-int8 coder, for comparison
 * jp2_encode         GeoTIFF -> dB -> clip -> uint16 -> .jp2 (benchmarks/jpeg2000.py)
 * jp2_decode         .jp2 -> dB -> original domain -> GeoTIFF
 
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +45,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
 from rate_distortion import DATA_DIR, device_info, model_info, resolve_model, versions  # noqa: E402
+from sar_compress_plugin.core import container as C  # noqa: E402
 from sar_compress_plugin.core.preprocessing import normalise, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
-from sar_compress_plugin.core.runtime import default_model_dir  # noqa: E402
+from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  # noqa: E402
 
 DEFAULT_SOURCE = DATA_DIR / "s1_iw_grd_berlin_512.tif"
 PROJECT_SHAPE = (25_000, 17_000)
 MEASUREMENTS = ("model_load", "codec_compress", "codec_reconstruct", "onnx_encode", "onnx_decode",
-                "jp2_encode", "jp2_decode")
+                "latents_range", "latents_zstd", "jp2_encode", "jp2_decode")
 
 
 def peak_rss_mb() -> float:
@@ -94,6 +99,7 @@ def _tiles(x: np.ndarray, tile: int):
 def worker(spec: dict) -> dict:
     """Run one measurement `spec['what']` `spec['repeats']` times; returns seconds, provider, peak RSS."""
     from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
+    from sar_compress_plugin.core.quantization import quantize  # noqa: PLC0415
     from sar_compress_plugin.core.runtime import OnnxCodecModel  # noqa: PLC0415
 
     what, work = spec["what"], Path(spec["work"])
@@ -102,7 +108,7 @@ def worker(spec: dict) -> dict:
     seconds, extra = [], {}
     provider = None
     prep = None
-    if what in ("onnx_encode", "onnx_decode"):
+    if what in ("onnx_encode", "onnx_decode", "latents_range", "latents_zstd"):
         values, _ = _read_all(raster)
         db, valid = to_db(values, "intensity")
         x = normalise(db, *percentile_bounds(db, valid))
@@ -111,6 +117,16 @@ def worker(spec: dict) -> dict:
         provider = m.provider
         if what == "onnx_decode":
             prep = [m.encode(t) for t in _tiles(x, spec["tile"])]
+        elif what.startswith("latents_"):
+            qp = replace(m.quantization, quality=float(spec["quality"]))
+            prep = [quantize(m.encode(t), qp)[0] for t in _tiles(x, spec["tile"])]
+            if what == "latents_range":
+                tables = m.entropy_tables.for_quality(qp.quality) if m.entropy_tables else None
+                if tables is None:
+                    raise ValueError(f"the bundle has no entropy tables for quality {qp.quality}")
+                code, uncode = tables.encode, tables.decode
+            else:
+                code, uncode = C.encode_latents, C.decode_latents
     for _ in range(spec["repeats"]):
         t0 = time.perf_counter()
         if what == "model_load":
@@ -130,6 +146,15 @@ def worker(spec: dict) -> dict:
         elif what == "onnx_decode":
             for y in prep:
                 m.decode(y)
+        elif what.startswith("latents_"):
+            chunks = [code(q) for q in prep]
+            t1 = time.perf_counter()
+            for q, data in zip(prep, chunks):
+                if not np.array_equal(uncode(data, q.shape, "bench"), q):
+                    raise RuntimeError(f"{what}: decoded symbols differ")
+            extra = {"latent_bytes": sum(len(c) for c in chunks), "symbols": int(sum(q.size for q in prep)),
+                     "encode_s": extra.get("encode_s", []) + [t1 - t0],
+                     "decode_s": extra.get("decode_s", []) + [time.perf_counter() - t1]}
         elif what == "jp2_encode":
             values, info = _read_all(raster)
             u16, clip, _ = jpeg2000.to_uint16(values, "intensity")
@@ -189,6 +214,9 @@ def main(argv=None) -> int:
         spec = {"work": str(work), "raster": str(raster), "model": str(model), "device": a.device,
                 "tile": a.tile, "quality": a.quality, "jp2_bpp": a.jp2_bpp, "repeats": a.repeats}
         order = [m for m in MEASUREMENTS if m in a.only]
+        if "latents_range" in order and "entropy_tables" not in load_manifest(model, verify=False)["files"]:
+            print("the bundle has no entropy tables: latents_range skipped", file=sys.stderr)
+            order.remove("latents_range")
         # reconstruct needs a .sarc and jp2_decode a .jp2: make them (untimed) when their producer is not run
         if "codec_reconstruct" in order and "codec_compress" not in order:
             measure({**spec, "what": "codec_compress", "repeats": 1})
@@ -237,6 +265,8 @@ def main(argv=None) -> int:
         print(f"{r['what']:<18} {r['median_s']:>9.3f} {mps:>8} {r['peak_rss_mb']:>12.0f} "
               f"{proj:>14}  {r.get('provider') or '-'}"
               + (f"  bpp {r['bpp']:.3f}" if "bpp" in r else "")
+              + (f"  encode {statistics.median(r['encode_s']):.3f} s, decode {statistics.median(r['decode_s']):.3f} s, "
+                 f"{8 * r['latent_bytes'] / r['symbols']:.3f} bits/symbol" if "encode_s" in r else "")
               + (f"  (JPEG-2000 codestream alone {statistics.median(r['jp2_codestream_s']):.3f} s)"
                  if "jp2_codestream_s" in r else ""))
     if a.out:
