@@ -12,6 +12,7 @@ import pytest
 from sar_compress_plugin.core import codec, container, quantization
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, reconstruct
 from sar_compress_plugin.core.errors import InputRasterError
+from sar_compress_plugin.core.runtime import OnnxCodecModel
 from sar_compress_plugin.core.metrics import db_rmse, seam_ratio
 from sar_compress_plugin.core.raster_io import RasterReader, read_raster_info
 
@@ -274,3 +275,12 @@ def test_sar_info_shows_where_the_bytes_go(berlin_sarc, capsys):
     assert set(parts) == {"latent", "mask", "outlier", "header+index"}
     assert sum(parts.values()) == path.stat().st_size
     assert f"outliers {res.outlier_pixels} px" in text
+
+
+def test_sessions_keep_no_per_shape_memory_plans(tiny_bundle):
+    """Edge tiles give several input shapes; with memory patterns on, onnxruntime keeps a buffer plan per shape
+    (measured on the default decoder: 954 MB instead of 461 MB after 6 shapes). Memory itself is a benchmark
+    (benchmarks/codec_memory.py); this pins the setting."""
+    m = OnnxCodecModel(tiny_bundle, device="cpu")
+    assert m._enc.get_session_options().enable_mem_pattern is False
+    assert m._dec.get_session_options().enable_mem_pattern is False

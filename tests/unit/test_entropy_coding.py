@@ -150,3 +150,14 @@ def test_files_without_tables_still_decode_with_a_bundle_that_has_them(tiny_bund
     compress(src, sarc, CompressOptions(model_dir=bundle_with_tables, device="cpu", latent_coder=C.LATENT_CODER))
     with CompressedRaster(sarc, model_dirs=[bundle_with_tables], device="cpu") as cr:
         assert cr.read().shape == (1, 80, 90)
+
+
+@pytest.mark.parametrize("coder", ["zstd-int8", "range-factorized-int8"])
+def test_cli_coder_choice_is_what_the_file_records(bundle_with_tables, tmp_path, coder):
+    from sar_compress_plugin.cli import compress_main
+
+    src = write_geotiff(tmp_path / "in.tif", _speckled(11, (1, 64, 64)))
+    out = tmp_path / "c.sarc"
+    assert compress_main([str(src), str(out), "--model", str(bundle_with_tables), "--device", "cpu",
+                          "--coder", coder, "-q"]) == 0
+    assert read_header(out)["coders"]["latent"] == coder
