@@ -167,6 +167,9 @@ def info_main(argv=None) -> int:
             print(f"  clip dB  {clip}  (quantisation quality {h['quantization'].get('quality', 1.0)})")
             print(f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
                   f"coders {h['coders']}")
+            if "entropy_tables" in h:
+                et = h["entropy_tables"]
+                print(f"  entropy  tables sha256 {et['sha256'][:16]}... (quality {et['quality']}), from the model bundle")
             o = h.get("outliers", {})
             print(f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
                   f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px")
