@@ -47,6 +47,13 @@ def _default_calibration_paths(ckpt: dict) -> list[Path]:
     return [folder / name for name in summary.get("val_scenes", []) if (folder / name).is_file()]
 
 
+def _rate_distortion(ckpt: dict) -> dict | None:
+    """The manifest's record of rate-distortion training, or None for a distortion-only checkpoint."""
+    if "entropy_model" not in ckpt:
+        return None
+    return {"lmbda": ckpt.get("config", {}).get("lmbda")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -82,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
                       "steps": ckpt.get("step"), "config": ckpt.get("config", {}),
                       "parameters": model.count_parameters()},
-            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "epoch") if k in best},
-            float16=args.fp16,
+            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "epoch") if k in best},
+            rate_distortion=_rate_distortion(ckpt), float16=args.fp16,
         )
         if not args.no_entropy_tables:
             scenes = training_scenes(manifest)

@@ -75,6 +75,12 @@ def calibrate_quantization(latents: np.ndarray) -> dict:
                             "values": int(per_channel.shape[1])}}
 
 
+def integer_quantization(channels: int) -> dict:
+    """Step 1, offset 0 for every channel: a rate-distortion model was trained to be rounded to integers (its
+    prior priced exactly those), so calibrating a step would quantise differently from what it learned."""
+    return {"type": "uniform", "step": [1.0] * channels, "offset": [0.0] * channels, "qmin": QMIN, "qmax": QMAX}
+
+
 def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -119,12 +125,14 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
 def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, variant: str,
                   preprocessing: dict, calibration_tiles: np.ndarray, halo: int = 32,
                   training: dict | None = None, validation: dict | None = None,
-                  float16: bool = False, opset: int = OPSET) -> dict:
+                  rate_distortion: dict | None = None, float16: bool = False, opset: int = OPSET) -> dict:
     """Write a verified bundle to `out_dir` and return its manifest.
 
     `calibration_tiles` are real normalised tiles (N, 1, H, W), H and W multiples of 16: they set the
     quantiser and are the inputs of the parity check. The bundle is assembled in a temporary folder and moved
-    into place only once every check passed.
+    into place only once every check passed. `rate_distortion` (e.g. {"lmbda": ...}) marks a model trained
+    with a learned prior: its quantiser is fixed at integer steps instead of calibrated, and the manifest
+    records it.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +143,8 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     with torch.no_grad():
         latents = torch.cat([model.g_a(torch.from_numpy(t[None])) for t in tiles]).numpy()
         recon = torch.cat([model.g_s(torch.from_numpy(y[None])) for y in latents]).numpy()
-    quantization = calibrate_quantization(latents)
+    quantization = (integer_quantization(latents.shape[1]) if rate_distortion is not None
+                    else calibrate_quantization(latents))
 
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
@@ -146,6 +155,8 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
                 "latent_channels": int(latents.shape[1]), "downsampling_factor": 16, "halo": int(halo),
                 "preprocessing": preprocessing, "quantization": quantization,
                 "training": training or {}, "validation": validation or {}}
+        if rate_distortion is not None:
+            info["rate_distortion"] = dict(rate_distortion)
         for path in (enc, dec):
             _set_metadata(path, {"sar_compress": info})
 

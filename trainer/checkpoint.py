@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sar_compress_plugin.core.errors import ModelMismatchError, SarCompressError
+from trainer.rate_distortion import RateDistortionModel
 from trainer.registry import available_models, create_model
 
 REQUIRED_KEYS = ("model_name", "model_config", "model_state_dict", "epoch", "step", "best_val_loss", "history",
@@ -28,7 +29,9 @@ class CheckpointError(SarCompressError):
 def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: float, history: list[dict],
                     preprocessing_params: dict, config: dict, data_summary: dict,
                     optimizer: torch.optim.Optimizer | None = None) -> dict:
-    return {
+    """A rate-distortion model also stores its prior's arguments under "entropy_model" (plain models do not,
+    so their checkpoints are unchanged), which is how load_model knows to rebuild the wrapper."""
+    ckpt = {
         "model_name": model.model_name,
         "model_config": dict(model.config),
         "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -41,6 +44,9 @@ def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: f
         "data_summary": data_summary,
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
     }
+    if isinstance(model, RateDistortionModel):
+        ckpt["entropy_model"] = dict(model.entropy_model_config)
+    return ckpt
 
 
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
@@ -70,7 +76,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model(path: str | Path, expected_variant: str | None = None,
                map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, checkpoint dict), rebuilt through the registry."""
+    """(model in eval mode, checkpoint dict), rebuilt through the registry (inside its rate-distortion wrapper
+    when the checkpoint has an "entropy_model")."""
     ckpt = load_checkpoint(path, map_location)
     name = ckpt["model_name"]
     if expected_variant is not None and name != expected_variant:
@@ -78,6 +85,8 @@ def load_model(path: str | Path, expected_variant: str | None = None,
     if name not in available_models():
         raise ModelMismatchError(f"{path}: unknown variant {name!r} (known: {', '.join(available_models())})")
     model = create_model(name, **ckpt["model_config"])
+    if "entropy_model" in ckpt:
+        model = RateDistortionModel(model, **ckpt["entropy_model"])
     try:
         model.load_state_dict(ckpt["model_state_dict"])
     except RuntimeError as exc:

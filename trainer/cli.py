@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate [{d.lr}]")
     p.add_argument("--mse-weight", type=float, default=None, help=f"[{d.mse_weight}]")
     p.add_argument("--ssim-weight", type=float, default=None, help=f"[{d.ssim_weight}]")
+    p.add_argument("--lmbda", type=float, default=None,
+                   help="rate-distortion training: loss = lmbda * distortion + estimated bits per pixel of the "
+                        "latents under a learned factorized prior [off: distortion only]")
     p.add_argument("--seed", type=int, default=None, help=f"[{d.seed}]")
     p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")

@@ -34,6 +34,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     mse_weight: float = 0.7
     ssim_weight: float = 0.3
+    lmbda: float | None = None       # rate-distortion trade-off; None: distortion-only training
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ConfigError("batch_size and epochs must be >= 1")
         if not 0 < self.data_fraction <= 1:
             raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if self.lmbda is not None and not self.lmbda > 0:
+            raise ConfigError(f"lmbda must be > 0, got {self.lmbda}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self

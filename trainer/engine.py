@@ -62,6 +62,17 @@ def _all_ranks_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0.5)
 
 
+def loss_terms(loss_fn: nn.Module, out: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss of one model output: a rate-distortion model's output also carries the latents' likelihoods,
+    which its loss needs for the rate term; the distortion loss sees only (x_hat, x), as always.
+
+    The loss runs in float32 whatever the autocast dtype.
+    """
+    if "likelihoods" in out:
+        return loss_fn(out["x_hat"].float(), x.float(), out["likelihoods"])
+    return loss_fn(out["x_hat"].float(), x.float())
+
+
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     batches: Iterable[torch.Tensor], *, guard: NonFiniteGuard, step: int = 0,
                     max_steps: int | None = None, grad_clip: float | None = 1.0,
@@ -85,7 +96,7 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
                     else contextlib.nullcontext())
         with autocast:
             out = model(x)
-        terms = loss_fn(out["x_hat"].float(), x.float())
+        terms = loss_terms(loss_fn, out, x)
         loss = terms["loss"]
         if not _all_ranks_true(bool(torch.isfinite(loss)), device):
             optimizer.zero_grad(set_to_none=True)
@@ -125,19 +136,24 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch.Tensor, torch.Tensor]],
              batch_size: int = 16) -> dict:
-    """Loss, PSNR and SSIM over fixed validation tiles (per-tile metrics from core.metrics, valid pixels only).
+    """Loss, PSNR and SSIM over fixed validation tiles (per-tile metrics from core.metrics, valid pixels only),
+    and bits per pixel when the model estimates its rate.
 
     Every tile counts once whatever batch it sits in, so the figure does not depend on the batch size.
     """
     model.eval()
     device = next(model.parameters()).device
-    losses, psnrs, ssims = [], [], []
+    losses, psnrs, ssims, bpps = [], [], [], []
     for xs, masks in val_batches:
         for i in range(0, xs.shape[0], batch_size):
             x = xs[i:i + batch_size].to(device)
-            x_hat = model(x)["x_hat"].float()
+            out = model(x)
+            x_hat = out["x_hat"].float()
             for j in range(x.shape[0]):
-                losses.append(float(loss_fn(x_hat[j:j + 1], x[j:j + 1])["loss"]))
+                terms = loss_terms(loss_fn, {k: v[j:j + 1] for k, v in out.items()}, x[j:j + 1])
+                losses.append(float(terms["loss"]))
+                if "bpp" in terms:
+                    bpps.append(float(terms["bpp"]))
                 ref = x[j, 0].cpu().numpy()
                 rec = x_hat[j, 0].cpu().numpy()
                 m = masks[i + j, 0].cpu().numpy()
@@ -146,9 +162,12 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch
     if not losses:
         return {"val_loss": float("nan"), "val_psnr": float("nan"), "val_ssim": float("nan"), "val_tiles": 0}
     finite_psnr = [p for p in psnrs if math.isfinite(p)]
-    return {
+    result = {
         "val_loss": float(np.mean(losses)),
         "val_psnr": float(np.mean(finite_psnr)) if finite_psnr else float("inf"),
         "val_ssim": float(np.nanmean(ssims)),
         "val_tiles": len(losses),
     }
+    if bpps:
+        result["val_bpp"] = float(np.mean(bpps))
+    return result

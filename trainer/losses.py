@@ -1,4 +1,5 @@
-"""Training loss: 0.7·MSE + 0.3·(1 − SSIM) on the normalised [0,1] dB image.
+"""Training losses: the distortion 0.7·MSE + 0.3·(1 − SSIM) on the normalised [0,1] dB image, and the
+rate-distortion loss that adds the latents' estimated bits (`sar-train --lmbda`).
 
 Computed in float32 whatever the autocast dtype: the owner's earlier runs went NaN under mixed precision,
 and SSIM's variance terms (differences of small squares) are the first thing to lose precision in fp16.
@@ -56,3 +57,27 @@ class SarLoss(nn.Module):
         s = ssim(x_hat, target)
         loss = self.mse_weight * mse + self.ssim_weight * (1.0 - s)
         return {"loss": loss, "mse": mse, "ssim": s}
+
+
+class RateDistortionLoss(nn.Module):
+    """lmbda·D + R, with D the SarLoss distortion and R the latents' estimated bits per pixel.
+
+    R is in bits per (single-band) pixel, the unit the codec reports, so lmbda reads as "bits worth one unit
+    of distortion". Every term comes back by name, with SarLoss's keys unchanged, so the loop logs rate and
+    distortion like any other term.
+    """
+
+    def __init__(self, lmbda: float, mse_weight: float = 0.7, ssim_weight: float = 0.3):
+        super().__init__()
+        if not lmbda > 0:
+            raise ValueError(f"lmbda must be > 0, got {lmbda}")
+        self.lmbda = float(lmbda)
+        self.distortion = SarLoss(mse_weight, ssim_weight)
+
+    def forward(self, x_hat: torch.Tensor, target: torch.Tensor,
+                likelihoods: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.distortion(x_hat, target)
+        pixels = target.shape[0] * target.shape[-2] * target.shape[-1]
+        bpp = -torch.log2(likelihoods.float()).sum() / pixels
+        return {"loss": self.lmbda * terms["loss"] + bpp, "distortion": terms["loss"], "mse": terms["mse"],
+                "ssim": terms["ssim"], "bpp": bpp}

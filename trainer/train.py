@@ -20,7 +20,8 @@ from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint
 from trainer.config import TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
-from trainer.losses import SarLoss
+from trainer.losses import RateDistortionLoss, SarLoss
+from trainer.rate_distortion import RateDistortionModel
 from trainer.registry import create_model
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,9 @@ def run_training(cfg: TrainConfig) -> dict:
                               data_fraction=cfg.data_fraction, seed=cfg.seed, device=device)
         sampler = PatchSampler(data.train, cfg.patch_size, cfg.min_valid_fraction, cfg.seed, info.rank)
         val_batches = validation_tiles(data.val, cfg.patch_size, cfg.val_tiles_per_plane)
-        model = create_model(cfg.variant, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels)
+        model, loss_fn = _model_and_loss(cfg)
         model.to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        loss_fn = SarLoss(cfg.mse_weight, cfg.ssim_weight)
 
         epoch, step, best_val, history = 0, 0, math.inf, []
         resume = _resume_path(cfg)
@@ -81,6 +81,10 @@ def run_training(cfg: TrainConfig) -> dict:
             if ckpt["model_name"] != cfg.variant:
                 raise ModelMismatchError(f"{resume}: checkpoint is variant {ckpt['model_name']!r}, "
                                          f"run asks for {cfg.variant!r}")
+            if ("entropy_model" in ckpt) != (cfg.lmbda is not None):
+                raise ModelMismatchError(f"{resume}: checkpoint was trained "
+                                         f"{'with' if 'entropy_model' in ckpt else 'without'} --lmbda, "
+                                         f"this run {'sets' if cfg.lmbda is not None else 'does not set'} it")
             model.load_state_dict(ckpt["model_state_dict"])
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
@@ -117,13 +121,17 @@ def run_training(cfg: TrainConfig) -> dict:
             record = {"epoch": epoch, "step": step, "train_loss": stats["train_loss"],
                       "train_mse": stats.get("train_mse", math.nan), "train_ssim": stats.get("train_ssim", math.nan),
                       **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"]}
+            if cfg.lmbda is not None:
+                record["train_bpp"] = stats.get("train_bpp", math.nan)
             history.append(record)
             improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
             if improved and math.isfinite(val["val_loss"]):
                 best_val = val["val_loss"]
             since_best = 0 if improved else since_best + 1
-            log.info("epoch %d step %d: train %.4f val %.4f PSNR %.2f SSIM %.4f (%.1fs, %d skipped)%s", epoch, step,
-                     record["train_loss"], val["val_loss"], val["val_psnr"], val["val_ssim"], record["seconds"],
+            rate = (f" bpp train {record['train_bpp']:.3f} val {val.get('val_bpp', math.nan):.3f}"
+                    if cfg.lmbda is not None else "")
+            log.info("epoch %d step %d: train %.4f val %.4f PSNR %.2f SSIM %.4f%s (%.1fs, %d skipped)%s", epoch, step,
+                     record["train_loss"], val["val_loss"], val["val_psnr"], val["val_ssim"], rate, record["seconds"],
                      record["skipped_batches"], " *" if improved else "")
             if info.is_main:
                 summary = {**data.summary, "patches_seen": step * patches_per_step, "world_size": info.world_size,
@@ -145,6 +153,14 @@ def run_training(cfg: TrainConfig) -> dict:
         if handler is not None:
             reporting.detach_log_file(handler)
         distributed.teardown(info)
+
+
+def _model_and_loss(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The variant and its loss; with lmbda, the variant inside a rate-distortion wrapper and the RD loss."""
+    model = create_model(cfg.variant, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels)
+    if cfg.lmbda is None:
+        return model, SarLoss(cfg.mse_weight, cfg.ssim_weight)
+    return RateDistortionModel(model), RateDistortionLoss(cfg.lmbda, cfg.mse_weight, cfg.ssim_weight)
 
 
 def _epochs_since_best(history: list[dict]) -> int:
