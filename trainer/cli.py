@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-fraction", type=float, default=None, help=f"fraction of training scenes [{d.data_fraction}]")
     p.add_argument("--val-fraction", type=float, default=None, help=f"fraction of scenes held out [{d.val_fraction}]")
     p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience in epochs [{d.patience}]")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of this checkpoint of the same variant (e.g. a plain model "
+                        "before rate-distortion fine-tuning with --lmbda); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from a checkpoint (no value: <out>/last.pth)")
     p.add_argument("--latent-channels", type=int, default=None, help=f"[{d.latent_channels}]")

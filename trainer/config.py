@@ -43,6 +43,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     patience: int = 5
     resume: str | None = None        # a checkpoint path, or "auto" for <out>/last.pth
+    init: str | None = None          # start from this checkpoint's transform weights (fresh optimiser, step 0)
     latent_channels: int = 16
     base_channels: int = 64
     patch_size: int = 256

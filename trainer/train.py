@@ -76,6 +76,8 @@ def run_training(cfg: TrainConfig) -> dict:
 
         epoch, step, best_val, history = 0, 0, math.inf, []
         resume = _resume_path(cfg)
+        if resume is None and cfg.init:
+            _init_weights(model, cfg, device)
         if resume is not None:
             ckpt = load_checkpoint(resume, map_location=device)
             if ckpt["model_name"] != cfg.variant:
@@ -153,6 +155,21 @@ def run_training(cfg: TrainConfig) -> dict:
         if handler is not None:
             reporting.detach_log_file(handler)
         distributed.teardown(info)
+
+
+def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """Warm start: copy the transform of a trained checkpoint; a rate-distortion wrapper's prior, which a plain
+    checkpoint does not have, keeps its initialisation. Any other missing or extra weight is an error."""
+    ckpt = load_checkpoint(cfg.init, map_location=device)
+    if ckpt["model_name"] != cfg.variant:
+        raise ModelMismatchError(f"{cfg.init}: checkpoint is variant {ckpt['model_name']!r}, run asks for "
+                                 f"{cfg.variant!r}")
+    result = model.load_state_dict(ckpt["model_state_dict"], strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("prior.")]
+    if missing or result.unexpected_keys:
+        raise ModelMismatchError(f"{cfg.init}: weights do not fit this model (missing {missing[:3]}, "
+                                 f"unexpected {result.unexpected_keys[:3]})")
+    log.info("initialised from %s (step %s of that run)", cfg.init, ckpt.get("step"))
 
 
 def _model_and_loss(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -206,6 +206,25 @@ def test_sar_train_with_lmbda_records_bpp_and_saves_the_wrapper(tmp_path):
 
 
 @needs_data
+def test_init_warm_starts_an_rd_run_from_a_plain_checkpoint(tmp_path, capsys):
+    plain, rd = tmp_path / "plain", tmp_path / "rd"
+    assert train_main(["--variant", "baseline", "--data", str(SCENE), "--out", str(plain), *FAST,
+                       "--max-steps", "1", "--steps-per-epoch", "1"]) == 0
+    assert train_main(["--variant", "baseline", "--data", str(SCENE), "--out", str(rd), *FAST, "--lmbda", "1",
+                       "--init", str(plain / "last.pth"), "--max-steps", "1", "--steps-per-epoch", "1"]) == 0
+    assert "initialised from" in (rd / "train.log").read_text()
+    start = torch.load(plain / "last.pth", weights_only=True)["model_state_dict"]
+    # the run took one optimiser step from the plain weights: close to them, not a fresh initialisation
+    got = torch.load(rd / "last.pth", weights_only=True)["model_state_dict"]
+    key = next(k for k in start if k.endswith("weight") and start[k].ndim == 4)
+    fresh = create_model("baseline", base_channels=8).state_dict()[key]
+    assert (got[key] - start[key]).abs().max() < (fresh - start[key]).abs().max()
+    assert train_main(["--variant", "residual", "--data", str(SCENE), "--out", str(tmp_path / "x"), *FAST,
+                       "--init", str(plain / "last.pth"), "--max-steps", "1"]) != 0
+    assert "checkpoint is variant 'baseline', run asks for 'residual'" in capsys.readouterr().err
+
+
+@needs_data
 def test_export_of_an_rd_checkpoint_uses_integer_steps(tmp_path):
     model = _tiny_rd_model()
     ckpt = make_checkpoint(model, epoch=1, step=3, best_val_loss=0.5,
