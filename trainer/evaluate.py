@@ -115,8 +115,11 @@ def markdown_table(results: dict) -> str:
         lines.append(f"| {label} | {r['params']['total'] / 1e6:.2f}M | {a['psnr']:.2f} | {a['ssim']:.4f} | "
                      f"{a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} | {vs} |")
     lines.append("")
+    rounded = [label for label, r in results.items() if r.get("latents", "float") != "float"]
     lines.append("PSNR/SSIM on the normalised dB image, per-band 0.5-99.5 percentile clip bounds (listed per plane "
-                 "in the JSON); no quantisation (float latents).")
+                 "in the JSON); no quantisation (float latents)"
+                 + (f", except {', '.join(rounded)}: a rate-distortion model rounds its latents in eval mode."
+                    if rounded else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +153,7 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         results[label] = {"variant": ckpt["model_name"], "checkpoint": str(path), "params": model.count_parameters(),
                           "model_config": model.config, "latent_element_ratio": 256 / lat,
                           "epoch": ckpt["epoch"], "step": ckpt["step"],
+                          "latents": "rounded (rate-distortion model)" if "entropy_model" in ckpt else "float",
                           "data_summary": ckpt["data_summary"], **res}
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)
