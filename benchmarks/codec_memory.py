@@ -5,6 +5,10 @@ edges meet), written block by block; then prints MP/s and peak RSS of compress a
 and bytes read to decode a 1000 x 1000 window versus the whole file.
 
     .venv/bin/python benchmarks/codec_memory.py --bundle sar_compress_plugin/models/default --size 20000
+
+Compress, the window read and the whole-file reconstruct each run in their own process, as `sar-compress` and
+`sar-reconstruct` do, so each peak RSS belongs to that operation alone (in one process, memory the encoder's
+onnxruntime session had taken stays with the process and is counted again under reconstruct).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +51,35 @@ def build_raster(source: Path, out: Path, size: int, block: int = 1024) -> None:
             w.write(0, 0, r0, np.take(rows, np.arange(size) % pw, axis=1))
 
 
+PHASES = ("compress", "window", "reconstruct")
+
+
+def run_phase(phase: str, a, src: Path, sarc: Path, rec: Path) -> dict:
+    """One phase in this process (called in a child): its figures and its own peak RSS."""
+    limit_gdal_cache()  # as the command-line tools do
+    mp = a.size * a.size / 1e6
+    res: dict = {}
+    if phase == "compress":
+        c = compress(src, sarc, CompressOptions(model_dir=a.bundle, device=a.device, tile_size=a.tile))
+        res.update(compress_s=round(c.seconds, 2), compress_mp_s=round(mp / c.seconds, 2), bpp=round(c.bpp, 4),
+                   ratio=round(c.ratio, 1), file_bytes=c.output_bytes, provider=c.provider)
+    elif phase == "window":
+        with CompressedRaster(sarc, model_dirs=[a.bundle], device=a.device) as cr:
+            _ = cr.model
+            b0, t = cr.bytes_read, time.perf_counter()
+            cr.read((a.size // 2, a.size // 2, min(1000, a.size // 2), min(1000, a.size // 2)), band=0)
+            res["window_1000_s"] = round(time.perf_counter() - t, 3)
+            res["window_1000_bytes_read"] = cr.bytes_read - b0
+            res["whole_file_bytes"] = sarc.stat().st_size
+    elif phase == "reconstruct":
+        r = reconstruct(sarc, rec, model_dirs=[a.bundle], device=a.device)
+        res.update(reconstruct_s=round(r.seconds, 2), reconstruct_mp_s=round(mp / r.seconds, 2),
+                   decode_provider=r.provider)
+        rec.unlink()
+    res[f"peak_rss_{phase}_mb"] = round(peak_rss_mb(), 1)
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, help="model bundle folder")
@@ -54,35 +88,37 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--source", default=str(DEFAULT_SOURCE))
     p.add_argument("--workdir", default=None, help="folder for the big files (default: a temp folder)")
-    p.add_argument("--skip-full-reconstruct", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep big.tif / big.sarc already in --workdir (same --size) instead of rebuilding them")
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    p.add_argument("--skip-full-reconstruct", action="store_true", help="same as leaving out the reconstruct phase")
+    p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: run one phase in a child
     a = p.parse_args(argv)
-    limit_gdal_cache()  # as the command-line tools do
 
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="sarc_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     src, sarc, rec = work / "big.tif", work / "big.sarc", work / "big_rec.tif"
-    res: dict = {"size": a.size, "tile": a.tile}
-    t = time.perf_counter()
-    build_raster(Path(a.source), src, a.size)
-    res["build_s"] = round(time.perf_counter() - t, 2)
-    res["rss_after_build_mb"] = round(peak_rss_mb(), 1)
-
-    c = compress(src, sarc, CompressOptions(model_dir=a.bundle, device=a.device, tile_size=a.tile))
-    mp = a.size * a.size / 1e6
-    res.update(compress_s=round(c.seconds, 2), compress_mp_s=round(mp / c.seconds, 2), bpp=round(c.bpp, 4),
-               ratio=round(c.ratio, 1), file_bytes=c.output_bytes, provider=c.provider,
-               rss_after_compress_mb=round(peak_rss_mb(), 1))
-
-    with CompressedRaster(sarc, model_dirs=[a.bundle], device=a.device) as cr:
-        _ = cr.model
-        b0, t = cr.bytes_read, time.perf_counter()
-        cr.read((a.size // 2, a.size // 2, min(1000, a.size // 2), min(1000, a.size // 2)), band=0)
-        res["window_1000_s"] = round(time.perf_counter() - t, 3)
-        res["window_1000_bytes_read"] = cr.bytes_read - b0
-    if not a.skip_full_reconstruct:
-        r = reconstruct(sarc, rec, model_dirs=[a.bundle], device=a.device)
-        res.update(reconstruct_s=round(r.seconds, 2), reconstruct_mp_s=round(mp / r.seconds, 2),
-                   whole_file_bytes=sarc.stat().st_size, rss_after_reconstruct_mb=round(peak_rss_mb(), 1))
+    if a.phase:
+        print(json.dumps(run_phase(a.phase, a, src, sarc, rec)))
+        return 0
+    res: dict = {"size": a.size, "tile": a.tile, "note": "each phase in its own process, as sar-compress and "
+                 "sar-reconstruct run; peak RSS is that process's ru_maxrss"}
+    if not (a.reuse and src.exists()):
+        t = time.perf_counter()
+        build_raster(Path(a.source), src, a.size)
+        res["build_s"] = round(time.perf_counter() - t, 2)
+    phases = [ph for ph in PHASES if ph in a.phases and not (ph == "reconstruct" and a.skip_full_reconstruct)]
+    if "compress" not in phases and not sarc.exists():
+        phases.insert(0, "compress")
+    for phase in phases:
+        child = [sys.executable, str(Path(__file__).resolve()), "--bundle", a.bundle, "--size", str(a.size),
+                 "--tile", str(a.tile), "--device", a.device, "--workdir", str(work), "--phase", phase]
+        out = subprocess.run(child, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"phase {phase} failed:\n{out.stderr[-3000:]}")
+        res.update(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"{phase}: {json.dumps({k: v for k, v in res.items() if phase in k or k in ('bpp', 'file_bytes')})}",
+              file=sys.stderr, flush=True)
     print(json.dumps(res, indent=1))
     return 0
 

@@ -180,3 +180,21 @@ def test_throughput_runs_each_measurement_in_a_subprocess(tiny_bundle, sar_data,
     for k in ("codec_compress", "codec_reconstruct", "jp2_encode", "jp2_decode", "onnx_encode", "onnx_decode"):
         assert got[k]["mp_s"] > 0 and got[k]["peak_rss_mb"] > 0 and got[k]["projected_s"] > 0
     assert doc["settings"]["raster"]["width"] == 512
+
+
+def test_codec_memory_runs_each_phase_in_its_own_process(tiny_bundle, sar_data, tmp_path, capsys):
+    import codec_memory
+
+    work = tmp_path / "w"
+    assert codec_memory.main(["--bundle", str(tiny_bundle), "--size", "256", "--device", "cpu",
+                              "--workdir", str(work), "--source", str(sar_data / "s1_iw_grd_berlin_512.tif")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for phase in ("compress", "window", "reconstruct"):
+        assert res[f"peak_rss_{phase}_mb"] > 0
+    assert res["file_bytes"] == res["whole_file_bytes"] == (work / "big.sarc").stat().st_size
+    assert 0 < res["window_1000_bytes_read"] <= res["whole_file_bytes"]
+    assert not (work / "big_rec.tif").exists()
+    # --reuse keeps the raster: no build step the second time
+    assert codec_memory.main(["--bundle", str(tiny_bundle), "--size", "256", "--device", "cpu", "--workdir",
+                              str(work), "--reuse", "--phases", "window"]) == 0
+    assert "build_s" not in json.loads(capsys.readouterr().out)
