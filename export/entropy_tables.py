@@ -24,6 +24,7 @@ import numpy as np
 from sar_compress_plugin.core import container as C
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress
 from sar_compress_plugin.core.entropy_coding import TABLES_NAME, load_tables, quality_key, tables_document
+from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.runtime import MANIFEST_NAME, load_manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,14 @@ def fit_entropy_tables(bundle: str | os.PathLike, scenes: list[tuple[Path, str]]
     manifest = load_manifest(bundle, verify=True)
     scenes = training_scenes(manifest) if scenes is None else scenes
     if not scenes:
-        raise SystemExit(f"{bundle}: no training scenes found on disk; pass --scenes FILE...")
+        raise SarCompressError(f"{bundle}: no training scenes found on disk; pass --scenes FILE...")
     q = manifest["quantization"]
     qmin, qmax, channels = int(q.get("qmin", -127)), int(q.get("qmax", 127)), int(manifest["latent_channels"])
     by_quality = {}
     for quality in qualities:
         counts = symbol_counts(bundle, scenes, float(quality), qmin, qmax, channels)
         by_quality[float(quality)] = counts + 1  # every symbol stays codable
-        p = counts / max(counts.sum(axis=1, keepdims=True).min(), 1)
+        p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             bits = float(-(np.where(counts > 0, p * np.log2(p), 0.0)).sum(axis=1).mean())
         log.info("quality %s: %d symbols, mean entropy %.3f bits/symbol", quality_key(quality), counts.sum(), bits)
@@ -106,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     scenes = [(s, a.domain) for s in a.scenes] if a.scenes else None
-    doc = fit_entropy_tables(a.bundle, scenes, a.qualities)
+    try:
+        doc = fit_entropy_tables(a.bundle, scenes, a.qualities)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: {"symbols": v["symbols"]} for k, v in doc["tables"].items()}))
     return 0
 

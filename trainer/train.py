@@ -80,9 +80,7 @@ def run_training(cfg: TrainConfig) -> dict:
             _init_weights(model, cfg, device)
         if resume is not None:
             ckpt = load_checkpoint(resume, map_location=device)
-            if ckpt["model_name"] != cfg.variant:
-                raise ModelMismatchError(f"{resume}: checkpoint is variant {ckpt['model_name']!r}, "
-                                         f"run asks for {cfg.variant!r}")
+            _check_variant(ckpt, resume, cfg.variant)
             if ("entropy_model" in ckpt) != (cfg.lmbda is not None):
                 raise ModelMismatchError(f"{resume}: checkpoint was trained "
                                          f"{'with' if 'entropy_model' in ckpt else 'without'} --lmbda, "
@@ -157,13 +155,16 @@ def run_training(cfg: TrainConfig) -> dict:
         distributed.teardown(info)
 
 
+def _check_variant(ckpt: dict, path, variant: str) -> None:
+    if ckpt["model_name"] != variant:
+        raise ModelMismatchError(f"{path}: checkpoint is variant {ckpt['model_name']!r}, run asks for {variant!r}")
+
+
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
     """Warm start: copy the transform of a trained checkpoint; a rate-distortion wrapper's prior, which a plain
     checkpoint does not have, keeps its initialisation. Any other missing or extra weight is an error."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
-    if ckpt["model_name"] != cfg.variant:
-        raise ModelMismatchError(f"{cfg.init}: checkpoint is variant {ckpt['model_name']!r}, run asks for "
-                                 f"{cfg.variant!r}")
+    _check_variant(ckpt, cfg.init, cfg.variant)
     result = model.load_state_dict(ckpt["model_state_dict"], strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("prior.")]
     if missing or result.unexpected_keys:

@@ -63,7 +63,8 @@ def sar_tif(tmp_path) -> Path:
     """A private copy of a real 2-band float32 Sentinel-1 GRD intensity scene (VV, VH; EPSG:4326)."""
     src = DATA / "s1_iw_grd_berlin_512.tif"
     if not src.is_file():
-        pytest.skip(f"shared SAR data missing: {src}")
+        # real data is never downloaded; a checkout without ../shared/data/sar cannot run the real-data tests
+        pytest.skip(f"shared SAR data missing: {src} (a checkout without ../shared)")
     dst = tmp_path / "berlin.tif"
     shutil.copy(src, dst)
     return dst

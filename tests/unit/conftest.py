@@ -18,5 +18,6 @@ def tiny_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sar_data() -> Path:
     if not SAR_DATA.is_dir():
-        pytest.skip("shared SAR data not available")
+        # the real scenes live beside the repository (../shared/data/sar), never downloaded; CI clones put them there
+        pytest.skip(f"shared SAR data not available at {SAR_DATA} (a checkout without ../shared)")
     return SAR_DATA
