@@ -3,7 +3,8 @@
 #   bash scripts/rd_finetune.sh runs/default_residual/best.pth 8
 # Trains RUNS/<variant>_l<lambda> from the checkpoint's weights with loss lambda * D + R (factorized prior),
 # exports it (integer quantisation step 1, entropy tables counted on its training scenes) and runs the
-# rate-distortion benchmark at quality 1 on the held-out GRD scenes. STEPS (default 240) is the CPU budget.
+# rate-distortion benchmark at quality 1 on the held-out GRD scenes (BENCH=0 skips it, e.g. when several lambdas
+# are benchmarked together with scripts/rd_curve.sh). STEPS (default 240) is the CPU budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 init=${1:?usage: rd_finetune.sh CHECKPOINT LAMBDA}
@@ -17,5 +18,5 @@ run="$runs/${variant}_l$lmbda"
   --no-progress --resume
 [[ -f $runs/bundles/${variant}_l$lmbda/manifest.json ]] || \
   .venv/bin/sar-export "$run/best.pth" "$runs/bundles/${variant}_l$lmbda" --name "$variant-rd-l$lmbda"
-.venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/${variant}_l$lmbda" --scenes frankfurt panama \
+[[ ${BENCH:-1} == 0 ]] || .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/${variant}_l$lmbda" --scenes frankfurt panama \
   --qualities 1 --device cpu --out "benchmarks/results/rd_heldout_grd_${variant}_l$lmbda"
