@@ -8,10 +8,15 @@ For every scene and band (VV, VH):
 * every point measured with core.evaluation.band_quality, with the band's 0.5/99.5 percentile dB clip bounds:
   bpp, PSNR, SSIM, dB RMSE (all valid pixels, in and out of the clip range), ENL ratio, EPI.
 
+Several model bundles (--model A B ...) are points of one learned curve, as a rate-distortion model trained at
+several lambdas is: each bundle at each quality is an operating point named "<model> quality=<q>".
+
 Then, per codec and operating point, the points are aggregated over scene-bands (bpp from total bytes / total
 pixels, metrics with core.evaluation.aggregate), and from those aggregated points:
 * BD-rate (Bjontegaard: cubic fit of log-rate against dB RMSE, integrated over the overlapping dB RMSE range) of
-  the learned codec against JPEG-2000; negative = the learned codec needs fewer bits for the same dB RMSE;
+  the learned codec against JPEG-2000; negative = the learned codec needs fewer bits for the same dB RMSE. The
+  learned curve is its lower envelope (points that no cheaper point beats in dB RMSE), which is the codec a user
+  gets by picking the best bundle and quality for a bit budget;
 * a paired Wilcoxon signed-rank test across scene-bands of dB RMSE at matched bpp (each scene-band's JPEG-2000
   curve interpolated in log-bpp at the learned codec's bpp), per learned operating point.
 
@@ -132,7 +137,7 @@ def grd_scenes(data_dir=DATA_DIR, only=None) -> list[dict]:
 # --- one scene-band -----------------------------------------------------------------------------------------
 
 def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, quality: float, model: Path,
-                  device: str, work: Path) -> dict:
+                  device: str, work: Path, label: str = "") -> dict:
     sarc = work / f"{src.stem}_q{quality:g}.sarc"
     rec_path = work / f"{src.stem}_q{quality:g}_rec.tif"
     res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
@@ -146,7 +151,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     q = band_quality(values, rec, domain, clip, nodata)
     for p in (sarc, rec_path):
         p.unlink()
-    return {"codec": "learned", "setting": f"quality={quality:g}", "quality": float(quality),
+    return {"codec": "learned", "setting": f"{label + ' ' if label else ''}quality={quality:g}",
+            "model": label or None, "quality": float(quality),
             "latent_coder": header["coders"]["latent"],
             "file_bytes": int(res.output_bytes), "bpp": 8.0 * res.output_bytes / values.size,
             "encode_s": res.seconds, "decode_s": rr.seconds, "provider": res.provider,
@@ -156,7 +162,9 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
             "codec_clip_db": [float(v) for v in res.clip_db[0]], **q}
 
 
-def run_scene(scene: dict, qualities, jp2_bpp, model: Path, device: str, work: Path, log=print) -> list[dict]:
+def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, Path], device: str, work: Path,
+              log=print) -> list[dict]:
+    """`models`: label -> bundle; a single model is labelled "" so its settings read "quality=<q>"."""
     rows = []
     with RasterReader(scene["path"]) as r:
         info = r.info
@@ -170,11 +178,13 @@ def run_scene(scene: dict, qualities, jp2_bpp, model: Path, device: str, work: P
                                geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
                 w.write(0, 0, 0, values)
             base = {"scene": scene["name"], "band": pol, "width": info.width, "height": info.height}
-            for qv in qualities:
-                row = {**base, **learned_point(src, values, scene["domain"], clip, nodata, qv, model, device, work)}
-                rows.append(row)
-                log(f"  {scene['name']:>18} {pol} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
-                    f"dB RMSE {row['db_rmse']:.3f}")
+            for label, model in models.items():
+                for qv in qualities:
+                    row = {**base, **learned_point(src, values, scene["domain"], clip, nodata, qv, model, device,
+                                                   work, label)}
+                    rows.append(row)
+                    log(f"  {scene['name']:>18} {pol} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
+                        f"dB RMSE {row['db_rmse']:.3f}")
             for t in jp2_bpp:
                 row = {**base, **jpeg2000.run_band(values, scene["domain"], t, work, f"{scene['name']}_{pol}",
                                                    nodata=nodata, clip_db=clip, geotransform=info.geotransform,
@@ -212,6 +222,15 @@ def aggregate_points(rows: list[dict], subset: str = "all") -> list[dict]:
                     "encode_mp_s": pixels / 1e6 / seconds_e if seconds_e else None,
                     "decode_mp_s": pixels / 1e6 / seconds_d if seconds_d else None, **extra})
     out.sort(key=lambda p: (p["codec"], p["bpp"]))
+    return out
+
+
+def lower_envelope(points: list[dict], key: str = "db_rmse") -> list[dict]:
+    """The points, by rising bpp, that beat every cheaper point's `key` (lower is better)."""
+    out: list[dict] = []
+    for p in sorted(points, key=lambda p: p["bpp"]):
+        if p[key] is not None and np.isfinite(p[key]) and (not out or p[key] < out[-1][key]):
+            out.append(p)
     return out
 
 
@@ -319,20 +338,20 @@ def _f(v, fmt=".3f") -> str:
 
 
 def summary_markdown(doc: dict) -> str:
-    m, d = doc["model"], doc["device"]
-    lines = [f"# Rate-distortion: learned codec vs JPEG-2000 ({doc['date']})", "",
-             f"Model: `{m['name']}` ({m['variant']}), decoder SHA-256 `{m['decoder_sha256'][:16]}...`, "
-             f"from `{m['path']}`.  ",
-             f"Scenes: {', '.join(doc['settings']['scenes'])} ({doc['settings']['scene_bands']} scene-bands, "
-             f"{doc['settings']['megapixels']:.2f} MP).  ",
-             f"Device: {d['cpu']} ({d['cores']} cores), GPU: {d['gpu'] or 'none'}, "
-             f"onnxruntime providers that ran: {', '.join(d['providers_used']) or '-'}.  ",
-             "Clip bounds: per band, 0.5 / 99.5 percentiles of the valid dB values (PSNR and SSIM on the [0,1] "
-             "image within these bounds; each scene-band's bounds are in rd_points.json). ENL ratio: pixel-weighted "
-             "mean over scene-bands (finite values), median in brackets.  ",
-             f"JPEG-2000: {jpeg2000.NOTE}.  ",
-             "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
-             "included); pixels outside the clip range are coded as sparse corrections.", ""]
+    d = doc["device"]
+    lines = [f"# Rate-distortion: learned codec vs JPEG-2000 ({doc['date']})", ""]
+    lines += [f"Model: `{m['name']}` ({m['variant']}), decoder SHA-256 `{m['decoder_sha256'][:16]}...`, "
+              f"from `{m['path']}`.  " for m in doc["models"]]
+    lines += [f"Scenes: {', '.join(doc['settings']['scenes'])} ({doc['settings']['scene_bands']} scene-bands, "
+              f"{doc['settings']['megapixels']:.2f} MP).  ",
+              f"Device: {d['cpu']} ({d['cores']} cores), GPU: {d['gpu'] or 'none'}, "
+              f"onnxruntime providers that ran: {', '.join(d['providers_used']) or '-'}.  ",
+              "Clip bounds: per band, 0.5 / 99.5 percentiles of the valid dB values (PSNR and SSIM on the [0,1] "
+              "image within these bounds; each scene-band's bounds are in rd_points.json). ENL ratio: pixel-weighted "
+              "mean over scene-bands (finite values), median in brackets.  ",
+              f"JPEG-2000: {jpeg2000.NOTE}.  ",
+              "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
+              "included); pixels outside the clip range are coded as sparse corrections.", ""]
     if doc.get("timing_note"):
         lines += [f"Timings: {doc['timing_note']}", ""]
     for subset in doc["settings"]["subsets"]:
@@ -352,6 +371,8 @@ def summary_markdown(doc: dict) -> str:
                 f"{p['setting']}: latents {p['bpp_latent']:.3f}, outliers {p['bpp_outlier']:.3f}, "
                 f"mask {p['bpp_mask']:.3f}, header+index {p['bpp_header_index']:.3f}" for p in lp) + "."]
         bd = doc["bd_rate"][subset]
+        if len(doc["models"]) > 1 and bd.get("test_settings"):
+            lines += ["", "Learned curve for the BD-rate (lower envelope): " + ", ".join(bd["test_settings"]) + "."]
         if bd["bd_rate_percent"] is not None:
             lines += ["", f"BD-rate of the learned codec vs JPEG-2000 (dB RMSE, over {bd['overlap'][0]:.3f}-"
                           f"{bd['overlap'][1]:.3f} dB, degree-{bd['fit_degree']} fit): "
@@ -381,13 +402,16 @@ def plot(doc: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = {"learned": "tab:red", "jpeg2000": "tab:blue"}
-    labels = {"learned": f"learned ({doc['model']['name']})", "jpeg2000": "JPEG-2000"}
+    labels = {"learned": "learned (" + ", ".join(m["name"] for m in doc["models"]) + ")", "jpeg2000": "JPEG-2000"}
     for ax, key, ylabel in ((axes[0], "db_rmse", "dB RMSE (valid pixels)"),
                             (axes[1], "psnr", "PSNR [dB] on clipped [0,1] dB image")):
         for codec in ("jpeg2000", "learned"):
             raw = [r for r in doc["results"] if r["codec"] == codec]
             ax.scatter([r["bpp"] for r in raw], [r[key] for r in raw], s=8, alpha=0.25, color=colours[codec])
             pts = [p for p in doc["aggregates"] if p["codec"] == codec and p["subset"] == "all"]
+            if codec == "learned" and len(doc["models"]) > 1:
+                ax.scatter([p["bpp"] for p in pts], [p[key] for p in pts], s=14, marker="x", color=colours[codec])
+                pts = lower_envelope(pts)
             ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", color=colours[codec],
                     label=labels[codec] + " (aggregate)")
         ax.set_xscale("log")
@@ -405,8 +429,9 @@ def plot(doc: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled default model, "
-                                                 f"{default_model_dir()})")
+    p.add_argument("--model", nargs="+", default=None,
+                   help="model bundle folder(s); several are points of one learned curve, e.g. one per lambda "
+                        f"(default: the bundled default model, {default_model_dir()})")
     p.add_argument("--data", default=str(DATA_DIR), help="shared SAR data folder (default: %(default)s)")
     p.add_argument("--scenes", nargs="+", default=None,
                    help="restrict to scenes whose file name contains one of these (e.g. berlin panama)")
@@ -422,7 +447,12 @@ def main(argv=None) -> int:
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
     a = p.parse_args(argv)
 
-    model = resolve_model(a.model)
+    bundles = [resolve_model(m) for m in (a.model or [None])]
+    infos = [model_info(b) for b in bundles]
+    names = [i["name"] or b.name for i, b in zip(infos, bundles)]
+    if len(set(names)) != len(names):
+        names = [b.name for b in bundles]
+    models = {"": bundles[0]} if len(bundles) == 1 else dict(zip(names, bundles))
     qualities = a.qualities or (QUICK_QUALITIES if a.quick else DEFAULT_QUALITIES)
     jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
     scenes = grd_scenes(a.data, a.scenes)
@@ -436,16 +466,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="sarc_rd_") as tmp:
         for s in scenes:
             log(f"{s['name']}")
-            rows += run_scene(s, qualities, jp2_bpp, model, a.device, Path(tmp), log)
+            rows += run_scene(s, qualities, jp2_bpp, models, a.device, Path(tmp), log)
 
     subsets = ["all"] + [pol for pol in POLARISATIONS if any(r["band"] == pol for r in rows)]
     aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
     bd = {}
     for sub in subsets:
         ref = [pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "jpeg2000"]
-        test = [pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "learned"]
+        test = lower_envelope([pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "learned"])
         bd[sub] = bd_rate([pt["bpp"] for pt in ref], [pt["db_rmse"] for pt in ref],
                           [pt["bpp"] for pt in test], [pt["db_rmse"] for pt in test])
+        bd[sub]["test_settings"] = [pt["setting"] for pt in test]
     providers = [r["provider"] for r in rows if r["codec"] == "learned"]
     doc = {
         "name": "rate_distortion",
@@ -455,7 +486,8 @@ def main(argv=None) -> int:
         "device": device_info(providers),
         "versions": versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": model_info(model),
+        "model": infos[0],
+        "models": infos,
         "timing_note": a.timing_note,
         "settings": {"scenes": [s["name"] for s in scenes], "scene_bands": len({(r["scene"], r["band"])
                                                                                  for r in rows}),

@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import jpeg2000  # noqa: E402
+from codec_fixtures import build_tiny_bundle  # noqa: E402
 import rate_distortion as rd  # noqa: E402
 
 
@@ -122,6 +123,12 @@ def test_wilcoxon_at_matched_bpp_interpolates_each_scene_bands_jpeg2000_curve():
     assert pairs[0][2] == pytest.approx(1.0)  # interpolated exactly at a JPEG-2000 point
 
 
+def test_lower_envelope_keeps_only_points_no_cheaper_point_beats():
+    pts = [{"setting": n, "bpp": b, "db_rmse": d} for n, b, d in
+           (("a", 0.3, 2.0), ("b", 0.2, 2.5), ("c", 0.4, 2.1), ("d", 0.5, 1.8), ("e", 0.1, float("nan")))]
+    assert [p["setting"] for p in rd.lower_envelope(pts)] == ["b", "a", "d"]
+
+
 # --- end to end -----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -149,6 +156,24 @@ def test_rate_distortion_end_to_end_on_one_scene(tiny_bundle, sar_data, tmp_path
     assert "BD-rate" in md and "| learned | quality=1 |" in md and "| jpeg2000 |" in md
     assert (out / "rd_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "BD-rate" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_several_bundles_are_points_of_one_learned_curve(tiny_bundle, sar_data, tmp_path):
+    other = build_tiny_bundle(tmp_path / "other", name="tiny-b", seed=1)
+    out = tmp_path / "results"
+    rc = rd.main(["--model", str(tiny_bundle), str(other), "--data", str(sar_data), "--scenes", "berlin",
+                  "--qualities", "1", "--jp2-bpp", "0.1", "1", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "rd_points.json").read_text())
+    assert [m["name"] for m in doc["models"]] == ["tiny", "tiny-b"]
+    learned = [r for r in doc["results"] if r["codec"] == "learned"]
+    assert {r["setting"] for r in learned} == {"tiny quality=1", "tiny-b quality=1"}
+    assert {r["model"] for r in learned} == {"tiny", "tiny-b"}
+    envelope = doc["bd_rate"]["all"]["test_settings"]
+    agg = {a["setting"]: a for a in doc["aggregates"] if a["subset"] == "all" and a["codec"] == "learned"}
+    assert envelope == [p["setting"] for p in rd.lower_envelope(list(agg.values()))] and envelope
+    assert "Learned curve for the BD-rate" in (out / "rd_summary.md").read_text()
 
 
 def test_rate_distortion_writes_nothing_without_out(tiny_bundle, sar_data, tmp_path, monkeypatch):
