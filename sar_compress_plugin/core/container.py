@@ -1,6 +1,7 @@
 """The .sarc container: byte layout, chunk coders, integrity checks (docs/format.md is the reference).
 
-Layout: a 16-byte preamble (magic, format version), independently addressable chunks, a JSON header, and a
+Layout: a 16-byte preamble (magic, format version), independently addressable chunks, a JSON header (zstd
+framed from format version 2: the tile index and CRS text are most of a small file's overhead), and a
 fixed 60-byte footer (header offset/length, header CRC32, SHA-256 of everything before the footer).
 The header sits at the end so compression can stream chunks to disk without knowing their sizes in advance,
 and carries the tile index so a reader can fetch any tile's chunks with one seek each.
@@ -29,7 +30,8 @@ from .errors import ContainerFormatError, OutputPathError
 log = logging.getLogger(__name__)
 
 MAGIC = b"SARC\x89\r\n\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ZSTD_HEADER_SINCE = 2  # versions before this store the header as plain JSON
 PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
 FOOTER = struct.Struct("<QQI32s8s")  # header offset, header length, header crc32, body sha256, end magic
 FOOTER_MAGIC = b"SARCEND\x00"
@@ -165,7 +167,7 @@ class ContainerWriter:
         return entry
 
     def finish(self, header: dict) -> int:
-        body = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = zstd_compress(json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8"), 19)
         offset = self._pos
         self._write(body)
         footer = FOOTER.pack(offset, len(body), zlib.crc32(body), self._sha.digest(), FOOTER_MAGIC)
@@ -230,6 +232,8 @@ class ContainerReader:
         raw = self._pread(off, length)
         if zlib.crc32(raw) != crc:
             raise self._fail("header checksum mismatch (file corrupted)")
+        if version >= ZSTD_HEADER_SINCE:
+            raw = zstd_decompress(raw, MAX_HEADER_BYTES, f"{self.path}: header")
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -47,7 +47,7 @@ def rewrite_header(src: Path, dst: Path, mutate) -> Path:
     raw = src.read_bytes()
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
     mutate(header)
-    body = raw[:off] + json.dumps(header).encode()
+    body = raw[:off] + container.zstd_compress(json.dumps(header).encode())
     footer = container.FOOTER.pack(off, len(body) - off, zlib.crc32(body[off:]), hashlib.sha256(body).digest(),
                                    container.FOOTER_MAGIC)
     dst.write_bytes(body + footer)
@@ -274,7 +274,7 @@ def test_cli_happy_path_prints_measured_figures(small, tmp_path, tiny_bundle, ca
     assert cli.info_main([str(out), "--verify"]) == 0
     assert "verify: OK" in capsys.readouterr().out
     assert cli.info_main([str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["format_version"] == 1
+    assert json.loads(capsys.readouterr().out)["format_version"] == container.FORMAT_VERSION
     rec = tmp_path / "cli.tif"
     assert cli.reconstruct_main([str(out), str(rec), "--model-dir", str(tiny_bundle), "--device", "cpu",
                                  "--window", "8", "8", "20", "16", "-q"]) == 0

@@ -230,6 +230,40 @@ def test_header_records_everything_needed(berlin_sarc):
     assert len(h["chunks"]["latent"]) == 16 * 2
 
 
+def _as_format_version_1(sarc: Path, out: Path) -> Path:
+    """The same file laid out as a format-1 writer wrote it: plain JSON header, version 1 in the preamble,
+    footer offsets, CRC and SHA-256 recomputed (the chunks, before the header, are unchanged)."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import zlib  # noqa: PLC0415
+
+    raw = sarc.read_bytes()
+    off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
+    header = json.loads(container.zstd_decompress(raw[off:off + length], 1 << 24, "test"))
+    header["format_version"] = 1
+    body = json.dumps(header, separators=(",", ":")).encode()
+    head = bytearray(raw[:off])
+    head[:container.PREAMBLE.size] = container.PREAMBLE.pack(container.MAGIC, 1, 0, 0)
+    data = bytes(head) + body
+    footer = container.FOOTER.pack(off, len(body), zlib.crc32(body), hashlib.sha256(data).digest(),
+                                   container.FOOTER_MAGIC)
+    out.write_bytes(data + footer)
+    return out
+
+
+def test_header_is_zstd_framed_and_format_1_files_still_decode(berlin_sarc, tiny_bundle, tmp_path):
+    sarc, _ = berlin_sarc
+    raw = sarc.read_bytes()
+    off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
+    assert raw[off:off + 4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
+    v1 = _as_format_version_1(sarc, tmp_path / "v1.sarc")
+    assert v1.stat().st_size > sarc.stat().st_size  # the plain JSON header is the larger one
+    with CompressedRaster(v1, model_dirs=[tiny_bundle], device="cpu", verify=True) as old, \
+            CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as new:
+        assert old.info["format_version"] == 1
+        assert np.array_equal(old.read(), new.read())
+
+
 def test_core_imports_neither_qgis_nor_torch():
     core = Path(codec.__file__).parent
     for f in core.glob("*.py"):
