@@ -51,7 +51,10 @@ def _rate_distortion(ckpt: dict) -> dict | None:
     """The manifest's record of rate-distortion training, or None for a distortion-only checkpoint."""
     if "entropy_model" not in ckpt:
         return None
-    return {"lmbda": ckpt.get("config", {}).get("lmbda")}
+    rd = {"lmbda": ckpt.get("config", {}).get("lmbda")}
+    if ckpt["entropy_model"].get("kind", "factorized") != "factorized":
+        rd["entropy_model"] = ckpt["entropy_model"]["kind"]
+    return rd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SarCompressError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"bundle": str(args.outdir), "files": manifest["files"], "parity": manifest["parity"]}, indent=2))
+    summary = {"bundle": str(args.outdir), "files": manifest["files"], "parity": manifest["parity"]}
+    if "hyperprior" in manifest:  # how close the integer h_s the codec runs is to the trained float one
+        summary["hyperprior_integer_vs_float"] = manifest["hyperprior"]["integer_vs_float"]
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -132,7 +132,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     quantiser and are the inputs of the parity check. The bundle is assembled in a temporary folder and moved
     into place only once every check passed. `rate_distortion` (e.g. {"lmbda": ...}) marks a model trained
     with a learned prior: its quantiser is fixed at integer steps instead of calibrated, and the manifest
-    records it.
+    records it. A hyperprior model also gets hyper_encoder.onnx and hyperprior.npz (export/hyperprior_export.py).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +168,15 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             raise ExportError(f"ONNX output differs from PyTorch by more than {FLOAT32_ATOL}: {parity}")
         files = {"encoder": {"path": enc.name, "sha256": sha256_of(enc)},
                  "decoder": {"path": dec.name, "sha256": sha256_of(dec)}}
+        hyperprior = None
+        if hasattr(model, "h_s"):  # a HyperpriorModel: its side-information coder goes into the bundle too
+            from export.hyperprior_export import export_hyperprior  # noqa: PLC0415
+
+            try:
+                hp_files, hyperprior = export_hyperprior(model, work, latents, _export_module, opset, FLOAT32_ATOL)
+            except ValueError as exc:
+                raise ExportError(f"hyperprior: {exc}") from None
+            files.update(hp_files)
 
         if float16:
             enc16, dec16 = work / "encoder_fp16.onnx", work / "decoder_fp16.onnx"
@@ -182,7 +191,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             files["encoder_fp16"] = {"path": enc16.name, "sha256": sha256_of(enc16)}
             files["decoder_fp16"] = {"path": dec16.name, "sha256": sha256_of(dec16)}
 
-        manifest = dict(info, files=files, parity=parity)
+        manifest = dict(info, files=files, parity=parity, **({"hyperprior": hyperprior} if hyperprior else {}))
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -76,8 +76,9 @@ def compress_main(argv=None) -> int:
     p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
                    help="value domain (default: VALUE_DOMAIN tag, else integer -> amplitude, "
                         "float with negatives -> db, else intensity)")
-    p.add_argument("--coder", default="auto", choices=["auto", "zstd-int8", "range-factorized-int8"],
-                   help="latent coder (auto: range coder when the model has entropy tables for this quality)")
+    p.add_argument("--coder", default="auto", choices=["auto", "zstd-int8", "range-factorized-int8", "range-hyperprior-int8"],
+                   help="latent coder (auto: the hyperprior at quality 1 when the model has one, else the range "
+                        "coder when it has entropy tables for this quality, else zstd)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -170,6 +171,8 @@ def info_main(argv=None) -> int:
             if "entropy_tables" in h:
                 et = h["entropy_tables"]
                 print(f"  entropy  tables sha256 {et['sha256'][:16]}... (quality {et['quality']}), from the model bundle")
+            if "hyperprior" in h:
+                print(f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle")
             o = h.get("outliers", {})
             print(f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
                   f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.config import TrainConfig, read_config_file, resolve
+from trainer.config import ENTROPY_MODELS, TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lmbda", type=float, default=None,
                    help="rate-distortion training: loss = lmbda * distortion + estimated bits per pixel of the "
                         "latents under a learned factorized prior [off: distortion only]")
+    p.add_argument("--entropy-model", choices=ENTROPY_MODELS, default=None,
+                   help=f"with --lmbda: the learned prior of the latents; 'hyperprior' adds a scale hyperprior "
+                        f"(side information z predicting each latent's scale) [{d.entropy_model}]")
     p.add_argument("--seed", type=int, default=None, help=f"[{d.seed}]")
     p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")

@@ -19,6 +19,9 @@ class ConfigError(SarCompressError):
     """A config file or value is invalid."""
 
 
+ENTROPY_MODELS = ("factorized", "hyperprior")
+
+
 @dataclass
 class TrainConfig:
     variant: str = "baseline"
@@ -35,6 +38,7 @@ class TrainConfig:
     mse_weight: float = 0.7
     ssim_weight: float = 0.3
     lmbda: float | None = None       # rate-distortion trade-off; None: distortion-only training
+    entropy_model: str = "factorized"  # with lmbda: "factorized" prior or scale "hyperprior"
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -61,6 +65,10 @@ class TrainConfig:
             raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         if self.lmbda is not None and not self.lmbda > 0:
             raise ConfigError(f"lmbda must be > 0, got {self.lmbda}")
+        if self.entropy_model not in ENTROPY_MODELS:
+            raise ConfigError(f"entropy_model must be one of {', '.join(ENTROPY_MODELS)}, got {self.entropy_model!r}")
+        if self.entropy_model != "factorized" and self.lmbda is None:
+            raise ConfigError(f"entropy_model {self.entropy_model!r} needs --lmbda (rate-distortion training)")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self

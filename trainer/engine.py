@@ -133,6 +133,11 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
     return stats
 
 
+def _one_sample(out: dict, j: int) -> dict:
+    """Sample j of a model output, also inside nested dicts (a hyperprior's likelihoods {"y", "z"})."""
+    return {k: _one_sample(v, j) if isinstance(v, dict) else v[j:j + 1] for k, v in out.items()}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch.Tensor, torch.Tensor]],
              batch_size: int = 16) -> dict:
@@ -150,7 +155,7 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch
             out = model(x)
             x_hat = out["x_hat"].float()
             for j in range(x.shape[0]):
-                terms = loss_terms(loss_fn, {k: v[j:j + 1] for k, v in out.items()}, x[j:j + 1])
+                terms = loss_terms(loss_fn, _one_sample(out, j), x[j:j + 1])
                 losses.append(float(terms["loss"]))
                 if "bpp" in terms:
                     bpps.append(float(terms["bpp"]))

@@ -92,7 +92,7 @@ class FactorizedPrior(nn.Module):
         b, c, h, w = y.shape
         if c != self.channels:
             raise ValueError(f"prior has {self.channels} channels, latents have {c}")
-        v = y.float().permute(1, 0, 2, 3).reshape(c, 1, -1)
+        v = y.to(self.matrices[0].dtype).permute(1, 0, 2, 3).reshape(c, 1, -1)  # float32 unless made double
         lower = self._logits_cumulative(v - 0.5)
         upper = self._logits_cumulative(v + 0.5)
         sign = torch.where(lower + upper > 0, -1.0, 1.0).detach()

@@ -75,9 +75,16 @@ class RateDistortionLoss(nn.Module):
         self.distortion = SarLoss(mse_weight, ssim_weight)
 
     def forward(self, x_hat: torch.Tensor, target: torch.Tensor,
-                likelihoods: torch.Tensor) -> dict[str, torch.Tensor]:
+                likelihoods: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`likelihoods` is one tensor (factorized prior) or a dict of them (hyperprior: {"y", "z"}); a dict's
+        parts are also reported one by one as bpp_<name>, so the log shows what the side information costs."""
         terms = self.distortion(x_hat, target)
         pixels = target.shape[0] * target.shape[-2] * target.shape[-1]
-        bpp = -torch.log2(likelihoods.float()).sum() / pixels
-        return {"loss": self.lmbda * terms["loss"] + bpp, "distortion": terms["loss"], "mse": terms["mse"],
-                "ssim": terms["ssim"], "bpp": bpp}
+        parts = likelihoods if isinstance(likelihoods, dict) else {"": likelihoods}
+        bits = {k: -torch.log2(v.float()).sum() / pixels for k, v in parts.items()}
+        bpp = sum(bits.values())
+        out = {"loss": self.lmbda * terms["loss"] + bpp, "distortion": terms["loss"], "mse": terms["mse"],
+               "ssim": terms["ssim"], "bpp": bpp}
+        if isinstance(likelihoods, dict):
+            out.update({f"bpp_{k}": v for k, v in bits.items()})
+        return out

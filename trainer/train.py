@@ -16,10 +16,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sar_compress_plugin.core.errors import ModelMismatchError
 from trainer import distributed, reporting
-from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from trainer.checkpoint import (CheckpointError, entropy_model_kind, load_checkpoint, make_checkpoint,
+                                save_checkpoint)
 from trainer.config import TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
+from trainer.hyperprior import HyperpriorModel
 from trainer.losses import RateDistortionLoss, SarLoss
 from trainer.rate_distortion import RateDistortionModel
 from trainer.registry import create_model
@@ -85,6 +87,9 @@ def run_training(cfg: TrainConfig) -> dict:
                 raise ModelMismatchError(f"{resume}: checkpoint was trained "
                                          f"{'with' if 'entropy_model' in ckpt else 'without'} --lmbda, "
                                          f"this run {'sets' if cfg.lmbda is not None else 'does not set'} it")
+            if cfg.lmbda is not None and entropy_model_kind(ckpt) != cfg.entropy_model:
+                raise ModelMismatchError(f"{resume}: checkpoint has a {entropy_model_kind(ckpt)} entropy model, "
+                                         f"this run asks for {cfg.entropy_model}")
             model.load_state_dict(ckpt["model_state_dict"])
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
@@ -123,6 +128,7 @@ def run_training(cfg: TrainConfig) -> dict:
                       **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"]}
             if cfg.lmbda is not None:
                 record["train_bpp"] = stats.get("train_bpp", math.nan)
+                record.update({k: v for k, v in stats.items() if k.startswith("train_bpp_")})
             history.append(record)
             improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
             if improved and math.isfinite(val["val_loss"]):
@@ -161,12 +167,13 @@ def _check_variant(ckpt: dict, path, variant: str) -> None:
 
 
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-    """Warm start: copy the transform of a trained checkpoint; a rate-distortion wrapper's prior, which a plain
-    checkpoint does not have, keeps its initialisation. Any other missing or extra weight is an error."""
+    """Warm start: copy the transform of a trained checkpoint; a rate-distortion wrapper's prior (and a
+    hyperprior's h_a and h_s), which a plain checkpoint does not have, keep their initialisation. Any other
+    missing or extra weight is an error."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
     _check_variant(ckpt, cfg.init, cfg.variant)
     result = model.load_state_dict(ckpt["model_state_dict"], strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("prior.")]
+    missing = [k for k in result.missing_keys if not k.startswith(("prior.", "h_a.", "h_s."))]
     if missing or result.unexpected_keys:
         raise ModelMismatchError(f"{cfg.init}: weights do not fit this model (missing {missing[:3]}, "
                                  f"unexpected {result.unexpected_keys[:3]})")
@@ -178,7 +185,10 @@ def _model_and_loss(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]
     model = create_model(cfg.variant, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels)
     if cfg.lmbda is None:
         return model, SarLoss(cfg.mse_weight, cfg.ssim_weight)
-    return RateDistortionModel(model), RateDistortionLoss(cfg.lmbda, cfg.mse_weight, cfg.ssim_weight)
+    loss = RateDistortionLoss(cfg.lmbda, cfg.mse_weight, cfg.ssim_weight)
+    if cfg.entropy_model == "hyperprior":
+        return HyperpriorModel(model), loss
+    return RateDistortionModel(model), loss
 
 
 def _epochs_since_best(history: list[dict]) -> int:

@@ -30,6 +30,7 @@ from . import container as C
 from .entropy_coding import RANGE_CODER, ChannelTables, quality_key
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
+from .hyperprior import HYPERPRIOR_CODER, HyperpriorCoder
 from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
                             normalise, percentile_bounds, to_db)
 from .quantization import QuantizationParams, dequantize, quantize
@@ -62,17 +63,28 @@ class CompressOptions:
     band_names: list | None = None
     outlier_margin_db: float = OUTLIER_MARGIN_DB
     outlier_step_db: float = OUTLIER_STEP_DB
-    #: "auto": the bundle's range coder when it has entropy tables for this quality, else zstd
+    #: "auto": the bundle's hyperprior at quality 1 when it has one, else its range coder when it has entropy
+    #: tables for this quality, else zstd
     latent_coder: str = "auto"
 
 
-LATENT_CODER_CHOICES = ("auto", C.LATENT_CODER, RANGE_CODER)
+LATENT_CODER_CHOICES = ("auto", C.LATENT_CODER, RANGE_CODER, HYPERPRIOR_CODER)
 
 
 def choose_latent_coder(model: OnnxCodecModel, quality: float, wanted: str = "auto"):
-    """(coder name, ChannelTables or None) for compressing latents at `quality` with `model`."""
+    """(coder name, ChannelTables / HyperpriorCoder / None) for compressing latents at `quality` with `model`.
+
+    The hyperprior's Gaussian tables assume the step the model was trained with (quality 1); other qualities
+    fall back to the factorized tables or zstd.
+    """
     if wanted not in LATENT_CODER_CHOICES:
         raise SarCompressError(f"unknown latent coder {wanted!r}; expected one of {', '.join(LATENT_CODER_CHOICES)}")
+    hyper_ok = model.hyperprior is not None and quality_key(quality) == "1"
+    if wanted == HYPERPRIOR_CODER and not hyper_ok:
+        raise SarCompressError(f"model {model.name} " + ("has no hyperprior" if model.hyperprior is None else
+                               f"codes with its hyperprior only at quality 1, not {quality_key(quality)}"))
+    if wanted in ("auto", HYPERPRIOR_CODER) and hyper_ok:
+        return HYPERPRIOR_CODER, model.hyperprior
     tables = model.entropy_tables.for_quality(quality) if model.entropy_tables else None
     if wanted == RANGE_CODER and tables is None:
         have = sorted(model.entropy_tables.by_quality) if model.entropy_tables else []
@@ -245,7 +257,15 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
                  latent_coder):
     info = reader.info
     coder_name, tables = latent_coder
-    encode_latents = tables.encode if tables is not None else C.encode_latents
+    if isinstance(tables, HyperpriorCoder):
+        def encode_latents(qb, yb):
+            return tables.encode(qb, model.hyper_encode(yb))
+    elif tables is not None:
+        def encode_latents(qb, yb):
+            return tables.encode(qb)
+    else:
+        def encode_latents(qb, yb):
+            return C.encode_latents(qb)
     nb, dtype = info.band_count, np.dtype(info.dtype)
     writer = C.ContainerWriter(f)
     n_entries = grid.count * nb
@@ -272,7 +292,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         q = quantize(y, qp)
         for b in range(nb):
             k = b * grid.count + i
-            index["latent"][k] = writer.add_chunk(encode_latents(q[b]))
+            index["latent"][k] = writer.add_chunk(encode_latents(q[b], y[b]))
             raw, db, valid = cores[b]
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
@@ -306,7 +326,8 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "invalid_pixels": invalid_pixels,
         "quantization": qp.to_dict(),
         **({"entropy_tables": {"sha256": model.entropy_tables.sha256, "quality": quality_key(qp.quality)}}
-           if tables is not None else {}),
+           if coder_name == RANGE_CODER else {}),
+        **({"hyperprior": {"sha256": tables.sha256}} if coder_name == HYPERPRIOR_CODER else {}),
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata]},
@@ -389,6 +410,8 @@ class CompressedRaster:
             if self.latent_coder == RANGE_CODER:
                 et = h["entropy_tables"]
                 self._tables_sha256, self._tables_key = str(et["sha256"]).lower(), str(et["quality"])
+            if self.latent_coder == HYPERPRIOR_CODER:
+                self._hyperprior_sha256 = str(h["hyperprior"]["sha256"]).lower()
             self.outlier_step = float(h.get("outliers", {}).get("step_db", OUTLIER_STEP_DB))
             if not (math.isfinite(self.outlier_step) and self.outlier_step > 0):
                 raise ValueError("outlier step")
@@ -441,6 +464,16 @@ class CompressedRaster:
                                      f"table for quality {self._tables_key}")
         return tables
 
+    def _hyperprior(self) -> HyperpriorCoder:
+        """The integer hyper-decoder and tables this file was coded with: from the decoder's bundle, by SHA-256."""
+        hp = self.model.hyperprior
+        if hp is None or hp.sha256 != self._hyperprior_sha256:
+            raise ModelMismatchError(f"{self.path}: needs a hyperprior with SHA-256 {self._hyperprior_sha256} "
+                                     f"beside decoder {self.info['model']['decoder_sha256'][:12]}..., but bundle "
+                                     f"{self.model.bundle_dir} has "
+                                     f"{'none' if hp is None else hp.sha256[:12] + '...'}")
+        return hp
+
     def verify(self) -> None:
         self._reader.verify()
 
@@ -455,6 +488,8 @@ class CompressedRaster:
         shape = (self.channels, *self.grid.latent_shape(tile))
         if self.latent_coder == RANGE_CODER:
             q = self._range_tables().decode(data, shape, what)
+        elif self.latent_coder == HYPERPRIOR_CODER:
+            q = self._hyperprior().decode(data, shape, what)
         else:
             q = C.decode_latents(data, shape, what)
         self._cache[key] = q

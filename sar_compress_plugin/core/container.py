@@ -40,7 +40,9 @@ LATENT_CODER = "zstd-int8"
 MASK_CODER = "packbits-zstd"
 OUTLIER_CODER = "zstd-int32-byteplanes"
 RANGE_LATENT_CODER = "range-factorized-int8"  # core.entropy_coding; needs the bundle's entropy tables
-KNOWN_CODERS = {"latent": (LATENT_CODER, RANGE_LATENT_CODER), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
+HYPERPRIOR_LATENT_CODER = "range-hyperprior-int8"  # core.hyperprior; needs the bundle's hyperprior.npz
+KNOWN_CODERS = {"latent": (LATENT_CODER, RANGE_LATENT_CODER, HYPERPRIOR_LATENT_CODER), "mask": (MASK_CODER,),
+                "outlier": (OUTLIER_CODER,)}
 
 MAX_HEADER_BYTES = 256 << 20
 MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
@@ -318,6 +320,10 @@ def validate_header(h, chunks_end: int, path: str) -> None:
             et = h["entropy_tables"]
             _req(isinstance(et, dict) and isinstance(et.get("sha256"), str) and isinstance(et.get("quality"), str),
                  path, "names the range coder but not its entropy tables")
+        if coders["latent"] == HYPERPRIOR_LATENT_CODER:
+            hp = h["hyperprior"]
+            _req(isinstance(hp, dict) and isinstance(hp.get("sha256"), str), path,
+                 "names the hyperprior coder but not its hyperprior file")
         for kind in ("latent", "mask", "outlier"):
             entries = c[kind]
             _req(isinstance(entries, list) and len(entries) == ntiles * nb, path,

@@ -64,37 +64,49 @@ class ChannelTables:
 
     def encode(self, q: np.ndarray) -> bytes:
         """(channels, h, w) int8 symbols -> range-coded 32-bit words, little-endian."""
-        import constriction  # noqa: PLC0415
-
         q = np.asarray(q)
         if q.ndim != 3 or q.shape[0] != self.channels:
             raise ValueError(f"latents of shape {q.shape} do not match {self.channels}-channel tables")
-        sym = q.astype(np.int32) - self.qmin
-        if sym.size and (sym.min() < 0 or sym.max() >= self.counts.shape[1]):
-            raise ValueError("latent symbol outside the tables' range")
+        return self.encode_groups([(c, q[c].ravel()) for c in range(self.channels)])
+
+    def encode_groups(self, groups) -> bytes:
+        """[(table row, symbols), ...] -> one range-coded stream of 32-bit words, little-endian: each group's
+        symbols coded in order with its row's model (a row is a channel here, a scale index for the hyperprior)."""
+        import constriction  # noqa: PLC0415 (only files that use this coder need it)
+
+        models = self._categoricals()
         enc = constriction.stream.queue.RangeEncoder()
-        for c, model in enumerate(self._categoricals()):
-            enc.encode(np.ascontiguousarray(sym[c].ravel()), model)
+        for row, symbols in groups:
+            sym = np.asarray(symbols).astype(np.int32).ravel() - self.qmin
+            if sym.size and (sym.min() < 0 or sym.max() >= self.counts.shape[1]):
+                raise ValueError("latent symbol outside the tables' range")
+            enc.encode(np.ascontiguousarray(sym), models[row])
         return enc.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, shape: tuple[int, int, int], what: str) -> np.ndarray:
         """Inverse of encode; damaged data gives ContainerFormatError or wrong-but-in-range symbols (the
         chunk CRC is what detects damage), never a crash or an allocation beyond `shape`."""
-        import constriction  # noqa: PLC0415
-
         c, h, w = shape
         if c != self.channels:
             raise ContainerFormatError(f"{what}: file has {c} latent channels, entropy tables {self.channels}")
+        parts = self.decode_groups(data, [(ch, h * w) for ch in range(c)], what)
+        return np.stack(parts).astype(np.int8).reshape(shape) if c else np.empty(shape, np.int8)
+
+    def decode_groups(self, data: bytes, groups, what: str) -> list[np.ndarray]:
+        """Inverse of encode_groups for [(table row, symbol count), ...]: int32 symbol values per group."""
+        import constriction  # noqa: PLC0415
+
         if len(data) % 4:
             raise ContainerFormatError(f"{what}: range-coded chunk is not a whole number of 32-bit words")
-        out = np.empty((c, h * w), dtype=np.int8)
+        models = self._categoricals()
+        out = []
         try:
             dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-            for ch, model in enumerate(self._categoricals()):
-                out[ch] = (np.asarray(dec.decode(model, h * w), dtype=np.int32) + self.qmin).astype(np.int8)
+            for row, n in groups:
+                out.append(np.asarray(dec.decode(models[row], int(n)), dtype=np.int32) + self.qmin)
         except Exception as exc:  # constriction raises its own types on exhausted/invalid streams
             raise ContainerFormatError(f"{what}: range-coded chunk cannot be decoded ({exc})") from None
-        return out.reshape(shape)
+        return out
 
 
 @dataclass

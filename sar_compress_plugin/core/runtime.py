@@ -18,6 +18,7 @@ import numpy as np
 
 from .entropy_coding import EntropyTables, load_tables
 from .errors import ModelBundleError, ModelMismatchError, SarCompressError
+from .hyperprior import HyperpriorCoder, load_hyperprior
 from .preprocessing import PreprocessingParams
 from .quantization import QuantizationParams
 
@@ -83,10 +84,13 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
     if len(m["quantization"]["step"]) != int(m["latent_channels"]):
         raise ModelBundleError(f"{mp}: quantization has {len(m['quantization']['step'])} channels, "
                                f"latent_channels says {m['latent_channels']}")
-    if "entropy_tables" in files and not isinstance(files["entropy_tables"], dict):
-        raise ModelBundleError(f"{mp}: files.entropy_tables must name a path and a sha256")
+    for extra in ("entropy_tables", "hyperprior", "hyper_encoder"):
+        if extra in files and not isinstance(files[extra], dict):
+            raise ModelBundleError(f"{mp}: files.{extra} must name a path and a sha256")
+    if ("hyperprior" in files) != ("hyper_encoder" in files):
+        raise ModelBundleError(f"{mp}: a hyperprior needs both files.hyperprior and files.hyper_encoder")
     if verify:
-        for part in ("encoder", "decoder"):
+        for part in ("encoder", "decoder", *(["hyper_encoder"] if "hyper_encoder" in files else [])):
             f = d / files[part]["path"]
             if not f.is_file():
                 raise ModelBundleError(f"{d}: {part} file {files[part]['path']} is missing")
@@ -131,7 +135,10 @@ def _providers_for(device: str) -> list[str]:
 class OnnxCodecModel:
     """Encoder and decoder sessions of one verified bundle; created once, reused for every tile."""
 
-    def __init__(self, bundle_dir: str | os.PathLike, device: str = "auto", threads: int | None = None):
+    def __init__(self, bundle_dir: str | os.PathLike, device: str = "auto", threads: int | None = None,
+                 optimize: bool = True):
+        """`optimize=False` turns onnxruntime's graph optimisations off (a second numerical path, used by the
+        tests that show hyperprior decoding does not depend on how the encoder's floats were computed)."""
         import onnxruntime as ort  # noqa: PLC0415
 
         self.bundle_dir = Path(bundle_dir)
@@ -158,6 +165,9 @@ class OnnxCodecModel:
             threads = int(os.environ.get("SAR_COMPRESS_THREADS", "0") or 0)
         if threads:
             so.intra_op_num_threads = threads
+        if not optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self._session_options, self._providers_wanted = so, wanted
         sessions = {}
         for part in ("encoder", "decoder"):
             path = self.bundle_dir / m["files"][part]["path"]
@@ -179,6 +189,14 @@ class OnnxCodecModel:
         if "entropy_tables" in m["files"]:
             t = m["files"]["entropy_tables"]
             self.entropy_tables = load_tables(self.bundle_dir / str(t.get("path", "")), t.get("sha256"))
+        self.hyperprior: HyperpriorCoder | None = None
+        self._hyper_enc = None
+        if "hyperprior" in m["files"]:
+            t = m["files"]["hyperprior"]
+            self.hyperprior = load_hyperprior(self.bundle_dir / str(t.get("path", "")), t.get("sha256"))
+            if self.hyperprior.latent_channels != self.latent_channels:
+                raise ModelBundleError(f"{self.bundle_dir}: hyperprior predicts {self.hyperprior.latent_channels} "
+                                       f"latent channels, the model has {self.latent_channels}")
         self._enc_in = self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name
         log.info("model %s (%s) on %s", self.name, self.variant, self.provider)
@@ -192,6 +210,30 @@ class OnnxCodecModel:
         """(N,1,H,W) float32 in [0,1], H and W multiples of 16 -> (N,C,H/16,W/16) float32."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         return np.asarray(self._enc.run(None, {self._enc_in: x})[0], dtype=np.float32)
+
+    def hyper_encode(self, y: np.ndarray) -> np.ndarray:
+        """(C, h, w) float latents of one tile -> unrounded z (N, ceil(h/4), ceil(w/4)), float32.
+
+        Zero-padded at the bottom/right to multiples of 4 as in training. Encoder side only: its floats may
+        differ between machines, which changes which z gets stored but never how a stored file decodes.
+        The session is created on first use, so decoding never loads it.
+        """
+        import onnxruntime as ort  # noqa: PLC0415
+
+        if self.hyperprior is None:
+            raise SarCompressError(f"model {self.name} has no hyperprior")
+        if self._hyper_enc is None:
+            path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
+            try:
+                self._hyper_enc = ort.InferenceSession(str(path), sess_options=self._session_options,
+                                                       providers=self._providers_wanted)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelBundleError(f"{path}: onnxruntime cannot load the hyper-encoder ({exc})") from None
+        y = np.asarray(y, dtype=np.float32)
+        f = self.hyperprior.decoder.upsampling
+        y = np.pad(y, ((0, 0), (0, -y.shape[1] % f), (0, -y.shape[2] % f)))[None]
+        name = self._hyper_enc.get_inputs()[0].name
+        return np.asarray(self._hyper_enc.run(None, {name: np.ascontiguousarray(y)})[0][0], dtype=np.float32)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N,C,h,w) float32 -> (N,1,16h,16w) float32 in [0,1]."""

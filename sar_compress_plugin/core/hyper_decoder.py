@@ -1,0 +1,138 @@
+"""The hyperprior's synthesis transform h_s as an integer network: z symbols -> scale indices, bit-exact everywhere.
+
+A range decoder must use exactly the probability model the encoder used, symbol by symbol; with a hyperprior
+that model is chosen by h_s(z). Run in floating point, h_s could give a scale a hair above a table boundary on
+one machine (GPU kernel, BLAS build, thread count, fused multiply-add) and a hair below on another, and the rest
+of the tile would decode to garbage. So the codec never evaluates h_s in floating point: export
+(export/hyperprior_export.py) quantises its weights to integers with power-of-two scales and this module runs it
+in numpy int64, where every sum is exact and therefore independent of summation order, threads or hardware.
+
+Each layer: acc = conv(x, W) + b in int64 (a transposed convolution is a convolution of the zero-dilated
+input with the flipped kernel), ReLU, then a rounding right shift back to the activation scale and a
+saturation at `act_max`. Export proves that no accumulator can leave int64 for any input within the symbol
+range (`max_abs_accumulator`), and this loader checks it again. The last layer's output is a scale in fixed
+point, mapped to an index of the scale table by integer comparison against integer thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import ModelBundleError
+
+CONV, DECONV = 0, 1  # layer kinds: stride-1 'same' convolution; stride-2 transposed convolution (k, pad k//2, out-pad 1)
+INT64_SAFE = 1 << 62
+
+
+class IntegerHyperDecoder:
+    """The integer layers of h_s plus the scale thresholds (all int64 numpy arrays, from the bundle)."""
+
+    def __init__(self, kinds, weights, biases, shifts, act_max: int, thresholds, z_min: int, z_max: int):
+        try:
+            self.kinds = [int(k) for k in kinds]
+            self.weights = [np.asarray(w) for w in weights]
+            self.biases = [np.asarray(b) for b in biases]
+            self.shifts = [int(s) for s in shifts]
+            self.act_max = int(act_max)
+            self.thresholds = np.asarray(thresholds)
+            self.z_min, self.z_max = int(z_min), int(z_max)
+        except (TypeError, ValueError) as exc:
+            raise ModelBundleError(f"integer hyper-decoder: malformed parameters ({exc})") from None
+        self._validate()
+        self.weights = [w.astype(np.int64) for w in self.weights]
+        self.biases = [b.astype(np.int64) for b in self.biases]
+        self.thresholds = self.thresholds.astype(np.int64)
+
+    def _validate(self) -> None:
+        def fail(msg: str) -> ModelBundleError:
+            return ModelBundleError(f"integer hyper-decoder: {msg}")
+
+        n = len(self.kinds)
+        if n == 0 or not (len(self.weights) == len(self.biases) == len(self.shifts) == n):
+            raise fail("layer lists are empty or of different lengths")
+        channels = None
+        for i, (kind, w, b, s) in enumerate(zip(self.kinds, self.weights, self.biases, self.shifts)):
+            if kind not in (CONV, DECONV):
+                raise fail(f"layer {i} has unknown kind {kind}")
+            if w.dtype.kind not in "iu" or b.dtype.kind not in "iu" or w.ndim != 4 or w.shape[2] != w.shape[3] \
+                    or w.shape[2] % 2 == 0 or b.shape != (w.shape[0],):
+                raise fail(f"layer {i}: weights must be integer (out, in, k, k) with odd k and one bias per output")
+            if channels is not None and w.shape[1] != channels:
+                raise fail(f"layer {i} takes {w.shape[1]} channels, the previous layer gives {channels}")
+            if not 0 <= s < 63:
+                raise fail(f"layer {i}: shift {s} out of range")
+            channels = w.shape[0]
+        if not (0 < self.act_max < 1 << 31) or not (-(1 << 15) <= self.z_min < self.z_max < 1 << 15):
+            raise fail("act_max or the z symbol range is out of bounds")
+        t = self.thresholds
+        if t.ndim != 1 or t.size == 0 or t.dtype.kind not in "iu" or (np.diff(t.astype(np.int64)) <= 0).any():
+            raise fail("scale thresholds must be a strictly increasing 1-D integer array")
+        if self.max_abs_accumulator() >= INT64_SAFE:
+            raise fail("an accumulator could overflow int64 for some input")
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights[-1].shape[0]
+
+    @property
+    def levels(self) -> int:
+        """Number of scale indices (thresholds + 1)."""
+        return int(self.thresholds.size) + 1
+
+    @property
+    def upsampling(self) -> int:
+        return 2 ** sum(k == DECONV for k in self.kinds)
+
+    def max_abs_accumulator(self) -> int:
+        """A bound on |accumulator| over every layer and every input in the z range (Python ints: exact)."""
+        bound_in = max(abs(self.z_min), abs(self.z_max))
+        worst = 0
+        for w, b in zip(self.weights, self.biases):
+            per_out = np.abs(w.astype(object)).reshape(w.shape[0], -1).sum(axis=1)
+            worst = max(worst, max(int(s) * bound_in + abs(int(v)) for s, v in zip(per_out, b.astype(object))))
+            bound_in = self.act_max
+        return worst
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed-point scales."""
+        x = np.asarray(z)
+        if x.ndim != 3 or x.shape[0] != self.in_channels or x.dtype.kind not in "iu":
+            raise ValueError(f"z must be integer ({self.in_channels}, h, w), got {x.dtype} {x.shape}")
+        if x.size and (x.min() < self.z_min or x.max() > self.z_max):
+            raise ValueError(f"z outside [{self.z_min}, {self.z_max}]")
+        x = x.astype(np.int64)
+        for kind, w, b, s in zip(self.kinds, self.weights, self.biases, self.shifts):
+            x = _layer(x, kind, w, b)
+            np.maximum(x, 0, out=x)
+            if s:
+                x = (x + (1 << (s - 1))) >> s  # round half up; x >= 0 after the ReLU
+            np.minimum(x, self.act_max, out=x)
+        return x
+
+    def scale_indices(self, z: np.ndarray) -> np.ndarray:
+        """(in_channels, h, w) integer z -> (out_channels, 4h, 4w) uint8 indices into the scale table:
+        index = how many thresholds lie strictly below the fixed-point scale."""
+        return np.searchsorted(self.thresholds, self(z), side="left").astype(np.uint8)
+
+
+def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    k = w.shape[-1]
+    p = k // 2
+    if kind == DECONV:  # transposed conv, stride 2, padding p, output padding 1 == conv of the dilated input
+        c, h, wd = x.shape
+        dilated = np.zeros((c, 2 * h - 1, 2 * wd - 1), dtype=np.int64)
+        dilated[:, ::2, ::2] = x
+        x = np.pad(dilated, ((0, 0), (k - 1 - p, k - p), (k - 1 - p, k - p)))
+    else:
+        x = np.pad(x, ((0, 0), (p, p), (p, p)))
+    cols = sliding_window_view(x, (k, k), axis=(1, 2))  # (C, Ho, Wo, k, k)
+    ho, wo = cols.shape[1:3]
+    cols = cols.transpose(1, 2, 0, 3, 4).reshape(ho * wo, -1)
+    out = cols @ w.reshape(w.shape[0], -1).T  # int64 matmul: exact, so any summation order gives these integers
+    out += b
+    return np.ascontiguousarray(out.T).reshape(w.shape[0], ho, wo)
