@@ -28,6 +28,10 @@ from trainer.models.base import SarAutoencoder
 SCALE_BOUND = 0.11
 #: The scale table the codec codes with: 64 log-spaced scales from 0.11 to 256 (CompressAI's default range).
 SCALE_TABLE_MIN, SCALE_TABLE_MAX, SCALE_TABLE_LEVELS = 0.11, 256.0, 64
+#: Where h_s's predicted scales start (the bias of its last convolution). A fresh h_s otherwise predicts scales
+#: near 0, i.e. the 0.11 bound, and a warm-started transform's latents (std about 2.5-3.5 for the default
+#: model) then cost 1.4 bpp until h_s catches up: the first 40 of a 120-step run went on that.
+SCALE_INIT = 3.0
 
 
 def scale_table() -> list[float]:
@@ -86,6 +90,7 @@ class HyperpriorModel(SarAutoencoder):
         self.hyper_channels = int(hyper_channels)
         self.h_a = build_hyper_analysis(self.latent_channels, self.hyper_channels)
         self.h_s = build_hyper_synthesis(self.latent_channels, self.hyper_channels)
+        nn.init.constant_(self.h_s[-2].bias, SCALE_INIT)
         self.prior = FactorizedPrior(self.hyper_channels, filters, init_scale)
 
     def _build(self, latent_channels: int, base_channels: int) -> tuple[nn.Module, nn.Module]:
