@@ -12,6 +12,9 @@ its peak RSS (resource.getrusage, ru_maxrss) belongs to that measurement alone:
 * latents_range      range-code and decode the quantised latents of those tiles with the bundle's entropy tables
                      (core.entropy_coding; quality --quality), encode and decode times listed separately
 * latents_zstd       the same symbols with the zstd-int8 coder, for comparison
+* latents_hyperprior the same tiles with the bundle's hyperprior (range-hyperprior-int8, quality 1 only): encode
+                     = hyper-encoder (ONNX) + integer hyper-decoder + range coding; decode = integer
+                     hyper-decoder + range decoding (only for bundles with a hyperprior)
 * jp2_encode         GeoTIFF -> dB -> clip -> uint16 -> .jp2 (benchmarks/jpeg2000.py)
 * jp2_decode         .jp2 -> dB -> original domain -> GeoTIFF
 
@@ -53,7 +56,7 @@ from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  #
 DEFAULT_SOURCE = DATA_DIR / "s1_iw_grd_berlin_512.tif"
 PROJECT_SHAPE = (25_000, 17_000)
 MEASUREMENTS = ("model_load", "codec_compress", "codec_reconstruct", "onnx_encode", "onnx_decode",
-                "latents_range", "latents_zstd", "jp2_encode", "jp2_decode")
+                "latents_range", "latents_zstd", "latents_hyperprior", "jp2_encode", "jp2_decode")
 
 
 def peak_rss_mb() -> float:
@@ -108,7 +111,7 @@ def worker(spec: dict) -> dict:
     seconds, extra = [], {}
     provider = None
     prep = None
-    if what in ("onnx_encode", "onnx_decode", "latents_range", "latents_zstd"):
+    if what in ("onnx_encode", "onnx_decode", "latents_range", "latents_zstd", "latents_hyperprior"):
         values, _ = _read_all(raster)
         db, valid = to_db(values, "intensity")
         x = normalise(db, *percentile_bounds(db, valid))
@@ -119,14 +122,26 @@ def worker(spec: dict) -> dict:
             prep = [m.encode(t) for t in _tiles(x, spec["tile"])]
         elif what.startswith("latents_"):
             qp = replace(m.quantization, quality=float(spec["quality"]))
-            prep = [quantize(m.encode(t), qp)[0] for t in _tiles(x, spec["tile"])]
-            if what == "latents_range":
+            ys = [m.encode(t)[0] for t in _tiles(x, spec["tile"])]
+            prep = [quantize(y, qp) for y in ys]
+            if what == "latents_hyperprior":
+                if m.hyperprior is None or qp.quality != 1.0:
+                    raise ValueError("latents_hyperprior needs a bundle with a hyperprior, at quality 1")
+                hp = m.hyperprior
+
+                def code(q, y):
+                    return hp.encode(q, m.hyper_encode(y))
+                uncode = hp.decode
+            elif what == "latents_range":
                 tables = m.entropy_tables.for_quality(qp.quality) if m.entropy_tables else None
                 if tables is None:
                     raise ValueError(f"the bundle has no entropy tables for quality {qp.quality}")
-                code, uncode = tables.encode, tables.decode
+                code, uncode = (lambda q, y: tables.encode(q)), tables.decode
             else:
-                code, uncode = C.encode_latents, C.decode_latents
+                code, uncode = (lambda q, y: C.encode_latents(q)), C.decode_latents
+            if what != "latents_hyperprior":
+                del ys
+                ys = [None] * len(prep)
     for _ in range(spec["repeats"]):
         t0 = time.perf_counter()
         if what == "model_load":
@@ -147,7 +162,7 @@ def worker(spec: dict) -> dict:
             for y in prep:
                 m.decode(y)
         elif what.startswith("latents_"):
-            chunks = [code(q) for q in prep]
+            chunks = [code(q, y) for q, y in zip(prep, ys)]
             t1 = time.perf_counter()
             for q, data in zip(prep, chunks):
                 if not np.array_equal(uncode(data, q.shape, "bench"), q):
@@ -217,6 +232,10 @@ def main(argv=None) -> int:
         if "latents_range" in order and "entropy_tables" not in load_manifest(model, verify=False)["files"]:
             print("the bundle has no entropy tables: latents_range skipped", file=sys.stderr)
             order.remove("latents_range")
+        if "latents_hyperprior" in order and ("hyperprior" not in load_manifest(model, verify=False)["files"]
+                                              or a.quality != 1.0):
+            print("the bundle has no hyperprior (or --quality is not 1): latents_hyperprior skipped", file=sys.stderr)
+            order.remove("latents_hyperprior")
         # reconstruct needs a .sarc and jp2_decode a .jp2: make them (untimed) when their producer is not run
         if "codec_reconstruct" in order and "codec_compress" not in order:
             measure({**spec, "what": "codec_compress", "repeats": 1})

@@ -290,3 +290,18 @@ def test_file_needs_the_hyperprior_it_was_coded_with(hp_bundle, tmp_path):
             cr.read()
     with CompressedRaster(sarc, model_dirs=[hp_bundle], device="cpu") as cr:
         assert cr.read().shape == (1, 64, 64)
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_times_the_hyperprior_coder(hp_bundle, sar_data, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import throughput  # noqa: PLC0415
+
+    rc = throughput.main(["--model", str(hp_bundle), "--source", str(sar_data / "s1_iw_grd_berlin_512.tif"),
+                          "--size", "0", "--repeats", "1", "--device", "cpu", "--only", "latents_hyperprior",
+                          "latents_zstd", "--out", str(tmp_path)])
+    assert rc == 0
+    got = {r["what"]: r for r in json.loads((tmp_path / "throughput.json").read_text())["results"]}
+    hp, zs = got["latents_hyperprior"], got["latents_zstd"]
+    assert hp["symbols"] == zs["symbols"] > 0 and hp["latent_bytes"] > 0  # decoded symbols were checked equal
+    assert hp["mp_s"] > 0 and hp["encode_s"][0] > 0 and hp["decode_s"][0] > 0
