@@ -337,6 +337,11 @@ def _f(v, fmt=".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _ratio(v) -> str:
+    """An ENL ratio: a codec that flattens homogeneous windows sends it towards infinity (1e29 at 0.04 bpp)."""
+    return "-" if v is None else format(v, ".2e" if abs(v) >= 1e4 else ".3f")
+
+
 def summary_markdown(doc: dict) -> str:
     d = doc["device"]
     lines = [f"# Rate-distortion: learned codec vs JPEG-2000 ({doc['date']})", ""]
@@ -363,7 +368,7 @@ def summary_markdown(doc: dict) -> str:
         for p in pts:
             lines.append(f"| {p['codec']} | {p['setting']} | {p['bpp']:.3f} | {_f(p['db_rmse'])} | "
                          f"{_f(p['db_rmse_in_range'])} | {_f(p['db_rmse_out_of_range'])} | {_f(p['psnr'], '.2f')} | "
-                         f"{_f(p['ssim'])} | {_f(p['enl_ratio'])} ({_f(p['enl_ratio_median'])}) | {_f(p['epi'])} | {_f(p['encode_mp_s'], '.2f')} | "
+                         f"{_f(p['ssim'])} | {_ratio(p['enl_ratio'])} ({_ratio(p['enl_ratio_median'])}) | {_f(p['epi'])} | {_f(p['encode_mp_s'], '.2f')} | "
                          f"{_f(p['decode_mp_s'], '.2f')} |")
         lp = [p for p in pts if p["codec"] == "learned"]
         if lp:
