@@ -10,7 +10,12 @@ in numpy int64, where every sum is exact and therefore independent of summation 
 Each layer: acc = conv(x, W) + b in int64 (a transposed convolution is a convolution of the zero-dilated
 input with the flipped kernel), ReLU, then a rounding right shift back to the activation scale and a
 saturation at `act_max`. Export proves that no accumulator can leave int64 for any input within the symbol
-range (`max_abs_accumulator`), and this loader checks it again. The last layer's output is a scale in fixed
+range (`max_abs_accumulator`), and this loader checks it again.
+
+numpy has no BLAS for integers, so the products are summed in float64 when a layer's bound allows: if every
+|partial sum| stays below 2^53, every product and every partial sum is an integer float64 holds exactly, so
+each addition is exact and any BLAS, thread count, blocking or FMA gives the same integers as int64 would.
+A layer whose bound is larger falls back to int64. The last layer's output is a scale in fixed
 point, mapped to an index of the scale table by integer comparison against integer thresholds.
 """
 
@@ -23,6 +28,7 @@ from .errors import ModelBundleError
 
 CONV, DECONV = 0, 1  # layer kinds: stride-1 'same' convolution; stride-2 transposed convolution (k, pad k//2, out-pad 1)
 INT64_SAFE = 1 << 62
+FLOAT64_EXACT = 1 << 53  # every integer below this is a float64, so sums that stay below it are exact
 
 
 class IntegerHyperDecoder:
@@ -43,6 +49,9 @@ class IntegerHyperDecoder:
         self.weights = [w.astype(np.int64) for w in self.weights]
         self.biases = [b.astype(np.int64) for b in self.biases]
         self.thresholds = self.thresholds.astype(np.int64)
+        # per layer: weights as float64 when its sums are provably exact there, else None (int64 matmul)
+        self._float_weights = [w.astype(np.float64) if bound < FLOAT64_EXACT else None
+                               for w, bound in zip(self.weights, self.layer_bounds())]
 
     def _validate(self) -> None:
         def fail(msg: str) -> ModelBundleError:
@@ -88,15 +97,20 @@ class IntegerHyperDecoder:
     def upsampling(self) -> int:
         return 2 ** sum(k == DECONV for k in self.kinds)
 
-    def max_abs_accumulator(self) -> int:
-        """A bound on |accumulator| over every layer and every input in the z range (Python ints: exact)."""
+    def layer_bounds(self) -> list[int]:
+        """Per layer, a bound on |sum of products| for every input in the z range (Python ints: exact)."""
         bound_in = max(abs(self.z_min), abs(self.z_max))
-        worst = 0
-        for w, b in zip(self.weights, self.biases):
+        bounds = []
+        for w in self.weights:
             per_out = np.abs(w.astype(object)).reshape(w.shape[0], -1).sum(axis=1)
-            worst = max(worst, max(int(s) * bound_in + abs(int(v)) for s, v in zip(per_out, b.astype(object))))
+            bounds.append(max(int(s) for s in per_out) * bound_in)
             bound_in = self.act_max
-        return worst
+        return bounds
+
+    def max_abs_accumulator(self) -> int:
+        """A bound on |accumulator| (products and bias) over every layer and every input in the z range."""
+        return max(p + max(abs(int(v)) for v in b.astype(object))
+                   for p, b in zip(self.layer_bounds(), self.biases))
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed-point scales."""
@@ -106,8 +120,8 @@ class IntegerHyperDecoder:
         if x.size and (x.min() < self.z_min or x.max() > self.z_max):
             raise ValueError(f"z outside [{self.z_min}, {self.z_max}]")
         x = x.astype(np.int64)
-        for kind, w, b, s in zip(self.kinds, self.weights, self.biases, self.shifts):
-            x = _layer(x, kind, w, b)
+        for kind, w, wf, b, s in zip(self.kinds, self.weights, self._float_weights, self.biases, self.shifts):
+            x = _layer(x, kind, w, b, wf)
             np.maximum(x, 0, out=x)
             if s:
                 x = (x + (1 << (s - 1))) >> s  # round half up; x >= 0 after the ReLU
@@ -120,7 +134,7 @@ class IntegerHyperDecoder:
         return np.searchsorted(self.thresholds, self(z), side="left").astype(np.uint8)
 
 
-def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray, w_float: np.ndarray | None = None) -> np.ndarray:
     k = w.shape[-1]
     p = k // 2
     if kind == DECONV:  # transposed conv, stride 2, padding p, output padding 1 == conv of the dilated input
@@ -133,6 +147,9 @@ def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray) -> np.ndarray
     cols = sliding_window_view(x, (k, k), axis=(1, 2))  # (C, Ho, Wo, k, k)
     ho, wo = cols.shape[1:3]
     cols = cols.transpose(1, 2, 0, 3, 4).reshape(ho * wo, -1)
-    out = cols @ w.reshape(w.shape[0], -1).T  # int64 matmul: exact, so any summation order gives these integers
+    if w_float is not None:  # exact in float64 (see the module docstring), and BLAS-fast
+        out = (cols.astype(np.float64) @ w_float.reshape(w.shape[0], -1).T).astype(np.int64)
+    else:
+        out = cols @ w.reshape(w.shape[0], -1).T  # int64 matmul: exact, so any summation order gives these integers
     out += b
     return np.ascontiguousarray(out.T).reshape(w.shape[0], ho, wo)

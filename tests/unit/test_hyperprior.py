@@ -82,6 +82,23 @@ def test_integer_layers_compute_what_torch_layers_define():
     assert np.array_equal(dec(_z()), x[0].numpy().astype(np.int64))
 
 
+def test_float64_sums_give_the_int64_integers_and_are_used_only_where_provably_exact():
+    """The fast path sums products in float64 (BLAS); where a layer's bound is below 2^53 every partial sum is
+    an exactly representable integer, so it must equal the int64 path bit for bit, extreme inputs included."""
+    dec = _random_decoder()
+    assert all(w is not None for w in dec._float_weights)  # this decoder's bounds allow the float path
+    rng = np.random.default_rng(3)
+    zs = [_z(), np.full((6, 5, 4), 127), np.full((6, 5, 4), -127), rng.integers(-127, 128, size=(6, 7, 3))]
+    fast = [dec(z) for z in zs]
+    dec._float_weights = [None] * len(dec.weights)  # force int64 everywhere
+    assert all(np.array_equal(f, dec(z)) for f, z in zip(fast, zs))
+    big = IntegerHyperDecoder([CONV], [np.full((2, 2, 3, 3), 1 << 45)], [np.zeros(2, np.int64)], [45], (1 << 24) - 1,
+                              np.array([1, 2]), -127, 127)
+    assert big._float_weights[0] is None  # 18 * 2^45 * 127 > 2^53: summed in int64
+    z = np.full((2, 3, 3), 127)
+    assert big(z)[0, 1, 1] == 18 * 127  # the sum 18 * 127 * 2^45, exact in int64, shifted back by 45 bits
+
+
 PINNED_INDICES_SHA256 = "4324ab782925f8adf80214935ec3baeb05b4887090e59acadffdb7fc779fc3e7"  # numpy int64, any version
 
 
