@@ -450,14 +450,18 @@ class CompressedRaster:
     def provider(self) -> str:
         return self.model.provider
 
+    def _check_bundle_file(self, what: str, wanted_sha256: str, have) -> None:
+        """The decoder's bundle must hold the very file (by SHA-256) this file was coded with."""
+        if have is None or have.sha256 != wanted_sha256:
+            raise ModelMismatchError(f"{self.path}: needs {what} with SHA-256 {wanted_sha256} "
+                                     f"beside decoder {self.info['model']['decoder_sha256'][:12]}..., but bundle "
+                                     f"{self.model.bundle_dir} has "
+                                     f"{'none' if have is None else have.sha256[:12] + '...'}")
+
     def _range_tables(self) -> ChannelTables:
         """The entropy tables this file was coded with: from the decoder's bundle, checked by SHA-256."""
         et = self.model.entropy_tables
-        if et is None or et.sha256 != self._tables_sha256:
-            raise ModelMismatchError(f"{self.path}: needs entropy tables with SHA-256 {self._tables_sha256} "
-                                     f"beside decoder {self.info['model']['decoder_sha256'][:12]}..., but bundle "
-                                     f"{self.model.bundle_dir} has "
-                                     f"{'none' if et is None else et.sha256[:12] + '...'}")
+        self._check_bundle_file("entropy tables", self._tables_sha256, et)
         tables = et.by_quality.get(self._tables_key)
         if tables is None or tables.channels != self.channels:
             raise ModelMismatchError(f"{self.path}: the bundle's entropy tables have no {self.channels}-channel "
@@ -467,11 +471,7 @@ class CompressedRaster:
     def _hyperprior(self) -> HyperpriorCoder:
         """The integer hyper-decoder and tables this file was coded with: from the decoder's bundle, by SHA-256."""
         hp = self.model.hyperprior
-        if hp is None or hp.sha256 != self._hyperprior_sha256:
-            raise ModelMismatchError(f"{self.path}: needs a hyperprior with SHA-256 {self._hyperprior_sha256} "
-                                     f"beside decoder {self.info['model']['decoder_sha256'][:12]}..., but bundle "
-                                     f"{self.model.bundle_dir} has "
-                                     f"{'none' if hp is None else hp.sha256[:12] + '...'}")
+        self._check_bundle_file("a hyperprior", self._hyperprior_sha256, hp)
         return hp
 
     def verify(self) -> None:

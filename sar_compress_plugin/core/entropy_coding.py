@@ -141,16 +141,23 @@ def tables_document(counts_by_quality: dict[float, np.ndarray], qmin: int, qmax:
             "fitted_on": fitted_on, "tables": tables}
 
 
-def load_tables(path: str | os.PathLike, expected_sha256: str | None = None) -> EntropyTables:
+def read_bundle_file(path: str | os.PathLike, expected_sha256: str | None, what: str) -> tuple[bytes, str]:
+    """(bytes, SHA-256) of a bundle file that decides decoding, read once and checked against the manifest."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ModelBundleError(f"{p}: cannot read entropy tables ({exc})") from None
+        raise ModelBundleError(f"{p}: cannot read {what} ({exc})") from None
     sha = hashlib.sha256(raw).hexdigest()
     if expected_sha256 is not None and sha != str(expected_sha256).lower():
         raise ModelBundleError(f"{p}: SHA-256 {sha[:12]}... does not match the manifest "
                                f"({str(expected_sha256)[:12]}...); the bundle is damaged")
+    return raw, sha
+
+
+def load_tables(path: str | os.PathLike, expected_sha256: str | None = None) -> EntropyTables:
+    p = Path(path)
+    raw, sha = read_bundle_file(p, expected_sha256, "entropy tables")
     try:
         doc = json.loads(raw)
         if doc.get("format") != TABLES_FORMAT or int(doc.get("version", 0)) > TABLES_VERSION:

@@ -10,7 +10,7 @@ all held in one file of the bundle (hyperprior.npz) whose SHA-256 every file cod
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 import struct
 import zipfile
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .container import HYPERPRIOR_LATENT_CODER as HYPERPRIOR_CODER  # noqa: F401 (the name files record)
-from .entropy_coding import ChannelTables
+from .entropy_coding import ChannelTables, read_bundle_file
 from .errors import ContainerFormatError, ModelBundleError
 from .hyper_decoder import IntegerHyperDecoder
 
@@ -109,16 +109,9 @@ class HyperpriorCoder:
 def load_hyperprior(path: str | os.PathLike, expected_sha256: str | None = None) -> HyperpriorCoder:
     """Read hyperprior.npz (numpy arrays only, no pickles); a bad file is a ModelBundleError."""
     p = Path(path)
+    raw, sha = read_bundle_file(p, expected_sha256, "the hyperprior")
     try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ModelBundleError(f"{p}: cannot read the hyperprior ({exc})") from None
-    sha = hashlib.sha256(raw).hexdigest()
-    if expected_sha256 is not None and sha != str(expected_sha256).lower():
-        raise ModelBundleError(f"{p}: SHA-256 {sha[:12]}... does not match the manifest "
-                               f"({str(expected_sha256)[:12]}...); the bundle is damaged")
-    try:
-        with np.load(p, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:  # the bytes whose SHA-256 was checked
             a = {k: npz[k] for k in npz.files}
         if int(a["format_version"]) > HYPERPRIOR_FORMAT_VERSION:
             raise ValueError(f"format version {int(a['format_version'])} is newer than this codec reads")
