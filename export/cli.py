@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from export.entropy_tables import fit_entropy_tables, training_scenes
 from export.onnx_export import ExportError, export_bundle
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.checkpoint import load_model
@@ -47,16 +46,6 @@ def _default_calibration_paths(ckpt: dict) -> list[Path]:
     return [folder / name for name in summary.get("val_scenes", []) if (folder / name).is_file()]
 
 
-def _rate_distortion(ckpt: dict) -> dict | None:
-    """The manifest's record of rate-distortion training, or None for a distortion-only checkpoint."""
-    if "entropy_model" not in ckpt:
-        return None
-    rd = {"lmbda": ckpt.get("config", {}).get("lmbda")}
-    if ckpt["entropy_model"].get("kind", "factorized") != "factorized":
-        rd["entropy_model"] = ckpt["entropy_model"]["kind"]
-    return rd
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -66,15 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=Path, nargs="+",
                         help="real rasters for quantiser calibration and the parity check "
                              "(default: the checkpoint's validation scenes)")
-    parser.add_argument("--tile", type=int, default=256, help="calibration tile size (multiple of 16)")
+    parser.add_argument("--tile", type=int, default=256, help="calibration tile size (multiple of 64)")
     parser.add_argument("--max-tiles", type=int, default=32)
-    parser.add_argument("--halo", type=int, default=96,
-                        help="context pixels the codec adds around each tile (multiple of 16). With the first default "
-                             "model, 32 left visible seams at 128-px tiles (seam ratio 1.13-1.21, 0.6-0.7 dB from a "
-                             "single-tile run), 64 left 0.1 dB, 96 gave the single-tile result (benchmarks/seams.py)")
+    parser.add_argument("--halo", type=int, default=64,
+                        help="context pixels the codec adds around each tile (multiple of 16); benchmarks/seams.py "
+                             "measures what a halo leaves at tile borders")
+    parser.add_argument("--default-quality", type=float, default=None,
+                        help="the quality the codec uses when the user gives none [middle of the trained levels]")
     parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
-    parser.add_argument("--no-entropy-tables", action="store_true",
-                        help="skip fitting the range coder's tables on the training scenes (files then use zstd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -92,22 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
                       "steps": ckpt.get("step"), "config": ckpt.get("config", {}),
                       "parameters": model.count_parameters()},
-            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "epoch") if k in best},
-            rate_distortion=_rate_distortion(ckpt), float16=args.fp16,
+            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
+                        if k in best},
+            default_quality=args.default_quality, float16=args.fp16,
         )
-        if not args.no_entropy_tables:
-            scenes = training_scenes(manifest)
-            if scenes:
-                fit_entropy_tables(args.outdir, scenes)
-                manifest = json.loads((args.outdir / "manifest.json").read_text())
-            else:
-                logging.warning("no training scenes on disk: no entropy tables, files will use zstd")
     except (SarCompressError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {"bundle": str(args.outdir), "files": manifest["files"], "parity": manifest["parity"]}
-    if "hyperprior" in manifest:  # how close the integer h_s the codec runs is to the trained float one
-        summary["hyperprior_integer_vs_float"] = manifest["hyperprior"]["integer_vs_float"]
+    summary = {"bundle": str(args.outdir), "files": manifest["files"], "parity": manifest["parity"],
+               # how close the integer h_s the codec runs is to the trained float one
+               "hyperprior_integer_vs_float": manifest["hyperprior"]["integer_vs_float"]}
     print(json.dumps(summary, indent=2))
     return 0
 

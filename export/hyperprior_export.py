@@ -1,17 +1,21 @@
-"""A trained hyperprior -> the bundle files the codec codes with: hyper_encoder.onnx and hyperprior.npz.
+"""A trained codec model's entropy model -> the bundle files the codec codes with: hyper_encoder.onnx and
+hyperprior.npz.
 
 The codec must make the same scale choice for every latent on every machine, so h_s becomes an integer network
 (core/hyper_decoder.py): weights scaled by a power of two and rounded to 16-bit integers, biases to the
 accumulator's scale, activations requantised by rounding right shifts to a power-of-two scale chosen from the
-float network's activation range on real tiles (with 4x headroom before saturation). Its output, a scale in
-fixed point, is compared with integer thresholds: floor(scale_table[k] * 2^F), computed here once in float64.
+float network's activation range on real tiles at every quality level (with 4x headroom before saturation).
+Its output is 2M channels in fixed point: M scales, compared with integer thresholds floor(scale_table[k] *
+2^F) computed here once in float64, and M means.
 
 The probability tables are integers too: for z, each channel's trained FactorizedPrior evaluated in float64 at
 the integer bins of the symbol range; for y, a discretised zero-mean Gaussian per scale of the table, its tails
-beyond the range folded into the end symbols (the codec clips there). Every count is at least 1.
+beyond the range folded into the end symbols (the codec clips there). Every count is at least 1. The gain
+vectors of the quality levels are stored beside them (float32: they scale values, they decide no symbol).
 
-How close the integer h_s is to the float one is measured on the calibration tiles and written to the
-manifest: the fraction of latents whose scale index matches, and the estimated rate with either index.
+How close the integer h_s is to the float one is measured on the calibration tiles at every level and written
+to the manifest: the fraction of latents whose scale index matches, the largest mean difference, and the
+estimated rate with either.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import nn
 
 from sar_compress_plugin.core.hyper_decoder import CONV, DECONV, IntegerHyperDecoder
 from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior, save_hyperprior
-from trainer.hyperprior import HyperpriorModel, scale_table
+from trainer.models.codec import SarCodecModel, scale_table
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +40,16 @@ WEIGHT_BITS = 15          # |integer weight| <= 2^15 - 1
 ACTIVATION_BITS = 22      # the calibrated activation maximum maps to about 2^22 ...
 ACT_MAX = (1 << 24) - 1   # ... and activations saturate 4x above it
 TABLE_TOTAL = 1 << 20     # counts are probabilities times this (then >= 1)
-SYMBOL_MIN, SYMBOL_MAX = -127, 127
-
-
-class _AbsThenHa(nn.Module):
-    """What the codec's hyper-encoder computes: h_a(|y|)."""
-
-    def __init__(self, h_a: nn.Module):
-        super().__init__()
-        self.h_a = h_a
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.h_a(torch.abs(y))
+SYMBOL_MIN, SYMBOL_MAX = -127, 127          # z
+Y_SYMBOL_MIN, Y_SYMBOL_MAX = -1023, 1023    # y - mean: wide enough for the top quality's gains
 
 
 def _layers(h_s: nn.Sequential) -> list[tuple[int, nn.Module]]:
-    """[(kind, conv module)] of h_s, which must be (conv or stride-2 transposed conv, ReLU) pairs."""
+    """[(kind, conv module)] of h_s, which must be (conv or stride-2 transposed conv, ReLU) pairs and a last
+    convolution without activation."""
     mods = list(h_s)
-    if len(mods) % 2 or not all(isinstance(r, nn.ReLU) for r in mods[1::2]):
-        raise ValueError("h_s must alternate convolution and ReLU layers")
+    if len(mods) % 2 != 1 or not all(isinstance(r, nn.ReLU) for r in mods[1::2]):
+        raise ValueError("h_s must alternate convolution and ReLU layers and end with a convolution")
     out = []
     for m in mods[0::2]:
         k = m.kernel_size[0]
@@ -84,8 +79,9 @@ def integerise_h_s(h_s: nn.Sequential, z_calibration: torch.Tensor, z_min: int, 
     x = z_calibration.float()
     a_in = 0
     weights, biases, shifts = [], [], []
-    for kind, m in layers:
-        x = torch.relu(m(x))
+    for i, (kind, m) in enumerate(layers):
+        x = m(x)
+        x = torch.relu(x) if i < len(layers) - 1 else x.abs()
         w = _direct_weight(kind, m)
         b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(w.shape[0])
         w_exp = int(math.floor(math.log2(((1 << WEIGHT_BITS) - 1) / max(float(np.abs(w).max()), 1e-12))))
@@ -107,10 +103,10 @@ def _counts(p: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def z_counts(model: HyperpriorModel) -> np.ndarray:
+def z_counts(model: SarCodecModel) -> np.ndarray:
     """(N, symbols) counts of the z prior at integer bins SYMBOL_MIN..SYMBOL_MAX, evaluated in float64."""
     prior = copy.deepcopy(model.prior).double().eval()
-    n = model.hyper_channels
+    n = prior.channels
     bins = torch.arange(SYMBOL_MIN, SYMBOL_MAX + 1, dtype=torch.float64)
     p = prior.likelihood(bins.view(1, 1, -1, 1).expand(1, n, -1, 1).contiguous())[0, :, :, 0].numpy()
     return _counts(p)
@@ -118,15 +114,20 @@ def z_counts(model: HyperpriorModel) -> np.ndarray:
 
 def y_counts(scales: list[float]) -> np.ndarray:
     """(levels, symbols) counts of a discretised zero-mean Gaussian per scale; mass beyond the ends folded in."""
-    q = np.arange(SYMBOL_MIN, SYMBOL_MAX + 1, dtype=np.float64)
+    q = np.arange(Y_SYMBOL_MIN, Y_SYMBOL_MAX + 1, dtype=np.float64)
+    edges = np.append(q - 0.5, q[-1] + 0.5)
     rows = []
     for s in scales:
-        cdf = np.array([0.5 * math.erfc(-v / (s * math.sqrt(2))) for v in np.append(q - 0.5, q[-1] + 0.5)])
+        cdf = 0.5 * _erfc(-edges / (s * math.sqrt(2)))
         p = np.diff(cdf)
         p[0] += cdf[0]
         p[-1] += 1.0 - cdf[-1]
         rows.append(p)
     return _counts(np.stack(rows))
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    return np.array([math.erfc(v) for v in x.ravel()]).reshape(x.shape)
 
 
 def _bits(counts: np.ndarray, rows: np.ndarray, symbols: np.ndarray, qmin: int) -> float:
@@ -135,75 +136,93 @@ def _bits(counts: np.ndarray, rows: np.ndarray, symbols: np.ndarray, qmin: int) 
 
 
 @torch.no_grad()
-def export_hyperprior(model: HyperpriorModel, work: Path, latents: np.ndarray, export_module, opset: int,
+def export_hyperprior(model: SarCodecModel, work: Path, latents: np.ndarray, export_module, opset: int,
                       atol: float) -> tuple[dict, dict]:
     """Write hyper_encoder.onnx and hyperprior.npz into `work`; returns (files entries, manifest section).
 
-    `latents` are the float latents (N, C, h, w) of the calibration tiles; `export_module` is the bundle's own
-    ONNX writer, so the hyper-encoder is exported exactly like the encoder and decoder.
+    `latents` are the float latents g_a(x) (N, C, h, w) of the calibration tiles, before any gain;
+    `export_module` is the bundle's own ONNX writer, so the hyper-encoder is exported like the encoder.
     """
     import onnxruntime as ort  # noqa: PLC0415
 
     from export.onnx_export import sha256_of  # noqa: PLC0415 (circular at import time)
 
     y = torch.from_numpy(latents).float()
-    y_pad = HyperpriorModel.pad_to_hyper_grid(y)
-    z_float = model.hyper_encode(y_pad)
+    n = y.shape[0]
+    scaled = []  # the calibration latents at every level, as the hyper-encoder sees them
+    for level in range(model.levels):
+        gain, _ = model.gains(torch.full((n,), float(level)))
+        scaled.append(model.pad_to_hyper_grid(y * gain))
+    y_all = torch.cat(scaled)
+    z_float = model.h_a(y_all)
     z = torch.clamp(torch.round(z_float), SYMBOL_MIN, SYMBOL_MAX)
 
     enc_path = work / HYPER_ENCODER_NAME
-    export_module(_AbsThenHa(model.h_a).eval(), y_pad[:1], enc_path, "y", "z", opset)
+    export_module(model.h_a.eval(), y_all[:1], enc_path, "y", "z", opset)
     sess = ort.InferenceSession(str(enc_path), providers=["CPUExecutionProvider"])
-    z_onnx = sess.run(None, {"y": y_pad.numpy()})[0]
-    enc_diff = float(np.abs(z_onnx - z_float.numpy()).max())
+    z_onnx = sess.run(None, {"y": y_all.numpy()})[0]
+    enc_diff = float(np.abs(z_onnx - z_float.numpy()).max()) / max(1.0, float(z_float.abs().max()))
     if enc_diff > atol:
-        raise ValueError(f"hyper-encoder ONNX output differs from PyTorch by {enc_diff:.2e} > {atol}")
+        raise ValueError(f"hyper-encoder ONNX output differs from PyTorch by {enc_diff:.2e} (relative) > {atol}")
 
     scales = scale_table()
     decoder, fraction_bits = integerise_h_s(model.h_s, z, SYMBOL_MIN, SYMBOL_MAX, scales)
     zc, yc = z_counts(model), y_counts(scales)
     npz = work / HYPERPRIOR_NAME
-    save_hyperprior(npz, decoder, zc, SYMBOL_MIN, yc, SYMBOL_MIN)
+    save_hyperprior(npz, decoder, fraction_bits, zc, SYMBOL_MIN, yc, Y_SYMBOL_MIN,
+                    model.log_gain.detach().numpy(), model.log_inverse_gain.detach().numpy())
     coder = load_hyperprior(npz)  # what was written must read back
 
-    # integer vs float h_s on the calibration tiles
+    # integer vs float h_s on the calibration tiles, level by level
     h, w = latents.shape[-2:]
-    zi = z.numpy().astype(np.int16)
-    idx_int = np.stack([coder.indices(t, h, w) for t in zi])
-    sigma = model.h_s(z)[..., :h, :w].numpy()
-    idx_float = np.searchsorted(np.asarray(scales[:-1]), sigma, side="left")
-    q = np.clip(np.rint(latents), SYMBOL_MIN, SYMBOL_MAX).astype(np.int64)
-    pixels = latents.shape[0] * h * w * 16 * 16
-    zbits = _bits(zc, np.broadcast_to(np.arange(zc.shape[0])[None, :, None, None], zi.shape), zi.astype(np.int64),
-                  SYMBOL_MIN)
+    pixels = n * h * w * 16 * 16
+    levels = []
+    for level in range(model.levels):
+        zl = z[level * n:(level + 1) * n]
+        ys = (y_all[level * n:(level + 1) * n])[..., :h, :w].numpy()
+        zi = zl.numpy().astype(np.int16)
+        params = [coder.entropy_parameters(t, h, w) for t in zi]
+        idx_int = np.stack([p[0] for p in params])
+        mean_int = np.stack([p[1] for p in params])
+        scale_f, mean_f = model.entropy_parameters(zl, (h, w))
+        idx_float = np.searchsorted(np.asarray(scales[:-1]), scale_f.numpy(), side="left")
+        sym_int = np.clip(np.rint(ys - mean_int), Y_SYMBOL_MIN, Y_SYMBOL_MAX).astype(np.int64)
+        sym_float = np.clip(np.rint(ys - mean_f.numpy()), Y_SYMBOL_MIN, Y_SYMBOL_MAX).astype(np.int64)
+        zbits = _bits(zc, np.broadcast_to(np.arange(zc.shape[0])[None, :, None, None], zi.shape),
+                      zi.astype(np.int64), SYMBOL_MIN)
+        levels.append({
+            "level": level,
+            "index_match_fraction": float((idx_int == idx_float).mean()),
+            "mean_max_abs_diff": float(np.abs(mean_int - mean_f.numpy()).max()),
+            "bpp_y_integer": _bits(yc, idx_int, sym_int, Y_SYMBOL_MIN) / pixels,
+            "bpp_y_float": _bits(yc, idx_float, sym_float, Y_SYMBOL_MIN) / pixels,
+            "bpp_z": zbits / pixels,
+            "symbols_clipped_fraction": float(((ys - mean_int) < Y_SYMBOL_MIN - 0.5).mean()
+                                              + ((ys - mean_int) > Y_SYMBOL_MAX + 0.5).mean()),
+        })
     report = {
-        "z_channels": int(model.hyper_channels), "z_symbols": [SYMBOL_MIN, SYMBOL_MAX],
+        "z_channels": int(model.prior.channels), "z_symbols": [SYMBOL_MIN, SYMBOL_MAX],
+        "y_symbols": [Y_SYMBOL_MIN, Y_SYMBOL_MAX],
         "z_prior_mass_outside_symbols": max(0.0, 1.0 - _prior_mass(model)),
         "scale_table": {"min": scales[0], "max": scales[-1], "levels": len(scales), "spacing": "log"},
         "table_total": TABLE_TOTAL, "activation_saturation": ACT_MAX,
         "output_fraction_bits": fraction_bits,
         "max_abs_accumulator": int(decoder.max_abs_accumulator()),
-        "hyper_encoder_max_abs_diff": enc_diff,
-        "integer_vs_float": {
-            "tiles": int(latents.shape[0]), "latents": int(idx_int.size),
-            "index_match_fraction": float((idx_int == idx_float).mean()),
-            "index_max_abs_diff": int(np.abs(idx_int.astype(int) - idx_float).max()),
-            "bpp_y_integer_indices": _bits(yc, idx_int, q, SYMBOL_MIN) / pixels,
-            "bpp_y_float_indices": _bits(yc, idx_float, q, SYMBOL_MIN) / pixels,
-            "bpp_z": zbits / pixels,
-        },
+        "hyper_encoder_max_rel_diff": enc_diff,
+        "integer_vs_float": {"tiles": int(n), "latents_per_level": int(latents.size), "levels": levels},
     }
-    log.info("hyperprior: integer h_s vs float on %d tiles: %s", latents.shape[0], report["integer_vs_float"])
+    log.info("hyperprior: integer h_s vs float on %d tiles x %d levels: index match %.5f-%.5f", n, model.levels,
+             min(v["index_match_fraction"] for v in levels), max(v["index_match_fraction"] for v in levels))
     files = {"hyper_encoder": {"path": enc_path.name, "sha256": sha256_of(enc_path)},
              "hyperprior": {"path": npz.name, "sha256": sha256_of(npz)}}
     return files, report
 
 
 @torch.no_grad()
-def _prior_mass(model: HyperpriorModel) -> float:
+def _prior_mass(model: SarCodecModel) -> float:
     """The smallest per-channel mass of the z prior inside the symbol range (float64)."""
     prior = copy.deepcopy(model.prior).double().eval()
-    n = model.hyper_channels
+    n = prior.channels
     ends = torch.tensor([SYMBOL_MIN - 0.5, SYMBOL_MAX + 0.5], dtype=torch.float64).view(1, 1, 2)
     c = torch.sigmoid(prior._logits_cumulative(ends.expand(n, 1, 2).contiguous()))[:, 0]
     return float((c[:, 1] - c[:, 0]).min())

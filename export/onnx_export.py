@@ -1,9 +1,8 @@
-"""Trained model -> model bundle (encoder.onnx, decoder.onnx, manifest.json) that the numpy codec runs.
+"""Trained codec model -> model bundle (encoder.onnx, decoder.onnx, hyper_encoder.onnx, hyperprior.npz,
+manifest.json) that the numpy codec runs.
 
 The export checks itself: an ONNX file that disagrees with PyTorch on real SAR tiles is a silent quality
 regression for every user of the plugin, so a parity failure stops the export instead of writing a bundle.
-The quantisation parameters are calibrated here, on real latents, because they belong to the model: every
-file compressed with a bundle records them, and decoding never recomputes them.
 """
 
 from __future__ import annotations
@@ -24,21 +23,11 @@ import torch
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "sar-compress-model"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 OPSET = 17
 FLOAT32_ATOL = 1e-4
 #: float16 weights and activations keep about 3 decimal digits: the [0,1] output may move by a few 1e-3.
 FLOAT16_ATOL = 5e-3
-QMIN, QMAX = -127, 127
-CALIBRATION_PERCENTILES = (0.01, 99.99)
-#: Quantisation steps across the calibrated latent range at quality 1. On the held-out GRD scenes with the first
-#: default model, 254 steps (the whole int8 range) spent 0.586 bpp for 2.306 dB RMSE and 32 steps 0.410 bpp for
-#: 2.322 dB (benchmarks/results/rd_heldout_grd_254steps, its quality=1 and quality=8 rows): the autoencoder's
-#: own error dominates long before quantisation does. Latents beyond the calibrated range still fit the int8
-#: levels (up to 4x the range from its centre).
-STEPS_PER_RANGE = 32
-
-
 class ExportError(RuntimeError):
     """The export could not produce a bundle that matches PyTorch."""
 
@@ -61,24 +50,6 @@ def _export_module(module: torch.nn.Module, example: torch.Tensor, path: Path, i
                       output_name: {0: "batch", 2: "out_height", 3: "out_width"}},
         opset_version=opset, dynamo=False,
     )
-
-
-def calibrate_quantization(latents: np.ndarray) -> dict:
-    """Per-channel uniform quantiser calibrated on the latents of real tiles (int8 integers)."""
-    per_channel = latents.transpose(1, 0, 2, 3).reshape(latents.shape[1], -1)
-    lo, hi = np.percentile(per_channel, CALIBRATION_PERCENTILES, axis=1)
-    offset = (lo + hi) / 2
-    step = np.maximum((hi - lo) / STEPS_PER_RANGE, 1e-6)
-    return {"type": "uniform", "step": [float(v) for v in step], "offset": [float(v) for v in offset],
-            "qmin": QMIN, "qmax": QMAX,
-            "calibration": {"percentiles": list(CALIBRATION_PERCENTILES), "steps_per_range": STEPS_PER_RANGE,
-                            "values": int(per_channel.shape[1])}}
-
-
-def integer_quantization(channels: int) -> dict:
-    """Step 1, offset 0 for every channel: a rate-distortion model was trained to be rounded to integers (its
-    prior priced exactly those), so calibrating a step would quantise differently from what it learned."""
-    return {"type": "uniform", "step": [1.0] * channels, "offset": [0.0] * channels, "qmin": QMIN, "qmax": QMAX}
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -124,27 +95,28 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
 
 def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, variant: str,
                   preprocessing: dict, calibration_tiles: np.ndarray, halo: int = 32,
-                  training: dict | None = None, validation: dict | None = None,
-                  rate_distortion: dict | None = None, float16: bool = False, opset: int = OPSET) -> dict:
+                  default_quality: float | None = None, training: dict | None = None,
+                  validation: dict | None = None, float16: bool = False, opset: int = OPSET) -> dict:
     """Write a verified bundle to `out_dir` and return its manifest.
 
-    `calibration_tiles` are real normalised tiles (N, 1, H, W), H and W multiples of 16: they set the
-    quantiser and are the inputs of the parity check. The bundle is assembled in a temporary folder and moved
-    into place only once every check passed. `rate_distortion` (e.g. {"lmbda": ...}) marks a model trained
-    with a learned prior: its quantiser is fixed at integer steps instead of calibrated, and the manifest
-    records it. A hyperprior model also gets hyper_encoder.onnx and hyperprior.npz (export/hyperprior_export.py).
+    `calibration_tiles` are real normalised tiles (N, 1, H, W), H and W multiples of 64: they calibrate the
+    integer hyper-decoder and are the inputs of the parity checks. The bundle is assembled in a temporary
+    folder and moved into place only once every check passed. `default_quality` (a float level; default the
+    middle of the trained range) is what the codec uses when the user names no quality or target.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tiles = np.ascontiguousarray(calibration_tiles, dtype=np.float32)
-    if tiles.ndim != 4 or tiles.shape[1] != 1 or tiles.shape[2] % 16 or tiles.shape[3] % 16:
-        raise ExportError(f"calibration tiles must be (N,1,H,W) with H, W multiples of 16, got {tiles.shape}")
-    model = model.eval().cpu()
+    if tiles.ndim != 4 or tiles.shape[1] != 1 or tiles.shape[2] % 64 or tiles.shape[3] % 64:
+        raise ExportError(f"calibration tiles must be (N,1,H,W) with H, W multiples of 64, got {tiles.shape}")
+    model = model.eval().cpu().float()
+    top = model.levels - 1
+    default_quality = top / 2 if default_quality is None else float(default_quality)
+    if not 0 <= default_quality <= top:
+        raise ExportError(f"default quality {default_quality} is outside the model's levels 0..{top}")
     with torch.no_grad():
         latents = torch.cat([model.g_a(torch.from_numpy(t[None])) for t in tiles]).numpy()
         recon = torch.cat([model.g_s(torch.from_numpy(y[None])) for y in latents]).numpy()
-    quantization = (integer_quantization(latents.shape[1]) if rate_distortion is not None
-                    else calibrate_quantization(latents))
 
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
@@ -153,36 +125,36 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
         _export_module(model.g_s, torch.from_numpy(latents[:1]), dec, "y", "x_hat", opset)
         info = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "name": name, "variant": variant,
                 "latent_channels": int(latents.shape[1]), "downsampling_factor": 16, "halo": int(halo),
-                "preprocessing": preprocessing, "quantization": quantization,
-                "training": training or {}, "validation": validation or {}}
-        if rate_distortion is not None:
-            info["rate_distortion"] = dict(rate_distortion)
+                "preprocessing": preprocessing,
+                "rate": {"levels": model.levels, "lambdas": list(model.config["lambdas"]),
+                         "default_quality": default_quality,
+                         "loss": "per patch: lambda * 255^2 * MSE(normalised dB) + bpp"},
+                "model_config": dict(model.config), "training": training or {}, "validation": validation or {}}
         for path in (enc, dec):
             _set_metadata(path, {"sar_compress": info})
 
-        parity = {"encoder_max_abs_diff": _max_abs_diff(_session(enc), tiles, latents),
+        scale = max(1.0, float(np.abs(latents).max()))
+        parity = {"encoder_max_rel_diff": _max_abs_diff(_session(enc), tiles, latents) / scale,
                   "decoder_max_abs_diff": _max_abs_diff(_session(dec), latents, recon),
                   "tolerance": FLOAT32_ATOL, "tiles": int(tiles.shape[0]), "tile_shape": list(tiles.shape[2:])}
         log.info("ONNX parity: %s", parity)
-        if max(parity["encoder_max_abs_diff"], parity["decoder_max_abs_diff"]) > FLOAT32_ATOL:
+        if max(parity["encoder_max_rel_diff"], parity["decoder_max_abs_diff"]) > FLOAT32_ATOL:
             raise ExportError(f"ONNX output differs from PyTorch by more than {FLOAT32_ATOL}: {parity}")
         files = {"encoder": {"path": enc.name, "sha256": sha256_of(enc)},
                  "decoder": {"path": dec.name, "sha256": sha256_of(dec)}}
-        hyperprior = None
-        if hasattr(model, "h_s"):  # a HyperpriorModel: its side-information coder goes into the bundle too
-            from export.hyperprior_export import export_hyperprior  # noqa: PLC0415
+        from export.hyperprior_export import export_hyperprior  # noqa: PLC0415
 
-            try:
-                hp_files, hyperprior = export_hyperprior(model, work, latents, _export_module, opset, FLOAT32_ATOL)
-            except ValueError as exc:
-                raise ExportError(f"hyperprior: {exc}") from None
-            files.update(hp_files)
+        try:
+            hp_files, hyperprior = export_hyperprior(model, work, latents, _export_module, opset, FLOAT32_ATOL)
+        except ValueError as exc:
+            raise ExportError(f"hyperprior: {exc}") from None
+        files.update(hp_files)
 
         if float16:
             enc16, dec16 = work / "encoder_fp16.onnx", work / "decoder_fp16.onnx"
             _float16_copy(enc, enc16)
             _float16_copy(dec, dec16)
-            fp16_diff = max(_max_abs_diff(_session(enc16), tiles, latents) / max(float(np.abs(latents).max()), 1e-6),
+            fp16_diff = max(_max_abs_diff(_session(enc16), tiles, latents) / scale,
                             _max_abs_diff(_session(dec16), latents, recon))
             if fp16_diff > FLOAT16_ATOL:
                 raise ExportError(f"float16 copy differs from float32 by {fp16_diff:.2e} > {FLOAT16_ATOL}")
@@ -191,7 +163,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             files["encoder_fp16"] = {"path": enc16.name, "sha256": sha256_of(enc16)}
             files["decoder_fp16"] = {"path": dec16.name, "sha256": sha256_of(dec16)}
 
-        manifest = dict(info, files=files, parity=parity, **({"hyperprior": hyperprior} if hyperprior else {}))
+        manifest = dict(info, files=files, parity=parity, hyperprior=hyperprior)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -71,14 +71,17 @@ def compress_main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
     p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16)")
-    p.add_argument("--quality", type=float, default=1.0,
-                   help="quantisation step multiplier: < 1 finer (more bits), > 1 coarser")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=float, default=None,
+                      help="operating point, a float from 0 (fewest bits) to the model's top level (most bits) "
+                           "[the model's default]")
+    rate.add_argument("--bpp", type=float, default=None, dest="target_bpp",
+                      help="target bits per pixel per band; the quality is searched on sample tiles")
+    rate.add_argument("--target-db-rmse", type=float, default=None,
+                      help="target error in dB (RMSE); the lowest quality that meets it on sample tiles")
     p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
                    help="value domain (default: VALUE_DOMAIN tag, else integer -> amplitude, "
                         "float with negatives -> db, else intensity)")
-    p.add_argument("--coder", default="auto", choices=["auto", "zstd-int8", "range-factorized-int8", "range-hyperprior-int8"],
-                   help="latent coder (auto: the hyperprior at quality 1 when the model has one, else the range "
-                        "coder when it has entropy tables for this quality, else zstd)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -87,7 +90,7 @@ def compress_main(argv=None) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
-                               domain=a.domain, latent_coder=a.coder)
+                               target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
         with _progress_bar("compress", a.quiet) as bar:
             r = compress(a.input, a.output, opts, progress=bar)
         if a.json:
@@ -95,7 +98,8 @@ def compress_main(argv=None) -> int:
         else:
             mp_s = r.pixels * r.bands / 1e6 / max(r.seconds, 1e-9)
             print(f"{r.output_path}: {r.output_bytes} bytes, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per band), "
-                  f"ratio {r.ratio:.1f}:1, {r.outlier_pixels} out-of-range pixels, {r.seconds:.2f} s "
+                  f"ratio {r.ratio:.1f}:1, quality {r.quality:.3f}, {r.outlier_pixels} out-of-range pixels, "
+                  f"{r.seconds:.2f} s "
                   f"({mp_s:.1f} MP/s), provider {r.provider}")
         return 0
 
@@ -165,14 +169,13 @@ def info_main(argv=None) -> int:
             print(f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1")
             print(f"  model    {m['name']} ({m['variant']}) decoder sha256 {m['decoder_sha256']}")
             clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(ra["band_names"], h["clip_db"]))
-            print(f"  clip dB  {clip}  (quantisation quality {h['quantization'].get('quality', 1.0)})")
+            print(f"  clip dB  {clip}")
+            rate = h["rate"]
+            print(f"  quality  {rate['quality']} of 0..{rate.get('levels', 0) - 1} (chosen by {rate.get('chosen_by', '?')}"
+                  + (f", target {rate['target']}" if "target" in rate else "") + ")")
             print(f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
                   f"coders {h['coders']}")
-            if "entropy_tables" in h:
-                et = h["entropy_tables"]
-                print(f"  entropy  tables sha256 {et['sha256'][:16]}... (quality {et['quality']}), from the model bundle")
-            if "hyperprior" in h:
-                print(f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle")
+            print(f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle")
             o = h.get("outliers", {})
             print(f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
                   f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px")

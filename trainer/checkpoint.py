@@ -15,8 +15,6 @@ import torch
 from torch import nn
 
 from sar_compress_plugin.core.errors import ModelMismatchError, SarCompressError
-from trainer.hyperprior import HyperpriorModel
-from trainer.rate_distortion import RateDistortionModel
 from trainer.registry import available_models, create_model
 
 REQUIRED_KEYS = ("model_name", "model_config", "model_state_dict", "epoch", "step", "best_val_loss", "history",
@@ -30,9 +28,7 @@ class CheckpointError(SarCompressError):
 def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: float, history: list[dict],
                     preprocessing_params: dict, config: dict, data_summary: dict,
                     optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """A rate-distortion model also stores its prior's arguments under "entropy_model" (plain models do not,
-    so their checkpoints are unchanged), which is how load_model knows to rebuild the wrapper; a hyperprior's
-    carries "kind": "hyperprior" (no kind: the factorized prior, as every checkpoint before the hyperprior)."""
+    """Every tensor on the CPU and every value a plain type, so `torch.load(weights_only=True)` reads it."""
     ckpt = {
         "model_name": model.model_name,
         "model_config": dict(model.config),
@@ -46,8 +42,6 @@ def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: f
         "data_summary": data_summary,
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
     }
-    if isinstance(model, (RateDistortionModel, HyperpriorModel)):
-        ckpt["entropy_model"] = dict(model.entropy_model_config)
     return ckpt
 
 
@@ -76,40 +70,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def entropy_model_kind(ckpt: dict) -> str | None:
-    """None for a plain checkpoint, else "factorized" or "hyperprior"."""
-    if "entropy_model" not in ckpt:
-        return None
-    return str(ckpt["entropy_model"].get("kind", "factorized"))
-
-
-def wrap_with_entropy_model(model: nn.Module, config: dict, path="checkpoint") -> nn.Module:
-    """The rate-distortion wrapper a checkpoint's "entropy_model" entry describes, around a plain variant."""
-    args = {k: v for k, v in config.items() if k != "kind"}
-    kind = config.get("kind", "factorized")
-    if kind == "factorized":
-        return RateDistortionModel(model, **args)
-    if kind == "hyperprior":
-        return HyperpriorModel(model, **args)
-    raise CheckpointError(f"{path}: unknown entropy model kind {kind!r}")
-
-
 def load_model(path: str | Path, expected_variant: str | None = None,
                map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, checkpoint dict), rebuilt through the registry (inside its rate-distortion wrapper
-    when the checkpoint has an "entropy_model")."""
+    """(model in eval mode, float32, checkpoint dict), rebuilt through the registry.
+
+    A checkpoint of the retired fixed-bottleneck autoencoder (no "lambdas" in its config) is refused by name.
+    """
     ckpt = load_checkpoint(path, map_location)
     name = ckpt["model_name"]
     if expected_variant is not None and name != expected_variant:
         raise ModelMismatchError(f"{path}: checkpoint is variant {name!r}, expected {expected_variant!r}")
     if name not in available_models():
         raise ModelMismatchError(f"{path}: unknown variant {name!r} (known: {', '.join(available_models())})")
-    model = create_model(name, **ckpt["model_config"])
-    if "entropy_model" in ckpt:
-        model = wrap_with_entropy_model(model, ckpt["entropy_model"], path)
+    if "lambdas" not in ckpt["model_config"]:
+        raise ModelMismatchError(f"{path}: checkpoint of the retired fixed-bottleneck autoencoder (before the "
+                                 f"variable-rate hyperprior model); retrain it with this version's sar-train")
     try:
-        model.load_state_dict(ckpt["model_state_dict"])
-    except RuntimeError as exc:
+        model = create_model(name, **ckpt["model_config"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in ckpt["model_state_dict"].items()})
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit variant {name!r} ({str(exc).splitlines()[0][:200]})") from None
     model.eval()
     return model, ckpt

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.config import ENTROPY_MODELS, TrainConfig, read_config_file, resolve
+from trainer.config import TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
@@ -31,14 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "[about one pass over the training pixels]")
     p.add_argument("--batch-size", type=int, default=None, help=f"[{d.batch_size}]")
     p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate [{d.lr}]")
-    p.add_argument("--mse-weight", type=float, default=None, help=f"[{d.mse_weight}]")
-    p.add_argument("--ssim-weight", type=float, default=None, help=f"[{d.ssim_weight}]")
-    p.add_argument("--lmbda", type=float, default=None,
-                   help="rate-distortion training: loss = lmbda * distortion + estimated bits per pixel of the "
-                        "latents under a learned factorized prior [off: distortion only]")
-    p.add_argument("--entropy-model", choices=ENTROPY_MODELS, default=None,
-                   help=f"with --lmbda: the learned prior of the latents; 'hyperprior' adds a scale hyperprior "
-                        f"(side information z predicting each latent's scale) [{d.entropy_model}]")
+    p.add_argument("--lr-drop-step", type=int, default=None,
+                   help="from this optimiser step on, the learning rate is lr * --lr-drop-factor")
+    p.add_argument("--lr-drop-factor", type=float, default=None, help=f"[{d.lr_drop_factor}]")
+    p.add_argument("--lambdas", type=float, nargs="+", default=None,
+                   help=f"rate-distortion trade-off per quality level, increasing: per patch, loss = lambda * "
+                        f"255^2 * MSE + bpp [{' '.join(str(v) for v in d.lambdas)}]")
     p.add_argument("--seed", type=int, default=None, help=f"[{d.seed}]")
     p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")
@@ -47,13 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=None, help=f"fraction of scenes held out [{d.val_fraction}]")
     p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience in epochs [{d.patience}]")
     p.add_argument("--init", default=None,
-                   help="start from the weights of this checkpoint of the same variant (e.g. a plain model "
-                        "before rate-distortion fine-tuning with --lmbda); the optimiser and step start afresh")
+                   help="start from the weights of this checkpoint (same variant and shape, e.g. the committed "
+                        "fp16 warm start); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from a checkpoint (no value: <out>/last.pth)")
-    p.add_argument("--latent-channels", type=int, default=None, help=f"[{d.latent_channels}]")
-    p.add_argument("--base-channels", type=int, default=None, help=f"[{d.base_channels}]")
-    p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 16 [{d.patch_size}]")
+    p.add_argument("--channels", type=int, default=None, help=f"width of g_a and g_s [{d.channels}]")
+    p.add_argument("--latent-channels", type=int, default=None, help=f"latent width M [{d.latent_channels}]")
+    p.add_argument("--hyper-channels", type=int, default=None, help=f"width of z and h_a [{d.hyper_channels}]")
+    p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 64 [{d.patch_size}]")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; 1 while other work shares the cores (OpenMP threads wait on each "
+                        "other) [torch's default]")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help=f"also write last.pth this often within an epoch [{d.checkpoint_minutes}]")
     p.add_argument("--max-bad-batches", type=int, default=None,
                    help=f"consecutive non-finite batches before stopping [{d.max_bad_batches}]")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no tqdm bars")

@@ -1,6 +1,6 @@
 """Evaluation through the real codec: each validation scene compressed to a .sarc file on disk, its bits
 counted from the file, reconstructed, and measured with core.evaluation. This is what a user gets, quantisation,
-outlier coding and tiling included, unlike the float PyTorch figures of `evaluate.py`."""
+entropy coding, outlier coding and tiling included, unlike the float PyTorch figures of `evaluate.py`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _as_geotiff(path: Path, work: Path) -> Path:
     return out
 
 
-def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: float = 1.0,
+def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: float | None = None,
                   tile_size: int = 512, device: str = "cpu") -> dict:
     src = _as_geotiff(path, work)
     packed, restored = work / (path.stem + ".sarc"), work / (path.stem + "_rec.tif")
@@ -50,11 +50,12 @@ def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: fl
                                info.nodata[band])
             rows.append(dict(row, scene=path.name, band=info.band_names[band], bpp=c.bpp_per_band))
     return {"scene": path.name, "bytes": c.output_bytes, "pixels": c.pixels, "bands": c.bands, "bpp": c.bpp,
-            "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider, "per_band": rows}
+            "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider, "quality": c.quality,
+            "per_band": rows}
 
 
 def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: str | Path | None = None,
-                    quality: float = 1.0, tile_size: int = 512, device: str = "cpu") -> dict:
+                    quality: float | None = None, tile_size: int = 512, device: str = "cpu") -> dict:
     """A bundle on its training run's validation scenes (or the named ones), through the codec."""
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -80,5 +81,6 @@ def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: s
     agg = aggregate(rows)
     agg["bpp_per_band"] = total_bits / band_pixels
     return {"bundle": str(bundle), "name": manifest.get("name"), "variant": manifest.get("variant"),
-            "decoder_sha256": manifest["files"]["decoder"]["sha256"], "quality": quality,
+            "decoder_sha256": manifest["files"]["decoder"]["sha256"],
+            "quality": per_file[0]["quality"] if per_file else quality,
             "params": manifest.get("training", {}).get("parameters", {}), "files": per_file, "aggregate": agg}

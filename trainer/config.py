@@ -7,19 +7,17 @@ either.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from sar_compress_plugin.core.errors import SarCompressError
+from trainer.models.codec import DEFAULT_LAMBDAS
 
 
 class ConfigError(SarCompressError):
     """A config file or value is invalid."""
-
-
-ENTROPY_MODELS = ("factorized", "hyperprior")
 
 
 @dataclass
@@ -28,50 +26,62 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/train"
     domain: str = "intensity"        # for files the manifest does not list
-    epochs: int = 30
+    epochs: int = 1000
     max_steps: int | None = None     # stop after this many optimiser steps in total
-    steps_per_epoch: int | None = None  # optimiser steps per epoch; None: about one pass over the training pixels
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
+    steps_per_epoch: int | None = 500  # optimiser steps between validations; None: one pass over the pixels
+    batch_size: int = 4
+    lr: float = 2e-4
+    lr_drop_step: int | None = None  # from this step on, the learning rate is lr * lr_drop_factor
+    lr_drop_factor: float = 0.25
+    weight_decay: float = 0.0
     grad_clip: float = 1.0
-    mse_weight: float = 0.7
-    ssim_weight: float = 0.3
-    lmbda: float | None = None       # rate-distortion trade-off; None: distortion-only training
-    entropy_model: str = "factorized"  # with lmbda: "factorized" prior or scale "hyperprior"
+    lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))  # one per quality level
     seed: int = 0
     device: str = "auto"
     amp: bool = False
     compile: bool = False
+    threads: int | None = None       # torch CPU threads (1 while other work shares the cores)
     data_fraction: float = 1.0
     val_fraction: float = 0.2
-    patience: int = 5
+    patience: int = 20
     resume: str | None = None        # a checkpoint path, or "auto" for <out>/last.pth
-    init: str | None = None          # start from this checkpoint's transform weights (fresh optimiser, step 0)
-    latent_channels: int = 16
-    base_channels: int = 64
+    init: str | None = None          # start from this checkpoint's weights (fresh optimiser, step 0)
+    channels: int = 64               # width of g_a / g_s
+    latent_channels: int = 128       # M
+    hyper_channels: int = 64         # width of z and h_a
     patch_size: int = 256
     min_valid_fraction: float = 0.9
-    val_tiles_per_plane: int = 16
+    val_tiles_per_plane: int = 4
+    checkpoint_minutes: float = 5.0  # last.pth is also written this often within an epoch
     max_bad_batches: int = 20        # consecutive non-finite batches before giving up
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
-        if self.patch_size % 16 or self.patch_size < 16:
-            raise ConfigError(f"patch_size must be a positive multiple of 16, got {self.patch_size}")
+        if self.patch_size % 64 or self.patch_size < 64:
+            raise ConfigError(f"patch_size must be a positive multiple of 64 (the hyperprior's grid), "
+                              f"got {self.patch_size}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("batch_size and epochs must be >= 1")
         if not 0 < self.data_fraction <= 1:
             raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
-        if self.lmbda is not None and not self.lmbda > 0:
-            raise ConfigError(f"lmbda must be > 0, got {self.lmbda}")
-        if self.entropy_model not in ENTROPY_MODELS:
-            raise ConfigError(f"entropy_model must be one of {', '.join(ENTROPY_MODELS)}, got {self.entropy_model!r}")
-        if self.entropy_model != "factorized" and self.lmbda is None:
-            raise ConfigError(f"entropy_model {self.entropy_model!r} needs --lmbda (rate-distortion training)")
+        lambdas = [float(v) for v in self.lambdas]
+        if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
+            raise ConfigError(f"lambdas must be positive and strictly increasing, got {self.lambdas}")
+        if min(self.channels, self.latent_channels, self.hyper_channels) < 1:
+            raise ConfigError("channels, latent_channels and hyper_channels must be positive")
+        if not self.lr > 0 or not 0 < self.lr_drop_factor <= 1:
+            raise ConfigError("lr must be > 0 and lr_drop_factor in (0, 1]")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate for optimiser step `step` (a resumed run may change the schedule)."""
+        if self.lr_drop_step is not None and step >= self.lr_drop_step:
+            return self.lr * self.lr_drop_factor
+        return self.lr
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -349,6 +349,11 @@ class PatchSampler:
             patch = torch.flip(patch, dims=(1,))
         return patch
 
+    def sample_levels(self, batch_size: int, levels: int) -> torch.Tensor:
+        """(B,) float quality levels, one per patch, uniform over the trained levels (from the same seeded
+        stream as the patches, so a resumed epoch draws the same pairs)."""
+        return torch.from_numpy(self.rng.integers(0, levels, batch_size).astype(np.float32))
+
     def sample(self, batch_size: int) -> torch.Tensor:
         """(B, 1, P, P) float32 on the planes' device."""
         return torch.stack([self._one() for _ in range(batch_size)])[:, None].contiguous()

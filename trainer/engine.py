@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -62,23 +62,33 @@ def _all_ranks_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0.5)
 
 
-def loss_terms(loss_fn: nn.Module, out: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The loss of one model output: a rate-distortion model's output also carries the latents' likelihoods,
-    which its loss needs for the rate term; the distortion loss sees only (x_hat, x), as always.
+def loss_terms(loss_fn: nn.Module, model: nn.Module, x: torch.Tensor, level: torch.Tensor,
+               amp_dtype: torch.dtype | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(model output, loss terms) of one batch at the given quality levels; the loss runs in float32."""
+    autocast = (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    with autocast:
+        out = model(x, level)
+    lmbda = _unwrap(model).lambda_of(level)
+    return out, loss_fn(out["x_hat"].float(), x.float(), out["likelihoods"], lmbda)
 
-    The loss runs in float32 whatever the autocast dtype.
-    """
-    if "likelihoods" in out:
-        return loss_fn(out["x_hat"].float(), x.float(), out["likelihoods"])
-    return loss_fn(out["x_hat"].float(), x.float())
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The codec model inside DDP / torch.compile wrappers (its lambdas and gains live there)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[torch.Tensor], *, guard: NonFiniteGuard, step: int = 0,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, guard: NonFiniteGuard, step: int = 0,
                     max_steps: int | None = None, grad_clip: float | None = 1.0,
                     amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-                    progress: bool = False, total: int | None = None) -> dict:
-    """One pass over `batches`; returns mean loss terms, steps taken, skipped batches and the new step count.
+                    progress: bool = False, total: int | None = None,
+                    on_step: Callable[[int], None] | None = None) -> dict:
+    """One pass over `batches` of (patches, quality levels); returns mean loss terms, steps taken, skipped
+    batches and the new step count. `on_step(step)` runs after every optimiser step (the caller's periodic
+    checkpoint).
 
     Mixed precision (CUDA only) covers the model's forward; the loss always runs in float32.
     """
@@ -88,15 +98,12 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
     n_ok = 0
     skipped_before = guard.total
     bar = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
-    for x in bar:
+    for x, level in bar:
         if max_steps is not None and step >= max_steps:
             break
         x = x.to(device, non_blocking=True)
-        autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                    else contextlib.nullcontext())
-        with autocast:
-            out = model(x)
-        terms = loss_terms(loss_fn, out, x)
+        level = level.to(device)
+        _, terms = loss_terms(loss_fn, model, x, level, amp_dtype)
         loss = terms["loss"]
         if not _all_ranks_true(bool(torch.isfinite(loss)), device):
             optimizer.zero_grad(set_to_none=True)
@@ -125,7 +132,9 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
         n_ok += 1
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        bar.set_postfix(loss=f"{sums['loss'] / n_ok:.4f}")
+        bar.set_postfix(loss=f"{sums['loss'] / n_ok:.4f}", bpp=f"{sums['bpp'] / n_ok:.3f}")
+        if on_step is not None:
+            on_step(step)
     bar.close()
     stats = {f"train_{k}": (v / n_ok if n_ok else float("nan")) for k, v in sums.items()}
     stats.setdefault("train_loss", float("nan"))
@@ -133,46 +142,50 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
     return stats
 
 
-def _one_sample(out: dict, j: int) -> dict:
-    """Sample j of a model output, also inside nested dicts (a hyperprior's likelihoods {"y", "z"})."""
-    return {k: _one_sample(v, j) if isinstance(v, dict) else v[j:j + 1] for k, v in out.items()}
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch.Tensor, torch.Tensor]],
-             batch_size: int = 16) -> dict:
-    """Loss, PSNR and SSIM over fixed validation tiles (per-tile metrics from core.metrics, valid pixels only),
-    and bits per pixel when the model estimates its rate.
+             batch_size: int = 8) -> dict:
+    """At every trained quality level, over fixed validation tiles: loss, estimated bpp, PSNR and SSIM
+    (per-tile metrics from core.metrics, valid pixels only). `val_loss` (what early stopping and best.pth
+    follow) is the mean loss over levels; `val_levels` holds each level's figures, so the log shows the whole
+    rate-distortion curve the model covers.
 
-    Every tile counts once whatever batch it sits in, so the figure does not depend on the batch size.
+    Every tile counts once whatever batch it sits in, so the figures do not depend on the batch size.
     """
     model.eval()
+    codec = _unwrap(model)
     device = next(model.parameters()).device
-    losses, psnrs, ssims, bpps = [], [], [], []
-    for xs, masks in val_batches:
-        for i in range(0, xs.shape[0], batch_size):
-            x = xs[i:i + batch_size].to(device)
-            out = model(x)
-            x_hat = out["x_hat"].float()
-            for j in range(x.shape[0]):
-                terms = loss_terms(loss_fn, _one_sample(out, j), x[j:j + 1])
-                losses.append(float(terms["loss"]))
-                if "bpp" in terms:
+    per_level = []
+    for level in range(codec.levels):
+        losses, bpps, psnrs, ssims = [], [], [], []
+        for xs, masks in val_batches:
+            for i in range(0, xs.shape[0], batch_size):
+                x = xs[i:i + batch_size].to(device)
+                lv = torch.full((x.shape[0],), float(level), device=device)
+                out = codec(x, lv)
+                lmbda = codec.lambda_of(lv)
+                for j in range(x.shape[0]):
+                    lik = {k: v[j:j + 1] for k, v in out["likelihoods"].items()}
+                    terms = loss_fn(out["x_hat"][j:j + 1], x[j:j + 1], lik, lmbda[j:j + 1])
+                    losses.append(float(terms["loss"]))
                     bpps.append(float(terms["bpp"]))
-                ref = x[j, 0].cpu().numpy()
-                rec = x_hat[j, 0].cpu().numpy()
-                m = masks[i + j, 0].cpu().numpy()
-                psnrs.append(metrics.psnr(ref, rec, 1.0, mask=m))
-                ssims.append(metrics.ssim(ref, rec, 1.0, mask=m))
-    if not losses:
-        return {"val_loss": float("nan"), "val_psnr": float("nan"), "val_ssim": float("nan"), "val_tiles": 0}
-    finite_psnr = [p for p in psnrs if math.isfinite(p)]
-    result = {
-        "val_loss": float(np.mean(losses)),
-        "val_psnr": float(np.mean(finite_psnr)) if finite_psnr else float("inf"),
-        "val_ssim": float(np.nanmean(ssims)),
-        "val_tiles": len(losses),
+                    ref = x[j, 0].cpu().numpy()
+                    rec = np.clip(out["x_hat"][j, 0].float().cpu().numpy(), 0.0, 1.0)
+                    m = masks[i + j, 0].cpu().numpy()
+                    psnrs.append(metrics.psnr(ref, rec, 1.0, mask=m))
+                    ssims.append(metrics.ssim(ref, rec, 1.0, mask=m))
+        if not losses:
+            return {"val_loss": float("nan"), "val_psnr": float("nan"), "val_ssim": float("nan"),
+                    "val_bpp": float("nan"), "val_tiles": 0, "val_levels": []}
+        finite = [p for p in psnrs if math.isfinite(p)]
+        per_level.append({"level": level, "lambda": float(codec.lambdas[level]), "loss": float(np.mean(losses)),
+                          "bpp": float(np.mean(bpps)), "psnr": float(np.mean(finite)) if finite else float("inf"),
+                          "ssim": float(np.nanmean(ssims))})
+    return {
+        "val_loss": float(np.mean([p["loss"] for p in per_level])),
+        "val_psnr": float(np.mean([p["psnr"] for p in per_level])),
+        "val_ssim": float(np.mean([p["ssim"] for p in per_level])),
+        "val_bpp": float(np.mean([p["bpp"] for p in per_level])),
+        "val_tiles": sum(int(xs.shape[0]) for xs, _ in val_batches),
+        "val_levels": per_level,
     }
-    if bpps:
-        result["val_bpp"] = float(np.mean(bpps))
-    return result

@@ -18,7 +18,7 @@ from torch import nn
 LIKELIHOOD_BOUND = 1e-9
 
 
-class _LowerBound(torch.autograd.Function):
+class LowerBound(torch.autograd.Function):
     """max(x, bound) whose gradient still flows where it would raise x.
 
     A plain clamp gives zero gradient to every value below the bound, so a latent far outside the density's
@@ -97,7 +97,7 @@ class FactorizedPrior(nn.Module):
         upper = self._logits_cumulative(v + 0.5)
         sign = torch.where(lower + upper > 0, -1.0, 1.0).detach()
         mass = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
-        mass = _LowerBound.apply(mass, LIKELIHOOD_BOUND)
+        mass = LowerBound.apply(mass, LIKELIHOOD_BOUND)
         return mass.reshape(c, b, h, w).permute(1, 0, 2, 3)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

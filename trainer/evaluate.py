@@ -3,8 +3,8 @@
 Every figure comes from core.metrics (the project's only implementation). PSNR and SSIM are on the
 normalised dB image and depend on each band's clip bounds, which are reported beside them; dB RMSE, ENL ratio
 (on linear intensity, 10^(dB/10)) and EPI do not depend on normalisation. This evaluates the PyTorch model
-in float32 without quantisation; evaluation through the ONNX codec can reuse `evaluate_planes` with another
-`reconstruct` function.
+in float32 with rounded latents, at every trained quality level, with the rate its entropy model estimates;
+evaluation through the ONNX codec (`--bundle`) counts the bits of real files.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ log = logging.getLogger(__name__)
 Reconstruct = Callable[[np.ndarray], np.ndarray]
 
 
-def torch_reconstructor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Reconstruct:
-    """[0,1] plane -> reconstruction, whole plane at once, reflect-padded to a multiple of 16.
+def torch_reconstructor(model: torch.nn.Module, level: float, device: torch.device | str = "cpu",
+                        bits: list | None = None) -> Reconstruct:
+    """[0,1] plane -> reconstruction at quality `level`, whole plane at once, reflect-padded to a multiple of
+    64 (the hyperprior's grid); with `bits`, the estimated bits of each plane are appended to it.
 
     Validation scenes here are at most ~700 px, so no tiling is needed; the codec's tiled path is evaluated
     separately through ONNX.
     """
     model = model.to(device).eval()
-    f = model.downsampling_factor
+    f = model.downsampling_factor * model.hyper_factor
 
     @torch.no_grad()
     def run(x: np.ndarray) -> np.ndarray:
@@ -48,7 +50,10 @@ def torch_reconstructor(model: torch.nn.Module, device: torch.device | str = "cp
         ph, pw = (-h) % f, (-w) % f
         if ph or pw:
             t = F.pad(t, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        return model(t)["x_hat"][0, 0, :h, :w].float().cpu().numpy()
+        out = model(t, torch.full((1,), float(level), device=device))
+        if bits is not None:
+            bits.append(sum(float(-torch.log2(v).sum()) for v in out["likelihoods"].values()))
+        return out["x_hat"][0, 0, :h, :w].clamp(0, 1).float().cpu().numpy()
 
     return run
 
@@ -63,7 +68,7 @@ def plane_metrics(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float) -> dic
 
 
 def evaluate_planes(reconstruct: Reconstruct, planes: list[RawPlane]) -> dict:
-    """Per scene/band figures (with their clip bounds) and the mean over planes."""
+    """Per scene/band figures (with their clip bounds) and the pixel-weighted mean over planes."""
     per_plane = []
     for raw in planes:
         lo, hi = percentile_bounds(raw.db, raw.valid)
@@ -102,24 +107,17 @@ def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, path: Pat
 
 
 def markdown_table(results: dict) -> str:
-    base = next((r for r in results.values() if r["variant"] == "baseline"), None)
-    lines = ["| Model | Params | PSNR | SSIM | dB RMSE | ENL ratio | EPI | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| Model | Steps | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
-        a = r["aggregate"]
-        if base is None or r is base:
-            vs = "-"
-        else:
-            b = base["aggregate"]
-            vs = f"{a['psnr'] - b['psnr']:+.2f} dB PSNR, {a['db_rmse'] - b['db_rmse']:+.3f} dB RMSE"
-        lines.append(f"| {label} | {r['params']['total'] / 1e6:.2f}M | {a['psnr']:.2f} | {a['ssim']:.4f} | "
-                     f"{a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} | {vs} |")
+        for lv in r["levels"]:
+            a = lv["aggregate"]
+            lines.append(f"| {label} | {r['step']} | {lv['level']} | {a['bpp_estimated']:.3f} | {a['psnr']:.2f} | "
+                         f"{a['ssim']:.4f} | {a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} |")
     lines.append("")
-    rounded = [label for label, r in results.items() if r.get("latents", "float") != "float"]
-    lines.append("PSNR/SSIM on the normalised dB image, per-band 0.5-99.5 percentile clip bounds (listed per plane "
-                 "in the JSON); no quantisation (float latents)"
-                 + (f", except {', '.join(rounded)}: a rate-distortion model rounds its latents in eval mode."
-                    if rounded else "."))
+    lines.append("PyTorch, rounded latents, whole validation scenes; bpp estimated from the entropy model's "
+                 "likelihoods (the codec's files add headers and masks); PSNR/SSIM on the normalised dB image, "
+                 "per-band 0.5-99.5 percentile clip bounds (listed per plane in the JSON).")
     return "\n".join(lines) + "\n"
 
 
@@ -146,24 +144,29 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
             ds = build_datasets(key[0], default_domain=key[1], val_fraction=key[2], seed=key[3], data_fraction=key[4])
             cache[key] = ds.val_raw[:max_planes] if max_planes else ds.val_raw
         planes = cache[key]
-        reconstruct = torch_reconstructor(model, device)
-        res = evaluate_planes(reconstruct, planes)
         label = _label(path, ckpt["model_name"], taken)
-        lat = model.config["latent_channels"]
+        levels = []
+        for level in range(model.levels):
+            bits: list[float] = []
+            res = evaluate_planes(torch_reconstructor(model, level, device, bits), planes)
+            res["aggregate"]["bpp_estimated"] = sum(bits) / res["aggregate"]["pixels"]
+            levels.append({"level": level, "lambda": model.config["lambdas"][level], **res})
+            log.info("%s level %d: %.3f bpp (estimated), PSNR %.2f dB, dB RMSE %.3f on %d planes", label, level,
+                     res["aggregate"]["bpp_estimated"], res["aggregate"]["psnr"], res["aggregate"]["db_rmse"],
+                     res["aggregate"]["planes"])
         results[label] = {"variant": ckpt["model_name"], "checkpoint": str(path), "params": model.count_parameters(),
-                          "model_config": model.config, "latent_element_ratio": 256 / lat,
-                          "epoch": ckpt["epoch"], "step": ckpt["step"],
-                          "latents": "rounded (rate-distortion model)" if "entropy_model" in ckpt else "float",
-                          "data_summary": ckpt["data_summary"], **res}
+                          "model_config": model.config, "epoch": ckpt["epoch"], "step": ckpt["step"],
+                          "patches_seen": ckpt["data_summary"].get("patches_seen"),
+                          "data_summary": ckpt["data_summary"], "levels": levels}
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)
-        save_panel(first, reconstruct(normalise(first.db, lo, hi)), lo, hi,
+        mid = model.levels // 2
+        save_panel(first, torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi)), lo, hi,
                    out / f"panel_{label.split()[0]}_{len(results)}.png",
-                   f"{label}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB")
-        log.info("%s: PSNR %.2f dB, dB RMSE %.3f on %d planes", label, res["aggregate"]["psnr"],
-                 res["aggregate"]["db_rmse"], res["aggregate"]["planes"])
+                   f"{label} level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB")
     doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "
-           "float latents, per-band percentile normalisation); metrics from sar_compress_plugin.core.metrics",
+           "rounded latents, every quality level, per-band percentile normalisation); metrics from "
+           "sar_compress_plugin.core.metrics",
            "results": results}
     (out / "results.json").write_text(json.dumps(doc, indent=2, default=float))
     (out / "results.md").write_text(markdown_table(results))
@@ -171,25 +174,23 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
 
 
 def codec_markdown_table(results: dict) -> str:
-    base = next((r for r in results.values() if r["variant"] == "baseline"), None)
-    lines = ["| Model | Params | bpp (file) | PSNR | SSIM | dB RMSE | ENL ratio | EPI | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| Model | Params | Quality | bpp (file) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
         a = r["aggregate"]
-        vs = "-" if base is None or r is base else f"{a['db_rmse'] - base['aggregate']['db_rmse']:+.3f} dB RMSE"
         params = r["params"].get("total")
         params_s = f"{params / 1e6:.2f}M" if params else "?"
-        lines.append(f"| {label} | {params_s} | {a['bpp_per_band']:.3f} | {a['psnr']:.2f} | {a['ssim']:.4f} | "
-                     f"{a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} | {vs} |")
+        lines.append(f"| {label} | {params_s} | {r['quality']} | {a['bpp_per_band']:.3f} | {a['psnr']:.2f} | "
+                     f"{a['ssim']:.4f} | {a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} |")
     lines.append("")
-    lines.append("Through the codec: quantised latents, coded file on disk; bpp = 8 x file bytes / band pixels; "
+    lines.append("Through the codec: range-coded latents, file on disk; bpp = 8 x file bytes / band pixels; "
                  "pixel-weighted means over the validation scene-bands; PSNR/SSIM on the normalised dB image with "
                  "each band's 0.5-99.5 percentile clip bounds (per band in the JSON).")
     return "\n".join(lines) + "\n"
 
 
 def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | None = None, data: str | None = None,
-                     quality: float = 1.0, device: str = "cpu") -> dict:
+                     quality: float | None = None, device: str = "cpu") -> dict:
     from trainer.codec_eval import evaluate_bundle
 
     out = Path(out)
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", nargs="+", default=[], help="exported model bundles: evaluate through the real codec")
     p.add_argument("--scenes", nargs="+", default=None, help="with --bundle: scene files to use instead of the "
                    "bundle's validation scenes")
-    p.add_argument("--quality", type=float, default=1.0, help="with --bundle: codec quantisation-step multiplier")
+    p.add_argument("--quality", type=float, default=None,
+                   help="with --bundle: codec quality (0 to the model's top level) [the bundle's default]")
     p.add_argument("--out", default="runs/eval", help="folder for results.json, results.md and panels")
     p.add_argument("--data", default=None, help="data location if it moved since training (same split rule)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

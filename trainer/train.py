@@ -16,14 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sar_compress_plugin.core.errors import ModelMismatchError
 from trainer import distributed, reporting
-from trainer.checkpoint import (CheckpointError, entropy_model_kind, load_checkpoint, make_checkpoint,
-                                save_checkpoint)
+from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
-from trainer.hyperprior import HyperpriorModel
-from trainer.losses import RateDistortionLoss, SarLoss
-from trainer.rate_distortion import RateDistortionModel
+from trainer.losses import RateDistortionLoss
 from trainer.registry import create_model
 
 log = logging.getLogger(__name__)
@@ -68,11 +65,15 @@ def run_training(cfg: TrainConfig) -> dict:
             handler = reporting.attach_log_file(out)
             save_config(cfg, out)
         torch.manual_seed(cfg.seed)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         data = build_datasets(cfg.data, default_domain=cfg.domain, val_fraction=cfg.val_fraction,
                               data_fraction=cfg.data_fraction, seed=cfg.seed, device=device)
         sampler = PatchSampler(data.train, cfg.patch_size, cfg.min_valid_fraction, cfg.seed, info.rank)
         val_batches = validation_tiles(data.val, cfg.patch_size, cfg.val_tiles_per_plane)
-        model, loss_fn = _model_and_loss(cfg)
+        model = create_model(cfg.variant, channels=cfg.channels, latent_channels=cfg.latent_channels,
+                             hyper_channels=cfg.hyper_channels, lambdas=cfg.lambdas)
+        loss_fn = RateDistortionLoss()
         model.to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -83,13 +84,7 @@ def run_training(cfg: TrainConfig) -> dict:
         if resume is not None:
             ckpt = load_checkpoint(resume, map_location=device)
             _check_variant(ckpt, resume, cfg.variant)
-            if ("entropy_model" in ckpt) != (cfg.lmbda is not None):
-                raise ModelMismatchError(f"{resume}: checkpoint was trained "
-                                         f"{'with' if 'entropy_model' in ckpt else 'without'} --lmbda, "
-                                         f"this run {'sets' if cfg.lmbda is not None else 'does not set'} it")
-            if cfg.lmbda is not None and entropy_model_kind(ckpt) != cfg.entropy_model:
-                raise ModelMismatchError(f"{resume}: checkpoint has a {entropy_model_kind(ckpt)} entropy model, "
-                                         f"this run asks for {cfg.entropy_model}")
+            _check_shape(ckpt, resume, model)
             model.load_state_dict(ckpt["model_state_dict"])
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
@@ -112,40 +107,57 @@ def run_training(cfg: TrainConfig) -> dict:
                  data.summary["train_planes"], data.summary["train_pixels"], len(data.summary["val_scenes"]))
 
         since_best = _epochs_since_best(history)
+        summary = dict(data.summary, world_size=info.world_size)
+
+        def checkpoint(epoch_done: int, step_now: int) -> dict:
+            return make_checkpoint(model, epoch=epoch_done, step=step_now, best_val_loss=best_val, history=history,
+                                   preprocessing_params=data.params.to_dict(), config=cfg.to_dict(),
+                                   data_summary={**summary, "patches_seen": step_now * patches_per_step,
+                                                 "skipped_batches_total": guard.total},
+                                   optimizer=optimizer)
+
+        last_save = [time.monotonic()]
+
+        def on_step(step_now: int) -> None:
+            """Learning-rate schedule, and last.pth every checkpoint_minutes within an epoch, so a killed run
+            loses minutes, not an epoch (it resumes at the start of the interrupted epoch's patch stream)."""
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step_now)
+            if info.is_main and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_minutes:
+                save_checkpoint(checkpoint(epoch - 1, step_now), out / "last.pth")
+                last_save[0] = time.monotonic()
+
         while epoch < cfg.epochs and (cfg.max_steps is None or step < cfg.max_steps) and since_best < cfg.patience:
             epoch += 1
             t0 = time.time()
             sampler.set_epoch(epoch)
-            batches = (sampler.sample(cfg.batch_size) for _ in range(steps_per_epoch))
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            batches = ((sampler.sample(cfg.batch_size), sampler.sample_levels(cfg.batch_size, model.levels))
+                       for _ in range(steps_per_epoch))
             stats = train_one_epoch(train_model, loss_fn, optimizer, batches, guard=guard, step=step,
                                     max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
-                                    scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch)
+                                    scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch,
+                                    on_step=on_step)
             step = stats["step"]
             distributed.sync_buffers(model, info)
             val = evaluate(model, loss_fn, val_batches)
-            record = {"epoch": epoch, "step": step, "train_loss": stats["train_loss"],
-                      "train_mse": stats.get("train_mse", math.nan), "train_ssim": stats.get("train_ssim", math.nan),
+            record = {"epoch": epoch, "step": step, "patches_seen": step * patches_per_step,
+                      "lr": cfg.lr_at(step), **{k: v for k, v in stats.items() if k.startswith("train_")},
                       **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"]}
-            if cfg.lmbda is not None:
-                record["train_bpp"] = stats.get("train_bpp", math.nan)
-                record.update({k: v for k, v in stats.items() if k.startswith("train_bpp_")})
             history.append(record)
             improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
             if improved and math.isfinite(val["val_loss"]):
                 best_val = val["val_loss"]
             since_best = 0 if improved else since_best + 1
-            rate = (f" bpp train {record['train_bpp']:.3f} val {val.get('val_bpp', math.nan):.3f}"
-                    if cfg.lmbda is not None else "")
-            log.info("epoch %d step %d: train %.4f val %.4f PSNR %.2f SSIM %.4f%s (%.1fs, %d skipped)%s", epoch, step,
-                     record["train_loss"], val["val_loss"], val["val_psnr"], val["val_ssim"], rate, record["seconds"],
-                     record["skipped_batches"], " *" if improved else "")
+            curve = " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in val["val_levels"])
+            log.info("epoch %d step %d: train %.4f (bpp %.3f) val %.4f; bpp/PSNR per level %s (%.1fs, %d skipped)%s",
+                     epoch, step, record["train_loss"], record.get("train_bpp", math.nan), val["val_loss"], curve,
+                     record["seconds"], record["skipped_batches"], " *" if improved else "")
             if info.is_main:
-                summary = {**data.summary, "patches_seen": step * patches_per_step, "world_size": info.world_size,
-                           "skipped_batches_total": guard.total}
-                ckpt = make_checkpoint(model, epoch=epoch, step=step, best_val_loss=best_val, history=history,
-                                       preprocessing_params=data.params.to_dict(), config=cfg.to_dict(),
-                                       data_summary=summary, optimizer=optimizer)
+                ckpt = checkpoint(epoch, step)
                 save_checkpoint(ckpt, out / "last.pth")
+                last_save[0] = time.monotonic()
                 if improved:
                     save_checkpoint(ckpt, out / "best.pth")
                 reporting.append_history(out, record)
@@ -166,29 +178,20 @@ def _check_variant(ckpt: dict, path, variant: str) -> None:
         raise ModelMismatchError(f"{path}: checkpoint is variant {ckpt['model_name']!r}, run asks for {variant!r}")
 
 
+def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
+    want = {k: v for k, v in model.config.items()}
+    got = {k: ckpt["model_config"].get(k) for k in want}
+    if got != want:
+        raise ModelMismatchError(f"{path}: checkpoint model {got} differs from this run's {want}")
+
+
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-    """Warm start: copy the transform of a trained checkpoint; a rate-distortion wrapper's prior (and a
-    hyperprior's h_a and h_s), which a plain checkpoint does not have, keep their initialisation. Any other
-    missing or extra weight is an error."""
+    """Warm start from a checkpoint of the same variant and shape: weights only (fresh optimiser, step 0)."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
     _check_variant(ckpt, cfg.init, cfg.variant)
-    result = model.load_state_dict(ckpt["model_state_dict"], strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(("prior.", "h_a.", "h_s."))]
-    if missing or result.unexpected_keys:
-        raise ModelMismatchError(f"{cfg.init}: weights do not fit this model (missing {missing[:3]}, "
-                                 f"unexpected {result.unexpected_keys[:3]})")
+    _check_shape(ckpt, cfg.init, model)
+    model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
     log.info("initialised from %s (step %s of that run)", cfg.init, ckpt.get("step"))
-
-
-def _model_and_loss(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The variant and its loss; with lmbda, the variant inside a rate-distortion wrapper and the RD loss."""
-    model = create_model(cfg.variant, latent_channels=cfg.latent_channels, base_channels=cfg.base_channels)
-    if cfg.lmbda is None:
-        return model, SarLoss(cfg.mse_weight, cfg.ssim_weight)
-    loss = RateDistortionLoss(cfg.lmbda, cfg.mse_weight, cfg.ssim_weight)
-    if cfg.entropy_model == "hyperprior":
-        return HyperpriorModel(model), loss
-    return RateDistortionModel(model), loss
 
 
 def _epochs_since_best(history: list[dict]) -> int:

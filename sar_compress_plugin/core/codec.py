@@ -6,7 +6,8 @@ latent chunks, never by the raster size. Outputs are written under a temporary n
 the end, so a failure or a cancel never leaves a partial file, and the input is only ever opened read-only.
 
 What goes through the network and what does not:
-* valid pixels inside the band's clip range [lo, hi] dB: encoder -> int8 latents -> decoder;
+* valid pixels inside the band's clip range [lo, hi] dB: encoder -> gain-scaled latents, range-coded under the
+  mean-scale hyperprior at the chosen quality (core/hyperprior.py) -> decoder;
 * valid pixels more than `outlier_margin_db` outside it (ships, buildings, calm water): a sparse, losslessly
   coded list of positions and dB values quantised to `outlier_step_db`, pasted over the network output;
 * invalid pixels (nodata, NaN, <= 0 in linear domains): a lossless mask plus their exact raw values where they
@@ -27,13 +28,12 @@ from typing import Callable
 import numpy as np
 
 from . import container as C
-from .entropy_coding import RANGE_CODER, ChannelTables, quality_key
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
-from .hyperprior import HYPERPRIOR_CODER, HyperpriorCoder
+from .hyperprior import HyperpriorCoder
 from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
                             normalise, percentile_bounds, to_db)
-from .quantization import QuantizationParams, dequantize, quantize
+from .rate_control import RateTarget, choose_quality
 from .raster_io import GeoTiffWriter, RasterReader, check_output_path, same_file, temp_path_for
 from .runtime import OnnxCodecModel, default_model_dir, find_bundle
 from .tiling import TileGrid, latent_block, read_context
@@ -53,46 +53,23 @@ OUTLIER_STEP_DB = 0.05  # max error 0.025 dB, far below speckle; 2-3 bits per ou
 
 @dataclass
 class CompressOptions:
-    """How to compress. `domain=None` infers it (see `infer_domain`)."""
+    """How to compress. `domain=None` infers it (see `infer_domain`).
+
+    The operating point is one of: `quality` (a float between 0 and the model's top level; higher spends more
+    bits), `target_bpp` (bits per pixel per band) or `target_db_rmse`, which the codec meets by a search on
+    sample tiles (core/rate_control.py). With none of them, the bundle's default quality.
+    """
 
     model_dir: str | Path | None = None
     device: str = "auto"
     tile_size: int = 512
-    quality: float = 1.0
+    quality: float | None = None
+    target_bpp: float | None = None
+    target_db_rmse: float | None = None
     domain: str | None = None
     band_names: list | None = None
     outlier_margin_db: float = OUTLIER_MARGIN_DB
     outlier_step_db: float = OUTLIER_STEP_DB
-    #: "auto": the bundle's hyperprior at quality 1 when it has one, else its range coder when it has entropy
-    #: tables for this quality, else zstd
-    latent_coder: str = "auto"
-
-
-LATENT_CODER_CHOICES = ("auto", C.LATENT_CODER, RANGE_CODER, HYPERPRIOR_CODER)
-
-
-def choose_latent_coder(model: OnnxCodecModel, quality: float, wanted: str = "auto"):
-    """(coder name, ChannelTables / HyperpriorCoder / None) for compressing latents at `quality` with `model`.
-
-    The hyperprior's Gaussian tables assume the step the model was trained with (quality 1); other qualities
-    fall back to the factorized tables or zstd.
-    """
-    if wanted not in LATENT_CODER_CHOICES:
-        raise SarCompressError(f"unknown latent coder {wanted!r}; expected one of {', '.join(LATENT_CODER_CHOICES)}")
-    hyper_ok = model.hyperprior is not None and quality_key(quality) == "1"
-    if wanted == HYPERPRIOR_CODER and not hyper_ok:
-        raise SarCompressError(f"model {model.name} " + ("has no hyperprior" if model.hyperprior is None else
-                               f"codes with its hyperprior only at quality 1, not {quality_key(quality)}"))
-    if wanted in ("auto", HYPERPRIOR_CODER) and hyper_ok:
-        return HYPERPRIOR_CODER, model.hyperprior
-    tables = model.entropy_tables.for_quality(quality) if model.entropy_tables else None
-    if wanted == RANGE_CODER and tables is None:
-        have = sorted(model.entropy_tables.by_quality) if model.entropy_tables else []
-        raise SarCompressError(f"model {model.name} has no entropy tables for quality {quality_key(quality)} "
-                               f"(it has: {', '.join(have) or 'none'}); use the zstd coder")
-    if wanted == C.LATENT_CODER or tables is None:
-        return C.LATENT_CODER, None
-    return RANGE_CODER, tables
 
 
 @dataclass
@@ -110,6 +87,7 @@ class CompressResult:
     outlier_pixels: int
     clip_db: list = field(default_factory=list)
     domain: str = ""
+    quality: float = math.nan
 
 
 @dataclass
@@ -205,8 +183,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     out = check_output_path(output_path, inputs=(input_path,))
     if not (isinstance(opts.tile_size, int) and opts.tile_size >= 16 and opts.tile_size % 16 == 0):
         raise SarCompressError(f"tile size {opts.tile_size} must be a positive multiple of 16")
-    if not (0.01 <= float(opts.quality) <= 100):
-        raise SarCompressError(f"quality {opts.quality} must be between 0.01 and 100")
+    target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
     with RasterReader(input_path) as reader:
         info = reader.info
         names = list(opts.band_names) if opts.band_names else list(info.band_names)
@@ -227,14 +204,13 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                 raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid)")
             bounds.append(percentile_bounds(db, valid, percentiles))
         del samples
-        qp = replace(model.quantization, quality=float(opts.quality))
-        latent_coder = choose_latent_coder(model, qp.quality, opts.latent_coder)
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
+        rate = choose_quality(target, model, reader, grid, domain, bounds, pp)
         tmp = temp_path_for(out)
         try:
             with C.open_for_write(tmp) as f:
-                stats = _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress,
-                                     is_cancelled, str(input_path), latent_coder)
+                stats = _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress,
+                                     is_cancelled, str(input_path))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, out)
@@ -250,22 +226,14 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     return CompressResult(output_path=str(out), input_raw_bytes=info.raw_bytes, output_bytes=size, pixels=pixels,
                           bands=info.band_count, bpp=bpp, bpp_per_band=bpp / info.band_count,
                           ratio=info.raw_bytes / size, seconds=time.perf_counter() - t0, provider=model.provider,
-                          outlier_pixels=stats["outlier_pixels"], clip_db=[list(b) for b in bounds], domain=domain)
+                          outlier_pixels=stats["outlier_pixels"], clip_db=[list(b) for b in bounds], domain=domain,
+                          quality=rate["quality"])
 
 
-def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, progress, is_cancelled, src,
-                 latent_coder):
+def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress, is_cancelled, src):
     info = reader.info
-    coder_name, tables = latent_coder
-    if isinstance(tables, HyperpriorCoder):
-        def encode_latents(qb, yb):
-            return tables.encode(qb, model.hyper_encode(yb))
-    elif tables is not None:
-        def encode_latents(qb, yb):
-            return tables.encode(qb)
-    else:
-        def encode_latents(qb, yb):
-            return C.encode_latents(qb)
+    coder: HyperpriorCoder = model.hyperprior
+    gain = coder.gain(rate["quality"])
     nb, dtype = info.band_count, np.dtype(info.dtype)
     writer = C.ContainerWriter(f)
     n_entries = grid.count * nb
@@ -289,10 +257,10 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         f16 = grid.factor
         ly0, lx0 = (pr0 - ctx[1]) // f16, (pc0 - ctx[0]) // f16
         y = y[:, :, ly0:ly0 + ph // f16, lx0:lx0 + pw // f16]
-        q = quantize(y, qp)
         for b in range(nb):
             k = b * grid.count + i
-            index["latent"][k] = writer.add_chunk(encode_latents(q[b], y[b]))
+            ys = y[b] * gain
+            index["latent"][k] = writer.add_chunk(coder.encode(ys, model.hyper_encode(ys))[0])
             raw, db, valid = cores[b]
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
@@ -315,7 +283,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "format": "sarc",
         "format_version": C.FORMAT_VERSION,
         "software": SOFTWARE,
-        "coders": {"latent": coder_name, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
+        "coders": {"latent": C.LATENT_CODER, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
         "model": {"name": model.name, "variant": model.variant, "decoder_sha256": model.decoder_sha256,
                   "encoder_sha256": model.encoder_sha256, "latent_channels": model.latent_channels,
                   "downsampling_factor": model.factor, "halo": model.halo},
@@ -324,10 +292,8 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "clip_db": [[float(lo), float(hi)] for lo, hi in bounds],
         "outliers": {"margin_db": margin, "step_db": ostep, "pixels": outlier_pixels},
         "invalid_pixels": invalid_pixels,
-        "quantization": qp.to_dict(),
-        **({"entropy_tables": {"sha256": model.entropy_tables.sha256, "quality": quality_key(qp.quality)}}
-           if coder_name == RANGE_CODER else {}),
-        **({"hyperprior": {"sha256": tables.sha256}} if coder_name == HYPERPRIOR_CODER else {}),
+        "rate": rate,
+        "hyperprior": {"sha256": coder.sha256},
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata]},
@@ -401,17 +367,12 @@ class CompressedRaster:
             self.dtype = np.dtype(r["dtype"])
             self.domain = canonical_domain(h["domain"])
             self.nodata = [C.decode_nodata(v) for v in r["nodata"]]
-            self.qp = QuantizationParams.from_dict(h["quantization"])
+            self.quality = float(h["rate"]["quality"])
             self.pp = PreprocessingParams.from_dict(h.get("preprocessing") or {})
             t = h["tiling"]
             self.grid = TileGrid(self.width, self.height, t["tile_size"], t["halo"], t.get("factor", 16))
             self.channels = int(h["model"]["latent_channels"])
-            self.latent_coder = str(h["coders"]["latent"])
-            if self.latent_coder == RANGE_CODER:
-                et = h["entropy_tables"]
-                self._tables_sha256, self._tables_key = str(et["sha256"]).lower(), str(et["quality"])
-            if self.latent_coder == HYPERPRIOR_CODER:
-                self._hyperprior_sha256 = str(h["hyperprior"]["sha256"]).lower()
+            self._hyperprior_sha256 = str(h["hyperprior"]["sha256"]).lower()
             self.outlier_step = float(h.get("outliers", {}).get("step_db", OUTLIER_STEP_DB))
             if not (math.isfinite(self.outlier_step) and self.outlier_step > 0):
                 raise ValueError("outlier step")
@@ -420,6 +381,7 @@ class CompressedRaster:
             self.close()
             raise C.ContainerFormatError(f"{self.path}: header field is invalid ({exc})") from None
         self._model: OnnxCodecModel | None = None
+        self._inverse_gain: np.ndarray | None = None
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = 3 * (self.grid.cols + 2)
 
@@ -458,27 +420,25 @@ class CompressedRaster:
                                      f"{self.model.bundle_dir} has "
                                      f"{'none' if have is None else have.sha256[:12] + '...'}")
 
-    def _range_tables(self) -> ChannelTables:
-        """The entropy tables this file was coded with: from the decoder's bundle, checked by SHA-256."""
-        et = self.model.entropy_tables
-        self._check_bundle_file("entropy tables", self._tables_sha256, et)
-        tables = et.by_quality.get(self._tables_key)
-        if tables is None or tables.channels != self.channels:
-            raise ModelMismatchError(f"{self.path}: the bundle's entropy tables have no {self.channels}-channel "
-                                     f"table for quality {self._tables_key}")
-        return tables
-
     def _hyperprior(self) -> HyperpriorCoder:
         """The integer hyper-decoder and tables this file was coded with: from the decoder's bundle, by SHA-256."""
         hp = self.model.hyperprior
         self._check_bundle_file("a hyperprior", self._hyperprior_sha256, hp)
+        if self._inverse_gain is None:
+            try:
+                hp.check_quality(self.quality)
+            except SarCompressError:
+                raise ModelMismatchError(f"{self.path}: quality {self.quality} is outside the range of the "
+                                         f"model's {hp.levels} levels") from None
+            self._inverse_gain = hp.inverse_gain(self.quality)
         return hp
 
     def verify(self) -> None:
         self._reader.verify()
 
     def latents(self, band: int, tile: int) -> np.ndarray:
-        """The int8 latent symbols stored for one tile (channels, rows, cols), as the file holds them."""
+        """The decoder network's input for one tile (channels, rows, cols) float32: the decoded symbols plus the
+        hyperprior's means, times the quality's inverse gains."""
         key = (band, tile)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -486,12 +446,7 @@ class CompressedRaster:
         what = f"{self.path}: tile {tile} band {band + 1}"
         data = self._reader.read_chunk(self.info["chunks"]["latent"][band * self.grid.count + tile], what)
         shape = (self.channels, *self.grid.latent_shape(tile))
-        if self.latent_coder == RANGE_CODER:
-            q = self._range_tables().decode(data, shape, what)
-        elif self.latent_coder == HYPERPRIOR_CODER:
-            q = self._hyperprior().decode(data, shape, what)
-        else:
-            q = C.decode_latents(data, shape, what)
+        q = self._hyperprior().decode(data, shape, what) * self._inverse_gain
         self._cache[key] = q
         if len(self._cache) > self._cache_size * self.bands:
             self._cache.popitem(last=False)
@@ -501,7 +456,7 @@ class CompressedRaster:
         """One tile's core (real pixels only), in the original domain and dtype."""
         g, f = self.grid, self.grid.factor
         (lc0, lr0, lw, lh), tiles = latent_block(g, tile)
-        block = np.zeros((self.channels, lh, lw), dtype=np.int8)
+        block = np.zeros((self.channels, lh, lw), dtype=np.float32)
         for t in tiles:
             pc, pr, pw, ph = g.core(t)
             tc, tr = pc // f, pr // f
@@ -509,7 +464,7 @@ class CompressedRaster:
             x0, y0 = max(lc0, tc), max(lr0, tr)
             x1, y1 = min(lc0 + lw, tc + pw // f), min(lr0 + lh, tr + ph // f)
             block[:, y0 - lr0:y1 - lr0, x0 - lc0:x1 - lc0] = q[:, y0 - tr:y1 - tr, x0 - tc:x1 - tc]
-        x = self.model.decode(dequantize(block[None], self.qp))[0, 0]
+        x = np.clip(self.model.decode(block[None])[0, 0], 0.0, 1.0)
         c0, r0, w, h = g.core_in_raster(tile)
         xc = x[r0 - lr0 * f:r0 - lr0 * f + h, c0 - lc0 * f:c0 - lc0 * f + w]
         lo, hi = self.info["clip_db"][band]

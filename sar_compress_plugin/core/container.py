@@ -30,19 +30,19 @@ from .errors import ContainerFormatError, OutputPathError
 log = logging.getLogger(__name__)
 
 MAGIC = b"SARC\x89\r\n\x1a"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization")
 ZSTD_HEADER_SINCE = 2  # versions before this store the header as plain JSON
 PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
 FOOTER = struct.Struct("<QQI32s8s")  # header offset, header length, header crc32, body sha256, end magic
 FOOTER_MAGIC = b"SARCEND\x00"
 
-LATENT_CODER = "zstd-int8"
+LATENT_CODER = "range-meanscale-int16"  # core.hyperprior; needs the bundle's hyperprior.npz
 MASK_CODER = "packbits-zstd"
 OUTLIER_CODER = "zstd-int32-byteplanes"
-RANGE_LATENT_CODER = "range-factorized-int8"  # core.entropy_coding; needs the bundle's entropy tables
-HYPERPRIOR_LATENT_CODER = "range-hyperprior-int8"  # core.hyperprior; needs the bundle's hyperprior.npz
-KNOWN_CODERS = {"latent": (LATENT_CODER, RANGE_LATENT_CODER, HYPERPRIOR_LATENT_CODER), "mask": (MASK_CODER,),
-                "outlier": (OUTLIER_CODER,)}
+#: Latent coders of the retired fixed-bottleneck model (format versions 1-2): its files name one of these and
+#: are refused with one message saying what they need.
+RETIRED_LATENT_CODERS = ("zstd-int8", "range-factorized-int8", "range-hyperprior-int8")
+KNOWN_CODERS = {"latent": (LATENT_CODER,), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
 
 MAX_HEADER_BYTES = 256 << 20
 MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
@@ -75,18 +75,6 @@ def zstd_decompress(data: bytes, cap: int, what: str) -> bytes:
 
 
 # --- chunk coders -----------------------------------------------------------------------------------------
-
-def encode_latents(q: np.ndarray) -> bytes:
-    return zstd_compress(np.ascontiguousarray(q, dtype=np.int8).tobytes())
-
-
-def decode_latents(data: bytes, shape: tuple[int, int, int], what: str) -> np.ndarray:
-    n = int(np.prod(shape))
-    raw = zstd_decompress(data, n, what)
-    if len(raw) != n:
-        raise ContainerFormatError(f"{what}: latent chunk holds {len(raw)} bytes, expected {n}")
-    return np.frombuffer(raw, dtype=np.int8).reshape(shape)
-
 
 def encode_mask(valid: np.ndarray, exc_pos: np.ndarray, exc_values: np.ndarray) -> bytes:
     """Validity mask (packed bits) plus the exact raw values of invalid pixels that differ from the fill."""
@@ -289,7 +277,13 @@ def validate_header(h, chunks_end: int, path: str) -> None:
     """Structural checks of a parsed header before anything is sized from it."""
     _req(isinstance(h, dict), path, "is not an object")
     try:
-        r, t, q, m, c = h["raster"], h["tiling"], h["quantization"], h["model"], h["chunks"]
+        latent_coder = h.get("coders", {}).get("latent") if isinstance(h.get("coders"), dict) else None
+        if latent_coder in RETIRED_LATENT_CODERS:
+            raise ContainerFormatError(
+                f"{path}: written by {h.get('software', 'an older sar-compress')} with the retired fixed-bottleneck "
+                f"model (latent coder {latent_coder}); this version decodes only {LATENT_CODER} files: reconstruct "
+                f"it with the release that wrote it, then compress the result again")
+        r, t, rate, m, c = h["raster"], h["tiling"], h["rate"], h["model"], h["chunks"]
         w, hh, nb = r["width"], r["height"], r["band_count"]
         _req(all(_is_int(v) for v in (w, hh, nb)), path, "raster size is not integer")
         _req(w > 0 and hh > 0 and 0 < nb <= MAX_BANDS, path, f"raster size {w} x {hh} x {nb} is invalid")
@@ -303,11 +297,9 @@ def validate_header(h, chunks_end: int, path: str) -> None:
         ntiles = math.ceil(-(-w // 16) * 16 / ts) * math.ceil(-(-hh // 16) * 16 / ts)
         channels = m["latent_channels"]
         _req(_is_int(channels) and 0 < channels <= 1024, path, "latent_channels is invalid")
-        _req(isinstance(q.get("step"), list) and len(q["step"]) == channels
-             and isinstance(q.get("offset"), list) and len(q["offset"]) == channels, path,
-             "quantization does not match latent_channels")
-        _req(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                 for v in q["step"] + q["offset"] + [q.get("quality", 1.0)]), path, "quantization values are invalid")
+        quality = rate["quality"]
+        _req(isinstance(quality, (int, float)) and not isinstance(quality, bool) and math.isfinite(quality)
+             and 0 <= quality <= 64, path, "rate quality is invalid")
         _req(isinstance(m.get("decoder_sha256"), str), path, "lacks the decoder SHA-256")
         clip = h["clip_db"]
         _req(isinstance(clip, list) and len(clip) == nb and all(
@@ -316,14 +308,8 @@ def validate_header(h, chunks_end: int, path: str) -> None:
         coders = h["coders"]
         for kind, names in KNOWN_CODERS.items():
             _req(coders.get(kind) in names, path, f"uses unknown {kind} coder {coders.get(kind)!r}")
-        if coders["latent"] == RANGE_LATENT_CODER:
-            et = h["entropy_tables"]
-            _req(isinstance(et, dict) and isinstance(et.get("sha256"), str) and isinstance(et.get("quality"), str),
-                 path, "names the range coder but not its entropy tables")
-        if coders["latent"] == HYPERPRIOR_LATENT_CODER:
-            hp = h["hyperprior"]
-            _req(isinstance(hp, dict) and isinstance(hp.get("sha256"), str), path,
-                 "names the hyperprior coder but not its hyperprior file")
+        hp = h["hyperprior"]
+        _req(isinstance(hp, dict) and isinstance(hp.get("sha256"), str), path, "does not name its hyperprior file")
         for kind in ("latent", "mask", "outlier"):
             entries = c[kind]
             _req(isinstance(entries, list) and len(entries) == ntiles * nb, path,

@@ -8,15 +8,16 @@ of the tile would decode to garbage. So the codec never evaluates h_s in floatin
 in numpy int64, where every sum is exact and therefore independent of summation order, threads or hardware.
 
 Each layer: acc = conv(x, W) + b in int64 (a transposed convolution is a convolution of the zero-dilated
-input with the flipped kernel), ReLU, then a rounding right shift back to the activation scale and a
-saturation at `act_max`. Export proves that no accumulator can leave int64 for any input within the symbol
-range (`max_abs_accumulator`), and this loader checks it again.
+input with the flipped kernel), a ReLU on every layer but the last, then a rounding right shift back to the
+activation scale and a saturation at +-`act_max`. Export proves that no accumulator can leave int64 for any
+input within the symbol range (`max_abs_accumulator`), and this loader checks it again.
 
 numpy has no BLAS for integers, so the products are summed in float64 when a layer's bound allows: if every
 |partial sum| stays below 2^53, every product and every partial sum is an integer float64 holds exactly, so
 each addition is exact and any BLAS, thread count, blocking or FMA gives the same integers as int64 would.
-A layer whose bound is larger falls back to int64. The last layer's output is a scale in fixed
-point, mapped to an index of the scale table by integer comparison against integer thresholds.
+A layer whose bound is larger falls back to int64. The last layer's output (no ReLU: means are signed) is
+2M channels in fixed point: M scales, mapped to indices of the scale table by integer comparison against
+integer thresholds, and M means.
 """
 
 from __future__ import annotations
@@ -113,25 +114,28 @@ class IntegerHyperDecoder:
                    for p, b in zip(self.layer_bounds(), self.biases))
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed-point scales."""
+        """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed point."""
         x = np.asarray(z)
         if x.ndim != 3 or x.shape[0] != self.in_channels or x.dtype.kind not in "iu":
             raise ValueError(f"z must be integer ({self.in_channels}, h, w), got {x.dtype} {x.shape}")
         if x.size and (x.min() < self.z_min or x.max() > self.z_max):
             raise ValueError(f"z outside [{self.z_min}, {self.z_max}]")
         x = x.astype(np.int64)
-        for kind, w, wf, b, s in zip(self.kinds, self.weights, self._float_weights, self.biases, self.shifts):
+        last = len(self.kinds) - 1
+        layers = zip(self.kinds, self.weights, self._float_weights, self.biases, self.shifts)
+        for i, (kind, w, wf, b, s) in enumerate(layers):
             x = _layer(x, kind, w, b, wf)
-            np.maximum(x, 0, out=x)
+            if i < last:
+                np.maximum(x, 0, out=x)
             if s:
-                x = (x + (1 << (s - 1))) >> s  # round half up; x >= 0 after the ReLU
-            np.minimum(x, self.act_max, out=x)
+                x = (x + (1 << (s - 1))) >> s  # round half up (an arithmetic shift floors negatives too)
+            np.clip(x, -self.act_max, self.act_max, out=x)
         return x
 
-    def scale_indices(self, z: np.ndarray) -> np.ndarray:
-        """(in_channels, h, w) integer z -> (out_channels, 4h, 4w) uint8 indices into the scale table:
-        index = how many thresholds lie strictly below the fixed-point scale."""
-        return np.searchsorted(self.thresholds, self(z), side="left").astype(np.uint8)
+    def scale_indices(self, scales: np.ndarray) -> np.ndarray:
+        """Fixed-point scales (any shape, int64) -> uint8 indices into the scale table: how many thresholds
+        lie strictly below each scale (a negative scale, below every threshold, takes index 0)."""
+        return np.searchsorted(self.thresholds, scales, side="left").astype(np.uint8)
 
 
 def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray, w_float: np.ndarray | None = None) -> np.ndarray:

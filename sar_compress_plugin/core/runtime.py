@@ -16,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .entropy_coding import EntropyTables, load_tables
 from .errors import ModelBundleError, ModelMismatchError, SarCompressError
 from .hyperprior import HyperpriorCoder, load_hyperprior
 from .preprocessing import PreprocessingParams
-from .quantization import QuantizationParams
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "sar-compress-model"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: variable-rate mean-scale hyperprior (encoder, decoder, hyper_encoder, hyperprior.npz)
+BUNDLE_PARTS = ("encoder", "decoder", "hyper_encoder", "hyperprior")
 DEVICES = ("auto", "cpu", "cuda")
 
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -68,29 +67,25 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
     if not isinstance(m.get("version"), int) or m["version"] > BUNDLE_VERSION:
         raise ModelBundleError(f"{mp}: manifest version {m.get('version')} is not supported "
                                f"(this codec reads up to {BUNDLE_VERSION})")
+    if m["version"] < BUNDLE_VERSION:
+        raise ModelBundleError(f"{mp}: a bundle of the retired fixed-bottleneck model (version {m['version']}); "
+                               f"this codec needs a version {BUNDLE_VERSION} bundle (sar-export of a variable-rate "
+                               f"checkpoint)")
     try:
         factor = int(m.get("downsampling_factor", 16))
         halo = int(m.get("halo", 0))
         int(m["latent_channels"])
         files = m["files"]
-        for part in ("encoder", "decoder"):
-            files[part]["path"], files[part]["sha256"]  # noqa: B018 (presence check)
-        QuantizationParams.from_dict(m["quantization"])
+        for part in BUNDLE_PARTS:
+            str(files[part]["path"]), str(files[part]["sha256"])  # noqa: B018 (presence check)
+        float(m["rate"]["default_quality"])
         PreprocessingParams.from_dict(m.get("preprocessing", {}))
     except (KeyError, TypeError, ValueError, SarCompressError) as exc:
         raise ModelBundleError(f"{mp}: manifest is incomplete or malformed ({exc})") from None
     if factor != 16 or halo < 0 or halo % factor:
         raise ModelBundleError(f"{mp}: downsampling_factor must be 16 and halo a multiple of it")
-    if len(m["quantization"]["step"]) != int(m["latent_channels"]):
-        raise ModelBundleError(f"{mp}: quantization has {len(m['quantization']['step'])} channels, "
-                               f"latent_channels says {m['latent_channels']}")
-    for extra in ("entropy_tables", "hyperprior", "hyper_encoder"):
-        if extra in files and not isinstance(files[extra], dict):
-            raise ModelBundleError(f"{mp}: files.{extra} must name a path and a sha256")
-    if ("hyperprior" in files) != ("hyper_encoder" in files):
-        raise ModelBundleError(f"{mp}: a hyperprior needs both files.hyperprior and files.hyper_encoder")
     if verify:
-        for part in ("encoder", "decoder", *(["hyper_encoder"] if "hyper_encoder" in files else [])):
+        for part in ("encoder", "decoder", "hyper_encoder"):
             f = d / files[part]["path"]
             if not f.is_file():
                 raise ModelBundleError(f"{d}: {part} file {files[part]['path']} is missing")
@@ -152,7 +147,6 @@ class OnnxCodecModel:
         self.encoder_sha256 = str(m["files"]["encoder"]["sha256"]).lower()
         self.decoder_sha256 = str(m["files"]["decoder"]["sha256"]).lower()
         self.preprocessing = PreprocessingParams.from_dict(m.get("preprocessing", {}))
-        self.quantization = QuantizationParams.from_dict(m["quantization"])
         self.device = device
         wanted = _providers_for(device)
         so = ort.SessionOptions()
@@ -185,18 +179,13 @@ class OnnxCodecModel:
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise SarCompressError(f"device 'cuda' requested but onnxruntime fell back to CPU for {self.bundle_dir} "
                                    "(CUDA/cuDNN libraries missing?)")
-        self.entropy_tables: EntropyTables | None = None
-        if "entropy_tables" in m["files"]:
-            t = m["files"]["entropy_tables"]
-            self.entropy_tables = load_tables(self.bundle_dir / str(t.get("path", "")), t.get("sha256"))
-        self.hyperprior: HyperpriorCoder | None = None
+        t = m["files"]["hyperprior"]
+        self.hyperprior: HyperpriorCoder = load_hyperprior(self.bundle_dir / str(t["path"]), t["sha256"])
+        if self.hyperprior.latent_channels != self.latent_channels:
+            raise ModelBundleError(f"{self.bundle_dir}: hyperprior predicts {self.hyperprior.latent_channels} "
+                                   f"latent channels, the model has {self.latent_channels}")
+        self.default_quality = self.hyperprior.check_quality(m["rate"]["default_quality"])
         self._hyper_enc = None
-        if "hyperprior" in m["files"]:
-            t = m["files"]["hyperprior"]
-            self.hyperprior = load_hyperprior(self.bundle_dir / str(t.get("path", "")), t.get("sha256"))
-            if self.hyperprior.latent_channels != self.latent_channels:
-                raise ModelBundleError(f"{self.bundle_dir}: hyperprior predicts {self.hyperprior.latent_channels} "
-                                       f"latent channels, the model has {self.latent_channels}")
         self._enc_in = self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name
         log.info("model %s (%s) on %s", self.name, self.variant, self.provider)
@@ -212,7 +201,7 @@ class OnnxCodecModel:
         return np.asarray(self._enc.run(None, {self._enc_in: x})[0], dtype=np.float32)
 
     def hyper_encode(self, y: np.ndarray) -> np.ndarray:
-        """(C, h, w) float latents of one tile -> unrounded z (N, ceil(h/4), ceil(w/4)), float32.
+        """(C, h, w) gain-scaled latents of one tile -> unrounded z (N, ceil(h/4), ceil(w/4)), float32.
 
         Zero-padded at the bottom/right to multiples of 4 as in training. Encoder side only: its floats may
         differ between machines, which changes which z gets stored but never how a stored file decodes.
@@ -220,8 +209,6 @@ class OnnxCodecModel:
         """
         import onnxruntime as ort  # noqa: PLC0415
 
-        if self.hyperprior is None:
-            raise SarCompressError(f"model {self.name} has no hyperprior")
         if self._hyper_enc is None:
             path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
             try:

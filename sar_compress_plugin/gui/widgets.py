@@ -26,14 +26,14 @@ def tile_size_spin(value: int = 512) -> QSpinBox:
     return spin
 
 
-def quality_spin(value: float = 1.0) -> QDoubleSpinBox:
+def quality_spin(value: float = 2.5, top: float = 5.0) -> QDoubleSpinBox:
     spin = QDoubleSpinBox()
-    spin.setRange(0.05, 10.0)
-    spin.setSingleStep(0.1)
+    spin.setRange(0.0, top)
+    spin.setSingleStep(0.25)
     spin.setDecimals(2)
     spin.setValue(float(value))
-    spin.setToolTip("Quantisation step multiplier: larger writes fewer bits (coarser latents), smaller more; "
-                   "1 is the step the model was calibrated with.")
+    spin.setToolTip("Operating point of the variable-rate model: 0 writes the fewest bits, the top level the "
+                   "most (each step up about doubles the bits at low rates); fractions interpolate.")
     return spin
 
 

@@ -103,9 +103,9 @@ class CompressAlgorithm(_SarAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels, multiple of 16)",
                                                        QgsProcessingParameterNumber.Type.Integer, 512,
                                                        minValue=64, maxValue=8192))
-        self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality",
-                                                       QgsProcessingParameterNumber.Type.Double, 1.0,
-                                                       minValue=0.01, maxValue=100.0))
+        self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level)",
+                                                       QgsProcessingParameterNumber.Type.Double, 2.5,
+                                                       minValue=0.0, maxValue=64.0))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Compressed file",
                                                                 "SAR compressed raster (*.sarc)"))
         for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel"), ("SECONDS", "Seconds")):

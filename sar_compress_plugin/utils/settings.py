@@ -20,7 +20,7 @@ class PluginSettings:
     model_dirs: list[str] = field(default_factory=list)
     device: str = "auto"
     tile_size: int = 512
-    quality: float = 1.0
+    quality: float = 2.5
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -33,7 +33,7 @@ class PluginSettings:
             model_dirs=[str(p) for p in dirs if str(p).strip()],
             device=device if device in DEVICES else "auto",
             tile_size=int(s.value(SETTINGS_PREFIX + "tile_size", d.tile_size, type=int)),
-            quality=float(s.value(SETTINGS_PREFIX + "quality", d.quality, type=float)),
+            quality=float(s.value(SETTINGS_PREFIX + "quality_level", d.quality, type=float)),
         )
 
     def save(self) -> None:
@@ -42,7 +42,7 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "model_dirs", list(self.model_dirs))
         s.setValue(SETTINGS_PREFIX + "device", self.device if self.device in DEVICES else "auto")
         s.setValue(SETTINGS_PREFIX + "tile_size", int(self.tile_size))
-        s.setValue(SETTINGS_PREFIX + "quality", float(self.quality))
+        s.setValue(SETTINGS_PREFIX + "quality_level", float(self.quality))
 
     def reconstruct_model_dirs(self) -> list[str] | None:
         """Folders to search for a file's model (None lets the codec use its bundled default alone)."""

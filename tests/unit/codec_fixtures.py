@@ -3,8 +3,6 @@ binaries) and a small GeoTIFF writer. A module of its own name, so both test fol
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +12,29 @@ if not SAR_DATA.is_dir():  # checkout elsewhere: fall back to the documented loc
     SAR_DATA = Path("/work/shared/data/sar")
 
 
-def _sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = "tiny",
                       seed: int = 0) -> Path:
-    """A deterministic smooth autoencoder: 4 x (4x4 stride-2 blur) -> 1x1 mix to C channels, and back.
+    """A real export (export.onnx_export.export_bundle) of a tiny codec model whose transforms are replaced by
+    a deterministic smooth autoencoder: 4 x (4x4 stride-2 blur) -> 1x1 mix to C channels, and back.
 
     It is not trained, but it is smooth and spatially extended (receptive field of several latent cells), so
     it exposes seams, halo handling and tiling bugs the way a real model would, and reconstructs a low-pass
-    version of the input (a few dB RMSE on speckle) so round trips can be checked numerically.
+    version of the input (a few dB RMSE on speckle) so round trips can be checked numerically. Its entropy
+    model (h_a, h_s, the z prior, the gains) is the real class, so the bundle goes through the real integer
+    hyper-decoder, tables and range coder.
     """
     import torch  # noqa: PLC0415  (tests only)
     from torch import nn  # noqa: PLC0415
+
+    from export.onnx_export import export_bundle  # noqa: PLC0415
+    from trainer.models.baseline import BaselineCodec  # noqa: PLC0415
 
     g = torch.Generator().manual_seed(seed)
     k1 = torch.tensor([1.0, 3.0, 3.0, 1.0])
     blur = torch.outer(k1, k1) / 64.0
     up = torch.outer(k1, k1) / 16.0  # transposed conv with these weights = bilinear x2 upsampling
-
-    mix = torch.zeros(channels, 1, 1, 1)
-    mix[:, 0, 0, 0] = torch.linspace(1.0, 0.25, channels) * (1 + 0.1 * torch.randn(channels, generator=g))
+    # latents in about [0, 40]: the quantiser's unit step is then ~1% of the range at the middle quality
+    mix = 40.0 * torch.linspace(1.0, 0.25, channels) * (1 + 0.1 * torch.randn(channels, generator=g))
 
     class Enc(nn.Module):
         def __init__(self):
@@ -44,7 +43,7 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
             for c in self.convs:
                 c.weight.data[:] = blur
             self.mix = nn.Conv2d(1, channels, 1, bias=False)
-            self.mix.weight.data[:] = mix
+            self.mix.weight.data[:, 0, 0, 0] = mix
 
         def forward(self, x):
             for c in self.convs:
@@ -55,8 +54,7 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
         def __init__(self):
             super().__init__()
             self.unmix = nn.Conv2d(channels, 1, 1, bias=False)
-            w = mix[:, 0, 0, 0]
-            self.unmix.weight.data[0, :, 0, 0] = w / (w * w).sum()
+            self.unmix.weight.data[0, :, 0, 0] = mix / (mix * mix).sum()
             self.ups = nn.ModuleList(nn.ConvTranspose2d(1, 1, 4, 2, 1, bias=False) for _ in range(4))
             for u in self.ups:
                 u.weight.data[:] = up
@@ -65,30 +63,28 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
             x = self.unmix(y)
             for u in self.ups:
                 x = u(x)
-            return torch.clamp(x, 0.0, 1.0)
+            return x
 
-    out.mkdir(parents=True, exist_ok=True)
-    enc, dec = Enc().eval(), Dec().eval()
-    x = torch.rand(1, 1, 64, 64)
-    dyn = {0: "n", 2: "h", 3: "w"}
-    torch.onnx.export(enc, (x,), str(out / "encoder.onnx"), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": dyn, "y": dyn}, opset_version=17, dynamo=False)
-    torch.onnx.export(dec, (enc(x),), str(out / "decoder.onnx"), input_names=["y"], output_names=["x_hat"],
-                      dynamic_axes={"y": dyn, "x_hat": dyn}, opset_version=17, dynamo=False)
-    w = mix[:, 0, 0, 0].numpy()
-    manifest = {
-        "format": "sar-compress-model", "version": 1, "name": name, "variant": "tiny-test",
-        "latent_channels": channels, "downsampling_factor": 16, "halo": halo,
-        "preprocessing": {"input_domain": "intensity", "clip_rule": "per_band_percentile",
-                          "clip_percentiles": [0.5, 99.5], "clip_db": None, "noise_floor_db": -100.0, "extra": {}},
-        # latent channel c lies in [0, w_c]: centre it, 254 steps over the range
-        "quantization": {"step": [float(abs(v) / 254.0) for v in w], "offset": [float(v / 2) for v in w],
-                         "qmin": -127, "qmax": 127},
-        "files": {"encoder": {"path": "encoder.onnx", "sha256": _sha256(out / "encoder.onnx")},
-                  "decoder": {"path": "decoder.onnx", "sha256": _sha256(out / "decoder.onnx")}},
-        "training": {"note": "untrained test model"}, "validation": {},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    torch.manual_seed(seed)
+    model = BaselineCodec(channels=4, latent_channels=channels, hyper_channels=4, lambdas=[0.001, 0.01, 0.1])
+    model.g_a, model.g_s = Enc(), Dec()
+    with torch.no_grad():
+        model.log_gain.zero_()          # every level keeps the latents' own scale ...
+        model.log_gain[0] -= 1.0        # ... except the lowest, which quantises 2.7x coarser
+        model.log_inverse_gain.copy_(-model.log_gain)
+        last = model.h_s[-1]
+        last.weight.mul_(0.01)          # predicted scales near 3 and means near 0
+        last.bias.zero_()
+        last.bias[:channels] = 3.0
+    rng = np.random.default_rng(seed)
+    speckle = rng.gamma(4.0, 0.25, size=(4, 1, 128, 128)) * np.linspace(0.2, 2.0, 128)[None, None, None, :]
+    tiles = np.clip((10 * np.log10(speckle) + 15) / 25, 0, 1).astype(np.float32)
+    export_bundle(model, out, name=name, variant="tiny-test", halo=halo, calibration_tiles=tiles,
+                  default_quality=1.0,
+                  preprocessing={"input_domain": "intensity", "clip_rule": "per_band_percentile",
+                                 "clip_percentiles": [0.5, 99.5], "clip_db": None, "noise_floor_db": -100.0,
+                                 "extra": {}},
+                  training={"note": "untrained test model"})
     return out
 
 

@@ -1,6 +1,6 @@
 """Model variants; importing this package registers all of them."""
 
 from trainer.models import attention, baseline, resnet_lite, residual  # noqa: F401
-from trainer.models.base import SarAutoencoder
+from trainer.models.codec import SarCodecModel
 
-__all__ = ["SarAutoencoder"]
+__all__ = ["SarCodecModel"]

@@ -1,17 +1,15 @@
-"""`resnet_lite`: classic post-activation residual blocks at every resolution."""
+"""`resnet_lite`: the baseline plus one post-activation residual unit at 1/4 and 1/8 resolution, each way."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from trainer.models._residual_codec import build_decoder, build_encoder
-from trainer.models.base import SarAutoencoder
-from trainer.models.layers import ResidualBlock
+from trainer.models.codec import SarCodecModel
+from trainer.models.layers import ResidualUnit, analysis, synthesis
 from trainer.registry import register_model
 
 
 @register_model("resnet_lite")
-class ResNetLiteAutoencoder(SarAutoencoder):
-    def _build(self, latent_channels: int, base_channels: int) -> tuple[nn.Module, nn.Module]:
-        return (build_encoder(ResidualBlock, latent_channels, base_channels),
-                build_decoder(ResidualBlock, latent_channels, base_channels))
+class ResNetLiteCodec(SarCodecModel):
+    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
+        return analysis(channels, latent_channels, ResidualUnit), synthesis(channels, latent_channels, ResidualUnit)

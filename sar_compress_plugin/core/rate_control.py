@@ -1,0 +1,141 @@
+"""Choosing the quality a raster is compressed at: given directly, or searched for a bits-per-pixel or dB-RMSE
+target on sample tiles.
+
+One model covers the whole rate range (core/hyperprior.py: a quality is a float between 0 and the top trained
+level), so a target is met by searching that float. The encoder network's output does not depend on the
+quality, so the sample tiles are encoded once; each step of the search only re-runs the cheap parts (gains,
+hyper-encoder, integer hyper-decoder, range coder, and for a dB target the decoder network). The samples are
+tiles spread evenly over the raster, not its first tiles, so a scene whose top rows are sea or no-data does not
+set the rate for the land below. Rate and error are monotonic in the quality, so a bisection finds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SarCompressError
+from .preprocessing import normalise, to_db
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TILES = 4
+SEARCH_STEPS = 8
+
+
+@dataclass(frozen=True)
+class RateTarget:
+    """At most one of quality, bpp (per band) and db_rmse; none means the bundle's default quality."""
+
+    quality: float | None = None
+    bpp: float | None = None
+    db_rmse: float | None = None
+
+    @classmethod
+    def from_options(cls, quality=None, bpp=None, db_rmse=None) -> "RateTarget":
+        given = {k: v for k, v in (("quality", quality), ("target bpp", bpp), ("target dB RMSE", db_rmse))
+                 if v is not None}
+        if len(given) > 1:
+            raise SarCompressError(f"give one of quality, target bpp and target dB RMSE, not {' and '.join(given)}")
+        for name, v in given.items():
+            try:
+                ok = math.isfinite(float(v)) and (float(v) >= 0 if name == "quality" else float(v) > 0)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise SarCompressError(f"{name} {v!r} must be a finite number"
+                                       f"{' >= 0' if name == 'quality' else ' > 0'}")
+        return cls(*(None if v is None else float(v) for v in (quality, bpp, db_rmse)))
+
+
+def _sample(model, reader, grid, domain, bounds, pp):
+    """[(band, x (1, H, W) padded to 16, valid (H, W), (lo, hi))] for up to SAMPLE_TILES tiles per band."""
+    info = reader.info
+    picks = sorted({int(round(v)) for v in np.linspace(0, grid.count - 1, min(SAMPLE_TILES, grid.count))})
+    out = []
+    for i in picks:
+        c, r, w, h = grid.core_in_raster(i)
+        for b in range(info.band_count):
+            db, valid = to_db(reader.read(b, c, r, w, h), domain, info.nodata[b], pp.noise_floor_db)
+            if not valid.any():
+                continue
+            x = normalise(db, *bounds[b])
+            x = np.pad(x, ((0, -h % 16), (0, -w % 16)), mode="edge")
+            out.append((b, x[None].astype(np.float32), valid, bounds[b]))
+    return out
+
+
+class _Probe:
+    """Rate and error of the sample tiles at a given quality (latents from the encoder network, once)."""
+
+    def __init__(self, model, samples):
+        self.model, self.coder = model, model.hyperprior
+        self.samples = samples
+        self.latents = [model.encode(x[None])[0] for _, x, _, _ in samples]
+        self.pixels = sum(v.size for _, _, v, _ in samples)
+
+    def bpp(self, quality: float) -> float:
+        gain = self.coder.gain(quality)
+        bits = 0
+        for y in self.latents:
+            ys = y * gain
+            bits += 8 * len(self.coder.encode(ys, self.model.hyper_encode(ys))[0])
+        return bits / self.pixels
+
+    def db_rmse(self, quality: float) -> float:
+        gain, inverse = self.coder.gain(quality), self.coder.inverse_gain(quality)
+        se = n = 0.0
+        for (_, x, valid, (lo, hi)), y in zip(self.samples, self.latents):
+            ys = y * gain
+            y_hat = self.coder.encode(ys, self.model.hyper_encode(ys))[1] * inverse
+            h, w = valid.shape
+            x_hat = np.clip(self.model.decode(y_hat[None])[0, 0, :h, :w], 0.0, 1.0)
+            err = (x_hat - x[0, :h, :w])[valid] * (hi - lo)
+            se += float(np.square(err, dtype=np.float64).sum())
+            n += err.size
+        return math.sqrt(se / n)
+
+
+def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) -> dict:
+    """The file header's "rate" section: the quality used, and how it was chosen (with the sample estimate)."""
+    coder = model.hyperprior
+    top = float(coder.levels - 1)
+    if target.bpp is None and target.db_rmse is None:
+        q = model.default_quality if target.quality is None else coder.check_quality(target.quality)
+        return {"quality": q, "levels": coder.levels, "chosen_by": "default" if target.quality is None else "quality"}
+    samples = _sample(model, reader, grid, domain, bounds, pp)
+    if not samples:
+        raise SarCompressError("no valid pixels in the sample tiles to search a quality for the target")
+    probe = _Probe(model, samples)
+    if target.bpp is not None:
+        measure, goal, kind = probe.bpp, target.bpp, "bpp"
+        ok = lambda v: v <= goal  # noqa: E731 (the largest quality within the budget)
+    else:
+        measure, goal, kind = probe.db_rmse, target.db_rmse, "db_rmse"
+        ok = lambda v: v > goal  # noqa: E731 (the smallest quality that reaches the error: search its complement)
+    lo, hi = 0.0, top
+    v_lo, v_hi = measure(lo), measure(hi)
+    if ok(v_hi):
+        q, v = hi, v_hi
+    elif not ok(v_lo):
+        q, v = lo, v_lo
+    else:
+        for _ in range(SEARCH_STEPS):  # invariant: ok(lo), not ok(hi)
+            mid = 0.5 * (lo + hi)
+            v_mid = measure(mid)
+            if ok(v_mid):
+                lo, v_lo = mid, v_mid
+            else:
+                hi, v_hi = mid, v_mid
+        q, v = (lo, v_lo) if kind == "bpp" else (hi, v_hi)
+    met = v <= goal
+    if not met:
+        log.warning("target %s %.3f cannot be met by this model: quality %.3f gives %.3f on the sample tiles",
+                    kind, goal, q, v)
+    log.info("quality %.3f chosen for %s %.3f (sample estimate %.3f on %d tile-bands)", q, kind, goal, v,
+             len(samples))
+    return {"quality": round(q, 4), "levels": coder.levels, "chosen_by": kind, "target": goal,
+            "sample_estimate": v, "target_met_on_samples": bool(met)}
