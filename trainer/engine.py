@@ -178,7 +178,7 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, val_batches: list[tuple[torch
             return {"val_loss": float("nan"), "val_psnr": float("nan"), "val_ssim": float("nan"),
                     "val_bpp": float("nan"), "val_tiles": 0, "val_levels": []}
         finite = [p for p in psnrs if math.isfinite(p)]
-        per_level.append({"level": level, "lambda": float(codec.lambdas[level]), "loss": float(np.mean(losses)),
+        per_level.append({"level": level, "lambda": codec.config["lambdas"][level], "loss": float(np.mean(losses)),
                           "bpp": float(np.mean(bpps)), "psnr": float(np.mean(finite)) if finite else float("inf"),
                           "ssim": float(np.nanmean(ssims))})
     return {

@@ -106,14 +106,20 @@ def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, path: Pat
     plt.close(fig)
 
 
+def _fmt(value, spec: str) -> str:
+    """A figure for a table cell; undefined metrics (e.g. EPI of a constant reconstruction) show as n/a."""
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 def markdown_table(results: dict) -> str:
     lines = ["| Model | Steps | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
         for lv in r["levels"]:
             a = lv["aggregate"]
-            lines.append(f"| {label} | {r['step']} | {lv['level']} | {a['bpp_estimated']:.3f} | {a['psnr']:.2f} | "
-                         f"{a['ssim']:.4f} | {a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} |")
+            cells = [_fmt(a[k], s) for k, s in (("bpp_estimated", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
+                                                 ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
+            lines.append(f"| {label} | {r['step']} | {lv['level']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("PyTorch, rounded latents, whole validation scenes; bpp estimated from the entropy model's "
                  "likelihoods (the codec's files add headers and masks); PSNR/SSIM on the normalised dB image, "
@@ -180,8 +186,9 @@ def codec_markdown_table(results: dict) -> str:
         a = r["aggregate"]
         params = r["params"].get("total")
         params_s = f"{params / 1e6:.2f}M" if params else "?"
-        lines.append(f"| {label} | {params_s} | {r['quality']} | {a['bpp_per_band']:.3f} | {a['psnr']:.2f} | "
-                     f"{a['ssim']:.4f} | {a['db_rmse']:.3f} | {a['enl_ratio']:.3f} | {a['epi']:.3f} |")
+        cells = [_fmt(a[k], s) for k, s in (("bpp_per_band", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
+                                             ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
+        lines.append(f"| {label} | {params_s} | {r['quality']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Through the codec: range-coded latents, file on disk; bpp = 8 x file bytes / band pixels; "
                  "pixel-weighted means over the validation scene-bands; PSNR/SSIM on the normalised dB image with "

@@ -20,7 +20,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "trainer", "--variant", "baseline", "--data", str(SCENE), "--out", str(out), "--device", "cpu",
-           "--patch-size", "64", "--batch-size", "2", "--base-channels", "8", "--max-steps", "3",
+           "--patch-size", "64", "--batch-size", "2", "--channels", "8", "--latent-channels", "16", "--hyper-channels", "8", "--max-steps", "3",
            "--steps-per-epoch", "3", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

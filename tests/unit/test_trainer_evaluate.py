@@ -43,8 +43,9 @@ def test_smoothing_is_visible_in_enl_and_epi():
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
 def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
-    fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--base-channels",
-            "8", "--max-steps", "2", "--steps-per-epoch", "2", "--no-progress"]
+    fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8",
+            "--latent-channels", "16", "--hyper-channels", "8", "--lambdas", "0.001", "0.01", "--max-steps", "2",
+            "--steps-per-epoch", "2", "--no-progress"]
     assert train_main(["--variant", "baseline", "--out", str(tmp_path / "b"), *fast]) == 0
     assert train_main(["--variant", "residual", "--out", str(tmp_path / "r"), *fast]) == 0
     out = tmp_path / "eval"
@@ -52,15 +53,17 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert doc["name"] == "sar-eval" and set(doc["results"]) == {"baseline", "residual"}
     r = doc["results"]["residual"]
-    assert r["aggregate"]["planes"] == 2 and [p["band"] for p in r["per_plane"]] == ["VV", "VH"]
-    assert r["per_plane"][0]["shape"] == [96, 512]  # the held-out bottom strip of the single scene
-    for k in ("psnr", "ssim", "db_rmse", "enl_ratio", "epi"):
-        assert math.isfinite(r["aggregate"][k])
-    assert 5 < r["aggregate"]["psnr"] < 40 and r["aggregate"]["db_rmse"] > 0
+    assert [lv["level"] for lv in r["levels"]] == [0, 1] and r["step"] == 2 and r["patches_seen"] == 8
+    for lv in r["levels"]:
+        a = lv["aggregate"]
+        assert a["planes"] == 2 and [p["band"] for p in lv["per_plane"]] == ["VV", "VH"]
+        assert lv["per_plane"][0]["shape"] == [96, 512]  # the held-out bottom strip of the single scene
+        for k in ("psnr", "ssim", "db_rmse", "enl_ratio", "epi", "bpp_estimated"):
+            assert math.isfinite(a[k])
+        assert 3 < a["psnr"] < 40 and a["db_rmse"] > 0 and a["bpp_estimated"] > 0
     md = (out / "results.md").read_text().splitlines()
-    assert md[0].startswith("| Model | Params | PSNR | SSIM | dB RMSE | ENL ratio | EPI | vs baseline |")
-    assert md[2].startswith("| baseline |") and md[2].endswith("| - |")
-    assert md[3].startswith("| residual |") and "dB PSNR" in md[3]
+    assert md[0].startswith("| Model | Steps | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |")
+    assert [line.split("|")[1].strip() for line in md[2:6]] == ["baseline", "baseline", "residual", "residual"]
     assert sorted(p.name for p in out.glob("*.png")) == ["panel_baseline_1.png", "panel_residual_2.png"]
     assert main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
 
@@ -82,4 +85,5 @@ def test_sar_eval_through_the_codec_counts_file_bytes(tmp_path, tiny_bundle):
     assert res["aggregate"]["bpp_per_band"] == pytest.approx(bits / band_px)
     assert all(r["validity_mask_identical"] for f in res["files"] for r in f["per_band"])
     assert 0 < res["aggregate"]["db_rmse"] < 10
+    assert res["quality"] == 1.0  # the bundle's default
     assert "| bpp (file) |" in (out / "codec_results.md").read_text()

@@ -12,13 +12,15 @@ from trainer.checkpoint import REQUIRED_KEYS, CheckpointError, load_model
 from trainer.cli import main
 from trainer.config import ConfigError, TrainConfig, read_config_file, resolve
 from trainer.engine import NonFiniteGuard, TrainingDivergedError, train_one_epoch
-from trainer.losses import SarLoss
+from trainer.losses import RateDistortionLoss
 from trainer.registry import available_models, create_model
 
 SAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar"
 SCENE = SAR / "s1_iw_grd_berlin_512.tif"
 needs_data = pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
-FAST = ["--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--base-channels", "8", "--no-progress"]
+FAST = ["--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8", "--latent-channels", "16",
+        "--hyper-channels", "8", "--lambdas", "0.001", "0.01", "--no-progress"]
+SMALL_CONFIG = {"channels": 8, "latent_channels": 16, "hyper_channels": 8, "lambdas": [0.001, 0.01]}
 
 
 def _train(out, variant="baseline", *extra):
@@ -33,14 +35,17 @@ def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert set(REQUIRED_KEYS) <= set(ckpt)
         assert ckpt["model_name"] == variant
-        assert ckpt["model_config"] == {"latent_channels": 16, "base_channels": 8}
+        assert ckpt["model_config"] == SMALL_CONFIG
     last = torch.load(tmp_path / "last.pth", weights_only=True)
     assert last["step"] == 3 and last["epoch"] == 2  # 2 steps in epoch 1, then max-steps stops epoch 2 after 1
     assert [h["epoch"] for h in last["history"]] == [1, 2]
     h = last["history"][-1]
-    for key in ("train_loss", "val_loss", "val_psnr", "val_ssim", "seconds", "skipped_batches"):
+    for key in ("train_loss", "train_bpp", "train_mse", "val_loss", "val_psnr", "val_ssim", "val_bpp", "seconds",
+                "skipped_batches", "lr"):
         assert key in h and math.isfinite(h[key])
-    assert 0 < h["val_loss"] < 1 and 0 < h["val_psnr"] < 60 and -1 < h["val_ssim"] <= 1
+    assert h["val_loss"] > 0 and 0 < h["val_psnr"] < 60 and -1 < h["val_ssim"] <= 1 and h["val_bpp"] > 0
+    assert [lv["level"] for lv in h["val_levels"]] == [0, 1]  # the whole rate range is validated
+    assert h["val_levels"][0]["lambda"] == 0.001 and h["patches_seen"] == 4 * h["step"]
     assert last["best_val_loss"] == min(x["val_loss"] for x in last["history"])
     pp = last["preprocessing_params"]
     assert pp["input_domain"] == "intensity" and pp["clip_percentiles"] == [0.5, 99.5]
@@ -50,7 +55,7 @@ def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
     assert ds["split_rule"] == "single_scene_row_strips"
     assert last["config"]["variant"] == variant and last["config"]["patch_size"] == 64
     model, _ = load_model(tmp_path / "best.pth", expected_variant=variant)
-    assert model(torch.rand(1, 1, 32, 32))["y"].shape == (1, 16, 2, 2)
+    assert model(torch.rand(1, 1, 64, 64), torch.zeros(1))["likelihoods"]["y"].shape == (1, 16, 4, 4)
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "training_curve.png").stat().st_size > 1000
     assert "epoch 2 step 3" in (tmp_path / "train.log").read_text()
@@ -68,24 +73,71 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert resumed["history"][:2] == first["history"]
     assert resumed["optimizer_state_dict"]["state"][0]["step"] == 4  # AdamW state carried over
-    # resuming a run of another variant is refused
+    # resuming a run of another variant, or of another shape, is refused
     assert _train(tmp_path, "residual", "--max-steps", "5", "--resume") == 2
+    assert _train(tmp_path, "baseline", "--max-steps", "5", "--resume", "--latent-channels", "32") == 2
+
+
+@needs_data
+def test_mid_epoch_checkpoint_and_lr_schedule(tmp_path):
+    """checkpoint_minutes 0 writes last.pth after every step; the lr drops at lr_drop_step."""
+    assert _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "10", "--checkpoint-minutes", "0",
+                  "--lr", "0.001", "--lr-drop-step", "2", "--lr-drop-factor", "0.5") == 0
+    last = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert last["step"] == 3 and last["epoch"] == 1
+    assert last["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(0.0005)
+    assert last["history"][-1]["lr"] == pytest.approx(0.0005)
+
+
+@needs_data
+def test_init_warm_starts_from_an_fp16_checkpoint(tmp_path):
+    """The committed warm start is fp16 weights; --init loads them into a fresh float32 run at step 0."""
+    from trainer.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("baseline", **SMALL_CONFIG)
+    ckpt = make_checkpoint(model, epoch=3, step=30, best_val_loss=1.0, history=[], preprocessing_params={},
+                           config={}, data_summary={})
+    ckpt["model_state_dict"] = {k: v.half() for k, v in ckpt["model_state_dict"].items()}
+    save_checkpoint(ckpt, tmp_path / "warm.pth")
+    assert _train(tmp_path / "run", "baseline", "--max-steps", "1", "--init", str(tmp_path / "warm.pth")) == 0
+    assert "initialised from" in (tmp_path / "run" / "train.log").read_text()
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["step"] == 1
 
 
 def test_nan_batches_are_skipped_and_counted():
     torch.manual_seed(0)
-    model = create_model("baseline", base_channels=4)
+    model = create_model("baseline", **SMALL_CONFIG)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    good = torch.rand(2, 1, 32, 32)
+    good = torch.rand(2, 1, 64, 64)
     bad = good.clone()
     bad[0, 0, 0, 0] = float("nan")
+    levels = torch.tensor([0.0, 1.0])
     guard = NonFiniteGuard(3)
-    stats = train_one_epoch(model, SarLoss(), opt, [good, bad, good, bad, bad, good], guard=guard)
+    batches = [(b, levels) for b in (good, bad, good, bad, bad, good)]
+    stats = train_one_epoch(model, RateDistortionLoss(), opt, batches, guard=guard)
     assert stats["skipped_batches"] == 3 and stats["steps"] == 3 and stats["step"] == 3
-    assert math.isfinite(stats["train_loss"])
+    assert math.isfinite(stats["train_loss"]) and stats["train_bpp"] > 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
     with pytest.raises(TrainingDivergedError, match="3 consecutive batches"):
-        train_one_epoch(model, SarLoss(), opt, [bad] * 5, guard=NonFiniteGuard(3))
+        train_one_epoch(model, RateDistortionLoss(), opt, [(bad, levels)] * 5, guard=NonFiniteGuard(3))
+
+
+def test_rd_training_lowers_the_loss_and_levels_trade_rate():
+    """A few steps on one batch lower the loss; afterwards the top level spends more bits than the bottom one."""
+    torch.manual_seed(0)
+    model = create_model("baseline", **SMALL_CONFIG)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(4, 1, 64, 64)
+    levels = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    first = train_one_epoch(model, RateDistortionLoss(), opt, [(x, levels)], guard=NonFiniteGuard())
+    later = train_one_epoch(model, RateDistortionLoss(), opt, [(x, levels)] * 15, guard=NonFiniteGuard())
+    assert later["train_loss"] < first["train_loss"]
+    model.eval()
+    with torch.no_grad():
+        bpp = [RateDistortionLoss()(*(lambda o: (o["x_hat"], x, o["likelihoods"]))(model(x, torch.full((4,), q))),
+                                    model.lambda_of(torch.full((4,), q)))["bpp"] for q in (0.0, 1.0)]
+    assert float(bpp[1]) > float(bpp[0])
 
 
 def test_config_precedence(tmp_path):
@@ -96,8 +148,12 @@ def test_config_precedence(tmp_path):
     cfg_file.write_text("epoch: 7\n")
     with pytest.raises(ConfigError, match="unknown option"):
         read_config_file(cfg_file)
-    with pytest.raises(ConfigError, match="multiple of 16"):
-        resolve({}, {"patch_size": 40})
+    with pytest.raises(ConfigError, match="multiple of 64"):
+        resolve({}, {"patch_size": 80})
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        resolve({}, {"lambdas": [0.1, 0.01]})
+    assert resolve({}, {"lr": 1e-3, "lr_drop_step": 10}).lr_at(9) == 1e-3
+    assert resolve({}, {"lr": 1e-3, "lr_drop_step": 10}).lr_at(10) == pytest.approx(2.5e-4)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
@@ -118,7 +174,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
 def test_wrong_variant_is_refused(tmp_path):
     from trainer.checkpoint import make_checkpoint, save_checkpoint
 
-    model = create_model("residual", base_channels=4)
+    model = create_model("residual", **SMALL_CONFIG)
     save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[], preprocessing_params={},
                                     config={}, data_summary={}), tmp_path / "r.pth")
     assert not (tmp_path / "r.pth.tmp").exists()
@@ -126,3 +182,16 @@ def test_wrong_variant_is_refused(tmp_path):
         load_model(tmp_path / "r.pth", expected_variant="attention")
     loaded, ckpt = load_model(tmp_path / "r.pth", expected_variant="residual")
     assert ckpt["epoch"] == 1 and not loaded.training
+
+
+def test_retired_autoencoder_checkpoint_is_refused_by_name(tmp_path):
+    """A checkpoint of the fixed-bottleneck model (no lambdas in its config) gets one clear message."""
+    from trainer.checkpoint import make_checkpoint, save_checkpoint
+
+    model = create_model("baseline", **SMALL_CONFIG)
+    ckpt = make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[], preprocessing_params={},
+                           config={}, data_summary={})
+    ckpt["model_config"] = {"latent_channels": 16, "base_channels": 64}
+    save_checkpoint(ckpt, tmp_path / "old.pth")
+    with pytest.raises(ModelMismatchError, match="retired fixed-bottleneck autoencoder"):
+        load_model(tmp_path / "old.pth")
