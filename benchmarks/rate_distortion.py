@@ -1,15 +1,16 @@
 """Rate-distortion of the learned codec against JPEG-2000, side by side in one run, on the shared Sentinel-1 GRD scenes.
 
 For every scene and band (VV, VH):
-* the learned codec at several operating points (`quality` = multiplier on the quantisation step): the band is
+* the learned codec at several operating points (`quality`, a float from 0 to the model's top level; by default
+  every trained level): the band is
   written as a single-band GeoTIFF, compressed to a real .sarc file with core.codec.compress, reconstructed with
   core.codec.reconstruct; bpp = 8 * .sarc bytes / pixels;
 * JPEG-2000 (benchmarks/jpeg2000.py) at settings spanning about 0.1-2 bpp, on the same preprocessed image;
 * every point measured with core.evaluation.band_quality, with the band's 0.5/99.5 percentile dB clip bounds:
   bpp, PSNR, SSIM, dB RMSE (all valid pixels, in and out of the clip range), ENL ratio, EPI.
 
-Several model bundles (--model A B ...) are points of one learned curve, as a rate-distortion model trained at
-several lambdas is: each bundle at each quality is an operating point named "<model> quality=<q>".
+Several model bundles (--model A B ...) are compared as one learned curve (its lower envelope): each bundle at
+each quality is an operating point named "<model> quality=<q>".
 
 Then, per codec and operating point, the points are aggregated over scene-bands (bpp from total bytes / total
 pixels, metrics with core.evaluation.aggregate), and from those aggregated points:
@@ -57,8 +58,6 @@ from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  #
 DATA_DIR = REPO.parent / "shared" / "data" / "sar"
 if not DATA_DIR.is_dir():
     DATA_DIR = Path("/work/shared/data/sar")
-DEFAULT_QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
-QUICK_QUALITIES = (1.0, 4.0)
 QUICK_JP2_BPP = (0.1, 0.5, 2.0)
 #: The shared Sentinel-1 IW GRD scenes: s1_iw_grd_<city>_<size>.tif (linear intensity, VV + VH).
 GRD_PATTERN = re.compile(r"^s1_iw_grd_[a-z_]+_\d+\.tif$")
@@ -441,12 +440,12 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", nargs="+", default=None,
                    help="restrict to scenes whose file name contains one of these (e.g. berlin panama)")
     p.add_argument("--qualities", type=float, nargs="+", default=None,
-                   help=f"learned codec operating points (default: {' '.join(map(str, DEFAULT_QUALITIES))})")
+                   help="learned codec operating points (default: every trained level of the first model)")
     p.add_argument("--jp2-bpp", type=float, nargs="+", default=None,
                    help=f"JPEG-2000 target bpp (default: {' '.join(map(str, jpeg2000.DEFAULT_TARGET_BPP))})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: %(default)s")
     p.add_argument("--quick", action="store_true",
-                   help=f"tiny run: first scene only (unless --scenes), qualities {QUICK_QUALITIES}, "
+                   help=f"tiny run: first scene only (unless --scenes), the lowest and the top quality, "
                         f"JPEG-2000 targets {QUICK_JP2_BPP}")
     p.add_argument("--out", default=None, help="write rd_points.json, rd_summary.md, rd_plot.png here")
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
@@ -458,7 +457,8 @@ def main(argv=None) -> int:
     if len(set(names)) != len(names):
         names = [b.name for b in bundles]
     models = {"": bundles[0]} if len(bundles) == 1 else dict(zip(names, bundles))
-    qualities = a.qualities or (QUICK_QUALITIES if a.quick else DEFAULT_QUALITIES)
+    top = int(load_manifest(bundles[0], verify=False)["rate"]["levels"]) - 1
+    qualities = a.qualities or ((0.0, float(top)) if a.quick else tuple(float(q) for q in range(top + 1)))
     jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
     scenes = grd_scenes(a.data, a.scenes)
     if a.quick and not a.scenes:

@@ -9,12 +9,9 @@ its peak RSS (resource.getrusage, ru_maxrss) belongs to that measurement alone:
 * model_load         OnnxCodecModel(bundle): manifest check and session creation, paid once per call above
 * onnx_encode        OnnxCodecModel.encode of the in-memory normalised raster, tile by tile (no I/O, no coding)
 * onnx_decode        OnnxCodecModel.decode of those latents
-* latents_range      range-code and decode the quantised latents of those tiles with the bundle's entropy tables
-                     (core.entropy_coding; quality --quality), encode and decode times listed separately
-* latents_zstd       the same symbols with the zstd-int8 coder, for comparison
-* latents_hyperprior the same tiles with the bundle's hyperprior (range-hyperprior-int8, quality 1 only): encode
-                     = hyper-encoder (ONNX) + integer hyper-decoder + range coding; decode = integer
-                     hyper-decoder + range decoding (only for bundles with a hyperprior)
+* latents_hyperprior the entropy coding of those tiles' latents at --quality (range-meanscale-int16): encode =
+                     gains + hyper-encoder (ONNX) + integer hyper-decoder + range coding; decode = integer
+                     hyper-decoder + range decoding + means; times listed separately
 * jp2_encode         GeoTIFF -> dB -> clip -> uint16 -> .jp2 (benchmarks/jpeg2000.py)
 * jp2_decode         .jp2 -> dB -> original domain -> GeoTIFF
 
@@ -37,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +44,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
 from rate_distortion import DATA_DIR, device_info, model_info, resolve_model, versions  # noqa: E402
-from sar_compress_plugin.core import container as C  # noqa: E402
 from sar_compress_plugin.core.preprocessing import normalise, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
-from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  # noqa: E402
+from sar_compress_plugin.core.runtime import default_model_dir  # noqa: E402
 
 DEFAULT_SOURCE = DATA_DIR / "s1_iw_grd_berlin_512.tif"
 PROJECT_SHAPE = (25_000, 17_000)
 MEASUREMENTS = ("model_load", "codec_compress", "codec_reconstruct", "onnx_encode", "onnx_decode",
-                "latents_range", "latents_zstd", "latents_hyperprior", "jp2_encode", "jp2_decode")
+                "latents_hyperprior", "jp2_encode", "jp2_decode")
 
 
 def peak_rss_mb() -> float:
@@ -102,7 +97,6 @@ def _tiles(x: np.ndarray, tile: int):
 def worker(spec: dict) -> dict:
     """Run one measurement `spec['what']` `spec['repeats']` times; returns seconds, provider, peak RSS."""
     from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
-    from sar_compress_plugin.core.quantization import quantize  # noqa: PLC0415
     from sar_compress_plugin.core.runtime import OnnxCodecModel  # noqa: PLC0415
 
     what, work = spec["what"], Path(spec["work"])
@@ -111,7 +105,7 @@ def worker(spec: dict) -> dict:
     seconds, extra = [], {}
     provider = None
     prep = None
-    if what in ("onnx_encode", "onnx_decode", "latents_range", "latents_zstd", "latents_hyperprior"):
+    if what in ("onnx_encode", "onnx_decode", "latents_hyperprior"):
         values, _ = _read_all(raster)
         db, valid = to_db(values, "intensity")
         x = normalise(db, *percentile_bounds(db, valid))
@@ -120,28 +114,11 @@ def worker(spec: dict) -> dict:
         provider = m.provider
         if what == "onnx_decode":
             prep = [m.encode(t) for t in _tiles(x, spec["tile"])]
-        elif what.startswith("latents_"):
-            qp = replace(m.quantization, quality=float(spec["quality"]))
-            ys = [m.encode(t)[0] for t in _tiles(x, spec["tile"])]
-            prep = [quantize(y, qp) for y in ys]
-            if what == "latents_hyperprior":
-                if m.hyperprior is None or qp.quality != 1.0:
-                    raise ValueError("latents_hyperprior needs a bundle with a hyperprior, at quality 1")
-                hp = m.hyperprior
-
-                def code(q, y):
-                    return hp.encode(q, m.hyper_encode(y))
-                uncode = hp.decode
-            elif what == "latents_range":
-                tables = m.entropy_tables.for_quality(qp.quality) if m.entropy_tables else None
-                if tables is None:
-                    raise ValueError(f"the bundle has no entropy tables for quality {qp.quality}")
-                code, uncode = (lambda q, y: tables.encode(q)), tables.decode
-            else:
-                code, uncode = (lambda q, y: C.encode_latents(q)), C.decode_latents
-            if what != "latents_hyperprior":
-                del ys
-                ys = [None] * len(prep)
+        elif what == "latents_hyperprior":
+            hp = m.hyperprior
+            quality = m.default_quality if spec["quality"] is None else spec["quality"]
+            gain = hp.gain(quality)
+            prep = [m.encode(t)[0] for t in _tiles(x, spec["tile"])]
     for _ in range(spec["repeats"]):
         t0 = time.perf_counter()
         if what == "model_load":
@@ -161,13 +138,13 @@ def worker(spec: dict) -> dict:
         elif what == "onnx_decode":
             for y in prep:
                 m.decode(y)
-        elif what.startswith("latents_"):
-            chunks = [code(q, y) for q, y in zip(prep, ys)]
+        elif what == "latents_hyperprior":
+            coded = [hp.encode(y * gain, m.hyper_encode(y * gain)) for y in prep]
             t1 = time.perf_counter()
-            for q, data in zip(prep, chunks):
-                if not np.array_equal(uncode(data, q.shape, "bench"), q):
-                    raise RuntimeError(f"{what}: decoded symbols differ")
-            extra = {"latent_bytes": sum(len(c) for c in chunks), "symbols": int(sum(q.size for q in prep)),
+            for y, (data, y_hat) in zip(prep, coded):
+                if not np.array_equal(hp.decode(data, y.shape, "bench"), y_hat):
+                    raise RuntimeError(f"{what}: decoded latents differ from the encoder's")
+            extra = {"latent_bytes": sum(len(c) for c, _ in coded), "symbols": int(sum(y.size for y in prep)),
                      "encode_s": extra.get("encode_s", []) + [t1 - t0],
                      "decode_s": extra.get("decode_s", []) + [time.perf_counter() - t1]}
         elif what == "jp2_encode":
@@ -208,7 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=2048,
                    help="tile the source band up to SIZE x SIZE pixels (0 = the source as is; default %(default)s)")
     p.add_argument("--tile", type=int, default=512, help="codec tile size (default %(default)s)")
-    p.add_argument("--quality", type=float, default=1.0, help="codec operating point (default %(default)s)")
+    p.add_argument("--quality", type=float, default=None, help="codec operating point (default: the bundle's)")
     p.add_argument("--jp2-bpp", type=float, default=1.0, help="JPEG-2000 target bpp (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the median is reported")
     p.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS))
@@ -229,13 +206,6 @@ def main(argv=None) -> int:
         spec = {"work": str(work), "raster": str(raster), "model": str(model), "device": a.device,
                 "tile": a.tile, "quality": a.quality, "jp2_bpp": a.jp2_bpp, "repeats": a.repeats}
         order = [m for m in MEASUREMENTS if m in a.only]
-        if "latents_range" in order and "entropy_tables" not in load_manifest(model, verify=False)["files"]:
-            print("the bundle has no entropy tables: latents_range skipped", file=sys.stderr)
-            order.remove("latents_range")
-        if "latents_hyperprior" in order and ("hyperprior" not in load_manifest(model, verify=False)["files"]
-                                              or a.quality != 1.0):
-            print("the bundle has no hyperprior (or --quality is not 1): latents_hyperprior skipped", file=sys.stderr)
-            order.remove("latents_hyperprior")
         # reconstruct needs a .sarc and jp2_decode a .jp2: make them (untimed) when their producer is not run
         if "codec_reconstruct" in order and "codec_compress" not in order:
             measure({**spec, "what": "codec_compress", "repeats": 1})

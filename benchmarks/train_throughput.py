@@ -1,6 +1,7 @@
 """Training throughput (patches/s) of every registered variant on the available device.
 
-Measures full optimiser steps (forward, SarLoss, backward, AdamW) on random 1-channel patches, after a short
+Measures full optimiser steps (forward, RateDistortionLoss at random quality levels, backward, AdamW) on random
+1-channel patches, after a short
 warm-up; data loading is excluded because the trainer keeps data on the device and cuts patches there. Each
 variant runs in its own process so its peak memory (CUDA: max allocated; CPU: peak RSS) is its own.
 
@@ -23,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trainer.losses import SarLoss  # noqa: E402
+from trainer.losses import RateDistortionLoss  # noqa: E402
 from trainer.registry import available_models, create_model  # noqa: E402
 
 
@@ -32,15 +33,16 @@ def measure(variant: str, device: torch.device, batch_size: int, patch_size: int
     torch.manual_seed(0)
     model = create_model(variant).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = SarLoss()
+    loss_fn = RateDistortionLoss()
     x = torch.rand(batch_size, 1, patch_size, patch_size, device=device)
+    level = torch.randint(0, model.levels, (batch_size,), device=device).float()
     dtype = torch.bfloat16 if amp and device.type == "cuda" else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-        loss_fn(out["x_hat"], x)["loss"].backward()
+            out = model(x, level)
+        loss_fn(out["x_hat"], x, out["likelihoods"], model.lambda_of(level))["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
