@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..utils.settings import PluginSettings
-from .widgets import device_combo, file_widget, quality_spin, tile_size_spin
+from .widgets import device_combo, file_widget, quality_spin, quality_value, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -89,7 +89,7 @@ class CompressDialog(_FormDialog):
     def option_values(self) -> dict:
         """Keyword arguments for core.codec.CompressOptions."""
         return {"model_dir": self.model_dir.filePath().strip() or None, "device": self.device.currentData(),
-                "tile_size": int(self.tile_size.value()), "quality": float(self.quality.value())}
+                "tile_size": int(self.tile_size.value()), "quality": quality_value(self.quality)}
 
 
 class ReconstructDialog(_FormDialog):
@@ -205,4 +205,4 @@ class SettingsDialog(_FormDialog):
     def settings(self) -> PluginSettings:
         return PluginSettings(model_dir=self.model_dir.filePath().strip(), model_dirs=self._dirs(),
                               device=self.device.currentData(), tile_size=int(self.tile_size.value()),
-                              quality=float(self.quality.value()))
+                              quality=quality_value(self.quality))

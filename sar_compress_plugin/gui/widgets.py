@@ -26,12 +26,14 @@ def tile_size_spin(value: int = 512) -> QSpinBox:
     return spin
 
 
-def quality_spin(value: float = 2.5, top: float = 5.0) -> QDoubleSpinBox:
+def quality_spin(value: float | None = None, top: float = 5.0) -> QDoubleSpinBox:
+    """Quality levels 0..top; its minimum (-0.25, shown as "model default") means None: the bundle's default."""
     spin = QDoubleSpinBox()
-    spin.setRange(0.0, top)
+    spin.setRange(-0.25, top)
+    spin.setSpecialValueText("model default")
     spin.setSingleStep(0.25)
     spin.setDecimals(2)
-    spin.setValue(float(value))
+    spin.setValue(-0.25 if value is None else float(value))
     spin.setToolTip("Operating point of the variable-rate model: 0 writes the fewest bits, the top level the "
                    "most (each step up about doubles the bits at low rates); fractions interpolate.")
     return spin
@@ -46,3 +48,9 @@ def file_widget(mode, path: str = "", filter_: str = "", dialog_title: str = "")
         w.setDialogTitle(dialog_title)
     w.setFilePath(path)
     return w
+
+
+def quality_value(spin: QDoubleSpinBox) -> float | None:
+    """The quality a quality_spin holds: None for "model default"."""
+    v = float(spin.value())
+    return None if v < 0 else v

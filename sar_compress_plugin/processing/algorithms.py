@@ -103,9 +103,10 @@ class CompressAlgorithm(_SarAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels, multiple of 16)",
                                                        QgsProcessingParameterNumber.Type.Integer, 512,
                                                        minValue=64, maxValue=8192))
-        self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level)",
-                                                       QgsProcessingParameterNumber.Type.Double, 2.5,
-                                                       minValue=0.0, maxValue=64.0))
+        self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level; "
+                                                       "empty: the model's default)",
+                                                       QgsProcessingParameterNumber.Type.Double, None,
+                                                       optional=True, minValue=0.0, maxValue=64.0))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Compressed file",
                                                                 "SAR compressed raster (*.sarc)"))
         for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel"), ("SECONDS", "Seconds")):
@@ -122,7 +123,8 @@ class CompressAlgorithm(_SarAlgorithm):
             model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            quality=self.parameterAsDouble(parameters, self.QUALITY, context))
+            quality=None if parameters.get(self.QUALITY) in (None, "") else
+            self.parameterAsDouble(parameters, self.QUALITY, context))
         progress, is_cancelled = _callbacks(feedback)
         r = self._call(compress, input_path, output, options, progress=progress, is_cancelled=is_cancelled)
         feedback.pushInfo(f"{r.output_path}: ratio {r.ratio:.2f}:1, {r.bpp:.4f} bpp, {r.seconds:.1f} s "

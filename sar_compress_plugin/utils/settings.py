@@ -20,7 +20,8 @@ class PluginSettings:
     model_dirs: list[str] = field(default_factory=list)
     device: str = "auto"
     tile_size: int = 512
-    quality: float = 2.5
+    #: None: each model's own default quality (a fixed number may lie outside a model's levels)
+    quality: float | None = None
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -33,7 +34,7 @@ class PluginSettings:
             model_dirs=[str(p) for p in dirs if str(p).strip()],
             device=device if device in DEVICES else "auto",
             tile_size=int(s.value(SETTINGS_PREFIX + "tile_size", d.tile_size, type=int)),
-            quality=float(s.value(SETTINGS_PREFIX + "quality_level", d.quality, type=float)),
+            quality=_quality(s.value(SETTINGS_PREFIX + "quality_level", -1.0, type=float)),
         )
 
     def save(self) -> None:
@@ -42,9 +43,18 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "model_dirs", list(self.model_dirs))
         s.setValue(SETTINGS_PREFIX + "device", self.device if self.device in DEVICES else "auto")
         s.setValue(SETTINGS_PREFIX + "tile_size", int(self.tile_size))
-        s.setValue(SETTINGS_PREFIX + "quality_level", float(self.quality))
+        s.setValue(SETTINGS_PREFIX + "quality_level", -1.0 if self.quality is None else float(self.quality))
 
     def reconstruct_model_dirs(self) -> list[str] | None:
         """Folders to search for a file's model (None lets the codec use its bundled default alone)."""
         dirs = [p for p in [self.model_dir, *self.model_dirs] if p]
         return dirs or None
+
+
+def _quality(v) -> float | None:
+    """A stored quality; negative (or unreadable) means the model's default."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v >= 0 else None

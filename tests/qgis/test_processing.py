@@ -55,7 +55,8 @@ def test_processing_compress_reconstruct_quality_match_the_codec(processing_read
     assert res["OUTPUT"] == str(tmp_path / "p.sarc") and res["PROVIDER"] == "CPUExecutionProvider"
     assert max(fb.values) == pytest.approx(100.0)
     direct = codec.compress(str(sar_tif), str(tmp_path / "d.sarc"),
-                            codec.CompressOptions(model_dir=str(model_bundle), device="cpu", tile_size=256))
+                            codec.CompressOptions(model_dir=str(model_bundle), device="cpu", tile_size=256,
+                                                  quality=1.0))
     assert res["BPP"] == pytest.approx(direct.bpp) and res["RATIO"] == pytest.approx(direct.ratio)
     assert os.path.getsize(res["OUTPUT"]) == direct.output_bytes
 

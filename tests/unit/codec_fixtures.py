@@ -69,8 +69,9 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
     model = BaselineCodec(channels=4, latent_channels=channels, hyper_channels=4, lambdas=[0.001, 0.01, 0.1])
     model.g_a, model.g_s = Enc(), Dec()
     with torch.no_grad():
-        model.log_gain.zero_()          # every level keeps the latents' own scale ...
-        model.log_gain[0] -= 1.0        # ... except the lowest, which quantises 2.7x coarser
+        model.log_gain.zero_()          # the middle level keeps the latents' own scale ...
+        model.log_gain[0] -= 1.0        # ... except the lowest, which quantises 2.7x coarser,
+        model.log_gain[2] += 0.7        # and the top, 2x finer: the rate grows strictly with the quality
         model.log_inverse_gain.copy_(-model.log_gain)
         last = model.h_s[-1]
         last.weight.mul_(0.01)          # predicted scales near 3 and means near 0

@@ -288,3 +288,67 @@ def test_cli_happy_path_prints_measured_figures(small, tmp_path, tiny_bundle, ca
     assert (read_raster_info(rec2).width, read_raster_info(rec2).height) == (20, 20)
     assert cli.compress_main([str(src), str(out), "--tile", "24", "--model", str(tiny_bundle), "-q"]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def _forge_retired(src: Path, dst: Path, coder: str) -> Path:
+    """A file as the retired fixed-bottleneck model wrote it (its coder, "quantization" instead of "rate"),
+    forged from a new file with the container's own writer: same chunks, valid CRC and SHA-256."""
+    with container.ContainerReader(src) as r:
+        header = r.header
+    raw = src.read_bytes()
+    off, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
+    header["coders"]["latent"] = coder
+    header["format_version"] = 2
+    header["software"] = "sar-compress 0.0.9"
+    del header["rate"], header["hyperprior"]
+    header["quantization"] = {"step": [0.1] * 4, "offset": [0.0] * 4, "quality": 1.0}
+    with open(dst, "wb") as f:
+        w = container.ContainerWriter(f)
+        assert w.add_chunk(raw[container.PREAMBLE.size:off])[0] == container.PREAMBLE.size  # chunks keep offsets
+        w.finish(header)
+    return dst
+
+
+@pytest.mark.parametrize("coder", container.RETIRED_LATENT_CODERS)
+def test_file_of_a_retired_coder_is_one_clear_error(small, tmp_path, tiny_bundle, capsys, coder):
+    _, sarc = small
+    bad = _forge_retired(sarc, tmp_path / "old.sarc", coder)
+    raw = bad.read_bytes()  # the forged file is sound apart from what it names: its footer's SHA-256 holds
+    assert container.FOOTER.unpack(raw[-container.FOOTER.size:])[3] == hashlib.sha256(
+        raw[:-container.FOOTER.size]).digest()
+    with pytest.raises(ContainerFormatError, match=f"retired fixed-bottleneck model \\(latent coder {coder}\\)"):
+        read_header(bad)
+    _expect_reconstruct_error(bad, tmp_path, tiny_bundle, ContainerFormatError, coder)
+    capsys.readouterr()
+    for run in (lambda: cli.reconstruct_main([str(bad), str(tmp_path / "r.tif"), "--model-dir", str(tiny_bundle),
+                                              "-q"]),
+                lambda: cli.info_main([str(bad)]), lambda: cli.info_main([str(bad), "--verify"])):
+        rc = run()
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith("error: ") and coder in lines[0] and container.LATENT_CODER in lines[0]
+        assert "sar-compress 0.0.9" in lines[0]  # names what wrote it, so the user knows which release to use
+    assert not (tmp_path / "r.tif").exists()
+
+
+def test_bundle_of_the_retired_model_is_refused(tmp_path, tiny_bundle, small, capsys):
+    old = tmp_path / "v1"
+    shutil.copytree(tiny_bundle, old)
+    m = json.loads((old / "manifest.json").read_text())
+    m["version"] = 1
+    m["quantization"] = {"step": [0.1] * 4, "offset": [0.0] * 4}
+    del m["rate"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelBundleError, match="retired fixed-bottleneck model \\(version 1\\).*version 2 bundle"):
+        OnnxCodecModel(old, device="cpu")
+    src, _ = small
+    capsys.readouterr()
+    assert cli.compress_main([str(src), str(tmp_path / "x.sarc"), "--model", str(old), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "version 1" in err and "Traceback" not in err
+    assert not (tmp_path / "x.sarc").exists()
+    m["version"] = 3
+    (old / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelBundleError, match="version 3 is not supported"):
+        OnnxCodecModel(old, device="cpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sar_compress_plugin.core import codec, container, quantization
+from sar_compress_plugin.core import codec, container
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, reconstruct
 from sar_compress_plugin.core.errors import InputRasterError
 from sar_compress_plugin.core.runtime import OnnxCodecModel
@@ -197,16 +197,29 @@ def test_decoding_is_deterministic_across_sessions(berlin_sarc, tiny_bundle):
     assert x.tobytes() == y.tobytes()
 
 
-def test_dequantisation_is_pure_numpy_and_exact():
-    p = quantization.QuantizationParams(step=(0.1, 0.25), offset=(0.5, -1.0), quality=2.0)
-    y = np.random.default_rng(0).normal(size=(1, 2, 5, 7)).astype(np.float32)
-    q = quantization.quantize(y, p)
-    assert q.dtype == np.int8
-    d1, d2 = quantization.dequantize(q, p), quantization.dequantize(q.copy(), p)
-    assert d1.dtype == np.float32 and d1.tobytes() == d2.tobytes()
-    assert np.abs(d1 - y).max() <= 0.25 * 2.0 / 2 + 1e-6  # half a (quality-scaled) step
-    src = Path(quantization.__file__).read_text()
-    assert "onnxruntime" not in src and "torch" not in src
+def test_latents_are_the_decoder_inputs_of_the_hyperprior(berlin_sarc, tiny_bundle):
+    """CompressedRaster.latents gives float32 decoder inputs: integer symbols plus the integer h_s's means, times
+    the quality's inverse gains; undoing the gains and means gives back integers within the symbol range."""
+    sarc, res = berlin_sarc
+    assert res.quality == 1.0
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
+        hp = cr.model.hyperprior
+        y = cr.latents(1, 5)
+        assert y.dtype == np.float32 and y.shape == (4, 8, 8)
+        data = cr._reader.read_chunk(cr.info["chunks"]["latent"][cr.grid.count + 5], "t")
+        zq_words = int(np.frombuffer(data[:4], "<u4")[0])
+        zq = hp.z_tables.decode(data[4:4 + 4 * zq_words], hp.z_shape(8, 8), "t").astype(np.int16)
+        _, means = hp.entropy_parameters(zq, 8, 8)
+        sym = y * hp.gain(1.0) - means
+        assert np.abs(sym - np.rint(sym)).max() < 1e-3 and np.abs(sym).max() <= 1023
+        assert np.array_equal(hp.decode(data, (4, 8, 8), "t") * hp.inverse_gain(1.0), y)
+
+
+def test_decoding_modules_are_pure_numpy():
+    core = Path(codec.__file__).parent
+    for name in ("hyperprior.py", "hyper_decoder.py", "entropy_coding.py", "container.py"):
+        src = (core / name).read_text()
+        assert "onnxruntime" not in src and "torch" not in src.replace("torch layers", ""), name
 
 
 def test_compressed_raster_is_picklable(berlin_sarc, tiny_bundle):
@@ -222,7 +235,9 @@ def test_header_records_everything_needed(berlin_sarc):
     sarc, res = berlin_sarc
     h = codec.read_header(sarc)
     assert h["format_version"] == container.FORMAT_VERSION
-    assert h["coders"]["latent"] == "zstd-int8"
+    assert h["coders"]["latent"] == container.LATENT_CODER == "range-meanscale-int16"
+    assert h["rate"] == {"quality": 1.0, "levels": 3, "chosen_by": "default"} and "quantization" not in h
+    assert len(h["hyperprior"]["sha256"]) == 64
     assert len(h["model"]["decoder_sha256"]) == 64
     assert h["raster"]["band_names"] == ["Intensity_VV", "Intensity_VH"]
     assert h["clip_db"] == res.clip_db
@@ -230,38 +245,12 @@ def test_header_records_everything_needed(berlin_sarc):
     assert len(h["chunks"]["latent"]) == 16 * 2
 
 
-def _as_format_version_1(sarc: Path, out: Path) -> Path:
-    """The same file laid out as a format-1 writer wrote it: plain JSON header, version 1 in the preamble,
-    footer offsets, CRC and SHA-256 recomputed (the chunks, before the header, are unchanged)."""
-    import hashlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-    import zlib  # noqa: PLC0415
-
-    raw = sarc.read_bytes()
-    off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
-    header = json.loads(container.zstd_decompress(raw[off:off + length], 1 << 24, "test"))
-    header["format_version"] = 1
-    body = json.dumps(header, separators=(",", ":")).encode()
-    head = bytearray(raw[:off])
-    head[:container.PREAMBLE.size] = container.PREAMBLE.pack(container.MAGIC, 1, 0, 0)
-    data = bytes(head) + body
-    footer = container.FOOTER.pack(off, len(body), zlib.crc32(body), hashlib.sha256(data).digest(),
-                                   container.FOOTER_MAGIC)
-    out.write_bytes(data + footer)
-    return out
-
-
-def test_header_is_zstd_framed_and_format_1_files_still_decode(berlin_sarc, tiny_bundle, tmp_path):
+def test_header_is_zstd_framed(berlin_sarc):
     sarc, _ = berlin_sarc
     raw = sarc.read_bytes()
+    assert container.PREAMBLE.unpack(raw[:container.PREAMBLE.size])[1] == container.FORMAT_VERSION == 3
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
     assert raw[off:off + 4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
-    v1 = _as_format_version_1(sarc, tmp_path / "v1.sarc")
-    assert v1.stat().st_size > sarc.stat().st_size  # the plain JSON header is the larger one
-    with CompressedRaster(v1, model_dirs=[tiny_bundle], device="cpu", verify=True) as old, \
-            CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as new:
-        assert old.info["format_version"] == 1
-        assert np.array_equal(old.read(), new.read())
 
 
 def test_core_imports_neither_qgis_nor_torch():

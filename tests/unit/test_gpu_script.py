@@ -1,0 +1,89 @@
+"""The GPU call's pieces, rehearsed on the CPU: the packed data, the warm start, and scripts/gpu_train.sh."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import load_checkpoint, load_model
+from trainer.data import build_datasets, read_pack, read_planes
+from trainer.pack import pack_planes
+
+REPO = Path(__file__).resolve().parents[2]
+SAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar"
+SCENES = [SAR / "s1_iw_grd_berlin_512.tif", SAR / "s1_iw_grd_sen1floods11_ghana_53713_vv_vh_db.tif"]
+needs_data = pytest.mark.skipif(not all(p.exists() for p in SCENES),
+                                reason=f"shared SAR data not present in {SAR} (the project's ../shared/data/sar)")
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    from trainer.data import discover
+
+    planes = [pl for s in SCENES for path, entry in discover(s) for pl in read_planes(path, entry)]
+    out = tmp_path_factory.mktemp("pack") / "planes.npz"
+    pack_planes(planes, out)
+    return out, planes
+
+
+@needs_data
+def test_pack_round_trip_within_half_a_step(pack):
+    path, planes = pack
+    back = read_pack(path)
+    assert [(p.scene, p.band, p.domain) for p in back] == [(p.scene, p.band, p.domain) for p in planes]
+    for a, b in zip(planes, back):
+        assert np.array_equal(a.valid, b.valid)
+        assert np.abs(a.db[a.valid] - b.db[b.valid]).max() <= 0.005 + 1e-4
+    # the trainer reads a pack like a folder: same scenes, same split
+    ds = build_datasets(path)
+    assert sorted(ds.summary["train_scenes"] + ds.summary["val_scenes"]) == sorted(s.name for s in SCENES)
+
+
+def test_a_file_that_is_not_a_pack_is_one_clear_error(tmp_path):
+    from trainer.data import TrainingDataError
+
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    with pytest.raises(TrainingDataError, match="cannot read packed training data"):
+        read_pack(tmp_path / "x.npz")
+
+
+@needs_data
+def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.1", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"warm_start.pth", "train.log", "history.jsonl", "gpu.txt", "stdout.log"} <= {p.name for p in out.iterdir()}
+    assert len(list(out.iterdir())) <= 8  # what a device call can bring back
+    ckpt = load_checkpoint(out / "warm_start.pth")
+    assert ckpt["optimizer_state_dict"] == {} and ckpt["step"] >= 1
+    assert all(v.dtype == torch.float16 for v in ckpt["model_state_dict"].values() if v.is_floating_point())
+    assert "device cpu" in (out / "train.log").read_text()
+    model, _ = load_model(out / "warm_start.pth")  # fp16 weights load into a float32 model
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_gpu_script_without_packed_data_says_what_to_do(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), DATA=str(tmp_path / "none.npz"))
+    proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "trainer.pack" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_data
+def test_resume_from_a_warm_start_continues_the_step_count(pack, tmp_path):
+    from trainer.checkpoint import save_warm_start
+    from trainer.cli import main
+
+    fast = ["--data", str(pack[0]), "--device", "cpu", "--patch-size", "64", "--batch-size", "2", "--channels", "8",
+            "--latent-channels", "16", "--hyper-channels", "8", "--steps-per-epoch", "2", "--no-progress"]
+    assert main(["--out", str(tmp_path / "a"), "--max-steps", "2", *fast]) == 0
+    save_warm_start(load_checkpoint(tmp_path / "a" / "last.pth"), tmp_path / "warm.pth")
+    assert (tmp_path / "warm.pth").stat().st_size < (tmp_path / "a" / "last.pth").stat().st_size / 2
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "4", "--resume", str(tmp_path / "warm.pth"), *fast]) == 0
+    b = load_checkpoint(tmp_path / "b" / "last.pth")
+    assert b["step"] == 4 and [h["step"] for h in b["history"]] == [2, 4]
