@@ -54,6 +54,15 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def save_warm_start(ckpt: dict, path: str | Path) -> None:
+    """A small copy of a checkpoint to commit or carry: fp16 weights, no optimiser state, the history and the
+    counters. `sar-train --resume` continues from it (fresh optimiser), `--init` starts a new run from it."""
+    small = dict(ckpt, optimizer_state_dict={},
+                 model_state_dict={k: v.half() if v.is_floating_point() else v
+                                   for k, v in ckpt["model_state_dict"].items()})
+    save_checkpoint(small, path)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():

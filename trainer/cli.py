@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help=f"run folder [{d.out}]")
     p.add_argument("--epochs", type=int, default=None, help=f"[{d.epochs}]")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes of this run (the epoch in progress ends early, is validated "
+                        "and checkpointed)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimiser steps per epoch, each on --batch-size random patches "
                         "[about one pass over the training pixels]")
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of this checkpoint (same variant and shape, e.g. the committed "
                         "fp16 warm start); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a checkpoint (no value: <out>/last.pth)")
+                   help="resume from a checkpoint (no value: <out>/last.pth); a warm-start file (fp16 weights, "
+                        "no optimiser state) continues its step count and history with a fresh optimiser")
     p.add_argument("--channels", type=int, default=None, help=f"width of g_a and g_s [{d.channels}]")
     p.add_argument("--latent-channels", type=int, default=None, help=f"latent width M [{d.latent_channels}]")
     p.add_argument("--hyper-channels", type=int, default=None, help=f"width of z and h_a [{d.hyper_channels}]")

@@ -28,6 +28,7 @@ class TrainConfig:
     domain: str = "intensity"        # for files the manifest does not list
     epochs: int = 1000
     max_steps: int | None = None     # stop after this many optimiser steps in total
+    max_minutes: float | None = None  # stop (validate, checkpoint) after this much wall-clock time in this run
     steps_per_epoch: int | None = 500  # optimiser steps between validations; None: one pass over the pixels
     batch_size: int = 4
     lr: float = 2e-4
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ConfigError("channels, latent_channels and hyper_channels must be positive")
         if not self.lr > 0 or not 0 < self.lr_drop_factor <= 1:
             raise ConfigError("lr must be > 0 and lr_drop_factor in (0, 1]")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = (".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy",)
 MANIFEST_NAME = "MANIFEST.json"
+#: A packed collection (trainer/pack.py): one .npz of dB planes, for machines without raster libraries.
+PACK_FORMAT = "sar-compress-training-pack-1"
 #: Domains in the manifest that are not single-band images (skipped with a note).
 SKIPPED_DOMAINS = ("complex_covariance",)
 
@@ -252,16 +254,38 @@ class SarData:
     summary: dict
 
 
+def read_pack(path: str | Path) -> list[RawPlane]:
+    """The planes of a packed collection (trainer/pack.py), dB restored to within 0.005 dB."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["meta"].tobytes().decode())
+            if meta.get("format") != PACK_FORMAT:
+                raise ValueError(f"not a {PACK_FORMAT} file")
+            planes = []
+            for i, m in enumerate(meta["planes"]):
+                shape = tuple(m["shape"])
+                db = (npz[f"db_{i}"].astype(np.float32) * np.float32(meta["db_step"]) + np.float32(m["db_offset"]))
+                valid = np.unpackbits(npz[f"valid_{i}"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+                planes.append(RawPlane(m["scene"], m["band"], m["domain"], db.reshape(shape), valid))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise TrainingDataError(f"{path}: cannot read packed training data ({exc})") from None
+    return planes
+
+
 def build_datasets(data: str | Path, *, default_domain: str = "intensity", val_fraction: float = 0.2,
                    data_fraction: float = 1.0, seed: int = 0, device: torch.device | str = "cpu") -> SarData:
-    """Read, split by scene, normalise; also the training split's global clip bounds for PreprocessingParams."""
+    """Read (files, or a packed .npz), split by scene, normalise; also the training split's global clip bounds
+    for PreprocessingParams."""
     planes: list[RawPlane] = []
     skipped: list[str] = []
-    for path, entry in discover(data, default_domain):
-        got = read_planes(path, entry, default_domain)
-        if not got:
-            skipped.append(path.name)
-        planes.extend(got)
+    if str(data).endswith(".npz"):
+        planes = read_pack(data)
+    else:
+        for path, entry in discover(data, default_domain):
+            got = read_planes(path, entry, default_domain)
+            if not got:
+                skipped.append(path.name)
+            planes.extend(got)
     if not planes:
         raise TrainingDataError(f"{data}: no usable single-band images found")
     scenes = sorted({p.scene for p in planes})

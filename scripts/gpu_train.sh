@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One device call that turns the GPU's minutes into a trained default model (issue: GPU standing order).
+#
+# Here, before the call:   .venv/bin/python -m trainer.pack --data ../shared/data/sar/MANIFEST.json --out .gpu_data/planes.npz
+# The call (device tool):  run(command="bash scripts/gpu_train.sh", carry=[".gpu_data"], timeout_s=600)
+# Rehearsal on this CPU:   bash scripts/gpu_train.sh --dry-run          (a 20-second run, same code path)
+#
+# It resumes the committed warm start (checkpoints/warm_start_<variant>.pth: step count and history go on,
+# the optimiser starts fresh) on the packed data, on CUDA, for MINUTES (default 8) and writes to $OUT:
+#   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
+#                   returns its last minute), the file to commit or to `sar-export`
+#   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
+# Environment: VARIANT (baseline), MINUTES (8), BATCH (32), LR (2e-4), PATCH (256), DATA (.gpu_data/planes.npz).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dry=0
+[[ ${1:-} == --dry-run ]] && dry=1
+variant=${VARIANT:-baseline}
+data=${DATA:-.gpu_data/planes.npz}
+warm=checkpoints/warm_start_${variant}.pth
+py=python3
+[[ -x .venv/bin/python ]] && py=.venv/bin/python
+if [[ $dry == 1 ]]; then
+  device=cpu minutes=${MINUTES:-0.3} batch=${BATCH:-2} patch=${PATCH:-128} out=${OUT:-runs/gpu_dry_run/out}
+  extra=(--channels 8 --latent-channels 16 --hyper-channels 8 --threads 1)
+  warm=""  # the rehearsal trains a small model from scratch: the code path, not the weights, is under test
+else
+  device=cuda minutes=${MINUTES:-8} batch=${BATCH:-32} patch=${PATCH:-256} out=${OUT:?OUT is set by the device tool}
+  extra=()
+fi
+if [[ ! -f $data ]]; then
+  echo "error: $data is missing: pack the data here first (python -m trainer.pack ...) and carry .gpu_data" >&2
+  exit 2
+fi
+run=$(mktemp -d /tmp/gpu_run.XXXXXX)
+mkdir -p "$out"
+{ date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$out/gpu.txt" 2>&1
+
+publish() {  # the run's state into $OUT, each file replaced atomically
+  [[ -f $run/last.pth ]] && $py -m trainer.warm_start "$run/last.pth" "$out/warm_start.pth.tmp" >/dev/null \
+    && mv "$out/warm_start.pth.tmp" "$out/warm_start.pth"
+  for f in train.log history.jsonl; do [[ -f $run/$f ]] && cp "$run/$f" "$out/$f.tmp" && mv "$out/$f.tmp" "$out/$f"; done
+  return 0
+}
+( while sleep 60; do publish; done ) &
+publisher=$!
+trap 'kill $publisher 2>/dev/null || true; publish' EXIT
+
+resume=()
+[[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
+PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
+  --batch-size "$batch" --patch-size "$patch" --lr "${LR:-2e-4}" --max-minutes "$minutes" \
+  --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${extra[@]}" \
+  2>&1 | tee "$out/stdout.log"

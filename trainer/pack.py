@@ -1,0 +1,72 @@
+"""Pack the training collection into one compact file that travels to a GPU machine without GDAL or rasterio.
+
+A GPU call carries at most 64 MiB with the checkout, and the GPU machine has no raster libraries, so the
+planes the trainer would read (dB, validity, scene, band, domain) are stored as dB quantised to uint16 in
+0.01 dB steps above each plane's minimum (0.005 dB worst-case error, far below the speckle's 2 dB spread) in a
+zlib-compressed .npz of plain arrays. `trainer.data.build_datasets` reads such a file like a folder, so a run on
+the packed data splits and normalises exactly as one on the original files.
+
+    python -m trainer.pack --data ../shared/data/sar/MANIFEST.json --out .gpu_data/planes.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sar_compress_plugin.core.errors import SarCompressError
+from trainer.data import PACK_FORMAT, RawPlane, discover, read_planes
+
+log = logging.getLogger(__name__)
+
+DB_STEP = 0.01
+
+
+def pack_planes(planes: list[RawPlane], out: str | Path) -> dict:
+    """Write `planes` to `out` (.npz); returns the summary stored in it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays, meta = {}, []
+    for i, p in enumerate(planes):
+        lo = float(np.floor(p.db[p.valid].min())) if p.valid.any() else 0.0
+        q = np.rint((p.db.astype(np.float64) - lo) / DB_STEP)
+        if q.max() > np.iinfo(np.uint16).max:
+            raise SarCompressError(f"{p.name}: dB range {float(p.db.max()) - lo:.0f} dB does not fit uint16 "
+                                   f"at {DB_STEP} dB")
+        arrays[f"db_{i}"] = np.clip(q, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        arrays[f"valid_{i}"] = np.packbits(p.valid, axis=None)
+        meta.append({"scene": p.scene, "band": p.band, "domain": p.domain, "shape": list(p.db.shape),
+                     "db_offset": lo})
+    summary = {"format": PACK_FORMAT, "db_step": DB_STEP, "planes": meta}
+    tmp = out.with_name(out.name + ".partial.npz")
+    np.savez_compressed(tmp, meta=np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8), **arrays)
+    tmp.replace(out)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.pack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder, file or MANIFEST.json, as for sar-train --data")
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--domain", default="intensity", help="value domain of files missing from the manifest")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        planes = [plane for path, entry in discover(a.data, a.domain) for plane in read_planes(path, entry, a.domain)]
+        summary = pack_planes(planes, a.out)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    px = sum(int(np.prod(m["shape"])) for m in summary["planes"])
+    print(f"{a.out}: {len(summary['planes'])} planes, {px / 1e6:.1f} MP, {Path(a.out).stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
