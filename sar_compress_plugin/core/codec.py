@@ -32,8 +32,8 @@ from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMi
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HYPERPRIOR_CODER, HyperpriorCoder
-from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain, denormalise, from_db,
-                            normalise, percentile_bounds, to_db)
+from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
+                            denormalise, from_db, normalise, percentile_bounds, to_db)
 from .quantization import QuantizationParams, dequantize, quantize
 from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
                         same_file)
@@ -625,7 +625,8 @@ class CompressedRaster:
 
 
 def reconstruct(input_path, output_path, window: Window | None = None, model_dirs=None, device: str = "auto",
-                progress: Progress = None, is_cancelled: Cancelled = None, no_clobber: bool = False) -> ReconstructResult:
+                progress: Progress = None, is_cancelled: Cancelled = None,
+                no_clobber: bool = False) -> ReconstructResult:
     """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile.
 
     The GeoTIFF carries the original's dataset and band metadata, descriptions, colour interpretation and
