@@ -69,8 +69,9 @@ SCHEMA = {
         "hyperprior": {"type": "object", "required": ["sha256"], "properties": {"sha256": _SHA}},
         "model": {
             "type": "object", "required": ["name", "decoder_sha256", "latent_channels"],
-            "properties": {"name": {"type": "string"}, "variant": {"type": "string"}, "decoder_sha256": _SHA,
-                           "encoder_sha256": {"type": "string"}, "latent_channels": _int(1, MAX_CHANNELS),
+            "properties": {"name": {"type": "string"}, "variant": {"type": ["string", "null"]},
+                           "decoder_sha256": _SHA, "encoder_sha256": {"type": ["string", "null"]},
+                           "latent_channels": _int(1, MAX_CHANNELS),
                            "downsampling_factor": {"const": 16}, "halo": _int(0, MAX_HALO)},
         },
         "preprocessing": {

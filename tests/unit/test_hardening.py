@@ -85,8 +85,11 @@ def full_dir(tmp_path):
     """(folder, fsize): an 8 KiB tmpfs when root may mount one, else a plain folder and an 8 KiB RLIMIT_FSIZE."""
     d = tmp_path / "full"
     d.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(d)],
-                                                    capture_output=True).returncode == 0
+    try:
+        mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(d)],
+                                                        capture_output=True).returncode == 0
+    except OSError:  # no mount binary
+        mounted = False
     yield d, (None if mounted else 8 << 10)
     if mounted:
         subprocess.run(["umount", str(d)], check=False)
