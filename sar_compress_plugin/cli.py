@@ -1,8 +1,9 @@
 """sar-compress, sar-reconstruct, sar-info: thin command lines over core.codec.
 
 Each `*_main(argv) -> int` can be called in-process by tests. Bad input gives `error: <message>` on stderr and
-exit status 2 with no traceback; Ctrl-C gives exit status 130 and, like any failure, leaves no partial file
-(the core writes under a temporary name and renames at the end).
+exit status 2 with no traceback (an unexpected exception too: one line naming it, status 3); Ctrl-C gives exit
+status 130 and SIGTERM 143 and, like any failure, leaves no partial file (the core writes under a temporary name
+and renames at the end; SIGTERM is turned into the same KeyboardInterrupt so the same cleanup runs).
 """
 
 from __future__ import annotations
@@ -10,18 +11,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import signal
 import sys
+import time
 from contextlib import contextmanager
 
 from .core.errors import SarCompressError
 
 EXIT_ERROR = 2
+EXIT_BUG = 3
 EXIT_INTERRUPTED = 130
+
+#: argparse takes "-1e308" or "-inf" for an option (its own pattern knows only "-12" and "-1.5"), so
+#: `--bbox -1e308 ...` failed with "expected 4 arguments". None of our options looks like a number.
+_NEGATIVE_NUMBER = re.compile(r"^-(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|infinity|nan)$",
+                              re.IGNORECASE)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p._negative_number_matcher = _NEGATIVE_NUMBER  # the attribute argparse consults (3.11-3.13)
+    return p
 
 
 @contextmanager
@@ -49,19 +61,36 @@ def _progress_bar(desc: str, quiet: bool):
             bar.close()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the same try/finally cleanup as for Ctrl-C runs."""
+
+
+def _on_sigterm(signum, _frame):
+    raise _Terminated()
+
+
 def _run(fn) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
 
     limit_gdal_cache()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return fn()
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: no output written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"{'terminated' if isinstance(exc, _Terminated) else 'interrupted'}: no output written",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line (outputs were cleaned up by the core's finally blocks)
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug; please report it)",
+              file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def compress_main(argv=None) -> int:
@@ -70,7 +99,7 @@ def compress_main(argv=None) -> int:
     p.add_argument("output", help="output .sarc file")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16)")
+    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16, at most 1024)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, default=None,
                       help="operating point, a float from 0 (fewest bits) to the model's top level (most bits) "
@@ -82,6 +111,7 @@ def compress_main(argv=None) -> int:
     p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
                    help="value domain (default: VALUE_DOMAIN tag, else integer -> amplitude, "
                         "float with negatives -> db, else intensity)")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing output")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -90,7 +120,8 @@ def compress_main(argv=None) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
-                               target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
+                               target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain,
+                               no_clobber=a.no_clobber)
         with _progress_bar("compress", a.quiet) as bar:
             r = compress(a.input, a.output, opts, progress=bar)
         if a.json:
@@ -101,6 +132,7 @@ def compress_main(argv=None) -> int:
                   f"ratio {r.ratio:.1f}:1, quality {r.quality:.3f}, {r.outlier_pixels} out-of-range pixels, "
                   f"{r.seconds:.2f} s "
                   f"({mp_s:.1f} MP/s), provider {r.provider}")
+            print(f"  domain {r.domain} ({r.domain_reason})")
         return 0
 
     return _run(go)
@@ -118,6 +150,7 @@ def reconstruct_main(argv=None) -> int:
                    help="extra folder searched for the decoder (by SHA-256); repeatable; the bundled "
                         "default model is always searched")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
@@ -129,7 +162,7 @@ def reconstruct_main(argv=None) -> int:
             window = window_from_bbox(read_header(a.input), a.bbox, a.input)
         with _progress_bar("reconstruct", a.quiet) as bar:
             r = reconstruct(a.input, a.output, window=window, model_dirs=a.model_dir, device=a.device,
-                            progress=bar)
+                            progress=bar, no_clobber=a.no_clobber)
         mp_s = r.width * r.height * r.bands / 1e6 / max(r.seconds, 1e-9)
         print(f"{r.output_path}: {r.width} x {r.height} x {r.bands}, {r.seconds:.2f} s ({mp_s:.1f} MP/s), "
               f"provider {r.provider}")
@@ -145,9 +178,13 @@ def info_main(argv=None) -> int:
     p.add_argument("--verify", action="store_true", help="check the SHA-256 of the whole file and every chunk CRC")
     a = p.parse_args(argv)
 
+    started = time.time()
+
     def go() -> int:
         from .core.container import ContainerReader  # noqa: PLC0415
+        from .core.raster_io import remove_stale_partials  # noqa: PLC0415
 
+        remove_stale_partials(a.file, older_than=started)  # a killed sar-compress of this file left them
         with ContainerReader(a.file) as r:
             h = r.header
             if a.verify:
@@ -167,7 +204,7 @@ def info_main(argv=None) -> int:
             print(f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
                   f"bands {ra['band_names']} domain {h['domain']}")
             print(f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1")
-            print(f"  model    {m['name']} ({m['variant']}) decoder sha256 {m['decoder_sha256']}")
+            print(f"  model    {m['name']} ({m.get('variant', '?')}) decoder sha256 {m['decoder_sha256']}")
             clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(ra["band_names"], h["clip_db"]))
             print(f"  clip dB  {clip}")
             rate = h["rate"]

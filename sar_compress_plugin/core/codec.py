@@ -30,11 +30,13 @@ import numpy as np
 from . import container as C
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
+from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder
-from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
-                            normalise, percentile_bounds, to_db)
+from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
+                            denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
-from .raster_io import GeoTiffWriter, RasterReader, check_output_path, same_file, temp_path_for
+from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
+                        same_file)
 from .runtime import OnnxCodecModel, default_model_dir, find_bundle
 from .tiling import TileGrid, latent_block, read_context
 
@@ -70,6 +72,8 @@ class CompressOptions:
     band_names: list | None = None
     outlier_margin_db: float = OUTLIER_MARGIN_DB
     outlier_step_db: float = OUTLIER_STEP_DB
+    #: refuse to replace an existing output (default: replace it and log that it did)
+    no_clobber: bool = False
 
 
 @dataclass
@@ -88,6 +92,7 @@ class CompressResult:
     clip_db: list = field(default_factory=list)
     domain: str = ""
     quality: float = math.nan
+    domain_reason: str = ""
 
 
 @dataclass
@@ -112,23 +117,42 @@ def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
 
 # --- domain and statistics -------------------------------------------------------------------------------
 
-def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> str:
-    """The rule when the user gives no domain.
+#: Share of negative finite values above which a float raster is taken as dB. Linear intensities are never
+#: negative, but calibration noise or a resampling kernel leaves a few; dB of a SAR scene is mostly negative.
+DB_NEGATIVE_SHARE = 0.05
 
-    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection carries) wins;
+
+def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> tuple[str, str]:
+    """(domain, why) when the user gives no domain; robust to a few odd pixels.
+
+    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection and our reconstructions carry) wins;
     2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes);
-    3. float rasters with any negative finite value (in a strided sample) are dB, otherwise linear intensity.
+    3. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
+       One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
+       user can see the call was sensible.
     """
     tag = (metadata or {}).get("VALUE_DOMAIN")
     if tag:
         try:
-            return canonical_domain(tag)
+            return canonical_domain(tag), f"VALUE_DOMAIN tag {tag!r}"
         except SarCompressError:
             log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
     if np.dtype(dtype).kind in "iu":
-        return "amplitude"
+        return "amplitude", f"integer data type {dtype}"
     finite = sample[np.isfinite(sample)]
-    return "db" if finite.size and (finite < 0).any() else "intensity"
+    if not finite.size:
+        return "intensity", "no finite values sampled"
+    share = float((finite < 0).mean())
+    p1, p99 = (float(v) for v in np.percentile(finite, (1, 99)))
+    stats = f"{100 * share:.1f}% negative values, 1st-99th percentile {p1:.3g}..{p99:.3g}"
+    if share >= DB_NEGATIVE_SHARE:
+        return "db", f"float data with {stats}"
+    return "intensity", f"float data with {stats}"
+
+
+def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> str:
+    """The domain `explain_domain` chooses, without the reason."""
+    return explain_domain(dtype, sample, metadata)[0]
 
 
 def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
@@ -179,19 +203,28 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
              is_cancelled: Cancelled = None) -> CompressResult:
     """Compress a raster into a .sarc file; see the module docstring for what is stored how."""
     t0 = time.perf_counter()
+    started = time.time()
     opts = options or CompressOptions()
-    out = check_output_path(output_path, inputs=(input_path,))
-    if not (isinstance(opts.tile_size, int) and opts.tile_size >= 16 and opts.tile_size % 16 == 0):
-        raise SarCompressError(f"tile size {opts.tile_size} must be a positive multiple of 16")
+    out = check_output_path(output_path, inputs=(input_path,), no_clobber=opts.no_clobber)
+    remove_stale_partials(out, older_than=started)
+    if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
+        raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
+                               f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
     target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
     with RasterReader(input_path) as reader:
         info = reader.info
+        if info.band_count > C.MAX_BANDS:
+            raise InputRasterError(f"{input_path}: {info.band_count} bands; a .sarc file holds at most "
+                                   f"{C.MAX_BANDS}")
         names = list(opts.band_names) if opts.band_names else list(info.band_names)
         if len(names) != info.band_count:
             raise InputRasterError(f"{input_path}: {len(names)} band names given for {info.band_count} bands")
         samples = [_band_samples(reader, b, info.nodata[b]) for b in range(info.band_count)]
-        domain = canonical_domain(opts.domain) if opts.domain else infer_domain(
-            info.dtype, samples[0], info.metadata)
+        if opts.domain:
+            domain, why = canonical_domain(opts.domain), "given by the user"
+        else:
+            domain, why = explain_domain(info.dtype, samples[0], info.metadata)
+        log.info("%s: value domain %s (%s)", input_path, domain, why)
         if np.dtype(info.dtype).kind in "iu" and domain == "db":
             log.warning("%s: integer raster treated as dB", input_path)
         model = _load_model(opts.model_dir, opts.device)
@@ -201,25 +234,33 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         for b, s in enumerate(samples):
             db, valid = to_db(s, domain, info.nodata[b], pp.noise_floor_db)
             if not valid.any():
-                raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid)")
-            bounds.append(percentile_bounds(db, valid, percentiles))
+                hint = ""
+                if domain != "db" and (np.nan_to_num(s, nan=0.0) < 0).any():
+                    hint = f"; its values are negative: if they are dB, pass --domain db (domain was {domain})"
+                raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid){hint}")
+            lo, hi = percentile_bounds(db, valid, percentiles)
+            # the reader's schema bound: float32 must still resolve the clip range (a constant 1e20 "dB" band
+            # would give lo == hi in float32 and a file nobody can read)
+            if not (abs(lo) <= MAX_ABS_DB and abs(hi) <= MAX_ABS_DB and np.float32(hi) > np.float32(lo)):
+                raise InputRasterError(f"{input_path}: band {b + 1} spans {lo:.4g}..{hi:.4g} dB in domain {domain}, "
+                                       f"beyond the +-{MAX_ABS_DB:g} dB a .sarc file holds; wrong --domain?")
+            bounds.append((lo, hi))
         del samples
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
         rate = choose_quality(target, model, reader, grid, domain, bounds, pp)
-        tmp = temp_path_for(out)
+        partial = PartialFile(out, no_clobber=opts.no_clobber)
         try:
-            with C.open_for_write(tmp) as f:
+            with C.open_for_write(partial.path) as f:
                 stats = _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress,
                                      is_cancelled, str(input_path))
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-            raise
+            partial.publish()
+        except OSError as exc:  # a full disk (ENOSPC), a quota, a vanished folder: one error line, no traceback
+            raise OutputPathError(f"{out}: cannot write ({exc.strerror or exc}); nothing written") from None
+        finally:
+            partial.discard()
+            partial.close()
     size = out.stat().st_size
     pixels = info.width * info.height
     bpp = 8.0 * size / pixels
@@ -227,7 +268,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                           bands=info.band_count, bpp=bpp, bpp_per_band=bpp / info.band_count,
                           ratio=info.raw_bytes / size, seconds=time.perf_counter() - t0, provider=model.provider,
                           outlier_pixels=stats["outlier_pixels"], clip_db=[list(b) for b in bounds], domain=domain,
-                          quality=rate["quality"])
+                          quality=rate["quality"], domain_reason=why)
 
 
 def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress, is_cancelled, src):
@@ -296,12 +337,13 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
         "hyperprior": {"sha256": coder.sha256},
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
-                   "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata]},
+                   "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata],
+                   "metadata": dict(info.metadata), "bands": [dict(b) for b in info.bands]},
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
     }
-    writer.finish(header)
+    writer.finish(header, src)
     return {"outlier_pixels": outlier_pixels, "invalid_pixels": invalid_pixels}
 
 
@@ -318,7 +360,7 @@ def _check_window(window, width: int, height: int, path) -> Window:
         c, r, w, h = (int(v) for v in window)
         if any(int(v) != v for v in window):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputRasterError(f"{path}: window {window!r} must be four integers (col, row, width, height)") from None
     if w <= 0 or h <= 0 or c < 0 or r < 0 or c + w > width or r + h > height:
         raise InputRasterError(f"{path}: window (col={c}, row={r}, width={w}, height={h}) is outside the "
@@ -332,9 +374,16 @@ def window_from_bbox(header: dict, bbox, path="") -> Window:
     g0, g1, g2, g3, g4, g5 = r["geotransform"]
     if g2 or g4 or not g1 or not g5:
         raise InputRasterError(f"{path}: --bbox needs a north-up geotransform; use --window")
-    xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise InputRasterError(f"{path}: bbox {bbox!r} must be four numbers") from None
+    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+        raise InputRasterError(f"{path}: bbox {tuple(bbox)} must be four finite numbers")
     cols = sorted(((xmin - g0) / g1, (xmax - g0) / g1))
     rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
+    if not all(math.isfinite(v) for v in cols + rows):  # e.g. -1e308 - xmin overflows
+        raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
     c0, c1 = max(0, math.floor(cols[0])), min(r["width"], math.ceil(cols[1]))
     r0, r1 = max(0, math.floor(rows[0])), min(r["height"], math.ceil(rows[1]))
     if c1 <= c0 or r1 <= r0:
@@ -530,10 +579,17 @@ class CompressedRaster:
 
 
 def reconstruct(input_path, output_path, window: Window | None = None, model_dirs=None, device: str = "auto",
-                progress: Progress = None, is_cancelled: Cancelled = None) -> ReconstructResult:
-    """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile."""
+                progress: Progress = None, is_cancelled: Cancelled = None,
+                no_clobber: bool = False) -> ReconstructResult:
+    """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile.
+
+    The GeoTIFF carries the original's dataset and band metadata, descriptions, colour interpretation and
+    scale/offset, plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags.
+    """
     t0 = time.perf_counter()
-    out = check_output_path(output_path, inputs=(input_path,))
+    started = time.time()
+    out = check_output_path(output_path, inputs=(input_path,), no_clobber=no_clobber)
+    remove_stale_partials(out, older_than=started)
     if Path(out).suffix.lower() == ".sarc":
         raise OutputPathError(f"{out}: reconstruction output must be a GeoTIFF, not .sarc")
     with CompressedRaster(input_path, model_dirs=model_dirs, device=device, verify=window is None) as cr:
@@ -547,9 +603,13 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         tiles = cr.grid.tiles_overlapping(win)
         total = max(1, len(tiles) * cr.bands)
         _tick(progress, 0.0)
+        metadata = dict(h.get("metadata", {}))
+        tag = metadata.get("VALUE_DOMAIN", "")
+        if DOMAIN_ALIASES.get(tag.strip().lower()) != cr.domain:  # the values are in the file's domain
+            metadata["VALUE_DOMAIN"] = cr.domain
         with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
-                           nodata=cr.nodata, band_names=h.get("band_names"),
-                           block_size=min(256, cr.grid.tile_size)) as wr:
+                           nodata=cr.nodata, band_names=h.get("band_names"), metadata=metadata,
+                           bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber) as wr:
             done = 0
             for t in tiles:
                 for b in range(cr.bands):
@@ -565,4 +625,4 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 
 __all__ = ["CompressOptions", "CompressResult", "ReconstructResult", "CompressedRaster", "compress",
-           "reconstruct", "read_header", "infer_domain", "window_from_bbox", "same_file"]
+           "reconstruct", "read_header", "infer_domain", "explain_domain", "window_from_bbox", "same_file"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from . import header_schema
 from .errors import ContainerFormatError, OutputPathError
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,14 @@ PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
 FOOTER = struct.Struct("<QQI32s8s")  # header offset, header length, header crc32, body sha256, end magic
 FOOTER_MAGIC = b"SARCEND\x00"
 
-LATENT_CODER = "range-meanscale-int16"  # core.hyperprior; needs the bundle's hyperprior.npz
+LATENT_CODER = header_schema.LATENT_CODER  # core.hyperprior; needs the bundle's hyperprior.npz
 MASK_CODER = "packbits-zstd"
 OUTLIER_CODER = "zstd-int32-byteplanes"
-#: Latent coders of the retired fixed-bottleneck model (format versions 1-2): its files name one of these and
-#: are refused with one message saying what they need.
-RETIRED_LATENT_CODERS = ("zstd-int8", "range-factorized-int8", "range-hyperprior-int8")
-KNOWN_CODERS = {"latent": (LATENT_CODER,), "mask": (MASK_CODER,), "outlier": (OUTLIER_CODER,)}
+RETIRED_LATENT_CODERS = header_schema.RETIRED_LATENT_CODERS
 
 MAX_HEADER_BYTES = 256 << 20
-MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
-MAX_BANDS = 4096
+MAX_PIXELS = header_schema.MAX_PIXELS
+MAX_BANDS = header_schema.MAX_BANDS
 ZSTD_LEVEL = 10
 
 _dctx = zstandard.ZstdDecompressor()
@@ -156,9 +154,22 @@ class ContainerWriter:
         self._write(data)
         return entry
 
-    def finish(self, header: dict) -> int:
-        body = zstd_compress(json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8"), 19)
+    def finish(self, header: dict, where: str = "output") -> int:
+        """Write header and footer, after checking the header exactly as a reader will (parsed back from the
+        bytes written): the writer never produces a file its own reader refuses."""
+        try:
+            text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except ValueError as exc:
+            raise ContainerFormatError(f"{where}: cannot store the header ({exc}); nothing written") from None
         offset = self._pos
+        size = offset + FOOTER.size  # lower bound of the final file size, which sets the reader's cap
+        if len(text) > header_schema.header_cap(size, MAX_HEADER_BYTES):
+            raise ContainerFormatError(f"{where}: header of {len(text)} bytes (metadata?) is too large to store")
+        try:
+            validate_header(header_schema.parse(text), offset, where)
+        except ContainerFormatError as exc:
+            raise ContainerFormatError(f"refusing to write a file the reader would refuse: {exc}") from None
+        body = zstd_compress(text, 19)
         self._write(body)
         footer = FOOTER.pack(offset, len(body), zlib.crc32(body), self._sha.digest(), FOOTER_MAGIC)
         self._f.write(footer)
@@ -222,12 +233,15 @@ class ContainerReader:
         raw = self._pread(off, length)
         if zlib.crc32(raw) != crc:
             raise self._fail("header checksum mismatch (file corrupted)")
+        cap = header_schema.header_cap(self.size, MAX_HEADER_BYTES)
         if version >= ZSTD_HEADER_SINCE:
-            raw = zstd_decompress(raw, MAX_HEADER_BYTES, f"{self.path}: header")
+            raw = zstd_decompress(raw, cap, f"{self.path}: header")
+        elif len(raw) > cap:
+            raise self._fail(f"header of {len(raw)} bytes is too large for a {self.size}-byte file")
         try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise self._fail(f"header is not valid JSON ({exc})") from None
+            header = header_schema.parse(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise self._fail(f"header is not valid JSON ({str(exc)[:120]})") from None
         validate_header(header, off, str(self.path))
         return header
 
@@ -264,69 +278,9 @@ class ContainerReader:
         self.close()
 
 
-def _req(cond: bool, path: str, msg: str) -> None:
-    if not cond:
-        raise ContainerFormatError(f"{path}: header {msg}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def validate_header(h, chunks_end: int, path: str) -> None:
-    """Structural checks of a parsed header before anything is sized from it."""
-    _req(isinstance(h, dict), path, "is not an object")
-    try:
-        latent_coder = h.get("coders", {}).get("latent") if isinstance(h.get("coders"), dict) else None
-        if latent_coder in RETIRED_LATENT_CODERS:
-            raise ContainerFormatError(
-                f"{path}: written by {h.get('software', 'an older sar-compress')} with the retired fixed-bottleneck "
-                f"model (latent coder {latent_coder}); this version decodes only {LATENT_CODER} files: reconstruct "
-                f"it with the release that wrote it, then compress the result again")
-        r, t, rate, m, c = h["raster"], h["tiling"], h["rate"], h["model"], h["chunks"]
-        w, hh, nb = r["width"], r["height"], r["band_count"]
-        _req(all(_is_int(v) for v in (w, hh, nb)), path, "raster size is not integer")
-        _req(w > 0 and hh > 0 and 0 < nb <= MAX_BANDS, path, f"raster size {w} x {hh} x {nb} is invalid")
-        _req(w * hh <= MAX_PIXELS, path, f"claims an absurd raster size {w} x {hh}")
-        _req(isinstance(r["dtype"], str) and r["dtype"] in (
-            "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"),
-            path, f"dtype {r.get('dtype')!r} is not supported")
-        ts, halo, f = t["tile_size"], t["halo"], t.get("factor", 16)
-        _req(all(_is_int(v) for v in (ts, halo, f)) and f == 16 and 16 <= ts <= 1 << 16 and ts % 16 == 0
-             and 0 <= halo <= 1 << 12 and halo % 16 == 0, path, "tiling parameters are invalid")
-        ntiles = math.ceil(-(-w // 16) * 16 / ts) * math.ceil(-(-hh // 16) * 16 / ts)
-        channels = m["latent_channels"]
-        _req(_is_int(channels) and 0 < channels <= 1024, path, "latent_channels is invalid")
-        quality = rate["quality"]
-        _req(isinstance(quality, (int, float)) and not isinstance(quality, bool) and math.isfinite(quality)
-             and 0 <= quality <= 64, path, "rate quality is invalid")
-        _req(isinstance(m.get("decoder_sha256"), str), path, "lacks the decoder SHA-256")
-        clip = h["clip_db"]
-        _req(isinstance(clip, list) and len(clip) == nb and all(
-            isinstance(b, list) and len(b) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in b)
-            and b[1] > b[0] for b in clip), path, "clip_db bounds are invalid")
-        coders = h["coders"]
-        for kind, names in KNOWN_CODERS.items():
-            _req(coders.get(kind) in names, path, f"uses unknown {kind} coder {coders.get(kind)!r}")
-        hp = h["hyperprior"]
-        _req(isinstance(hp, dict) and isinstance(hp.get("sha256"), str), path, "does not name its hyperprior file")
-        for kind in ("latent", "mask", "outlier"):
-            entries = c[kind]
-            _req(isinstance(entries, list) and len(entries) == ntiles * nb, path,
-                 f"tile index '{kind}' has {len(entries) if isinstance(entries, list) else '?'} entries, "
-                 f"expected {ntiles * nb}")
-            for e in entries:
-                if e is None and kind != "latent":
-                    continue
-                _req(isinstance(e, list) and len(e) == 3 and all(_is_int(v) for v in e), path,
-                     f"tile index '{kind}' entry is malformed")
-                _req(PREAMBLE.size <= e[0] and 0 <= e[1] and e[0] + e[1] <= chunks_end
-                     and 0 <= e[2] < 1 << 32, path, f"chunk {e[0]}+{e[1]} lies outside the file (truncated?)")
-        nd = r["nodata"]
-        _req(isinstance(nd, list) and len(nd) == nb, path, "nodata list does not match band count")
-        _req(isinstance(r.get("geotransform"), list) and len(r["geotransform"]) == 6, path, "geotransform invalid")
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ContainerFormatError(f"{path}: header is missing or has a malformed field ({exc})") from None
+    """The shared header schema (core.header_schema): types, ranges, counts and chunk bounds, before any use."""
+    header_schema.validate(h, chunks_end, path)
 
 
 def encode_nodata(v):

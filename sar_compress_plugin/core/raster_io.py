@@ -8,13 +8,18 @@ Windows are `(col, row, width, height)` in pixels. The reader *clamps*: a window
 programming error reported as `InputRasterError` rather than silently padded with invented values.
 
 The writer never leaves a half-written file where the user expects a result: it writes to a temporary name in
-the destination folder and renames it into place only when the `with` block ends without an exception.
+the destination folder (`PartialFile`) and renames it into place only when the `with` block ends without an
+exception and GDAL reported no write error; a run killed outright (SIGKILL) leaves a partial that the next run to
+the same output, or `sar-info` on it, removes (`remove_stale_partials`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import stat
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +77,8 @@ class RasterInfo:
     nodata: tuple[float | None, ...] = ()
     band_names: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict)
+    #: per band: description, metadata (default domain), color_interp name, scale, offset
+    bands: tuple[dict, ...] = ()
 
     @property
     def itemsize(self) -> int:
@@ -89,6 +96,8 @@ def _open(path: str | os.PathLike):
         raise InputRasterError(f"{p}: file does not exist")
     if p.is_dir():
         raise InputRasterError(f"{p}: is a folder, not a raster file")
+    if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO or device would block GDAL forever or read garbage
+        raise InputRasterError(f"{p}: is not a regular file (FIFO, device or socket); copy it to a file first")
     if not os.access(p, os.R_OK):
         raise InputRasterError(f"{p}: file is not readable (permission denied)")
     gdal.PushErrorHandler("CPLQuietErrorHandler")
@@ -111,7 +120,7 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
     if w <= 0 or h <= 0 or n <= 0:
         raise InputRasterError(f"{path}: raster is empty ({w} x {h} pixels, {n} bands)")
     dtypes = set()
-    nodata, names = [], []
+    nodata, names, bands = [], [], []
     for i in range(1, n + 1):
         b = ds.GetRasterBand(i)
         code = gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType)
@@ -119,6 +128,9 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
         dtypes.add(dt)
         nodata.append(b.GetNoDataValue())
         names.append(b.GetDescription() or "")
+        bands.append({"description": b.GetDescription() or "", "metadata": _str_map(b.GetMetadata()),
+                      "color_interp": _gdal().GetColorInterpretationName(b.GetColorInterpretation()),
+                      "scale": _finite_or_none(b.GetScale()), "offset": _finite_or_none(b.GetOffset())})
     if len(dtypes) != 1:
         raise InputRasterError(f"{path}: bands have different data types {sorted(dtypes)}; not supported")
     dtype = dtypes.pop()
@@ -129,7 +141,17 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
     gt = ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     return RasterInfo(path=str(path), width=w, height=h, band_count=n, dtype=dtype,
                       crs_wkt=ds.GetProjection() or "", geotransform=tuple(float(v) for v in gt),
-                      nodata=tuple(nodata), band_names=tuple(names), metadata=dict(ds.GetMetadata() or {}))
+                      nodata=tuple(nodata), band_names=tuple(names), metadata=_str_map(ds.GetMetadata()),
+                      bands=tuple(bands))
+
+
+def _str_map(md) -> dict:
+    return {str(k): str(v) for k, v in (md or {}).items()}
+
+
+def _finite_or_none(v):
+    """Scale/offset as JSON can hold them (GDAL returns None when unset)."""
+    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def read_raster_info(path: str | os.PathLike) -> RasterInfo:
@@ -191,8 +213,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return pa.resolve() == pb.resolve()
 
 
-def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
-    """Fail early, before any work, when `output` cannot be written or would overwrite an input.
+def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber: bool = False) -> Path:
+    """Fail early, before any work, when `output` cannot be written, would overwrite an input, or exists while
+    `no_clobber` is set.
 
     Uses a real probe file rather than os.access: as root (tests, containers) os.access says yes to
     everything, while a read-only mount still refuses the write.
@@ -204,6 +227,8 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and out.is_dir():
         raise OutputPathError(f"{out}: output is an existing folder")
+    if no_clobber and os.path.lexists(out):
+        raise OutputPathError(f"{out}: exists and --no-clobber was given; nothing written")
     if not parent.is_dir():
         raise OutputPathError(f"{out}: output folder {parent} does not exist")
     probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
@@ -221,52 +246,193 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = ()) -> Path:
 
 
 def temp_path_for(output: str | os.PathLike, suffix: str = "") -> Path:
-    """A hidden temporary name beside the final output, so the final rename is atomic on one filesystem."""
+    """A hidden temporary name beside the final output, so the final rename is atomic on one filesystem.
+
+    It carries the writer's PID so that `remove_stale_partials` can tell a killed run's leftover from the live
+    partial of a concurrent run.
+    """
     out = Path(output)
-    return out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}{suffix}"
+    return out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_partials(output: str | os.PathLike, older_than: float) -> list[Path]:
+    """Remove the partials of `output` a killed run left (SIGKILL cannot be caught); returns what was removed.
+
+    Only names of this module's own pattern (`.NAME.partial-PID-HEX[.tif[.aux.xml]]`, or the PID-less pattern of
+    earlier versions) that were last modified before `older_than` (the current run's start) and whose PID is not
+    running: a concurrent run's live partial is left alone.
+    """
+    out = Path(output)
+    parent = out.parent if str(out.parent) else Path(".")
+    prefix = f".{out.name}.partial-"
+    pattern = re.compile(r"(?:(\d+)-)?[0-9a-f]{8}(?:\.tif)?(?:\.aux\.xml)?")
+    removed = []
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name[len(prefix):])
+        if m is None or (m.group(1) and _pid_alive(int(m.group(1)))):
+            continue
+        p = parent / name
+        try:
+            if not stat.S_ISREG(p.lstat().st_mode) or p.lstat().st_mtime >= older_than:
+                continue
+            p.unlink()
+        except OSError:
+            continue
+        log.warning("removed stale partial file %s (left by an interrupted run)", p)
+        removed.append(p)
+    return removed
+
+
+class PartialFile:
+    """A temporary file beside `output`, published by one rename at the end and removed on every other exit.
+
+    It holds a descriptor of the output folder, so that renaming or removing the folder mid-run neither
+    publishes into the moved folder nor leaves the partial behind there: `publish` refuses and `discard` still
+    finds the partial through the descriptor. With `no_clobber`, an output that appeared meanwhile is kept.
+    """
+
+    def __init__(self, output: str | os.PathLike, suffix: str = "", no_clobber: bool = False):
+        self.output = Path(output)
+        self.path = temp_path_for(self.output, suffix)
+        self.no_clobber = no_clobber
+        parent = self.output.parent if str(self.output.parent) else Path(".")
+        self._parent = parent
+        try:
+            self._dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise OutputPathError(f"{self.output}: cannot open output folder {parent} ({exc.strerror})") from None
+        self._dir_stat = os.fstat(self._dir_fd)
+
+    def _folder_moved(self) -> bool:
+        try:
+            now = os.stat(self._parent)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != (self._dir_stat.st_dev, self._dir_stat.st_ino)
+
+    def publish(self) -> None:
+        """Rename the finished partial onto the output (atomic); log when an existing file was replaced."""
+        fd, tmp, name = self._dir_fd, self.path.name, self.output.name
+        if self._folder_moved():
+            raise OutputPathError(f"{self.output}: output folder {self._parent} was moved or removed during the "
+                                  "run; nothing written")
+        try:
+            if self.no_clobber:
+                os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                os.unlink(tmp, dir_fd=fd)
+                return
+            existed = os.path.lexists(self.output)
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except FileExistsError:
+            raise OutputPathError(f"{self.output}: exists and --no-clobber was given; nothing written") from None
+        except OSError as exc:
+            raise OutputPathError(f"{self.output}: cannot move the finished file into place "
+                                  f"({exc.strerror or exc})") from None
+        if existed:
+            log.warning("replaced existing %s", self.output)
+
+    def discard(self) -> None:
+        """Remove the partial (and a GDAL .aux.xml beside it); never raises."""
+        for n in (self.path.name, self.path.name + ".aux.xml"):
+            try:
+                os.unlink(n, dir_fd=self._dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # pragma: no cover
+                log.warning("could not remove temporary file %s: %s", self._parent / n, err)
+
+    def close(self) -> None:
+        fd, self._dir_fd = self._dir_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+_COLOR_INTERP = None
+
+
+def _color_interp_code(name: str) -> int | None:
+    """GDAL's colour interpretation constant for its name (GDAL 3.6 has no GetColorInterpretationByName)."""
+    global _COLOR_INTERP
+    if _COLOR_INTERP is None:
+        gdal = _gdal()
+        _COLOR_INTERP = {gdal.GetColorInterpretationName(i): i for i in range(0, 64)}
+    return _COLOR_INTERP.get(name)
 
 
 class GeoTiffWriter:
     """Tiled, DEFLATE-compressed GeoTIFF written under a temporary name and renamed into place on success.
 
-    Use as a context manager; an exception (including CancelledError) inside the block deletes the temporary
-    file and leaves any existing file at `path` untouched.
+    Use as a context manager; an exception (including CancelledError) inside the block, or any error GDAL
+    reports while writing, flushing or closing (a full disk shows up only there, as GDAL writes blocks lazily),
+    deletes the temporary file and leaves any existing file at `path` untouched.
+
+    `metadata` is the dataset metadata; `bands` per band dicts as `RasterInfo.bands` (description, metadata,
+    color_interp, scale, offset), so a reconstruction carries the tags of the original.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, band_count: int, dtype: str,
                  crs_wkt: str = "", geotransform=None, nodata=None, band_names=None, metadata=None,
-                 block_size: int = 256):
+                 block_size: int = 256, bands=None, no_clobber: bool = False):
         self.path = Path(path)
         self.width, self.height, self.band_count = int(width), int(height), int(band_count)
         self.dtype = np.dtype(dtype)
-        self._tmp = temp_path_for(self.path, ".tif")
+        self._no_clobber = no_clobber
+        self._partial: PartialFile | None = None
         self._ds = None
-        self._args = (crs_wkt, geotransform, nodata, band_names, metadata, block_size)
+        self._errors: list[str] = []
+        self._args = (crs_wkt, geotransform, nodata, band_names, metadata, block_size, bands)
+
+    def _record(self, err_class, _err_no, msg) -> None:
+        """GDAL error handler for the writer's lifetime: failures are kept and fail the run."""
+        if err_class >= _gdal().CE_Failure:
+            self._errors.append(str(msg).strip().splitlines()[0] if str(msg).strip() else "I/O error")
+
+    def _check(self, what: str) -> None:
+        if self._errors:
+            raise OutputPathError(f"{self.path}: {what} failed ({self._errors[0]})")
 
     def __enter__(self) -> "GeoTiffWriter":
+        self._partial = PartialFile(self.path, ".tif", self._no_clobber)
+        _gdal().PushErrorHandler(self._record)
+        try:
+            self._create()
+        except BaseException:
+            self._close(success=False)
+            raise
+        return self
+
+    def _create(self) -> None:
         from osgeo import gdal_array  # noqa: PLC0415
 
         gdal = _gdal()
-        crs_wkt, gt, nodata, names, metadata, block = self._args
+        crs_wkt, gt, nodata, names, metadata, block, bands = self._args
         drv = gdal.GetDriverByName("GTiff")
         gtype = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype.type)
         block = max(16, min(block, 1 << 12))
         opts = ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         if self.band_count > 1:
             opts.append("INTERLEAVE=BAND")
-        gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
-            try:
-                ds = drv.Create(str(self._tmp), self.width, self.height, self.band_count, gtype, opts)
-            except RuntimeError as exc:
-                ds = None
-                err = str(exc).splitlines()[0]
-            else:
-                err = _last_error("cannot create file")
-        finally:
-            gdal.PopErrorHandler()
+            ds = drv.Create(str(self._partial.path), self.width, self.height, self.band_count, gtype, opts)
+        except RuntimeError as exc:  # GDAL with exceptions enabled elsewhere in the process
+            raise OutputPathError(f"{self.path}: cannot create output GeoTIFF ({str(exc).splitlines()[0]})") from None
         if ds is None:
-            raise OutputPathError(f"{self.path}: cannot create output GeoTIFF ({err})")
+            raise OutputPathError(f"{self.path}: cannot create output GeoTIFF "
+                                  f"({self._errors[0] if self._errors else 'unknown error'})")
         self._ds = ds
         if gt is not None:
             ds.SetGeoTransform(tuple(float(v) for v in gt))
@@ -281,7 +447,17 @@ class GeoTiffWriter:
                 b.SetNoDataValue(float(nd))
             if names and i < len(names) and names[i]:
                 b.SetDescription(str(names[i]))
-        return self
+            extra = bands[i] if bands and i < len(bands) else {}
+            if extra.get("metadata"):
+                b.SetMetadata({str(k): str(v) for k, v in extra["metadata"].items()})
+            code = _color_interp_code(extra.get("color_interp") or "")
+            if code:  # 0 = Undefined, GDAL's default
+                b.SetColorInterpretation(code)
+            if extra.get("scale") is not None:
+                b.SetScale(float(extra["scale"]))
+            if extra.get("offset") is not None:
+                b.SetOffset(float(extra["offset"]))
+        self._check("setting up the GeoTIFF")
 
     def write(self, band: int, col: int, row: int, data: np.ndarray) -> None:
         """Write a 2-D block at (col, row) of `band` (0-based); the block is cast to the file's dtype."""
@@ -289,29 +465,36 @@ class GeoTiffWriter:
         h, w = arr.shape
         if col < 0 or row < 0 or col + w > self.width or row + h > self.height:
             raise OutputPathError(f"{self.path}: block at ({col},{row}) of {w}x{h} is outside the output raster")
-        err = self._ds.GetRasterBand(band + 1).WriteArray(arr, int(col), int(row))
+        try:
+            err = self._ds.GetRasterBand(band + 1).WriteArray(arr, int(col), int(row))
+        except RuntimeError as exc:
+            raise OutputPathError(f"{self.path}: write failed ({str(exc).splitlines()[0]})") from None
         if err not in (0, None):
-            raise OutputPathError(f"{self.path}: write failed ({_last_error('I/O error, disk full?')})")
+            self._errors.append(_last_error("I/O error, disk full?"))
+        self._check("write")
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(success=exc_type is None)
+
+    def _close(self, success: bool) -> None:
+        """Flush and close the dataset, then publish the partial only if nothing failed; discard it otherwise."""
         ds, self._ds = self._ds, None
+        partial, self._partial = self._partial, None
         try:
             if ds is not None:
-                ds.FlushCache()
-            ds = None  # noqa: F841 (closing writes the last blocks)
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-                return
-        except OSError as err:
-            self._discard()
-            raise OutputPathError(f"{self.path}: cannot move finished file into place ({err})") from None
-        self._discard()
+                try:
+                    ds.FlushCache()
+                except RuntimeError as exc:
+                    self._errors.append(str(exc).splitlines()[0])
+                ds = None  # noqa: F841 (closing writes the last blocks; its errors reach the handler)
+        finally:
+            _gdal().PopErrorHandler()
+        try:
+            if success:
+                self._check("writing the GeoTIFF")
+                partial.publish()
+        finally:
+            partial.discard()  # after a publish only a stray .aux.xml of the temporary name can be left
+            partial.close()
 
-    def _discard(self) -> None:
-        for p in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as err:  # pragma: no cover
-                log.warning("could not remove temporary file %s: %s", p, err)
+

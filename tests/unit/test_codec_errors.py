@@ -292,21 +292,15 @@ def test_cli_happy_path_prints_measured_figures(small, tmp_path, tiny_bundle, ca
 
 def _forge_retired(src: Path, dst: Path, coder: str) -> Path:
     """A file as the retired fixed-bottleneck model wrote it (its coder, "quantization" instead of "rate"),
-    forged from a new file with the container's own writer: same chunks, valid CRC and SHA-256."""
-    with container.ContainerReader(src) as r:
-        header = r.header
-    raw = src.read_bytes()
-    off, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
-    header["coders"]["latent"] = coder
-    header["format_version"] = 2
-    header["software"] = "sar-compress 0.0.9"
-    del header["rate"], header["hyperprior"]
-    header["quantization"] = {"step": [0.1] * 4, "offset": [0.0] * 4, "quality": 1.0}
-    with open(dst, "wb") as f:
-        w = container.ContainerWriter(f)
-        assert w.add_chunk(raw[container.PREAMBLE.size:off])[0] == container.PREAMBLE.size  # chunks keep offsets
-        w.finish(header)
-    return dst
+    forged from a new file: same chunks, valid CRC and SHA-256 (the writer itself refuses to write one)."""
+    def mutate(header):
+        header["coders"]["latent"] = coder
+        header["format_version"] = 2
+        header["software"] = "sar-compress 0.0.9"
+        del header["rate"], header["hyperprior"]
+        header["quantization"] = {"step": [0.1] * 4, "offset": [0.0] * 4, "quality": 1.0}
+
+    return rewrite_header(src, dst, mutate)
 
 
 @pytest.mark.parametrize("coder", container.RETIRED_LATENT_CODERS)
