@@ -2,7 +2,8 @@
 
 Heavy work runs in QgsTasks (tasks/); this module only gathers inputs, starts tasks and, when a task has
 finished (main thread), adds layers and shows messages. Python dependencies (onnxruntime, zstandard) are checked
-lazily, when an action first needs them, so the plugin always loads and tells the user what to install.
+lazily, when an action needs them, so the plugin always loads; when they are missing the dependency dialog
+(gui/dependencies.py) says what is missing and installs it with one click.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .qgis_io import (
     style_quality_layer,
 )
 from .tasks import CompressTask, QualityMapsTask, ReconstructTask, SarTask, TaskResult, TaskStatus
-from .utils.deps import check_dependencies, install_hint
+from .utils.deps import check_dependencies
 from .utils.log import PluginLogger, install_log_handler, remove_log_handler
 from .utils.settings import PluginSettings
 
@@ -51,7 +52,6 @@ class SarCompressPlugin:
         self._log_handler = None
         self._browser_provider = None
         self._browser_gui_provider = None
-        self._missing_dependencies: list | None = None
 
     # --- QGIS plugin API ---------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API)
@@ -79,7 +79,10 @@ class SarCompressPlugin:
                                                self.reconstruct_with_dialog, parent)
         self.settings_action = self._action(QIcon(), "Settings…", "sar_compress_settings",
                                             self.show_settings, parent)
-        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action):
+        self.dependencies_action = self._action(QIcon(), "Python dependencies…", "sar_compress_dependencies",
+                                                self.show_dependencies, parent)
+        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action,
+                       self.dependencies_action):
             self.iface.addPluginToRasterMenu(MENU, action)
             self.menu_actions.append(action)
 
@@ -127,12 +130,16 @@ class SarCompressPlugin:
         return action
 
     def _ensure_dependencies(self) -> bool:
-        if self._missing_dependencies is None:
-            self._missing_dependencies = check_dependencies()
-        if self._missing_dependencies:
-            self.logger.error(install_hint(self._missing_dependencies))
-            return False
-        return True
+        """True when the codec can run; otherwise the dependency dialog, and True if it installed them all."""
+        if not check_dependencies():
+            return True
+        self.show_dependencies()
+        return not check_dependencies()
+
+    def show_dependencies(self) -> None:
+        from .gui.dependencies import DependencyDialog
+
+        DependencyDialog(self.iface.mainWindow()).exec()
 
     def _active_layer(self):
         view = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
@@ -321,8 +328,7 @@ class SarCompressPlugin:
         dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow())
         if dialog.exec() == QDialog.DialogCode.Accepted:
             dialog.settings().save()
-            status = install_hint(check_dependencies())
-            self.logger.info("Settings saved." + (f" {status}" if status else ""), push=bool(status))
+            self.logger.info("Settings saved.")
             return True
         return False
 

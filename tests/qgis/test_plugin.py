@@ -117,8 +117,9 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
         qgis.utils.updateAvailablePlugins()
 
 
-def test_missing_onnxruntime_still_loads_and_says_what_to_install(tmp_path, sar_tif):
-    """In a fresh process where onnxruntime, zstandard and constriction cannot be imported."""
+def test_missing_onnxruntime_still_loads_and_opens_the_dependency_dialog(tmp_path, sar_tif):
+    """In a fresh process where onnxruntime, zstandard and constriction cannot be imported: Compress opens the
+    dependency dialog (closed here without installing: the install itself is tested in test_dependencies.py)."""
     script = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
@@ -129,23 +130,42 @@ sys.meta_path.insert(0, Block())
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
 import qgis_harness
 from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication
 from sar_compress_plugin import classFactory
+from sar_compress_plugin.gui.dependencies import DependencyDialog
 iface = qgis_harness.TestIface()
 p = classFactory(iface)
 p.initGui()
 layer = QgsRasterLayer({str(sar_tif)!r}, 'berlin')
 QgsProject.instance().addMapLayer(layer)
+seen = {{}}
+def answer():
+    d = QApplication.activeModalWidget()
+    if not isinstance(d, DependencyDialog):
+        QTimer.singleShot(20, answer)
+        return
+    seen.update(status=d.status.text(), plan=d.plan.text(), cmd=d.command(), enabled=d.install_button.isEnabled())
+    d.buttons.button(d.buttons.StandardButton.Close).click()
+QTimer.singleShot(0, answer)
 assert p.compress_layer(layer) is None
 assert 'onnxruntime' not in sys.modules
-print('MESSAGES', [t for _, t, _ in iface.messages])
+print('SEEN', repr(seen))
 p.unload()
 """
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = [x for x in out.stdout.splitlines() if x.startswith("MESSAGES")][0]
-    assert "pip install" in line and '"onnxruntime-gpu"' in line and '"zstandard"' in line
-    assert '"constriction==0.5.0"' in line
+    seen = eval([x for x in out.stdout.splitlines() if x.startswith("SEEN")][0][5:])  # noqa: S307 (our repr)
+    for module in ("onnxruntime", "zstandard", "constriction"):
+        assert module in seen["status"]
+    assert seen["enabled"]
+    cmd = seen["cmd"]
+    assert Path(cmd[0]).name.startswith("python") and cmd[1:5] == ["-m", "pip", "install", "--target"]
+    # No NVIDIA GPU on the test machines: the CPU runtime, never onnxruntime-gpu beside it.
+    assert "onnxruntime==1.31.1" in cmd and not any(c.startswith("onnxruntime-gpu") for c in cmd)
+    assert "zstandard==0.25.0" in cmd and "constriction==0.5.0" in cmd
+    assert "No restart is needed" in seen["plan"]
     assert not list(tmp_path.glob("*.sarc"))
 
 
