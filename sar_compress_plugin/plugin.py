@@ -25,10 +25,12 @@ from .qgis_io import (
     default_compressed_path,
     default_quality_paths,
     default_reconstruction_path,
+    display_image_warning,
     find_original_layer,
     group_for_layer,
     layer_file_path,
     style_quality_layer,
+    unique_layer_name,
 )
 from .tasks import CompressTask, QualityMapsTask, ReconstructTask, SarTask, TaskResult, TaskStatus
 from .utils.deps import check_dependencies
@@ -193,24 +195,30 @@ class SarCompressPlugin:
         if ask:
             from .gui.dialogs import CompressDialog
 
-            dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow())
+            dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow(),
+                                    display_image_warning=display_image_warning(layer))
             if dialog.exec() != QDialog.DialogCode.Accepted:
                 return None
             values = dialog.option_values()
             output_path = dialog.output_path()
-            settings.device, settings.tile_size, settings.quality = (values["device"], values["tile_size"],
-                                                                     values["quality"])
+            # The device is remembered only once it has worked (_compress_done): a CUDA choice that fails must
+            # not become the default that fails again next time.
+            settings.tile_size, settings.quality = values["tile_size"], values["quality"]
             settings.save()
             options = CompressOptions(**values)
         elif options is None:
             options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
                                       tile_size=settings.tile_size, quality=settings.quality)
         task = CompressTask(input_path, output_path, options, layer_id=layer.id())
-        return self._start(task, functools.partial(self._compress_done, layer.name()))
+        return self._start(task, functools.partial(self._compress_done, layer.name(), options.device if ask else None))
 
-    def _compress_done(self, layer_name: str, task: CompressTask, result: TaskResult):
+    def _compress_done(self, layer_name: str, remember_device: str | None, task: CompressTask, result: TaskResult):
         if self._report_failure(f"Compression of '{layer_name}'", result):
             return
+        if remember_device:
+            settings = PluginSettings.load()
+            settings.device = remember_device
+            settings.save()
         r = result.value
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
@@ -244,7 +252,7 @@ class SarCompressPlugin:
         r = result.value
         project = QgsProject.instance()
         original = find_original_layer(project, sarc_path)
-        name = f"{Path(sarc_path).stem} (reconstructed)"
+        name = unique_layer_name(project, f"{Path(sarc_path).stem} (reconstructed)")
         if original is not None:
             group = group_for_layer(project, original)
             layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")

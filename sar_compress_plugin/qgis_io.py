@@ -6,12 +6,14 @@ import os
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsColorRampShader,
     QgsLayerTreeGroup,
     QgsLayerTreeLayer,
     QgsMapLayer,
     QgsProject,
     QgsProviderRegistry,
+    QgsRaster,
     QgsRasterLayer,
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
@@ -49,6 +51,39 @@ def layer_file_path(layer: QgsMapLayer | None) -> str:
     if not os.path.isfile(path):
         raise InputRasterError(f"layer '{layer.name()}': its file {path} does not exist")
     return path
+
+
+def display_image_warning(layer: QgsRasterLayer) -> str:
+    """Why `layer` looks like a display image rather than SAR values ("" when it does not).
+
+    RGB(A) composites and 8-bit rasters are pictures (screenshots, quick-looks, map exports): the codec would
+    compress them as amplitude without complaint and the result would mean nothing, so the user is asked first.
+    """
+    provider = layer.dataProvider()
+    bands = range(1, layer.bandCount() + 1)
+    colours = {provider.colorInterpretation(b) for b in bands}
+    rgb = {QgsRaster.ColorInterpretation.RedBand, QgsRaster.ColorInterpretation.GreenBand,
+           QgsRaster.ColorInterpretation.BlueBand}
+    if rgb <= colours:
+        kind = "RGBA" if QgsRaster.ColorInterpretation.AlphaBand in colours else "RGB"
+        return (f"'{layer.name()}' is an {kind} colour image, not SAR backscatter: the codec would compress its "
+                "colour values as if they were radar amplitudes.")
+    byte_types = {Qgis.DataType.Byte, Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied}
+    if any(provider.dataType(b) in byte_types for b in bands):
+        return (f"'{layer.name()}' holds 8-bit values (0-255), typical of a display image or quick-look, not of "
+                "calibrated SAR backscatter: the codec would compress them as if they were radar amplitudes.")
+    return ""
+
+
+def unique_layer_name(project: QgsProject, name: str) -> str:
+    """`name`, or `name [2]`, `name [3]`... so that repeated runs can be told apart in the Layers panel."""
+    taken = {layer.name() for layer in project.mapLayers().values()}
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name} [{i}]" in taken:
+        i += 1
+    return f"{name} [{i}]"
 
 
 def unique_path(path: str | os.PathLike) -> str:

@@ -21,6 +21,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..__about__ import __icon_path__
 from ..core.errors import CancelledError, SarCompressError
 from ..utils.deps import check_dependencies, install_hint
+from ..utils.settings import model_folders_hint
 
 DEVICES = ("auto", "cuda", "cpu")
 DEVICE_LABELS = ["Automatic (GPU if available)", "GPU (CUDA)", "CPU"]
@@ -55,6 +56,20 @@ def _require_codec_dependencies() -> None:
     missing = check_dependencies()
     if missing:
         raise QgsProcessingException(install_hint(missing))
+
+
+def _require_sarc_signature(path: str) -> None:
+    """Refuse, in one line, a file that does not start with the .sarc signature (whatever its extension)."""
+    from ..core.container import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as exc:
+        raise QgsProcessingException(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head != MAGIC:
+        raise QgsProcessingException(f"{path}: not a SAR compressed file (it does not start with the .sarc "
+                                     "signature)")
 
 
 class _SarAlgorithm(QgsProcessingAlgorithm):
@@ -145,7 +160,9 @@ class ReconstructAlgorithm(_SarAlgorithm):
                 "The model the file names is looked up in the plugin's model folders and the bundled default.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)", extension="sarc"))
+        # Any name: Compress writes whatever name it is given, so the file's signature decides, not its extension.
+        self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)",
+                                                     fileFilter="SAR compressed raster (*.sarc);;All files (*)"))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Reconstructed raster"))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Seconds"))
@@ -157,11 +174,17 @@ class ReconstructAlgorithm(_SarAlgorithm):
         from ..utils.settings import PluginSettings
 
         src = self.parameterAsFile(parameters, self.INPUT, context)
+        _require_sarc_signature(src)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress, is_cancelled = _callbacks(feedback)
-        r = self._call(reconstruct, src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
-                       device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                       progress=progress, is_cancelled=is_cancelled)
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+
+        def run():
+            with model_folders_hint():
+                return reconstruct(src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+                                   device=device, progress=progress, is_cancelled=is_cancelled)
+
+        r = self._call(run)
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}

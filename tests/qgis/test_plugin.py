@@ -222,7 +222,7 @@ def test_cancelled_compress_leaves_no_file(plugin, test_iface, sar_tif, codec):
     out = sar_tif.with_name("cancelled.sarc")
     options = codec.CompressOptions(model_dir=plugin_settings_model(), device="cpu", tile_size=128)
     task = CompressTask(str(sar_tif), str(out), options,
-                        on_finished=lambda r: plugin._compress_done("berlin", task, r))
+                        on_finished=lambda r: plugin._compress_done("berlin", None, task, r))
     seen = []
     report = task.report_progress
 

@@ -110,3 +110,15 @@ def test_qgis_process(tmp_path, sar_tif, model_bundle):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file() and "CPUExecutionProvider" in done.stdout
+
+
+def test_reconstruct_takes_any_name_with_the_sarc_signature(processing_ready, sar_tif, model_bundle, tmp_path):
+    """Compress writes whatever name it is given; reconstruct must read it back by its signature, not its name."""
+    odd = tmp_path / "scene.bin"
+    _run("sarcompress:compress", {"INPUT": str(sar_tif), "MODEL_DIR": str(model_bundle), "DEVICE": 2,
+                                  "TILE_SIZE": 256, "OUTPUT": str(odd)})
+    assert odd.is_file()
+    rec = _run("sarcompress:reconstruct", {"INPUT": str(odd), "DEVICE": 2, "OUTPUT": str(tmp_path / "r.tif")})
+    assert _arrays(rec["OUTPUT"]).shape == (2, 512, 512)
+    with pytest.raises(QgsProcessingException, match=r"berlin.tif: not a SAR compressed file"):
+        _run("sarcompress:reconstruct", {"INPUT": str(sar_tif), "OUTPUT": str(tmp_path / "x.tif")})
