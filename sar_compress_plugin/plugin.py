@@ -29,6 +29,7 @@ from .qgis_io import (
     find_original_layer,
     group_for_layer,
     layer_file_path,
+    style_db_grey,
     style_quality_layer,
     unique_layer_name,
 )
@@ -279,7 +280,8 @@ class SarCompressPlugin:
         dialog = QualityMapsDialog(layer, self.guess_original(layer), self.iface.mainWindow())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain())
+        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain(),
+                                 dialog.band_number())
 
     @staticmethod
     def guess_original(layer):
@@ -293,7 +295,7 @@ class SarCompressPlugin:
         return original
 
     def quality_maps(self, reconstruction: QgsRasterLayer, original: QgsRasterLayer, window: int = 15,
-                     domain: str | None = None):
+                     domain: str | None = None, band: int = 1):
         try:
             recon_path = layer_file_path(reconstruction)
             original_path = layer_file_path(original)
@@ -302,10 +304,12 @@ class SarCompressPlugin:
             return None
         enl_path, epi_path = default_quality_paths(recon_path)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
-                               reconstruction_layer_id=reconstruction.id())
-        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name()))
+                               bands=[band], reconstruction_layer_id=reconstruction.id())
+        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name(),
+                                                   band, reconstruction.bandName(band)))
 
-    def _quality_done(self, recon_id: str, recon_name: str, task: QualityMapsTask, result: TaskResult):
+    def _quality_done(self, recon_id: str, recon_name: str, band: int, band_name: str, task: QualityMapsTask,
+                      result: TaskResult):
         if self._report_failure(f"Quality maps of '{recon_name}'", result):
             return
         r = result.value
@@ -313,20 +317,23 @@ class SarCompressPlugin:
         recon = project.mapLayer(recon_id)
         node = project.layerTreeRoot().findLayer(recon_id) if recon is not None else None
         group = node.parent() if node is not None else None
-        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — local EPI ({r.window} px)", group,
+        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — {band_name} local EPI ({r.window} px)", group,
                                above=recon, role="epi")
-        enl = add_raster_layer(project, r.enl_ratio_path, f"{recon_name} — local ENL ratio ({r.window} px)",
-                               group, above=epi, role="enl_ratio")
+        enl = add_raster_layer(project, r.enl_ratio_path,
+                               f"{recon_name} — {band_name} local ENL ratio ({r.window} px)", group, above=epi,
+                               role="enl_ratio")
         style_quality_layer(enl, "enl_ratio")
         style_quality_layer(epi, "epi")
+        if recon is not None:
+            # Under a coloured overlay only grey reads: the same band, in dB (a colour composite would mix).
+            style_db_grey(recon, band, r.domain)
         # One overlay at a time reads best: the ENL ratio is shown, the EPI map is one click away.
         epi_node = project.layerTreeRoot().findLayer(epi.id())
         if epi_node is not None:
             epi_node.setItemVisibilityChecked(False)
-        enl_med = ", ".join(f"{v:.2f}" for v in r.enl_ratio_median)
-        epi_med = ", ".join(f"{v:.2f}" for v in r.epi_median)
-        self.logger.success(f"Quality maps of '{recon_name}': median local ENL ratio {enl_med} (1 is ideal), "
-                            f"median local EPI {epi_med} (1 is perfect), {r.seconds:.1f} s")
+        self.logger.success(f"Quality maps of '{recon_name}' ({band_name}): median local ENL ratio "
+                            f"{r.enl_ratio_median[0]:.2f} (1 is ideal), median local EPI {r.epi_median[0]:.2f} "
+                            f"(1 is perfect), {r.seconds:.1f} s")
         return enl, epi
 
     # --- settings ----------------------------------------------------------------------------------------

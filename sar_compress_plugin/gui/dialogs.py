@@ -195,7 +195,12 @@ class QualityMapsDialog(_FormDialog):
         self.domain = QComboBox()
         for key, label in self.DOMAINS:
             self.domain.addItem(label, key)
+        # One band at a time: the maps, and the grey reconstruction under them, show the band chosen here.
+        self.band = QComboBox()
+        for b in range(1, reconstruction_layer.bandCount() + 1):
+            self.band.addItem(reconstruction_layer.bandName(b), b)
         self.form.addRow("Original layer", self.original)
+        self.form.addRow("Band", self.band)
         self.form.addRow("Window", self.window)
         self.form.addRow("Values are", self.domain)
 
@@ -211,6 +216,9 @@ class QualityMapsDialog(_FormDialog):
 
     def window_size(self) -> int:
         return int(self.window.value())
+
+    def band_number(self) -> int:
+        return int(self.band.currentData())
 
     def value_domain(self) -> str | None:
         key = self.domain.currentData()

@@ -8,7 +8,9 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputString,
+    QgsProcessingParameterBand,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -190,9 +192,32 @@ class ReconstructAlgorithm(_SarAlgorithm):
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
 
 
+class QualityStyler(QgsProcessingLayerPostProcessorInterface):
+    """Gives a quality map loaded by Processing the plugin's own style (labelled classes, overlay opacity),
+    instead of QGIS's default grey stretch, which hides what 1 means."""
+
+    #: Processing keeps only a pointer to the post-processor: the objects must outlive the algorithm run.
+    _instances: dict[str, "QualityStyler"] = {}
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "QualityStyler":
+        if kind not in cls._instances:
+            cls._instances[kind] = cls(kind)
+        return cls._instances[kind]
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        from ..qgis_io import style_quality_layer
+
+        style_quality_layer(layer, self.kind)
+
+
 class QualityMapsAlgorithm(_SarAlgorithm):
-    ORIGINAL, RECONSTRUCTION, WINDOW, DOMAIN, OUTPUT_ENL_RATIO, OUTPUT_EPI = (
-        "ORIGINAL", "RECONSTRUCTION", "WINDOW", "DOMAIN", "OUTPUT_ENL_RATIO", "OUTPUT_EPI")
+    ORIGINAL, RECONSTRUCTION, BAND, WINDOW, DOMAIN, OUTPUT_ENL_RATIO, OUTPUT_EPI = (
+        "ORIGINAL", "RECONSTRUCTION", "BAND", "WINDOW", "DOMAIN", "OUTPUT_ENL_RATIO", "OUTPUT_EPI")
 
     def name(self):
         return "qualitymaps"
@@ -208,6 +233,8 @@ class QualityMapsAlgorithm(_SarAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.ORIGINAL, "Original SAR raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.RECONSTRUCTION, "Reconstructed raster"))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, "Band (empty: every band)", None,
+                                                     self.RECONSTRUCTION, optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window (pixels, odd)",
                                                        QgsProcessingParameterNumber.Type.Integer, 15,
                                                        minValue=3, maxValue=101))
@@ -223,12 +250,17 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         if window % 2 == 0:
             raise QgsProcessingException(f"the window must be an odd number of pixels, got {window}")
         progress, is_cancelled = _callbacks(feedback)
+        band = self.parameterAsInt(parameters, self.BAND, context)
+        enl_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context)
+        epi_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context)
         r = self._call(compute_quality_maps,
                        _layer_path(self, parameters, self.ORIGINAL, context),
                        _layer_path(self, parameters, self.RECONSTRUCTION, context),
-                       self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context),
-                       self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context),
+                       enl_out, epi_out,
                        domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
-                       progress=progress, is_cancelled=is_cancelled)
+                       bands=[band] if band > 0 else None, progress=progress, is_cancelled=is_cancelled)
+        for path, kind in ((enl_out, "enl_ratio"), (epi_out, "epi")):
+            if context.willLoadLayerOnCompletion(path):
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(QualityStyler.for_kind(kind))
         feedback.pushInfo(f"median local ENL ratio {r.enl_ratio_median}, median local EPI {r.epi_median}")
         return {self.OUTPUT_ENL_RATIO: r.enl_ratio_path, self.OUTPUT_EPI: r.epi_path}
