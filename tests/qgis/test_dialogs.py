@@ -101,10 +101,14 @@ def test_failed_cuda_choice_is_not_saved_a_working_one_is(plugin, test_iface, sa
 
 
 def test_missing_model_error_names_the_plugin_setting(plugin, test_iface, compressed):
+    kept = PluginSettings.load()
     s = PluginSettings.load()
     s.model_dir, s.model_dirs = "", []  # the tiny model the file needs is in none of the searched folders
     s.save()
-    result = _wait(plugin, plugin.reconstruct_file(str(compressed)))
+    try:
+        result = _wait(plugin, plugin.reconstruct_file(str(compressed)))
+    finally:
+        kept.save()
     assert result.status.value == "failed"
     error = _messages(test_iface, Qgis.MessageLevel.Critical)[-1]
     assert '"More model folders"' in error and "--model-dir" not in error
