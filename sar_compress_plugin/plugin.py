@@ -2,7 +2,8 @@
 
 Heavy work runs in QgsTasks (tasks/); this module only gathers inputs, starts tasks and, when a task has
 finished (main thread), adds layers and shows messages. Python dependencies (onnxruntime, zstandard) are checked
-lazily, when an action first needs them, so the plugin always loads and tells the user what to install.
+lazily, when an action needs them, so the plugin always loads; when they are missing the dependency dialog
+(gui/dependencies.py) says what is missing and installs it with one click.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from .qgis_io import (
     default_compressed_path,
     default_quality_paths,
     default_reconstruction_path,
+    display_image_warning,
     find_original_layer,
     group_for_layer,
     layer_file_path,
+    style_db_grey,
     style_quality_layer,
+    unique_layer_name,
 )
 from .tasks import CompressTask, QualityMapsTask, ReconstructTask, SarTask, TaskResult, TaskStatus
-from .utils.deps import check_dependencies, install_hint
+from .utils.deps import check_dependencies
 from .utils.log import PluginLogger, install_log_handler, remove_log_handler
 from .utils.settings import PluginSettings
 
@@ -51,7 +55,6 @@ class SarCompressPlugin:
         self._log_handler = None
         self._browser_provider = None
         self._browser_gui_provider = None
-        self._missing_dependencies: list | None = None
 
     # --- QGIS plugin API ---------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API)
@@ -79,7 +82,10 @@ class SarCompressPlugin:
                                                self.reconstruct_with_dialog, parent)
         self.settings_action = self._action(QIcon(), "Settings…", "sar_compress_settings",
                                             self.show_settings, parent)
-        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action):
+        self.dependencies_action = self._action(QIcon(), "Python dependencies…", "sar_compress_dependencies",
+                                                self.show_dependencies, parent)
+        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action,
+                       self.dependencies_action):
             self.iface.addPluginToRasterMenu(MENU, action)
             self.menu_actions.append(action)
 
@@ -127,12 +133,16 @@ class SarCompressPlugin:
         return action
 
     def _ensure_dependencies(self) -> bool:
-        if self._missing_dependencies is None:
-            self._missing_dependencies = check_dependencies()
-        if self._missing_dependencies:
-            self.logger.error(install_hint(self._missing_dependencies))
-            return False
-        return True
+        """True when the codec can run; otherwise the dependency dialog, and True if it installed them all."""
+        if not check_dependencies():
+            return True
+        self.show_dependencies()
+        return not check_dependencies()
+
+    def show_dependencies(self) -> None:
+        from .gui.dependencies import DependencyDialog
+
+        DependencyDialog(self.iface.mainWindow()).exec()
 
     def _active_layer(self):
         view = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
@@ -186,24 +196,30 @@ class SarCompressPlugin:
         if ask:
             from .gui.dialogs import CompressDialog
 
-            dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow())
+            dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow(),
+                                    display_image_warning=display_image_warning(layer))
             if dialog.exec() != QDialog.DialogCode.Accepted:
                 return None
             values = dialog.option_values()
             output_path = dialog.output_path()
-            settings.device, settings.tile_size, settings.quality = (values["device"], values["tile_size"],
-                                                                     values["quality"])
+            # The device is remembered only once it has worked (_compress_done): a CUDA choice that fails must
+            # not become the default that fails again next time.
+            settings.tile_size, settings.quality = values["tile_size"], values["quality"]
             settings.save()
             options = CompressOptions(**values)
         elif options is None:
             options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
                                       tile_size=settings.tile_size, quality=settings.quality)
         task = CompressTask(input_path, output_path, options, layer_id=layer.id())
-        return self._start(task, functools.partial(self._compress_done, layer.name()))
+        return self._start(task, functools.partial(self._compress_done, layer.name(), options.device if ask else None))
 
-    def _compress_done(self, layer_name: str, task: CompressTask, result: TaskResult):
+    def _compress_done(self, layer_name: str, remember_device: str | None, task: CompressTask, result: TaskResult):
         if self._report_failure(f"Compression of '{layer_name}'", result):
             return
+        if remember_device:
+            settings = PluginSettings.load()
+            settings.device = remember_device
+            settings.save()
         r = result.value
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
@@ -237,7 +253,7 @@ class SarCompressPlugin:
         r = result.value
         project = QgsProject.instance()
         original = find_original_layer(project, sarc_path)
-        name = f"{Path(sarc_path).stem} (reconstructed)"
+        name = unique_layer_name(project, f"{Path(sarc_path).stem} (reconstructed)")
         if original is not None:
             group = group_for_layer(project, original)
             layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")
@@ -264,7 +280,8 @@ class SarCompressPlugin:
         dialog = QualityMapsDialog(layer, self.guess_original(layer), self.iface.mainWindow())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain())
+        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain(),
+                                 dialog.band_number())
 
     @staticmethod
     def guess_original(layer):
@@ -278,7 +295,7 @@ class SarCompressPlugin:
         return original
 
     def quality_maps(self, reconstruction: QgsRasterLayer, original: QgsRasterLayer, window: int = 15,
-                     domain: str | None = None):
+                     domain: str | None = None, band: int = 1):
         try:
             recon_path = layer_file_path(reconstruction)
             original_path = layer_file_path(original)
@@ -287,10 +304,12 @@ class SarCompressPlugin:
             return None
         enl_path, epi_path = default_quality_paths(recon_path)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
-                               reconstruction_layer_id=reconstruction.id())
-        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name()))
+                               bands=[band], reconstruction_layer_id=reconstruction.id())
+        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name(),
+                                                   band, reconstruction.bandName(band)))
 
-    def _quality_done(self, recon_id: str, recon_name: str, task: QualityMapsTask, result: TaskResult):
+    def _quality_done(self, recon_id: str, recon_name: str, band: int, band_name: str, task: QualityMapsTask,
+                      result: TaskResult):
         if self._report_failure(f"Quality maps of '{recon_name}'", result):
             return
         r = result.value
@@ -298,20 +317,23 @@ class SarCompressPlugin:
         recon = project.mapLayer(recon_id)
         node = project.layerTreeRoot().findLayer(recon_id) if recon is not None else None
         group = node.parent() if node is not None else None
-        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — local EPI ({r.window} px)", group,
+        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — {band_name} local EPI ({r.window} px)", group,
                                above=recon, role="epi")
-        enl = add_raster_layer(project, r.enl_ratio_path, f"{recon_name} — local ENL ratio ({r.window} px)",
-                               group, above=epi, role="enl_ratio")
+        enl = add_raster_layer(project, r.enl_ratio_path,
+                               f"{recon_name} — {band_name} local ENL ratio ({r.window} px)", group, above=epi,
+                               role="enl_ratio")
         style_quality_layer(enl, "enl_ratio")
         style_quality_layer(epi, "epi")
+        if recon is not None:
+            # Under a coloured overlay only grey reads: the same band, in dB (a colour composite would mix).
+            style_db_grey(recon, band, r.domain)
         # One overlay at a time reads best: the ENL ratio is shown, the EPI map is one click away.
         epi_node = project.layerTreeRoot().findLayer(epi.id())
         if epi_node is not None:
             epi_node.setItemVisibilityChecked(False)
-        enl_med = ", ".join(f"{v:.2f}" for v in r.enl_ratio_median)
-        epi_med = ", ".join(f"{v:.2f}" for v in r.epi_median)
-        self.logger.success(f"Quality maps of '{recon_name}': median local ENL ratio {enl_med} (1 is ideal), "
-                            f"median local EPI {epi_med} (1 is perfect), {r.seconds:.1f} s")
+        self.logger.success(f"Quality maps of '{recon_name}' ({band_name}): median local ENL ratio "
+                            f"{r.enl_ratio_median[0]:.2f} (1 is ideal), median local EPI {r.epi_median[0]:.2f} "
+                            f"(1 is perfect), {r.seconds:.1f} s")
         return enl, epi
 
     # --- settings ----------------------------------------------------------------------------------------
@@ -321,8 +343,7 @@ class SarCompressPlugin:
         dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow())
         if dialog.exec() == QDialog.DialogCode.Accepted:
             dialog.settings().save()
-            status = install_hint(check_dependencies())
-            self.logger.info("Settings saved." + (f" {status}" if status else ""), push=bool(status))
+            self.logger.info("Settings saved.")
             return True
         return False
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from qgis.core import (
+    Qgis,
     QgsColorRampShader,
     QgsLayerTreeGroup,
     QgsLayerTreeLayer,
     QgsMapLayer,
     QgsProject,
     QgsProviderRegistry,
+    QgsRaster,
     QgsRasterLayer,
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
@@ -27,10 +32,24 @@ ROLE_PROPERTY = "sar_compress/role"
 ORIGINAL_PROPERTY = "sar_compress/original_layer_id"
 OVERLAY_OPACITY = 0.6
 
-#: Diverging around 1 (RdBu, ColorBrewer): red = rougher than the original, blue = smoother.
-ENL_RATIO_STOPS = ((0.5, "#b2182b"), (0.75, "#ef8a62"), (1.0, "#f7f7f7"), (1.25, "#67a9cf"), (1.5, "#2166ac"))
-#: Sequential (viridis) from 0 (edges lost) to 1 (edges kept).
-EPI_STOPS = ((0.0, "#440154"), (0.25, "#3b528b"), (0.5, "#21918c"), (0.75, "#5ec962"), (1.0, "#fde725"))
+#: ENL ratio classes, diverging around 1 (ColorBrewer RdBu), symmetric in log scale: (upper bound, colour,
+#: legend label). Classes, not a continuous ramp, so the legend reads as sentences and not as two end numbers.
+ENL_RATIO_CLASSES = (
+    (0.67, "#b2182b", "rougher than the original (ENL ratio < 0.67)"),
+    (0.9, "#ef8a62", "slightly rougher (0.67–0.9)"),
+    (1.11, "#f7f7f7", "as the original (0.9–1.11)"),
+    (1.5, "#67a9cf", "slightly smoother (1.11–1.5)"),
+    (math.inf, "#2166ac", "smoother than the original (> 1.5)"),
+)
+#: EPI classes, sequential (viridis): edges lost to edges kept.
+EPI_CLASSES = (
+    (0.25, "#440154", "edges lost (EPI < 0.25)"),
+    (0.5, "#3b528b", "edges weakened (0.25–0.5)"),
+    (0.75, "#21918c", "edges mostly kept (0.5–0.75)"),
+    (math.inf, "#fde725", "edges kept (> 0.75)"),
+)
+#: Range the renderer reports for each map (what lies beyond goes to the end classes).
+QUALITY_RANGES = {"enl_ratio": (0.5, 2.0), "epi": (0.0, 1.0)}
 
 
 def layer_file_path(layer: QgsMapLayer | None) -> str:
@@ -49,6 +68,39 @@ def layer_file_path(layer: QgsMapLayer | None) -> str:
     if not os.path.isfile(path):
         raise InputRasterError(f"layer '{layer.name()}': its file {path} does not exist")
     return path
+
+
+def display_image_warning(layer: QgsRasterLayer) -> str:
+    """Why `layer` looks like a display image rather than SAR values ("" when it does not).
+
+    RGB(A) composites and 8-bit rasters are pictures (screenshots, quick-looks, map exports): the codec would
+    compress them as amplitude without complaint and the result would mean nothing, so the user is asked first.
+    """
+    provider = layer.dataProvider()
+    bands = range(1, layer.bandCount() + 1)
+    colours = {provider.colorInterpretation(b) for b in bands}
+    rgb = {QgsRaster.ColorInterpretation.RedBand, QgsRaster.ColorInterpretation.GreenBand,
+           QgsRaster.ColorInterpretation.BlueBand}
+    if rgb <= colours:
+        kind = "RGBA" if QgsRaster.ColorInterpretation.AlphaBand in colours else "RGB"
+        return (f"'{layer.name()}' is an {kind} colour image, not SAR backscatter: the codec would compress its "
+                "colour values as if they were radar amplitudes.")
+    byte_types = {Qgis.DataType.Byte, Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied}
+    if any(provider.dataType(b) in byte_types for b in bands):
+        return (f"'{layer.name()}' holds 8-bit values (0-255), typical of a display image or quick-look, not of "
+                "calibrated SAR backscatter: the codec would compress them as if they were radar amplitudes.")
+    return ""
+
+
+def unique_layer_name(project: QgsProject, name: str) -> str:
+    """`name`, or `name [2]`, `name [3]`... so that repeated runs can be told apart in the Layers panel."""
+    taken = {layer.name() for layer in project.mapLayers().values()}
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name} [{i}]" in taken:
+        i += 1
+    return f"{name} [{i}]"
 
 
 def unique_path(path: str | os.PathLike) -> str:
@@ -136,22 +188,61 @@ def add_raster_layer(project: QgsProject, path: str, name: str, group: QgsLayerT
     return layer
 
 
-def _ramp_renderer(layer: QgsRasterLayer, stops, band: int = 1) -> QgsSingleBandPseudoColorRenderer:
-    ramp = QgsColorRampShader(stops[0][0], stops[-1][0])
-    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
-    ramp.setClip(False)  # values beyond the ends take the end colours
-    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), f"{v:g}") for v, c in stops])
+def _class_renderer(layer: QgsRasterLayer, classes, limits, band: int = 1) -> QgsSingleBandPseudoColorRenderer:
+    ramp = QgsColorRampShader(*limits)
+    ramp.setColorRampType(QgsColorRampShader.Type.Discrete)
+    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), label) for v, c, label in classes])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
-    renderer.setClassificationMin(stops[0][0])
-    renderer.setClassificationMax(stops[-1][0])
+    renderer.setClassificationMin(limits[0])
+    renderer.setClassificationMax(limits[1])
     return renderer
 
 
 def style_quality_layer(layer: QgsRasterLayer, kind: str, band: int = 1) -> None:
-    """Pseudocolour ramp (ENL ratio: diverging 0.5..1..1.5; EPI: sequential 0..1), 60% opacity, legend."""
-    stops = ENL_RATIO_STOPS if kind == "enl_ratio" else EPI_STOPS
-    layer.setRenderer(_ramp_renderer(layer, stops, band))
+    """Labelled classes (ENL ratio: diverging around 1; EPI: sequential), at OVERLAY_OPACITY so the grey
+    reconstruction under it (style_db_grey) stays readable."""
+    classes = ENL_RATIO_CLASSES if kind == "enl_ratio" else EPI_CLASSES
+    layer.setRenderer(_class_renderer(layer, classes, QUALITY_RANGES[kind], band))
     layer.renderer().setOpacity(OVERLAY_OPACITY)
+    layer.triggerRepaint()
+
+
+def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = None) -> None:
+    """Show one band in grey, stretched linearly in dB (2-98 % of a subsample), whatever the file's domain.
+
+    SAR intensity spans decades: a linear stretch shows a few bright targets on black, and an RGB composite of
+    VV/VH fights with the overlay's colours. Grey ramp stops placed at dB steps converted back to the layer's
+    own values give the dB look without writing a dB copy of the raster.
+    """
+    from osgeo import gdal
+
+    from .core.preprocessing import from_db, to_db
+    from .core.quality_maps import guess_domain
+
+    ds = gdal.Open(layer_file_path(layer))
+    domain = domain or guess_domain(ds, band)
+    b = ds.GetRasterBand(band)
+    step = max(1, max(ds.RasterXSize, ds.RasterYSize) // 512)
+    sample = b.ReadAsArray(buf_xsize=max(1, ds.RasterXSize // step), buf_ysize=max(1, ds.RasterYSize // step))
+    db, ok = to_db(sample, domain, b.GetNoDataValue())
+    lo, hi = (np.percentile(db[ok], (2, 98)) if ok.any() else (-25.0, 0.0))
+    hi = max(hi, lo + 1.0)
+    stops_db = np.linspace(lo, hi, 9)
+    values = from_db(stops_db, domain)
+    ramp = QgsColorRampShader(float(values[0]), float(values[-1]))
+    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    items = []
+    for i, (v, d) in enumerate(zip(values, stops_db)):
+        g = int(round(255 * i / (len(values) - 1)))
+        label = f"{d:.0f} dB" if i in (0, len(values) - 1) else ""
+        items.append(QgsColorRampShader.ColorRampItem(float(v), QColor(g, g, g), label))
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(float(values[0]))
+    renderer.setClassificationMax(float(values[-1]))
+    layer.setRenderer(renderer)
     layer.triggerRepaint()

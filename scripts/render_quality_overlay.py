@@ -26,13 +26,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=700, help="PNG edge in pixels")
     a = ap.parse_args(argv)
 
-    from qgis.core import (QgsApplication, QgsContrastEnhancement, QgsMapRendererParallelJob, QgsMapSettings,
-                           QgsRasterLayer, QgsRasterMinMaxOrigin, QgsSingleBandGrayRenderer)
+    from qgis.core import QgsApplication, QgsMapRendererParallelJob, QgsMapSettings, QgsRasterLayer
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 
     from sar_compress_plugin.core.quality_maps import compute_quality_maps
-    from sar_compress_plugin.qgis_io import style_quality_layer
+    from sar_compress_plugin.qgis_io import style_db_grey, style_quality_layer
 
     app = QgsApplication([], False)
     app.initQgis()
@@ -41,9 +40,7 @@ def main(argv=None) -> int:
     maps = compute_quality_maps(a.original, a.reconstruction, a.out_dir / f"{stem}_enl_ratio.tif",
                                 a.out_dir / f"{stem}_epi.tif", bands=[1])
     recon = QgsRasterLayer(str(a.reconstruction), "reconstruction", "gdal")
-    recon.setRenderer(QgsSingleBandGrayRenderer(recon.dataProvider(), 1))  # band 1 (VV), not an RGB composite
-    recon.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
-                                 QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+    style_db_grey(recon, 1, maps.domain)  # band 1 (VV) in grey dB, as the plugin shows it under the maps
     written = []
     for kind, path in (("enl_ratio", maps.enl_ratio_path), ("epi", maps.epi_path)):
         overlay = QgsRasterLayer(str(path), kind, "gdal")

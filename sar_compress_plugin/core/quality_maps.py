@@ -6,7 +6,7 @@
   is additive (1 is perfect edge preservation).
 
 Both come from `core.metrics.local_enl_ratio_map` / `local_epi_map` (the project's only implementation). Rasters
-are streamed by blocks read with a halo of `window // 2 + 1` pixels, so each block's core is exactly what the
+are streamed by blocks read with a halo of the local window's radius + 1 pixels, so each block's core is exactly what the
 whole-image computation gives, while memory stays bounded by the block size. Outputs are written to a temporary
 file next to the target and renamed at the end: a failure or a cancel leaves no partial file. No QGIS here.
 """
@@ -179,7 +179,7 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
             raise InputRasterError(f"band {b} is not in both {original_path} and {reconstruction_path}")
     domain = canonical_domain(domain) if domain else guess_domain(ref, bands[0])
     width, height = test.RasterXSize, test.RasterYSize
-    halo = window // 2 + 1  # box window + the Laplacian's one-pixel reach
+    halo = metrics.local_map_radius(window) + 1  # Gaussian window + the Laplacian's one-pixel reach
     names = [test.GetRasterBand(b).GetDescription() or ref.GetRasterBand(b).GetDescription() or f"band {b}"
              for b in bands]
 

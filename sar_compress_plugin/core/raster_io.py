@@ -146,7 +146,10 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
 
 
 def _str_map(md) -> dict:
-    return {str(k): str(v) for k, v in (md or {}).items()}
+    """GDAL metadata as stored in a .sarc header, without GDAL's STATISTICS_* items: they describe the pixels
+    of the original, are wrong for the reconstruction, and appear whenever a viewer (QGIS) computed them, so the
+    same raster would compress to different files depending on who looked at it first."""
+    return {str(k): str(v) for k, v in (md or {}).items() if not str(k).startswith("STATISTICS_")}
 
 
 def _finite_or_none(v):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -17,11 +19,31 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..utils.settings import PluginSettings
+from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings
 from .widgets import device_combo, file_widget, quality_spin, quality_value, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
+
+
+def destination_error(out: str) -> str:
+    """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step.
+
+    Writability is probed by creating a file, not with os.access, which says yes to root on read-only mounts.
+    """
+    p = Path(out)
+    if not out or not p.name:
+        return "Choose an output file."
+    if p.is_dir():
+        return f"{p} is a folder: choose a file name in it."
+    if not p.parent.is_dir():
+        return f"Folder {p.parent} does not exist."
+    try:
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".sar_compress_probe_"):
+            pass
+    except OSError as exc:
+        return f"Folder {p.parent} is not writable ({exc.strerror or exc}): choose another output."
+    return ""
 
 
 class _FormDialog(QDialog):
@@ -52,9 +74,20 @@ class _FormDialog(QDialog):
 
 
 class CompressDialog(_FormDialog):
-    def __init__(self, layer_name: str, input_path: str, output_path: str, settings: PluginSettings, parent=None):
+    def __init__(self, layer_name: str, input_path: str, output_path: str, settings: PluginSettings, parent=None,
+                 display_image_warning: str = ""):
+        """`display_image_warning`: why the layer looks like a display image (RGB, 8-bit), not SAR values; the
+        user must tick "compress anyway" to go on, because the codec would silently treat it as amplitude."""
         super().__init__(f"Compress '{layer_name}' with SAR codec", parent)
         self.input_path = input_path
+        self.compress_anyway = QCheckBox("Compress it anyway (its values are treated as SAR amplitude)")
+        if display_image_warning:
+            warning = QLabel(display_image_warning)
+            warning.setWordWrap(True)
+            warning.setStyleSheet("color: #8c510a")
+            self.form.addRow(warning)
+            self.form.addRow(self.compress_anyway)
+        self.display_image_warning = display_image_warning
         self.output = file_widget(QgsFileWidget.StorageMode.SaveFile, output_path, SARC_FILTER,
                                   "Compressed SAR file")
         self.model_dir = file_widget(QgsFileWidget.StorageMode.GetDirectory, settings.model_dir,
@@ -71,13 +104,14 @@ class CompressDialog(_FormDialog):
         self.form.addRow("Quality", self.quality)
 
     def validate(self) -> str:
+        if self.display_image_warning and not self.compress_anyway.isChecked():
+            return "This looks like a display image, not SAR data: tick \"Compress it anyway\" or Cancel."
         out = self.output.filePath().strip()
-        if not out:
-            return "Choose an output file."
-        if Path(out).resolve() == Path(self.input_path).resolve():
+        if out and Path(self.output_path()).resolve() == Path(self.input_path).resolve():
             return "The output may not overwrite the input."
-        if not Path(out).parent.is_dir():
-            return f"Folder {Path(out).parent} does not exist."
+        error = destination_error(self.output_path() if out else "")
+        if error:
+            return error
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
         return ""
@@ -100,25 +134,34 @@ class ReconstructDialog(_FormDialog):
                                   "Reconstructed GeoTIFF")
         self.output.lineEdit().setPlaceholderText("next to the .sarc file")
         self.device = device_combo(settings.device)
+        # The output follows the input (next to it) until the user types an output of their own.
+        self._output_follows_input = not output_path
         self.input.fileChanged.connect(self._input_changed)
+        self.output.lineEdit().textEdited.connect(self._output_edited)
         self.form.addRow("Compressed file", self.input)
         self.form.addRow("Output GeoTIFF", self.output)
         self.form.addRow("Device", self.device)
 
+    def _output_edited(self, text: str):
+        self._output_follows_input = not text.strip()
+
     def _input_changed(self, path: str):
+        """Called on every keystroke while a path is typed: "/" or "/da" are normal intermediate states."""
         from ..qgis_io import default_reconstruction_path
 
-        if path and not self.output.filePath():
+        if not self._output_follows_input:
+            return
+        path = path.strip()
+        if path and Path(path).name and not Path(path).is_dir():
             self.output.setFilePath(default_reconstruction_path(path))
+        else:
+            self.output.setFilePath("")
 
     def validate(self) -> str:
         src = self.input.filePath().strip()
         if not src or not Path(src).is_file():
             return "Choose an existing .sarc file."
-        out = self.output.filePath().strip()
-        if out and not Path(out).parent.is_dir():
-            return f"Folder {Path(out).parent} does not exist."
-        return ""
+        return destination_error(self.output_path())
 
     def sarc_path(self) -> str:
         return self.input.filePath().strip()
@@ -152,7 +195,12 @@ class QualityMapsDialog(_FormDialog):
         self.domain = QComboBox()
         for key, label in self.DOMAINS:
             self.domain.addItem(label, key)
+        # One band at a time: the maps, and the grey reconstruction under them, show the band chosen here.
+        self.band = QComboBox()
+        for b in range(1, reconstruction_layer.bandCount() + 1):
+            self.band.addItem(reconstruction_layer.bandName(b), b)
         self.form.addRow("Original layer", self.original)
+        self.form.addRow("Band", self.band)
         self.form.addRow("Window", self.window)
         self.form.addRow("Values are", self.domain)
 
@@ -168,6 +216,9 @@ class QualityMapsDialog(_FormDialog):
 
     def window_size(self) -> int:
         return int(self.window.value())
+
+    def band_number(self) -> int:
+        return int(self.band.currentData())
 
     def value_domain(self) -> str | None:
         key = self.domain.currentData()
@@ -186,7 +237,7 @@ class SettingsDialog(_FormDialog):
         self.tile_size = tile_size_spin(settings.tile_size)
         self.quality = quality_spin(settings.quality)
         self.form.addRow("Default model", self.model_dir)
-        self.form.addRow("More model folders", self.model_dirs)
+        self.form.addRow(MODEL_FOLDERS_LABEL, self.model_dirs)
         self.form.addRow("Device", self.device)
         self.form.addRow("Tile size", self.tile_size)
         self.form.addRow("Quality", self.quality)

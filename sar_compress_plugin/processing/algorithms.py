@@ -8,7 +8,9 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputString,
+    QgsProcessingParameterBand,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -21,6 +23,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..__about__ import __icon_path__
 from ..core.errors import CancelledError, SarCompressError
 from ..utils.deps import check_dependencies, install_hint
+from ..utils.settings import model_folders_hint
 
 DEVICES = ("auto", "cuda", "cpu")
 DEVICE_LABELS = ["Automatic (GPU if available)", "GPU (CUDA)", "CPU"]
@@ -55,6 +58,20 @@ def _require_codec_dependencies() -> None:
     missing = check_dependencies()
     if missing:
         raise QgsProcessingException(install_hint(missing))
+
+
+def _require_sarc_signature(path: str) -> None:
+    """Refuse, in one line, a file that does not start with the .sarc signature (whatever its extension)."""
+    from ..core.container import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as exc:
+        raise QgsProcessingException(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head != MAGIC:
+        raise QgsProcessingException(f"{path}: not a SAR compressed file (it does not start with the .sarc "
+                                     "signature)")
 
 
 class _SarAlgorithm(QgsProcessingAlgorithm):
@@ -147,7 +164,9 @@ class ReconstructAlgorithm(_SarAlgorithm):
                 "The model the file names is looked up in the plugin's model folders and the bundled default.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)", extension="sarc"))
+        # Any name: Compress writes whatever name it is given, so the file's signature decides, not its extension.
+        self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)",
+                                                     fileFilter="SAR compressed raster (*.sarc);;All files (*)"))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Reconstructed raster"))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Seconds"))
@@ -159,19 +178,48 @@ class ReconstructAlgorithm(_SarAlgorithm):
         from ..utils.settings import PluginSettings
 
         src = self.parameterAsFile(parameters, self.INPUT, context)
+        _require_sarc_signature(src)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress, is_cancelled = _callbacks(feedback)
-        r = self._call(reconstruct, src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
-                       device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                       progress=progress, is_cancelled=is_cancelled)
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+
+        def run():
+            with model_folders_hint():
+                return reconstruct(src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+                                   device=device, progress=progress, is_cancelled=is_cancelled)
+
+        r = self._call(run)
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
 
 
+class QualityStyler(QgsProcessingLayerPostProcessorInterface):
+    """Gives a quality map loaded by Processing the plugin's own style (labelled classes, overlay opacity),
+    instead of QGIS's default grey stretch, which hides what 1 means."""
+
+    #: Processing keeps only a pointer to the post-processor: the objects must outlive the algorithm run.
+    _instances: dict[str, "QualityStyler"] = {}
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "QualityStyler":
+        if kind not in cls._instances:
+            cls._instances[kind] = cls(kind)
+        return cls._instances[kind]
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        from ..qgis_io import style_quality_layer
+
+        style_quality_layer(layer, self.kind)
+
+
 class QualityMapsAlgorithm(_SarAlgorithm):
-    ORIGINAL, RECONSTRUCTION, WINDOW, DOMAIN, OUTPUT_ENL_RATIO, OUTPUT_EPI = (
-        "ORIGINAL", "RECONSTRUCTION", "WINDOW", "DOMAIN", "OUTPUT_ENL_RATIO", "OUTPUT_EPI")
+    ORIGINAL, RECONSTRUCTION, BAND, WINDOW, DOMAIN, OUTPUT_ENL_RATIO, OUTPUT_EPI = (
+        "ORIGINAL", "RECONSTRUCTION", "BAND", "WINDOW", "DOMAIN", "OUTPUT_ENL_RATIO", "OUTPUT_EPI")
 
     def name(self):
         return "qualitymaps"
@@ -187,6 +235,8 @@ class QualityMapsAlgorithm(_SarAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.ORIGINAL, "Original SAR raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.RECONSTRUCTION, "Reconstructed raster"))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, "Band (empty: every band)", None,
+                                                     self.RECONSTRUCTION, optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window (pixels, odd)",
                                                        QgsProcessingParameterNumber.Type.Integer, 15,
                                                        minValue=3, maxValue=101))
@@ -202,12 +252,17 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         if window % 2 == 0:
             raise QgsProcessingException(f"the window must be an odd number of pixels, got {window}")
         progress, is_cancelled = _callbacks(feedback)
+        band = self.parameterAsInt(parameters, self.BAND, context)
+        enl_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context)
+        epi_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context)
         r = self._call(compute_quality_maps,
                        _layer_path(self, parameters, self.ORIGINAL, context),
                        _layer_path(self, parameters, self.RECONSTRUCTION, context),
-                       self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context),
-                       self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context),
+                       enl_out, epi_out,
                        domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
-                       progress=progress, is_cancelled=is_cancelled)
+                       bands=[band] if band > 0 else None, progress=progress, is_cancelled=is_cancelled)
+        for path, kind in ((enl_out, "enl_ratio"), (epi_out, "epi")):
+            if context.willLoadLayerOnCompletion(path):
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(QualityStyler.for_kind(kind))
         feedback.pushInfo(f"median local ENL ratio {r.enl_ratio_median}, median local EPI {r.epi_median}")
         return {self.OUTPUT_ENL_RATIO: r.enl_ratio_path, self.OUTPUT_EPI: r.epi_path}

@@ -39,9 +39,17 @@ class TaskResult:
         return self.status is TaskStatus.SUCCESS
 
 
+#: QGIS >= 3.26 can keep a task out of its own "Task complete"/"Task failed" notifications (QgsTask.Silent). The
+#: plugin reports every outcome in the message bar itself, and a cancel must read "cancelled; no file was
+#: written", not also "Task failed". QGIS 3.22 has no such flag (there the notification cannot be avoided).
+TASK_FLAGS = QgsTask.Flags(QgsTask.Flag.CanCancel)
+if hasattr(QgsTask.Flag, "Silent"):
+    TASK_FLAGS |= QgsTask.Flag.Silent
+
+
 class SarTask(QgsTask):
     def __init__(self, description: str, on_finished: Callable[[TaskResult], None] | None = None):
-        super().__init__(description, QgsTask.Flag.CanCancel)
+        super().__init__(description, TASK_FLAGS)
         self.on_finished = on_finished
         self.result: TaskResult | None = None
 

@@ -34,9 +34,11 @@ class ReconstructTask(SarTask):
 
     def _run(self):
         from ..core.codec import reconstruct  # lazy: onnxruntime may be missing
+        from ..utils.settings import model_folders_hint
 
-        return reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
-                           device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
+        with model_folders_hint():
+            return reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
+                               device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
 
 
 class QualityMapsTask(SarTask):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from qgis.core import QgsSettings
@@ -9,6 +10,8 @@ from qgis.core import QgsSettings
 from ..__about__ import SETTINGS_PREFIX
 
 DEVICES = ("auto", "cuda", "cpu")
+#: The settings dialog's label for `model_dirs`; error messages name it so users find the field.
+MODEL_FOLDERS_LABEL = "More model folders"
 DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}
 
 
@@ -58,3 +61,19 @@ def _quality(v) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if v >= 0 else None
+
+
+@contextlib.contextmanager
+def model_folders_hint():
+    """Reword a missing-model error for QGIS users: the codec's advice (--model-dir) is for the command line; in
+    QGIS the fix is the plugin setting that lists model folders."""
+    from ..core.errors import ModelMismatchError
+
+    try:
+        yield
+    except ModelMismatchError as exc:
+        if "not found" not in str(exc):
+            raise
+        base = str(exc).split("; pass its folder")[0]
+        raise ModelMismatchError(f'{base}; add the folder that holds it under Raster > SAR Compress > '
+                                 f'Settings… > "{MODEL_FOLDERS_LABEL}"') from None

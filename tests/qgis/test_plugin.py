@@ -19,7 +19,6 @@ from osgeo import gdal
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsColorRampLegendNode,
     QgsDirectoryItem,
     QgsMapRendererParallelJob,
     QgsMapSettings,
@@ -28,7 +27,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsDataItemGuiContext
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
@@ -117,8 +116,9 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
         qgis.utils.updateAvailablePlugins()
 
 
-def test_missing_onnxruntime_still_loads_and_says_what_to_install(tmp_path, sar_tif):
-    """In a fresh process where onnxruntime, zstandard and constriction cannot be imported."""
+def test_missing_onnxruntime_still_loads_and_opens_the_dependency_dialog(tmp_path, sar_tif):
+    """In a fresh process where onnxruntime, zstandard and constriction cannot be imported: Compress opens the
+    dependency dialog (closed here without installing: the install itself is tested in test_dependencies.py)."""
     script = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
@@ -129,23 +129,42 @@ sys.meta_path.insert(0, Block())
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
 import qgis_harness
 from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication
 from sar_compress_plugin import classFactory
+from sar_compress_plugin.gui.dependencies import DependencyDialog
 iface = qgis_harness.TestIface()
 p = classFactory(iface)
 p.initGui()
 layer = QgsRasterLayer({str(sar_tif)!r}, 'berlin')
 QgsProject.instance().addMapLayer(layer)
+seen = {{}}
+def answer():
+    d = QApplication.activeModalWidget()
+    if not isinstance(d, DependencyDialog):
+        QTimer.singleShot(20, answer)
+        return
+    seen.update(status=d.status.text(), plan=d.plan.text(), cmd=d.command(), enabled=d.install_button.isEnabled())
+    d.buttons.button(d.buttons.StandardButton.Close).click()
+QTimer.singleShot(0, answer)
 assert p.compress_layer(layer) is None
 assert 'onnxruntime' not in sys.modules
-print('MESSAGES', [t for _, t, _ in iface.messages])
+print('SEEN', repr(seen))
 p.unload()
 """
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = [x for x in out.stdout.splitlines() if x.startswith("MESSAGES")][0]
-    assert "pip install" in line and '"onnxruntime-gpu"' in line and '"zstandard"' in line
-    assert '"constriction==0.5.0"' in line
+    seen = eval([x for x in out.stdout.splitlines() if x.startswith("SEEN")][0][5:])  # noqa: S307 (our repr)
+    for module in ("onnxruntime", "zstandard", "constriction"):
+        assert module in seen["status"]
+    assert seen["enabled"]
+    cmd = seen["cmd"]
+    assert Path(cmd[0]).name.startswith("python") and cmd[1:5] == ["-m", "pip", "install", "--target"]
+    # No NVIDIA GPU on the test machines: the CPU runtime, never onnxruntime-gpu beside it.
+    assert "onnxruntime==1.31.1" in cmd and not any(c.startswith("onnxruntime-gpu") for c in cmd)
+    assert "zstandard==0.25.0" in cmd and "constriction==0.5.0" in cmd
+    assert "No restart is needed" in seen["plan"]
     assert not list(tmp_path.glob("*.sarc"))
 
 
@@ -202,7 +221,7 @@ def test_cancelled_compress_leaves_no_file(plugin, test_iface, sar_tif, codec):
     out = sar_tif.with_name("cancelled.sarc")
     options = codec.CompressOptions(model_dir=plugin_settings_model(), device="cpu", tile_size=128)
     task = CompressTask(str(sar_tif), str(out), options,
-                        on_finished=lambda r: plugin._compress_done("berlin", task, r))
+                        on_finished=lambda r: plugin._compress_done("berlin", None, task, r))
     seen = []
     report = task.report_progress
 
@@ -295,7 +314,7 @@ def _grey_vv(layer: QgsRasterLayer) -> None:
                                  QgsRasterMinMaxOrigin.Limits.CumulativeCut)
 
 
-def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed):
+def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed, qtbot):
     original = _add_raster(sar_tif)
     _grey_vv(original)
     assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
@@ -310,34 +329,57 @@ def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, com
     menu = test_iface.layer_tree_view.menuProvider().createContextMenu()
     action = [a for a in menu.actions() if a.text() == QUALITY_TEXT][0]
     proposed = {}
-    state = accept_next_dialog(lambda d: proposed.setdefault("layer", d.original_layer()))
+
+    def configure(d):
+        proposed["layer"] = d.original_layer()
+        proposed["bands"] = [d.band.itemText(i) for i in range(d.band.count())]
+        qtbot.keyClicks(d.band, "Band 2")  # the VH band, chosen with the keyboard
+        proposed["band"] = d.band_number()
+
+    state = accept_next_dialog(configure)
     action.trigger()
     assert "error" not in state and proposed["layer"] is original
+    assert len(proposed["bands"]) == 2 and proposed["band"] == 2
     result = _wait(plugin, plugin.last_task)
     assert result.ok, result.message
+    assert result.value.bands == 1  # only the chosen band is computed
 
     group = project.layerTreeRoot().findLayer(recon.id()).parent()
     ids = [n.layerId() for n in group.findLayers()]
     enl = [lyr for lyr in project.mapLayers().values() if "local ENL ratio" in lyr.name()][0]
     epi = [lyr for lyr in project.mapLayers().values() if "local EPI" in lyr.name()][0]
     assert ids == [enl.id(), epi.id(), recon.id(), original.id()]  # both maps above the reconstruction
-    for layer, lo, hi in ((enl, 0.5, 1.5), (epi, 0.0, 1.0)):
+    assert proposed["bands"][1] in enl.name()  # the band is named on the layer
+    legends = {}
+    for layer, lo, hi in ((enl, 0.5, 2.0), (epi, 0.0, 1.0)):
         assert layer.extent() == recon.extent() and layer.crs() == recon.crs()
-        assert (layer.width(), layer.height()) == (512, 512)
+        assert (layer.width(), layer.height(), layer.bandCount()) == (512, 512, 1)
         r = layer.renderer()
         assert r.type() == "singlebandpseudocolor"
         assert (r.classificationMin(), r.classificationMax()) == (lo, hi)
         assert r.opacity() == pytest.approx(0.6)
         legend = test_iface.layer_tree_model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id()))
-        assert any(isinstance(n, QgsColorRampLegendNode) for n in legend)  # a colour-bar legend
+        legends[layer.id()] = [n.data(Qt.ItemDataRole.DisplayRole) for n in legend][1:]  # [0]: band name
+    # Every class is labelled in words, not only the ends of a colour bar.
+    assert legends[enl.id()] == ["rougher than the original (ENL ratio < 0.67)", "slightly rougher (0.67–0.9)",
+                                 "as the original (0.9–1.11)", "slightly smoother (1.11–1.5)",
+                                 "smoother than the original (> 1.5)"]
+    assert legends[epi.id()][0].startswith("edges lost") and legends[epi.id()][-1].startswith("edges kept")
     items = enl.renderer().shader().rasterShaderFunction().colorRampItemList()
-    assert [i.value for i in items] == [0.5, 0.75, 1.0, 1.25, 1.5]
-    assert items[2].color == QColor("#f7f7f7")  # neutral at ENL ratio 1
+    assert items[2].color == QColor("#f7f7f7") and items[1].value < 1.0 < items[2].value  # neutral around 1
+    # The reconstruction under the maps: the same band in grey, stretched in dB (no red/green composite).
+    rr = recon.renderer()
+    assert rr.type() == "singlebandpseudocolor" and rr.band() == 2
+    grey = rr.shader().rasterShaderFunction().colorRampItemList()
+    assert all(i.color.red() == i.color.green() == i.color.blue() for i in grey)
+    assert grey[0].label.endswith(" dB") and grey[-1].label.endswith(" dB")
+    ratios = [b.value / a.value for a, b in zip(grey, grey[1:])]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-6)  # equal dB steps
     # Same numbers as core.quality_maps gives (the plugin only adds layers around it).
     from sar_compress_plugin.core.quality_maps import compute_quality_maps
 
     direct = compute_quality_maps(sar_tif, recon.source(), sar_tif.with_name("d_enl.tif"),
-                                  sar_tif.with_name("d_epi.tif"))
+                                  sar_tif.with_name("d_epi.tif"), bands=[2])
     np.testing.assert_array_equal(gdal.Open(enl.source()).ReadAsArray(),
                                   gdal.Open(direct.enl_ratio_path).ReadAsArray())
     msg = _messages(test_iface, Qgis.MessageLevel.Success)[-1]

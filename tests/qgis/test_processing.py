@@ -111,3 +111,33 @@ def test_qgis_process(tmp_path, sar_tif, model_bundle):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file() and "CPUExecutionProvider" in done.stdout
+
+
+def test_reconstruct_takes_any_name_with_the_sarc_signature(processing_ready, sar_tif, model_bundle, tmp_path):
+    """Compress writes whatever name it is given; reconstruct must read it back by its signature, not its name."""
+    odd = tmp_path / "scene.bin"
+    _run("sarcompress:compress", {"INPUT": str(sar_tif), "MODEL_DIR": str(model_bundle), "DEVICE": 2,
+                                  "TILE_SIZE": 256, "OUTPUT": str(odd)})
+    assert odd.is_file()
+    rec = _run("sarcompress:reconstruct", {"INPUT": str(odd), "DEVICE": 2, "OUTPUT": str(tmp_path / "r.tif")})
+    assert _arrays(rec["OUTPUT"]).shape == (2, 512, 512)
+    with pytest.raises(QgsProcessingException, match=r"berlin.tif: not a SAR compressed file"):
+        _run("sarcompress:reconstruct", {"INPUT": str(sar_tif), "OUTPUT": str(tmp_path / "x.tif")})
+
+
+def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready, sar_tif, tmp_path, project):
+    """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band."""
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    res = processing.runAndLoadResults("sarcompress:qualitymaps", {
+        "ORIGINAL": str(sar_tif), "RECONSTRUCTION": str(sar_tif), "BAND": 2, "WINDOW": 15, "DOMAIN": 0,
+        "OUTPUT_ENL_RATIO": str(tmp_path / "enl.tif"), "OUTPUT_EPI": str(tmp_path / "epi.tif")},
+        feedback=RecordingFeedback())
+    loaded = {lyr.source(): lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)}
+    for key, first_label in (("OUTPUT_ENL_RATIO", "rougher than the original"), ("OUTPUT_EPI", "edges lost")):
+        layer = loaded[res[key]]
+        assert layer.bandCount() == 1
+        r = layer.renderer()
+        assert r.type() == "singlebandpseudocolor" and r.opacity() == pytest.approx(0.6)
+        assert r.shader().rasterShaderFunction().colorRampItemList()[0].label.startswith(first_label)

@@ -1,0 +1,183 @@
+"""The plugin's dialogs as an analyst meets them: typed into and clicked with pytest-qt, on the real dialog
+classes, in real headless QGIS with the tiny ONNX model (no mocks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
+
+from qgis_harness import accept_next_dialog, process_events_until
+from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog
+from sar_compress_plugin.qgis_io import default_reconstruction_path, display_image_warning
+from sar_compress_plugin.utils.settings import PluginSettings
+
+
+def _click_ok(qtbot, dialog):
+    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+
+
+def _messages(iface, level=None) -> list[str]:
+    return [text for _t, text, lvl in iface.messages if level is None or lvl == int(level)]
+
+
+def _wait(plugin, task, timeout=180):
+    assert task is not None
+    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
+    return task.result
+
+
+@pytest.fixture
+def compressed(sar_tif, codec, model_bundle):
+    out = sar_tif.with_suffix(".sarc")
+    codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                   tile_size=256))
+    return out
+
+
+# --- Reconstruct dialog ------------------------------------------------------------------------------------
+
+def test_reconstruct_output_follows_typed_input_until_the_user_edits_it(qtbot, qgis_app, compressed, tmp_path):
+    dialog = ReconstructDialog("", "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    # Typed character by character: "/" then "/w"... used to raise "PosixPath('/') has an empty name".
+    qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
+    assert dialog.output.filePath() == default_reconstruction_path(str(compressed))
+    other = tmp_path / "other.sarc"
+    dialog.input.lineEdit().clear()
+    assert dialog.output.filePath() == ""
+    qtbot.keyClicks(dialog.input.lineEdit(), str(other))  # another input: the output follows again
+    assert dialog.output.filePath() == str(tmp_path / "other_reconstructed.tif")
+
+    mine = str(tmp_path / "mine.tif")
+    dialog.output.lineEdit().clear()
+    qtbot.keyClicks(dialog.output.lineEdit(), mine)
+    dialog.input.lineEdit().clear()
+    qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
+    assert dialog.output.filePath() == mine  # the user's own output is kept
+    _click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+    assert (dialog.sarc_path(), dialog.output_path()) == (str(compressed), mine)
+
+
+def test_reconstruct_refuses_an_unwritable_destination_on_ok(qtbot, qgis_app, compressed):
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.output.lineEdit().clear()
+    qtbot.keyClicks(dialog.output.lineEdit(), "/proc/berlin_rec.tif")  # /proc refuses new files, even to root
+    _click_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert "/proc is not writable" in dialog.error_label.text()
+
+
+# --- plugin flows ------------------------------------------------------------------------------------------
+
+def test_failed_cuda_choice_is_not_saved_a_working_one_is(plugin, test_iface, sar_tif, qtbot):
+    layer = QgsRasterLayer(str(sar_tif), "berlin", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+
+    def choose(text, out):
+        def configure(dialog):
+            qtbot.keyClicks(dialog.device, text)  # keyboard search in the combo box, as a user would
+            dialog.output.lineEdit().clear()
+            qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+        return configure
+
+    accept_next_dialog(choose("GPU", sar_tif.with_name("gpu.sarc")))
+    result = _wait(plugin, plugin.compress_layer(layer))
+    assert result.status.value == "failed" and "cuda" in result.message  # no usable GPU here
+    assert PluginSettings.load().device == "cpu"  # the fixture's setting, not the CUDA choice that failed
+
+    accept_next_dialog(choose("Automatic", sar_tif.with_name("auto.sarc")))
+    assert _wait(plugin, plugin.compress_layer(layer)).ok
+    assert PluginSettings.load().device == "auto"
+
+
+def test_missing_model_error_names_the_plugin_setting(plugin, test_iface, compressed):
+    kept = PluginSettings.load()
+    s = PluginSettings.load()
+    s.model_dir, s.model_dirs = "", []  # the tiny model the file needs is in none of the searched folders
+    s.save()
+    try:
+        result = _wait(plugin, plugin.reconstruct_file(str(compressed)))
+    finally:
+        kept.save()
+    assert result.status.value == "failed"
+    error = _messages(test_iface, Qgis.MessageLevel.Critical)[-1]
+    assert '"More model folders"' in error and "--model-dir" not in error
+    assert "\n" not in error
+
+
+def test_cancel_gives_one_message_and_no_file(plugin, test_iface, compressed):
+    out = compressed.with_name("cancelled.tif")
+    task = plugin.reconstruct_file(str(compressed), str(out))
+    task.cancel()  # the task manager's cancel button
+    assert _wait(plugin, task).status.value == "cancelled"
+    QgsApplication.processEvents()
+    assert _messages(test_iface, Qgis.MessageLevel.Critical) == []
+    said = [m for m in _messages(test_iface) if "cancel" in m.lower() or "fail" in m.lower()]
+    assert said == ["Reconstruction of berlin.sarc cancelled; no file was written."]
+    assert not out.exists()
+
+
+def test_repeated_reconstruction_gets_a_distinct_layer_name(plugin, compressed):
+    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    names = sorted(lyr.name() for lyr in QgsProject.instance().mapLayers().values())
+    assert names == ["berlin (reconstructed)", "berlin (reconstructed) [2]"]
+
+
+# --- display images ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def rgb_png_like(tmp_path) -> Path:
+    """An 8-bit RGB GeoTIFF, like a screenshot or quick-look an analyst might right-click by mistake."""
+    path = tmp_path / "quicklook.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 128, 128, 3, gdal.GDT_Byte, options=["PHOTOMETRIC=RGB"])
+    ds.SetGeoTransform([13.0, 0.001, 0, 52.0, 0, -0.001])
+    rng = np.random.default_rng(0)
+    for b in range(1, 4):
+        ds.GetRasterBand(b).WriteArray(rng.integers(0, 255, (128, 128), dtype=np.uint8))
+    ds = None
+    return path
+
+
+def test_rgb_image_warns_and_the_user_stops_or_goes_on(plugin, test_iface, rgb_png_like, sar_tif, qtbot):
+    layer = QgsRasterLayer(str(rgb_png_like), "quicklook", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    assert "RGB colour image" in display_image_warning(layer)
+    assert display_image_warning(QgsRasterLayer(str(sar_tif), "berlin", "gdal")) == ""  # float32 SAR: silent
+    seen = {}
+
+    def go_on(dialog):
+        assert isinstance(dialog, CompressDialog) and "RGB colour image" in dialog.display_image_warning
+        _click_ok(qtbot, dialog)  # not ticked: refused with a reason
+        seen["error"] = dialog.error_label.text()
+        qtbot.mouseClick(dialog.compress_anyway, Qt.MouseButton.LeftButton)
+
+    state = accept_next_dialog(go_on)
+    task = plugin.compress_layer(layer)
+    assert "Compress it anyway" in seen["error"] and "error" not in state
+    assert _wait(plugin, task).ok and rgb_png_like.with_suffix(".sarc").is_file()
+
+    # Or the user stops: Cancel in the same dialog, and nothing starts.
+    from qgis.PyQt.QtCore import QTimer
+    from qgis.PyQt.QtWidgets import QApplication
+
+    def cancel():
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, CompressDialog):
+            QTimer.singleShot(20, cancel)
+            return
+        qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+
+    before = plugin.last_task
+    QTimer.singleShot(0, cancel)
+    assert plugin.compress_layer(layer) is None and plugin.last_task is before
