@@ -31,6 +31,7 @@ from .entropy_coding import RANGE_CODER, ChannelTables, quality_key
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
 from .hyperprior import HYPERPRIOR_CODER, HyperpriorCoder
+from .overview import OverviewBuilder, read_overview
 from .preprocessing import (DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, denormalise, from_db,
                             normalise, percentile_bounds, to_db)
 from .quantization import QuantizationParams, dequantize, quantize
@@ -272,6 +273,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
     index = {"latent": [None] * n_entries, "mask": [None] * n_entries, "outlier": [None] * n_entries}
     outlier_pixels = invalid_pixels = 0
     margin, ostep = float(opts.outlier_margin_db), float(opts.outlier_step_db)
+    overview = OverviewBuilder(info.width, info.height, nb, bounds)
     _tick(progress, 0.0)
     for i in grid:
         _check_cancel(is_cancelled, src)
@@ -294,6 +296,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
             k = b * grid.count + i
             index["latent"][k] = writer.add_chunk(encode_latents(q[b], y[b]))
             raw, db, valid = cores[b]
+            overview.add(b, cc0, cr0, db, valid)
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
                 exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
@@ -334,6 +337,7 @@ def _write_tiles(f, reader, model, grid, qp, pp, domain, bounds, names, opts, pr
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
+        "overview": overview.finish(writer),
     }
     writer.finish(header)
     return {"outlier_pixels": outlier_pixels, "invalid_pixels": invalid_pixels}
@@ -476,6 +480,17 @@ class CompressedRaster:
 
     def verify(self) -> None:
         self._reader.verify()
+
+    def overview(self, band: int) -> np.ndarray | None:
+        """The stored low-resolution overview of one band (float32 dB, NaN = no valid pixel; factor in
+        `info["overview"]`), or None for a file written without one."""
+        return read_overview(self._reader, band)
+
+    def to_raster_values(self, db: np.ndarray, band: int) -> np.ndarray:
+        """dB values (NaN = invalid) in the file's domain and dtype, invalid as the band's fill value."""
+        out = self._cast(from_db(np.nan_to_num(db, nan=0.0).astype(np.float64), self.domain))
+        out[np.isnan(db)] = _fill_value(self.dtype, self.nodata[band])
+        return out
 
     def latents(self, band: int, tile: int) -> np.ndarray:
         """The int8 latent symbols stored for one tile (channels, rows, cols), as the file holds them."""
