@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -132,7 +133,7 @@ class CompressAlgorithm(_SarAlgorithm):
 
 
 class ReconstructAlgorithm(_SarAlgorithm):
-    INPUT, DEVICE, OUTPUT = "INPUT", "DEVICE", "OUTPUT"
+    INPUT, DEVICE, EXTENT, OUTPUT = "INPUT", "DEVICE", "EXTENT", "OUTPUT"
 
     def name(self):
         return "reconstruct"
@@ -142,11 +143,14 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
     def shortHelpString(self):  # noqa: N802 (QGIS API)
         return ("Reconstructs a .sarc file to a georeferenced GeoTIFF in the original value domain and data type. "
-                "The model the file names is looked up in the plugin's model folders and the bundled default.")
+                "The model the file names is looked up in the plugin's model folders and the bundled default. "
+                "With an extent, only the tiles covering it are read and decoded, and the output covers the "
+                "extent (clipped to the scene, on the scene's pixel grid).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)", extension="sarc"))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (empty: whole scene)", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Reconstructed raster"))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Seconds"))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
@@ -159,12 +163,27 @@ class ReconstructAlgorithm(_SarAlgorithm):
         src = self.parameterAsFile(parameters, self.INPUT, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress, is_cancelled = _callbacks(feedback)
-        r = self._call(reconstruct, src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+        window = None
+        if parameters.get(self.EXTENT):
+            window = self._call(self._window, parameters, context, src)
+        r = self._call(reconstruct, src, output, window=window,
+                       model_dirs=PluginSettings.load().reconstruct_model_dirs(),
                        device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                        progress=progress, is_cancelled=is_cancelled)
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
+
+    def _window(self, parameters, context, src):
+        """The pixel window of the EXTENT parameter, taken in the scene's CRS (whatever CRS it was given in)."""
+        from qgis.core import QgsCoordinateReferenceSystem
+
+        from ..core.codec import read_header, window_from_bbox
+
+        header = read_header(src)
+        crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs if crs.isValid() else None)
+        return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
 
 
 class QualityMapsAlgorithm(_SarAlgorithm):

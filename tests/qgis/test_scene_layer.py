@@ -143,3 +143,38 @@ def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstr
     assert layer_id not in plugin.scenes.controllers
     again = plugin.scenes.open(str(sarc))
     assert plugin.scenes.controllers[again.id()].cache.decoded == decoded
+
+
+def test_processing_reconstruct_extent_decodes_only_that_window(plugin, scene, codec, model_bundle, tmp_path):
+    """The Processing reconstruct algorithm with an extent (given in another CRS) writes exactly that window of
+    the full reconstruction; the codec reads only the chunks of the tiles under it."""
+    import processing
+    from processing.core.Processing import Processing
+    from qgis.core import QgsCoordinateTransform, QgsProcessingContext, QgsProcessingFeedback
+
+    Processing.initialize()
+    sarc, full = scene
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    col, row, w, h = 130, 70, 100, 60  # inside tiles 1, 2, 5, 6 of 16
+    x0, x1 = gt[0] + col * gt[1], gt[0] + (col + w) * gt[1]
+    y1, y0 = gt[3] + row * gt[5], gt[3] + (row + h) * gt[5]
+    to_3857 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"),
+                                     QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
+    inset = 0.01 * gt[1]  # the box edges must not land beyond a pixel boundary after the round trip
+    r = to_3857.transformBoundingBox(QgsRectangle(x0 + inset, y0 - gt[5] * 0.01, x1 - inset, y1 + gt[5] * 0.01))
+    extent = f"{r.xMinimum()!r},{r.xMaximum()!r},{r.yMinimum()!r},{r.yMaximum()!r} [EPSG:3857]"
+    res = processing.run("sarcompress:reconstruct", {"INPUT": str(sarc), "DEVICE": 2, "EXTENT": extent,
+                                                     "OUTPUT": str(tmp_path / "win.tif")},
+                         feedback=QgsProcessingFeedback(), context=QgsProcessingContext())
+    out = gdal.Open(res["OUTPUT"])
+    assert (out.RasterXSize, out.RasterYSize) == (w, h)
+    assert np.array_equal(out.ReadAsArray(), gdal.Open(str(full)).ReadAsArray()[:, row:row + h, col:col + w])
+    assert out.GetGeoTransform()[0] == pytest.approx(x0) and out.GetGeoTransform()[3] == pytest.approx(y1)
+
+    with codec.CompressedRaster(sarc, model_dirs=[str(model_bundle)], device="cpu") as cr:
+        header_bytes = cr.bytes_read
+        cr.read((col, row, w, h))
+        latents = cr.info["chunks"]["latent"]
+        near = range(12)  # tiles 1, 2, 5, 6 and their halo neighbours: never the bottom row of tiles
+        assert cr.bytes_read - header_bytes <= sum(latents[b * 16 + t][1] for b in range(2) for t in near) + sum(
+            e[1] for kind in ("mask", "outlier") for e in cr.info["chunks"][kind] if e)
