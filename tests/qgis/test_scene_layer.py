@@ -65,7 +65,7 @@ def _view(canvas, gt, col, row, size):
 
 
 def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstruction(
-        plugin, test_iface, scene, codec, model_bundle, tmp_path):
+        plugin, test_iface, scene, sar_tif, tmp_path):
     sarc, full = scene
     project = QgsProject.instance()
 
@@ -129,6 +129,21 @@ def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstr
     assert task.result.ok, task.result.message
     c, r, w, h = controller.visible_window()[0]
     assert np.array_equal(gdal.Open(str(tmp_path / "view.tif")).ReadAsArray(), full_px[:, r:r + h, c:c + w])
+
+    # Quality maps of the exported window (original found by file stem): inside a window's reach of its
+    # border, exactly the maps of the full reconstruction there.
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps
+
+    exported = [lyr for lyr in project.mapLayers().values() if lyr.source() == str(tmp_path / "view.tif")][0]
+    assert plugin.guess_original(exported) is None  # the scene's original is not in this project
+    part = compute_quality_maps(sar_tif, tmp_path / "view.tif", tmp_path / "e.tif", tmp_path / "p.tif", window=7)
+    whole = compute_quality_maps(sar_tif, full, tmp_path / "fe.tif", tmp_path / "fp.tif", window=7)
+    assert (part.width, part.height) == (w, h) and whole.width == 512
+    m = 7 // 2 + 1
+    for a, b in (("e.tif", "fe.tif"), ("p.tif", "fp.tif")):
+        got = gdal.Open(str(tmp_path / a)).ReadAsArray()[:, m:-m, m:-m]
+        want = gdal.Open(str(tmp_path / b)).ReadAsArray()[:, r + m:r + h - m, c + m:c + w - m]
+        assert np.allclose(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
 
     # Drag-and-drop of the same file gives the layer already open; other files are left to QGIS.
     handler = test_iface.drop_handlers[0]
