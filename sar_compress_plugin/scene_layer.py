@@ -108,12 +108,14 @@ class SceneLayerController(QObject):
         self.max_decode_pixels = int(max_decode_pixels)
         self.task: DecodeTilesTask | None = None
         self._pending = False
+        self._stale_render = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.update)
         canvas.extentsChanged.connect(self.schedule)
         canvas.layersChanged.connect(self.schedule)
+        canvas.mapCanvasRefreshed.connect(self._canvas_refreshed)
 
     def schedule(self) -> None:
         """Update after the view has been still for DEBOUNCE_MS (a drag emits many extent changes)."""
@@ -121,7 +123,7 @@ class SceneLayerController(QObject):
 
     @property
     def busy(self) -> bool:
-        return self.task is not None or self._pending or self._timer.isActive()
+        return self.task is not None or self._pending or self._timer.isActive() or self._stale_render
 
     def visible_window(self):
         """(pixel window, raster pixels per screen pixel) of the canvas view in the scene, or None."""
@@ -173,8 +175,19 @@ class SceneLayerController(QObject):
         QgsApplication.taskManager().addTask(task)
 
     def _tile_decoded(self, _tile: int) -> None:
-        self.layer.dataProvider().reloadData()  # reopen the GeoTIFF: GDAL's block cache holds the old tile
+        self._reload()
+
+    def _reload(self) -> None:
+        """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint."""
+        self.layer.dataProvider().reloadData()
         self.layer.triggerRepaint()
+        # A render still running holds a handle opened before this tile; QGIS pools it for reuse when the
+        # render ends, so the next render would show the tile missing: reload once more after it.
+        self._stale_render = self.canvas.isDrawing()
+
+    def _canvas_refreshed(self) -> None:
+        if self._stale_render:
+            self._reload()
 
     def _task_done(self, task: DecodeTilesTask) -> None:
         if task is not self.task:
@@ -186,6 +199,7 @@ class SceneLayerController(QObject):
         elif self._pending:  # the view moved while decoding: decode for the new view
             self.update()
         else:  # the budget is per view change: a zoomed-out view never starts an unbounded decode
+            self._reload()  # after the last tile, also once any render still running has ended
             self.idle.emit()
 
     def close(self) -> None:
@@ -193,6 +207,7 @@ class SceneLayerController(QObject):
         try:
             self.canvas.extentsChanged.disconnect(self.schedule)
             self.canvas.layersChanged.disconnect(self.schedule)
+            self.canvas.mapCanvasRefreshed.disconnect(self._canvas_refreshed)
         except TypeError:  # canvas already gone
             pass
         if self.task is not None:
