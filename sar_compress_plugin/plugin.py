@@ -55,6 +55,8 @@ class SarCompressPlugin:
         self._log_handler = None
         self._browser_provider = None
         self._browser_gui_provider = None
+        self.scenes = None  # scene_layer.SceneLayers: .sarc files opened as layers decoded on demand
+        self._drop_handler = None
 
     # --- QGIS plugin API ---------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API)
@@ -82,10 +84,24 @@ class SarCompressPlugin:
                                                self.reconstruct_with_dialog, parent)
         self.settings_action = self._action(QIcon(), "Settings…", "sar_compress_settings",
                                             self.show_settings, parent)
+        from .scene_layer import SarcDropHandler, SceneLayers
+
+        self.scenes = SceneLayers(self.iface, self.logger, self._ensure_dependencies, self.reconstruct_file)
+        self.open_scene_action = self._action(icon, "Open compressed scene…", "sar_compress_open_scene",
+                                              self.open_scene_with_dialog, parent)
+        self.export_view_action = self._action(icon, "Export current extent as GeoTIFF…",
+                                               "sar_compress_export_extent",
+                                               lambda: self.scenes.export_view(self._active_layer()), parent)
+        self.iface.addCustomActionForLayerType(self.export_view_action, "", RASTER_LAYER_TYPE, False)
+        self.layer_actions.append(self.export_view_action)
+        self.scenes.export_action = self.export_view_action
+        self._drop_handler = SarcDropHandler(self.scenes.open)
+        self.iface.registerCustomDropHandler(self._drop_handler)
+
         self.dependencies_action = self._action(QIcon(), "Python dependencies…", "sar_compress_dependencies",
                                                 self.show_dependencies, parent)
-        for action in (self.compress_action, self.reconstruct_action, self.quality_action, self.settings_action,
-                       self.dependencies_action):
+        for action in (self.open_scene_action, self.compress_action, self.reconstruct_action, self.quality_action,
+                       self.settings_action, self.dependencies_action):
             self.iface.addPluginToRasterMenu(MENU, action)
             self.menu_actions.append(action)
 
@@ -94,7 +110,7 @@ class SarCompressPlugin:
 
         self._browser_provider = SarcDataItemProvider()
         QgsApplication.dataItemProviderRegistry().addProvider(self._browser_provider)
-        self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file)
+        self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file, self.scenes.open)
         QgsGui.dataItemGuiProviderRegistry().addProvider(self._browser_gui_provider)
 
     def unload(self):
@@ -102,6 +118,12 @@ class SarCompressPlugin:
             task.on_finished = None
             task.cancel()
         self.tasks.clear()
+        if self._drop_handler is not None:
+            self.iface.unregisterCustomDropHandler(self._drop_handler)
+            self._drop_handler = None
+        if self.scenes is not None:
+            self.scenes.unload()
+            self.scenes = None
         for action in self.layer_actions:
             self.iface.removeCustomActionForLayerType(action)
         for action in self.menu_actions:
@@ -235,8 +257,17 @@ class SarCompressPlugin:
             return None
         return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData())
 
-    def reconstruct_file(self, sarc_path: str, output_path: str | None = None, device: str | None = None):
-        """Reconstruct a .sarc file to a GeoTIFF (next to it by default) and add it as a layer."""
+    def open_scene_with_dialog(self):
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), "Open compressed SAR scene", "",
+                                              "SAR compressed raster (*.sarc)")
+        return self.scenes.open(path) if path else None
+
+    def reconstruct_file(self, sarc_path: str, output_path: str | None = None, device: str | None = None,
+                         window=None):
+        """Reconstruct a .sarc file (or a pixel window of it) to a GeoTIFF (next to it by default) and add it
+        as a layer."""
         if not Path(sarc_path).is_file():
             self.logger.warning(f"Cannot reconstruct: {sarc_path} does not exist")
             return None
@@ -244,7 +275,8 @@ class SarCompressPlugin:
             return None
         settings = PluginSettings.load()
         task = ReconstructTask(sarc_path, output_path or default_reconstruction_path(sarc_path),
-                               model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device)
+                               model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device,
+                               window=window)
         return self._start(task, functools.partial(self._reconstruct_done, str(sarc_path)))
 
     def _reconstruct_done(self, sarc_path: str, task: ReconstructTask, result: TaskResult):

@@ -131,7 +131,7 @@ def default_quality_paths(reconstruction_path: str) -> tuple[str, str]:
 
 def _stem_key(path: str) -> str:
     stem = Path(path).stem
-    for suffix in ("_reconstructed",):
+    for suffix in ("_reconstructed", "_extent"):  # "_extent": Export current extent of a scene layer
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     return stem

@@ -32,6 +32,7 @@ from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMi
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder
+from .overview import OverviewBuilder, read_overview
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
                             denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
@@ -281,6 +282,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     index = {"latent": [None] * n_entries, "mask": [None] * n_entries, "outlier": [None] * n_entries}
     outlier_pixels = invalid_pixels = 0
     margin, ostep = float(opts.outlier_margin_db), float(opts.outlier_step_db)
+    overview = OverviewBuilder(info.width, info.height, nb, bounds)
     _tick(progress, 0.0)
     for i in grid:
         _check_cancel(is_cancelled, src)
@@ -303,6 +305,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
             ys = y[b] * gain
             index["latent"][k] = writer.add_chunk(coder.encode(ys, model.hyper_encode(ys))[0])
             raw, db, valid = cores[b]
+            overview.add(b, cc0, cr0, db, valid)
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
                 exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
@@ -342,6 +345,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
+        "overview": overview.finish(writer),
     }
     writer.finish(header, src)
     return {"outlier_pixels": outlier_pixels, "invalid_pixels": invalid_pixels}
@@ -484,6 +488,17 @@ class CompressedRaster:
 
     def verify(self) -> None:
         self._reader.verify()
+
+    def overview(self, band: int) -> np.ndarray | None:
+        """The stored low-resolution overview of one band (float32 dB, NaN = no valid pixel; factor in
+        `info["overview"]`), or None for a file written without one."""
+        return read_overview(self._reader, band)
+
+    def to_raster_values(self, db: np.ndarray, band: int) -> np.ndarray:
+        """dB values (NaN = invalid) in the file's domain and dtype, invalid as the band's fill value."""
+        out = self._cast(from_db(np.nan_to_num(db, nan=0.0).astype(np.float64), self.domain))
+        out[np.isnan(db)] = _fill_value(self.dtype, self.nodata[band])
+        return out
 
     def latents(self, band: int, tile: int) -> np.ndarray:
         """The decoder network's input for one tile (channels, rows, cols) float32: the decoded symbols plus the

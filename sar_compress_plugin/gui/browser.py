@@ -1,4 +1,5 @@
-"""Browser integration: .sarc files show up as items, with a "Reconstruct" entry in their context menu."""
+"""Browser integration: .sarc files show up as items; double-click or "Open as layer" adds the scene as a layer
+decoded on demand, "Reconstruct" writes a GeoTIFF."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class SarcDataItem(QgsDataItem):
         super().__init__(Qgis.BrowserItemType.Custom, parent, name, path)
         self.setState(Qgis.BrowserItemState.Populated)
         self.setIcon(QIcon(str(__icon_path__)))
-        self.setToolTip(f"{path}\nSAR compressed raster: right-click > Reconstruct")
+        self.setToolTip(f"{path}\nSAR compressed raster: double-click to open, right-click > Reconstruct")
 
     def hasDragEnabled(self):  # noqa: N802 (QGIS API)
         return False
@@ -51,9 +52,10 @@ class SarcDataItemProvider(QgsDataItemProvider):
 
 
 class SarcDataItemGuiProvider(QgsDataItemGuiProvider):
-    def __init__(self, on_reconstruct: Callable[[str], None]):
+    def __init__(self, on_reconstruct: Callable[[str], None], on_open: Callable[[str], object]):
         super().__init__()
         self.on_reconstruct = on_reconstruct
+        self.on_open = on_open
 
     def name(self):
         return PROVIDER_NAME
@@ -62,7 +64,17 @@ class SarcDataItemGuiProvider(QgsDataItemGuiProvider):
         paths = [i.path() for i in (selectedItems or [item]) if i is not None and is_sarc_path(i.path())]
         if not paths:
             return
+        open_action = QAction(QIcon(str(__icon_path__)), "Open as layer", menu)
+        open_action.setObjectName("sar_compress_browser_open")
+        open_action.triggered.connect(lambda _checked=False, ps=tuple(paths): [self.on_open(p) for p in ps])
+        menu.addAction(open_action)
         action = QAction(QIcon(str(__icon_path__)), "Reconstruct", menu)
         action.setObjectName("sar_compress_browser_reconstruct")
         action.triggered.connect(lambda _checked=False, ps=tuple(paths): [self.on_reconstruct(p) for p in ps])
         menu.addAction(action)
+
+    def handleDoubleClick(self, item, context):  # noqa: N802 (QGIS API)
+        if item is None or not is_sarc_path(item.path()):
+            return False
+        self.on_open(item.path())
+        return True

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -151,7 +152,7 @@ class CompressAlgorithm(_SarAlgorithm):
 
 
 class ReconstructAlgorithm(_SarAlgorithm):
-    INPUT, DEVICE, OUTPUT = "INPUT", "DEVICE", "OUTPUT"
+    INPUT, DEVICE, EXTENT, OUTPUT = "INPUT", "DEVICE", "EXTENT", "OUTPUT"
 
     def name(self):
         return "reconstruct"
@@ -161,13 +162,16 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
     def shortHelpString(self):  # noqa: N802 (QGIS API)
         return ("Reconstructs a .sarc file to a georeferenced GeoTIFF in the original value domain and data type. "
-                "The model the file names is looked up in the plugin's model folders and the bundled default.")
+                "The model the file names is looked up in the plugin's model folders and the bundled default. "
+                "With an extent, only the tiles covering it are read and decoded, and the output covers the "
+                "extent (clipped to the scene, on the scene's pixel grid).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         # Any name: Compress writes whatever name it is given, so the file's signature decides, not its extension.
         self.addParameter(QgsProcessingParameterFile(self.INPUT, "Compressed file (.sarc)",
                                                      fileFilter="SAR compressed raster (*.sarc);;All files (*)"))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (empty: whole scene)", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Reconstructed raster"))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Seconds"))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
@@ -182,16 +186,31 @@ class ReconstructAlgorithm(_SarAlgorithm):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress, is_cancelled = _callbacks(feedback)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        window = None
+        if parameters.get(self.EXTENT):
+            window = self._call(self._window, parameters, context, src)
 
         def run():
             with model_folders_hint():
-                return reconstruct(src, output, model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+                return reconstruct(src, output, window=window,
+                                   model_dirs=PluginSettings.load().reconstruct_model_dirs(),
                                    device=device, progress=progress, is_cancelled=is_cancelled)
 
         r = self._call(run)
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
+
+    def _window(self, parameters, context, src):
+        """The pixel window of the EXTENT parameter, taken in the scene's CRS (whatever CRS it was given in)."""
+        from qgis.core import QgsCoordinateReferenceSystem
+
+        from ..core.codec import read_header, window_from_bbox
+
+        header = read_header(src)
+        crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs if crs.isValid() else None)
+        return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
 
 
 class QualityStyler(QgsProcessingLayerPostProcessorInterface):

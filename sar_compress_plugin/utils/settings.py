@@ -25,6 +25,12 @@ class PluginSettings:
     tile_size: int = 512
     #: None: each model's own default quality (a fixed number may lie outside a model's levels)
     quality: float | None = None
+    #: Scene layers: disk limit of the decoded-tile cache (least recently used scenes are deleted first)...
+    tile_cache_mb: int = 2048
+    #: ...its folder ("" = tile_cache in the QGIS profile)...
+    tile_cache_dir: str = ""
+    #: ...and the most pixels decoded per pan/zoom (a zoomed-out view shows the overview instead).
+    decode_budget_mpx: float = 16.0
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -38,6 +44,10 @@ class PluginSettings:
             device=device if device in DEVICES else "auto",
             tile_size=int(s.value(SETTINGS_PREFIX + "tile_size", d.tile_size, type=int)),
             quality=_quality(s.value(SETTINGS_PREFIX + "quality_level", -1.0, type=float)),
+            tile_cache_mb=int(s.value(SETTINGS_PREFIX + "tile_cache_mb", d.tile_cache_mb, type=int)),
+            tile_cache_dir=str(s.value(SETTINGS_PREFIX + "tile_cache_dir", d.tile_cache_dir, type=str) or ""),
+            decode_budget_mpx=float(s.value(SETTINGS_PREFIX + "decode_budget_mpx", d.decode_budget_mpx,
+                                            type=float)),
         )
 
     def save(self) -> None:
@@ -47,6 +57,9 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "device", self.device if self.device in DEVICES else "auto")
         s.setValue(SETTINGS_PREFIX + "tile_size", int(self.tile_size))
         s.setValue(SETTINGS_PREFIX + "quality_level", -1.0 if self.quality is None else float(self.quality))
+        s.setValue(SETTINGS_PREFIX + "tile_cache_mb", int(self.tile_cache_mb))
+        s.setValue(SETTINGS_PREFIX + "tile_cache_dir", self.tile_cache_dir)
+        s.setValue(SETTINGS_PREFIX + "decode_budget_mpx", float(self.decode_budget_mpx))
 
     def reconstruct_model_dirs(self) -> list[str] | None:
         """Folders to search for a file's model (None lets the codec use its bundled default alone)."""

@@ -88,6 +88,7 @@ class TestIface:
         self.layer_tree_view.setMenuProvider(self.menu_provider)
         self.message_bar = QgsMessageBar(self.main_window)
         self.plugin_menus: dict[str, QMenu] = {}
+        self.drop_handlers: list = []
         self.raster_menu = QMenu("&Raster", self.main_window)
         self.plugin_menu = QMenu("&Plugins", self.main_window)
         self.toolbar = QToolBar("Plugins", self.main_window)
@@ -118,6 +119,12 @@ class TestIface:
 
     def messageBar(self):  # noqa: N802
         return self.message_bar
+
+    def registerCustomDropHandler(self, handler):  # noqa: N802
+        self.drop_handlers.append(handler)
+
+    def unregisterCustomDropHandler(self, handler):  # noqa: N802
+        self.drop_handlers = [h for h in self.drop_handlers if h is not handler]
 
     def addCustomActionForLayerType(self, action, menu, layer_type, allLayers):  # noqa: N802,N803
         self.custom_layer_actions.append((action, menu, layer_type, bool(allLayers), []))

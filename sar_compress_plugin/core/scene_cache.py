@@ -1,0 +1,213 @@
+"""On-disk cache of decoded tiles of one .sarc file, as a tiled GeoTIFF that any GDAL reader displays.
+
+Why a GeoTIFF: QGIS 3.22 renders a GDAL raster layer in its own threads with overviews, nodata, styles and
+reprojection for free. The cache file has the scene's size, georeferencing and dtype; tiles not decoded yet are
+sparse (read back as the nodata value, i.e. transparent); tiles are written once, as whole GeoTIFF blocks, when
+the decoder has produced them, so every cached pixel equals the same pixel of a full reconstruction bit for bit.
+Three overview levels (factor/4, factor/2, factor of the file's stored overview) are filled from the stored
+overview when the cache is created, so the whole scene shows zoomed out before any tile is decoded.
+
+The set of decoded tiles is kept beside the GeoTIFF (`tiles.json`, written under a temporary name and renamed),
+so a scene opened again reuses what was decoded before. Cache folders are keyed by the .sarc body SHA-256, so a
+changed file never shows stale pixels. `evict()` keeps the whole cache under a size limit (least recently used
+scene first). No QGIS here: the plugin's layer (scene_layer.py) drives this from a QgsTask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from .codec import CompressedRaster, window_from_bbox
+from .errors import CancelledError, InputRasterError, OutputPathError
+
+gdal.UseExceptions()
+log = logging.getLogger(__name__)
+
+STATE_NAME = "tiles.json"
+TIFF_NAME = "scene.tif"
+
+_GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16,
+               "int16": gdal.GDT_Int16, "uint32": gdal.GDT_UInt32, "int32": gdal.GDT_Int32,
+               "uint64": gdal.GDT_Float64, "int64": gdal.GDT_Float64, "float32": gdal.GDT_Float32,
+               "float64": gdal.GDT_Float64}
+
+
+def cache_key(raster: CompressedRaster) -> str:
+    """Folder name: file stem + start of the body SHA-256 from the footer (no full read needed)."""
+    return f"{raster.path.stem[:40]}-{raster._reader.body_sha256.hex()[:16]}"
+
+
+class SceneCache:
+    """The decoded-tile cache of one .sarc file. Not thread-safe: one decode at a time (the layer ensures it)."""
+
+    def __init__(self, sarc_path, cache_root, model_dirs=None, device: str = "auto"):
+        self.raster = CompressedRaster(sarc_path, model_dirs=model_dirs, device=device)
+        self.grid = self.raster.grid
+        self.folder = Path(cache_root) / cache_key(self.raster)
+        self.tiff_path = self.folder / TIFF_NAME
+        self._state_path = self.folder / STATE_NAME
+        ov = self.raster.info.get("overview")
+        self.overview_factor = int(ov["factor"]) if isinstance(ov, dict) and "factor" in ov else 0
+        self.decoded: set[int] = set()
+        if self.tiff_path.is_file() and self._load_state():
+            os.utime(self._state_path)  # least-recently-used order for evict()
+        else:
+            self._create()
+
+    @property
+    def header(self) -> dict:
+        return self.raster.info
+
+    @property
+    def fill_values(self) -> list:
+        return [self.raster.to_raster_values(np.array([np.nan], np.float32), b)[0].item()
+                for b in range(self.raster.bands)]
+
+    def _load_state(self) -> bool:
+        try:
+            tiles = json.loads(self._state_path.read_text())["decoded"]
+            if not all(isinstance(t, int) and 0 <= t < self.grid.count for t in tiles):
+                raise ValueError("tile number out of range")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: decoded-tile list unreadable (%s); rebuilding the cache", self._state_path, exc)
+            return False
+        self.decoded = set(tiles)
+        return True
+
+    def _save_state(self) -> None:
+        tmp = self._state_path.with_name(STATE_NAME + ".tmp")
+        tmp.write_text(json.dumps({"decoded": sorted(self.decoded)}))
+        os.replace(tmp, self._state_path)
+
+    def _create(self) -> None:
+        """Empty sparse GeoTIFF + overviews from the stored overview, built under a temporary name."""
+        r = self.raster
+        h = self.header["raster"]
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputPathError(f"{self.folder}: cannot create the tile cache folder ({exc.strerror})") from None
+        tmp = self.folder / (TIFF_NAME + ".tmp.tif")
+        block = math.gcd(self.grid.tile_size, 256)  # codec tiles are whole GeoTIFF blocks
+        ds = gdal.GetDriverByName("GTiff").Create(
+            str(tmp), r.width, r.height, r.bands, _GDAL_TYPES[r.dtype.name],
+            ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER",
+             "INTERLEAVE=BAND"])
+        ds.SetGeoTransform(tuple(h["geotransform"]))
+        if h.get("crs_wkt"):
+            ds.SetProjection(h["crs_wkt"])
+        for b, fill in enumerate(self.fill_values):
+            band = ds.GetRasterBand(b + 1)
+            band.SetNoDataValue(float(fill))
+            names = h.get("band_names") or []
+            if b < len(names):
+                band.SetDescription(str(names[b]))
+        f = self.overview_factor
+        levels = [k for k in (f // 4, f // 2, f) if k >= 2] if f else []
+        if levels:
+            ds.BuildOverviews("NONE", levels)  # allocate only; filled from the stored overview below
+            for b in range(r.bands):
+                db = r.overview(b)
+                values = r.to_raster_values(db, b)
+                band = ds.GetRasterBand(b + 1)
+                for i, k in enumerate(levels):
+                    o = band.GetOverview(i)
+                    up = np.repeat(np.repeat(values, f // k, axis=0), f // k, axis=1)
+                    o.WriteArray(up[:o.YSize, :o.XSize])
+        ds.FlushCache()
+        ds = None
+        os.replace(tmp, self.tiff_path)
+        self.decoded = set()
+        self._save_state()
+
+    def window_for_bbox(self, bbox) -> tuple[int, int, int, int] | None:
+        """Pixel window of a map box in the scene's CRS, None when it misses the scene."""
+        try:
+            return window_from_bbox(self.header, bbox, self.raster.path)
+        except InputRasterError:
+            return None
+
+    def missing_tiles(self, window) -> list[int]:
+        """Tiles of `window` not decoded yet, the nearest to the window's centre first."""
+        c, r, w, h = window
+        cx, cy = c + w / 2, r + h / 2
+
+        def distance(t):
+            tc, tr, tw, th = self.grid.core_in_raster(t)
+            return (tc + tw / 2 - cx) ** 2 + (tr + th / 2 - cy) ** 2
+
+        return sorted((t for t in self.grid.tiles_overlapping(window) if t not in self.decoded), key=distance)
+
+    def decode(self, tiles, is_cancelled=None, on_tile=None) -> int:
+        """Decode `tiles` into the GeoTIFF, each flushed before `on_tile(tile)` is called. Returns the count."""
+        ds = gdal.Open(str(self.tiff_path), gdal.GA_Update)
+        done = 0
+        try:
+            for t in tiles:
+                if t in self.decoded:
+                    continue
+                if is_cancelled is not None and is_cancelled():
+                    raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
+                tc, tr, _tw, _th = self.grid.core_in_raster(t)
+                for b in range(self.raster.bands):
+                    ds.GetRasterBand(b + 1).WriteArray(self.raster.decode_tile(b, t), tc, tr)
+                ds.FlushCache()
+                self.decoded.add(t)
+                self._save_state()
+                done += 1
+                if on_tile is not None:
+                    on_tile(t)
+        finally:
+            ds = None
+        return done
+
+    def close(self) -> None:
+        self.raster.close()
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes actually allocated (sparse GeoTIFF tiles that were never written take no room)."""
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        total += min(st.st_size, getattr(st, "st_blocks", st.st_size // 512 + 1) * 512)
+    return total
+
+
+def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
+    """Delete least recently used scene folders until the cache is under `limit_bytes`; `keep` (open scenes)
+    are never deleted. Returns the folders removed."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    keep = {Path(k).resolve() for k in keep}
+    scenes = []
+    for d in root.iterdir():
+        if d.is_dir():
+            state = d / STATE_NAME
+            scenes.append((state.stat().st_mtime if state.exists() else 0.0, d, folder_size(d)))
+    total = sum(s for _, _, s in scenes)
+    removed = []
+    for _mtime, d, size in sorted(scenes, key=lambda s: s[0]):
+        if total <= limit_bytes:
+            break
+        if d.resolve() in keep:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        total -= size
+        removed.append(d)
+    return removed
+
+
+__all__ = ["SceneCache", "evict", "folder_size", "cache_key"]

@@ -1,0 +1,328 @@
+"""A .sarc scene as a QGIS layer that decodes only what the map canvas shows (docs/architecture.md, "Scene layer").
+
+The layer is a plain GDAL layer on the scene's tile cache (core/scene_cache.py: a sparse tiled GeoTIFF with the
+scene's georeferencing, undecoded tiles transparent, overviews from the file's stored overview). A
+`SceneLayerController` watches the canvas: after each pan or zoom (debounced) it asks the cache which tiles of
+the visible window are still missing and decodes them in a `DecodeTilesTask` (a QgsTask), nearest to the centre
+first; after every tile the layer's GDAL dataset is reopened (`reloadData`) and repainted, so the picture fills
+in while the user keeps working. Zoomed out past the overview's resolution nothing is decoded: the overview is
+what the screen can show. Why this and not a Python QgsRasterDataProvider: see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsColorRampShader,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsTask,
+)
+from qgis.gui import QgsCustomDropHandler
+from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
+from qgis.PyQt.QtGui import QColor
+
+from .core.errors import CancelledError, InputRasterError, SarCompressError
+from .qgis_io import ROLE_PROPERTY, unique_path
+from .utils.settings import PluginSettings
+
+log = logging.getLogger(__name__)
+
+SARC_PATH_PROPERTY = "sar_compress/sarc_path"
+SCENE_ROLE = "scene"
+#: Grey ramp stops across the band's clip range: piecewise linear in value, so close to linear in dB.
+DB_STOPS = 16
+DEBOUNCE_MS = 150
+
+
+class DecodeTilesTask(QgsTask):
+    """Decodes a list of tiles into the cache; `tile_decoded` reaches the controller (main thread) per tile."""
+
+    tile_decoded = pyqtSignal(int)
+
+    def __init__(self, cache, tiles: list[int]):
+        super().__init__(f"SAR decode {len(tiles)} tile(s) of {cache.raster.path.name}", QgsTask.Flag.CanCancel)
+        self.cache = cache
+        self.tiles = tiles
+        self.error = ""
+
+    def run(self) -> bool:  # worker thread: no widgets, no layers
+        try:
+            n = len(self.tiles)
+            self.cache.decode(self.tiles, self.isCanceled,
+                              lambda t: (self.setProgress(100.0 * (self.tiles.index(t) + 1) / n),
+                                         self.tile_decoded.emit(t)))
+            return True
+        except CancelledError:
+            return False
+        except SarCompressError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a worker must report, never raise into QGIS
+            log.exception("decoding tiles of %s failed", self.cache.raster.path)
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+
+
+def db_values(db: float, domain: str) -> float:
+    """A dB level in the layer's value domain (the renderer works on stored values)."""
+    return db if domain == "db" else 10.0 ** (db / (10.0 if domain == "intensity" else 20.0))
+
+
+def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> None:
+    """Grey dB stretch of one band over the file's clip range (what the codec saw as 0..1), legend in dB."""
+    lo, hi = header["clip_db"][band - 1]
+    domain = header["domain"]
+    ramp = QgsColorRampShader(db_values(lo, domain), db_values(hi, domain))
+    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    ramp.setClip(False)
+    items = []
+    for i in range(DB_STOPS + 1):
+        db = lo + (hi - lo) * i / DB_STOPS
+        grey = round(255 * i / DB_STOPS)
+        label = f"{db:.1f} dB" if i in (0, DB_STOPS) or i == DB_STOPS // 2 else ""
+        items.append(QgsColorRampShader.ColorRampItem(db_values(db, domain), QColor(grey, grey, grey), label))
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(items[0].value)
+    renderer.setClassificationMax(items[-1].value)
+    layer.setRenderer(renderer)
+
+
+class SceneLayerController(QObject):
+    """Keeps one scene layer's visible tiles decoded; lives in the main thread (all slots run there)."""
+
+    idle = pyqtSignal()  # no task running and nothing pending: tests and the benchmark wait on it
+    failed = pyqtSignal(str)
+
+    def __init__(self, layer: QgsRasterLayer, cache, canvas, max_decode_pixels: int):
+        super().__init__()
+        self.layer, self.cache, self.canvas = layer, cache, canvas
+        self.max_decode_pixels = int(max_decode_pixels)
+        self.task: DecodeTilesTask | None = None
+        self._pending = False
+        self._stale_render = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.update)
+        canvas.extentsChanged.connect(self.schedule)
+        canvas.layersChanged.connect(self.schedule)
+        canvas.mapCanvasRefreshed.connect(self._canvas_refreshed)
+
+    def schedule(self) -> None:
+        """Update after the view has been still for DEBOUNCE_MS (a drag emits many extent changes)."""
+        self._timer.start()
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None or self._pending or self._timer.isActive() or self._stale_render
+
+    def visible_window(self):
+        """(pixel window, raster pixels per screen pixel) of the canvas view in the scene, or None."""
+        if self.layer not in self.canvas.layers():
+            return None
+        settings = self.canvas.mapSettings()
+        extent = settings.mapToLayerCoordinates(self.layer, self.canvas.extent())
+        window = self.cache.window_for_bbox((extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                             extent.yMaximum()))
+        if window is None:
+            return None
+        px = abs(self.cache.header["raster"]["geotransform"][1])
+        return window, extent.width() / px / max(1, settings.outputSize().width())
+
+    def tiles_to_decode(self) -> list[int]:
+        """Missing tiles of the view, centre first, within the pixel budget; none when the overview suffices."""
+        view = self.visible_window()
+        if view is None:
+            return []
+        window, downsample = view
+        f = self.cache.overview_factor
+        if f and downsample >= f / 4:  # GDAL reads the factor/4 overview level or coarser: nothing to decode
+            return []
+        tiles, pixels = [], 0
+        for t in self.cache.missing_tiles(window):
+            _c, _r, w, h = self.cache.grid.core_in_raster(t)
+            if tiles and pixels + w * h > self.max_decode_pixels:
+                break
+            tiles.append(t)
+            pixels += w * h
+        return tiles
+
+    def update(self) -> None:
+        """Start decoding what the view lacks; a running task is cancelled first (it stops between tiles)."""
+        if self.task is not None:
+            self._pending = True
+            self.task.cancel()
+            return
+        self._pending = False
+        tiles = self.tiles_to_decode()
+        if not tiles:
+            self.idle.emit()
+            return
+        task = DecodeTilesTask(self.cache, tiles)
+        task.tile_decoded.connect(self._tile_decoded)
+        task.taskCompleted.connect(lambda t=task: self._task_done(t))
+        task.taskTerminated.connect(lambda t=task: self._task_done(t))
+        self.task = task
+        QgsApplication.taskManager().addTask(task)
+
+    def _tile_decoded(self, _tile: int) -> None:
+        self._reload()
+
+    def _reload(self) -> None:
+        """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint."""
+        self.layer.dataProvider().reloadData()
+        self.layer.triggerRepaint()
+        # A render still running holds a handle opened before this tile; QGIS pools it for reuse when the
+        # render ends, so the next render would show the tile missing: reload once more after it.
+        self._stale_render = self.canvas.isDrawing()
+
+    def _canvas_refreshed(self) -> None:
+        if self._stale_render:
+            self._reload()
+
+    def _task_done(self, task: DecodeTilesTask) -> None:
+        if task is not self.task:
+            return
+        self.task = None
+        if task.error:
+            self._pending = False
+            self.failed.emit(f"{self.layer.name()}: {task.error}")
+        elif self._pending:  # the view moved while decoding: decode for the new view
+            self.update()
+        else:  # the budget is per view change: a zoomed-out view never starts an unbounded decode
+            self._reload()  # after the last tile, also once any render still running has ended
+            self.idle.emit()
+
+    def close(self) -> None:
+        self._timer.stop()
+        try:
+            self.canvas.extentsChanged.disconnect(self.schedule)
+            self.canvas.layersChanged.disconnect(self.schedule)
+            self.canvas.mapCanvasRefreshed.disconnect(self._canvas_refreshed)
+        except TypeError:  # canvas already gone
+            pass
+        if self.task is not None:
+            self.task.cancel()
+            self.task.waitForFinished(60_000)  # the cache's file handles must not close under a running decode
+        self.cache.close()
+
+
+def add_scene_layer(project: QgsProject, cache, name: str | None = None) -> QgsRasterLayer:
+    """A GDAL layer on the cache GeoTIFF, named after the scene, styled as SAR, marked with its .sarc path."""
+    path = cache.raster.path
+    layer = QgsRasterLayer(str(cache.tiff_path), name or Path(path).stem, "gdal")
+    if not layer.isValid():
+        raise SarCompressError(f"{path}: its tile cache {cache.tiff_path} cannot be opened by QGIS")
+    layer.setCustomProperty(ROLE_PROPERTY, SCENE_ROLE)
+    layer.setCustomProperty(SARC_PATH_PROPERTY, str(path))
+    style_scene_layer(layer, cache.header)
+    project.addMapLayer(layer)
+    return layer
+
+
+def tile_cache_root() -> Path:
+    """Default tile cache folder, in the QGIS profile (survives sessions, one per user profile)."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "sar_compress" / "tile_cache"
+
+
+class SarcDropHandler(QgsCustomDropHandler):
+    """Dropping a .sarc file on the QGIS window opens it as a scene layer (other files: QGIS as usual)."""
+
+    def __init__(self, open_scene):
+        super().__init__()
+        self.open_scene = open_scene
+
+    def handleFileDrop(self, file):  # noqa: N802 (QGIS API)
+        if not str(file).lower().endswith(".sarc"):
+            return False
+        self.open_scene(str(file))
+        return True
+
+
+class SceneLayers:
+    """The open scene layers of the plugin: open (menu, Browser, drop), close on layer removal, export the view."""
+
+    def __init__(self, iface, logger, ensure_dependencies, reconstruct_file):
+        self.iface, self.logger = iface, logger
+        self.ensure_dependencies = ensure_dependencies
+        self.reconstruct_file = reconstruct_file
+        self.controllers: dict[str, SceneLayerController] = {}
+        self.export_action = None  # set by the plugin: added to each scene layer's context menu
+        QgsProject.instance().layersWillBeRemoved.connect(self._layers_removed)
+
+    def open(self, sarc_path: str) -> QgsRasterLayer | None:
+        """Add a .sarc file as a layer decoded on demand (or return the layer already showing it)."""
+        for c in self.controllers.values():
+            if Path(c.cache.raster.path).resolve() == Path(sarc_path).resolve():
+                return c.layer
+        if not self.ensure_dependencies():
+            return None
+        from .core.scene_cache import SceneCache, evict  # lazy: onnxruntime may be missing
+
+        settings = PluginSettings.load()
+        root = Path(settings.tile_cache_dir) if settings.tile_cache_dir else tile_cache_root()
+        try:
+            evict(root, settings.tile_cache_mb << 20, keep=[c.cache.folder for c in self.controllers.values()])
+            cache = SceneCache(sarc_path, root, model_dirs=settings.reconstruct_model_dirs(),
+                               device=settings.device)
+        except SarCompressError as exc:
+            self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
+            return None
+        try:
+            layer = add_scene_layer(QgsProject.instance(), cache)
+        except SarCompressError as exc:
+            cache.close()
+            self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
+            return None
+        controller = SceneLayerController(layer, cache, self.iface.mapCanvas(),
+                                          int(settings.decode_budget_mpx * 1e6))
+        controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
+        self.controllers[layer.id()] = controller
+        if self.export_action is not None:
+            self.iface.addCustomActionForLayer(self.export_action, layer)
+        controller.schedule()
+        return layer
+
+    def _layers_removed(self, layer_ids) -> None:
+        for layer_id in layer_ids:
+            controller = self.controllers.pop(layer_id, None)
+            if controller is not None:
+                controller.close()
+
+    def export_view(self, layer, output_path: str | None = None):
+        """Reconstruct the part of the scene the canvas shows, at full resolution, to a GeoTIFF."""
+        controller = self.controllers.get(layer.id()) if layer is not None else None
+        if controller is None:
+            self.logger.warning("Export current extent: select a layer opened from a .sarc file")
+            return None
+        view = controller.visible_window()
+        if view is None:
+            self.logger.warning(f"Export current extent: '{layer.name()}' is not in the current view")
+            return None
+        sarc = str(controller.cache.raster.path)
+        if output_path is None:
+            p = Path(sarc)
+            output_path = unique_path(p.with_name(f"{p.stem}_extent.tif"))
+        try:
+            return self.reconstruct_file(sarc, output_path, window=view[0])
+        except InputRasterError as exc:
+            self.logger.warning(f"Export current extent: {exc}")
+            return None
+
+    def unload(self) -> None:
+        try:
+            QgsProject.instance().layersWillBeRemoved.disconnect(self._layers_removed)
+        except TypeError:
+            pass
+        for controller in self.controllers.values():
+            controller.close()
+        self.controllers.clear()
