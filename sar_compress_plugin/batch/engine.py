@@ -101,7 +101,7 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False) -> 
     except KeyboardInterrupt:
         interrupted = True
         client.cancel(list(futures))
-        for fut, i in futures.items():
+        for i in futures.values():
             records.setdefault(i, record(jobs[i], status=CANCELLED,
                                          error="batch interrupted before this scene finished"))
     finally:
