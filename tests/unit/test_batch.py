@@ -219,3 +219,24 @@ def test_inputs_from_folders_patterns_and_stac(tmp_path):
         ("S1A_IW_GRDH_0001/vv.sarc", False), ("S1A_IW_GRDH_0001/vh.sarc", False), ("", True), ("x.sarc", False),
         ("", True)]
     assert "is also the output of" in jobs[-1].error
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_batch_throughput_benchmark_measures_both_and_projects(tiny_bundle, sar_data, tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import batch_throughput
+
+    assert batch_throughput.main(["--scenes", "2", "--workers", "1", "--model", str(tiny_bundle),
+                                  "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "batch_throughput.json").read_text())
+    (run,) = res["batch"]
+    assert run["workers"] == 1 and run["scenes"] == 2 and run["megapixels"] == pytest.approx(2 * 2 * 512 * 512 / 1e6, rel=1e-3)
+    assert run["mp_per_s"] == pytest.approx(run["megapixels"] / run["wall_s"], rel=0.01)
+    jp2 = res["jpeg2000_loop"]
+    assert jp2["scenes"] == 2 and jp2["mp_per_s"] > 0 and 0 < jp2["bpp"] < 16
+    rows = res["projection"]["rows"]
+    assert rows[1]["full_scenes_per_hour"] == pytest.approx(10 * rows[0]["full_scenes_per_hour"], rel=0.01)
+    assert "gdal_translate JP2 loop" in capsys.readouterr().out
