@@ -18,7 +18,7 @@ from sar_compress_plugin.batch.cli import compress_batch_main, reconstruct_batch
 from sar_compress_plugin.batch.engine import ClusterOptions, open_client
 from sar_compress_plugin.batch.inputs import expand_inputs
 from sar_compress_plugin.batch.tasks import check_sarc
-from sar_compress_plugin.core.codec import compress
+from sar_compress_plugin.core.codec import CompressOptions, compress
 from sar_compress_plugin.core.raster_io import read_raster_info
 
 REPORT = "sar-compress-batch-report"
@@ -81,10 +81,10 @@ def _check_good(doc: dict, scenes: Path, out: Path, workers) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repairs(client, scenes, tmp_path,
-                                                                                     capsys):
+def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repairs(client, scenes, tiny_bundle,
+                                                                                     tmp_path, capsys):
     out = tmp_path / "out"
-    argv = [str(scenes), str(tmp_path / "missing" / "*.tif"), "--out", str(out),
+    argv = [str(scenes), str(tmp_path / "missing" / "*.tif"), "--out", str(out), "--model", str(tiny_bundle),
             "--scheduler", client.scheduler.address, "-q"]
     assert compress_batch_main(argv) == 1  # the corrupt scene and the empty pattern failed, the rest did not
     err = capsys.readouterr().err
@@ -115,7 +115,7 @@ def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repa
     assert status[str(damaged)] == "ok" and all(status[str(p)] == "skipped" for p in outputs[1:])
     assert {p: p.stat().st_mtime_ns for p in outputs[1:]} == mtimes  # skipped means untouched
     _check_good(doc, scenes, out, workers)
-    assert check_sarc(damaged, decode=True)["raster"]["band_count"] == 2
+    assert check_sarc(damaged, decode=True, model_dirs=[tiny_bundle])["raster"]["band_count"] == 2
     assert _hidden(out) == []
 
 
@@ -123,7 +123,8 @@ def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repa
 @pytest.mark.timeout(240)
 def test_batch_survives_a_worker_killed_mid_task(client, scenes, tmp_path):
     """SIGKILL the worker writing a scene: the scheduler reruns that scene elsewhere, the batch completes,
-    every good scene is done exactly once and nothing partial is left under a final name."""
+    every good scene is done exactly once and nothing partial is left under a final name. (The bundled model,
+    slower than the tiny one, keeps each scene in flight long enough to be caught.)"""
     out = tmp_path / "out"
     result = {}
     argv = [str(scenes), "--out", str(out), "--scheduler", client.scheduler.address, "-q"]
@@ -155,15 +156,16 @@ def test_batch_survives_a_worker_killed_mid_task(client, scenes, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_reconstruct_batch_on_its_own_local_cluster(client, sar_data, tmp_path, capsys):
+def test_reconstruct_batch_on_its_own_local_cluster(client, tiny_bundle, sar_data, tmp_path, capsys):
     src = sorted(sar_data.glob("s1_iw_grd_*_512.tif"))[:2]
     sarc = tmp_path / "sarc"
     sarc.mkdir()
     for p in src:
-        compress(p, sarc / f"{p.stem}.sarc")
+        compress(p, sarc / f"{p.stem}.sarc", CompressOptions(model_dir=tiny_bundle))
     (sarc / "bad.sarc").write_bytes(b"not a sarc file at all")
     out = tmp_path / "rec"
-    argv = [str(sarc / "*.sarc"), "--out", str(out), "--workers", "2", "--dashboard-address", ":0", "--verify", "-q"]
+    argv = [str(sarc / "*.sarc"), "--out", str(out), "--model-dir", str(tiny_bundle), "--workers", "2",
+            "--dashboard-address", ":0", "--verify", "-q"]
     assert reconstruct_batch_main(argv) == 1
     assert "Traceback" not in capsys.readouterr().err
     doc = json.loads((out / "sar-reconstruct-batch-report.json").read_text())
