@@ -64,6 +64,9 @@ def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int
     except OSError as exc:  # scheduler unreachable, ports: nothing ran, nothing to report
         print(f"error: cannot start or reach the dask cluster ({' '.join(str(exc).split())})", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # before any scene was submitted (while the cluster started)
+        print("interrupted: nothing was run", file=sys.stderr)
+        return EXIT_INTERRUPTED
     summary = summarise(records, time.perf_counter() - t0)
     run = {"workers": workers, "arguments": vars(a)}
     paths = write_report(a.report or out / f"{name}-report", name, records, summary, run)

@@ -3,7 +3,9 @@ kill and rerun.
 
 * The output is written under a hidden temporary name beside it, checked, then renamed: a final name only ever
   holds a complete file that passed its checks, whatever happens to the worker.
-* An output that already exists and passes the same checks is skipped, so a rerun does only what is missing.
+* An output that already exists, passes the same checks and was made with the model and quality asked for now
+  is skipped (a reconstruction: when not older than its .sarc), so a rerun does only what is missing, and a
+  rerun with another model or quality redoes everything.
 * Temporaries left by an earlier attempt at the same output (a worker killed mid-task) are removed first.
 * A bad scene returns a failed record with one line saying why; it never raises, so the batch goes on.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
 from ..core.raster_io import RasterReader, limit_gdal_cache, temp_path_for
+from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
 #: The columns of the report, in order (report.py writes them; the CLI counts statuses).
@@ -110,6 +113,12 @@ def _sized(rec: dict, header: dict, sarc_bytes: int) -> dict:
     return rec
 
 
+def _same_recipe(header: dict, options: CompressOptions) -> bool:
+    m = load_manifest(options.model_dir or default_model_dir(), verify=False)
+    return (header["model"]["decoder_sha256"] == str(m["files"]["decoder"]["sha256"]).lower()
+            and float(header["quantization"].get("quality", 1.0)) == float(options.quality))
+
+
 def compress_scene(job: Job, options: CompressOptions, verify: bool = False, threads: int = 1) -> dict:
     """Compress `job.input` to `job.output` (.sarc); `verify` decodes the new file before it is published."""
     t0 = time.perf_counter()
@@ -122,8 +131,9 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
         if out.is_file():
             try:
                 header = check_sarc(out, verify, model_dirs, options.device)
-                rec.update(status=SKIPPED, bytes_out=out.stat().st_size)
-                return _sized(rec, header, rec["bytes_out"])
+                if _same_recipe(header, options):
+                    rec.update(status=SKIPPED, bytes_out=out.stat().st_size)
+                    return _sized(rec, header, rec["bytes_out"])
             except SarCompressError:
                 pass  # damaged or foreign file under our name: compress again and replace it
         headers = []
@@ -151,7 +161,7 @@ def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: boo
         with CompressedRaster(job.input) as cr:  # header only: what the output must look like
             header = cr.info
         _sized(rec, header, rec["bytes_in"])
-        if out.is_file():
+        if out.is_file() and out.stat().st_mtime >= Path(job.input).stat().st_mtime:  # not older than its .sarc
             try:
                 check_geotiff(out, header["raster"], verify)
                 rec.update(status=SKIPPED, bytes_out=out.stat().st_size)

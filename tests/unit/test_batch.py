@@ -118,6 +118,12 @@ def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repa
     assert check_sarc(damaged, decode=True, model_dirs=[tiny_bundle])["raster"]["band_count"] == 2
     assert _hidden(out) == []
 
+    # asked for another quality: existing outputs are not what was asked for, so all are redone
+    assert compress_batch_main(argv[:1] + argv[2:] + ["--quality", "2"]) == 1
+    doc, _ = _report(out)
+    assert sorted(r["status"] for r in doc["scenes"]) == ["failed", "ok", "ok", "ok"]
+    assert all(check_sarc(p, decode=False)["quantization"]["quality"] == 2.0 for p in outputs)
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
@@ -236,7 +242,7 @@ def test_batch_throughput_benchmark_measures_both_and_projects(tiny_bundle, sar_
     res = json.loads((tmp_path / "batch_throughput.json").read_text())
     (run,) = res["batch"]
     assert run["workers"] == 1 and run["scenes"] == 2 and run["megapixels"] == pytest.approx(2 * 2 * 512 * 512 / 1e6, rel=1e-3)
-    assert run["mp_per_s"] == pytest.approx(run["megapixels"] / run["wall_s"], rel=0.01)
+    assert run["mp_per_s"] == pytest.approx(run["megapixels"] / run["wall_s"], rel=0.02)
     jp2 = res["jpeg2000_loop"]
     assert jp2["scenes"] == 2 and jp2["mp_per_s"] > 0 and 0 < jp2["bpp"] < 16
     rows = res["projection"]["rows"]
