@@ -20,12 +20,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_command in ci_lines
 
 
-def test_core_imports_neither_qgis_nor_torch():
+def test_core_imports_neither_qgis_nor_torch_nor_dask():
     core = ROOT / "sar_compress_plugin" / "core"
     offenders = []
     for path in core.rglob("*.py"):
         for line in path.read_text().splitlines():
-            if re.match(r"\s*(import|from)\s+(qgis|torch|PyQt5)\b", line):
+            if re.match(r"\s*(import|from)\s+(qgis|torch|PyQt5|dask|distributed)\b", line):
                 offenders.append(f"{path.name}: {line.strip()}")
     assert not offenders, offenders
 

@@ -1,0 +1,152 @@
+"""What a batch works on: command-line INPUTS (files, folders, glob patterns, STAC JSON) -> one Job per scene.
+
+Nothing here raises for a bad input: an input that cannot be resolved becomes a Job carrying its error, so it
+is listed in the report like any scene that failed, and the rest of the batch still runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scene: its input file, the final output path, and an error when it cannot even be started."""
+
+    input: str
+    output: str = ""
+    error: str = ""
+
+
+def _safe(name: str) -> str:
+    """A path component from a STAC id or asset key: no separators, and never hidden (temporaries are)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
+def _local_path(href: str, base: Path) -> Path | None:
+    """The file a STAC href names, or None when it is not on this machine's filesystem (http, s3, ...)."""
+    u = urlparse(href)
+    if u.scheme == "file":
+        return Path(unquote(u.path))
+    if u.scheme and len(u.scheme) > 1:  # one letter: a Windows drive, still a path
+        return None
+    p = Path(href)
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+class _Expander:
+    def __init__(self, out_dir: Path, suffixes: tuple[str, ...], out_suffix: str):
+        self.out_dir = out_dir.resolve()
+        self.suffixes = suffixes
+        self.out_suffix = out_suffix
+        self.jobs: list[Job] = []
+        self._by_input: set[str] = set()
+        self._by_output: dict[str, str] = {}
+
+    def add(self, src: Path, out_rel: Path) -> None:
+        key = str(src.resolve())
+        if key in self._by_input:  # named twice (a folder and a pattern over it): one task
+            return
+        self._by_input.add(key)
+        out = self.out_dir / out_rel.with_name(_safe(out_rel.stem) + self.out_suffix)
+        other = self._by_output.get(str(out))
+        if other is not None:
+            self.fail(str(src), f"its output {out} is also the output of {other}; run them in separate batches")
+            return
+        self._by_output[str(out)] = str(src)
+        self.jobs.append(Job(input=str(src), output=str(out)))
+
+    def fail(self, what: str, error: str) -> None:
+        self.jobs.append(Job(input=what, error=error))
+
+    def wanted(self, p: Path) -> bool:
+        return (p.is_file() and p.suffix.lower() in self.suffixes and not p.name.startswith(".")
+                and self.out_dir not in p.resolve().parents)
+
+    def folder(self, d: Path) -> None:
+        """Every matching file below `d`; outputs mirror the sub-folders so equal names in two folders differ."""
+        found = sorted(p for p in d.rglob("*") if self.wanted(p))
+        if not found:
+            self.fail(str(d), f"folder has no {'/'.join(self.suffixes)} files")
+        for p in found:
+            self.add(p, p.relative_to(d))
+
+    def stac(self, path: Path, seen: set | None = None) -> None:
+        """Local-file assets of a STAC item, item collection, or catalog / collection (following item and
+        child links); outputs go to <item id>/<asset key> so the usual one-folder-per-item layout stays apart."""
+        seen = set() if seen is None else seen
+        if path.resolve() in seen:
+            return
+        seen.add(path.resolve())
+        try:
+            doc = json.loads(path.read_text())
+            kind = doc.get("type")
+        except (OSError, ValueError, AttributeError) as exc:
+            self.fail(str(path), f"not a readable STAC JSON file ({exc})")
+            return
+        if kind == "Feature":
+            self._stac_item(doc, path)
+        elif kind == "FeatureCollection":
+            for item in doc.get("features") or []:
+                self._stac_item(item, path)
+        elif kind in ("Collection", "Catalog"):
+            for link in doc.get("links") or []:
+                if link.get("rel") in ("item", "child"):
+                    target = _local_path(str(link.get("href", "")), path.parent)
+                    if target is None or not target.is_file():
+                        self.fail(str(path), f"STAC link {link.get('href')!r} is not a local JSON file")
+                    else:
+                        self.stac(target, seen)
+        else:
+            self.fail(str(path), f"JSON of type {kind!r} is not a STAC item, item collection, catalog or collection")
+
+    def _stac_item(self, item: dict, path: Path) -> None:
+        item_id = str(item.get("id") or path.stem)
+        assets = item.get("assets") or {}
+        n = 0
+        for key, asset in assets.items():
+            href = str(asset.get("href", ""))
+            if Path(urlparse(href).path).suffix.lower() not in self.suffixes:
+                continue  # metadata, thumbnails, other formats
+            n += 1
+            local = _local_path(href, path.parent)
+            where = f"{path} item {item_id} asset {key}"
+            if local is None:
+                self.fail(href, f"{where}: not a local file (only local assets are processed)")
+            elif not local.is_file():
+                self.fail(str(local), f"{where}: file does not exist")
+            else:
+                self.add(local, Path(_safe(item_id)) / _safe(key))
+        if not n:
+            self.fail(str(path), f"STAC item {item_id} has no {'/'.join(self.suffixes)} asset")
+
+    def spec(self, spec: str) -> None:
+        p = Path(spec)
+        if p.is_file() and p.suffix.lower() == ".json":
+            self.stac(p)
+        elif p.is_dir():
+            self.folder(p)
+        elif p.is_file():
+            self.add(p, Path(p.name))
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                self.fail(spec, "pattern matches no file")
+            for m in matches:
+                if Path(m).is_file() and not Path(m).name.startswith("."):
+                    self.spec(m)
+        else:
+            self.fail(spec, "no such file or folder")
+
+
+def expand_inputs(specs, out_dir, suffixes: tuple[str, ...], out_suffix: str) -> list[Job]:
+    """Jobs for `specs` in the order given; folders are searched recursively for files ending in `suffixes`."""
+    e = _Expander(Path(out_dir), tuple(s.lower() for s in suffixes), out_suffix)
+    for s in specs:
+        e.spec(str(s))
+    return e.jobs

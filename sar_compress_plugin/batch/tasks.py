@@ -1,0 +1,188 @@
+"""One scene per call, run on a dask worker: the core's compress / reconstruct plus what makes a batch safe to
+kill and rerun.
+
+* The output is written under a hidden temporary name beside it, checked, then renamed: a final name only ever
+  holds a complete file that passed its checks, whatever happens to the worker.
+* An output that already exists, passes the same checks and was made with the model and quality asked for now
+  is skipped (a reconstruction: when not older than its .sarc), so a rerun does only what is missing, and a
+  rerun with another model or quality redoes everything.
+* Temporaries left by an earlier attempt at the same output (a worker killed mid-task) are removed first.
+* A bad scene returns a failed record with one line saying why; it never raises, so the batch goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct
+from ..core.errors import SarCompressError
+from ..core.raster_io import RasterReader, limit_gdal_cache, temp_path_for
+from ..core.runtime import default_model_dir, load_manifest
+from .inputs import Job
+
+#: The columns of the report, in order (report.py writes them; the CLI counts statuses).
+FIELDS = ("input", "output", "status", "error", "bytes_in", "bytes_out", "pixels", "bands", "bpp", "seconds",
+          "worker")
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+#: Rows read at once when a GeoTIFF output is checked by reading it back (bounded memory on huge scenes).
+CHECK_ROWS = 512
+
+
+def record(job: Job, **fields) -> dict:
+    rec = dict.fromkeys(FIELDS, "")
+    rec.update(input=job.input, output=job.output, status=FAILED, error=job.error)
+    rec.update(fields)
+    return rec
+
+
+def one_line(exc: BaseException) -> str:
+    """The report's error cell: the core's messages already name the file and the problem; anything else
+    (a bug, MemoryError) at least names its type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, SarCompressError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _worker() -> str:
+    from distributed import get_worker  # noqa: PLC0415
+
+    try:
+        return get_worker().address
+    except ValueError:  # called in-process, outside any worker
+        return "local"
+
+
+def _prepare_worker(threads: int) -> None:
+    """Workers of a cluster we did not start (`--scheduler`) get the same onnxruntime thread count and GDAL
+    cache cap as our own LocalCluster's, read by the core when it builds each model."""
+    os.environ["SAR_COMPRESS_THREADS"] = str(int(threads))
+    limit_gdal_cache()
+
+
+def _remove_leftovers(out: Path) -> None:
+    # ours are .NAME.partial-*, and the core's temporaries of those ..NAME.partial-*
+    for pattern in (f".{glob.escape(out.name)}.partial-*", f"..{glob.escape(out.name)}.partial-*"):
+        for p in out.parent.glob(pattern):
+            p.unlink(missing_ok=True)
+
+
+def _publish(out: Path, write, check) -> None:
+    """write(tmp) then check(tmp) then rename to `out`; the temporary is gone whatever fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
+    tmp = temp_path_for(out, suffix=out.suffix)
+    try:
+        write(tmp)
+        check(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_sarc(path, decode: bool, model_dirs=(), device: str = "auto") -> dict:
+    """The file's SHA-256 against its footer; with `decode`, also every chunk's CRC and every tile through the
+    decoder. Returns the header."""
+    with CompressedRaster(path, model_dirs=list(model_dirs), device=device, verify=True) as cr:
+        if decode:
+            for _ in cr.iter_tiles():
+                pass
+        return cr.info
+
+
+def check_geotiff(path, raster: dict, decode: bool) -> None:
+    """The GeoTIFF has the shape and type the .sarc header promises; with `decode`, every pixel reads back."""
+    with RasterReader(path) as r:
+        i = r.info
+        got = (i.width, i.height, i.band_count, i.dtype)
+        want = (raster["width"], raster["height"], raster["band_count"], raster["dtype"])
+        if got != want:
+            raise SarCompressError(f"{path}: is {got[0]} x {got[1]} x {got[2]} {got[3]}, "
+                                   f"expected {want[0]} x {want[1]} x {want[2]} {want[3]}")
+        if decode:
+            for b in range(i.band_count):
+                for row in range(0, i.height, CHECK_ROWS):
+                    r.read(b, 0, row, i.width, min(CHECK_ROWS, i.height - row))
+
+
+def _sized(rec: dict, header: dict, sarc_bytes: int) -> dict:
+    ra = header["raster"]
+    pixels = ra["width"] * ra["height"]
+    rec.update(pixels=pixels, bands=ra["band_count"], bpp=round(8.0 * sarc_bytes / pixels, 6))
+    return rec
+
+
+def _same_recipe(header: dict, options: CompressOptions) -> bool:
+    """Same model, and the rate asked for the same way (a quality, a bpp target, a dB target, or the default)."""
+    m = load_manifest(options.model_dir or default_model_dir(), verify=False)
+    rate = header["rate"]
+    if options.target_bpp is not None:
+        asked = rate.get("chosen_by") == "bpp" and rate.get("target") == float(options.target_bpp)
+    elif options.target_db_rmse is not None:
+        asked = rate.get("chosen_by") == "db_rmse" and rate.get("target") == float(options.target_db_rmse)
+    elif options.quality is not None:
+        asked = rate.get("chosen_by") == "quality" and float(rate["quality"]) == float(options.quality)
+    else:
+        asked = rate.get("chosen_by") == "default" and float(rate["quality"]) == float(m["rate"]["default_quality"])
+    return header["model"]["decoder_sha256"] == str(m["files"]["decoder"]["sha256"]).lower() and asked
+
+
+def compress_scene(job: Job, options: CompressOptions, verify: bool = False, threads: int = 1) -> dict:
+    """Compress `job.input` to `job.output` (.sarc); `verify` decodes the new file before it is published."""
+    t0 = time.perf_counter()
+    rec = record(job, worker=_worker())
+    try:
+        _prepare_worker(threads)
+        out = Path(job.output)
+        model_dirs = [options.model_dir] if options.model_dir else []
+        rec["bytes_in"] = Path(job.input).stat().st_size
+        if out.is_file():
+            try:
+                header = check_sarc(out, verify, model_dirs, options.device)
+                if _same_recipe(header, options):
+                    rec.update(status=SKIPPED, bytes_out=out.stat().st_size)
+                    return _sized(rec, header, rec["bytes_out"])
+            except SarCompressError:
+                pass  # damaged or foreign file under our name: compress again and replace it
+        headers = []
+        _publish(out, lambda tmp: compress(job.input, tmp, options),
+                 lambda tmp: headers.append(check_sarc(tmp, verify, model_dirs, options.device)))
+        rec.update(status=OK, bytes_out=out.stat().st_size)
+        return _sized(rec, headers[0], rec["bytes_out"])
+    except Exception as exc:  # noqa: BLE001  (one bad scene must not stop the batch; the report says why)
+        rec.update(status=FAILED, error=one_line(exc))
+        return rec
+    finally:
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+
+
+def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: bool = False,
+                      threads: int = 1) -> dict:
+    """Reconstruct `job.input` (.sarc, whose SHA-256 the core checks) to `job.output` (GeoTIFF); `verify`
+    reads every pixel of the new GeoTIFF back before it is published."""
+    t0 = time.perf_counter()
+    rec = record(job, worker=_worker())
+    try:
+        _prepare_worker(threads)
+        out = Path(job.output)
+        rec["bytes_in"] = Path(job.input).stat().st_size
+        with CompressedRaster(job.input) as cr:  # header only: what the output must look like
+            header = cr.info
+        _sized(rec, header, rec["bytes_in"])
+        if out.is_file() and out.stat().st_mtime >= Path(job.input).stat().st_mtime:  # not older than its .sarc
+            try:
+                check_geotiff(out, header["raster"], verify)
+                rec.update(status=SKIPPED, bytes_out=out.stat().st_size)
+                return rec
+            except SarCompressError:
+                pass
+        _publish(out, lambda tmp: reconstruct(job.input, tmp, model_dirs=list(model_dirs), device=device),
+                 lambda tmp: check_geotiff(tmp, header["raster"], verify))
+        rec.update(status=OK, bytes_out=out.stat().st_size)
+        return rec
+    except Exception as exc:  # noqa: BLE001
+        rec.update(status=FAILED, error=one_line(exc))
+        return rec
+    finally:
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
