@@ -1,9 +1,12 @@
-"""Summarise the variant comparison: training curves of every run, and mean +- std over seeds.
+"""Summarise the variant comparison in rate-distortion terms: training curves of every run, and each variant's
+BD-rate against JPEG-2000, mean +- std over seeds.
 
-The figures per run come from `sar-eval` (its results.json), never recomputed here; this module only groups
-them by variant, so a difference between two variants can be read against the spread between seeds.
+The figures per run come from `benchmarks/rate_distortion.py` (its <out>/<run>/rd_points.json: the exported run
+through the real codec, every quality level, against JPEG-2000 on the same scenes), never recomputed here; this
+module only groups them by variant, so a difference between two variants can be read against the spread
+between seeds. "Does CBAM help, in bits?" is then the attention row against the residual row.
 
-    python -m trainer.compare_runs runs/compare --out benchmarks/results/variant_comparison
+    python -m trainer.compare_runs runs/compare --out benchmarks/results/variant_comparison_rd
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("psnr", "ssim", "db_rmse", "enl_ratio", "epi")
+#: From each run's RD benchmark (subset "all"): BD-rate against JPEG-2000 in dB RMSE, in percent.
+METRICS = ("bd_rate_percent",)
 
 
 def load_runs(runs_dir: Path) -> list[dict]:
@@ -39,12 +43,18 @@ def load_runs(runs_dir: Path) -> list[dict]:
     return runs
 
 
-def eval_by_run(eval_json: Path) -> dict[str, dict]:
-    """sar-eval results keyed by run folder name (the checkpoint's parent)."""
-    if not eval_json.is_file():
-        return {}
-    doc = json.loads(eval_json.read_text())
-    return {Path(r["checkpoint"]).parent.name: r for r in doc["results"].values()}
+def eval_by_run(results_dir: Path) -> dict[str, dict]:
+    """Per run folder name: {"aggregate": {"bd_rate_percent"}, "params"} from <results_dir>/<run>/rd_points.json
+    (runs whose BD-rate is undefined, e.g. no overlap with JPEG-2000's dB RMSE range, are left out)."""
+    out = {}
+    for f in sorted(results_dir.glob("*/rd_points.json")):
+        doc = json.loads(f.read_text())
+        bd = doc.get("bd_rate", {}).get("all", {}).get("bd_rate_percent")
+        if bd is None:
+            continue
+        params = (doc.get("model", {}).get("training") or {}).get("parameters") or {}
+        out[f.parent.name] = {"aggregate": {"bd_rate_percent": bd}, "params": {"total": params.get("total", 0)}}
+    return out
 
 
 def seed_statistics(runs: list[dict], evals: dict[str, dict]) -> dict[str, dict]:
@@ -74,12 +84,12 @@ def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
     for r in runs:
         lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {r['best_val_loss']:.4f} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
-    lines += ["", "Float PyTorch on the validation scenes (`sar-eval`), mean ± sample std over seeds:", "",
-              "| Variant | Seeds | Params | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "BD-rate against JPEG-2000 (dB RMSE; negative = fewer bits), through the real codec, mean ± "
+              "sample std over seeds:", "",
+              "| Variant | Seeds | Params | BD-rate (%) |",
+              "|---|---:|---:|---:|"]
     for v, s in stats.items():
-        lines.append(f"| {v} | {s['seeds']} | {s['params'] / 1e6:.2f}M | {_pm(s['psnr'], 2)} | {_pm(s['ssim'], 4)} | "
-                     f"{_pm(s['db_rmse'], 3)} | {_pm(s['enl_ratio'], 3)} | {_pm(s['epi'], 3)} |")
+        lines.append(f"| {v} | {s['seeds']} | {s['params'] / 1e6:.2f}M | {_pm(s['bd_rate_percent'], 1)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,8 +107,8 @@ def plot_curves(runs: list[dict], path: Path) -> None:
         axes[0].plot(steps, [h["val_loss"] for h in r["history"]], style, color=colours[r["variant"]],
                      label=f"{r['variant']} s{r['seed']}")
         axes[1].plot(steps, [h["val_psnr"] for h in r["history"]], style, color=colours[r["variant"]])
-    axes[0].set_title("validation loss (0.7 MSE + 0.3 (1-SSIM))")
-    axes[1].set_title("validation PSNR (dB, normalised)")
+    axes[0].set_title("validation loss (mean over levels of lambda 255^2 MSE + bpp)")
+    axes[1].set_title("validation PSNR (dB, normalised, mean over levels)")
     for ax in axes:
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
@@ -111,7 +121,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="folder of run folders (<variant>_s<seed>)")
-    p.add_argument("--out", required=True, help="results folder; reads <out>/float/results.json from sar-eval")
+    p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"no runs with history.jsonl under {a.runs}", file=sys.stderr)
         return 1
-    stats = seed_statistics(runs, eval_by_run(out / "float" / "results.json"))
+    stats = seed_statistics(runs, eval_by_run(out))
     plot_curves(runs, out / "training_curves.png")
     doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats}
     (out / "runs.json").write_text(json.dumps(doc, indent=2))

@@ -18,13 +18,13 @@ def _run(root, variant, seed, val_losses, seconds=(10.0, 8.0, 9.0)):
     return d
 
 
-def _eval_doc(out, psnr_by_run):
-    results = {}
-    for run, psnr in psnr_by_run.items():
-        agg = {"psnr": psnr, "ssim": 0.5, "db_rmse": 2.0, "enl_ratio": 1.0, "epi": 0.3}
-        results[run] = {"checkpoint": f"runs/compare/{run}/best.pth", "params": {"total": 1000}, "aggregate": agg}
-    (out / "float").mkdir(parents=True)
-    (out / "float" / "results.json").write_text(json.dumps({"results": results}))
+def _eval_doc(out, bd_by_run):
+    """rd_points.json as benchmarks/rate_distortion.py writes it, one folder per run."""
+    for run, bd in bd_by_run.items():
+        (out / run).mkdir(parents=True)
+        doc = {"model": {"training": {"parameters": {"total": 1000}}},
+               "bd_rate": {"all": {"bd_rate_percent": bd}, "VV": {"bd_rate_percent": 0.0}}}
+        (out / run / "rd_points.json").write_text(json.dumps(doc))
 
 
 def test_runs_and_seed_statistics(tmp_path):
@@ -33,7 +33,7 @@ def test_runs_and_seed_statistics(tmp_path):
     _run(runs_dir, "residual", 0, [0.3, 0.2, 0.25])
     _run(runs_dir, "residual", 1, [0.3, 0.22, 0.21])
     _run(runs_dir, "baseline", 0, [0.4, 0.35, 0.33])
-    _eval_doc(out, {"residual_s0": 20.0, "residual_s1": 21.0, "baseline_s0": 18.0})
+    _eval_doc(out, {"residual_s0": 20.0, "residual_s1": 21.0, "baseline_s0": 18.0, "attention_s0": None})
 
     assert compare_runs.main([str(runs_dir), "--out", str(out)]) == 0
     doc = json.loads((out / "runs.json").read_text())
@@ -43,10 +43,11 @@ def test_runs_and_seed_statistics(tmp_path):
     assert by_run["residual_s0"]["step_s_median"] == pytest.approx(8.5 / 4, abs=0.01)  # first epoch excluded
     res = doc["by_variant"]["residual"]
     assert res["seeds"] == 2
-    assert res["psnr"]["mean"] == pytest.approx(20.5)
-    assert res["psnr"]["std"] == pytest.approx(math.sqrt(0.5))
-    assert doc["by_variant"]["baseline"]["psnr"]["std"] is None
-    assert "20.50 ± 0.71" in (out / "runs.md").read_text()
+    assert res["bd_rate_percent"]["mean"] == pytest.approx(20.5)
+    assert res["bd_rate_percent"]["std"] == pytest.approx(math.sqrt(0.5))
+    assert doc["by_variant"]["baseline"]["bd_rate_percent"]["std"] is None
+    assert "attention" not in doc["by_variant"]  # no BD-rate (no overlap): left out, not counted as 0
+    assert "| residual | 2 | 0.00M | 20.5 ± 0.7 |" in (out / "runs.md").read_text()
     assert (out / "training_curves.png").stat().st_size > 1000
 
 
