@@ -29,10 +29,11 @@ from .preprocessing import DOMAIN_ALIASES
 MAX_BANDS = 4096
 MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
 MAX_SIDE = 1 << 31
-#: Largest tile the writer produces: a tile's decoder activations are ~0.85 GB at 1024 px (3.45 GB at 2048).
+#: Largest tile the writer produces: decoder memory grows with the tile (the retired model needed 0.85 GB at
+#: 1024 px and 3.45 GB at 2048); memory must follow the window asked for, not a number in a header.
 MAX_WRITE_TILE = 1024
-#: Largest tile a reader accepts: 2048 keeps files written with `--tile 2048` before the writer's bound readable.
-MAX_READ_TILE = 2048
+#: Largest tile a reader accepts: every readable file (format 3) comes from a writer capped at MAX_WRITE_TILE.
+MAX_READ_TILE = MAX_WRITE_TILE
 MAX_HALO = 1 << 12
 MAX_CHANNELS = 1024
 #: dB values beyond this are not dB (10*log10 of the largest float64 is 3083); float32 must still resolve them.
