@@ -23,7 +23,6 @@ integer thresholds, and M means.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ModelBundleError
 
@@ -50,8 +49,10 @@ class IntegerHyperDecoder:
         self.weights = [w.astype(np.int64) for w in self.weights]
         self.biases = [b.astype(np.int64) for b in self.biases]
         self.thresholds = self.thresholds.astype(np.int64)
-        # per layer: weights as float64 when its sums are provably exact there, else None (int64 matmul)
-        self._float_weights = [w.astype(np.float64) if bound < FLOAT64_EXACT else None
+        # per layer: weights as float64, laid out (k, k, out, in) so each tap is one contiguous matrix, when its
+        # sums are provably exact there; else None (int64 path)
+        self._float_weights = [np.ascontiguousarray(w.astype(np.float64).transpose(2, 3, 0, 1))
+                               if bound < FLOAT64_EXACT else None
                                for w, bound in zip(self.weights, self.layer_bounds())]
 
     def _validate(self) -> None:
@@ -138,22 +139,48 @@ class IntegerHyperDecoder:
         return np.searchsorted(self.thresholds, scales, side="left").astype(np.uint8)
 
 
+def _conv_taps(xp: np.ndarray, w: np.ndarray, w_float: np.ndarray | None, taps, h: int, wd: int) -> np.ndarray:
+    """sum over taps ((a, oy), (b, ox)) of w[:, :, a, b] @ xp[:, oy:oy + h, ox:ox + wd] -> (O, h * wd) int64.
+
+    With float64 weights ((k, k, O, C); a layer whose every partial sum is proven below 2^53) the sum is
+    accumulated tap by tap in float64: every prefix of the sum is itself such a partial sum, so each addition is
+    exact and the result is the same integers in any order; no im2col copy is made. Otherwise int64 im2col,
+    exact as well.
+    """
+    c = xp.shape[0]
+    if w_float is not None:
+        xf = xp.astype(np.float64)
+        acc = np.zeros((w.shape[0], h * wd), dtype=np.float64)
+        for (a, oy), (b, ox) in taps:
+            acc += w_float[a, b] @ np.ascontiguousarray(xf[:, oy:oy + h, ox:ox + wd]).reshape(c, h * wd)
+        return acc.astype(np.int64)
+    cols = np.stack([xp[:, oy:oy + h, ox:ox + wd] for (_, oy), (_, ox) in taps], axis=1)  # (C, taps, h, w)
+    sub = np.stack([w[:, :, a, b] for (a, _), (b, _) in taps], axis=2)  # (O, C, taps)
+    return sub.reshape(w.shape[0], -1) @ cols.reshape(c * len(taps), h * wd)
+
+
+def _phase_taps(k: int, parity: int) -> list[tuple[int, int]]:
+    """(kernel tap, input offset) pairs that reach output positions of one parity in a stride-2 transposed
+    convolution written as a convolution of the zero-dilated input: the other taps only ever meet the zeros."""
+    lead = k - 1 - k // 2  # zeros padded before the dilated input
+    return [(a, (parity + a - lead) // 2) for a in range(k) if (parity + a - lead) % 2 == 0]
+
+
 def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray, w_float: np.ndarray | None = None) -> np.ndarray:
     k = w.shape[-1]
     p = k // 2
-    if kind == DECONV:  # transposed conv, stride 2, padding p, output padding 1 == conv of the dilated input
-        c, h, wd = x.shape
-        dilated = np.zeros((c, 2 * h - 1, 2 * wd - 1), dtype=np.int64)
-        dilated[:, ::2, ::2] = x
-        x = np.pad(dilated, ((0, 0), (k - 1 - p, k - p), (k - 1 - p, k - p)))
-    else:
-        x = np.pad(x, ((0, 0), (p, p), (p, p)))
-    cols = sliding_window_view(x, (k, k), axis=(1, 2))  # (C, Ho, Wo, k, k)
-    ho, wo = cols.shape[1:3]
-    cols = cols.transpose(1, 2, 0, 3, 4).reshape(ho * wo, -1)
-    if w_float is not None:  # exact in float64 (see the module docstring), and BLAS-fast
-        out = (cols.astype(np.float64) @ w_float.reshape(w.shape[0], -1).T).astype(np.int64)
-    else:
-        out = cols @ w.reshape(w.shape[0], -1).T  # int64 matmul: exact, so any summation order gives these integers
-    out += b
-    return np.ascontiguousarray(out.T).reshape(w.shape[0], ho, wo)
+    o = w.shape[0]
+    c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    if kind == DECONV:
+        # The transposed convolution (stride 2, padding p, output padding 1) equals a convolution of the input
+        # dilated with zeros; computed per output phase (row parity x column parity) with only the taps that
+        # meet real inputs, it skips the 3/4 of the products that are zeros, and sums the very same integers.
+        out = np.empty((o, 2 * h, 2 * wd), dtype=np.int64)
+        for ry in (0, 1):
+            for rx in (0, 1):
+                taps = [((a, p + oy), (bb, p + ox)) for a, oy in _phase_taps(k, ry) for bb, ox in _phase_taps(k, rx)]
+                out[:, ry::2, rx::2] = (_conv_taps(xp, w, w_float, taps, h, wd) + b[:, None]).reshape(o, h, wd)
+        return out
+    taps = [((a, a), (bb, bb)) for a in range(k) for bb in range(k)]
+    return (_conv_taps(xp, w, w_float, taps, h, wd) + b[:, None]).reshape(o, h, wd)
