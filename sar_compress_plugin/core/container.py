@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -185,6 +186,7 @@ class ContainerReader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.bytes_read = 0
+        self._lock = threading.Lock()
         try:
             self._f = open(self.path, "rb")
         except FileNotFoundError:
@@ -204,9 +206,10 @@ class ContainerReader:
         return ContainerFormatError(f"{self.path}: {msg}")
 
     def _pread(self, offset: int, length: int) -> bytes:
-        self._f.seek(offset)
-        b = self._f.read(length)
-        self.bytes_read += len(b)
+        with self._lock:  # a decoder may read latent chunks in a worker thread while the caller reads others
+            self._f.seek(offset)
+            b = self._f.read(length)
+            self.bytes_read += len(b)
         if len(b) != length:
             raise self._fail("file is truncated")
         return b

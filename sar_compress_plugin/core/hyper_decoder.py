@@ -104,15 +104,13 @@ class IntegerHyperDecoder:
         bound_in = max(abs(self.z_min), abs(self.z_max))
         bounds = []
         for w in self.weights:
-            per_out = np.abs(w.astype(object)).reshape(w.shape[0], -1).sum(axis=1)
-            bounds.append(max(int(s) for s in per_out) * bound_in)
+            bounds.append(_max_abs_row_sum(w) * bound_in)
             bound_in = self.act_max
         return bounds
 
     def max_abs_accumulator(self) -> int:
         """A bound on |accumulator| (products and bias) over every layer and every input in the z range."""
-        return max(p + max(abs(int(v)) for v in b.astype(object))
-                   for p, b in zip(self.layer_bounds(), self.biases))
+        return max(p + _max_abs_row_sum(b.reshape(-1, 1)) for p, b in zip(self.layer_bounds(), self.biases))
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed point."""
@@ -137,6 +135,15 @@ class IntegerHyperDecoder:
         """Fixed-point scales (any shape, int64) -> uint8 indices into the scale table: how many thresholds
         lie strictly below each scale (a negative scale, below every threshold, takes index 0)."""
         return np.searchsorted(self.thresholds, scales, side="left").astype(np.uint8)
+
+
+def _max_abs_row_sum(w: np.ndarray) -> int:
+    """max over output rows of sum |w| as an exact Python int: in int64 when no sum can overflow it (entries
+    below 2^31, fewer than 2^31 per row: the export's 16-bit weights), else with Python integers."""
+    rows = w.reshape(w.shape[0], -1)
+    if rows.size and rows.shape[1] < 1 << 31 and int(np.abs(rows.astype(np.float64)).max()) < 1 << 31:
+        return int(np.abs(rows.astype(np.int64)).sum(axis=1).max())
+    return max((sum(abs(int(v)) for v in row) for row in rows.tolist()), default=0)
 
 
 def _conv_taps(xp: np.ndarray, w: np.ndarray, w_float: np.ndarray | None, taps, h: int, wd: int) -> np.ndarray:
