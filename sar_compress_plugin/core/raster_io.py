@@ -130,7 +130,8 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
         names.append(b.GetDescription() or "")
         bands.append({"description": b.GetDescription() or "", "metadata": _str_map(b.GetMetadata()),
                       "color_interp": _gdal().GetColorInterpretationName(b.GetColorInterpretation()),
-                      "scale": _finite_or_none(b.GetScale()), "offset": _finite_or_none(b.GetOffset())})
+                      "scale": _finite_or_none(b.GetScale(), identity=1.0),
+                      "offset": _finite_or_none(b.GetOffset(), identity=0.0)})
     if len(dtypes) != 1:
         raise InputRasterError(f"{path}: bands have different data types {sorted(dtypes)}; not supported")
     dtype = dtypes.pop()
@@ -152,9 +153,10 @@ def _str_map(md) -> dict:
     return {str(k): str(v) for k, v in (md or {}).items() if not str(k).startswith("STATISTICS_")}
 
 
-def _finite_or_none(v):
-    """Scale/offset as JSON can hold them (GDAL returns None when unset)."""
-    return float(v) if v is not None and np.isfinite(v) else None
+def _finite_or_none(v, identity: float):
+    """Scale/offset as JSON can hold them: None when unset, or when it is the identity (GDAL reports 1.0 / 0.0
+    once a viewer has written a .aux.xml beside the raster: the same raster must give the same file)."""
+    return float(v) if v is not None and np.isfinite(v) and v != identity else None
 
 
 def read_raster_info(path: str | os.PathLike) -> RasterInfo:
