@@ -105,3 +105,12 @@ def plugin(test_iface, model_bundle):
     p.initGui()
     yield p
     p.unload()
+
+
+@pytest.fixture
+def compressed(sar_tif, codec, model_bundle):
+    """The test raster compressed with the test bundle (256-px tiles), beside it as .sarc."""
+    out = sar_tif.with_suffix(".sarc")
+    codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                   tile_size=256))
+    return out

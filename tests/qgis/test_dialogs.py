@@ -32,14 +32,6 @@ def _wait(plugin, task, timeout=180):
     return task.result
 
 
-@pytest.fixture
-def compressed(sar_tif, codec, model_bundle):
-    out = sar_tif.with_suffix(".sarc")
-    codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                   tile_size=256))
-    return out
-
-
 # --- Reconstruct dialog ------------------------------------------------------------------------------------
 
 def test_reconstruct_output_follows_typed_input_until_the_user_edits_it(qtbot, qgis_app, compressed, tmp_path):

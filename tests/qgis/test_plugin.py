@@ -249,14 +249,6 @@ def plugin_settings_model() -> str:
 
 # --- reconstruct and quality maps ---------------------------------------------------------------------------
 
-@pytest.fixture
-def compressed(sar_tif, codec, model_bundle):
-    out = sar_tif.with_suffix(".sarc")
-    codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                   tile_size=256))
-    return out
-
-
 def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_iface, sar_tif, compressed):
     original = _add_raster(sar_tif)
     project = QgsProject.instance()
