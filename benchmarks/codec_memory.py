@@ -33,6 +33,18 @@ DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar"
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM of its own address space where Linux gives it.
+
+    ru_maxrss is not enough in a child: Linux folds the high-water mark of the address space a process had before
+    exec() (the forked copy of its parent, e.g. one that just wrote a 1.6 GB test raster) into it, so a child
+    reported its parent's peak (1,390 MB for a compress that does not reach it).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -28,7 +28,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
+from codec_memory import peak_rss_mb  # noqa: E402
 from rate_distortion import DATA_DIR, device_info, model_info, resolve_model, versions  # noqa: E402
 from sar_compress_plugin.core.preprocessing import normalise, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
@@ -52,10 +52,6 @@ DEFAULT_SOURCE = DATA_DIR / "s1_iw_grd_berlin_512.tif"
 PROJECT_SHAPE = (25_000, 17_000)
 MEASUREMENTS = ("model_load", "codec_compress", "codec_reconstruct", "onnx_encode", "onnx_decode",
                 "latents_hyperprior", "jp2_encode", "jp2_decode")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def build_raster(source: Path, out: Path, size: int | None, band: int = 0) -> dict:
