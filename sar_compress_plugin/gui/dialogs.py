@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QLabel,
+    QDoubleSpinBox,
     QLineEdit,
     QSpinBox,
     QVBoxLayout,
@@ -27,10 +28,7 @@ TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
 
 
 def destination_error(out: str) -> str:
-    """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step.
-
-    Writability is probed by creating a file, not with os.access, which says yes to root on read-only mounts.
-    """
+    """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step."""
     p = Path(out)
     if not out or not p.name:
         return "Choose an output file."
@@ -38,11 +36,18 @@ def destination_error(out: str) -> str:
         return f"{p} is a folder: choose a file name in it."
     if not p.parent.is_dir():
         return f"Folder {p.parent} does not exist."
+    error = folder_write_error(p.parent)
+    return f"{error}: choose another output." if error else ""
+
+
+def folder_write_error(folder: Path) -> str:
+    """"Folder … is not writable (reason)" or "": probed by creating a file, not with os.access, which says yes
+    to root on read-only mounts."""
     try:
-        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".sar_compress_probe_"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sar_compress_probe_"):
             pass
     except OSError as exc:
-        return f"Folder {p.parent} is not writable ({exc.strerror or exc}): choose another output."
+        return f"Folder {folder} is not writable ({exc.strerror or exc})"
     return ""
 
 
@@ -236,11 +241,32 @@ class SettingsDialog(_FormDialog):
         self.device = device_combo(settings.device)
         self.tile_size = tile_size_spin(settings.tile_size)
         self.quality = quality_spin(settings.quality)
+        # Scene layers (.sarc opened as a layer): where decoded tiles are kept, how much disk they may take, and
+        # how many pixels one pan/zoom may decode (a slow CPU wants less, a GPU more).
+        self.tile_cache_dir = file_widget(QgsFileWidget.StorageMode.GetDirectory, settings.tile_cache_dir,
+                                          dialog_title="Scene tile cache folder")
+        self.tile_cache_dir.lineEdit().setPlaceholderText("tile_cache in the QGIS profile")
+        self.tile_cache_mb = QSpinBox()
+        self.tile_cache_mb.setRange(64, 1024 * 1024)
+        self.tile_cache_mb.setSingleStep(256)
+        self.tile_cache_mb.setSuffix(" MB")
+        self.tile_cache_mb.setValue(int(settings.tile_cache_mb))
+        self.tile_cache_mb.setToolTip("Least recently opened scenes are deleted from the cache beyond this size.")
+        self.decode_budget = QDoubleSpinBox()
+        self.decode_budget.setRange(0.25, 1024.0)
+        self.decode_budget.setDecimals(2)
+        self.decode_budget.setSuffix(" Mpx")
+        self.decode_budget.setValue(float(settings.decode_budget_mpx))
+        self.decode_budget.setToolTip("Most pixels decoded after one pan or zoom; zoomed out, the stored overview "
+                                      "is shown instead.")
         self.form.addRow("Default model", self.model_dir)
         self.form.addRow(MODEL_FOLDERS_LABEL, self.model_dirs)
         self.form.addRow("Device", self.device)
         self.form.addRow("Tile size", self.tile_size)
         self.form.addRow("Quality", self.quality)
+        self.form.addRow("Scene tile cache folder", self.tile_cache_dir)
+        self.form.addRow("Scene tile cache size", self.tile_cache_mb)
+        self.form.addRow("Decode per pan/zoom", self.decode_budget)
 
     def validate(self) -> str:
         for p in [self.model_dir.filePath().strip(), *self._dirs()]:
@@ -248,6 +274,13 @@ class SettingsDialog(_FormDialog):
                 return f"Folder {p} does not exist."
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
+        cache = self.tile_cache_dir.filePath().strip()
+        if cache:  # refused here rather than when the next scene is opened, far from this setting
+            if not Path(cache).is_dir():
+                return f"Scene tile cache: folder {cache} does not exist."
+            error = folder_write_error(Path(cache))
+            if error:
+                return f"Scene tile cache: {error}; choose another folder or leave it empty for the default."
         return ""
 
     def _dirs(self) -> list[str]:
@@ -256,4 +289,6 @@ class SettingsDialog(_FormDialog):
     def settings(self) -> PluginSettings:
         return PluginSettings(model_dir=self.model_dir.filePath().strip(), model_dirs=self._dirs(),
                               device=self.device.currentData(), tile_size=int(self.tile_size.value()),
-                              quality=quality_value(self.quality))
+                              quality=quality_value(self.quality), tile_cache_mb=int(self.tile_cache_mb.value()),
+                              tile_cache_dir=self.tile_cache_dir.filePath().strip(),
+                              decode_budget_mpx=float(self.decode_budget.value()))

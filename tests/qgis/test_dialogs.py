@@ -173,3 +173,47 @@ def test_rgb_image_warns_and_the_user_stops_or_goes_on(plugin, test_iface, rgb_p
     before = plugin.last_task
     QTimer.singleShot(0, cancel)
     assert plugin.compress_layer(layer) is None and plugin.last_task is before
+
+
+# --- Settings dialog: scene-layer cache ----------------------------------------------------------------------
+
+def _retype(qtbot, spin, text):
+    """Replace a spin box's number as a user does: select it all, type the new one."""
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, text)
+
+
+def test_scene_cache_settings_are_validated_saved_and_used_by_the_next_scene(plugin, test_iface, compressed,
+                                                                              qtbot, tmp_path):
+    seen = {}
+
+    def configure(dialog):
+        assert dialog.tile_cache_dir.lineEdit().placeholderText() == "tile_cache in the QGIS profile"
+        qtbot.keyClicks(dialog.tile_cache_dir.lineEdit(), "/proc")  # /proc refuses new files, even to root
+        _click_ok(qtbot, dialog)
+        seen["error"] = dialog.error_label.text()
+        seen["still_open"] = dialog.isVisible()
+        dialog.tile_cache_dir.lineEdit().clear()
+        qtbot.keyClicks(dialog.tile_cache_dir.lineEdit(), str(tmp_path / "my_cache"))
+        _click_ok(qtbot, dialog)
+        seen["missing"] = dialog.error_label.text()
+        (tmp_path / "my_cache").mkdir()
+        _retype(qtbot, dialog.tile_cache_mb, "512")
+        _retype(qtbot, dialog.decode_budget, "0.5")
+
+    state = accept_next_dialog(configure)
+    assert plugin.show_settings() is True and "error" not in state
+    assert seen["still_open"]
+    assert seen["error"].startswith("Scene tile cache: Folder /proc is not writable")
+    assert seen["missing"] == f"Scene tile cache: folder {tmp_path / 'my_cache'} does not exist."
+    saved = PluginSettings.load()
+    assert (saved.tile_cache_dir, saved.tile_cache_mb, saved.decode_budget_mpx) == (
+        str(tmp_path / "my_cache"), 512, 0.5)
+    assert saved.device == "cpu" and saved.tile_size == 256  # the other settings are kept
+
+    # The next scene opened uses them: its tiles go to that folder, a pan decodes at most half a megapixel.
+    layer = plugin.scenes.open(str(compressed))
+    controller = plugin.scenes.controllers[layer.id()]
+    assert controller.cache.folder.parent == tmp_path / "my_cache"
+    assert controller.max_decode_pixels == 500_000
