@@ -252,10 +252,13 @@ class SarCompressPlugin:
     def reconstruct_with_dialog(self):
         from .gui.dialogs import ReconstructDialog
 
-        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow())
+        if not self._ensure_dependencies():  # the dialog reads the file's header for "Current map extent"
+            return None
+        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow(), self.iface.mapCanvas())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData())
+        return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData(),
+                                     window=dialog.window())
 
     def open_scene_with_dialog(self):
         from qgis.PyQt.QtWidgets import QFileDialog

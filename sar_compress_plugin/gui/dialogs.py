@@ -132,8 +132,13 @@ class CompressDialog(_FormDialog):
 
 
 class ReconstructDialog(_FormDialog):
-    def __init__(self, sarc_path: str, output_path: str, settings: PluginSettings, parent=None):
+    AREAS = (("whole", "Whole scene"), ("extent", "Current map extent"))
+
+    def __init__(self, sarc_path: str, output_path: str, settings: PluginSettings, parent=None, canvas=None):
+        """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene)."""
         super().__init__("Reconstruct SAR raster", parent)
+        self.canvas = canvas
+        self._window = None
         self.input = file_widget(QgsFileWidget.StorageMode.GetFile, sarc_path, SARC_FILTER, "Compressed SAR file")
         self.output = file_widget(QgsFileWidget.StorageMode.SaveFile, output_path, TIFF_FILTER,
                                   "Reconstructed GeoTIFF")
@@ -143,7 +148,15 @@ class ReconstructDialog(_FormDialog):
         self._output_follows_input = not output_path
         self.input.fileChanged.connect(self._input_changed)
         self.output.lineEdit().textEdited.connect(self._output_edited)
+        # A window of a large scene: only the tiles under it are read and decoded, so it is much faster.
+        self.area = QComboBox()
+        for key, label in self.AREAS:
+            self.area.addItem(label, key)
+        if canvas is None:
+            self.area.model().item(1).setEnabled(False)
+            self.area.setToolTip("No map canvas: only the whole scene can be reconstructed.")
         self.form.addRow("Compressed file", self.input)
+        self.form.addRow("Area", self.area)
         self.form.addRow("Output GeoTIFF", self.output)
         self.form.addRow("Device", self.device)
 
@@ -166,7 +179,40 @@ class ReconstructDialog(_FormDialog):
         src = self.input.filePath().strip()
         if not src or not Path(src).is_file():
             return "Choose an existing .sarc file."
+        self._window = None
+        if self.area.currentData() == "extent":
+            from ..core.errors import InputRasterError, SarCompressError
+
+            try:
+                self._window = self._canvas_window(src)
+            except InputRasterError:
+                return (f"The current map extent does not overlap {Path(src).name}: pan to the scene or choose "
+                        f"\"Whole scene\".")
+            except SarCompressError as exc:
+                return str(exc)
         return destination_error(self.output_path())
+
+    def _canvas_window(self, src: str):
+        """The canvas extent as a pixel window of the scene: transformed to the scene's CRS, clipped to it."""
+        from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException, QgsProject
+
+        from ..core.codec import read_header, window_from_bbox
+        from ..core.errors import InputRasterError
+
+        header = read_header(src)
+        crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
+        rect = self.canvas.extent()
+        canvas_crs = self.canvas.mapSettings().destinationCrs()
+        if crs.isValid() and canvas_crs.isValid() and crs != canvas_crs:
+            try:
+                rect = QgsCoordinateTransform(canvas_crs, crs, QgsProject.instance()).transformBoundingBox(rect)
+            except QgsCsException:  # e.g. a world view that the scene's projection cannot represent
+                raise InputRasterError(f"{src}: the map extent cannot be transformed to the scene's CRS") from None
+        return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
+
+    def window(self):
+        """The pixel window (col, row, width, height) to reconstruct, or None for the whole scene (after OK)."""
+        return self._window
 
     def sarc_path(self) -> str:
         return self.input.filePath().strip()

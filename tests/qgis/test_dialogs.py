@@ -69,6 +69,67 @@ def test_reconstruct_refuses_an_unwritable_destination_on_ok(qtbot, qgis_app, co
     assert "/proc is not writable" in dialog.error_label.text()
 
 
+def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_iface, compressed, codec,
+                                                                 model_bundle, qtbot, tmp_path):
+    """The canvas shows part of the scene in another CRS (EPSG:3857); "Current map extent" reconstructs the
+    scene's pixels under it (on the scene's grid), equal to the same window of a full reconstruction."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsRectangle
+
+    full = tmp_path / "full.tif"
+    codec.reconstruct(str(compressed), str(full), model_dirs=[str(model_bundle)], device="cpu")
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    wgs84, merc = QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:3857")
+    to_merc = QgsCoordinateTransform(wgs84, merc, QgsProject.instance())
+    canvas = test_iface.canvas
+    test_iface.main_window.show()
+    canvas.setDestinationCrs(merc)
+
+    def show_pixels(col, row, w, h):
+        canvas.setExtent(to_merc.transformBoundingBox(QgsRectangle(
+            gt[0] + col * gt[1], gt[3] + (row + h) * gt[5], gt[0] + (col + w) * gt[1], gt[3] + row * gt[5])))
+
+    out = tmp_path / "part.tif"
+    seen = {}
+
+    def configure(dialog):
+        qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
+        qtbot.keyClicks(dialog.area, "Current")  # keyboard search in the combo box
+        assert dialog.area.currentText() == "Current map extent"
+        dialog.output.lineEdit().clear()
+        qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+        show_pixels(2000, 2000, 100, 100)  # far east of the scene
+        _click_ok(qtbot, dialog)
+        seen["error"] = dialog.error_label.text()
+        show_pixels(300, 40, 150, 120)  # in the top-right part of the scene
+
+    state = accept_next_dialog(configure)
+    task = plugin.reconstruct_with_dialog()
+    assert "error" not in state
+    assert seen["error"] == ('The current map extent does not overlap berlin.sarc: pan to the scene or choose '
+                             '"Whole scene".')
+    # What the canvas shows (its extent follows the widget's aspect ratio), in the scene's CRS and pixels.
+    shown = QgsCoordinateTransform(merc, wgs84, QgsProject.instance()).transformBoundingBox(canvas.extent())
+    c0, c1 = max(0, int(np.floor((shown.xMinimum() - gt[0]) / gt[1]))), min(512, int(np.ceil(
+        (shown.xMaximum() - gt[0]) / gt[1])))
+    r0, r1 = max(0, int(np.floor((shown.yMaximum() - gt[3]) / gt[5]))), min(512, int(np.ceil(
+        (shown.yMinimum() - gt[3]) / gt[5])))
+    assert task.window == (c0, r0, c1 - c0, r1 - r0) and c1 - c0 < 512 and r1 - r0 < 512
+    assert _wait(plugin, task).ok
+    part = gdal.Open(str(out))
+    assert (part.RasterXSize, part.RasterYSize) == (c1 - c0, r1 - r0)
+    assert np.array_equal(part.ReadAsArray(), gdal.Open(str(full)).ReadAsArray()[:, r0:r1, c0:c1])
+    assert part.GetGeoTransform()[0] == pytest.approx(gt[0] + c0 * gt[1])
+    assert part.GetGeoTransform()[3] == pytest.approx(gt[3] + r0 * gt[5])
+
+
+def test_reconstruct_without_a_canvas_offers_the_whole_scene_only(qtbot, qgis_app, compressed):
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    assert not dialog.area.model().item(1).isEnabled()
+    _click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.window() is None
+
+
 # --- plugin flows ------------------------------------------------------------------------------------------
 
 def test_failed_cuda_choice_is_not_saved_a_working_one_is(plugin, test_iface, sar_tif, qtbot):
