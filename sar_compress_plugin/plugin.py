@@ -92,9 +92,12 @@ class SarCompressPlugin:
         self.export_view_action = self._action(icon, "Export current extent as GeoTIFF…",
                                                "sar_compress_export_extent",
                                                lambda: self.scenes.export_view(self._active_layer()), parent)
-        self.iface.addCustomActionForLayerType(self.export_view_action, "", RASTER_LAYER_TYPE, False)
-        self.layer_actions.append(self.export_view_action)
-        self.scenes.export_action = self.export_view_action
+        self.style_action = self._action(icon, "SAR style…", "sar_compress_scene_style",
+                                         lambda: self.scenes.choose_style(self._active_layer()), parent)
+        for action in (self.export_view_action, self.style_action):  # on scene layers only
+            self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, False)
+            self.layer_actions.append(action)
+        self.scenes.layer_actions = [self.export_view_action, self.style_action]
         self._drop_handler = SarcDropHandler(self.scenes.open)
         self.iface.registerCustomDropHandler(self._drop_handler)
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from qgis.core import (
     QgsApplication,
     QgsColorRampShader,
+    QgsContrastEnhancement,
+    QgsDataProvider,
+    QgsMultiBandColorRenderer,
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
@@ -34,6 +37,11 @@ from .utils.settings import PluginSettings
 log = logging.getLogger(__name__)
 
 SARC_PATH_PROPERTY = "sar_compress/sarc_path"
+#: The layer's SAR style: "grey:<band>" or "composite:<vv band>,<vh band>" (the style dialog starts from it).
+STYLE_PROPERTY = "sar_compress/style"
+COMPOSITE_NAME = "composite.vrt"
+#: Percentile stretch of each composite channel (of the pixels decoded or in the stored overview).
+COMPOSITE_PERCENTILES = (2.0, 98.0)
 SCENE_ROLE = "scene"
 #: Grey ramp stops across the band's clip range: piecewise linear in value, so close to linear in dB.
 DB_STOPS = 16
@@ -76,6 +84,7 @@ def db_values(db: float, domain: str) -> float:
 
 def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> None:
     """Grey dB stretch of one band over the file's clip range (what the codec saw as 0..1), legend in dB."""
+    layer.setCustomProperty(STYLE_PROPERTY, f"grey:{band}")
     lo, hi = header["clip_db"][band - 1]
     domain = header["domain"]
     ramp = QgsColorRampShader(db_values(lo, domain), db_values(hi, domain))
@@ -94,6 +103,92 @@ def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> Non
     renderer.setClassificationMin(items[0].value)
     renderer.setClassificationMax(items[-1].value)
     layer.setRenderer(renderer)
+
+
+def _vrt_band(index: int, sources, function: str = "", fact: float = 0.0) -> str:
+    """One band of a VRT: a plain copy of one source band, or a GDAL pixel function of its sources."""
+    xml_sources = "".join(f'<SimpleSource><SourceFilename relativeToVRT="1">{name}</SourceFilename>'
+                          f'<SourceBand>{b}</SourceBand></SimpleSource>' for name, b in sources)
+    if not function:
+        return (f'<VRTRasterBand dataType="Float32" band="{index}"><NoDataValue>nan</NoDataValue>{xml_sources}'
+                f'</VRTRasterBand>')
+    args = f'<PixelFunctionArguments fact="{fact:g}"/>' if fact else ""
+    return (f'<VRTRasterBand dataType="Float32" band="{index}" subClass="VRTDerivedRasterBand">'
+            f'<NoDataValue>nan</NoDataValue><PixelFunctionType>{function}</PixelFunctionType>{args}'
+            f'<SourceTransferType>Float32</SourceTransferType>{xml_sources}</VRTRasterBand>')
+
+
+def write_composite_vrt(cache, vv: int, vh: int) -> Path:
+    """VRTs beside the cache GeoTIFF: bands dB(VV), dB(VH), dB(VV) - dB(VH) = VV/VH in dB.
+
+    GDAL's built-in pixel functions compute them on the fly from the cache, so tiles decoded later show up, and
+    zoomed out they are read from the cache's overviews. Two files because a pixel function cannot take the
+    output of another: `db.vrt` holds the dB bands, `composite.vrt` copies them and takes their difference.
+    """
+    r = cache.header["raster"]
+    head = (f'<VRTDataset rasterXSize="{r["width"]}" rasterYSize="{r["height"]}">'
+            f'<GeoTransform>{", ".join(repr(float(v)) for v in r["geotransform"])}</GeoTransform>')
+    domain = cache.header["domain"]
+    tiff = cache.tiff_path.name
+    if domain == "db":
+        db_bands = _vrt_band(1, [(tiff, vv)]) + _vrt_band(2, [(tiff, vh)])
+    else:
+        fact = 10.0 if domain == "intensity" else 20.0
+        db_bands = _vrt_band(1, [(tiff, vv)], "dB", fact) + _vrt_band(2, [(tiff, vh)], "dB", fact)
+    (cache.folder / "db.vrt").write_text(head + db_bands + "</VRTDataset>\n")
+    composite = cache.folder / COMPOSITE_NAME
+    composite.write_text(head + _vrt_band(1, [("db.vrt", 1)]) + _vrt_band(2, [("db.vrt", 2)])
+                         + _vrt_band(3, [("db.vrt", 1), ("db.vrt", 2)], "diff") + "</VRTDataset>\n")
+    return composite
+
+
+def composite_stretch(vrt: Path, header: dict, vv: int, vh: int) -> list[tuple[float, float]]:
+    """(min, max) dB of each composite channel: percentiles of what is readable now at about 512 px across
+    (the stored overview and any decoded tile), or the file's clip ranges when nothing is."""
+    import numpy as np
+    from osgeo import gdal
+
+    ds = gdal.Open(str(vrt))
+    scale = max(1, max(ds.RasterXSize, ds.RasterYSize) // 512)
+    px = ds.ReadAsArray(buf_xsize=max(1, ds.RasterXSize // scale), buf_ysize=max(1, ds.RasterYSize // scale))
+    ds = None
+    (lo_vv, hi_vv), (lo_vh, hi_vh) = header["clip_db"][vv - 1], header["clip_db"][vh - 1]
+    fallback = [(lo_vv, hi_vv), (lo_vh, hi_vh), (lo_vv - hi_vh, hi_vv - lo_vh)]
+    ranges = []
+    for channel, default in zip(px, fallback):
+        finite = channel[np.isfinite(channel)]
+        lo, hi = np.percentile(finite, COMPOSITE_PERCENTILES) if finite.size else default
+        ranges.append((float(lo), float(hi)) if hi > lo else default)
+    return ranges
+
+
+def style_scene_composite(layer: QgsRasterLayer, cache, vv: int, vh: int) -> None:
+    """False-colour VV/VH composite (R = VV dB, G = VH dB, B = VV/VH dB), each channel percentile-stretched.
+
+    The layer's source becomes the composite VRT over the same cache; the controller keeps decoding into the
+    cache and reloading the layer as before."""
+    vrt = write_composite_vrt(cache, vv, vh)
+    layer.setDataSource(str(vrt), layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3)
+    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+               renderer.setBlueContrastEnhancement)
+    for setter, (lo, hi) in zip(setters, composite_stretch(vrt, cache.header, vv, vh)):
+        ce = QgsContrastEnhancement(layer.dataProvider().dataType(1))
+        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+        ce.setMinimumValue(lo)
+        ce.setMaximumValue(hi)
+        setter(ce)
+    layer.setRenderer(renderer)
+    layer.setCustomProperty(STYLE_PROPERTY, f"composite:{vv},{vh}")
+    layer.triggerRepaint()
+
+
+def style_scene_grey(layer: QgsRasterLayer, cache, band: int) -> None:
+    """Back to the grey dB style of one band, on the cache GeoTIFF itself."""
+    if layer.source() != str(cache.tiff_path):
+        layer.setDataSource(str(cache.tiff_path), layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+    style_scene_layer(layer, cache.header, band)
+    layer.triggerRepaint()
 
 
 class SceneLayerController(QObject):
@@ -256,7 +351,7 @@ class SceneLayers:
         self.ensure_dependencies = ensure_dependencies
         self.reconstruct_file = reconstruct_file
         self.controllers: dict[str, SceneLayerController] = {}
-        self.export_action = None  # set by the plugin: added to each scene layer's context menu
+        self.layer_actions: list = []  # set by the plugin: added to each scene layer's context menu
         QgsProject.instance().layersWillBeRemoved.connect(self._layers_removed)
 
     def open(self, sarc_path: str) -> QgsRasterLayer | None:
@@ -287,8 +382,8 @@ class SceneLayers:
                                           int(settings.decode_budget_mpx * 1e6))
         controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
         self.controllers[layer.id()] = controller
-        if self.export_action is not None:
-            self.iface.addCustomActionForLayer(self.export_action, layer)
+        for action in self.layer_actions:
+            self.iface.addCustomActionForLayer(action, layer)
         controller.schedule()
         return layer
 
@@ -297,6 +392,30 @@ class SceneLayers:
             controller = self.controllers.pop(layer_id, None)
             if controller is not None:
                 controller.close()
+
+    def choose_style(self, layer) -> bool:
+        """The "SAR style…" dialog for a scene layer: grey dB of one band or the VV/VH composite; True if applied."""
+        from qgis.PyQt.QtWidgets import QDialog
+
+        from .gui.dialogs import SarStyleDialog
+
+        controller = self.controllers.get(layer.id()) if layer is not None else None
+        if controller is None:
+            self.logger.warning("SAR style: select a layer opened from a .sarc file")
+            return False
+        names = controller.cache.header["raster"].get("band_names") or []
+        names = [str(n) for n in names] + [""] * (controller.cache.raster.bands - len(names))
+        dialog = SarStyleDialog(layer.name(), names, str(layer.customProperty(STYLE_PROPERTY, "grey:1")),
+                                self.iface.mainWindow())
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return False
+        kind, bands = dialog.choice()
+        if kind == "composite":
+            style_scene_composite(layer, controller.cache, *bands)
+        else:
+            style_scene_grey(layer, controller.cache, bands[0])
+        self.iface.layerTreeView().refreshLayerSymbology(layer.id())
+        return True
 
     def export_view(self, layer, output_path: str | None = None):
         """Reconstruct the part of the scene the canvas shows, at full resolution, to a GeoTIFF."""

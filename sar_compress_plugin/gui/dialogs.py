@@ -1,4 +1,5 @@
-"""The plugin's dialogs: compress, reconstruct, quality maps, settings. Built in code, no .ui files."""
+"""The plugin's dialogs: compress, reconstruct, quality maps, scene layer style, settings. Built in code, no .ui
+files."""
 
 from __future__ import annotations
 
@@ -274,6 +275,60 @@ class QualityMapsDialog(_FormDialog):
     def value_domain(self) -> str | None:
         key = self.domain.currentData()
         return None if key == "auto" else key
+
+
+class SarStyleDialog(_FormDialog):
+    """How a scene layer shows: grey dB of one band, or a VV/VH false-colour composite (two bands or more)."""
+
+    STYLES = (("grey", "Grey dB (one band)"), ("composite", "VV/VH composite (R: VV, G: VH, B: VV/VH, in dB)"))
+
+    def __init__(self, layer_name: str, band_names: list[str], current: str = "grey:1", parent=None):
+        """`current`: the layer's style as scene_layer.STYLE_PROPERTY stores it ("grey:2", "composite:1,2")."""
+        super().__init__(f"SAR style of '{layer_name}'", parent)
+        self.style = QComboBox()
+        for key, label in self.STYLES:
+            self.style.addItem(label, key)
+        if len(band_names) < 2:
+            self.style.model().item(1).setEnabled(False)
+            self.style.setToolTip("A composite needs two bands (VV and VH).")
+        self.band, self.vv, self.vh = QComboBox(), QComboBox(), QComboBox()
+        for combo in (self.band, self.vv, self.vh):
+            for b, name in enumerate(band_names, 1):
+                combo.addItem(f"{b}: {name}" if name else f"Band {b}", b)
+
+        def guess(pol: str, default: int) -> int:  # Sentinel-1 names its bands VV, VH (or HH, HV)
+            return next((b for b, n in enumerate(band_names, 1) if pol in str(n).upper()), default)
+
+        kind, _, bands = current.partition(":")
+        numbers = [int(v) for v in bands.split(",") if v.strip().isdigit()]
+        self.style.setCurrentIndex(max(0, self.style.findData(kind)))
+        self.band.setCurrentIndex(max(0, self.band.findData(numbers[0] if kind == "grey" and numbers else 1)))
+        vv, vh = numbers if kind == "composite" and len(numbers) == 2 else (guess("VV", 1), guess("VH", 2))
+        self.vv.setCurrentIndex(max(0, self.vv.findData(vv)))
+        self.vh.setCurrentIndex(max(0, self.vh.findData(vh)))
+        self.form.addRow("Style", self.style)
+        self.form.addRow("Band", self.band)
+        self.form.addRow("VV band", self.vv)
+        self.form.addRow("VH band", self.vh)
+        self.style.currentIndexChanged.connect(self._style_changed)
+        self._style_changed()
+
+    def _style_changed(self, *_):
+        composite = self.style.currentData() == "composite"
+        self.band.setEnabled(not composite)
+        self.vv.setEnabled(composite)
+        self.vh.setEnabled(composite)
+
+    def validate(self) -> str:
+        if self.style.currentData() == "composite" and self.vv.currentData() == self.vh.currentData():
+            return "Choose two different bands for VV and VH."
+        return ""
+
+    def choice(self) -> tuple[str, tuple[int, ...]]:
+        """("grey", (band,)) or ("composite", (vv band, vh band)), bands 1-based."""
+        if self.style.currentData() == "composite":
+            return "composite", (int(self.vv.currentData()), int(self.vh.currentData()))
+        return "grey", (int(self.band.currentData()),)
 
 
 class SettingsDialog(_FormDialog):

@@ -200,3 +200,84 @@ def test_processing_reconstruct_extent_decodes_only_that_window(plugin, scene, c
         near = range(12)  # tiles 1, 2, 5, 6 and their halo neighbours: never the bottom row of tiles
         assert cr.bytes_read - header_bytes <= sum(latents[b * 16 + t][1] for b in range(2) for t in near) + sum(
             e[1] for kind in ("mask", "outlier") for e in cr.info["chunks"][kind] if e)
+
+
+def test_sar_style_switches_between_vv_vh_composite_and_grey_db(plugin, test_iface, scene, qtbot):
+    """"SAR style…" in the scene layer's context menu: the VV/VH composite (R = VV dB, G = VH dB, B = VV/VH dB,
+    percentile-stretched) keeps filling in as tiles decode; grey dB of a chosen band goes back to the cache."""
+    from qgis_harness import accept_next_dialog
+
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    canvas = test_iface.canvas
+    test_iface.main_window.resize(600, 600)
+    test_iface.main_window.show()
+    assert process_events_until(lambda: canvas.mapSettings().outputSize().width() >= 500, 10)
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    canvas.setLayers([layer])
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    _view(canvas, gt, 32, 40, 200)
+    assert process_events_until(lambda: not controller.busy, 120)
+
+    def style_action():
+        test_iface.setActiveLayer(layer)
+        menu = test_iface.menu_provider.createContextMenu()
+        return [a for a in menu.actions() if a.text() == "SAR style…"][0], menu
+
+    seen = {}
+
+    def composite(dialog):
+        seen["bands"] = (dialog.vv.currentText(), dialog.vh.currentText())
+        qtbot.keyClicks(dialog.style, "VV/VH")
+        assert not dialog.band.isEnabled() and dialog.vv.isEnabled()
+
+    accept_next_dialog(composite)
+    action, _menu = style_action()
+    action.trigger()
+    assert seen["bands"] == ("1: Intensity_VV", "2: Intensity_VH")  # guessed from the band names
+    renderer = layer.renderer()
+    assert renderer.type() == "multibandcolor"
+    assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
+    assert layer.source() == str(controller.cache.folder / "composite.vrt")
+    stretches = [(ce.minimumValue(), ce.maximumValue()) for ce in (
+        renderer.redContrastEnhancement(), renderer.greenContrastEnhancement(), renderer.blueContrastEnhancement())]
+    assert all(-100 < lo < hi < 100 for lo, hi in stretches) and stretches[0] != stretches[1]
+
+    # The composite's bands are the dB of the decoded pixels: equal to those of the full reconstruction.
+    full_px = gdal.Open(str(full)).ReadAsArray().astype(np.float64)
+    want = np.stack([10 * np.log10(full_px[0]), 10 * np.log10(full_px[1]),
+                     10 * np.log10(full_px[0]) - 10 * np.log10(full_px[1])])
+    c, r, w, h = controller.visible_window()[0]
+    got = gdal.Open(layer.source()).ReadAsArray(c, r, w, h)
+    assert np.allclose(got, want[:, r:r + h, c:c + w], atol=1e-4, equal_nan=True)
+
+    # Panning on decodes into the same cache, and the composite shows the new tiles, in colour.
+    _view(canvas, gt, 300, 330, 160)
+    assert process_events_until(lambda: not controller.busy, 120)
+    assert set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0])) <= controller.cache.decoded
+    shown = _pixels(_render(canvas.mapSettings(), [layer]))[1:]
+    assert (shown[..., 3] == 255).all() and (shown[..., 0] != shown[..., 1]).mean() > 0.5
+    ARTIFACTS.mkdir(exist_ok=True)
+    _render(canvas.mapSettings(), [layer]).save(str(ARTIFACTS / "scene_layer_vv_vh_composite.png"))
+
+    def grey_vh(dialog):
+        assert dialog.style.currentData() == "composite"  # the dialog opens on the layer's style
+        qtbot.keyClicks(dialog.style, "Grey")
+        qtbot.keyClicks(dialog.band, "2")
+
+    accept_next_dialog(grey_vh)
+    style_action()[0].trigger()
+    assert layer.renderer().type() == "singlebandpseudocolor" and layer.renderer().band() == 2
+    assert layer.source() == str(controller.cache.tiff_path)
+
+
+def test_sar_style_of_a_one_band_scene_offers_grey_only(qtbot, qgis_app):
+    from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
+    from sar_compress_plugin.gui.dialogs import SarStyleDialog
+
+    dialog = SarStyleDialog("hh", ["HH"])
+    qtbot.addWidget(dialog)
+    assert not dialog.style.model().item(1).isEnabled()
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.choice() == ("grey", (1,))
