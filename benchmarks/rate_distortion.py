@@ -118,12 +118,25 @@ def resolve_model(arg) -> Path:
     return d
 
 
-def grd_scenes(data_dir=DATA_DIR, only=None) -> list[dict]:
-    """The shared GRD scenes from MANIFEST.json, optionally restricted to names containing one of `only`."""
+def grd_scenes(data_dir=DATA_DIR, only=None, sigma0: bool = False) -> list[dict]:
+    """The shared GRD scenes from MANIFEST.json (the linear-intensity ones; with `sigma0` also the calibrated
+    sigma0 dB chips), optionally restricted to names containing one of `only`."""
     manifest = json.loads((Path(data_dir) / "MANIFEST.json").read_text())
     out = []
     for e in manifest:
-        if not GRD_PATTERN.match(e["file"]) or canonical_domain(e["value_domain"].split()[0]) != "intensity":
+        if not e["file"].startswith("s1_iw_grd_"):
+            continue
+        domain = canonical_domain(e["value_domain"].split()[0])
+        if sigma0 and e["file"].startswith("s1_iw_grd_") and e["value_domain"] == "sigma0_db" \
+                and e["file"].endswith(".tif"):
+            name = e["file"][len("s1_iw_grd_"):-len(".tif")]
+            if only and not any(o in e["file"] for o in only):
+                continue
+            pols = [p.strip() for p in e.get("polarization", "").split("/") if p.strip()]
+            out.append({"name": name, "path": str(Path(data_dir) / e["file"]), "domain": domain,
+                        "bands": pols or ["band1"]})
+            continue
+        if not GRD_PATTERN.match(e["file"]) or domain != "intensity":
             continue
         name = e["file"][len("s1_iw_grd_"):-len(".tif")]
         if only and not any(o in e["file"] for o in only):
@@ -444,6 +457,8 @@ def main(argv=None) -> int:
     p.add_argument("--jp2-bpp", type=float, nargs="+", default=None,
                    help=f"JPEG-2000 target bpp (default: {' '.join(map(str, jpeg2000.DEFAULT_TARGET_BPP))})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: %(default)s")
+    p.add_argument("--sigma0", action="store_true",
+                   help="also the calibrated sigma0 dB GRD chips (Sen1Floods11, STAC Overflow), domain db")
     p.add_argument("--quick", action="store_true",
                    help=f"tiny run: first scene only (unless --scenes), the lowest and the top quality, "
                         f"JPEG-2000 targets {QUICK_JP2_BPP}")
@@ -460,7 +475,7 @@ def main(argv=None) -> int:
     top = int(load_manifest(bundles[0], verify=False)["rate"]["levels"]) - 1
     qualities = a.qualities or ((0.0, float(top)) if a.quick else tuple(float(q) for q in range(top + 1)))
     jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
-    scenes = grd_scenes(a.data, a.scenes)
+    scenes = grd_scenes(a.data, a.scenes, a.sigma0)
     if a.quick and not a.scenes:
         scenes = scenes[:1]
     if not scenes:
