@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_phase(a.phase, a, src, sarc, rec)))
         return 0
     res: dict = {"size": a.size, "tile": a.tile, "note": "each phase in its own process, as sar-compress and "
-                 "sar-reconstruct run; peak RSS is that process's ru_maxrss"}
+                 "sar-reconstruct run; peak RSS is that process's own high-water mark (VmHWM)"}
     if not (a.reuse and src.exists()):
         t = time.perf_counter()
         build_raster(Path(a.source), src, a.size)
