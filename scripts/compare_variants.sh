@@ -6,8 +6,9 @@
 # Runs land in runs/compare/<variant>_s<seed>; every step resumes from its last checkpoint if interrupted.
 # STEPS (default 3000) optimiser steps of BATCH (4) x PATCH (256) px, the default model's recipe (variable rate,
 # default lambdas, lr 2e-4); THREADS (1) torch threads. Evaluation: each run exported and run through the real
-# codec against JPEG-2000 on the held-out GRD scenes of seed 0's split (benchmarks/rate_distortion.py), so
-# every variant's BD-rate is measured on the same pixels.
+# codec against JPEG-2000 on the GRD validation scenes of seed 0's split (Frankfurt and Panama intensity, four
+# sigma0 dB chips: benchmarks/rate_distortion.py --sigma0), so every variant's BD-rate is measured on the same
+# pixels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/compare}
@@ -30,8 +31,8 @@ evaluate() {
     local run; run=$(basename "$(dirname "$ck")")
     [[ -f $runs/bundles/$run/manifest.json ]] || .venv/bin/sar-export "$ck" "$runs/bundles/$run" --name "$run" \
       > "$res/export_$run.json"
-    .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/$run" --scenes frankfurt panama \
-      --device "$device" --out "$res/$run"
+    .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/$run" --sigma0 \
+      --scenes frankfurt panama india_900498 mekong srilanka_534068 paraguay_jja10 --device "$device" --out "$res/$run"
   done
   .venv/bin/python -m trainer.compare_runs "$runs" --out "$res"
 }

@@ -18,8 +18,9 @@ import sys, torch; print(torch.load(sys.argv[1], weights_only=True)['model_name'
 .venv/bin/sar-demo --json --out runs/demo > "$res/demo_cpu.json"
 # float PyTorch figures per level and the same model through the real codec, on the validation scenes of its run
 .venv/bin/sar-eval "$ckpt" --bundle sar_compress_plugin/models/default --out "$res/default_model_eval"
-# learned codec vs JPEG-2000 on held-out Sentinel-1 GRD scenes (validation scenes of the run), every level
-$py benchmarks/rate_distortion.py --scenes frankfurt panama --device cpu --out "$res/rd_heldout_grd"
+# learned codec vs JPEG-2000 on the GRD validation scenes of the run (Frankfurt, Panama, four sigma0 dB chips)
+$py benchmarks/rate_distortion.py --sigma0 --scenes frankfurt panama india_900498 mekong srilanka_534068 \
+  paraguay_jja10 --device cpu --out "$res/rd_heldout_grd"
 $py benchmarks/throughput.py --size 2048 --device cpu --out "$res/throughput_cpu"
 # tile seams: many 128-px tiles against one tile, held-out GRD scenes
 $py benchmarks/seams.py --scenes frankfurt panama --tile 128 --out "$res/seams_cpu"
