@@ -108,6 +108,7 @@ def model_info(model_dir) -> dict:
     return {"path": str(model_dir), "name": m.get("name"), "variant": m.get("variant"),
             "decoder_sha256": m["files"]["decoder"]["sha256"], "encoder_sha256": m["files"]["encoder"]["sha256"],
             "latent_channels": m.get("latent_channels"),
+            "parameters": (training.get("parameters") or {}).get("total"),
             "training": {k: v for k, v in training.items() if not isinstance(v, (list, dict))}}
 
 

@@ -28,18 +28,18 @@ def load_runs(runs_dir: Path) -> list[dict]:
     for d in sorted(p for p in runs_dir.iterdir() if (p / "history.jsonl").is_file()):
         cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
         history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines() if line.strip()]
-        steps_per_epoch = int(cfg.get("steps_per_epoch") or 0)
-        # the first epoch includes start-up; the median of the rest is the steady cost of a step (plus validation)
-        secs = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
+        # seconds per optimiser step of each epoch (the last one may be cut short by max_steps); the first epoch
+        # includes start-up, so the median of the rest is the steady cost of a step (plus its validation)
+        per_step = [h["seconds"] / (h["step"] - prev) for h, prev in zip(history, [0] + [g["step"] for g in history])
+                    if h["step"] > prev]
+        steady = per_step[1:] or per_step
         runs.append({"run": d.name, "variant": cfg.get("variant", d.name.rsplit("_s", 1)[0]),
                      "seed": cfg.get("seed"), "history": history,
                      "steps": history[-1]["step"] if history else 0,
                      "best_val_loss": min((h["val_loss"] for h in history), default=math.nan),
                      "skipped_batches": sum(int(h.get("skipped_batches", 0)) for h in history),
                      "wall_s": round(sum(h["seconds"] for h in history), 1),
-                     "epoch_s_median": round(statistics.median(secs), 1) if secs else None,
-                     "step_s_median": round(statistics.median(secs) / steps_per_epoch, 2) if secs and
-                     steps_per_epoch else None})
+                     "step_s_median": round(statistics.median(steady), 2) if steady else None})
     return runs
 
 
@@ -52,8 +52,8 @@ def eval_by_run(results_dir: Path) -> dict[str, dict]:
         bd = doc.get("bd_rate", {}).get("all", {}).get("bd_rate_percent")
         if bd is None:
             continue
-        params = (doc.get("model", {}).get("training") or {}).get("parameters") or {}
-        out[f.parent.name] = {"aggregate": {"bd_rate_percent": bd}, "params": {"total": params.get("total", 0)}}
+        out[f.parent.name] = {"aggregate": {"bd_rate_percent": bd},
+                              "params": {"total": doc.get("model", {}).get("parameters") or 0}}
     return out
 
 

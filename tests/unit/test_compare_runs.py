@@ -22,7 +22,7 @@ def _eval_doc(out, bd_by_run):
     """rd_points.json as benchmarks/rate_distortion.py writes it, one folder per run."""
     for run, bd in bd_by_run.items():
         (out / run).mkdir(parents=True)
-        doc = {"model": {"training": {"parameters": {"total": 1000}}},
+        doc = {"model": {"parameters": 1000},
                "bd_rate": {"all": {"bd_rate_percent": bd}, "VV": {"bd_rate_percent": 0.0}}}
         (out / run / "rd_points.json").write_text(json.dumps(doc))
 
