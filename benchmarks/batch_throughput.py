@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default=None, help="model bundle (default: the bundled model)")
     p.add_argument("--out", default=None, help="folder for batch_throughput.json")
+    p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
     a = p.parse_args(argv)
     src = sorted(SAR_DATA.glob(a.pattern))
     if not src:
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
         "machine": {"cores": machine_cores(), "cpu": platform.processor() or platform.machine(),
                     "load_average_before": [round(v, 2) for v in load_before],
                     "load_average_after": [round(v, 2) for v in os.getloadavg()],
-                    "note": "shared machine: a training process holds about one core during the run"},
+                    "note": a.timing_note},
         "git_commit": _git(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "batch": runs, "jpeg2000_loop": jp2,

@@ -59,6 +59,7 @@ def main(argv=None) -> int:
         written.append(png)
     for p in written:
         print(p)
+    del overlay, recon, job, settings  # layers must go before exitQgis, or QGIS 3.22 crashes on the way out
     app.exitQgis()
     return 0
 
