@@ -57,6 +57,17 @@ def _pixels(image) -> np.ndarray:
     return np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)[:, :image.width()]
 
 
+def _show_canvas(test_iface, layer):
+    """The test iface's map canvas, shown at about 600 x 600 in EPSG:4326, drawing `layer` alone."""
+    canvas = test_iface.canvas
+    test_iface.main_window.resize(600, 600)
+    test_iface.main_window.show()
+    assert process_events_until(lambda: canvas.mapSettings().outputSize().width() >= 500, 10)
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    canvas.setLayers([layer])
+    return canvas
+
+
 def _view(canvas, gt, col, row, size):
     """Show raster pixels [col, col+size) x [row, row+size) on the canvas."""
     canvas.setExtent(QgsRectangle(gt[0] + col * gt[1], gt[3] + (row + size) * gt[5],
@@ -85,12 +96,7 @@ def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstr
     reference.setRenderer(layer.renderer().clone())
 
     # Zoomed out, before any tile is decoded: the stored overview already paints the whole scene.
-    canvas = test_iface.canvas
-    test_iface.main_window.resize(600, 600)
-    test_iface.main_window.show()
-    assert process_events_until(lambda: canvas.mapSettings().outputSize().width() >= 500, 10)
-    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
-    canvas.setLayers([layer])
+    canvas = _show_canvas(test_iface, layer)
     canvas.setExtent(layer.extent())
     overview = _pixels(_render(canvas.mapSettings(), [layer], (16, 16)))
     assert controller.cache.decoded == set()
@@ -210,12 +216,7 @@ def test_sar_style_switches_between_vv_vh_composite_and_grey_db(plugin, test_ifa
     sarc, full = scene
     layer = plugin.scenes.open(str(sarc))
     controller = plugin.scenes.controllers[layer.id()]
-    canvas = test_iface.canvas
-    test_iface.main_window.resize(600, 600)
-    test_iface.main_window.show()
-    assert process_events_until(lambda: canvas.mapSettings().outputSize().width() >= 500, 10)
-    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
-    canvas.setLayers([layer])
+    canvas = _show_canvas(test_iface, layer)
     gt = gdal.Open(str(full)).GetGeoTransform()
     _view(canvas, gt, 32, 40, 200)
     assert process_events_until(lambda: not controller.busy, 120)
