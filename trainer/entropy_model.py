@@ -1,10 +1,10 @@
-"""A learned factorized prior over the latents (Ballé et al. 2018, "Variational image compression with a
-scale hyperprior", appendix 6.1), in plain PyTorch.
+"""A learned factorized prior (Ballé et al. 2018, "Variational image compression with a scale hyperprior",
+appendix 6.1), in plain PyTorch: the density of the hyperprior's side information z.
 
-Training needs a differentiable estimate of how many bits the quantised latents will cost; this model gives
-each latent channel its own flexible univariate density, so the rate term can push the encoder towards
-latents that a per-channel range coder codes cheaply. The codec itself still codes with counted frequency
-tables (export/entropy_tables.py); this density only shapes the training.
+Training needs a differentiable estimate of how many bits the quantised z will cost; this model gives each z
+channel its own flexible univariate density. The codec codes z with integer tables that export evaluates from
+this very density in float64 (export/hyperprior_export.py), so the rate the training saw is the rate the files
+pay.
 """
 
 from __future__ import annotations
