@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from codec_memory import build_raster, peak_rss_mb  # noqa: E402
+from codec_memory import DEFAULT_SOURCE as SOURCE, build_raster, peak_rss_mb  # noqa: E402
 from qgis.core import QgsApplication, QgsProject, QgsRectangle  # noqa: E402
 
 APP = QgsApplication([], True)
@@ -41,7 +41,6 @@ from sar_compress_plugin.core.codec import CompressOptions, compress  # noqa: E4
 from sar_compress_plugin.core.scene_cache import SceneCache  # noqa: E402
 from sar_compress_plugin.scene_layer import SceneLayerController, add_scene_layer  # noqa: E402
 
-SOURCE = Path("/work/shared/data/sar/s1_iw_grd_berlin_512.tif")
 
 
 def wait(predicate, timeout: float) -> bool:
