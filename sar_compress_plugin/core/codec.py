@@ -8,8 +8,9 @@ the end, so a failure or a cancel never leaves a partial file, and the input is 
 What goes through the network and what does not:
 * valid pixels inside the band's clip range [lo, hi] dB: encoder -> gain-scaled latents, range-coded under the
   mean-scale hyperprior at the chosen quality (core/hyperprior.py) -> decoder;
-* valid pixels more than `outlier_margin_db` outside it (ships, buildings, calm water): a sparse, losslessly
-  coded list of positions and dB values quantised to `outlier_step_db`, pasted over the network output;
+* valid pixels more than a margin outside it (ships, buildings, calm water; the margin follows the quality, see
+  `outlier_margin_db`): a sparse, losslessly coded list of positions and dB values quantised to
+  `outlier_step_db`, pasted over the network output;
 * invalid pixels (nodata, NaN, <= 0 in linear domains): a lossless mask plus their exact raw values where they
   differ from the fill value, restored bit for bit.
 """
@@ -52,10 +53,15 @@ Cancelled = Callable[[], bool] | None
 SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
 STATS_SAMPLES = 4_000_000
-#: Pixels more than this beyond the clip range are coded as sparse corrections; those within it come back clipped
-#: (error < 2 dB, on ~0.3% of pixels). Measured on the held-out GRD scenes: a 1 dB margin coded 0.54% of the
-#: pixels for 0.085 bpp per band, 2 dB 0.31% for 0.044: at low rates that difference is 10-20% of the budget.
-OUTLIER_MARGIN_DB = 2.0
+#: Outliers are coded where that pays at the operating point's own rate-distortion trade-off. Leaving a pixel e dB
+#: beyond the clip range clipped costs e^2 of squared error; coding it costs about 16 bits. The model was trained
+#: to trade bits against squared error at lambda, so the break-even e grows as 1 / sqrt(lambda):
+#: margin = OUTLIER_MARGIN_SCALE_DB / sqrt(255^2 lambda(quality)), never below MIN_OUTLIER_MARGIN_DB (the smallest
+#: margin measured). Fitted on 10 training GRD scene-bands (benchmarks/results/outlier_margin: best margins 8, 6,
+#: 3, 2 dB at qualities 1-4 give K = 70.2; none at 0, 1 dB at 5). A fixed 2 dB margin had spent 0.035 bpp at
+#: every quality there, 16% of quality 0's bits, on errors that quality's own pixels exceed.
+OUTLIER_MARGIN_SCALE_DB = 70.0
+MIN_OUTLIER_MARGIN_DB = 1.0
 #: Max error 0.125 dB on a coded outlier, an order below the decoder's own; 2 bits per outlier cheaper than 0.05.
 OUTLIER_STEP_DB = 0.25
 
@@ -77,7 +83,8 @@ class CompressOptions:
     target_db_rmse: float | None = None
     domain: str | None = None
     band_names: list | None = None
-    outlier_margin_db: float = OUTLIER_MARGIN_DB
+    #: None: from the operating point (`outlier_margin_db`)
+    outlier_margin_db: float | None = None
     outlier_step_db: float = OUTLIER_STEP_DB
     #: refuse to replace an existing output (default: replace it and log that it did)
     no_clobber: bool = False
@@ -110,6 +117,15 @@ class ReconstructResult:
     bands: int
     seconds: float
     provider: str
+
+
+def outlier_margin_db(quality: float, lambdas) -> float:
+    """The dB margin beyond the clip range past which a pixel is coded as an outlier, at a quality of a model
+    trained at `lambdas` per level (log-interpolated between levels, as the gains are)."""
+    lam = np.log(np.asarray(lambdas, dtype=np.float64))
+    q = min(max(float(quality), 0.0), len(lam) - 1.0)
+    lam_q = math.exp(float(np.interp(q, np.arange(len(lam)), lam)))
+    return max(MIN_OUTLIER_MARGIN_DB, OUTLIER_MARGIN_SCALE_DB / math.sqrt(255.0 ** 2 * lam_q))
 
 
 def _tick(progress: Progress, value: float) -> None:
@@ -217,6 +233,10 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
         raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
                                f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
+    if opts.outlier_margin_db is not None and not (math.isfinite(opts.outlier_margin_db)
+                                                   and 0 <= opts.outlier_margin_db <= MAX_ABS_DB):
+        raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
+                               f"{MAX_ABS_DB:g}")
     target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
     with RasterReader(input_path) as reader:
         info = reader.info
@@ -287,7 +307,9 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     n_entries = grid.count * nb
     index = {"latent": [None] * n_entries, "mask": [None] * n_entries, "outlier": [None] * n_entries}
     outlier_pixels = invalid_pixels = 0
-    margin, ostep = float(opts.outlier_margin_db), float(opts.outlier_step_db)
+    margin = (outlier_margin_db(rate["quality"], model.lambdas)
+              if opts.outlier_margin_db is None else float(opts.outlier_margin_db))
+    ostep = float(opts.outlier_step_db)
     overview = OverviewBuilder(info.width, info.height, nb, bounds)
     _tick(progress, 0.0)
     for i in grid:
@@ -668,5 +690,5 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
                                  seconds=time.perf_counter() - t0, provider=model.provider)
 
 
-__all__ = ["CompressOptions", "CompressResult", "ReconstructResult", "CompressedRaster", "compress",
+__all__ = ["outlier_margin_db", "CompressOptions", "CompressResult", "ReconstructResult", "CompressedRaster", "compress",
            "reconstruct", "read_header", "infer_domain", "explain_domain", "window_from_bbox", "same_file"]

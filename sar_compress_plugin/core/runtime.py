@@ -189,6 +189,12 @@ class OnnxCodecModel:
             raise ModelBundleError(f"{self.bundle_dir}: hyperprior predicts {self.hyperprior.latent_channels} "
                                    f"latent channels, the model has {self.latent_channels}")
         self.default_quality = self.hyperprior.check_quality(m["rate"]["default_quality"])
+        lambdas = m["rate"].get("lambdas")
+        if not (isinstance(lambdas, list) and len(lambdas) == self.hyperprior.levels
+                and all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in lambdas)):
+            raise ModelBundleError(f"{self.bundle_dir}: manifest rate.lambdas must list one positive lambda per "
+                                   f"quality level ({self.hyperprior.levels})")
+        self.lambdas = [float(v) for v in lambdas]
         self._hyper_enc = None
         self._enc_in = self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name

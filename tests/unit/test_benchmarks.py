@@ -225,3 +225,36 @@ def test_codec_memory_runs_each_phase_in_its_own_process(tiny_bundle, sar_data, 
     assert codec_memory.main(["--bundle", str(tiny_bundle), "--size", "256", "--device", "cpu", "--workdir",
                               str(work), "--reuse", "--phases", "window"]) == 0
     assert "build_s" not in json.loads(capsys.readouterr().out)
+
+
+def test_outlier_margin_picks_the_margin_the_quality_slope_prefers_and_fits_k():
+    import outlier_margin as om
+
+    lambdas = [0.001, 0.01, 0.1]
+    margins = [1.0, 4.0, om.NO_OUTLIERS]
+    # base curve (margin 1): bpp 0.2/0.6/1.0, dB RMSE 2.0/1.0/0.5 -> slopes 7.5, 4.69, 1.875 dB^2 per bpp
+    pts = {(0.0, 1.0): (0.2, 2.0), (1.0, 1.0): (0.6, 1.0), (2.0, 1.0): (1.0, 0.5),
+           # quality 0: dropping the outliers saves 0.05 bpp for +0.01 dB -> none coded is best
+           (0.0, 4.0): (0.18, 2.005), (0.0, om.NO_OUTLIERS): (0.15, 2.01),
+           # quality 1: 4 dB is best; quality 2: every saving costs more error than the slope pays for
+           (1.0, 4.0): (0.55, 1.01), (1.0, om.NO_OUTLIERS): (0.54, 1.1),
+           (2.0, 4.0): (0.99, 0.55), (2.0, om.NO_OUTLIERS): (0.98, 0.6)}
+    points = {k: {"bpp": b, "db_rmse": d} for k, (b, d) in pts.items()}
+    best = om.best_margins(points, [0.0, 1.0, 2.0], margins, lambdas)
+    assert [b["best_margin_db"] for b in best] == [om.NO_OUTLIERS, 4.0, 1.0]
+    assert best[1]["slope_db2_per_bpp"] == pytest.approx((4.0 - 0.25) / 0.8)
+    # only the interior best (4 dB at lambda 0.01) is a measurement: K = 4 * sqrt(255^2 * 0.01)
+    assert om.fit_scale(best, margins) == pytest.approx(4.0 * 25.5)
+
+
+def test_outlier_margin_pools_bits_and_squared_error_over_scene_bands():
+    import outlier_margin as om
+
+    rows = [{"quality": 0.0, "margin_db": 2.0, "bytes": 100, "pixels": 800, "valid": 800, "sse_db2": 800.0,
+             "outlier_pixels": 8},
+            {"quality": 0.0, "margin_db": 2.0, "bytes": 300, "pixels": 1600, "valid": 1200, "sse_db2": 4800.0,
+             "outlier_pixels": 0}]
+    p = om.aggregate(rows)[(0.0, 2.0)]
+    assert p["bpp"] == pytest.approx(8 * 400 / 2400)
+    assert p["db_rmse"] == pytest.approx(np.sqrt(5600.0 / 2000))
+    assert p["outlier_fraction"] == pytest.approx(8 / 2000)

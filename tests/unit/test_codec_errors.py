@@ -290,6 +290,20 @@ def test_cli_happy_path_prints_measured_figures(small, tmp_path, tiny_bundle, ca
     assert "error: " in capsys.readouterr().err
 
 
+def test_cli_outlier_margin_is_recorded_and_a_bad_one_is_one_error_line(small, tmp_path, tiny_bundle, capsys):
+    src, _ = small
+    out = tmp_path / "m.sarc"
+    args = [str(src), str(out), "--model", str(tiny_bundle), "--device", "cpu", "--tile", "16", "-q"]
+    assert cli.compress_main(args + ["--outlier-margin", "2.5"]) == 0
+    assert read_header(out)["outliers"]["margin_db"] == 2.5
+    out.unlink()
+    for bad in ("-1", "nan", "inf"):
+        assert cli.compress_main(args + ["--outlier-margin", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "outlier margin" in err[0] and "Traceback" not in err[0]
+        assert not out.exists()
+
+
 def _forge_retired(src: Path, dst: Path, coder: str) -> Path:
     """A file as the retired fixed-bottleneck model wrote it (its coder, "quantization" instead of "rate"),
     forged from a new file: same chunks, valid CRC and SHA-256 (the writer itself refuses to write one)."""

@@ -127,6 +127,38 @@ def test_point_targets_and_dark_pixels_come_back_within_1_db(tmp_path, tiny_bund
         assert abs(10 * np.log10(y[r, c]) - 10 * np.log10(x[r, c])) < 1.0, (r, c)
 
 
+def test_outlier_margin_follows_the_operating_points_lambda():
+    lambdas = [0.00025, 0.0008, 0.0025, 0.008, 0.025, 0.08]
+    margins = [codec.outlier_margin_db(q, lambdas) for q in np.linspace(0, 5, 21)]
+    assert all(a >= b for a, b in zip(margins, margins[1:]))  # more bits buy smaller corrections
+    lam3 = codec.OUTLIER_MARGIN_SCALE_DB / np.sqrt(255.0 ** 2 * 0.008)
+    assert codec.outlier_margin_db(3, lambdas) == pytest.approx(max(lam3, codec.MIN_OUTLIER_MARGIN_DB))
+    # between levels lambda is log-interpolated, as the gains are
+    assert codec.outlier_margin_db(2.5, lambdas) == pytest.approx(
+        codec.OUTLIER_MARGIN_SCALE_DB / np.sqrt(255.0 ** 2 * np.sqrt(0.0025 * 0.008)))
+    assert codec.outlier_margin_db(5, [10.0] * 6) == codec.MIN_OUTLIER_MARGIN_DB
+
+
+def test_moderate_outliers_are_coded_at_high_quality_and_left_clipped_at_low(tmp_path, tiny_bundle):
+    """A pixel 6 dB beyond the clip range: worth 16 bits where the quality buys errors far below 6 dB, not
+    where the quality's own pixels are off by more."""
+    rng = np.random.default_rng(5)
+    x = (0.05 * rng.gamma(4.0, 0.25, (128, 128))).astype(np.float32)
+    hi = np.percentile(10 * np.log10(x), 99.5)
+    spots = [(16, 16), (40, 90), (100, 30), (77, 77)]
+    for r, c in spots:
+        x[r, c] = 10 ** ((hi + 6.0) / 10)
+    src = write_geotiff(tmp_path / "six.tif", x)
+    coded = {}
+    for q in (0.0, 2.0):  # the tiny model's lambdas 0.001 .. 0.1: margins 8.4 and 0.84 -> floor dB
+        margin = codec.outlier_margin_db(q, [0.001, 0.01, 0.1])
+        res = compress(src, tmp_path / f"q{q:g}.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu",
+                                                                        tile_size=64, quality=q))
+        assert codec.read_header(tmp_path / f"q{q:g}.sarc")["outliers"]["margin_db"] == pytest.approx(margin)
+        coded[q] = res.outlier_pixels
+    assert coded[0.0] < len(spots) <= coded[2.0]
+
+
 def test_window_reads_equal_full_reconstruction_bit_for_bit(berlin_sarc, tiny_bundle):
     sarc, _ = berlin_sarc
     with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
