@@ -1,7 +1,7 @@
 """The .sarc container: byte layout, chunk coders, integrity checks (docs/format.md is the reference).
 
 Layout: a 16-byte preamble (magic, format version), independently addressable chunks, a JSON header (zstd
-framed from format version 2: the tile index and CRS text are most of a small file's overhead), and a
+framed from format version 2, against a fixed dictionary from version 4: core/header_dictionary.py), and a
 fixed 60-byte footer (header offset/length, header CRC32, SHA-256 of everything before the footer).
 The header sits at the end so compression can stream chunks to disk without knowing their sizes in advance,
 and carries the tile index so a reader can fetch any tile's chunks with one seek each.
@@ -27,13 +27,15 @@ import numpy as np
 import zstandard
 
 from . import header_schema
+from .header_dictionary import HEADER_DICTIONARY
 from .errors import ContainerFormatError, OutputPathError
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"SARC\x89\r\n\x1a"
-FORMAT_VERSION = 3  # 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization")
+FORMAT_VERSION = 4  # 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization"); 4: header dictionary
 ZSTD_HEADER_SINCE = 2  # versions before this store the header as plain JSON
+DICTIONARY_HEADER_SINCE = 4  # from this version the header's zstd frame uses HEADER_DICTIONARY
 PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
 FOOTER = struct.Struct("<QQI32s8s")  # header offset, header length, header crc32, body sha256, end magic
 FOOTER_MAGIC = b"SARCEND\x00"
@@ -49,16 +51,18 @@ MAX_BANDS = header_schema.MAX_BANDS
 ZSTD_LEVEL = 10
 
 _dctx = zstandard.ZstdDecompressor()
+_HEADER_DICT = zstandard.ZstdCompressionDict(HEADER_DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+_header_dctx = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT)
 
 
 def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
-def zstd_decompress(data: bytes, cap: int, what: str) -> bytes:
+def zstd_decompress(data: bytes, cap: int, what: str, dctx: zstandard.ZstdDecompressor = _dctx) -> bytes:
     """Decompress at most `cap` bytes: a hostile frame that claims more is rejected, never allocated."""
     try:
-        reader = _dctx.stream_reader(io.BytesIO(data))
+        reader = dctx.stream_reader(io.BytesIO(data))
         parts, total = [], 0
         while True:
             block = reader.read(min(cap + 1 - total, 1 << 22))
@@ -71,6 +75,22 @@ def zstd_decompress(data: bytes, cap: int, what: str) -> bytes:
     except zstandard.ZstdError as exc:
         raise ContainerFormatError(f"{what}: corrupt compressed data ({exc})") from None
     return b"".join(parts)
+
+
+def encode_header(text: bytes) -> bytes:
+    """The header's bytes as this version stores them."""
+    return zstandard.ZstdCompressor(level=19, dict_data=_HEADER_DICT).compress(text)
+
+
+def decode_header(raw: bytes, version: int, cap: int, what: str) -> bytes:
+    """The header's JSON bytes from a file of `version` (plain JSON, zstd, or zstd against the dictionary)."""
+    if version >= DICTIONARY_HEADER_SINCE:
+        return zstd_decompress(raw, cap, what, _header_dctx)
+    if version >= ZSTD_HEADER_SINCE:
+        return zstd_decompress(raw, cap, what)
+    if len(raw) > cap:
+        raise ContainerFormatError(f"{what} of {len(raw)} bytes is too large for this file")
+    return raw
 
 
 # --- chunk coders -----------------------------------------------------------------------------------------
@@ -170,7 +190,7 @@ class ContainerWriter:
             validate_header(header_schema.parse(text), offset, where)
         except ContainerFormatError as exc:
             raise ContainerFormatError(f"refusing to write a file the reader would refuse: {exc}") from None
-        body = zstd_compress(text, 19)
+        body = encode_header(text)
         self._write(body)
         footer = FOOTER.pack(offset, len(body), zlib.crc32(body), self._sha.digest(), FOOTER_MAGIC)
         self._f.write(footer)
@@ -237,10 +257,7 @@ class ContainerReader:
         if zlib.crc32(raw) != crc:
             raise self._fail("header checksum mismatch (file corrupted)")
         cap = header_schema.header_cap(self.size, MAX_HEADER_BYTES)
-        if version >= ZSTD_HEADER_SINCE:
-            raw = zstd_decompress(raw, cap, f"{self.path}: header")
-        elif len(raw) > cap:
-            raise self._fail(f"header of {len(raw)} bytes is too large for a {self.size}-byte file")
+        raw = decode_header(raw, version, cap, f"{self.path}: header")
         try:
             header = header_schema.parse(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -47,7 +47,7 @@ def rewrite_header(src: Path, dst: Path, mutate) -> Path:
     raw = src.read_bytes()
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
     mutate(header)
-    body = raw[:off] + container.zstd_compress(json.dumps(header).encode())
+    body = raw[:off] + container.encode_header(json.dumps(header).encode())
     footer = container.FOOTER.pack(off, len(body) - off, zlib.crc32(body[off:]), hashlib.sha256(body).digest(),
                                    container.FOOTER_MAGIC)
     dst.write_bytes(body + footer)

@@ -168,7 +168,8 @@ def _paths(obj, prefix=()):
 def forge_header(raw: bytes, draw) -> bytes:
     """Change 1-3 header fields (random JSON, or a big integer in a size field), re-forge CRC and SHA-256."""
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
-    header = json.loads(container.zstd_decompress(raw[off:off + length], 1 << 24, "valid header"))
+    header = json.loads(container.decode_header(raw[off:off + length], container.FORMAT_VERSION, 1 << 24,
+                                                "valid header"))
     paths = [p for p in _paths(header) if p]
     for _ in range(draw.int(1, 3)):
         if draw.int(0, 2) == 0:
@@ -185,7 +186,7 @@ def forge_header(raw: bytes, draw) -> bytes:
                 node[p[-1]] = value
         except (KeyError, IndexError, TypeError):
             pass
-    body = raw[:off] + container.zstd_compress(json.dumps(header).encode())
+    body = raw[:off] + container.encode_header(json.dumps(header).encode())
     footer = container.FOOTER.pack(off, len(body) - off, zlib.crc32(body[off:]), hashlib.sha256(body).digest(),
                                    container.FOOTER_MAGIC)
     return body + footer

@@ -280,12 +280,45 @@ def test_header_records_everything_needed(berlin_sarc):
     assert len(h["chunks"]["latent"]) == 16 * 2
 
 
-def test_header_is_zstd_framed(berlin_sarc):
+def test_header_is_zstd_framed_against_the_frozen_dictionary(berlin_sarc):
+    import hashlib
+    import zstandard
+    from sar_compress_plugin.core import header_dictionary
+
     sarc, _ = berlin_sarc
     raw = sarc.read_bytes()
-    assert container.PREAMBLE.unpack(raw[:container.PREAMBLE.size])[1] == container.FORMAT_VERSION == 3
+    assert container.PREAMBLE.unpack(raw[:container.PREAMBLE.size])[1] == container.FORMAT_VERSION == 4
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
-    assert raw[off:off + 4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
+    body = raw[off:off + length]
+    assert body[:4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
+    # the dictionary is part of format 4: its bytes may never change
+    assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY).hexdigest() == \
+        header_dictionary.HEADER_DICTIONARY_SHA256 == \
+        "67ffb854fb9e27e19625c59cce74aa2984e72f1068381e2c633921c1f11436d7"
+    with pytest.raises(zstandard.ZstdError):  # not decodable without it
+        zstandard.ZstdDecompressor().decompress(body)
+    text = container.decode_header(body, 4, 1 << 24, "h")
+    assert len(body) < 0.6 * len(container.zstd_compress(text, 19))
+
+
+def test_format_3_files_with_plain_zstd_headers_still_read(berlin_sarc, tmp_path, tiny_bundle):
+    import hashlib
+    import zlib
+
+    sarc, _ = berlin_sarc
+    raw = sarc.read_bytes()
+    off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
+    text = container.decode_header(raw[off:off + length], 4, 1 << 24, "h").replace(b'"format_version":4',
+                                                                                  b'"format_version":3')
+    body = container.PREAMBLE.pack(container.MAGIC, 3, 0, 0) + raw[container.PREAMBLE.size:off]
+    body += container.zstd_compress(text, 19)
+    old = tmp_path / "v3.sarc"
+    old.write_bytes(body + container.FOOTER.pack(off, len(body) - off, zlib.crc32(body[off:]),
+                                                 hashlib.sha256(body).digest(), container.FOOTER_MAGIC))
+    with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as a, \
+            CompressedRaster(old, model_dirs=[tiny_bundle], device="cpu") as b:
+        assert b.info["format_version"] == 3
+        assert np.array_equal(a.read((100, 120, 60, 50)), b.read((100, 120, 60, 50)))
 
 
 def test_core_imports_neither_qgis_nor_torch():

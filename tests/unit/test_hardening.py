@@ -48,10 +48,11 @@ def forge(src: Path, dst: Path, mutate=None, header_bytes: bytes | None = None) 
     raw = src.read_bytes()
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
     if header_bytes is None:
-        header = json.loads(container.zstd_decompress(raw[off:off + length], 1 << 24, "h"))
+        header = json.loads(container.decode_header(raw[off:off + length], container.FORMAT_VERSION, 1 << 24,
+                                                    "h"))
         mutate(header)
         header_bytes = json.dumps(header).encode()
-    body = raw[:off] + container.zstd_compress(header_bytes)
+    body = raw[:off] + container.encode_header(header_bytes)
     footer = container.FOOTER.pack(off, len(body) - off, zlib.crc32(body[off:]), hashlib.sha256(body).digest(),
                                    container.FOOTER_MAGIC)
     dst.write_bytes(body + footer)
