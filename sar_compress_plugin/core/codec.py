@@ -35,7 +35,7 @@ from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMi
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder
-from .overview import OverviewBuilder, read_overview
+from .overview import OverviewBuilder, read_overview, wants_overview
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
                             denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
@@ -86,6 +86,8 @@ class CompressOptions:
     #: None: from the operating point (`outlier_margin_db`)
     outlier_margin_db: float | None = None
     outlier_step_db: float = OUTLIER_STEP_DB
+    #: store the low-resolution overview chunk; None: only for rasters over overview.MIN_OVERVIEW_PIXELS
+    overview: bool | None = None
     #: refuse to replace an existing output (default: replace it and log that it did)
     no_clobber: bool = False
 
@@ -310,7 +312,8 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     margin = (outlier_margin_db(rate["quality"], model.lambdas)
               if opts.outlier_margin_db is None else float(opts.outlier_margin_db))
     ostep = float(opts.outlier_step_db)
-    overview = OverviewBuilder(info.width, info.height, nb, bounds)
+    with_overview = wants_overview(info.width, info.height) if opts.overview is None else bool(opts.overview)
+    overview = OverviewBuilder(info.width, info.height, nb, bounds) if with_overview else None
     _tick(progress, 0.0)
     for i in grid:
         _check_cancel(is_cancelled, src)
@@ -333,7 +336,8 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
             ys = y[b] * gain
             index["latent"][k] = writer.add_chunk(coder.encode(ys, model.hyper_encode(ys))[0])
             raw, db, valid = cores[b]
-            overview.add(b, cc0, cr0, db, valid)
+            if overview is not None:
+                overview.add(b, cc0, cr0, db, valid)
             if not valid.all():
                 fill = _fill_value(dtype, info.nodata[b])
                 exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
@@ -373,8 +377,9 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
-        "overview": overview.finish(writer),
     }
+    if overview is not None:
+        header["overview"] = overview.finish(writer)
     writer.finish(header, src)
     return {"outlier_pixels": outlier_pixels, "invalid_pixels": invalid_pixels}
 

@@ -24,6 +24,13 @@ MIN_FACTOR = 32
 #: dB margin around the band's clip range kept in the 8-bit scale (bright targets still show saturated).
 MARGIN_DB = 3.0
 EMPTY = 255  # sample with no valid pixel
+#: Rasters up to this many pixels get no overview by default: a viewer decodes them whole in about half a second
+#: on 2 cores, and on a 512 x 512 chip the overview was 0.008 bpp per band, 5% of the lowest quality's bits.
+MIN_OVERVIEW_PIXELS = 1 << 20
+
+
+def wants_overview(width: int, height: int) -> bool:
+    return width * height > MIN_OVERVIEW_PIXELS
 
 
 def overview_factor(width: int, height: int) -> int:

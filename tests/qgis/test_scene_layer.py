@@ -28,7 +28,7 @@ def scene(plugin, sar_tif, model_bundle, codec, tmp_path):
 
     sarc = sar_tif.with_suffix(".sarc")
     codec.compress(str(sar_tif), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                    tile_size=128))
+                                                                    tile_size=128, overview=True))
     full = tmp_path / "full.tif"
     codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
     s = PluginSettings.load()

@@ -159,6 +159,22 @@ def test_moderate_outliers_are_coded_at_high_quality_and_left_clipped_at_low(tmp
     assert coded[0.0] < len(spots) <= coded[2.0]
 
 
+def test_overview_is_stored_for_rasters_over_a_megapixel_or_when_asked(tmp_path, tiny_bundle):
+    from sar_compress_plugin.core.overview import MIN_OVERVIEW_PIXELS
+
+    rng = np.random.default_rng(7)
+    small = write_geotiff(tmp_path / "small.tif", rng.gamma(4.0, 0.01, (1, 96, 80)).astype(np.float32))
+    big = write_geotiff(tmp_path / "big.tif", rng.gamma(4.0, 0.01, (1, 1040, 1024)).astype(np.float32))
+    assert 96 * 80 <= MIN_OVERVIEW_PIXELS < 1040 * 1024
+    for src, ask, stored in ((small, None, False), (small, True, True), (big, None, True), (big, False, False)):
+        out = tmp_path / f"{src.stem}_{ask}.sarc"
+        compress(src, out, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=256, overview=ask))
+        with CompressedRaster(out, model_dirs=[tiny_bundle], device="cpu") as cr:
+            assert ("overview" in cr.info) is stored
+            assert (cr.overview(0) is not None) is stored
+            assert cr.read((0, 0, 16, 16)).shape == (1, 16, 16)
+
+
 def test_window_reads_equal_full_reconstruction_bit_for_bit(berlin_sarc, tiny_bundle):
     sarc, _ = berlin_sarc
     with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:
