@@ -22,5 +22,7 @@ import sys, torch; print(torch.load(sys.argv[1], weights_only=True)['model_name'
 $py benchmarks/rate_distortion.py --sigma0 --scenes frankfurt panama india_900498 mekong srilanka_534068 \
   paraguay_jja10 --device cpu --out "$res/rd_heldout_grd"
 $py benchmarks/throughput.py --size 2048 --device cpu --out "$res/throughput_cpu"
+# is core.codec.OUTLIER_MARGIN_SCALE_DB still the best fit for this model? (training scenes; prints K)
+$py benchmarks/outlier_margin.py --max-scene-bands 10 --out "$res/outlier_margin"
 # tile seams: many 128-px tiles against one tile, held-out GRD scenes
 $py benchmarks/seams.py --scenes frankfurt panama --tile 128 --out "$res/seams_cpu"
