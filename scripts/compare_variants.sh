@@ -4,6 +4,8 @@
 #   bash scripts/compare_variants.sh train 1 residual attention                         # more seeds, two best
 #   bash scripts/compare_variants.sh evaluate                                           # export + BD-rate each
 # Runs land in runs/compare/<variant>_s<seed>; every step resumes from its last checkpoint if interrupted.
+# SEED changes the initialisation and the patch stream only: every run holds out split seed 0's scenes, the ones
+# the evaluation measures on (runs made before --split-seed existed split by --seed, and seed 1 trained on them).
 # STEPS (default 3000) optimiser steps of BATCH (4) x PATCH (256) px, the default model's recipe (variable rate,
 # default lambdas, lr 2e-4); THREADS (1) torch threads. Evaluation: each run exported and run through the real
 # codec against JPEG-2000 on the GRD validation scenes of seed 0's split (Frankfurt and Panama intensity, four
@@ -19,7 +21,7 @@ device=${DEVICE:-cpu}
 train() {
   local seed=$1; shift
   for v in "$@"; do
-    .venv/bin/sar-train --variant "$v" --seed "$seed" --out "$runs/${v}_s$seed" --max-steps "$steps" \
+    .venv/bin/sar-train --variant "$v" --seed "$seed" --split-seed 0 --out "$runs/${v}_s$seed" --max-steps "$steps" \
       --batch-size "${BATCH:-4}" --patch-size "${PATCH:-256}" --lr 2e-4 --patience 1000 --device "$device" \
       --threads "${THREADS:-1}" --no-progress --resume
   done

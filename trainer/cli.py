@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=float, nargs="+", default=None,
                    help=f"rate-distortion trade-off per quality level, increasing: per patch, loss = lambda * "
                         f"255^2 * MSE + bpp [{' '.join(str(v) for v in d.lambdas)}]")
-    p.add_argument("--seed", type=int, default=None, help=f"[{d.seed}]")
+    p.add_argument("--seed", type=int, default=None, help=f"initialisation and patch stream [{d.seed}]")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help=f"train/validation scene split; keep it fixed across seed replicates [{d.split_seed}]")
     p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")

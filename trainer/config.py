@@ -37,7 +37,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))  # one per quality level
-    seed: int = 0
+    seed: int = 0                    # weights' initialisation and the patch stream
+    split_seed: int = 0              # which scenes are held out: fixed across seed replicates, so they compare
     device: str = "auto"
     amp: bool = False
     compile: bool = False

@@ -144,8 +144,9 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
     for path in map(Path, paths):
         model, ckpt = load_model(path, map_location="cpu")
         cfg = ckpt["config"]
+        split_seed = cfg.get("split_seed", cfg.get("seed", 0))  # runs older than split_seed split by seed
         key = (data or cfg.get("data"), cfg.get("domain", "intensity"), cfg.get("val_fraction", 0.2),
-               cfg.get("seed", 0), cfg.get("data_fraction", 1.0))
+               split_seed, cfg.get("data_fraction", 1.0))
         if key not in cache:
             ds = build_datasets(key[0], default_domain=key[1], val_fraction=key[2], seed=key[3], data_fraction=key[4])
             cache[key] = ds.val_raw[:max_planes] if max_planes else ds.val_raw

@@ -72,7 +72,7 @@ def run_training(cfg: TrainConfig) -> dict:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
         data = build_datasets(cfg.data, default_domain=cfg.domain, val_fraction=cfg.val_fraction,
-                              data_fraction=cfg.data_fraction, seed=cfg.seed, device=device)
+                              data_fraction=cfg.data_fraction, seed=cfg.split_seed, device=device)
         sampler = PatchSampler(data.train, cfg.patch_size, cfg.min_valid_fraction, cfg.seed, info.rank)
         val_batches = validation_tiles(data.val, cfg.patch_size, cfg.val_tiles_per_plane)
         model = create_model(cfg.variant, channels=cfg.channels, latent_channels=cfg.latent_channels,

@@ -195,3 +195,24 @@ def test_retired_autoencoder_checkpoint_is_refused_by_name(tmp_path):
     save_checkpoint(ckpt, tmp_path / "old.pth")
     with pytest.raises(ModelMismatchError, match="retired fixed-bottleneck autoencoder"):
         load_model(tmp_path / "old.pth")
+
+
+@needs_data
+def test_seed_replicates_keep_the_scene_split_and_split_seed_changes_it(tmp_path):
+    """A seed replicate must be judged on the scenes its siblings held out: --seed changes the initialisation
+    and the patch stream, --split-seed alone which scenes are held out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("berlin_512", "brazil_512", "ottawa_512", "frankfurt_512", "flevoland_north_512"):
+        (data / f"s1_iw_grd_{name}.tif").symlink_to(SAR / f"s1_iw_grd_{name}.tif")
+    summaries = {}
+    for seed, split_seed in ((0, 0), (1, 0), (0, 1)):
+        out = tmp_path / f"s{seed}_{split_seed}"
+        assert main(["--variant", "baseline", "--data", str(data), "--out", str(out), *FAST, "--max-steps", "1",
+                     "--steps-per-epoch", "1", "--seed", str(seed), "--split-seed", str(split_seed)]) == 0
+        last = torch.load(out / "last.pth", weights_only=True)
+        summaries[seed, split_seed] = (last["data_summary"]["val_scenes"], last["model_state_dict"])
+    assert summaries[0, 0][0] == summaries[1, 0][0]
+    assert summaries[0, 1][0] != summaries[0, 0][0]
+    first = next(iter(summaries[0, 0][1]))
+    assert not torch.equal(summaries[0, 0][1][first], summaries[1, 0][1][first])  # a different initialisation
