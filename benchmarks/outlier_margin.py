@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from rate_distortion import DATA_DIR, grd_scenes, model_info, resolve_model, versions  # noqa: E402
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress  # noqa: E402
+from sar_compress_plugin.core.hyperprior import interpolate_levels  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
@@ -75,7 +76,7 @@ def best_margins(points: dict, qualities, margins, lambdas) -> list[dict]:
         slope = (base[lo]["db_rmse"] ** 2 - base[hi]["db_rmse"] ** 2) / (base[hi]["bpp"] - base[lo]["bpp"])
         cost = {m: points[(q, m)]["db_rmse"] ** 2 + slope * points[(q, m)]["bpp"] for m in margins}
         best = min(cost, key=cost.get)
-        lam = math.exp(float(np.interp(q, np.arange(len(lambdas)), np.log(lambdas))))
+        lam = float(interpolate_levels(np.log(np.asarray(lambdas, dtype=np.float32))[:, None], q)[0])
         out.append({"quality": q, "lambda": lam, "slope_db2_per_bpp": slope, "best_margin_db": best,
                     "cost": {str(m): c for m, c in cost.items()}})
     return out

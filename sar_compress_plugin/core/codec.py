@@ -34,7 +34,7 @@ from . import container as C
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
-from .hyperprior import HyperpriorCoder
+from .hyperprior import HyperpriorCoder, interpolate_levels
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
                             denormalise, from_db, normalise, percentile_bounds, to_db)
@@ -124,9 +124,7 @@ class ReconstructResult:
 def outlier_margin_db(quality: float, lambdas) -> float:
     """The dB margin beyond the clip range past which a pixel is coded as an outlier, at a quality of a model
     trained at `lambdas` per level (log-interpolated between levels, as the gains are)."""
-    lam = np.log(np.asarray(lambdas, dtype=np.float64))
-    q = min(max(float(quality), 0.0), len(lam) - 1.0)
-    lam_q = math.exp(float(np.interp(q, np.arange(len(lam)), lam)))
+    lam_q = float(interpolate_levels(np.log(np.asarray(lambdas, dtype=np.float32))[:, None], quality)[0])
     return max(MIN_OUTLIER_MARGIN_DB, OUTLIER_MARGIN_SCALE_DB / math.sqrt(255.0 ** 2 * lam_q))
 
 
