@@ -22,6 +22,7 @@ from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
 from trainer.losses import RateDistortionLoss
 from trainer.registry import create_model
+from trainer.widen import widen_latent
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +200,19 @@ def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
 
 
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-    """Warm start from a checkpoint of the same variant and shape: weights only (fresh optimiser, step 0)."""
+    """Warm start from a checkpoint of the same variant: weights only (fresh optimiser, step 0). Its shape must
+    match, except that a narrower latent is widened to this run's (trainer/widen.py)."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
     _check_variant(ckpt, cfg.init, cfg.variant)
+    weights = {k: v.float() for k, v in ckpt["model_state_dict"].items()}
+    narrow_m = ckpt["model_config"].get("latent_channels")
+    if narrow_m != model.latent_channels and ckpt["model_config"] == {**model.config, "latent_channels": narrow_m}:
+        widen_latent(model, weights, narrow_m)
+        log.info("initialised from %s (step %s of that run), latent widened from %d to %d channels", cfg.init,
+                 ckpt.get("step"), narrow_m, model.latent_channels)
+        return
     _check_shape(ckpt, cfg.init, model)
-    model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
+    model.load_state_dict(weights)
     log.info("initialised from %s (step %s of that run)", cfg.init, ckpt.get("step"))
 
 
