@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "no optimiser state) continues its step count and history with a fresh optimiser")
     p.add_argument("--channels", type=int, default=None, help=f"width of g_a and g_s [{d.channels}]")
     p.add_argument("--latent-channels", type=int, default=None, help=f"latent width M [{d.latent_channels}]")
+    p.add_argument("--context-slices", type=int, default=None,
+                   help=f"latent slices of the channel context; 1 = none [{d.context_slices}]")
     p.add_argument("--hyper-channels", type=int, default=None, help=f"width of z and h_a [{d.hyper_channels}]")
     p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 64 [{d.patch_size}]")
     p.add_argument("--threads", type=int, default=None,

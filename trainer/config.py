@@ -51,6 +51,7 @@ class TrainConfig:
     channels: int = 64               # width of g_a / g_s
     latent_channels: int = 128       # M
     hyper_channels: int = 64         # width of z and h_a
+    context_slices: int = 1          # latent slices of the channel context (1: none)
     patch_size: int = 256
     min_valid_fraction: float = 0.9
     val_tiles_per_plane: int = 4
@@ -69,8 +70,11 @@ class TrainConfig:
         lambdas = [float(v) for v in self.lambdas]
         if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
             raise ConfigError(f"lambdas must be positive and strictly increasing, got {self.lambdas}")
-        if min(self.channels, self.latent_channels, self.hyper_channels) < 1:
-            raise ConfigError("channels, latent_channels and hyper_channels must be positive")
+        if min(self.channels, self.latent_channels, self.hyper_channels, self.context_slices) < 1:
+            raise ConfigError("channels, latent_channels, hyper_channels and context_slices must be positive")
+        if self.latent_channels % self.context_slices:
+            raise ConfigError(f"context_slices ({self.context_slices}) must divide latent_channels "
+                              f"({self.latent_channels})")
         if not self.lr > 0 or not 0 < self.lr_drop_factor <= 1:
             raise ConfigError("lr must be > 0 and lr_drop_factor in (0, 1]")
         if self.max_minutes is not None and not self.max_minutes > 0:

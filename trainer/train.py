@@ -77,7 +77,8 @@ def run_training(cfg: TrainConfig) -> dict:
         sampler = PatchSampler(data.train, cfg.patch_size, cfg.min_valid_fraction, cfg.seed, info.rank)
         val_batches = validation_tiles(data.val, cfg.patch_size, cfg.val_tiles_per_plane)
         model = create_model(cfg.variant, channels=cfg.channels, latent_channels=cfg.latent_channels,
-                             hyper_channels=cfg.hyper_channels, lambdas=cfg.lambdas)
+                             hyper_channels=cfg.hyper_channels, lambdas=cfg.lambdas,
+                             context_slices=cfg.context_slices)
         loss_fn = RateDistortionLoss()
         model.to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -192,24 +193,38 @@ def _check_variant(ckpt: dict, path, variant: str) -> None:
         raise ModelMismatchError(f"{path}: checkpoint is variant {ckpt['model_name']!r}, run asks for {variant!r}")
 
 
+def _model_config(ckpt: dict) -> dict:
+    """The checkpoint's model config, with the defaults of options added after it was written."""
+    return {"context_slices": 1, **ckpt["model_config"]}
+
+
 def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
-    want = {k: v for k, v in model.config.items()}
-    got = {k: ckpt["model_config"].get(k) for k in want}
+    want = dict(model.config)
+    got = {k: _model_config(ckpt).get(k) for k in want}
     if got != want:
         raise ModelMismatchError(f"{path}: checkpoint model {got} differs from this run's {want}")
 
 
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
     """Warm start from a checkpoint of the same variant: weights only (fresh optimiser, step 0). Its shape must
-    match, except that a narrower latent is widened to this run's (trainer/widen.py)."""
+    match, except that a narrower latent is widened to this run's (trainer/widen.py), and a model without
+    channel context gets this run's, starting at zero (so it codes exactly as before)."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
     _check_variant(ckpt, cfg.init, cfg.variant)
     weights = {k: v.float() for k, v in ckpt["model_state_dict"].items()}
-    narrow_m = ckpt["model_config"].get("latent_channels")
-    if narrow_m != model.latent_channels and ckpt["model_config"] == {**model.config, "latent_channels": narrow_m}:
+    got = _model_config(ckpt)
+    narrow_m = got["latent_channels"]
+    if narrow_m != model.latent_channels and got == {**model.config, "latent_channels": narrow_m}:
         widen_latent(model, weights, narrow_m)
         log.info("initialised from %s (step %s of that run), latent widened from %d to %d channels", cfg.init,
                  ckpt.get("step"), narrow_m, model.latent_channels)
+        return
+    if got["context_slices"] == 1 < model.context_slices and got == {**model.config, "context_slices": 1}:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected or not all(k.startswith(("context_scale.", "context_mean.")) for k in missing):
+            raise ModelMismatchError(f"{cfg.init}: weights do not fit this {cfg.variant} model")
+        log.info("initialised from %s (step %s of that run), channel context of %d slices added", cfg.init,
+                 ckpt.get("step"), model.context_slices)
         return
     _check_shape(ckpt, cfg.init, model)
     model.load_state_dict(weights)

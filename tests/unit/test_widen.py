@@ -46,3 +46,32 @@ def test_only_a_narrower_latent_of_the_same_model_widens():
     other = create_model("baseline", **{**CONFIG, "latent_channels": 12, "channels": 10})
     with pytest.raises(ModelMismatchError):
         widen_latent(other, narrow.state_dict(), 8)
+
+
+def test_init_adds_a_channel_context_that_starts_silent(tmp_path):
+    """`sar-train --init` from a model without channel context: the context starts at zero, so the model codes
+    and reconstructs exactly as the checkpoint did, and training can then grow it."""
+    from types import SimpleNamespace
+
+    from trainer.checkpoint import make_checkpoint, save_checkpoint
+    from trainer.train import _init_weights
+
+    torch.manual_seed(0)
+    plain = create_model("baseline", **CONFIG).eval()
+    ckpt = make_checkpoint(plain, epoch=1, step=10, best_val_loss=1.0, history=[], preprocessing_params={},
+                           config={}, data_summary={})
+    del ckpt["model_config"]["context_slices"]  # as checkpoints from before the option have it
+    save_checkpoint(ckpt, tmp_path / "plain.pth")
+    sliced = create_model("baseline", **{**CONFIG, "context_slices": 4})
+    _init_weights(sliced, SimpleNamespace(init=str(tmp_path / "plain.pth"), variant="baseline"), torch.device("cpu"))
+    sliced.eval()
+    x, level = torch.rand(2, 1, 64, 64), torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        a, b = plain(x, level), sliced(x, level)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    assert torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])
+    sliced.train()
+    out = sliced(x, level)
+    (out["x_hat"].square().mean() - out["likelihoods"]["y"].log().mean()).backward()
+    assert all(net[-1].weight.grad.abs().sum() > 0 for net in sliced.context_scale)
+    assert all(net[-1].weight.grad.abs().sum() > 0 for net in sliced.context_mean)

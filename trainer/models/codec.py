@@ -75,6 +75,16 @@ def hyper_synthesis(m: int, n: int) -> nn.Sequential:
     return nn.Sequential(deconv(n, m), nn.ReLU(), deconv(m, m), nn.ReLU(), conv(m, 2 * m, 3))
 
 
+def channel_context(in_ch: int, out_ch: int, hidden: int = 64) -> nn.Sequential:
+    """One slice's channel context (Minnen & Singh 2020): earlier slices -> a correction to this slice's scales
+    or means. Convolutions and ReLU only, like h_s, so the scale branch can become an integer network; the last
+    layer starts at zero, so a model warm-started without context codes exactly as before."""
+    net = nn.Sequential(conv(in_ch, hidden, 3), nn.ReLU(), conv(hidden, out_ch, 3))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
 class SarCodecModel(nn.Module):
     """x (B, 1, H, W) in [0, 1], level (B,) float in [0, L-1] -> x_hat and the likelihoods {"y", "z"}.
 
@@ -87,20 +97,27 @@ class SarCodecModel(nn.Module):
     hyper_factor = 4           # and the latent grid to multiples of this
 
     def __init__(self, channels: int = 64, latent_channels: int = 128, hyper_channels: int = 64,
-                 lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS):
+                 lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS, context_slices: int = 1):
         super().__init__()
-        if min(channels, latent_channels, hyper_channels) < 1:
-            raise ValueError("channel counts must be positive")
+        if min(channels, latent_channels, hyper_channels, context_slices) < 1:
+            raise ValueError("channel and slice counts must be positive")
+        if latent_channels % context_slices:
+            raise ValueError(f"{context_slices} context slices do not divide {latent_channels} latent channels")
         lambdas = [float(v) for v in lambdas]
         if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
             raise ValueError("lambdas must be positive and strictly increasing")
         self.config = {"channels": int(channels), "latent_channels": int(latent_channels),
-                       "hyper_channels": int(hyper_channels), "lambdas": lambdas}
+                       "hyper_channels": int(hyper_channels), "lambdas": lambdas,
+                       "context_slices": int(context_slices)}
         self.latent_channels = int(latent_channels)
         self.g_a, self.g_s = self._build_transforms(int(channels), self.latent_channels)
         self.h_a = hyper_analysis(self.latent_channels, int(hyper_channels))
         self.h_s = hyper_synthesis(self.latent_channels, int(hyper_channels))
         self.prior = FactorizedPrior(int(hyper_channels))
+        self.context_slices = int(context_slices)
+        width = self.latent_channels // self.context_slices
+        self.context_scale = nn.ModuleList(channel_context(s * width, width) for s in range(1, self.context_slices))
+        self.context_mean = nn.ModuleList(channel_context(s * width, width) for s in range(1, self.context_slices))
         self.register_buffer("lambdas", torch.tensor(lambdas), persistent=False)
         # Gains start at the MSE-optimal step ratio, sqrt(lambda) relative to the middle level, so the levels
         # differ in rate from the first step; training then shapes them per channel.
@@ -147,6 +164,26 @@ class SarCodecModel(nn.Module):
         params = self.h_s(z_hat)[..., :shape[0], :shape[1]]
         return params[:, :self.latent_channels], params[:, self.latent_channels:]
 
+    def _code_slices(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor):
+        """(y_hat, likelihoods) of the latents, slice by slice: slice s's scales are corrected from the integer
+        symbols of slices < s (an integer network can reproduce that bit for bit) and its means from their
+        reconstructed values (means may be float)."""
+        y_hats, likelihoods, symbols = [], [], []
+        n = self.context_slices
+        for s, (ys, sc, mu) in enumerate(zip(y.chunk(n, 1), scales.chunk(n, 1), means.chunk(n, 1))):
+            if s:
+                sc = sc + self.context_scale[s - 1](torch.cat(symbols, 1))
+                mu = mu + self.context_mean[s - 1](torch.cat(y_hats, 1))
+            if self.training:
+                likelihoods.append(gaussian_likelihood(ys + torch.empty_like(ys).uniform_(-0.5, 0.5) - mu, sc))
+                y_hats.append(round_ste(ys - mu) + mu)
+            else:
+                sym = torch.round(ys - mu)
+                likelihoods.append(gaussian_likelihood(sym, sc))
+                y_hats.append(sym + mu)
+            symbols.append(torch.round(ys - mu).detach())
+        return torch.cat(y_hats, 1), torch.cat(likelihoods, 1)
+
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         gain, inverse_gain = self.gains(level)
         y = self.g_a(x) * gain
@@ -162,13 +199,7 @@ class SarCodecModel(nn.Module):
                 z_hat = torch.round(z)
                 z_likelihoods = self.prior.likelihood(z_hat)
             scales, means = self.entropy_parameters(z_hat, y.shape[-2:])
-            if self.training:
-                y_likelihoods = gaussian_likelihood(y + torch.empty_like(y).uniform_(-0.5, 0.5) - means, scales)
-                y_hat = round_ste(y - means) + means
-            else:
-                symbols = torch.round(y - means)
-                y_likelihoods = gaussian_likelihood(symbols, scales)
-                y_hat = symbols + means
+            y_hat, y_likelihoods = self._code_slices(y, scales, means)
         x_hat = self.g_s(y_hat * inverse_gain.float())
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -177,4 +208,4 @@ class SarCodecModel(nn.Module):
             return sum(p.numel() for m in mods for p in m.parameters())
 
         return {"total": n(self), "encoder": n(self.g_a), "decoder": n(self.g_s),
-                "entropy_model": n(self.h_a, self.h_s, self.prior)}
+                "entropy_model": n(self.h_a, self.h_s, self.prior, self.context_scale, self.context_mean)}
