@@ -91,3 +91,18 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert export_main([str(bad), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "broken.pth" in err and err.startswith("error:")
+
+
+def test_a_channel_context_model_is_refused_until_the_codec_has_one(tmp_path, capsys):
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01],
+                         context_slices=2)
+    ckpt = make_checkpoint(model, epoch=1, step=3, best_val_loss=0.5, history=[],
+                           preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                           config={}, data_summary={})
+    save_checkpoint(ckpt, tmp_path / "ctx.pth")
+    out = tmp_path / "out"
+    assert export_main([str(tmp_path / "ctx.pth"), str(out), "--calibration", str(SCENE), "--tile", "64",
+                        "--max-tiles", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "channel context" in err and "Traceback" not in err
+    assert not out.exists()
