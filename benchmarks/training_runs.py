@@ -1,0 +1,119 @@
+"""Warm-started model experiments against the run they branched from, at equal training steps.
+
+An experiment (`sar-train --init CHECKPOINT ...`: a wider latent, a channel context) starts its step count at
+0, from a checkpoint at step S of a reference run that goes on training beside it. This compares them where
+both have validated: the experiment's step s against the reference's step S + s, on the same validation tiles
+(same split seed), by validation loss and by the BD-rate between the two per-level (bpp, PSNR) curves of the
+validation (negative = the experiment needs fewer bits). It reads only the runs' history.jsonl and train.log,
+so it can run while they train; the codec-level figures come from benchmarks/rate_distortion.py once a model is
+exported.
+
+    python benchmarks/training_runs.py runs/vr_baseline runs/widen256 runs/context4 \
+        --out benchmarks/results/warm_start_experiments
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rate_distortion import bd_rate  # noqa: E402
+
+INIT_LINE = re.compile(r"initialised from .* \(step (\d+) of that run\)(.*)$")
+
+
+def read_run(folder: Path) -> dict:
+    hist = folder / "history.jsonl"  # absent until the first validation
+    history = [json.loads(line) for line in hist.read_text().splitlines() if line.strip()] if hist.is_file() else []
+    config = json.loads((folder / "config.json").read_text())
+    offset, change = 0, ""
+    log = folder / "train.log"
+    if config.get("init") and log.is_file():
+        for line in log.read_text().splitlines():
+            m = INIT_LINE.search(line)
+            if m:
+                offset, change = int(m.group(1)), m.group(2).strip(", ")
+    return {"run": folder.name, "offset": offset, "change": change or "same model", "config": config,
+            "history": {h["step"] + offset: h for h in history}}
+
+
+def curve_bd_rate(ref: dict, test: dict) -> float | None:
+    """BD-rate of test's per-level validation curve against ref's; distortion = RMSE on the [0, 1] image
+    (10^(-PSNR/20)), which is the dB RMSE up to the fixed clip range of the training's validation tiles."""
+    def points(h):
+        return [p["bpp"] for p in h["val_levels"]], [10 ** (-p["psnr"] / 20) for p in h["val_levels"]]
+
+    r1, d1 = points(ref)
+    r2, d2 = points(test)
+    return bd_rate(r1, d1, r2, d2)["bd_rate_percent"]
+
+
+def compare(reference: dict, runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        for step in sorted(run["history"]):
+            ref = reference["history"].get(step)
+            if ref is None:
+                continue
+            h = run["history"][step]
+            rows.append({"run": run["run"], "change": run["change"], "step": step,
+                         "steps_since_branch": step - run["offset"], "patches_seen": step * run["config"]["batch_size"],
+                         "val_loss": h["val_loss"], "reference_val_loss": ref["val_loss"],
+                         "bd_rate_vs_reference_percent": curve_bd_rate(ref, h),
+                         "levels": [{"bpp": p["bpp"], "psnr": p["psnr"], "ref_bpp": q["bpp"], "ref_psnr": q["psnr"]}
+                                    for p, q in zip(h["val_levels"], ref["val_levels"])]})
+    return rows
+
+
+def markdown(reference: dict, rows: list[dict]) -> str:
+    lines = [f"# Warm-started experiments against `{reference['run']}` at equal steps", "",
+             "Validation tiles of the training split (the same for every run). BD-rate: the experiment's per-level "
+             "validation curve (bpp, PSNR on the [0,1] dB image) against the reference's at the same step; "
+             "negative = fewer bits.", "",
+             "| run | change | step (since branch) | patches seen | val loss | reference val loss | BD-rate vs reference |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        bd = r["bd_rate_vs_reference_percent"]
+        lines.append(f"| {r['run']} | {r['change']} | {r['step']:,} ({r['steps_since_branch']:,}) | "
+                     f"{r['patches_seen']:,} | {r['val_loss']:.4f} | {r['reference_val_loss']:.4f} | "
+                     f"{'n/a' if bd is None else f'{bd:+.2f}%'} |")
+    last = {}
+    for r in rows:
+        last[r["run"]] = r
+    for r in last.values():
+        lines += ["", f"Per level at step {r['step']:,} ({r['run']} / reference): "
+                  + "; ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB / {p['ref_bpp']:.3f} bpp {p['ref_psnr']:.2f} dB"
+                              for p in r["levels"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reference", type=Path, help="the run the experiments branched from (it kept training)")
+    p.add_argument("runs", type=Path, nargs="+", help="experiment runs started with sar-train --init")
+    p.add_argument("--out", type=Path, help="write experiments.json and experiments.md here")
+    a = p.parse_args(argv)
+    try:
+        reference = read_run(a.reference)
+        runs = [read_run(r) for r in a.runs]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: cannot read a run ({exc})", file=sys.stderr)
+        return 2
+    rows = compare(reference, runs)
+    md = markdown(reference, rows)
+    print(md)
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "experiments.json").write_text(json.dumps({"reference": reference["run"], "rows": rows}, indent=1))
+        (a.out / "experiments.md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
