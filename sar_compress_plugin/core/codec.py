@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from . import container as C
+from .blas_threads import single_threaded_blas
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
@@ -238,7 +239,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
                                f"{MAX_ABS_DB:g}")
     target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
-    with RasterReader(input_path) as reader:
+    with RasterReader(input_path) as reader, single_threaded_blas():
         info = reader.info
         if info.band_count > C.MAX_BANDS:
             raise InputRasterError(f"{input_path}: {info.band_count} bands; a .sarc file holds at most "
@@ -602,14 +603,14 @@ class CompressedRaster:
 
         The entropy decoding of the next tile (numpy and the range coder, one core) runs in a worker thread
         while the decoder network (onnxruntime, which releases the GIL) runs on the current one: on 2 cores the
-        two overlap instead of adding up.
+        two overlap instead of adding up, provided numpy's BLAS stays on that one thread (core/blas_threads.py).
         """
         win = (0, 0, self.width, self.height) if window is None else _check_window(window, self.width,
                                                                                    self.height, self.path)
         bands = list(range(self.bands) if bands is None else bands)
         tiles = self.grid.tiles_overlapping(win)
         self._hyperprior()  # resolve the bundle (and its errors) in this thread
-        with ThreadPoolExecutor(1, thread_name_prefix="sarc-entropy") as pool:
+        with single_threaded_blas(), ThreadPoolExecutor(1, thread_name_prefix="sarc-entropy") as pool:
             ahead = pool.submit(self._prefetch, tiles[0], bands) if tiles else None
             for n, t in enumerate(tiles):
                 ahead.result()

@@ -25,6 +25,7 @@ REQUIREMENTS: list[tuple[str, str]] = [
     ("onnxruntime", "onnxruntime"),
     ("zstandard", "zstandard==0.25.0"),
     ("constriction", "constriction==0.5.0"),
+    ("threadpoolctl", "threadpoolctl==3.8.0"),
 ]
 #: A pip constraint (never a requirement): --target resolves dependencies from scratch and would otherwise fetch
 #: numpy 2 for onnxruntime, which breaks the GDAL bindings QGIS ships.
