@@ -87,3 +87,31 @@ def test_resume_from_a_warm_start_continues_the_step_count(pack, tmp_path):
     assert main(["--out", str(tmp_path / "b"), "--max-steps", "4", "--resume", str(tmp_path / "warm.pth"), *fast]) == 0
     b = load_checkpoint(tmp_path / "b" / "last.pth")
     assert b["step"] == 4 and [h["step"] for h in b["history"]] == [2, 4]
+
+
+@needs_data
+def test_gpu_codec_rehearsal_writes_what_the_call_returns_and_the_chunks_decode_here(pack, tmp_path):
+    """scripts/gpu_codec.sh --dry-run: the codec benchmark's code path on the CPU (tiny sweep), then the
+    cross-device check as it runs after a real call: this machine decodes the returned chunks symbol for symbol."""
+    import json
+
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", "scripts/gpu_codec.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"gpu_codec.json", "gpu_chunks.npz"}
+    doc = json.loads((out / "gpu_codec.json").read_text())
+    assert all(r["compress_mp_s"] > 0 and r["reconstruct_mp_s"] > 0 for r in doc["networks"])
+    assert doc["entropy_coding"][0]["decode_mp_s"] > 0 and doc["end_to_end"][0]["reconstruct_bound"]
+    assert doc["cross_device"]["cpu_fp32"]["decoded_symbols_differing"] == 0
+    verify = [".venv/bin/python", "benchmarks/gpu_codec.py", "--verify-chunks"]
+    ok = subprocess.run(verify + [str(out / "gpu_chunks.npz")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and " 0 differ" in ok.stdout, ok.stdout + ok.stderr
+    # a decoding that disagrees with the device's must be reported, not pass
+    with np.load(out / "gpu_chunks.npz") as f:
+        arrays = dict(f)
+    arrays["cpu_fp32_decoded"][0, 0, 0, 0] += 1
+    np.savez(tmp_path / "bad.npz", **arrays)
+    bad = subprocess.run(verify + [str(tmp_path / "bad.npz")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and " 1 differ" in bad.stdout, bad.stdout + bad.stderr
