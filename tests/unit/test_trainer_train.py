@@ -35,7 +35,7 @@ def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert set(REQUIRED_KEYS) <= set(ckpt)
         assert ckpt["model_name"] == variant
-        assert ckpt["model_config"] == SMALL_CONFIG
+        assert ckpt["model_config"] == {**SMALL_CONFIG, "context_slices": 1}
     last = torch.load(tmp_path / "last.pth", weights_only=True)
     assert last["step"] == 3 and last["epoch"] == 2  # 2 steps in epoch 1, then max-steps stops epoch 2 after 1
     assert [h["epoch"] for h in last["history"]] == [1, 2]
