@@ -10,6 +10,12 @@ exported.
 
     python benchmarks/training_runs.py runs/vr_baseline runs/widen256 runs/context4 \
         --out benchmarks/results/warm_start_experiments
+
+Session 6's runs are committed (histories, logs, configs), so its table can be rebuilt without the run folders:
+
+    python benchmarks/training_runs.py benchmarks/results/default_model_training \
+        benchmarks/results/warm_start_experiments/runs/widen256 benchmarks/results/warm_start_experiments/runs/context4 \
+        --out benchmarks/results/warm_start_experiments
 """
 
 from __future__ import annotations
