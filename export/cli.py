@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; pass --calibration FILE")
         tiles = calibration_tiles(paths, args.tile, args.max_tiles)
         history = ckpt.get("history") or []
-        best = min(history, key=lambda h: h.get("val_loss", float("inf"))) if history else {}
+        # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
+        # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights
+        own = next((h for h in reversed(history) if h.get("step") == ckpt.get("step")), {})
         variant = ckpt["model_name"]
         manifest = export_bundle(
             model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
                       "steps": ckpt.get("step"), "config": ckpt.get("config", {}),
                       "parameters": model.count_parameters()},
-            validation={k: best[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
-                        if k in best},
+            validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
+                        if k in own},
             default_quality=args.default_quality, float16=args.fp16,
         )
     except (SarCompressError, ExportError) as exc:
