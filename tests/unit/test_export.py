@@ -93,16 +93,25 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "broken.pth" in err and err.startswith("error:")
 
 
-def test_a_channel_context_model_is_refused_until_the_codec_has_one(tmp_path, capsys):
+def _save_tiny(path: Path, history: list[dict], step: int, **model_options) -> Path:
+    """A small baseline model's checkpoint at `step` with `history`, as sar-train writes it."""
+    torch.manual_seed(0)
     model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01],
-                         context_slices=2)
-    ckpt = make_checkpoint(model, epoch=1, step=3, best_val_loss=0.5, history=[],
+                         **model_options)
+    ckpt = make_checkpoint(model, epoch=len(history) or 1, step=step, best_val_loss=0.4, history=history,
                            preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
                            config={}, data_summary={})
-    save_checkpoint(ckpt, tmp_path / "ctx.pth")
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def _export_tiny(ckpt: Path, out: Path) -> int:
+    return export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "1"])
+
+
+def test_a_channel_context_model_is_refused_until_the_codec_has_one(tmp_path, capsys):
     out = tmp_path / "out"
-    assert export_main([str(tmp_path / "ctx.pth"), str(out), "--calibration", str(SCENE), "--tile", "64",
-                        "--max-tiles", "1"]) == 2
+    assert _export_tiny(_save_tiny(tmp_path / "ctx.pth", [], 3, context_slices=2), out) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "channel context" in err and "Traceback" not in err
     assert not out.exists()
@@ -111,16 +120,9 @@ def test_a_channel_context_model_is_refused_until_the_codec_has_one(tmp_path, ca
 def test_manifest_validation_is_that_of_the_exported_weights(tmp_path):
     """A last.pth whose history has a better epoch earlier: the manifest reports the epoch that ended at the
     checkpoint's own step, not the best one (other weights)."""
-    torch.manual_seed(0)
-    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
     history = [{"epoch": 1, "step": 2, "val_loss": 0.4, "val_psnr": 21.0},
                {"epoch": 2, "step": 3, "val_loss": 0.5, "val_psnr": 20.0}]
-    ckpt = make_checkpoint(model, epoch=2, step=3, best_val_loss=0.4, history=history,
-                           preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
-                           config={}, data_summary={})
-    save_checkpoint(ckpt, tmp_path / "last.pth")
     out = tmp_path / "bundle"
-    assert export_main([str(tmp_path / "last.pth"), str(out), "--calibration", str(SCENE), "--tile", "64",
-                        "--max-tiles", "1"]) == 0
+    assert _export_tiny(_save_tiny(tmp_path / "last.pth", history, 3), out) == 0
     validation = json.loads((out / "manifest.json").read_text())["validation"]
     assert validation["step"] == 3 and validation["val_loss"] == 0.5
