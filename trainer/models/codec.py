@@ -174,14 +174,14 @@ class SarCodecModel(nn.Module):
             if s:
                 sc = sc + self.context_scale[s - 1](torch.cat(symbols, 1))
                 mu = mu + self.context_mean[s - 1](torch.cat(y_hats, 1))
+            sym = torch.round(ys - mu).detach()
             if self.training:
                 likelihoods.append(gaussian_likelihood(ys + torch.empty_like(ys).uniform_(-0.5, 0.5) - mu, sc))
                 y_hats.append(round_ste(ys - mu) + mu)
             else:
-                sym = torch.round(ys - mu)
                 likelihoods.append(gaussian_likelihood(sym, sc))
                 y_hats.append(sym + mu)
-            symbols.append(torch.round(ys - mu).detach())
+            symbols.append(sym)
         return torch.cat(y_hats, 1), torch.cat(likelihoods, 1)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
