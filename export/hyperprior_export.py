@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sar_compress_plugin.core.channel_context import ChannelContext, FloatConvNet, ScaleContextNetwork
 from sar_compress_plugin.core.hyper_decoder import CONV, DECONV, IntegerHyperDecoder
 from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior, save_hyperprior
 from trainer.models.codec import SarCodecModel, scale_table
@@ -39,6 +40,7 @@ HYPER_ENCODER_NAME = "hyper_encoder.onnx"
 WEIGHT_BITS = 15          # |integer weight| <= 2^15 - 1
 ACTIVATION_BITS = 22      # the calibrated activation maximum maps to about 2^22 ...
 ACT_MAX = (1 << 24) - 1   # ... and activations saturate 4x above it
+MAX_ACCUMULATOR_FRACTION_BITS = 48  # keeps shifts and scaled biases far from int64's limits
 TABLE_TOTAL = 1 << 20     # counts are probabilities times this (then >= 1)
 SYMBOL_MIN, SYMBOL_MAX = -127, 127          # z
 Y_SYMBOL_MIN, Y_SYMBOL_MAX = -1023, 1023    # y - mean: wide enough for the top quality's gains
@@ -71,31 +73,68 @@ def _direct_weight(kind: int, m: nn.Module) -> np.ndarray:
 
 
 @torch.no_grad()
-def integerise_h_s(h_s: nn.Sequential, z_calibration: torch.Tensor, z_min: int, z_max: int,
-                   scales: list[float]) -> tuple[IntegerHyperDecoder, int]:
-    """(integer network, fraction bits F of its output) for a float h_s, its activation scales chosen from its
-    activations on `z_calibration` (rounded z)."""
-    layers = _layers(h_s)
-    x = z_calibration.float()
+def _integerise(net: nn.Sequential, x_calibration: torch.Tensor, out_fraction_bits: int | None = None):
+    """(kinds, weights, biases, shifts, output fraction bits) of the integer counterpart of `net` (see _layers),
+    its activation scales chosen from its activations on `x_calibration` (integers, fraction bits 0). The
+    output's fraction bits come from the calibration too, unless `out_fraction_bits` forces them (a context's
+    scale correction must be in h_s's fixed point to add to it)."""
+    layers = _layers(net)
+    x = x_calibration.float()
     a_in = 0
     weights, biases, shifts = [], [], []
     for i, (kind, m) in enumerate(layers):
         x = m(x)
-        x = torch.relu(x) if i < len(layers) - 1 else x.abs()
+        last = i == len(layers) - 1
+        x = x.abs() if last else torch.relu(x)
         w = _direct_weight(kind, m)
         b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(w.shape[0])
         w_exp = int(math.floor(math.log2(((1 << WEIGHT_BITS) - 1) / max(float(np.abs(w).max()), 1e-12))))
-        a_out = int(math.floor(math.log2((1 << ACTIVATION_BITS) / max(float(x.max()), 1e-6))))
-        a_out = max(0, min(a_out, a_in + w_exp))
+        w_exp = min(w_exp, MAX_ACCUMULATOR_FRACTION_BITS - a_in)  # all-zero weights (a silent context) included
+        if last and out_fraction_bits is not None:
+            a_out = out_fraction_bits
+            if a_out > a_in + w_exp:
+                raise ValueError(f"the output needs 2^-{a_out} resolution; this layer's weights give 2^-{a_in + w_exp}")
+        else:
+            a_out = int(math.floor(math.log2((1 << ACTIVATION_BITS) / max(float(x.max()), 1e-6))))
+            a_out = max(0, min(a_out, a_in + w_exp))
         weights.append(np.rint(w * 2.0 ** w_exp).astype(np.int64))
         biases.append(np.rint(b * 2.0 ** (a_in + w_exp)).astype(np.int64))
         shifts.append(a_in + w_exp - a_out)
         a_in = a_out
-    thresholds = np.floor(np.asarray(scales[:-1], dtype=np.float64) * 2.0 ** a_in).astype(np.int64)
+    return [k for k, _ in layers], weights, biases, shifts, a_in
+
+
+@torch.no_grad()
+def integerise_h_s(h_s: nn.Sequential, z_calibration: torch.Tensor, z_min: int, z_max: int,
+                   scales: list[float]) -> tuple[IntegerHyperDecoder, int]:
+    """(integer network, fraction bits F of its output) for a float h_s, its activation scales chosen from its
+    activations on `z_calibration` (rounded z)."""
+    kinds, weights, biases, shifts, fraction_bits = _integerise(h_s, z_calibration)
+    thresholds = np.floor(np.asarray(scales[:-1], dtype=np.float64) * 2.0 ** fraction_bits).astype(np.int64)
     if (np.diff(thresholds) <= 0).any():
-        raise ValueError(f"output scale 2^-{a_in} is too coarse to tell the scale table's entries apart")
-    decoder = IntegerHyperDecoder([k for k, _ in layers], weights, biases, shifts, ACT_MAX, thresholds, z_min, z_max)
-    return decoder, a_in
+        raise ValueError(f"output scale 2^-{fraction_bits} is too coarse to tell the scale table's entries apart")
+    decoder = IntegerHyperDecoder(kinds, weights, biases, shifts, ACT_MAX, thresholds, z_min, z_max)
+    return decoder, fraction_bits
+
+
+@torch.no_grad()
+def integerise_context(model: SarCodecModel, symbols: torch.Tensor, fraction_bits: int) -> ChannelContext | None:
+    """The codec's channel context for a model with context slices: each slice's scale branch as an integer
+    network on the earlier slices' symbols (calibrated on `symbols`, the coded symbols of the calibration
+    tiles, clipped to the y range), its output in h_s's `fraction_bits`; the mean branch as float32 weights."""
+    n = model.context_slices
+    if n == 1:
+        return None
+    width = model.latent_channels // n
+    x = symbols.clamp(Y_SYMBOL_MIN, Y_SYMBOL_MAX)
+    scale_nets, mean_nets = [], []
+    for s in range(1, n):
+        kinds, weights, biases, shifts, _ = _integerise(model.context_scale[s - 1], x[:, :s * width], fraction_bits)
+        scale_nets.append(ScaleContextNetwork(kinds, weights, biases, shifts, ACT_MAX, Y_SYMBOL_MIN, Y_SYMBOL_MAX))
+        convs = [m for m in model.context_mean[s - 1] if isinstance(m, nn.Conv2d)]
+        mean_nets.append(FloatConvNet([m.weight.detach().numpy() for m in convs],
+                                      [m.bias.detach().numpy() for m in convs]))
+    return ChannelContext(n, scale_nets, mean_nets)
 
 
 def _counts(p: np.ndarray) -> np.ndarray:
@@ -167,33 +206,36 @@ def export_hyperprior(model: SarCodecModel, work: Path, latents: np.ndarray, exp
 
     scales = scale_table()
     decoder, fraction_bits = integerise_h_s(model.h_s, z, SYMBOL_MIN, SYMBOL_MAX, scales)
+    h, w = latents.shape[-2:]
+    ys_all = y_all[..., :h, :w]
+    coded = model.code_slices(ys_all, *model.entropy_parameters(z, (h, w)))  # the float path, all levels
+    context = integerise_context(model, coded["symbols"], fraction_bits)
     zc, yc = z_counts(model), y_counts(scales)
     npz = work / HYPERPRIOR_NAME
     save_hyperprior(npz, decoder, fraction_bits, zc, SYMBOL_MIN, yc, Y_SYMBOL_MIN,
-                    model.log_gain.detach().numpy(), model.log_inverse_gain.detach().numpy())
+                    model.log_gain.detach().numpy(), model.log_inverse_gain.detach().numpy(), context)
     coder = load_hyperprior(npz)  # what was written must read back
 
-    # integer vs float h_s on the calibration tiles, level by level
-    h, w = latents.shape[-2:]
+    # the integer path (h_s, channel context) against the float model on the calibration tiles, level by level
     pixels = n * h * w * 16 * 16
     levels = []
     for level in range(model.levels):
-        zl = z[level * n:(level + 1) * n]
-        ys = (y_all[level * n:(level + 1) * n])[..., :h, :w].numpy()
-        zi = zl.numpy().astype(np.int16)
-        params = [coder.entropy_parameters(t, h, w) for t in zi]
-        idx_int = np.stack([p[0] for p in params])
-        mean_int = np.stack([p[1] for p in params])
-        scale_f, mean_f = model.entropy_parameters(zl, (h, w))
-        idx_float = np.searchsorted(np.asarray(scales[:-1]), scale_f.numpy(), side="left")
-        sym_int = np.clip(np.rint(ys - mean_int), Y_SYMBOL_MIN, Y_SYMBOL_MAX).astype(np.int64)
-        sym_float = np.clip(np.rint(ys - mean_f.numpy()), Y_SYMBOL_MIN, Y_SYMBOL_MAX).astype(np.int64)
+        part = slice(level * n, (level + 1) * n)
+        ys = ys_all[part].numpy()
+        zi = z[part].numpy().astype(np.int16)
+        analysed = [coder.analyse(y_tile, z_tile) for y_tile, z_tile in zip(ys, zi)]
+        idx_int = np.stack([a[0] for a in analysed])
+        mean_int = np.stack([a[1] for a in analysed])
+        sym_int = np.stack([a[2] for a in analysed]).astype(np.int64)
+        idx_float = np.searchsorted(np.asarray(scales[:-1]), coded["scales"][part].numpy(), side="left")
+        mean_f = coded["means"][part].numpy()
+        sym_float = np.clip(coded["symbols"][part].numpy(), Y_SYMBOL_MIN, Y_SYMBOL_MAX).astype(np.int64)
         zbits = _bits(zc, np.broadcast_to(np.arange(zc.shape[0])[None, :, None, None], zi.shape),
                       zi.astype(np.int64), SYMBOL_MIN)
         levels.append({
             "level": level,
             "index_match_fraction": float((idx_int == idx_float).mean()),
-            "mean_max_abs_diff": float(np.abs(mean_int - mean_f.numpy()).max()),
+            "mean_max_abs_diff": float(np.abs(mean_int - mean_f).max()),
             "bpp_y_integer": _bits(yc, idx_int, sym_int, Y_SYMBOL_MIN) / pixels,
             "bpp_y_float": _bits(yc, idx_float, sym_float, Y_SYMBOL_MIN) / pixels,
             "bpp_z": zbits / pixels,
@@ -207,6 +249,7 @@ def export_hyperprior(model: SarCodecModel, work: Path, latents: np.ndarray, exp
         "scale_table": {"min": scales[0], "max": scales[-1], "levels": len(scales), "spacing": "log"},
         "table_total": TABLE_TOTAL, "activation_saturation": ACT_MAX,
         "output_fraction_bits": fraction_bits,
+        "context_slices": int(model.context_slices),
         "max_abs_accumulator": int(decoder.max_abs_accumulator()),
         "hyper_encoder_max_rel_diff": enc_diff,
         "integer_vs_float": {"tiles": int(n), "latents_per_level": int(latents.size), "levels": levels},

@@ -104,9 +104,6 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     folder and moved into place only once every check passed. `default_quality` (a float level; default the
     middle of the trained range) is what the codec uses when the user names no quality or target.
     """
-    if getattr(model, "context_slices", 1) != 1:
-        raise ExportError(f"the codec has no channel context yet: this model has {model.context_slices} context "
-                          f"slices (sar-train --context-slices), the codec codes with 1")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tiles = np.ascontiguousarray(calibration_tiles, dtype=np.float32)

@@ -78,18 +78,35 @@ class ChannelTables:
 
     def decode_groups(self, data: bytes, groups, what: str) -> list[np.ndarray]:
         """Inverse of encode_groups for [(table row, symbol count), ...]: int32 symbol values per group."""
+        return self.open_stream(data, what).read(groups)
+
+    def open_stream(self, data: bytes, what: str) -> "GroupStream":
+        """A decoder over one stream that encode_groups wrote, read in several calls: the channel context needs
+        one slice's symbols before it knows how the next slice's are coded."""
+        return GroupStream(self, data, what)
+
+
+class GroupStream:
+    """One range-coded stream, decoded group list by group list in the order it was encoded."""
+
+    def __init__(self, tables: ChannelTables, data: bytes, what: str):
         import constriction  # noqa: PLC0415
 
         if len(data) % 4:
             raise ContainerFormatError(f"{what}: range-coded chunk is not a whole number of 32-bit words")
-        models = self._categoricals()
+        self._models = tables._categoricals()
+        self._qmin = tables.qmin
+        self._what = what
+        self._decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+
+    def read(self, groups) -> list[np.ndarray]:
+        """[(table row, symbol count), ...] -> int32 symbol values per group."""
         out = []
         try:
-            dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
             for row, n in groups:
-                out.append(np.asarray(dec.decode(models[row], int(n)), dtype=np.int32) + self.qmin)
+                out.append(np.asarray(self._decoder.decode(self._models[row], int(n)), dtype=np.int32) + self._qmin)
         except Exception as exc:  # constriction raises its own types on exhausted/invalid streams
-            raise ContainerFormatError(f"{what}: range-coded chunk cannot be decoded ({exc})") from None
+            raise ContainerFormatError(f"{self._what}: range-coded chunk cannot be decoded ({exc})") from None
         return out
 
 

@@ -17,7 +17,8 @@ numpy has no BLAS for integers, so the products are summed in float64 when a lay
 each addition is exact and any BLAS, thread count, blocking or FMA gives the same integers as int64 would.
 A layer whose bound is larger falls back to int64. The last layer's output (no ReLU: means are signed) is
 2M channels in fixed point: M scales, mapped to indices of the scale table by integer comparison against
-integer thresholds, and M means.
+integer thresholds, and M means. A channel context's scale branch (core/channel_context.py) is the same kind
+of integer network, run on latent symbols.
 """
 
 from __future__ import annotations
@@ -31,56 +32,55 @@ INT64_SAFE = 1 << 62
 FLOAT64_EXACT = 1 << 53  # every integer below this is a float64, so sums that stay below it are exact
 
 
-class IntegerHyperDecoder:
-    """The integer layers of h_s plus the scale thresholds (all int64 numpy arrays, from the bundle)."""
+class IntegerNetwork:
+    """Integer layers (int64 numpy arrays, from the bundle) over inputs in [in_min, in_max]: h_s on z symbols,
+    and a channel context's scale branch on the latent symbols of earlier slices."""
 
-    def __init__(self, kinds, weights, biases, shifts, act_max: int, thresholds, z_min: int, z_max: int):
+    def __init__(self, kinds, weights, biases, shifts, act_max: int, in_min: int, in_max: int):
         try:
             self.kinds = [int(k) for k in kinds]
             self.weights = [np.asarray(w) for w in weights]
             self.biases = [np.asarray(b) for b in biases]
             self.shifts = [int(s) for s in shifts]
             self.act_max = int(act_max)
-            self.thresholds = np.asarray(thresholds)
-            self.z_min, self.z_max = int(z_min), int(z_max)
+            self.in_min, self.in_max = int(in_min), int(in_max)
         except (TypeError, ValueError) as exc:
-            raise ModelBundleError(f"integer hyper-decoder: malformed parameters ({exc})") from None
+            raise ModelBundleError(f"{self.what}: malformed parameters ({exc})") from None
         self._validate()
         self.weights = [w.astype(np.int64) for w in self.weights]
         self.biases = [b.astype(np.int64) for b in self.biases]
-        self.thresholds = self.thresholds.astype(np.int64)
         # per layer: weights as float64, laid out (k, k, out, in) so each tap is one contiguous matrix, when its
         # sums are provably exact there; else None (int64 path)
         self._float_weights = [np.ascontiguousarray(w.astype(np.float64).transpose(2, 3, 0, 1))
                                if bound < FLOAT64_EXACT else None
                                for w, bound in zip(self.weights, self.layer_bounds())]
 
-    def _validate(self) -> None:
-        def fail(msg: str) -> ModelBundleError:
-            return ModelBundleError(f"integer hyper-decoder: {msg}")
+    what = "integer network"
 
+    def _fail(self, msg: str) -> ModelBundleError:
+        return ModelBundleError(f"{self.what}: {msg}")
+
+    def _validate(self) -> None:
         n = len(self.kinds)
         if n == 0 or not (len(self.weights) == len(self.biases) == len(self.shifts) == n):
-            raise fail("layer lists are empty or of different lengths")
+            raise self._fail("layer lists are empty or of different lengths")
         channels = None
         for i, (kind, w, b, s) in enumerate(zip(self.kinds, self.weights, self.biases, self.shifts)):
             if kind not in (CONV, DECONV):
-                raise fail(f"layer {i} has unknown kind {kind}")
+                raise self._fail(f"layer {i} has unknown kind {kind}")
             if w.dtype.kind not in "iu" or b.dtype.kind not in "iu" or w.ndim != 4 or w.shape[2] != w.shape[3] \
                     or w.shape[2] % 2 == 0 or b.shape != (w.shape[0],):
-                raise fail(f"layer {i}: weights must be integer (out, in, k, k) with odd k and one bias per output")
+                raise self._fail(f"layer {i}: weights must be integer (out, in, k, k) with odd k and one bias per "
+                                 f"output")
             if channels is not None and w.shape[1] != channels:
-                raise fail(f"layer {i} takes {w.shape[1]} channels, the previous layer gives {channels}")
+                raise self._fail(f"layer {i} takes {w.shape[1]} channels, the previous layer gives {channels}")
             if not 0 <= s < 63:
-                raise fail(f"layer {i}: shift {s} out of range")
+                raise self._fail(f"layer {i}: shift {s} out of range")
             channels = w.shape[0]
-        if not (0 < self.act_max < 1 << 31) or not (-(1 << 15) <= self.z_min < self.z_max < 1 << 15):
-            raise fail("act_max or the z symbol range is out of bounds")
-        t = self.thresholds
-        if t.ndim != 1 or t.size == 0 or t.dtype.kind not in "iu" or (np.diff(t.astype(np.int64)) <= 0).any():
-            raise fail("scale thresholds must be a strictly increasing 1-D integer array")
+        if not (0 < self.act_max < 1 << 31) or not (-(1 << 15) <= self.in_min < self.in_max < 1 << 15):
+            raise self._fail("act_max or the input symbol range is out of bounds")
         if self.max_abs_accumulator() >= INT64_SAFE:
-            raise fail("an accumulator could overflow int64 for some input")
+            raise self._fail("an accumulator could overflow int64 for some input")
 
     @property
     def in_channels(self) -> int:
@@ -91,17 +91,12 @@ class IntegerHyperDecoder:
         return self.weights[-1].shape[0]
 
     @property
-    def levels(self) -> int:
-        """Number of scale indices (thresholds + 1)."""
-        return int(self.thresholds.size) + 1
-
-    @property
     def upsampling(self) -> int:
         return 2 ** sum(k == DECONV for k in self.kinds)
 
     def layer_bounds(self) -> list[int]:
-        """Per layer, a bound on |sum of products| for every input in the z range (Python ints: exact)."""
-        bound_in = max(abs(self.z_min), abs(self.z_max))
+        """Per layer, a bound on |sum of products| for every input in range (Python ints: exact)."""
+        bound_in = max(abs(self.in_min), abs(self.in_max))
         bounds = []
         for w in self.weights:
             bounds.append(_max_abs_row_sum(w) * bound_in)
@@ -109,16 +104,16 @@ class IntegerHyperDecoder:
         return bounds
 
     def max_abs_accumulator(self) -> int:
-        """A bound on |accumulator| (products and bias) over every layer and every input in the z range."""
+        """A bound on |accumulator| (products and bias) over every layer and every input in range."""
         return max(p + _max_abs_row_sum(b.reshape(-1, 1)) for p, b in zip(self.layer_bounds(), self.biases))
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """(in_channels, h, w) integer z -> (out_channels, upsampling*h, upsampling*w) int64 fixed point."""
-        x = np.asarray(z)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(in_channels, h, w) integers -> (out_channels, upsampling*h, upsampling*w) int64 fixed point."""
+        x = np.asarray(x)
         if x.ndim != 3 or x.shape[0] != self.in_channels or x.dtype.kind not in "iu":
-            raise ValueError(f"z must be integer ({self.in_channels}, h, w), got {x.dtype} {x.shape}")
-        if x.size and (x.min() < self.z_min or x.max() > self.z_max):
-            raise ValueError(f"z outside [{self.z_min}, {self.z_max}]")
+            raise ValueError(f"input must be integer ({self.in_channels}, h, w), got {x.dtype} {x.shape}")
+        if x.size and (x.min() < self.in_min or x.max() > self.in_max):
+            raise ValueError(f"input outside [{self.in_min}, {self.in_max}]")
         x = x.astype(np.int64)
         last = len(self.kinds) - 1
         layers = zip(self.kinds, self.weights, self._float_weights, self.biases, self.shifts)
@@ -130,6 +125,33 @@ class IntegerHyperDecoder:
                 x = (x + (1 << (s - 1))) >> s  # round half up (an arithmetic shift floors negatives too)
             np.clip(x, -self.act_max, self.act_max, out=x)
         return x
+
+
+class IntegerHyperDecoder(IntegerNetwork):
+    """The integer layers of h_s plus the scale thresholds that turn its fixed-point scales into indices."""
+
+    what = "integer hyper-decoder"
+
+    def __init__(self, kinds, weights, biases, shifts, act_max: int, thresholds, z_min: int, z_max: int):
+        self.thresholds = np.asarray(thresholds)
+        t = self.thresholds
+        if t.ndim != 1 or t.size == 0 or t.dtype.kind not in "iu" or (np.diff(t.astype(np.int64)) <= 0).any():
+            raise self._fail("scale thresholds must be a strictly increasing 1-D integer array")
+        self.thresholds = t.astype(np.int64)
+        super().__init__(kinds, weights, biases, shifts, act_max, z_min, z_max)
+
+    @property
+    def z_min(self) -> int:
+        return self.in_min
+
+    @property
+    def z_max(self) -> int:
+        return self.in_max
+
+    @property
+    def levels(self) -> int:
+        """Number of scale indices (thresholds + 1)."""
+        return int(self.thresholds.size) + 1
 
     def scale_indices(self, scales: np.ndarray) -> np.ndarray:
         """Fixed-point scales (any shape, int64) -> uint8 indices into the scale table: how many thresholds

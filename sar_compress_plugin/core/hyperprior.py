@@ -9,12 +9,14 @@ Per tile, at quality q:
 * the integer h_s turns the z symbols into a scale index and a mean per latent; the symbols are the rounded
   differences y - mean, coded grouped by scale index (for each index k present, ascending: every symbol with
   index k in C order, with table k);
+* with a channel context (core/channel_context.py) the channels are coded in slices, one after the other in
+  the same stream, each slice's scales and means corrected from the slices before it;
 * decoding adds the means back and multiplies by the quality's inverse gains before the decoder network.
 
-Only integers decide how symbols decode: the z symbols, the indices computed from them in int64, and integer
-counts, all held in one bundle file (hyperprior.npz) whose SHA-256 every file records. The means and gains are
+Only integers decide how symbols decode: the z symbols and the earlier slices' symbols, the indices computed
+from them in int64, and integer counts, all held in one bundle file (hyperprior.npz) whose SHA-256 every file records. The means and gains are
 floats, but they only shift and scale the reconstruction (the encoder derives its symbols from the very same
-integer means), so a machine that computes them a hair differently decodes the same symbols.
+means), so a machine that computes them a hair differently decodes the same symbols.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .channel_context import ChannelContext, FloatConvNet, ScaleContextNetwork
 from .entropy_coding import ChannelTables, read_bundle_file
 from .errors import ContainerFormatError, ModelBundleError, SarCompressError
-from .hyper_decoder import IntegerHyperDecoder
+from .hyper_decoder import CONV, IntegerHyperDecoder
 
 HYPERPRIOR_NAME = "hyperprior.npz"
-#: 2: mean-scale with gain vectors. Version 1 (scale only, fixed rate) belonged to the retired model.
-HYPERPRIOR_FORMAT_VERSION = 2
+#: 3: mean-scale with gain vectors and an optional channel context; 2 (the same without the context) still
+#: reads. Version 1 (scale only, fixed rate) belonged to the retired model.
+HYPERPRIOR_FORMAT_VERSION = 3
+OLDEST_READABLE_VERSION = 2
 _PREFIX = struct.Struct("<I")  # number of 32-bit words of the z stream; the y stream follows it
 
 
@@ -62,6 +67,7 @@ class HyperpriorCoder:
     fraction_bits: int        # h_s's output is fixed point with this many fraction bits
     log_gain: np.ndarray      # (levels, M) float32
     log_inverse_gain: np.ndarray
+    context: ChannelContext | None = None  # None: the latents are one slice
 
     def __post_init__(self) -> None:
         d = self.decoder
@@ -85,6 +91,13 @@ class HyperpriorCoder:
             raise ModelBundleError(f"hyperprior: fraction bits {self.fraction_bits} out of range")
         self.y_min = self.y_tables.qmin
         self.y_max = self.y_tables.qmin + self.y_tables.counts.shape[1] - 1
+        if self.context is not None:
+            self.context.validate(m, (self.y_min, self.y_max))
+
+    @property
+    def slices(self) -> int:
+        """Latent slices coded one after the other (1: no channel context)."""
+        return 1 if self.context is None else self.context.slices
 
     @property
     def latent_channels(self) -> int:
@@ -118,17 +131,56 @@ class HyperpriorCoder:
         z = np.nan_to_num(np.rint(np.asarray(z, dtype=np.float32)), nan=0.0)
         return np.clip(z, self.decoder.z_min, self.decoder.z_max).astype(np.int16)
 
-    def entropy_parameters(self, z_symbols: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scale indices uint8, means float32), each (M, h, w), of an (h, w) latent tile from its z symbols."""
+    def _hyper_outputs(self, z_symbols: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """h_s's (fixed-point scales int64, means float32), each (M, h, w), of an (h, w) latent tile."""
         out = self.decoder(z_symbols)[:, :h, :w]
         m = self.latent_channels
         means = (out[m:].astype(np.float64) * 2.0 ** -self.fraction_bits).astype(np.float32)
-        return self.decoder.scale_indices(out[:m]), means
+        return out[:m], means
+
+    def entropy_parameters(self, z_symbols: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scale indices uint8, means float32), each (M, h, w), of an (h, w) latent tile from its z symbols, as
+        h_s gives them: before any channel context corrects them (`analyse` gives the coded ones)."""
+        scales, means = self._hyper_outputs(z_symbols, h, w)
+        return self.decoder.scale_indices(scales), means
+
+    def _code_slices(self, z_symbols: np.ndarray, h: int, w: int, symbols_of):
+        """Slice by slice: the scale indices and means of slice s (corrected by the context from slices < s),
+        then `symbols_of(s, indices, means)` gives its int32 symbols. Returns (indices, means, symbols), each
+        (M, h, w): the encoder and the decoder run this very loop, so both derive the same indices."""
+        scales, means = self._hyper_outputs(z_symbols, h, w)
+        n = self.slices
+        width = self.latent_channels // n
+        idx_parts, mean_parts, sym_parts = [], [], []
+        for s in range(n):
+            sc, mu = scales[s * width:(s + 1) * width], means[s * width:(s + 1) * width]
+            if s:
+                earlier = np.concatenate(sym_parts)
+                sc = sc + self.context.scale_correction(s, earlier)
+                mu = mu + self.context.mean_correction(s, earlier.astype(np.float32) + np.concatenate(mean_parts))
+            idx = self.decoder.scale_indices(sc)
+            idx_parts.append(idx)
+            mean_parts.append(mu)
+            sym_parts.append(symbols_of(s, idx, mu))
+        return np.concatenate(idx_parts), np.concatenate(mean_parts), np.concatenate(sym_parts)
 
     def _groups(self, idx: np.ndarray):
         """(C-order positions sorted by scale index, raster order kept within an index; count per index)."""
         flat = idx.ravel()
         return np.argsort(flat, kind="stable"), np.bincount(flat, minlength=self.decoder.levels)
+
+    def analyse(self, ys: np.ndarray, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scale indices uint8, means float32, symbols int32), each (M, h, w), for (M, h, w) gain-scaled
+        latents and their z symbols: what encode codes (export measures the integer path with it)."""
+        ys = np.asarray(ys, dtype=np.float32)
+        _, h, w = ys.shape
+        width = self.latent_channels // self.slices
+
+        def symbols_of(s, idx, mu):
+            d = np.nan_to_num(ys[s * width:(s + 1) * width] - mu)
+            return np.clip(np.rint(d), self.y_min, self.y_max).astype(np.int32)
+
+        return self._code_slices(z_symbols, h, w, symbols_of)
 
     def encode(self, ys: np.ndarray, z: np.ndarray) -> tuple[bytes, np.ndarray]:
         """(M, h, w) gain-scaled latents and the tile's unrounded z -> (one latent chunk, the scaled latents
@@ -141,12 +193,15 @@ class HyperpriorCoder:
         if zq.shape != self.z_shape(h, w):
             raise ValueError(f"z of shape {zq.shape} does not fit a {h} x {w} latent tile")
         z_words = self.z_tables.encode(zq)
-        idx, means = self.entropy_parameters(zq, h, w)
-        sym = np.clip(np.rint(np.nan_to_num(ys - means)), self.y_min, self.y_max).astype(np.int32)
-        order, counts = self._groups(idx)
-        flat = sym.ravel()[order]
-        bounds = np.cumsum(counts)
-        groups = [(k, flat[bounds[k] - counts[k]:bounds[k]]) for k in np.flatnonzero(counts)]
+        idx, means, sym = self.analyse(ys, zq)
+        groups = []
+        width = c // self.slices
+        for s in range(self.slices):  # each slice's symbols grouped by scale index, slices in order
+            part = slice(s * width, (s + 1) * width)
+            order, counts = self._groups(idx[part])
+            flat = sym[part].ravel()[order]
+            bounds = np.cumsum(counts)
+            groups += [(k, flat[bounds[k] - counts[k]:bounds[k]]) for k in np.flatnonzero(counts)]
         chunk = _PREFIX.pack(len(z_words) // 4) + z_words + self.y_tables.encode_groups(groups)
         return chunk, sym.astype(np.float32) + means
 
@@ -164,12 +219,17 @@ class HyperpriorCoder:
             raise ContainerFormatError(f"{what}: hyperprior chunk is truncated (z stream of {nz} words)")
         z_end = _PREFIX.size + 4 * nz
         zq = self.z_tables.decode(data[_PREFIX.size:z_end], self.z_shape(h, w), what).astype(np.int16)
-        idx, means = self.entropy_parameters(zq, h, w)
-        order, counts = self._groups(idx)
-        parts = self.y_tables.decode_groups(data[z_end:], [(k, counts[k]) for k in np.flatnonzero(counts)], what)
-        sym = np.empty(c * h * w, dtype=np.float32)
-        sym[order] = np.concatenate(parts) if parts else np.empty(0, np.float32)
-        return sym.reshape(shape) + means
+        stream = self.y_tables.open_stream(data[z_end:], what)
+
+        def symbols_of(s, idx, mu):
+            order, counts = self._groups(idx)
+            parts = stream.read([(k, counts[k]) for k in np.flatnonzero(counts)])
+            sym = np.empty(idx.size, dtype=np.int32)
+            sym[order] = np.concatenate(parts) if parts else np.empty(0, np.int32)
+            return sym.reshape(idx.shape)
+
+        _, means, sym = self._code_slices(zq, h, w, symbols_of)
+        return sym.astype(np.float32) + means
 
 
 def load_hyperprior(path: str | os.PathLike, expected_sha256: str | None = None) -> HyperpriorCoder:
@@ -180,7 +240,7 @@ def load_hyperprior(path: str | os.PathLike, expected_sha256: str | None = None)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:  # the bytes whose SHA-256 was checked
             a = {k: npz[k] for k in npz.files}
         version = int(a["format_version"])
-        if version < HYPERPRIOR_FORMAT_VERSION:
+        if version < OLDEST_READABLE_VERSION:
             raise ValueError(f"format version {version} is the retired scale-only hyperprior; re-export the model "
                              f"with this version's sar-export")
         if version > HYPERPRIOR_FORMAT_VERSION:
@@ -197,14 +257,30 @@ def load_hyperprior(path: str | os.PathLike, expected_sha256: str | None = None)
             raise ValueError("the y symbol range must fit int16")
         return HyperpriorCoder(sha, decoder, ChannelTables(a["z_counts"], int(a["z_qmin"])),
                                ChannelTables(a["y_counts"], y_qmin), int(a["fraction_bits"]),
-                               a["log_gain"], a["log_inverse_gain"])
+                               a["log_gain"], a["log_inverse_gain"],
+                               _load_context(a, decoder.act_max, y_qmin, y_qmin + y_n - 1) if version >= 3 else None)
     except (KeyError, TypeError, ValueError, IndexError, OSError, zipfile.BadZipFile) as exc:
         raise ModelBundleError(f"{p}: hyperprior file is malformed ({exc})") from None
 
 
+def _load_context(a: dict, act_max: int, y_min: int, y_max: int) -> ChannelContext | None:
+    slices = int(a["context_slices"])
+    if slices == 1:
+        return None
+    scale_nets, mean_nets = [], []
+    for s in range(1, slices):
+        n = int(a[f"context_{s}_layers"])
+        scale_nets.append(ScaleContextNetwork([CONV] * n, [a[f"context_{s}_scale_weight_{i}"] for i in range(n)],
+                                              [a[f"context_{s}_scale_bias_{i}"] for i in range(n)],
+                                              a[f"context_{s}_scale_shifts"], act_max, y_min, y_max))
+        mean_nets.append(FloatConvNet([a[f"context_{s}_mean_weight_{i}"] for i in range(n)],
+                                      [a[f"context_{s}_mean_bias_{i}"] for i in range(n)]))
+    return ChannelContext(slices, scale_nets, mean_nets)
+
+
 def save_hyperprior(path: str | os.PathLike, decoder: IntegerHyperDecoder, fraction_bits: int,
                     z_counts: np.ndarray, z_qmin: int, y_counts: np.ndarray, y_qmin: int,
-                    log_gain: np.ndarray, log_inverse_gain: np.ndarray) -> None:
+                    log_gain: np.ndarray, log_inverse_gain: np.ndarray, context: ChannelContext | None = None) -> None:
     """Write the arrays load_hyperprior reads (export uses this; kept here so the layout has one owner)."""
     arrays = {"format_version": np.int64(HYPERPRIOR_FORMAT_VERSION), "layer_kinds": np.asarray(decoder.kinds, np.int64),
               "shifts": np.asarray(decoder.shifts, np.int64), "act_max": np.int64(decoder.act_max),
@@ -215,5 +291,16 @@ def save_hyperprior(path: str | os.PathLike, decoder: IntegerHyperDecoder, fract
     for i, (w, b) in enumerate(zip(decoder.weights, decoder.biases)):
         arrays[f"weight_{i}"] = w.astype(np.int32)
         arrays[f"bias_{i}"] = b.astype(np.int64)
+    arrays["context_slices"] = np.int64(1 if context is None else context.slices)
+    for s, (sc, mu) in enumerate(zip(context.scale_nets, context.mean_nets) if context else [], start=1):
+        if len(sc.weights) != len(mu.weights):
+            raise ValueError("a slice's scale and mean context networks must have the same number of layers")
+        arrays[f"context_{s}_layers"] = np.int64(len(sc.weights))
+        arrays[f"context_{s}_scale_shifts"] = np.asarray(sc.shifts, np.int64)
+        for i, (w, b, wm, bm) in enumerate(zip(sc.weights, sc.biases, mu.weights, mu.biases)):
+            arrays[f"context_{s}_scale_weight_{i}"] = w.astype(np.int32)
+            arrays[f"context_{s}_scale_bias_{i}"] = b.astype(np.int64)
+            arrays[f"context_{s}_mean_weight_{i}"] = np.asarray(wm, np.float32)
+            arrays[f"context_{s}_mean_bias_{i}"] = np.asarray(bm, np.float32)
     with open(path, "wb") as f:
         np.savez(f, **arrays)

@@ -13,7 +13,7 @@ if not SAR_DATA.is_dir():  # checkout elsewhere: fall back to the documented loc
 
 
 def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = "tiny",
-                      seed: int = 0) -> Path:
+                      seed: int = 0, context_slices: int = 1) -> Path:
     """A real export (export.onnx_export.export_bundle) of a tiny codec model whose transforms are replaced by
     a deterministic smooth autoencoder: 4 x (4x4 stride-2 blur) -> 1x1 mix to C channels, and back.
 
@@ -21,7 +21,9 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
     it exposes seams, halo handling and tiling bugs the way a real model would, and reconstructs a low-pass
     version of the input (a few dB RMSE on speckle) so round trips can be checked numerically. Its entropy
     model (h_a, h_s, the z prior, the gains) is the real class, so the bundle goes through the real integer
-    hyper-decoder, tables and range coder.
+    hyper-decoder, tables and range coder. With `context_slices` > 1 it has a channel context whose last
+    layers are random (a trained context is never silent; a fresh one is zero), so the context changes scales
+    and means.
     """
     import torch  # noqa: PLC0415  (tests only)
     from torch import nn  # noqa: PLC0415
@@ -66,7 +68,8 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
             return x
 
     torch.manual_seed(seed)
-    model = BaselineCodec(channels=4, latent_channels=channels, hyper_channels=4, lambdas=[0.001, 0.01, 0.1])
+    model = BaselineCodec(channels=4, latent_channels=channels, hyper_channels=4, lambdas=[0.001, 0.01, 0.1],
+                          context_slices=context_slices)
     model.g_a, model.g_s = Enc(), Dec()
     with torch.no_grad():
         model.log_gain.zero_()          # the middle level keeps the latents' own scale ...
@@ -77,6 +80,9 @@ def build_tiny_bundle(out: Path, channels: int = 4, halo: int = 32, name: str = 
         last.weight.mul_(0.01)          # predicted scales near 3 and means near 0
         last.bias.zero_()
         last.bias[:channels] = 3.0
+        for net in [*model.context_scale, *model.context_mean]:
+            net[-1].weight.normal_(0.0, 0.02, generator=g)
+            net[-1].bias.normal_(0.0, 0.2, generator=g)
     rng = np.random.default_rng(seed)
     speckle = rng.gamma(4.0, 0.25, size=(4, 1, 128, 128)) * np.linspace(0.2, 2.0, 128)[None, None, None, :]
     tiles = np.clip((10 * np.log10(speckle) + 15) / 25, 0, 1).astype(np.float32)

@@ -93,11 +93,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "broken.pth" in err and err.startswith("error:")
 
 
-def _save_tiny(path: Path, history: list[dict], step: int, **model_options) -> Path:
+def _save_tiny(path: Path, history: list[dict], step: int) -> Path:
     """A small baseline model's checkpoint at `step` with `history`, as sar-train writes it."""
     torch.manual_seed(0)
-    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01],
-                         **model_options)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
     ckpt = make_checkpoint(model, epoch=len(history) or 1, step=step, best_val_loss=0.4, history=history,
                            preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
                            config={}, data_summary={})
@@ -107,14 +106,6 @@ def _save_tiny(path: Path, history: list[dict], step: int, **model_options) -> P
 
 def _export_tiny(ckpt: Path, out: Path) -> int:
     return export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "1"])
-
-
-def test_a_channel_context_model_is_refused_until_the_codec_has_one(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert _export_tiny(_save_tiny(tmp_path / "ctx.pth", [], 3, context_slices=2), out) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "channel context" in err and "Traceback" not in err
-    assert not out.exists()
 
 
 def test_manifest_validation_is_that_of_the_exported_weights(tmp_path):

@@ -1,6 +1,7 @@
 """The codec model every variant shares (CompressAI style): the variant's transforms g_a / g_s plus one
-entropy model, a mean-scale hyperprior (Minnen et al. 2018 without the context model), and per-quality gain
-vectors on the latent for variable rate (Cui et al. 2021, "asymmetric gained" variable rate).
+entropy model, a mean-scale hyperprior (Minnen et al. 2018 without the spatial context model) with an optional
+channel context (Minnen & Singh 2020, `context_slices`), and per-quality gain vectors on the latent for
+variable rate (Cui et al. 2021, "asymmetric gained" variable rate).
 
 Why this shape:
 * The latent is wide (M = 128-320 channels at 1/16 resolution): speckle is most of a SAR image's information,
@@ -164,11 +165,12 @@ class SarCodecModel(nn.Module):
         params = self.h_s(z_hat)[..., :shape[0], :shape[1]]
         return params[:, :self.latent_channels], params[:, self.latent_channels:]
 
-    def _code_slices(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor):
-        """(y_hat, likelihoods) of the latents, slice by slice: slice s's scales are corrected from the integer
-        symbols of slices < s (an integer network can reproduce that bit for bit) and its means from their
-        reconstructed values (means may be float)."""
-        y_hats, likelihoods, symbols = [], [], []
+    def code_slices(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> dict:
+        """The latents coded slice by slice: slice s's scales are corrected from the integer symbols of slices
+        < s (an integer network can reproduce that bit for bit) and its means from their reconstructed values
+        (means may be float). Returns y_hat, likelihoods, and the coded scales, means and symbols (export
+        calibrates the codec's integer context on them)."""
+        y_hats, likelihoods, symbols, all_scales, all_means = [], [], [], [], []
         n = self.context_slices
         for s, (ys, sc, mu) in enumerate(zip(y.chunk(n, 1), scales.chunk(n, 1), means.chunk(n, 1))):
             if s:
@@ -182,7 +184,10 @@ class SarCodecModel(nn.Module):
                 likelihoods.append(gaussian_likelihood(sym, sc))
                 y_hats.append(sym + mu)
             symbols.append(sym)
-        return torch.cat(y_hats, 1), torch.cat(likelihoods, 1)
+            all_scales.append(sc)
+            all_means.append(mu)
+        return {"y_hat": torch.cat(y_hats, 1), "likelihoods": torch.cat(likelihoods, 1),
+                "scales": torch.cat(all_scales, 1), "means": torch.cat(all_means, 1), "symbols": torch.cat(symbols, 1)}
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         gain, inverse_gain = self.gains(level)
@@ -199,9 +204,9 @@ class SarCodecModel(nn.Module):
                 z_hat = torch.round(z)
                 z_likelihoods = self.prior.likelihood(z_hat)
             scales, means = self.entropy_parameters(z_hat, y.shape[-2:])
-            y_hat, y_likelihoods = self._code_slices(y, scales, means)
-        x_hat = self.g_s(y_hat * inverse_gain.float())
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+            coded = self.code_slices(y, scales, means)
+        x_hat = self.g_s(coded["y_hat"] * inverse_gain.float())
+        return {"x_hat": x_hat, "likelihoods": {"y": coded["likelihoods"], "z": z_likelihoods}}
 
     def count_parameters(self) -> dict[str, int]:
         def n(*mods: nn.Module) -> int:
