@@ -49,6 +49,8 @@ class FloatConvNet:
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise ModelBundleError(f"mean context: layer {i} is not finite")
             channels = w.shape[0]
+        # (k, k, out, in): each tap one contiguous matrix for BLAS
+        self._taps = [np.ascontiguousarray(w.transpose(2, 3, 0, 1)) for w in self.weights]
 
     @property
     def in_channels(self) -> int:
@@ -61,24 +63,24 @@ class FloatConvNet:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self._taps, self.biases)):
             x = _same_conv(x, w, b)
             if i < last:
                 np.maximum(x, 0, out=x)
         return x
 
 
-def _same_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One matrix product per kernel tap, summed: no im2col copy of the whole input."""
+def _same_conv(x: np.ndarray, taps: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One matrix product per kernel tap (taps: (k, k, out, in)), summed: no im2col copy of the whole input."""
     c, h, wd = x.shape
-    k = w.shape[-1]
+    k = taps.shape[0]
     p = k // 2
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
-    acc = np.zeros((w.shape[0], h * wd), dtype=np.float32)
+    acc = np.zeros((taps.shape[2], h * wd), dtype=np.float32)
     for a in range(k):
         for bb in range(k):
-            acc += w[:, :, a, bb] @ np.ascontiguousarray(xp[:, a:a + h, bb:bb + wd]).reshape(c, h * wd)
-    return (acc + b[:, None]).reshape(w.shape[0], h, wd)
+            acc += taps[a, bb] @ np.ascontiguousarray(xp[:, a:a + h, bb:bb + wd]).reshape(c, h * wd)
+    return (acc + b[:, None]).reshape(taps.shape[2], h, wd)
 
 
 @dataclass

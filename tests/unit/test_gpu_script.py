@@ -53,7 +53,7 @@ def test_a_file_that_is_not_a_pack_is_one_clear_error(tmp_path):
 @needs_data
 def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.1", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1")
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
