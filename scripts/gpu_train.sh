@@ -10,20 +10,20 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (baseline), MINUTES (8), BATCH (32), LR (2e-4), PATCH (256), DATA (.gpu_data/planes.npz).
+# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (2e-4), PATCH (256), DATA (.gpu_data/planes.npz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
 [[ ${1:-} == --dry-run ]] && dry=1
 variant=${VARIANT:-baseline}
 data=${DATA:-.gpu_data/planes.npz}
-warm=checkpoints/warm_start_${variant}.pth
+warm=${WARM-checkpoints/warm_start_${variant}.pth}
 py=python3
 [[ -x .venv/bin/python ]] && py=.venv/bin/python
 if [[ $dry == 1 ]]; then
   device=cpu minutes=${MINUTES:-0.3} batch=${BATCH:-2} patch=${PATCH:-128} out=${OUT:-runs/gpu_dry_run/out}
   extra=(--channels 8 --latent-channels 16 --hyper-channels 8 --threads 1)
-  warm=""  # the rehearsal trains a small model from scratch: the code path, not the weights, is under test
+  warm=${WARM:-}  # the rehearsal trains a small model from scratch (or a small WARM): the code path is under test
 else
   device=cuda minutes=${MINUTES:-8} batch=${BATCH:-32} patch=${PATCH:-256} out=${OUT:?OUT is set by the device tool}
   extra=()
@@ -47,7 +47,13 @@ publisher=$!
 trap 'kill $publisher 2>/dev/null || true; publish' EXIT
 
 resume=()
-[[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
+if [[ -n $warm && -f $warm ]]; then  # the run goes on with the warm start's own model shape (e.g. its channel context)
+  resume=(--resume "$warm" $($py -c "
+import sys, torch
+c = torch.load(sys.argv[1], weights_only=True)['model_config']
+print('--channels', c['channels'], '--latent-channels', c['latent_channels'], '--hyper-channels', c['hyper_channels'],
+      '--context-slices', c.get('context_slices', 1))" "$warm"))
+fi
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
   --batch-size "$batch" --patch-size "$patch" --lr "${LR:-2e-4}" --max-minutes "$minutes" \
   --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${extra[@]}" \

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.checkpoint import load_checkpoint, load_model
+from trainer.checkpoint import load_checkpoint, load_model, make_checkpoint, save_warm_start
 from trainer.data import build_datasets, read_pack, read_planes
 from trainer.pack import pack_planes
+from trainer.registry import create_model
 
 REPO = Path(__file__).resolve().parents[2]
 SAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar"
@@ -65,6 +66,24 @@ def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
     assert "device cpu" in (out / "train.log").read_text()
     model, _ = load_model(out / "warm_start.pth")  # fp16 weights load into a float32 model
     assert next(model.parameters()).dtype == torch.float32
+
+
+@needs_data
+def test_gpu_script_resumes_a_warm_start_with_its_own_model_shape(pack, tmp_path):
+    """A warm start with a channel context: the script passes its shape, so the run goes on instead of
+    stopping on a shape mismatch."""
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, context_slices=2)
+    warm = tmp_path / "warm.pth"
+    save_warm_start(make_checkpoint(model, epoch=1, step=7, best_val_loss=9.0, history=[], preprocessing_params={},
+                                    config={}, data_summary={}), warm)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1",
+               WARM=str(warm))
+    proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = load_checkpoint(out / "warm_start.pth")
+    assert ckpt["model_config"]["context_slices"] == 2 and ckpt["step"] > 7
 
 
 def test_gpu_script_without_packed_data_says_what_to_do(tmp_path):
