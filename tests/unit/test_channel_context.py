@@ -129,3 +129,18 @@ def test_a_real_scene_round_trips_through_the_context_bundle(context_bundle, pla
             errors[name] = db_rmse(10 * np.log10(a.read(0, 0, 0, i.width, i.height)),
                                    10 * np.log10(b.read(0, 0, 0, i.width, i.height)))
     assert np.isfinite(errors["ctx"]) and errors["ctx"] == pytest.approx(errors["plain"], rel=0.05)
+
+
+def test_the_scale_context_is_exact_at_the_ends_of_the_symbol_range(context_bundle):
+    """Its products are summed in float64 only where provably exact: at symbols +-1023 (the largest inputs it
+    can meet) the fast path must equal int64 bit for bit."""
+    net = _coder(context_bundle).context.scale_nets[0]
+    assert all(w is not None for w in net._float_weights)
+    rng = np.random.default_rng(4)
+    inputs = [np.full((net.in_channels, 5, 4), 1023), np.full((net.in_channels, 5, 4), -1023),
+              rng.integers(-1023, 1024, size=(net.in_channels, 6, 7))]
+    fast = [net(x) for x in inputs]
+    net._float_weights = [None] * len(net.weights)
+    assert all(np.array_equal(f, net(x)) for f, x in zip(fast, inputs))
+    with pytest.raises(ValueError, match="outside"):
+        net(np.full((net.in_channels, 2, 2), 1024))
