@@ -46,14 +46,8 @@ publish() {  # the run's state into $OUT, each file replaced atomically
 publisher=$!
 trap 'kill $publisher 2>/dev/null || true; publish' EXIT
 
-resume=()
-if [[ -n $warm && -f $warm ]]; then  # the run goes on with the warm start's own model shape (e.g. its channel context)
-  resume=(--resume "$warm" $($py -c "
-import sys, torch
-c = torch.load(sys.argv[1], weights_only=True)['model_config']
-print('--channels', c['channels'], '--latent-channels', c['latent_channels'], '--hyper-channels', c['hyper_channels'],
-      '--context-slices', c.get('context_slices', 1))" "$warm"))
-fi
+resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)
+[[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
   --batch-size "$batch" --patch-size "$patch" --lr "${LR:-2e-4}" --max-minutes "$minutes" \
   --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${extra[@]}" \

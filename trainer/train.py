@@ -6,6 +6,8 @@ same deterministic validation, so early-stopping decisions agree without extra c
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import time
@@ -40,6 +42,22 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint to resume from does not exist")
     return path
+
+
+#: The options that shape the model (its checkpoint's model_config).
+MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas", "context_slices")
+
+
+def adopt_resumed_shape(cfg: TrainConfig, given: set[str]) -> TrainConfig:
+    """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) where the
+    user did not name one: `--resume CKPT` alone continues any run. A shape the user did give must match, and
+    run_training says so in one line if it does not."""
+    path = _resume_path(cfg)
+    if path is None:
+        return cfg
+    shape = _model_config(load_checkpoint(path))
+    adopted = {k: shape[k] for k in MODEL_SHAPE_OPTIONS if k not in given and k in shape}
+    return dataclasses.replace(cfg, **adopted).validate() if adopted else cfg
 
 
 def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:

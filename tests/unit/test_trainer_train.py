@@ -79,6 +79,17 @@ def test_resume_continues_where_it_stopped(tmp_path):
 
 
 @needs_data
+def test_resume_goes_on_with_the_checkpoints_model_shape(tmp_path):
+    """--resume without the shape options continues a channel-context run; a shape that contradicts the
+    checkpoint is still one clear error."""
+    assert _train(tmp_path, "baseline", "--max-steps", "2", "--steps-per-epoch", "1", "--context-slices", "2") == 0
+    assert _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "1", "--resume") == 0
+    resumed = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert resumed["step"] == 3 and resumed["model_config"]["context_slices"] == 2
+    assert _train(tmp_path, "baseline", "--max-steps", "4", "--resume", "--context-slices", "1") == 2
+
+
+@needs_data
 def test_mid_epoch_checkpoint_and_lr_schedule(tmp_path):
     """checkpoint_minutes 0 writes last.pth after every step; the lr drops at lr_drop_step."""
     assert _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "10", "--checkpoint-minutes", "0",
