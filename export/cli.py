@@ -12,7 +12,7 @@ import numpy as np
 
 from export.onnx_export import ExportError, export_bundle
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.checkpoint import load_model
+from trainer.checkpoint import load_model, training_totals
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
             preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
             training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
-                      "steps": ckpt.get("step"), "config": ckpt.get("config", {}),
+                      "steps": ckpt.get("step"), **training_totals(ckpt), "config": ckpt.get("config", {}),
                       "parameters": model.count_parameters()},
             validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
                         if k in own},

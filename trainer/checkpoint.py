@@ -102,3 +102,13 @@ def load_model(path: str | Path, expected_variant: str | None = None,
         raise CheckpointError(f"{path}: weights do not fit variant {name!r} ({str(exc).splitlines()[0][:200]})") from None
     model.eval()
     return model, ckpt
+
+
+def training_totals(ckpt: dict) -> dict:
+    """Steps and patches the weights have seen in all, across `--init` branches: this run's plus those of the
+    run it was initialised from (recorded in data_summary["initialised_from"], itself such a total)."""
+    source = (ckpt.get("data_summary") or {}).get("initialised_from") or {}
+    patches = (ckpt.get("data_summary") or {}).get("patches_seen")
+    return {"steps_total": int(ckpt.get("step") or 0) + int(source.get("steps_total", 0)),
+            "patches_seen_total": None if patches is None else int(patches) + int(source.get("patches_seen_total", 0))}
+

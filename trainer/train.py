@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sar_compress_plugin.core.errors import ModelMismatchError
 from trainer import distributed, reporting
-from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, training_totals
 from trainer.config import TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
@@ -102,9 +102,10 @@ def run_training(cfg: TrainConfig) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         epoch, step, best_val, history = 0, 0, math.inf, []
+        initialised_from = None  # the totals of the run an --init branch starts from
         resume = _resume_path(cfg)
         if resume is None and cfg.init:
-            _init_weights(model, cfg, device)
+            initialised_from = _init_weights(model, cfg, device)
         if resume is not None:
             ckpt = load_checkpoint(resume, map_location=device)
             _check_variant(ckpt, resume, cfg.variant)
@@ -113,6 +114,7 @@ def run_training(cfg: TrainConfig) -> dict:
             if ckpt["optimizer_state_dict"]:
                 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
+            initialised_from = ckpt["data_summary"].get("initialised_from")
             log.info("resumed from %s at epoch %d, step %d%s", resume, epoch, step,
                      "" if ckpt["optimizer_state_dict"] else " (warm start: fresh optimiser state)")
 
@@ -134,6 +136,8 @@ def run_training(cfg: TrainConfig) -> dict:
 
         since_best = _epochs_since_best(history)
         summary = dict(data.summary, world_size=info.world_size)
+        if initialised_from:
+            summary["initialised_from"] = initialised_from
 
         def checkpoint(epoch_done: int, step_now: int) -> dict:
             return make_checkpoint(model, epoch=epoch_done, step=step_now, best_val_loss=best_val, history=history,
@@ -223,30 +227,33 @@ def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
         raise ModelMismatchError(f"{path}: checkpoint model {got} differs from this run's {want}")
 
 
-def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
     """Warm start from a checkpoint of the same variant: weights only (fresh optimiser, step 0). Its shape must
     match, except that a narrower latent is widened to this run's (trainer/widen.py), and a model without
-    channel context gets this run's, starting at zero (so it codes exactly as before)."""
+    channel context gets this run's, starting at zero (so it codes exactly as before). Returns what the
+    weights had seen (checkpoint.training_totals), which every checkpoint of the branch carries on."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
     _check_variant(ckpt, cfg.init, cfg.variant)
     weights = {k: v.float() for k, v in ckpt["model_state_dict"].items()}
     got = _model_config(ckpt)
     narrow_m = got["latent_channels"]
+    source = {"checkpoint": str(cfg.init), "step": ckpt.get("step"), **training_totals(ckpt)}
     if narrow_m != model.latent_channels and got == {**model.config, "latent_channels": narrow_m}:
         widen_latent(model, weights, narrow_m)
         log.info("initialised from %s (step %s of that run), latent widened from %d to %d channels", cfg.init,
                  ckpt.get("step"), narrow_m, model.latent_channels)
-        return
+        return source
     if got["context_slices"] == 1 < model.context_slices and got == {**model.config, "context_slices": 1}:
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if unexpected or not all(k.startswith(("context_scale.", "context_mean.")) for k in missing):
             raise ModelMismatchError(f"{cfg.init}: weights do not fit this {cfg.variant} model")
         log.info("initialised from %s (step %s of that run), channel context of %d slices added", cfg.init,
                  ckpt.get("step"), model.context_slices)
-        return
+        return source
     _check_shape(ckpt, cfg.init, model)
     model.load_state_dict(weights)
     log.info("initialised from %s (step %s of that run)", cfg.init, ckpt.get("step"))
+    return source
 
 
 def _epochs_since_best(history: list[dict]) -> int:

@@ -115,5 +115,6 @@ def test_manifest_validation_is_that_of_the_exported_weights(tmp_path):
                {"epoch": 2, "step": 3, "val_loss": 0.5, "val_psnr": 20.0}]
     out = tmp_path / "bundle"
     assert _export_tiny(_save_tiny(tmp_path / "last.pth", history, 3), out) == 0
-    validation = json.loads((out / "manifest.json").read_text())["validation"]
-    assert validation["step"] == 3 and validation["val_loss"] == 0.5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"]["step"] == 3 and manifest["validation"]["val_loss"] == 0.5
+    assert manifest["training"]["steps"] == manifest["training"]["steps_total"] == 3  # not a branch

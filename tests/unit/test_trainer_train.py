@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sar_compress_plugin.core.errors import ModelMismatchError
-from trainer.checkpoint import REQUIRED_KEYS, CheckpointError, load_model
+from trainer.checkpoint import REQUIRED_KEYS, CheckpointError, load_model, training_totals
 from trainer.cli import main
 from trainer.config import ConfigError, TrainConfig, read_config_file, resolve
 from trainer.engine import NonFiniteGuard, TrainingDivergedError, train_one_epoch
@@ -107,13 +107,21 @@ def test_init_warm_starts_from_an_fp16_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     model = create_model("baseline", **SMALL_CONFIG)
+    # the warm start is itself a branch: 30 steps of its own after 100 of the run before it
     ckpt = make_checkpoint(model, epoch=3, step=30, best_val_loss=1.0, history=[], preprocessing_params={},
-                           config={}, data_summary={})
+                           config={}, data_summary={"patches_seen": 120, "initialised_from": {
+                               "steps_total": 100, "patches_seen_total": 400}})
     ckpt["model_state_dict"] = {k: v.half() for k, v in ckpt["model_state_dict"].items()}
     save_checkpoint(ckpt, tmp_path / "warm.pth")
     assert _train(tmp_path / "run", "baseline", "--max-steps", "1", "--init", str(tmp_path / "warm.pth")) == 0
     assert "initialised from" in (tmp_path / "run" / "train.log").read_text()
-    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["step"] == 1
+    last = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert last["step"] == 1
+    # what the weights have seen in all is carried down the branches, and through a resume
+    assert training_totals(last) == {"steps_total": 131, "patches_seen_total": 524}
+    assert _train(tmp_path / "run", "baseline", "--max-steps", "2", "--resume") == 0
+    assert training_totals(torch.load(tmp_path / "run" / "last.pth", weights_only=True)) == {
+        "steps_total": 132, "patches_seen_total": 528}
 
 
 def test_nan_batches_are_skipped_and_counted():
