@@ -49,6 +49,10 @@ def read_run(folder: Path) -> dict:
             "history": {h["step"] + offset: h for h in history}}
 
 
+def _shift(run: dict, steps: int) -> dict:
+    return {**run, "offset": run["offset"] + steps, "history": {k + steps: h for k, h in run["history"].items()}}
+
+
 def curve_bd_rate(ref: dict, test: dict) -> float | None:
     """BD-rate of test's per-level validation curve against ref's; distortion = RMSE on the [0, 1] image
     (10^(-PSNR/20)), which is the dB RMSE up to the fixed clip range of the training's validation tiles."""
@@ -107,7 +111,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         reference = read_run(a.reference)
-        runs = [read_run(r) for r in a.runs]
+        # an experiment's offset counts the reference's own steps; a reference that is itself a branch counts
+        # from where it branched, so both go on the same axis: steps the weights have seen in all
+        runs = [_shift(read_run(r), reference["offset"]) for r in a.runs]
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: cannot read a run ({exc})", file=sys.stderr)
         return 2
