@@ -258,3 +258,33 @@ def test_outlier_margin_pools_bits_and_squared_error_over_scene_bands():
     assert p["bpp"] == pytest.approx(8 * 400 / 2400)
     assert p["db_rmse"] == pytest.approx(np.sqrt(5600.0 / 2000))
     assert p["outlier_fraction"] == pytest.approx(8 / 2000)
+
+
+# --- branch experiments at equal steps ------------------------------------------------------------------------
+
+def _fake_run(folder: Path, steps: list[int], psnr_shift: float, init_step: int | None) -> Path:
+    """A run folder as sar-train writes it: config.json, history.jsonl, and the init line of train.log."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"init": "x.pth" if init_step is not None else None,
+                                                    "batch_size": 4}))
+    if init_step is not None:
+        (folder / "train.log").write_text(f"2026 INFO trainer.train: initialised from x.pth (step {init_step} of "
+                                          f"that run), channel context of 4 slices added\n")
+    levels = [{"bpp": b, "psnr": 20 + 10 * b + psnr_shift} for b in (0.1, 0.5, 1.0, 2.0)]
+    (folder / "history.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": 2.0 - psnr_shift,
+                                                              "val_levels": levels}) + "\n" for s in steps))
+    return folder
+
+
+def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path, capsys):
+    """The reference itself branched at 35,000; the experiment branched at its step 1,500: the experiment's
+    step 500 is compared with the reference's step 2,000 (both 37,000 steps in all), and a better curve gives a
+    negative BD-rate."""
+    import training_runs  # noqa: PLC0415
+
+    ref = _fake_run(tmp_path / "ref", [1500, 2000, 2500], 0.0, init_step=35000)
+    exp = _fake_run(tmp_path / "exp", [500, 1000, 5000], 0.2, init_step=1500)
+    assert training_runs.main([str(ref), str(exp), "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "experiments.json").read_text())["rows"]
+    assert [(r["step"], r["steps_since_branch"]) for r in rows] == [(37000, 500), (37500, 1000)]
+    assert all(r["bd_rate_vs_reference_percent"] < 0 for r in rows)
