@@ -24,7 +24,7 @@ from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
 from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
-from trainer.checkpoint import load_model
+from trainer.checkpoint import load_model, training_totals
 from trainer.data import RawPlane, build_datasets
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,14 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| Model | Steps | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
+    lines = ["| Model | Steps (in all) | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
         for lv in r["levels"]:
             a = lv["aggregate"]
             cells = [_fmt(a[k], s) for k, s in (("bpp_estimated", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
                                                  ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
-            lines.append(f"| {label} | {r['step']} | {lv['level']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {r.get('steps_total', r['step'])} | {lv['level']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("PyTorch, rounded latents, whole validation scenes; bpp estimated from the entropy model's "
                  "likelihoods (the codec's files add headers and masks); PSNR/SSIM on the normalised dB image, "
@@ -163,7 +163,7 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
                      res["aggregate"]["planes"])
         results[label] = {"variant": ckpt["model_name"], "checkpoint": str(path), "params": model.count_parameters(),
                           "model_config": model.config, "epoch": ckpt["epoch"], "step": ckpt["step"],
-                          "patches_seen": ckpt["data_summary"].get("patches_seen"),
+                          "patches_seen": ckpt["data_summary"].get("patches_seen"), **training_totals(ckpt),
                           "data_summary": ckpt["data_summary"], "levels": levels}
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)

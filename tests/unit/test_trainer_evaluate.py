@@ -53,7 +53,7 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert doc["name"] == "sar-eval" and set(doc["results"]) == {"baseline", "residual"}
     r = doc["results"]["residual"]
-    assert [lv["level"] for lv in r["levels"]] == [0, 1] and r["step"] == 2 and r["patches_seen"] == 8
+    assert [lv["level"] for lv in r["levels"]] == [0, 1] and r["step"] == r["steps_total"] == 2 and r["patches_seen"] == 8
     for lv in r["levels"]:
         a = lv["aggregate"]
         assert a["planes"] == 2 and [p["band"] for p in lv["per_plane"]] == ["VV", "VH"]
@@ -62,7 +62,7 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
             assert math.isfinite(a[k])
         assert 3 < a["psnr"] < 40 and a["db_rmse"] > 0 and a["bpp_estimated"] > 0
     md = (out / "results.md").read_text().splitlines()
-    assert md[0].startswith("| Model | Steps | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |")
+    assert md[0].startswith("| Model | Steps (in all) | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |")
     assert [line.split("|")[1].strip() for line in md[2:6]] == ["baseline", "baseline", "residual", "residual"]
     assert sorted(p.name for p in out.glob("*.png")) == ["panel_baseline_1.png", "panel_residual_2.png"]
     assert main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
