@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuilds everything the docs quote for the bundled default model, from its training run:
-#   bash scripts/publish_default_model.sh runs/vr_baseline/best.pth sar-baseline-vr-cpu-v3
+#   bash scripts/publish_default_model.sh runs/ctx_lr/last.pth sar-baseline-ctx4-cpu-v4
 # Exports the bundle into the plugin, writes the fp16 warm start next sessions resume from, then every figure
 # file under benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ckpt=${1:-runs/vr_baseline/best.pth}
-name=${2:?"usage: $0 CHECKPOINT BUNDLE_NAME (a new name for every published model, e.g. sar-baseline-vr-cpu-v3)"}
+name=${2:?"usage: $0 CHECKPOINT BUNDLE_NAME (a new name for every published model, e.g. sar-baseline-ctx4-cpu-v4)"}
 py=.venv/bin/python
 res=benchmarks/results
 mkdir -p "$res" checkpoints
