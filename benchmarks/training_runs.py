@@ -103,11 +103,40 @@ def markdown(reference: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(reference: dict, rows: list[dict], path: Path) -> None:
+    """BD-rate against the reference at equal steps, one line per experiment; the x axis is steps in all, the
+    title says how many steps and patches the last point had seen."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in dict.fromkeys(r["run"] for r in rows):
+        pts = [(r["step"], r["bd_rate_vs_reference_percent"]) for r in rows
+               if r["run"] == run and r["bd_rate_vs_reference_percent"] is not None]
+        if pts:
+            change = next(r["change"] for r in rows if r["run"] == run)
+            ax.plot(*zip(*pts), marker="o", label=f"{run}: {change}")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("optimiser steps the weights have seen in all (4 patches of 256 px each)")
+    ax.set_ylabel(f"BD-rate vs {reference['run']} (%)")
+    last = rows[-1] if rows else None
+    ax.set_title("validation curves at equal steps" + (f" (last point: {last['step']:,} steps, "
+                                                        f"{last['patches_seen']:,} patches)" if last else ""),
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reference", type=Path, help="the run the experiments branched from (it kept training)")
     p.add_argument("runs", type=Path, nargs="+", help="experiment runs started with sar-train --init")
-    p.add_argument("--out", type=Path, help="write experiments.json and experiments.md here")
+    p.add_argument("--out", type=Path, help="write experiments.json, experiments.md and experiments.png here")
     a = p.parse_args(argv)
     try:
         reference = read_run(a.reference)
@@ -124,6 +153,7 @@ def main(argv=None) -> int:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "experiments.json").write_text(json.dumps({"reference": reference["run"], "rows": rows}, indent=1))
         (a.out / "experiments.md").write_text(md)
+        plot(reference, rows, a.out / "experiments.png")
     return 0
 
 

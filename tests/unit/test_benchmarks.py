@@ -288,3 +288,4 @@ def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path,
     rows = json.loads((tmp_path / "out" / "experiments.json").read_text())["rows"]
     assert [(r["step"], r["steps_since_branch"]) for r in rows] == [(37000, 500), (37500, 1000)]
     assert all(r["bd_rate_vs_reference_percent"] < 0 for r in rows)
+    assert (tmp_path / "out" / "experiments.png").stat().st_size > 10_000  # the plot of those rows
