@@ -10,7 +10,9 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (2e-4), PATCH (256), DATA (.gpu_data/planes.npz).
+# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz).
+# LR: the warm start was fine-tuned at 1.25e-5 with batch 4; 5e-5 at 8x the batch is about the same step size per
+# patch (square-root scaling), so minutes of GPU training go on from it instead of shaking it up first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
@@ -49,6 +51,6 @@ trap 'kill $publisher 2>/dev/null || true; publish' EXIT
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)
 [[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
-  --batch-size "$batch" --patch-size "$patch" --lr "${LR:-2e-4}" --max-minutes "$minutes" \
+  --batch-size "$batch" --patch-size "$patch" --lr "${LR:-5e-5}" --max-minutes "$minutes" \
   --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${extra[@]}" \
   2>&1 | tee "$out/stdout.log"
