@@ -11,8 +11,8 @@
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
 # Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz).
-# LR: the warm start was fine-tuned at 1.25e-5 with batch 4; 5e-5 at 8x the batch is about the same step size per
-# patch (square-root scaling), so minutes of GPU training go on from it instead of shaking it up first.
+# LR: the warm start was fine-tuned at 1.25e-5 with batch 4; for 8x the batch, 5e-5 lies between square-root
+# (3.5e-5) and linear (1e-4) scaling, so minutes of GPU training go on from it instead of shaking it up first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
