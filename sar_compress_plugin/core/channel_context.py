@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelBundleError
-from .hyper_decoder import CONV, IntegerNetwork
+from .hyper_decoder import CONV, ConvLayers, IntegerNetwork, same_taps, tap_sum
 
 
 class ScaleContextNetwork(IntegerNetwork):
@@ -27,7 +27,7 @@ class ScaleContextNetwork(IntegerNetwork):
 
 
 @dataclass
-class FloatConvNet:
+class FloatConvNet(ConvLayers):
     """Stride-1 'same' convolutions with ReLU between them (not after the last): (C, h, w) -> (O, h, w)."""
 
     weights: list  # float32 (out, in, k, k), odd k
@@ -52,14 +52,6 @@ class FloatConvNet:
         # (k, k, out, in): each tap one contiguous matrix for BLAS
         self._taps = [np.ascontiguousarray(w.transpose(2, 3, 0, 1)) for w in self.weights]
 
-    @property
-    def in_channels(self) -> int:
-        return self.weights[0].shape[1]
-
-    @property
-    def out_channels(self) -> int:
-        return self.weights[-1].shape[0]
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         last = len(self.weights) - 1
@@ -71,16 +63,10 @@ class FloatConvNet:
 
 
 def _same_conv(x: np.ndarray, taps: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One matrix product per kernel tap (taps: (k, k, out, in)), summed: no im2col copy of the whole input."""
     c, h, wd = x.shape
-    k = taps.shape[0]
-    p = k // 2
+    p = taps.shape[0] // 2
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
-    acc = np.zeros((taps.shape[2], h * wd), dtype=np.float32)
-    for a in range(k):
-        for bb in range(k):
-            acc += taps[a, bb] @ np.ascontiguousarray(xp[:, a:a + h, bb:bb + wd]).reshape(c, h * wd)
-    return (acc + b[:, None]).reshape(taps.shape[2], h, wd)
+    return (tap_sum(xp, taps, same_taps(taps.shape[0]), h, wd) + b[:, None]).reshape(taps.shape[2], h, wd)
 
 
 @dataclass

@@ -32,7 +32,21 @@ INT64_SAFE = 1 << 62
 FLOAT64_EXACT = 1 << 53  # every integer below this is a float64, so sums that stay below it are exact
 
 
-class IntegerNetwork:
+class ConvLayers:
+    """Channel counts of a stack of (out, in, k, k) weights: the integer networks and the float mean context."""
+
+    weights: list
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights[-1].shape[0]
+
+
+class IntegerNetwork(ConvLayers):
     """Integer layers (int64 numpy arrays, from the bundle) over inputs in [in_min, in_max]: h_s on z symbols,
     and a channel context's scale branch on the latent symbols of earlier slices."""
 
@@ -81,14 +95,6 @@ class IntegerNetwork:
             raise self._fail("act_max or the input symbol range is out of bounds")
         if self.max_abs_accumulator() >= INT64_SAFE:
             raise self._fail("an accumulator could overflow int64 for some input")
-
-    @property
-    def in_channels(self) -> int:
-        return self.weights[0].shape[1]
-
-    @property
-    def out_channels(self) -> int:
-        return self.weights[-1].shape[0]
 
     @property
     def upsampling(self) -> int:
@@ -168,6 +174,21 @@ def _max_abs_row_sum(w: np.ndarray) -> int:
     return max((sum(abs(int(v)) for v in row) for row in rows.tolist()), default=0)
 
 
+def tap_sum(xp: np.ndarray, w_taps: np.ndarray, taps, h: int, wd: int) -> np.ndarray:
+    """sum over taps ((a, oy), (b, ox)) of w_taps[a, b] @ xp[:, oy:oy + h, ox:ox + wd] -> (O, h * wd), in the
+    arrays' float dtype: one BLAS product per kernel tap (w_taps laid out (k, k, O, C)), no im2col copy."""
+    c = xp.shape[0]
+    acc = np.zeros((w_taps.shape[2], h * wd), dtype=xp.dtype)
+    for (a, oy), (b, ox) in taps:
+        acc += w_taps[a, b] @ np.ascontiguousarray(xp[:, oy:oy + h, ox:ox + wd]).reshape(c, h * wd)
+    return acc
+
+
+def same_taps(k: int) -> list:
+    """The taps of a stride-1 'same' convolution with a k x k kernel on an input padded by k // 2."""
+    return [((a, a), (b, b)) for a in range(k) for b in range(k)]
+
+
 def _conv_taps(xp: np.ndarray, w: np.ndarray, w_float: np.ndarray | None, taps, h: int, wd: int) -> np.ndarray:
     """sum over taps ((a, oy), (b, ox)) of w[:, :, a, b] @ xp[:, oy:oy + h, ox:ox + wd] -> (O, h * wd) int64.
 
@@ -178,11 +199,7 @@ def _conv_taps(xp: np.ndarray, w: np.ndarray, w_float: np.ndarray | None, taps, 
     """
     c = xp.shape[0]
     if w_float is not None:
-        xf = xp.astype(np.float64)
-        acc = np.zeros((w.shape[0], h * wd), dtype=np.float64)
-        for (a, oy), (b, ox) in taps:
-            acc += w_float[a, b] @ np.ascontiguousarray(xf[:, oy:oy + h, ox:ox + wd]).reshape(c, h * wd)
-        return acc.astype(np.int64)
+        return tap_sum(xp.astype(np.float64), w_float, taps, h, wd).astype(np.int64)
     cols = np.stack([xp[:, oy:oy + h, ox:ox + wd] for (_, oy), (_, ox) in taps], axis=1)  # (C, taps, h, w)
     sub = np.stack([w[:, :, a, b] for (a, _), (b, _) in taps], axis=2)  # (O, C, taps)
     return sub.reshape(w.shape[0], -1) @ cols.reshape(c * len(taps), h * wd)
@@ -211,5 +228,4 @@ def _layer(x: np.ndarray, kind: int, w: np.ndarray, b: np.ndarray, w_float: np.n
                 taps = [((a, p + oy), (bb, p + ox)) for a, oy in _phase_taps(k, ry) for bb, ox in _phase_taps(k, rx)]
                 out[:, ry::2, rx::2] = (_conv_taps(xp, w, w_float, taps, h, wd) + b[:, None]).reshape(o, h, wd)
         return out
-    taps = [((a, a), (bb, bb)) for a in range(k) for bb in range(k)]
-    return (_conv_taps(xp, w, w_float, taps, h, wd) + b[:, None]).reshape(o, h, wd)
+    return (_conv_taps(xp, w, w_float, same_taps(k), h, wd) + b[:, None]).reshape(o, h, wd)
