@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=None,
                    help=f"train/validation scene split; keep it fixed across seed replicates [{d.split_seed}]")
     p.add_argument("--device", default=None, help=f"auto, cuda or cpu [{d.device}]")
-    p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only; loss stays float32)")
+    p.add_argument("--amp", action="store_true", default=None, help="mixed precision: bf16 on CUDA and on CPUs with bf16 kernels (else fp16 on CUDA, ignored on other CPUs); the entropy model and loss stay float32")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--data-fraction", type=float, default=None, help=f"fraction of training scenes [{d.data_fraction}]")
     p.add_argument("--val-fraction", type=float, default=None, help=f"fraction of scenes held out [{d.val_fraction}]")

@@ -61,10 +61,22 @@ def adopt_resumed_shape(cfg: TrainConfig, given: set[str]) -> TrainConfig:
 
 
 def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Mixed precision only on CUDA: bf16 where supported (no scaler needed), else fp16 with a GradScaler."""
-    if not cfg.amp or device.type != "cuda":
-        if cfg.amp:
-            log.info("--amp ignored: mixed precision is only used on CUDA")
+    """Mixed precision for g_a / g_s (the entropy model stays float32, see SarCodecModel.forward).
+
+    CUDA: bf16 where supported (no scaler needed), else fp16 with a GradScaler. CPU: bf16 where oneDNN has
+    bf16 kernels (AVX512-BF16 / AMX); on this project's 2-core AVX512-BF16 machine a 4 x 256 px step took
+    0.40 s against 0.62 s in float32 (one thread). A CPU without them would emulate bf16, slower than float32,
+    so --amp is ignored there.
+    """
+    if not cfg.amp:
+        return None, None
+    if device.type == "cpu":
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16, None
+        log.info("--amp ignored: this CPU has no bf16 kernels")
+        return None, None
+    if device.type != "cuda":
+        log.info("--amp ignored: mixed precision is used on CUDA and on CPUs with bf16 kernels")
         return None, None
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16, None
@@ -124,6 +136,9 @@ def run_training(cfg: TrainConfig) -> dict:
         if cfg.compile:
             train_model = torch.compile(train_model)
         amp_dtype, scaler = _amp(cfg, device)
+        if amp_dtype is not None:
+            log.info("mixed precision: %s autocast on %s (the entropy model and the loss stay float32)",
+                     str(amp_dtype).removeprefix("torch."), device.type)
         patches_per_step = cfg.batch_size * info.world_size
         steps_per_epoch = cfg.steps_per_epoch or max(
             1, math.ceil(data.summary["train_valid_pixels"] / cfg.patch_size**2 / patches_per_step))
