@@ -153,7 +153,7 @@ def main(argv=None) -> int:
              "Validation tiles of 256 px (the training split's validation scenes, never trained on). PSNR on the "
              "[0, 1] dB image; bpp estimated from the likelihoods. Ceiling: g_s of the unquantised latents.", ""]
     data = split = None
-    for path in a.checkpoints:
+    for i, path in enumerate(a.checkpoints):
         model, ckpt = load_model(path)
         cfg = ckpt["config"]
         if split != (cfg.get("val_fraction", 0.2), cfg.get("split_seed", 0)):
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
                          f"of {model.latent_channels} |")
         lines.append("")
         print("\n".join(lines[-10:]), flush=True)
-        if a.spatial_steps and path == a.checkpoints[0]:
+        if a.spatial_steps and i == 0:
             entry["spatial_probe"] = probe = spatial_probe(model, data, x_val, a.spatial_steps)
             lines += [f"Checkerboard spatial context on this frozen model, trained {probe['steps']:,} steps "
                       f"({probe['patches']:,} patches): bits of y saved per level "
