@@ -114,6 +114,7 @@ def run_training(cfg: TrainConfig) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         epoch, step, best_val, history = 0, 0, math.inf, []
+        resumed_patches = None  # patches the resumed checkpoint had seen: its batch or world size may differ
         initialised_from = None  # the totals of the run an --init branch starts from
         resume = _resume_path(cfg)
         if resume is None and cfg.init:
@@ -126,6 +127,7 @@ def run_training(cfg: TrainConfig) -> dict:
             if ckpt["optimizer_state_dict"]:
                 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
+            resumed_patches = ckpt["data_summary"].get("patches_seen")
             initialised_from = ckpt["data_summary"].get("initialised_from")
             log.info("resumed from %s at epoch %d, step %d%s", resume, epoch, step,
                      "" if ckpt["optimizer_state_dict"] else " (warm start: fresh optimiser state)")
@@ -140,6 +142,12 @@ def run_training(cfg: TrainConfig) -> dict:
             log.info("mixed precision: %s autocast on %s (the entropy model and the loss stay float32)",
                      str(amp_dtype).removeprefix("torch."), device.type)
         patches_per_step = cfg.batch_size * info.world_size
+        resumed_step = step
+
+        def patches_at(step_now: int) -> int:
+            before = resumed_step * patches_per_step if resumed_patches is None else int(resumed_patches)
+            return before + (step_now - resumed_step) * patches_per_step
+
         steps_per_epoch = cfg.steps_per_epoch or max(
             1, math.ceil(data.summary["train_valid_pixels"] / cfg.patch_size**2 / patches_per_step))
         guard = NonFiniteGuard(cfg.max_bad_batches)
@@ -157,7 +165,7 @@ def run_training(cfg: TrainConfig) -> dict:
         def checkpoint(epoch_done: int, step_now: int) -> dict:
             return make_checkpoint(model, epoch=epoch_done, step=step_now, best_val_loss=best_val, history=history,
                                    preprocessing_params=data.params.to_dict(), config=cfg.to_dict(),
-                                   data_summary={**summary, "patches_seen": step_now * patches_per_step,
+                                   data_summary={**summary, "patches_seen": patches_at(step_now),
                                                  "skipped_batches_total": guard.total},
                                    optimizer=optimizer)
 
@@ -192,7 +200,7 @@ def run_training(cfg: TrainConfig) -> dict:
             step = stats["step"]
             distributed.sync_buffers(model, info)
             val = evaluate(model, loss_fn, val_batches)
-            record = {"epoch": epoch, "step": step, "patches_seen": step * patches_per_step,
+            record = {"epoch": epoch, "step": step, "patches_seen": patches_at(step),
                       "lr": cfg.lr_at(step), **{k: v for k, v in stats.items() if k.startswith("train_")},
                       **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"]}
             history.append(record)

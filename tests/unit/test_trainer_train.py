@@ -73,6 +73,12 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert resumed["history"][:2] == first["history"]
     assert resumed["optimizer_state_dict"]["state"][0]["step"] == 4  # AdamW state carried over
+    # patches are counted across resumes that change the batch (or world) size: 4 steps of 4, then 1 of 2
+    assert _train(tmp_path, "baseline", "--max-steps", "5", "--steps-per-epoch", "1", "--resume",
+                  "--batch-size", "2") == 0
+    smaller = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert smaller["data_summary"]["patches_seen"] == smaller["history"][-1]["patches_seen"] == 4 * 4 + 2
+    assert [h["patches_seen"] for h in smaller["history"]] == [4, 8, 12, 16, 18]
     # resuming a run of another variant, or of another shape, is refused
     assert _train(tmp_path, "residual", "--max-steps", "5", "--resume") == 2
     assert _train(tmp_path, "baseline", "--max-steps", "5", "--resume", "--latent-channels", "32") == 2
