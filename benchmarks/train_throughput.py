@@ -3,9 +3,11 @@
 Measures full optimiser steps (forward, RateDistortionLoss at random quality levels, backward, AdamW) on random
 1-channel patches, after a short
 warm-up; data loading is excluded because the trainer keeps data on the device and cuts patches there. Each
-variant runs in its own process so its peak memory (CUDA: max allocated; CPU: peak RSS) is its own.
+variant runs in its own process so its peak memory (CUDA: max allocated; CPU: peak RSS) is its own. With --amp
+each variant is measured twice, in float32 and in the mixed precision `sar-train --amp` uses on the device
+(trainer.train.mixed_precision_dtype), so the gain is read off one run.
 
-    python benchmarks/train_throughput.py [--device cpu] [--batch-size 8] [--patch-size 256] [--out]
+    python benchmarks/train_throughput.py [--device cpu] [--batch-size 8] [--patch-size 256] [--amp] [--out]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from trainer.losses import RateDistortionLoss  # noqa: E402
 from trainer.registry import available_models, create_model  # noqa: E402
+from trainer.train import mixed_precision_dtype  # noqa: E402
 
 
 def measure(variant: str, device: torch.device, batch_size: int, patch_size: int, warmup: int, steps: int,
@@ -36,15 +39,25 @@ def measure(variant: str, device: torch.device, batch_size: int, patch_size: int
     loss_fn = RateDistortionLoss()
     x = torch.rand(batch_size, 1, patch_size, patch_size, device=device)
     level = torch.randint(0, model.levels, (batch_size,), device=device).float()
-    dtype = torch.bfloat16 if amp and device.type == "cuda" else None
+    dtype = mixed_precision_dtype(device) if amp else None
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(x, level)
-        loss_fn(out["x_hat"], x, out["likelihoods"], model.lambda_of(level))["loss"].backward()
+        loss = loss_fn(out["x_hat"], x, out["likelihoods"], model.lambda_of(level))["loss"]
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
 
     for _ in range(warmup):
         step()
@@ -60,7 +73,8 @@ def measure(variant: str, device: torch.device, batch_size: int, patch_size: int
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"peak_memory_mb": round(peak_mb, 1),
             "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS",
-            "variant": variant, "params": model.count_parameters()["total"], "batch_size": batch_size,
+            "variant": variant, "precision": "float32" if dtype is None else str(dtype).removeprefix("torch."),
+            "params": model.count_parameters()["total"], "batch_size": batch_size,
             "patch_size": patch_size, "steps": steps, "seconds": seconds,
             "patches_per_s": batch_size * steps / seconds,
             "megapixels_per_s": batch_size * steps * patch_size**2 / seconds / 1e6}
@@ -73,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true", help="also measure sar-train --amp's mixed precision")
     p.add_argument("--variants", nargs="*", default=None, help="default: all registered")
     p.add_argument("--json-line", action="store_true", help=argparse.SUPPRESS)  # one variant, in a child
     p.add_argument("--out", nargs="?", const="auto", default=None,
@@ -90,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for variant in args.variants or available_models():
-        cmd = [sys.executable, __file__, "--json-line", "--variants", variant, "--device", str(device),
-               "--batch-size", str(batch), "--patch-size", str(args.patch_size), "--warmup", str(args.warmup),
-               "--steps", str(steps)] + (["--amp"] if args.amp else [])
-        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-        rows.append(r)
-        print(f"{variant:12s} {r['params'] / 1e6:5.2f}M params  {r['patches_per_s']:8.2f} patches/s "
-              f"({r['megapixels_per_s']:.2f} MP/s, batch {batch}, {args.patch_size}px), "
-              f"peak {r['peak_memory_mb']:.0f} MB ({r['peak_memory_kind']})", flush=True)
+        for amp in ((False, True) if args.amp else (False,)):
+            cmd = [sys.executable, __file__, "--json-line", "--variants", variant, "--device", str(device),
+                   "--batch-size", str(batch), "--patch-size", str(args.patch_size), "--warmup", str(args.warmup),
+                   "--steps", str(steps)] + (["--amp"] if amp else [])
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            rows.append(r)
+            print(f"{variant:12s} {r['precision']:8s} {r['params'] / 1e6:5.2f}M params  {r['patches_per_s']:8.2f} "
+                  f"patches/s ({r['megapixels_per_s']:.2f} MP/s, batch {batch}, {args.patch_size}px), "
+                  f"peak {r['peak_memory_mb']:.0f} MB ({r['peak_memory_kind']})", flush=True)
     if args.out:
         name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
         tag = "cuda" if cuda else "cpu"
@@ -106,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps({"name": "train_throughput", "description": "optimiser steps on random patches, "
                                     "forward+loss+backward+AdamW, data loading excluded",
                                     "device": name, "torch": torch.__version__, "python": platform.python_version(),
-                                    "amp": bool(args.amp and cuda), "results": rows}, indent=2))
+                                    "amp": bool(args.amp), "results": rows}, indent=2))
         print(f"wrote {path}")
     return 0
 

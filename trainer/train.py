@@ -60,27 +60,29 @@ def adopt_resumed_shape(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     return dataclasses.replace(cfg, **adopted).validate() if adopted else cfg
 
 
-def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Mixed precision for g_a / g_s (the entropy model stays float32, see SarCodecModel.forward).
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype --amp uses on `device`, or None where mixed precision would not pay.
 
-    CUDA: bf16 where supported (no scaler needed), else fp16 with a GradScaler. CPU: bf16 where oneDNN has
-    bf16 kernels (AVX512-BF16 / AMX); on this project's 2-core AVX512-BF16 machine a 4 x 256 px step took
-    0.40 s against 0.62 s in float32 (one thread). A CPU without them would emulate bf16, slower than float32,
-    so --amp is ignored there.
+    CUDA: bf16 where supported, else fp16 (with a GradScaler). CPU: bf16 where oneDNN has bf16 kernels
+    (AVX512-BF16 / AMX); on this project's 2-core AVX512-BF16 machine a 4 x 256 px step took 0.40 s against
+    0.62 s in float32 (one thread). A CPU without them would emulate bf16, slower than float32.
     """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """Mixed precision for g_a / g_s under --amp (the entropy model stays float32, see SarCodecModel.forward)."""
     if not cfg.amp:
         return None, None
-    if device.type == "cpu":
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16, None
-        log.info("--amp ignored: this CPU has no bf16 kernels")
+    dtype = mixed_precision_dtype(device)
+    if dtype is None:
+        log.info("--amp ignored: this %s has no fast bf16 kernels", device.type.upper())
         return None, None
-    if device.type != "cuda":
-        log.info("--amp ignored: mixed precision is used on CUDA and on CPUs with bf16 kernels")
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+    return dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
 
 def run_training(cfg: TrainConfig) -> dict:

@@ -289,3 +289,16 @@ def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path,
     assert [(r["step"], r["steps_since_branch"]) for r in rows] == [(37000, 500), (37500, 1000)]
     assert all(r["bd_rate_vs_reference_percent"] < 0 for r in rows)
     assert (tmp_path / "out" / "experiments.png").stat().st_size > 10_000  # the plot of those rows
+
+
+def test_train_throughput_measures_float32_beside_the_mixed_precision_it_compares(tmp_path):
+    import torch
+    import train_throughput
+    out = tmp_path / "tt.json"
+    assert train_throughput.main(["--device", "cpu", "--variants", "baseline", "--batch-size", "1",
+                                  "--patch-size", "64", "--warmup", "1", "--steps", "1", "--amp",
+                                  "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert [r["precision"] for r in doc["results"]] == ["float32", "bfloat16" if bf16 else "float32"]
+    assert doc["amp"] is True and all(r["patches_per_s"] > 0 and r["variant"] == "baseline" for r in doc["results"])
