@@ -40,11 +40,12 @@ def read_run(folder: Path) -> dict:
     config = json.loads((folder / "config.json").read_text())
     offset, change = 0, ""
     log = folder / "train.log"
-    if config.get("init") and log.is_file():
+    if log.is_file():  # the run's first init line: a run resumed later has no --init in its last config
         for line in log.read_text().splitlines():
             m = INIT_LINE.search(line)
             if m:
                 offset, change = int(m.group(1)), m.group(2).strip(", ")
+                break
     return {"run": folder.name, "offset": offset, "change": change or "same model", "config": config,
             "history": {h["step"] + offset: h for h in history}}
 
@@ -64,6 +65,14 @@ def curve_bd_rate(ref: dict, test: dict) -> float | None:
     return bd_rate(r1, d1, r2, d2)["bd_rate_percent"]
 
 
+def _patches(run: dict, step: int, record: dict) -> int:
+    """Patches the weights had seen at `step` (on the common axis): the run's own count, which holds across
+    resumes with another batch or world size, plus the steps before its branch point at its batch size."""
+    batch = run["config"]["batch_size"]
+    own = record.get("patches_seen", (step - run["offset"]) * batch)
+    return int(own) + run["offset"] * batch
+
+
 def compare(reference: dict, runs: list[dict]) -> list[dict]:
     rows = []
     for run in runs:
@@ -73,7 +82,7 @@ def compare(reference: dict, runs: list[dict]) -> list[dict]:
                 continue
             h = run["history"][step]
             rows.append({"run": run["run"], "change": run["change"], "step": step,
-                         "steps_since_branch": step - run["offset"], "patches_seen": step * run["config"]["batch_size"],
+                         "steps_since_branch": step - run["offset"], "patches_seen": _patches(run, step, h),
                          "val_loss": h["val_loss"], "reference_val_loss": ref["val_loss"],
                          "bd_rate_vs_reference_percent": curve_bd_rate(ref, h),
                          "levels": [{"bpp": p["bpp"], "psnr": p["psnr"], "ref_bpp": q["bpp"], "ref_psnr": q["psnr"]}

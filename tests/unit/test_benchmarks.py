@@ -291,6 +291,25 @@ def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path,
     assert (tmp_path / "out" / "experiments.png").stat().st_size > 10_000  # the plot of those rows
 
 
+def test_training_runs_compares_a_resumed_copy_on_its_references_own_steps(tmp_path):
+    """A reference resumed later (its config.json no longer names --init, the log keeps the init line) and an
+    experiment resumed from a copy of its checkpoint (no init line: it continues the reference's step count,
+    e.g. the same run in bf16): compared step for step; patches come from the records (a DDP resume trains 8
+    per step)."""
+    import training_runs  # noqa: PLC0415
+
+    ref = _fake_run(tmp_path / "ref", [1000, 1500, 2000], 0.0, init_step=35000)
+    (ref / "config.json").write_text(json.dumps({"init": None, "batch_size": 4}))
+    exp = _fake_run(tmp_path / "exp", [1500, 2000], -0.1, init_step=None)
+    history = [json.loads(line) for line in (exp / "history.jsonl").read_text().splitlines()]
+    (exp / "history.jsonl").write_text("".join(json.dumps({**h, "patches_seen": 6000 + 8 * (h["step"] - 1500)}) + "\n"
+                                               for h in history))
+    assert training_runs.main([str(ref), str(exp), "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "experiments.json").read_text())["rows"]
+    assert [(r["step"], r["patches_seen"]) for r in rows] == [(36500, 146000), (37000, 150000)]
+    assert all(r["bd_rate_vs_reference_percent"] > 0 for r in rows)
+
+
 def test_train_throughput_measures_float32_beside_the_mixed_precision_it_compares(tmp_path):
     import torch
     import train_throughput
