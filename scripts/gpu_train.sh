@@ -10,7 +10,9 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz).
+# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
+# AMP (1: bf16 autocast, `sar-train --amp`; on the CPU it matched float32 step for step, within +-0.13% BD-rate over
+# 2,000 steps, benchmarks/results/branch_runs/bf16/; 0: float32 with TF32 convolutions).
 # LR: the warm start was fine-tuned at 1.25e-5 with batch 4; for 8x the batch, 5e-5 lies between square-root
 # (3.5e-5) and linear (1e-4) scaling, so minutes of GPU training go on from it instead of shaking it up first.
 set -euo pipefail
@@ -48,6 +50,7 @@ publish() {  # the run's state into $OUT, each file replaced atomically
 publisher=$!
 trap 'kill $publisher 2>/dev/null || true; publish' EXIT
 
+[[ ${AMP:-1} == 1 ]] && extra+=(--amp)
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)
 [[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
