@@ -321,3 +321,16 @@ def test_train_throughput_measures_float32_beside_the_mixed_precision_it_compare
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert [r["precision"] for r in doc["results"]] == ["float32", "bfloat16" if bf16 else "float32"]
     assert doc["amp"] is True and all(r["patches_per_s"] > 0 and r["variant"] == "baseline" for r in doc["results"])
+
+
+def test_rd_pooled_interpolates_jpeg2000_in_log_bpp_and_says_outside_its_range():
+    import rd_pooled  # noqa: PLC0415
+
+    def row(codec, setting, bpp, err, subset="all"):
+        return {"codec": codec, "setting": setting, "subset": subset, "bpp": bpp, "db_rmse": err}
+
+    aggregates = [row("jpeg2000", "a", 0.25, 2.0), row("jpeg2000", "b", 1.0, 1.0),
+                  row("learned", "quality=1", 0.5, 1.4), row("learned", "quality=5", 2.0, 0.5)]
+    gaps = rd_pooled.pooled_gaps(aggregates)["all"]
+    assert gaps[0]["gap_db"] == pytest.approx(1.4 - 1.5)  # 0.5 bpp is halfway between 0.25 and 1.0 in log bpp
+    assert gaps[1]["gap_db"] is None
