@@ -93,6 +93,7 @@ def _tiles(x: np.ndarray, tile: int):
 def worker(spec: dict) -> dict:
     """Run one measurement `spec['what']` `spec['repeats']` times; returns seconds, provider, peak RSS."""
     from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
+    from sar_compress_plugin.core.pipeline import ordered_map, thread_pool  # noqa: PLC0415
     from sar_compress_plugin.core.runtime import OnnxCodecModel  # noqa: PLC0415
 
     what, work = spec["what"], Path(spec["work"])
@@ -128,12 +129,12 @@ def worker(spec: dict) -> dict:
         elif what == "codec_reconstruct":
             provider = reconstruct(work / "bench.sarc", work / "bench_rec.tif", model_dirs=[model],
                                    device=device).provider
-        elif what == "onnx_encode":
-            for t in _tiles(x, spec["tile"]):
-                m.encode(t)
+        elif what == "onnx_encode":  # the networks alone, on the codec's workers (core/pipeline.py)
+            with thread_pool(m.workers, "bench") as pool:
+                list(ordered_map(pool, m.encode, _tiles(x, spec["tile"]), ahead=m.workers + 1))
         elif what == "onnx_decode":
-            for y in prep:
-                m.decode(y)
+            with thread_pool(m.workers, "bench") as pool:
+                list(ordered_map(pool, m.decode, prep, ahead=m.workers + 1))
         elif what == "latents_hyperprior":
             coded = [hp.encode(y * gain, m.hyper_encode(y * gain)) for y in prep]
             t1 = time.perf_counter()

@@ -20,6 +20,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from export.subpixel import with_subpixel_convolutions
+
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "sar-compress-model"
@@ -122,7 +124,8 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     try:
         enc, dec = work / "encoder.onnx", work / "decoder.onnx"
         _export_module(model.g_a, torch.from_numpy(tiles[:1]), enc, "x", "y", opset)
-        _export_module(model.g_s, torch.from_numpy(latents[:1]), dec, "y", "x_hat", opset)
+        _export_module(with_subpixel_convolutions(model.g_s), torch.from_numpy(latents[:1]), dec, "y", "x_hat",
+                       opset)
         info = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "name": name, "variant": variant,
                 "latent_channels": int(latents.shape[1]), "downsampling_factor": 16, "halo": int(halo),
                 "preprocessing": preprocessing,

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,7 @@ from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMi
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder, interpolate_levels
 from .overview import OverviewBuilder, read_overview, wants_overview
+from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
                             denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
@@ -313,47 +313,57 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     ostep = float(opts.outlier_step_db)
     with_overview = wants_overview(info.width, info.height) if opts.overview is None else bool(opts.overview)
     overview = OverviewBuilder(info.width, info.height, nb, bounds) if with_overview else None
-    _tick(progress, 0.0)
-    for i in grid:
-        _check_cancel(is_cancelled, src)
-        cc0, cr0, cw, ch = grid.core_in_raster(i)
+    f16 = grid.factor
+
+    def tile_inputs():  # this thread reads the raster, in tile order
+        for i in grid:
+            _check_cancel(is_cancelled, src)
+            cc0, cr0, cw, ch = grid.core_in_raster(i)
+            xs, cores = [], []
+            ctx = None
+            for b in range(nb):
+                raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
+                db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+                xs.append(normalise(db, *bounds[b]))
+                core = (slice(cr0 - ctx[1], cr0 - ctx[1] + ch), slice(cc0 - ctx[0], cc0 - ctx[0] + cw))
+                cores.append((raw[core], db[core], valid[core]))
+            yield i, np.stack(xs)[:, None], ctx, cores
+
+    def analyse(item):  # on a network worker: the latents and side information of every band of one tile
+        i, x, ctx, cores = item
         pc0, pr0, pw, ph = grid.core(i)
-        xs, cores = [], []
-        ctx = None
-        for b in range(nb):
-            raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
-            db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
-            xs.append(normalise(db, *bounds[b]))
-            core = (slice(cr0 - ctx[1], cr0 - ctx[1] + ch), slice(cc0 - ctx[0], cc0 - ctx[0] + cw))
-            cores.append((raw[core], db[core], valid[core]))
-        y = model.encode(np.stack(xs)[:, None])
-        f16 = grid.factor
+        y = model.encode(x)
         ly0, lx0 = (pr0 - ctx[1]) // f16, (pc0 - ctx[0]) // f16
-        y = y[:, :, ly0:ly0 + ph // f16, lx0:lx0 + pw // f16]
-        for b in range(nb):
-            k = b * grid.count + i
-            ys = y[b] * gain
-            index["latent"][k] = writer.add_chunk(coder.encode(ys, model.hyper_encode(ys))[0])
-            raw, db, valid = cores[b]
-            if overview is not None:
-                overview.add(b, cc0, cr0, db, valid)
-            if not valid.all():
-                fill = _fill_value(dtype, info.nodata[b])
-                exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
-                index["mask"][k] = writer.add_chunk(C.encode_mask(valid, exc, raw.ravel()[exc]))
-                invalid_pixels += int((~valid).sum())
-            lo, hi = bounds[b]
-            dbf = db.ravel()
-            pos = np.flatnonzero(((dbf < lo - margin) | (dbf > hi + margin)) & valid.ravel())
-            if pos.size:
-                tdb = dbf[pos].astype(np.float64)
-                floor = tdb <= pp.noise_floor_db  # to_db clamps there; outliers keep their true value
-                if floor.any():
-                    tdb[floor] = _true_db(raw.ravel()[pos[floor]], domain)
-                vals = np.clip(np.rint(tdb / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
-                index["outlier"][k] = writer.add_chunk(C.encode_outliers(pos, vals))
-                outlier_pixels += int(pos.size)
-        _tick(progress, (i + 1) / grid.count)
+        ys = [y[b, :, ly0:ly0 + ph // f16, lx0:lx0 + pw // f16] * gain for b in range(nb)]
+        return i, cores, [(v, model.hyper_encode(v)) for v in ys]
+
+    _tick(progress, 0.0)
+    with thread_pool(model.workers, "sarc-encoder") as networks:
+        for i, cores, latents in ordered_map(networks, analyse, tile_inputs(), ahead=model.workers + 1):
+            cc0, cr0, _, _ = grid.core_in_raster(i)
+            for b, (ys, z) in enumerate(latents):
+                k = b * grid.count + i
+                index["latent"][k] = writer.add_chunk(coder.encode(ys, z)[0])
+                raw, db, valid = cores[b]
+                if overview is not None:
+                    overview.add(b, cc0, cr0, db, valid)
+                if not valid.all():
+                    fill = _fill_value(dtype, info.nodata[b])
+                    exc = np.flatnonzero(~valid & ~_same_bits(raw, fill))
+                    index["mask"][k] = writer.add_chunk(C.encode_mask(valid, exc, raw.ravel()[exc]))
+                    invalid_pixels += int((~valid).sum())
+                lo, hi = bounds[b]
+                dbf = db.ravel()
+                pos = np.flatnonzero(((dbf < lo - margin) | (dbf > hi + margin)) & valid.ravel())
+                if pos.size:
+                    tdb = dbf[pos].astype(np.float64)
+                    floor = tdb <= pp.noise_floor_db  # to_db clamps there; outliers keep their true value
+                    if floor.any():
+                        tdb[floor] = _true_db(raw.ravel()[pos[floor]], domain)
+                    vals = np.clip(np.rint(tdb / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
+                    index["outlier"][k] = writer.add_chunk(C.encode_outliers(pos, vals))
+                    outlier_pixels += int(pos.size)
+            _tick(progress, (i + 1) / grid.count)
     header = {
         "format": "sarc",
         "format_version": C.FORMAT_VERSION,
@@ -599,29 +609,34 @@ class CompressedRaster:
         return np.clip(np.rint(values), lo, ii.max).astype(dt)
 
     def iter_tiles(self, window: Window | None = None, bands=None):
-        """(band, tile, core window in raster, pixels) for each tile overlapping `window`, streaming.
-
-        The entropy decoding of the next tile (numpy and the range coder, one core) runs in a worker thread
-        while the decoder network (onnxruntime, which releases the GIL) runs on the current one: on 2 cores the
-        two overlap instead of adding up, provided numpy's BLAS stays on that one thread (core/blas_threads.py).
-        """
+        """(band, tile, core window in raster, pixels) for each tile overlapping `window`, streaming."""
         win = (0, 0, self.width, self.height) if window is None else _check_window(window, self.width,
                                                                                    self.height, self.path)
         bands = list(range(self.bands) if bands is None else bands)
-        tiles = self.grid.tiles_overlapping(win)
+        for t, pixels in self.decode_tiles(self.grid.tiles_overlapping(win), bands):
+            for b, px in zip(bands, pixels):
+                yield b, t, self.grid.core_in_raster(t), px
+
+    def decode_tiles(self, tiles, bands):
+        """(tile, [pixels of each of `bands`]) for each of `tiles`, in their order, streaming.
+
+        One thread entropy-decodes the latents (numpy and the range coder) tile after tile, while the
+        decoder network runs on the tiles already decoded, on the model's workers (core/pipeline.py): on 2
+        cores the two overlap instead of adding up, provided numpy's BLAS stays on one thread
+        (core/blas_threads.py). Closing the generator early drops the tiles not started.
+        """
         self._hyperprior()  # resolve the bundle (and its errors) in this thread
-        with single_threaded_blas(), ThreadPoolExecutor(1, thread_name_prefix="sarc-entropy") as pool:
-            ahead = pool.submit(self._prefetch, tiles[0], bands) if tiles else None
-            for n, t in enumerate(tiles):
-                ahead.result()
-                if n + 1 < len(tiles):
-                    ahead = pool.submit(self._prefetch, tiles[n + 1], bands)
-                try:
-                    for b in bands:
-                        yield b, t, self.grid.core_in_raster(t), self.decode_tile(b, t)
-                except BaseException:
-                    ahead.cancel()
-                    raise
+        model = self.model
+
+        def decode(item):
+            tile, latents_ready = item
+            latents_ready.result()
+            return tile, [self.decode_tile(b, tile) for b in bands]
+
+        with single_threaded_blas(), thread_pool(1, "sarc-entropy") as entropy, \
+                thread_pool(model.workers, "sarc-decoder") as networks:
+            queued = ((t, entropy.submit(self._prefetch, t, bands)) for t in tiles)
+            yield from ordered_map(networks, decode, queued, ahead=model.workers + 1)
 
     def read(self, window: Window | None = None, band: int | None = None) -> np.ndarray:
         """Pixels of `window` (col, row, width, height): (bands, h, w), or (h, w) for one 0-based band."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import SarCompressError
+from .pipeline import thread_pool
 from .preprocessing import normalise, to_db
 
 log = logging.getLogger(__name__)
@@ -71,32 +72,36 @@ def _sample(model, reader, grid, domain, bounds, pp):
 class _Probe:
     """Rate and error of the sample tiles at a given quality (latents from the encoder network, once)."""
 
-    def __init__(self, model, samples):
-        self.model, self.coder = model, model.hyperprior
+    def __init__(self, model, samples, pool):
+        """`pool` runs the sample tiles at once, like the codec's tile pipeline (core/pipeline.py)."""
+        self.model, self.coder, self.pool = model, model.hyperprior, pool
         self.samples = samples
-        self.latents = [model.encode(x[None])[0] for _, x, _, _ in samples]
+        self.latents = list(pool.map(lambda s: model.encode(s[1][None])[0], samples))
         self.pixels = sum(v.size for _, _, v, _ in samples)
 
     def bpp(self, quality: float) -> float:
         gain = self.coder.gain(quality)
-        bits = 0
-        for y in self.latents:
+
+        def bits(y):
             ys = y * gain
-            bits += 8 * len(self.coder.encode(ys, self.model.hyper_encode(ys))[0])
-        return bits / self.pixels
+            return 8 * len(self.coder.encode(ys, self.model.hyper_encode(ys))[0])
+
+        return sum(self.pool.map(bits, self.latents)) / self.pixels
 
     def db_rmse(self, quality: float) -> float:
         gain, inverse = self.coder.gain(quality), self.coder.inverse_gain(quality)
-        se = n = 0.0
-        for (_, x, valid, (lo, hi)), y in zip(self.samples, self.latents):
+
+        def squared_errors(sample_and_latents):
+            (_, x, valid, (lo, hi)), y = sample_and_latents
             ys = y * gain
             y_hat = self.coder.encode(ys, self.model.hyper_encode(ys))[1] * inverse
             h, w = valid.shape
             x_hat = np.clip(self.model.decode(y_hat[None])[0, 0, :h, :w], 0.0, 1.0)
             err = (x_hat - x[0, :h, :w])[valid] * (hi - lo)
-            se += float(np.square(err, dtype=np.float64).sum())
-            n += err.size
-        return math.sqrt(se / n)
+            return float(np.square(err, dtype=np.float64).sum()), err.size
+
+        sums = list(self.pool.map(squared_errors, zip(self.samples, self.latents)))
+        return math.sqrt(sum(se for se, _ in sums) / sum(n for _, n in sums))
 
 
 def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) -> dict:
@@ -109,7 +114,11 @@ def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) 
     samples = _sample(model, reader, grid, domain, bounds, pp)
     if not samples:
         raise SarCompressError("no valid pixels in the sample tiles to search a quality for the target")
-    probe = _Probe(model, samples)
+    with thread_pool(model.workers, "sarc-rate") as pool:
+        return _search(target, _Probe(model, samples, pool), coder, top)
+
+
+def _search(target: RateTarget, probe: _Probe, coder, top: float) -> dict:
     if target.bpp is not None:
         measure, goal, kind = probe.bpp, target.bpp, "bpp"
         ok = lambda v: v <= goal  # noqa: E731 (the largest quality within the budget)
@@ -136,6 +145,6 @@ def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) 
         log.warning("target %s %.3f cannot be met by this model: quality %.3f gives %.3f on the sample tiles",
                     kind, goal, q, v)
     log.info("quality %.3f chosen for %s %.3f (sample estimate %.3f on %d tile-bands)", q, kind, goal, v,
-             len(samples))
+             len(probe.samples))
     return {"quality": round(q, 4), "levels": coder.levels, "chosen_by": kind, "target": goal,
             "sample_estimate": v, "target_met_on_samples": bool(met)}

@@ -12,6 +12,7 @@ import json
 import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,16 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
+def thread_budget(threads: int | None = None) -> int:
+    """Cores the codec's networks may use in all: `threads`, else SAR_COMPRESS_THREADS (the batch engine
+    sets it per worker), else the cores this process may run on."""
+    if not threads:
+        threads = int(os.environ.get("SAR_COMPRESS_THREADS", "0") or 0)
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(threads))
+
+
 def _nvidia_driver_present() -> bool:
     """True when the NVIDIA driver library loads: without it no CUDA session can run, so 'auto' goes to CPU."""
     import ctypes  # noqa: PLC0415
@@ -159,10 +170,10 @@ class OnnxCodecModel:
         # threads would hold both cores while waiting for work and starve it. Without spinning a 2048^2
         # reconstruct on 2 cores went from 1.80 to 2.0 MP/s and the network itself did not slow down.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads is None:
-            threads = int(os.environ.get("SAR_COMPRESS_THREADS", "0") or 0)
-        if threads:
-            so.intra_op_num_threads = threads
+        budget = thread_budget(threads)
+        # Two tiles' networks at once, each on half the cores (core/pipeline.py says why)
+        self.workers = 2 if budget >= 2 else 1
+        so.intra_op_num_threads = max(1, budget // self.workers)
         if not optimize:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self._session_options, self._providers_wanted = so, wanted
@@ -196,6 +207,7 @@ class OnnxCodecModel:
                                    f"quality level ({self.hyperprior.levels})")
         self.lambdas = [float(v) for v in lambdas]
         self._hyper_enc = None
+        self._hyper_enc_lock = threading.Lock()
         self._enc_in = self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name
         log.info("model %s (%s) on %s", self.name, self.variant, self.provider)
@@ -219,13 +231,14 @@ class OnnxCodecModel:
         """
         import onnxruntime as ort  # noqa: PLC0415
 
-        if self._hyper_enc is None:
-            path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
-            try:
-                self._hyper_enc = ort.InferenceSession(str(path), sess_options=self._session_options,
-                                                       providers=self._providers_wanted)
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise ModelBundleError(f"{path}: onnxruntime cannot load the hyper-encoder ({exc})") from None
+        with self._hyper_enc_lock:  # the codec's network workers call this at once
+            if self._hyper_enc is None:
+                path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
+                try:
+                    self._hyper_enc = ort.InferenceSession(str(path), sess_options=self._session_options,
+                                                           providers=self._providers_wanted)
+                except Exception as exc:  # onnxruntime raises its own exception types
+                    raise ModelBundleError(f"{path}: onnxruntime cannot load the hyper-encoder ({exc})") from None
         y = np.asarray(y, dtype=np.float32)
         f = self.hyperprior.decoder.upsampling
         y = np.pad(y, ((0, 0), (0, -y.shape[1] % f), (0, -y.shape[2] % f)))[None]

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -151,20 +152,20 @@ class SceneCache:
         ds = gdal.Open(str(self.tiff_path), gdal.GA_Update)
         done = 0
         try:
-            for t in tiles:
-                if t in self.decoded:
-                    continue
-                if is_cancelled is not None and is_cancelled():
-                    raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
-                tc, tr, _tw, _th = self.grid.core_in_raster(t)
-                for b in range(self.raster.bands):
-                    ds.GetRasterBand(b + 1).WriteArray(self.raster.decode_tile(b, t), tc, tr)
-                ds.FlushCache()
-                self.decoded.add(t)
-                self._save_state()
-                done += 1
-                if on_tile is not None:
-                    on_tile(t)
+            wanted = [t for t in dict.fromkeys(tiles) if t not in self.decoded]
+            with closing(self.raster.decode_tiles(wanted, range(self.raster.bands))) as decoded:
+                for t, pixels in decoded:
+                    if is_cancelled is not None and is_cancelled():
+                        raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
+                    tc, tr, _tw, _th = self.grid.core_in_raster(t)
+                    for b, px in enumerate(pixels):
+                        ds.GetRasterBand(b + 1).WriteArray(px, tc, tr)
+                    ds.FlushCache()
+                    self.decoded.add(t)
+                    self._save_state()
+                    done += 1
+                    if on_tile is not None:
+                        on_tile(t)
         finally:
             ds = None
         return done
