@@ -97,7 +97,6 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
     return m
 
 
-@functools.lru_cache(maxsize=1)
 def thread_budget(threads: int | None = None) -> int:
     """Cores the codec's networks may use in all: `threads`, else SAR_COMPRESS_THREADS (the batch engine
     sets it per worker), else the cores this process may run on."""
@@ -108,6 +107,7 @@ def thread_budget(threads: int | None = None) -> int:
     return max(1, int(threads))
 
 
+@functools.lru_cache(maxsize=1)
 def _nvidia_driver_present() -> bool:
     """True when the NVIDIA driver library loads: without it no CUDA session can run, so 'auto' goes to CPU."""
     import ctypes  # noqa: PLC0415
