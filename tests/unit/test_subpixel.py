@@ -26,8 +26,10 @@ def test_every_variants_decoder_is_rewritten_to_the_same_function(variant):
     torch.manual_seed(0)
     model = create_model(variant, channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.01, 0.1]).eval()
     g_s = with_subpixel_convolutions(model.g_s)
-    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g_s.modules())
-    assert any(isinstance(m, nn.ConvTranspose2d) for m in model.g_s.modules())  # the trained model is untouched
+    kept = [m for m in g_s.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.out_channels for m in kept] == [1]  # only the one-channel output layer stays transposed
+    assert any(isinstance(m, SubPixelConv) for m in g_s.modules())
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in model.g_s.modules()) > 1  # the trained model is untouched
     y = torch.randn(1, 16, 5, 6) * 3
     with torch.no_grad():
         assert torch.allclose(g_s(y), model.g_s(y), atol=1e-5, rtol=0)
