@@ -49,22 +49,12 @@ def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def coded_latents(model, x: torch.Tensor, level: torch.Tensor) -> dict:
-    """The gain-scaled latents and the entropy model's final (context-corrected) scales and means."""
-    gain, inverse_gain = model.gains(level)
-    y = model.g_a(x) * gain
-    z_hat = torch.round(model.h_a(model.pad_to_hyper_grid(y)))
-    scales, means = model.entropy_parameters(z_hat, y.shape[-2:])
-    coded = model.code_slices(y, scales, means)
-    return {"y": y, "inverse_gain": inverse_gain, "z_likelihoods": model.prior.likelihood(z_hat), **coded}
-
-
 @torch.no_grad()
 def level_limits(model, x: torch.Tensor) -> list[dict]:
     rows = []
     pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
     for lv in range(model.levels):
-        c = coded_latents(model, x, torch.full((x.shape[0],), float(lv)))
+        c = model.code(x, torch.full((x.shape[0],), float(lv)))
         bits_y = -torch.log2(c["likelihoods"])
         bits = float(bits_y.sum() - torch.log2(c["z_likelihoods"]).sum()) / pixels
         per_channel = np.sort(bits_y.sum((0, 2, 3)).numpy())[::-1]
@@ -114,7 +104,7 @@ def spatial_probe(model, data, x_val: torch.Tensor, steps: int, seed: int = 0) -
     sampler = PatchSampler(data.train, 256, 0.9, seed=seed)
     ctx = CheckerboardContext(model.context_slices, model.latent_channels // model.context_slices)
     opt = torch.optim.Adam(ctx.parameters(), 1e-3)
-    val = [coded_latents(model, x_val, torch.full((x_val.shape[0],), float(lv))) for lv in range(model.levels)]
+    val = [model.code(x_val, torch.full((x_val.shape[0],), float(lv))) for lv in range(model.levels)]
     pixels = x_val.shape[0] * x_val.shape[-2] * x_val.shape[-1]
 
     def bpp_y() -> list[float]:
@@ -124,7 +114,7 @@ def spatial_probe(model, data, x_val: torch.Tensor, steps: int, seed: int = 0) -
     before, curve, t0 = bpp_y(), [], time.monotonic()
     for step in range(1, steps + 1):
         x = sampler.sample(8)
-        c = coded_latents(model, x, sampler.sample_levels(8, model.levels))
+        c = model.code(x, sampler.sample_levels(8, model.levels))
         loss = ctx.bits(c, noisy=True) / x.numel()
         opt.zero_grad()
         loss.backward()

@@ -46,7 +46,7 @@ def test_fine_quantisation_reaches_the_ceiling_and_coarse_does_not():
 
 def test_the_untrained_spatial_context_codes_exactly_the_models_bits():
     model = _model(0.0, slices=2)
-    c = model_limits.coded_latents(model, torch.rand(2, 1, 64, 64), torch.zeros(2))
+    c = model.code(torch.rand(2, 1, 64, 64), torch.zeros(2))
     probe = model_limits.CheckerboardContext(2, 8)
     assert torch.allclose(probe.bits(c, noisy=False), -torch.log2(c["likelihoods"]).sum())
 

@@ -189,7 +189,10 @@ class SarCodecModel(nn.Module):
         return {"y_hat": torch.cat(y_hats, 1), "likelihoods": torch.cat(likelihoods, 1),
                 "scales": torch.cat(all_scales, 1), "means": torch.cat(all_means, 1), "symbols": torch.cat(symbols, 1)}
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+    def code(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+        """Everything between the transforms, for `forward` and for the benchmarks that look inside it: the
+        gain-scaled latents `y`, `inverse_gain`, z's likelihoods, and code_slices' `y_hat`, `likelihoods`,
+        scales and means."""
         gain, inverse_gain = self.gains(level)
         y = self.g_a(x) * gain
         # The entropy model runs in float32 even under autocast: its likelihoods feed log2, and half precision
@@ -205,8 +208,12 @@ class SarCodecModel(nn.Module):
                 z_likelihoods = self.prior.likelihood(z_hat)
             scales, means = self.entropy_parameters(z_hat, y.shape[-2:])
             coded = self.code_slices(y, scales, means)
-        x_hat = self.g_s(coded["y_hat"] * inverse_gain.float())
-        return {"x_hat": x_hat, "likelihoods": {"y": coded["likelihoods"], "z": z_likelihoods}}
+        return {"y": y, "inverse_gain": inverse_gain, "z_likelihoods": z_likelihoods, **coded}
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+        c = self.code(x, level)
+        x_hat = self.g_s(c["y_hat"] * c["inverse_gain"].float())
+        return {"x_hat": x_hat, "likelihoods": {"y": c["likelihoods"], "z": c["z_likelihoods"]}}
 
     def count_parameters(self) -> dict[str, int]:
         def n(*mods: nn.Module) -> int:
