@@ -50,19 +50,30 @@ MAX_PIXELS = header_schema.MAX_PIXELS
 MAX_BANDS = header_schema.MAX_BANDS
 ZSTD_LEVEL = 10
 
-_dctx = zstandard.ZstdDecompressor()
 _HEADER_DICT = zstandard.ZstdCompressionDict(HEADER_DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-_header_dctx = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT)
+# A ZstdDecompressor must not be used by two threads at once, and the codec decodes tiles on several
+# (core/pipeline.py): with one shared instance, concurrent outlier chunks read as "Data corruption detected".
+_decompressors = threading.local()
+
+
+def _decompressor(with_header_dictionary: bool) -> zstandard.ZstdDecompressor:
+    key = "header" if with_header_dictionary else "plain"
+    dctx = getattr(_decompressors, key, None)
+    if dctx is None:
+        dctx = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT) if with_header_dictionary \
+            else zstandard.ZstdDecompressor()
+        setattr(_decompressors, key, dctx)
+    return dctx
 
 
 def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
-def zstd_decompress(data: bytes, cap: int, what: str, dctx: zstandard.ZstdDecompressor = _dctx) -> bytes:
+def zstd_decompress(data: bytes, cap: int, what: str, with_header_dictionary: bool = False) -> bytes:
     """Decompress at most `cap` bytes: a hostile frame that claims more is rejected, never allocated."""
     try:
-        reader = dctx.stream_reader(io.BytesIO(data))
+        reader = _decompressor(with_header_dictionary).stream_reader(io.BytesIO(data))
         parts, total = [], 0
         while True:
             block = reader.read(min(cap + 1 - total, 1 << 22))
@@ -85,7 +96,7 @@ def encode_header(text: bytes) -> bytes:
 def decode_header(raw: bytes, version: int, cap: int, what: str) -> bytes:
     """The header's JSON bytes from a file of `version` (plain JSON, zstd, or zstd against the dictionary)."""
     if version >= DICTIONARY_HEADER_SINCE:
-        return zstd_decompress(raw, cap, what, _header_dctx)
+        return zstd_decompress(raw, cap, what, with_header_dictionary=True)
     if version >= ZSTD_HEADER_SINCE:
         return zstd_decompress(raw, cap, what)
     if len(raw) > cap:

@@ -106,3 +106,22 @@ def test_one_worker_and_two_give_the_same_file_and_pixels(tmp_path, monkeypatch,
             out[threads] = (path.read_bytes(), cr.read(), cr.read((100, 200, 300, 60)))
     assert out["1"][0] == out["2"][0]
     assert (out["1"][1] == out["2"][1]).all() and (out["1"][2] == out["2"][2]).all()
+
+
+def test_chunks_decompress_correctly_on_several_threads_at_once():
+    """The tile pipeline decodes outlier and mask chunks on several threads; a zstd decompressor shared
+    between them (as once) corrupts them."""
+    import os  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from sar_compress_plugin.core import container as C  # noqa: PLC0415
+
+    payloads = [os.urandom(4096) * (1000 + 37 * i) for i in range(8)]  # 4-5 MB, compressible, several blocks
+    frames = [C.zstd_compress(p) for p in payloads]
+
+    def check(i):
+        k = i % len(frames)
+        return C.zstd_decompress(frames[k], len(payloads[k]), "chunk") == payloads[k]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, range(64)))
