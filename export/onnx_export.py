@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from export.decoder_reach import decoder_reach
 from export.subpixel import with_subpixel_convolutions
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,10 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
         _export_module(model.g_a, torch.from_numpy(tiles[:1]), enc, "x", "y", opset)
         _export_module(with_subpixel_convolutions(model.g_s), torch.from_numpy(latents[:1]), dec, "y", "x_hat",
                        opset)
+        reach = decoder_reach(model.g_s, int(latents.shape[1]), int(halo) // 16)
         info = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "name": name, "variant": variant,
                 "latent_channels": int(latents.shape[1]), "downsampling_factor": 16, "halo": int(halo),
+                "decoder_reach": reach,
                 "preprocessing": preprocessing,
                 "rate": {"levels": model.levels, "lambdas": list(model.config["lambdas"]),
                          "default_quality": default_quality,

@@ -564,13 +564,13 @@ class CompressedRaster:
     def _prefetch(self, tile: int, bands) -> None:
         """Entropy-decode every latent chunk the decoder network needs for `tile` into the cache."""
         for b in bands:
-            for t in latent_block(self.grid, tile)[1]:
+            for t in latent_block(self.grid, tile, self.model.decoder_reach)[1]:
                 self.latents(b, t)
 
     def decode_tile(self, band: int, tile: int) -> np.ndarray:
         """One tile's core (real pixels only), in the original domain and dtype."""
         g, f = self.grid, self.grid.factor
-        (lc0, lr0, lw, lh), tiles = latent_block(g, tile)
+        (lc0, lr0, lw, lh), tiles = latent_block(g, tile, self.model.decoder_reach)
         block = np.zeros((self.channels, lh, lw), dtype=np.float32)
         for t in tiles:
             pc, pr, pw, ph = g.core(t)

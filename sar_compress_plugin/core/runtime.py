@@ -85,6 +85,11 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
         raise ModelBundleError(f"{mp}: manifest is incomplete or malformed ({exc})") from None
     if factor != 16 or halo < 0 or halo % factor:
         raise ModelBundleError(f"{mp}: downsampling_factor must be 16 and halo a multiple of it")
+    reach = m.get("decoder_reach")
+    if reach is not None and not (isinstance(reach, dict) and all(
+            isinstance(reach.get(k), int) and 0 <= reach[k] <= halo // factor for k in ("before", "after"))):
+        raise ModelBundleError(f"{mp}: decoder_reach must give 'before' and 'after' latent cells within the halo "
+                               f"({halo // factor}), got {reach!r}")
     if verify:
         for part in ("encoder", "decoder", "hyper_encoder"):
             f = d / files[part]["path"]
@@ -155,6 +160,11 @@ class OnnxCodecModel:
         self.latent_channels = int(m["latent_channels"])
         self.factor = int(m.get("downsampling_factor", 16))
         self.halo = int(m.get("halo", 0))
+        # latent cells before / after a tile's core that decide its pixels (export/decoder_reach.py); a bundle
+        # exported before it was measured decodes with the whole halo
+        reach = m.get("decoder_reach") or {}
+        self.decoder_reach = (int(reach.get("before", self.halo // self.factor)),
+                              int(reach.get("after", self.halo // self.factor)))
         self.encoder_sha256 = str(m["files"]["encoder"]["sha256"]).lower()
         self.decoder_sha256 = str(m["files"]["decoder"]["sha256"]).lower()
         self.preprocessing = PreprocessingParams.from_dict(m.get("preprocessing", {}))

@@ -7,7 +7,8 @@ Method (latent-space overlap). Think of the latent of the whole raster as one ar
   raster), and only the latents under the core are kept: the stored latent grid is therefore what one big
   encoder pass would have produced, up to the receptive field beyond the halo.
 * To decode a tile, the latents of the core plus `halo // 16` latent cells around it (taken from the
-  neighbouring tiles' chunks) are decoded together and only the core pixels are kept. Pixels next to a tile
+  neighbouring tiles' chunks; fewer where the decoder network's measured reach is smaller, which gives the
+  core the same pixels) are decoded together and only the core pixels are kept. Pixels next to a tile
   boundary are thus decoded with the same context on both sides, which is what removes seams; and since each
   tile is always decoded from exactly the same latent block, any window read gives the same values bit for bit
   as a full reconstruction.
@@ -123,14 +124,19 @@ def read_context(read_band, grid: TileGrid, index: int) -> tuple[np.ndarray, Win
     return arr, (x0, y0, w, h)
 
 
-def latent_block(grid: TileGrid, index: int) -> tuple[tuple[int, int, int, int], list[int]]:
-    """Latent cells to decode for a tile: ((lc0, lr0, lw, lh) in latent cells, tiles whose chunks supply them)."""
+def latent_block(grid: TileGrid, index: int, reach: tuple[int, int] | None = None
+                 ) -> tuple[tuple[int, int, int, int], list[int]]:
+    """Latent cells to decode for a tile: ((lc0, lr0, lw, lh) in latent cells, tiles whose chunks supply them).
+
+    The margin around the core is the halo's cells, or fewer where the decoder's `reach` (cells before, cells
+    after the core that decide its pixels; OnnxCodecModel.decoder_reach) is smaller."""
     f = grid.factor
     c0, r0, w, h = grid.core(index)
     hl = grid.halo // f
+    before, after = (hl, hl) if reach is None else (min(hl, reach[0]), min(hl, reach[1]))
     lw_all, lh_all = grid.padded_width // f, grid.padded_height // f
-    lc0, lr0 = max(0, c0 // f - hl), max(0, r0 // f - hl)
-    lc1, lr1 = min(lw_all, (c0 + w) // f + hl), min(lh_all, (r0 + h) // f + hl)
+    lc0, lr0 = max(0, c0 // f - before), max(0, r0 // f - before)
+    lc1, lr1 = min(lw_all, (c0 + w) // f + after), min(lh_all, (r0 + h) // f + after)
     tiles = grid.tiles_overlapping((lc0 * f, lr0 * f, (lc1 - lc0) * f, (lr1 - lr0) * f))
     return (lc0, lr0, lc1 - lc0, lr1 - lr0), tiles
 

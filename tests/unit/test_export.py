@@ -52,6 +52,10 @@ def test_export_writes_verified_bundle(tmp_path, variant):
     ops = [n.op_type for n in onnx.load(str(out / manifest["files"]["decoder"]["path"])).graph.node]
     assert ops.count("ConvTranspose") == 1 and "DepthToSpace" in ops
     assert manifest["version"] == 2 and "quantization" not in manifest
+    reach = manifest["decoder_reach"]  # measured (export/decoder_reach.py), within the 2-cell halo
+    assert 0 <= reach["before"] <= 2 and 0 <= reach["after"] <= 2
+    if variant == "baseline":
+        assert reach == {"before": 1, "after": 2}
     rate = manifest["rate"]
     assert rate["levels"] == len(rate["lambdas"]) >= 2 and 0 <= rate["default_quality"] <= rate["levels"] - 1
     for role in ("hyper_encoder", "hyperprior"):
