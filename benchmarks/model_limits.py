@@ -14,6 +14,9 @@ checkpoint, in PyTorch:
   With frozen latents this is a lower bound on what joint training would give, and a cheap one: a spatial
   context costs a second pass per slice in the codec, so it should first show that the latents have spatial
   redundancy left that the hyperprior does not already model.
+* **Encoder-side rounding** (`--deadzone THETA...`). The encoder alone picks the symbols, so rounding y - mu
+  towards zero would cost the format nothing; the BD-rate of each offset's curve against plain rounding says
+  whether the trade of bits for error pays.
 
     python benchmarks/model_limits.py runs/ctx_lr/last.pth --spatial-steps 1000 --out benchmarks/results/model_limits
     python benchmarks/model_limits.py runs/snapshots/step20500.pth runs/ctx_lr/last.pth   # a trend, no probe
@@ -35,6 +38,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from trainer.checkpoint import load_model, training_totals  # noqa: E402
 from trainer.data import PatchSampler, build_datasets, validation_tiles  # noqa: E402
@@ -48,7 +52,6 @@ def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     return -10 * math.log10(float(((x_hat.clamp(0, 1) - x) ** 2).mean()))
 
 
-@torch.no_grad()
 @torch.no_grad()
 def level_limits(model, x: torch.Tensor) -> list[dict]:
     rows = []
@@ -64,6 +67,33 @@ def level_limits(model, x: torch.Tensor) -> list[dict]:
                      "ceiling_psnr": _psnr(model.g_s(c["y"] * c["inverse_gain"]), x),
                      "channels_for_bits": {f"{int(f * 100)}%": int((cum < f).sum()) + 1 for f in (0.5, 0.9, 0.99)}})
     return rows
+
+
+def deadzone(theta: float):
+    """Rounding of v towards zero: sign(v) floor(|v| + theta); theta 0.5 is plain rounding (but for ties)."""
+    return lambda v: torch.sign(v) * torch.floor(v.abs() + theta)
+
+
+@torch.no_grad()
+def deadzone_rd(model, x: torch.Tensor, thetas) -> dict:
+    """Per theta, (bpp, RMSE of the [0, 1] image) at every level when the encoder rounds y - mu with a deadzone,
+    and the BD-rate of each curve against plain rounding (theta 0.5). The decoder is unchanged: only which
+    symbols the encoder picks."""
+    from rate_distortion import bd_rate  # noqa: PLC0415
+
+    pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+    curves = {}
+    for theta in sorted({0.5, *thetas}, reverse=True):
+        points = []
+        for lv in range(model.levels):
+            c = model.code(x, torch.full((x.shape[0],), float(lv)), rounding=deadzone(theta))
+            bits = float(-torch.log2(c["likelihoods"]).sum() - torch.log2(c["z_likelihoods"]).sum())
+            x_hat = model.g_s(c["y_hat"] * c["inverse_gain"]).clamp(0, 1)
+            points.append((bits / pixels, float(torch.sqrt(((x_hat - x) ** 2).mean()))))
+        curves[theta] = points
+    plain = list(zip(*curves[0.5]))
+    return {f"{t:g}": {"points": p, "bd_rate_percent": bd_rate(*plain, *zip(*p))["bd_rate_percent"]}
+            for t, p in curves.items()}
 
 
 class CheckerboardContext(nn.Module):
@@ -133,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", type=Path, nargs="+", help="one or more (a trend); the probe runs on the first")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--spatial-steps", type=int, default=0, help="train the spatial context probe this long")
+    ap.add_argument("--deadzone", type=float, nargs="*", default=[],
+                    help="also measure encoder-side deadzone rounding with these offsets (0.5 = plain rounding)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="write model_limits.json and .md here")
     a = ap.parse_args(argv)
@@ -165,6 +197,12 @@ def main(argv=None) -> int:
                          f"of {model.latent_channels} |")
         lines.append("")
         print("\n".join(lines[-10:]), flush=True)
+        if a.deadzone:
+            entry["deadzone"] = dz = deadzone_rd(model, x_val, a.deadzone)
+            lines += ["Encoder-side deadzone rounding (symbol = sign(v) floor(|v| + theta)), BD-rate against plain "
+                      "rounding: " + ", ".join(f"theta {t}: {r['bd_rate_percent']:+.2f}%"
+                                               for t, r in dz.items() if t != "0.5") + ".", ""]
+            print(lines[-2], flush=True)
         if a.spatial_steps and i == 0:
             entry["spatial_probe"] = probe = spatial_probe(model, data, x_val, a.spatial_steps)
             lines += [f"Checkerboard spatial context on this frozen model, trained {probe['steps']:,} steps "

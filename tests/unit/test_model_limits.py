@@ -73,3 +73,23 @@ def test_model_limits_end_to_end_on_a_trained_checkpoint(sar_data, tmp_path, cap
     md = (tmp_path / "out" / "model_limits.md").read_text()
     assert md.count("| 1 |") == 2 and "ceiling" in md
     assert "bits of y saved per level" in capsys.readouterr().out
+
+
+def test_deadzone_half_is_plain_rounding_and_a_wider_deadzone_spends_fewer_bits(sar_data):
+    """On the committed warm start (a trained model: an untrained decoder ignores its latents) and a real tile."""
+    from sar_compress_plugin.core.preprocessing import normalise, percentile_bounds, to_db  # noqa: PLC0415
+    from sar_compress_plugin.core.raster_io import RasterReader  # noqa: PLC0415
+    from trainer.checkpoint import load_model  # noqa: PLC0415
+
+    model, _ = load_model(Path(__file__).resolve().parents[2] / "checkpoints" / "warm_start_baseline.pth")
+    with RasterReader(sar_data / "s1_iw_grd_berlin_512.tif") as r:
+        db, valid = to_db(r.read(0, 0, 0, 128, 128), "intensity")
+    x = torch.from_numpy(normalise(db, *percentile_bounds(db, valid)))[None, None].float()
+    plain = model.code(x, torch.zeros(1))
+    half = model.code(x, torch.zeros(1), rounding=model_limits.deadzone(0.5))
+    assert torch.equal(plain["symbols"], half["symbols"])  # no exact ties in real latents
+    result = model_limits.deadzone_rd(model, x, [0.3])
+    assert result["0.5"]["bd_rate_percent"] == pytest.approx(0.0, abs=1e-9)
+    for (b_plain, e_plain), (b_dz, e_dz) in zip(result["0.5"]["points"], result["0.3"]["points"]):
+        assert b_dz < b_plain and e_dz > e_plain  # fewer bits, more error, at every level
+    assert result["0.3"]["bd_rate_percent"] is not None

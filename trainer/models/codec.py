@@ -165,18 +165,19 @@ class SarCodecModel(nn.Module):
         params = self.h_s(z_hat)[..., :shape[0], :shape[1]]
         return params[:, :self.latent_channels], params[:, self.latent_channels:]
 
-    def code_slices(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> dict:
+    def code_slices(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor, rounding=torch.round) -> dict:
         """The latents coded slice by slice: slice s's scales are corrected from the integer symbols of slices
         < s (an integer network can reproduce that bit for bit) and its means from their reconstructed values
         (means may be float). Returns y_hat, likelihoods, and the coded scales, means and symbols (export
-        calibrates the codec's integer context on them)."""
+        calibrates the codec's integer context on them). `rounding` makes the symbols (the encoder's choice:
+        benchmarks/model_limits.py measures a deadzone with it)."""
         y_hats, likelihoods, symbols, all_scales, all_means = [], [], [], [], []
         n = self.context_slices
         for s, (ys, sc, mu) in enumerate(zip(y.chunk(n, 1), scales.chunk(n, 1), means.chunk(n, 1))):
             if s:
                 sc = sc + self.context_scale[s - 1](torch.cat(symbols, 1))
                 mu = mu + self.context_mean[s - 1](torch.cat(y_hats, 1))
-            sym = torch.round(ys - mu).detach()
+            sym = rounding(ys - mu).detach()
             if self.training:
                 likelihoods.append(gaussian_likelihood(ys + torch.empty_like(ys).uniform_(-0.5, 0.5) - mu, sc))
                 y_hats.append(round_ste(ys - mu) + mu)
@@ -189,7 +190,7 @@ class SarCodecModel(nn.Module):
         return {"y_hat": torch.cat(y_hats, 1), "likelihoods": torch.cat(likelihoods, 1),
                 "scales": torch.cat(all_scales, 1), "means": torch.cat(all_means, 1), "symbols": torch.cat(symbols, 1)}
 
-    def code(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+    def code(self, x: torch.Tensor, level: torch.Tensor, rounding=torch.round) -> dict:
         """Everything between the transforms, for `forward` and for the benchmarks that look inside it: the
         gain-scaled latents `y`, `inverse_gain`, z's likelihoods, and code_slices' `y_hat`, `likelihoods`,
         scales and means."""
@@ -207,7 +208,7 @@ class SarCodecModel(nn.Module):
                 z_hat = torch.round(z)
                 z_likelihoods = self.prior.likelihood(z_hat)
             scales, means = self.entropy_parameters(z_hat, y.shape[-2:])
-            coded = self.code_slices(y, scales, means)
+            coded = self.code_slices(y, scales, means, rounding)
         return {"y": y, "inverse_gain": inverse_gain, "z_likelihoods": z_likelihoods, **coded}
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
