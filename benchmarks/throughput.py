@@ -7,8 +7,10 @@ its peak RSS (resource.getrusage, ru_maxrss) belongs to that measurement alone:
 * codec_compress     core.codec.compress: GeoTIFF on disk -> .sarc (end to end: statistics, model load, tiles)
 * codec_reconstruct  core.codec.reconstruct: .sarc -> GeoTIFF (end to end)
 * model_load         OnnxCodecModel(bundle): manifest check and session creation, paid once per call above
-* onnx_encode        OnnxCodecModel.encode of the in-memory normalised raster, tile by tile (no I/O, no coding)
-* onnx_decode        OnnxCodecModel.decode of those latents
+* onnx_encode        OnnxCodecModel.encode of the in-memory normalised raster, tile by tile (no I/O, no coding),
+                     on the codec's workers
+* onnx_decode        OnnxCodecModel.decode of those latents, each with the margin of cells the codec decodes
+                     around a tile (the decoder's reach), on the codec's workers; MP/s counts the cores
 * latents_hyperprior the entropy coding of those tiles' latents at --quality (range-meanscale-int16): encode =
                      gains + hyper-encoder (ONNX) + integer hyper-decoder + range coding; decode = integer
                      hyper-decoder + range decoding + means; times listed separately
@@ -109,8 +111,10 @@ def worker(spec: dict) -> dict:
         del values, db, valid
         m = OnnxCodecModel(model, device=device)
         provider = m.provider
-        if what == "onnx_decode":
-            prep = [m.encode(t) for t in _tiles(x, spec["tile"])]
+        if what == "onnx_decode":  # each tile's latents with the margin the codec decodes (the decoder's reach)
+            before, after = m.decoder_reach
+            prep = [np.pad(m.encode(t), ((0, 0), (0, 0), (before, after), (before, after)), mode="edge")
+                    for t in _tiles(x, spec["tile"])]
         elif what == "latents_hyperprior":
             hp = m.hyperprior
             quality = m.default_quality if spec["quality"] is None else spec["quality"]
