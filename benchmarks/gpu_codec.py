@@ -13,7 +13,9 @@ What is measured, with the bundled model's weights (the committed warm start; th
    tiles a raster: compress = host-to-device copy of tile + halo, g_a, the quality's gain, h_a, device-to-host copy
    of y and z; reconstruct = host-to-device copy of the latent block (core + halo cells), g_s, device-to-host copy
    of the core pixels. fp32, fp16 and bf16, channels-last, over batch and tile size, eager and as a CUDA graph.
-   MP/s counts core pixels (the codec's output), so the halo's extra work is charged.
+   MP/s counts core pixels (the codec's output), so the halo's extra work is charged: the whole halo, 2 cells on
+   every side, where the CPU codec decodes only the decoder's reach (1 cell before a core, 2 after; about 6% less
+   decoder work at 512 px), so the reconstruct figures err low.
 2. The entropy coding the codec does on the CPU (integer h_s, range coder; core/hyperprior.py), in parallel over
    tiles on every core, one BLAS thread per worker.
 3. End to end: networks and entropy coding overlap in a pipeline, so the slower of the two bounds the codec; both
