@@ -334,3 +334,27 @@ def test_rd_pooled_interpolates_jpeg2000_in_log_bpp_and_says_outside_its_range()
     gaps = rd_pooled.pooled_gaps(aggregates)["all"]
     assert gaps[0]["gap_db"] == pytest.approx(1.4 - 1.5)  # 0.5 bpp is halfway between 0.25 and 1.0 in log bpp
     assert gaps[1]["gap_db"] is None
+
+
+def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_path, capsys):
+    import rd_trend  # noqa: PLC0415
+
+    def run(folder: str, bd: float, training: dict | None) -> Path:
+        d = tmp_path / folder
+        d.mkdir()
+        model = {"name": folder, **({"training": training} if training else {})}
+        (d / "rd_points.json").write_text(json.dumps({"model": model, "bd_rate": {
+            "all": {"bd_rate_percent": bd}, "VV": {"bd_rate_percent": bd + 1}, "VH": {"bd_rate_percent": None}}}))
+        return d
+
+    late = run("v6", -10.0, {"steps_total": 67500, "patches_seen_total": 344000})
+    early = run("step2500", 110.0, None)  # exported before the totals were recorded
+    out = tmp_path / "trend"
+    assert rd_trend.main([str(late), str(early), "--out", str(out)]) == 0
+    points = json.loads((out / "rd_trend.json").read_text())["points"]
+    assert [p["steps"] for p in points] == [2500, 67500]
+    assert points[1]["patches"] == 344000 and points[1]["bd_rate_percent"]["VH"] is None
+    assert (out / "rd_trend.png").stat().st_size > 10_000
+    assert "n/a" in capsys.readouterr().out
+    nameless = run("v7", -11.0, None)
+    assert rd_trend.main([str(nameless)]) == 2  # no steps anywhere: one clear error

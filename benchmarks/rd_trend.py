@@ -1,0 +1,89 @@
+"""BD-rate against JPEG-2000 as training went on: one point per rate_distortion.py run of the same benchmark.
+
+Each run is a folder (or its rd_points.json) of `benchmarks/rate_distortion.py` on the same scenes; the steps come
+from the model's export record (`training.steps_total`), or, for runs exported before it was recorded, from a
+folder named `stepN`. Prints the table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against
+steps on a log axis, all scene-bands and per polarisation), so a researcher can see how much each doubling of
+the steps bought.
+
+    python benchmarks/rd_trend.py benchmarks/results/rd_heldout_grd_trend_format4/step* \\
+        benchmarks/results/rd_heldout_grd --out benchmarks/results/rd_trend
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def trend_point(path: Path) -> dict:
+    f = path / "rd_points.json" if path.is_dir() else path
+    d = json.loads(f.read_text())
+    training = d.get("model", {}).get("training") or {}
+    steps = training.get("steps_total")
+    if steps is None:
+        m = re.fullmatch(r"step(\d+)", f.parent.name)
+        if m is None:
+            raise ValueError(f"{f}: no training.steps_total in the model record and no stepN folder name")
+        steps = int(m.group(1))
+    bd = {k: v.get("bd_rate_percent") for k, v in d["bd_rate"].items()}
+    return {"run": str(f), "model": d.get("model", {}).get("name"), "steps": int(steps),
+            "patches": training.get("patches_seen_total"), "bd_rate_percent": bd}
+
+
+def plot(points: list[dict], out: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [p["steps"] for p in points]
+    for subset, style in (("all", "o-"), ("VV", "s--"), ("VH", "^--")):
+        ax.plot(steps, [p["bd_rate_percent"].get(subset) for p in points], style, label=subset)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(-30, color="red", lw=0.8, ls=":", label="target -30%")
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [f"{s / 1000:g}k" for s in steps], fontsize=8)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("training steps (log)")
+    ax.set_ylabel("BD-rate vs JPEG-2000 (%, dB RMSE)")
+    last = points[-1]
+    ax.set_title(f"Learned codec vs JPEG-2000 on the held-out GRD scene-bands\nlast: {last['model']}, "
+                 f"{last['steps']:,} steps" + (f", {last['patches']:,} patches" if last["patches"] else ""), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="rate_distortion.py output folders (or rd_points.json)")
+    ap.add_argument("--out", type=Path, help="write rd_trend.json and rd_trend.png here")
+    a = ap.parse_args(argv)
+    try:
+        points = sorted((trend_point(p) for p in a.runs), key=lambda p: p["steps"])
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'steps':>8} {'patches':>9} {'all':>8} {'VV':>8} {'VH':>8}  model")
+    for p in points:
+        bd = p["bd_rate_percent"]
+        print(f"{p['steps']:>8,} {p['patches'] or '':>9} " + " ".join(
+            f"{bd.get(k):+7.1f}%" if bd.get(k) is not None else f"{'n/a':>8}" for k in ("all", "VV", "VH"))
+            + f"  {p['model']}")
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "rd_trend.json").write_text(json.dumps({"name": "rd_trend", "points": points}, indent=1) + "\n")
+        plot(points, a.out / "rd_trend.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
