@@ -51,19 +51,6 @@ MAX_BANDS = header_schema.MAX_BANDS
 ZSTD_LEVEL = 10
 
 _HEADER_DICT = zstandard.ZstdCompressionDict(HEADER_DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-# A ZstdDecompressor must not be used by two threads at once, and the codec decodes tiles on several
-# (core/pipeline.py): with one shared instance, concurrent outlier chunks read as "Data corruption detected".
-_decompressors = threading.local()
-
-
-def _decompressor(with_header_dictionary: bool) -> zstandard.ZstdDecompressor:
-    key = "header" if with_header_dictionary else "plain"
-    dctx = getattr(_decompressors, key, None)
-    if dctx is None:
-        dctx = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT) if with_header_dictionary \
-            else zstandard.ZstdDecompressor()
-        setattr(_decompressors, key, dctx)
-    return dctx
 
 
 def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
@@ -71,9 +58,14 @@ def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
 
 
 def zstd_decompress(data: bytes, cap: int, what: str, with_header_dictionary: bool = False) -> bytes:
-    """Decompress at most `cap` bytes: a hostile frame that claims more is rejected, never allocated."""
+    """Decompress at most `cap` bytes: a hostile frame that claims more is rejected, never allocated.
+
+    A new decompressor per call (8 us): one must not be used by two threads at once, and the codec decodes
+    tiles on several (core/pipeline.py); a shared one read concurrent outlier chunks as "Data corruption"."""
     try:
-        reader = _decompressor(with_header_dictionary).stream_reader(io.BytesIO(data))
+        dctx = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT) if with_header_dictionary \
+            else zstandard.ZstdDecompressor()
+        reader = dctx.stream_reader(io.BytesIO(data))
         parts, total = [], 0
         while True:
             block = reader.read(min(cap + 1 - total, 1 << 22))
