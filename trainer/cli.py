@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience in epochs [{d.patience}]")
     p.add_argument("--init", default=None,
                    help="start from the weights of this checkpoint (same variant and shape, e.g. the committed "
-                        "fp16 warm start, or a narrower --latent-channels, which is widened); the optimiser and "
-                        "step start afresh")
+                        "fp16 warm start, or a narrower --latent-channels, which is widened, or a baseline for a "
+                        "residual variant, whose units start as the identity); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from a checkpoint (no value: <out>/last.pth); a warm-start file (fp16 weights, "
                         "no optimiser state) continues its step count and history with a fresh optimiser")

@@ -21,6 +21,7 @@ from trainer import distributed, reporting
 from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, training_totals
 from trainer.config import TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
+from trainer.deepen import deepen_from_baseline
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
 from trainer.losses import RateDistortionLoss
 from trainer.registry import create_model
@@ -255,14 +256,20 @@ def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
     """Warm start from a checkpoint of the same variant: weights only (fresh optimiser, step 0). Its shape must
     match, except that a narrower latent is widened to this run's (trainer/widen.py), and a model without
-    channel context gets this run's, starting at zero (so it codes exactly as before). Returns what the
-    weights had seen (checkpoint.training_totals), which every checkpoint of the branch carries on."""
+    channel context gets this run's, starting at zero (so it codes exactly as before), and a baseline grows a
+    residual variant's units, starting as the identity (trainer/deepen.py). Returns what the weights had seen
+    (checkpoint.training_totals), which every checkpoint of the branch carries on."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
-    _check_variant(ckpt, cfg.init, cfg.variant)
     weights = {k: v.float() for k, v in ckpt["model_state_dict"].items()}
     got = _model_config(ckpt)
-    narrow_m = got["latent_channels"]
     source = {"checkpoint": str(cfg.init), "step": ckpt.get("step"), **training_totals(ckpt)}
+    if ckpt["model_name"] == "baseline" != cfg.variant and got == model.config:
+        deepen_from_baseline(model, weights)
+        log.info("initialised from %s (step %s of that run), residual units of %s added to the baseline",
+                 cfg.init, ckpt.get("step"), cfg.variant)
+        return source
+    _check_variant(ckpt, cfg.init, cfg.variant)
+    narrow_m = got["latent_channels"]
     if narrow_m != model.latent_channels and got == {**model.config, "latent_channels": narrow_m}:
         widen_latent(model, weights, narrow_m)
         log.info("initialised from %s (step %s of that run), latent widened from %d to %d channels", cfg.init,
