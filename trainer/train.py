@@ -265,7 +265,7 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device
     source = {"checkpoint": str(cfg.init), "step": ckpt.get("step"), **training_totals(ckpt)}
     if ckpt["model_name"] == "baseline" != cfg.variant and got == model.config:
         deepen_from_baseline(model, weights)
-        log.info("initialised from %s (step %s of that run), residual units of %s added to the baseline",
+        log.info("initialised from %s (step %s of that run), baseline grown into %s (residual units added)",
                  cfg.init, ckpt.get("step"), cfg.variant)
         return source
     _check_variant(ckpt, cfg.init, cfg.variant)
