@@ -65,12 +65,13 @@ def curve_bd_rate(ref: dict, test: dict) -> float | None:
     return bd_rate(r1, d1, r2, d2)["bd_rate_percent"]
 
 
-def _patches(run: dict, step: int, record: dict) -> int:
+def _patches(run: dict, step: int, record: dict, reference: dict) -> int:
     """Patches the weights had seen at `step` (on the common axis): the run's own count, which holds across
-    resumes with another batch or world size, plus the steps before its branch point at its batch size."""
-    batch = run["config"]["batch_size"]
-    own = record.get("patches_seen", (step - run["offset"]) * batch)
-    return int(own) + run["offset"] * batch
+    resumes with another batch or world size, plus what the reference had seen at the branch point (its own
+    record there, else the steps before the branch at this run's batch size)."""
+    own = record.get("patches_seen", (step - run["offset"]) * run["config"]["batch_size"])
+    before = reference["history"].get(run["offset"], {}).get("patches_seen")
+    return int(own) + int(before if before is not None else run["offset"] * run["config"]["batch_size"])
 
 
 def compare(reference: dict, runs: list[dict]) -> list[dict]:
@@ -82,7 +83,7 @@ def compare(reference: dict, runs: list[dict]) -> list[dict]:
                 continue
             h = run["history"][step]
             rows.append({"run": run["run"], "change": run["change"], "step": step,
-                         "steps_since_branch": step - run["offset"], "patches_seen": _patches(run, step, h),
+                         "steps_since_branch": step - run["offset"], "patches_seen": _patches(run, step, h, reference),
                          "val_loss": h["val_loss"], "reference_val_loss": ref["val_loss"],
                          "bd_rate_vs_reference_percent": curve_bd_rate(ref, h),
                          "levels": [{"bpp": p["bpp"], "psnr": p["psnr"], "ref_bpp": q["bpp"], "ref_psnr": q["psnr"]}

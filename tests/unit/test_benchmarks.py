@@ -310,6 +310,26 @@ def test_training_runs_compares_a_resumed_copy_on_its_references_own_steps(tmp_p
     assert all(r["bd_rate_vs_reference_percent"] > 0 for r in rows)
 
 
+def test_training_runs_counts_a_branchs_patches_from_what_the_reference_had_seen(tmp_path):
+    """A branch of a DDP run (8 patches a step): at its step s it has seen its own 8 s patches plus what the
+    reference had recorded at the branch step, so both columns count on the same axis."""
+    import training_runs  # noqa: PLC0415
+
+    def with_patches(folder, first, per_step):
+        history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+        (folder / "history.jsonl").write_text("".join(
+            json.dumps({**h, "patches_seen": first + per_step * (h["step"] - history[0]["step"])}) + "\n"
+            for h in history))
+
+    ref = _fake_run(tmp_path / "ref", [37000, 37500, 38000], 0.0, init_step=None)
+    with_patches(ref, 246000, 8)
+    exp = _fake_run(tmp_path / "exp", [500, 1000], 0.1, init_step=37000)
+    with_patches(exp, 4000, 8)
+    assert training_runs.main([str(ref), str(exp), "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "experiments.json").read_text())["rows"]
+    assert [(r["step"], r["patches_seen"]) for r in rows] == [(37500, 250000), (38000, 254000)]
+
+
 def test_train_throughput_measures_float32_beside_the_mixed_precision_it_compares(tmp_path):
     import torch
     import train_throughput
