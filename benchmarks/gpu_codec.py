@@ -315,7 +315,8 @@ def verify_chunks(path: Path, bundle: Path) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    p.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "warm_start_baseline.pth")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the model's weights (default: checkpoints/warm_start_<the bundle's variant>.pth)")
     p.add_argument("--bundle", type=Path, default=REPO / "sar_compress_plugin" / "models" / "default")
     p.add_argument("--data", type=Path, default=REPO / ".gpu_data" / "planes.npz")
     p.add_argument("--quick", action="store_true", help="tiny sweep (the CPU rehearsal)")
@@ -338,6 +339,8 @@ def main(argv=None) -> int:
     if int(manifest.get("halo", HALO)) != HALO:
         print(f"error: the bundle's halo is {manifest.get('halo')}, this benchmark tiles with {HALO}", file=sys.stderr)
         return 2
+    if a.checkpoint is None:
+        a.checkpoint = REPO / "checkpoints" / f"warm_start_{manifest['variant']}.pth"
     log = (lambda s: print(s, flush=True))
     started = time.perf_counter()
     model, ckpt = load_model(a.checkpoint)

@@ -10,7 +10,7 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (baseline), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
+# Environment: VARIANT (the bundled default model's, from its manifest), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
 # AMP (1: bf16 autocast, `sar-train --amp`; on the CPU it matched float32 step for step, within +-0.13% BD-rate over
 # 2,000 steps, benchmarks/results/branch_runs/bf16/; 0: float32 with TF32 convolutions).
 # LR: the warm start was fine-tuned at 1.25e-5 with batch 4; for 8x the batch, 5e-5 lies between square-root
@@ -19,11 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
 [[ ${1:-} == --dry-run ]] && dry=1
-variant=${VARIANT:-baseline}
-data=${DATA:-.gpu_data/planes.npz}
-warm=${WARM-checkpoints/warm_start_${variant}.pth}
 py=python3
 [[ -x .venv/bin/python ]] && py=.venv/bin/python
+variant=${VARIANT:-$($py -c "import json; print(json.load(open('sar_compress_plugin/models/default/manifest.json'))['variant'])")}
+data=${DATA:-.gpu_data/planes.npz}
+warm=${WARM-checkpoints/warm_start_${variant}.pth}
 if [[ $dry == 1 ]]; then
   device=cpu minutes=${MINUTES:-0.3} batch=${BATCH:-2} patch=${PATCH:-128} out=${OUT:-runs/gpu_dry_run/out}
   extra=(--channels 8 --latent-channels 16 --hyper-channels 8 --threads 1)
