@@ -227,7 +227,8 @@ def aggregate_points(rows: list[dict], subset: str = "all") -> list[dict]:
                      for k in ("latent", "outlier", "mask", "header_index")}
         else:
             extra = {}
-        out.append({"codec": codec, "setting": setting, "subset": subset, "scene_bands": len(rs),
+        out.append({"codec": codec, "setting": setting, "model": rs[0].get("model"), "subset": subset,
+                    "scene_bands": len(rs),
                     "bpp": 8.0 * sum(r["file_bytes"] for r in rs) / pixels, **aggregate(rs),
                     # the pixel-weighted mean ENL ratio can be dominated by one scene-band whose homogeneous
                     # windows the codec flattened (ratio -> inf); the median over scene-bands is robust
@@ -278,6 +279,33 @@ def bd_rate(rate_ref, dist_ref, rate_test, dist_test, max_degree: int = 3) -> di
     if deg < 3:
         res["note"] = f"only {min(r1.size, r2.size)} points on a curve: degree-{deg} fit instead of cubic"
     return res
+
+
+def curve_bd_rates(aggs: list[dict], subsets: list[str], ref_of, test_of) -> dict:
+    """{subset: bd_rate(ref curve, test curve)}; `ref_of` / `test_of` pick a subset's points from `aggs`."""
+    out = {}
+    for sub in subsets:
+        pts = [pt for pt in aggs if pt["subset"] == sub]
+        ref, test = ref_of(pts), test_of(pts)
+        out[sub] = bd_rate([pt["bpp"] for pt in ref], [pt["db_rmse"] for pt in ref],
+                           [pt["bpp"] for pt in test], [pt["db_rmse"] for pt in test])
+        out[sub]["test_settings"] = [pt["setting"] for pt in test]
+    return out
+
+
+def model_comparison(aggs: list[dict], subsets: list[str], names: list[str]) -> dict:
+    """Several models in one run (same scenes, same JPEG-2000 points): each model's own BD-rate against
+    JPEG-2000, and against the first model (an A/B of two checkpoints at equal steps, or a new default against
+    the last)."""
+    def learned(name):
+        return lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned" and pt["model"] == name])
+
+    def jp2(pts):
+        return [pt for pt in pts if pt["codec"] == "jpeg2000"]
+
+    return {name: {"vs_jpeg2000": curve_bd_rates(aggs, subsets, jp2, learned(name)),
+                   "vs_first_model": curve_bd_rates(aggs, subsets, learned(names[0]), learned(name))}
+            for name in names}
 
 
 def matched_bpp_pairs(rows: list[dict], key: str = "db_rmse") -> dict:
@@ -398,6 +426,18 @@ def summary_markdown(doc: dict) -> str:
         else:
             lines += ["", f"BD-rate of the learned codec vs JPEG-2000: not computed: {bd.get('note', '')}."]
         lines.append("")
+    if doc.get("model_comparison"):
+        first = doc["models"][0]["name"]
+        subsets = doc["settings"]["subsets"]
+        lines += ["## The models compared (the same scenes and JPEG-2000 points)", "",
+                  "| model | " + " | ".join(f"BD-rate (%) vs JPEG-2000, {s}" for s in subsets) + " | "
+                  + " | ".join(f"BD-rate (%) vs `{first}`, {s}" for s in subsets) + " |",
+                  "|---|" + "---:|" * (2 * len(subsets))]
+        for name, c in doc["model_comparison"].items():
+            cells = [_f(c[k][s]["bd_rate_percent"], "+.2f") for k in ("vs_jpeg2000", "vs_first_model")
+                     for s in subsets]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Paired test at matched bpp (all scene-bands)", "",
               "Wilcoxon signed-rank, two-sided, across scene-bands: the learned codec's dB RMSE against the "
               "JPEG-2000 dB RMSE interpolated (in log bpp) on the same scene-band's curve at the learned bpp.", "",
@@ -491,13 +531,8 @@ def main(argv=None) -> int:
 
     subsets = ["all"] + [pol for pol in POLARISATIONS if any(r["band"] == pol for r in rows)]
     aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
-    bd = {}
-    for sub in subsets:
-        ref = [pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "jpeg2000"]
-        test = lower_envelope([pt for pt in aggs if pt["subset"] == sub and pt["codec"] == "learned"])
-        bd[sub] = bd_rate([pt["bpp"] for pt in ref], [pt["db_rmse"] for pt in ref],
-                          [pt["bpp"] for pt in test], [pt["db_rmse"] for pt in test])
-        bd[sub]["test_settings"] = [pt["setting"] for pt in test]
+    bd = curve_bd_rates(aggs, subsets, lambda pts: [pt for pt in pts if pt["codec"] == "jpeg2000"],
+                        lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned"]))
     providers = [r["provider"] for r in rows if r["codec"] == "learned"]
     doc = {
         "name": "rate_distortion",
@@ -519,6 +554,7 @@ def main(argv=None) -> int:
         "results": rows,
         "aggregates": aggs,
         "bd_rate": bd,
+        "model_comparison": model_comparison(aggs, subsets, names) if len(bundles) > 1 else None,
         "wilcoxon": wilcoxon_matched(rows),
     }
     md = summary_markdown(doc)

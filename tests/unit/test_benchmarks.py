@@ -378,3 +378,22 @@ def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_pa
     assert "n/a" in capsys.readouterr().out
     nameless = run("v7", -11.0, None)
     assert rd_trend.main([str(nameless)]) == 2  # no steps anywhere: one clear error
+
+
+def test_model_comparison_gives_each_model_its_own_curve_and_an_ab_against_the_first():
+    """Two models in one rate_distortion run: each is measured on its own points (not the envelope of both), and
+    a model that needs 10% fewer bits for every dB RMSE is -10% against the first."""
+    dist = [2.2, 1.6, 1.1, 0.8, 0.6, 0.5]
+    rates = [0.12, 0.29, 0.58, 0.95, 1.35, 1.77]
+
+    def point(codec, model, bpp, d, sub="all"):
+        return {"codec": codec, "model": model, "setting": f"{model} q", "subset": sub, "bpp": bpp, "db_rmse": d}
+
+    aggs = ([point("jpeg2000", None, 1.1 * r, d) for r, d in zip(rates, dist)]
+            + [point("learned", "old", r, d) for r, d in zip(rates, dist)]
+            + [point("learned", "new", 0.9 * r, d) for r, d in zip(rates, dist)])
+    c = rd.model_comparison(aggs, ["all"], ["old", "new"])
+    assert c["old"]["vs_first_model"]["all"]["bd_rate_percent"] == pytest.approx(0.0, abs=1e-9)
+    assert c["new"]["vs_first_model"]["all"]["bd_rate_percent"] == pytest.approx(-10.0, abs=1e-6)
+    assert c["old"]["vs_jpeg2000"]["all"]["bd_rate_percent"] == pytest.approx(100 * (1 / 1.1 - 1), abs=1e-6)
+    assert c["new"]["vs_jpeg2000"]["all"]["bd_rate_percent"] == pytest.approx(100 * (0.9 / 1.1 - 1), abs=1e-6)
