@@ -421,3 +421,21 @@ def test_speckle_share_splits_a_band_into_its_local_mean_and_its_normalised_spec
     speckle_db = 10 * np.log10(parts["speckle"][:, 8:])
     left, right = speckle_db[:, :20].mean(), speckle_db[:, -20:].mean()
     assert abs(left - right) < 0.5  # the original's columns differ by about 17 dB here
+
+
+def test_speckle_bound_entropy_matches_the_known_limits():
+    """One look: ln of an exponential is a Gumbel variable, entropy 1 + Euler's gamma nats (then scaled to dB);
+    many looks: the dB speckle tends to a Gaussian of variance (10 / ln 10)^2 trigamma(L)."""
+    import math
+
+    from scipy.special import polygamma
+    import speckle_bound  # noqa: PLC0415
+
+    to_db_nats = math.log(10 / math.log(10))
+    assert speckle_bound.speckle_db_entropy_bits(1.0) == pytest.approx((1 + 0.5772156649 + to_db_nats) / math.log(2))
+    sigma = 10 / math.log(10) * math.sqrt(polygamma(1, 400.0))
+    gaussian = 0.5 * math.log2(2 * math.pi * math.e * sigma**2)
+    assert speckle_bound.speckle_db_entropy_bits(400.0) == pytest.approx(gaussian, abs=2e-3)
+    # the bound: 0 where D reaches the Gaussian's spread, one bit less per halving of D
+    h = speckle_bound.speckle_db_entropy_bits(400.0)
+    assert speckle_bound.shannon_lower_bound(h, [sigma, sigma / 2, sigma / 4]) == pytest.approx([0, 1, 2], abs=2e-3)
