@@ -439,3 +439,18 @@ def test_speckle_bound_entropy_matches_the_known_limits():
     # the bound: 0 where D reaches the Gaussian's spread, one bit less per halving of D
     h = speckle_bound.speckle_db_entropy_bits(400.0)
     assert speckle_bound.shannon_lower_bound(h, [sigma, sigma / 2, sigma / 4]) == pytest.approx([0, 1, 2], abs=2e-3)
+
+
+def test_speckle_bounds_bracket_the_rate_distortion_function():
+    """The Gaussian of the same spread needs at least as many bits as the speckle's lower bound, at every D."""
+    import math
+
+    from scipy.special import polygamma
+    import speckle_bound  # noqa: PLC0415
+
+    looks = 4.4
+    std = 10 / math.log(10) * math.sqrt(polygamma(1, looks))
+    d = np.linspace(0.3, 2.0, 20)
+    lo = speckle_bound.shannon_lower_bound(speckle_bound.speckle_db_entropy_bits(looks), d)
+    hi = speckle_bound.gaussian_upper_bound(std, d)
+    assert (hi >= lo).all() and (hi - lo).max() < 0.1
