@@ -55,10 +55,12 @@ def split_band(intensity: np.ndarray, valid: np.ndarray, window: int) -> dict[st
 
 
 def run_part(values: np.ndarray, name: str, part: str, qualities, jp2_bpp, model: Path, device: str,
-             work: Path, log) -> list[dict]:
+             work: Path, log, geotransform=None, crs_wkt: str = "") -> list[dict]:
+    """Both codecs on one part, georeferenced as the scene is: each file then carries its georeferencing (a few
+    hundred bytes, as in rate_distortion.py), which weighs on small chips at low rates."""
     src = work / f"{name}_{part}.tif"
-    with GeoTiffWriter(src, values.shape[1], values.shape[0], 1, "float32", nodata=[float("nan")],
-                       band_names=[part]) as w:
+    with GeoTiffWriter(src, values.shape[1], values.shape[0], 1, "float32", crs_wkt=crs_wkt,
+                       geotransform=geotransform, nodata=[float("nan")], band_names=[part]) as w:
         w.write(0, 0, 0, values)
     db, valid = to_db(values, "intensity", float("nan"))
     clip = percentile_bounds(db, valid)
@@ -70,7 +72,8 @@ def run_part(values: np.ndarray, name: str, part: str, qualities, jp2_bpp, model
             f"dB RMSE {rows[-1]['db_rmse']:.3f}")
     for t in jp2_bpp:
         rows.append({**base, **jpeg2000.run_band(values, "intensity", t, work, f"{name}_{part}",
-                                                 nodata=float("nan"), clip_db=clip)})
+                                                 nodata=float("nan"), clip_db=clip, geotransform=geotransform,
+                                                 crs_wkt=crs_wkt)})
         log(f"  {name:>24} {part:>9} jpeg2000 {rows[-1]['setting']:>14}  bpp {rows[-1]['bpp']:.3f}  "
             f"dB RMSE {rows[-1]['db_rmse']:.3f}")
     src.unlink()
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
                     intensity = np.power(10.0, db.astype(np.float64) / 10.0)
                     for part, v in split_band(intensity, valid, a.window).items():
                         rows += run_part(v, f"{scene['name']}_{pol}", part, qualities, jpeg2000.DEFAULT_TARGET_BPP,
-                                         model, a.device, Path(tmp), log)
+                                         model, a.device, Path(tmp), log, r.info.geotransform, r.info.crs_wkt)
     aggs = [pt for part in PARTS for pt in aggregate_points(rows, part)]
     bd = curve_bd_rates(aggs, list(PARTS), lambda pts: [pt for pt in pts if pt["codec"] == "jpeg2000"],
                         lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned"]))
