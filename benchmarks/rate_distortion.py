@@ -281,6 +281,23 @@ def bd_rate(rate_ref, dist_ref, rate_test, dist_test, max_degree: int = 3) -> di
     return res
 
 
+def jpeg2000_points(pts: list[dict]) -> list[dict]:
+    return [pt for pt in pts if pt["codec"] == "jpeg2000"]
+
+
+def learned_envelope(pts: list[dict]) -> list[dict]:
+    return lower_envelope([pt for pt in pts if pt["codec"] == "learned"])
+
+
+def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str) -> Path:
+    """The benchmarks' JSON (non-finite values as null) and markdown files, into `out_dir` (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / json_name).write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
+    (out / md_name).write_text(md)
+    return out
+
+
 def curve_bd_rates(aggs: list[dict], subsets: list[str], ref_of, test_of) -> dict:
     """{subset: bd_rate(ref curve, test curve)}; `ref_of` / `test_of` pick a subset's points from `aggs`."""
     out = {}
@@ -298,12 +315,9 @@ def model_comparison(aggs: list[dict], subsets: list[str], names: list[str]) -> 
     JPEG-2000, and against the first model (an A/B of two checkpoints at equal steps, or a new default against
     the last)."""
     def learned(name):
-        return lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned" and pt["model"] == name])
+        return lambda pts: learned_envelope([pt for pt in pts if pt["model"] == name])
 
-    def jp2(pts):
-        return [pt for pt in pts if pt["codec"] == "jpeg2000"]
-
-    return {name: {"vs_jpeg2000": curve_bd_rates(aggs, subsets, jp2, learned(name)),
+    return {name: {"vs_jpeg2000": curve_bd_rates(aggs, subsets, jpeg2000_points, learned(name)),
                    "vs_first_model": curve_bd_rates(aggs, subsets, learned(names[0]), learned(name))}
             for name in names}
 
@@ -531,8 +545,7 @@ def main(argv=None) -> int:
 
     subsets = ["all"] + [pol for pol in POLARISATIONS if any(r["band"] == pol for r in rows)]
     aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
-    bd = curve_bd_rates(aggs, subsets, lambda pts: [pt for pt in pts if pt["codec"] == "jpeg2000"],
-                        lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned"]))
+    bd = curve_bd_rates(aggs, subsets, jpeg2000_points, learned_envelope)
     providers = [r["provider"] for r in rows if r["codec"] == "learned"]
     doc = {
         "name": "rate_distortion",
@@ -560,10 +573,7 @@ def main(argv=None) -> int:
     md = summary_markdown(doc)
     print(md)
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rd_points.json").write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
-        (out / "rd_summary.md").write_text(md)
+        out = write_report(a.out, "rd_points.json", "rd_summary.md", doc, md)
         plot(doc, out / "rd_plot.png")
         log(f"wrote {out / 'rd_points.json'}, {out / 'rd_summary.md'}, {out / 'rd_plot.png'}")
     return 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from scipy.special import digamma, gammaln
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jpeg2000  # noqa: E402
-from rate_distortion import bd_rate, finite_or_null, learned_point, resolve_model, versions  # noqa: E402
+from rate_distortion import bd_rate, learned_point, resolve_model, versions, write_report  # noqa: E402
 from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
@@ -127,10 +126,7 @@ def main(argv=None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "speckle_bound.json").write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
-        (out / "speckle_bound.md").write_text(md)
+        write_report(a.out, "speckle_bound.json", "speckle_bound.md", doc, md)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -32,8 +31,8 @@ from scipy.ndimage import uniform_filter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jpeg2000  # noqa: E402
-from rate_distortion import (DATA_DIR, aggregate_points, curve_bd_rates, finite_or_null, grd_scenes,  # noqa: E402
-                             learned_point, lower_envelope, resolve_model, versions)
+from rate_distortion import (DATA_DIR, aggregate_points, curve_bd_rates, grd_scenes, jpeg2000_points,  # noqa: E402
+                             learned_envelope, learned_point, resolve_model, versions, write_report)
 from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
@@ -137,8 +136,7 @@ def main(argv=None) -> int:
                         rows += run_part(v, f"{scene['name']}_{pol}", part, qualities, jpeg2000.DEFAULT_TARGET_BPP,
                                          model, a.device, Path(tmp), log, r.info.geotransform, r.info.crs_wkt)
     aggs = [pt for part in PARTS for pt in aggregate_points(rows, part)]
-    bd = curve_bd_rates(aggs, list(PARTS), lambda pts: [pt for pt in pts if pt["codec"] == "jpeg2000"],
-                        lambda pts: lower_envelope([pt for pt in pts if pt["codec"] == "learned"]))
+    bd = curve_bd_rates(aggs, list(PARTS), jpeg2000_points, learned_envelope)
     doc = {"name": "speckle_share", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "versions": versions(), "model": {"name": manifest.get("name"), "path": str(model),
                                              "steps_total": manifest.get("training", {}).get("steps_total")},
@@ -149,10 +147,7 @@ def main(argv=None) -> int:
     md = summary_markdown(doc)
     print(md)
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "speckle_share.json").write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
-        (out / "speckle_share.md").write_text(md)
+        write_report(a.out, "speckle_share.json", "speckle_share.md", doc, md)
     return 0
 
 
