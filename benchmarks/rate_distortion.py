@@ -62,6 +62,7 @@ QUICK_JP2_BPP = (0.1, 0.5, 2.0)
 #: The shared Sentinel-1 IW GRD scenes: s1_iw_grd_<city>_<size>.tif (linear intensity, VV + VH).
 GRD_PATTERN = re.compile(r"^s1_iw_grd_[a-z_]+_\d+\.tif$")
 POLARISATIONS = ("VV", "VH")
+ROUNDINGS = ("rate_distortion", "nearest")
 
 
 # --- environment, shared with throughput.py ---------------------------------------------------------------
@@ -150,11 +151,11 @@ def grd_scenes(data_dir=DATA_DIR, only=None, sigma0: bool = False) -> list[dict]
 # --- one scene-band -----------------------------------------------------------------------------------------
 
 def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, quality: float, model: Path,
-                  device: str, work: Path, label: str = "") -> dict:
+                  device: str, work: Path, label: str = "", rd_rounding: bool = True) -> dict:
     sarc = work / f"{src.stem}_q{quality:g}.sarc"
     rec_path = work / f"{src.stem}_q{quality:g}_rec.tif"
     res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
-                                              domain=domain))
+                                              domain=domain, rd_rounding=rd_rounding))
     rr = reconstruct(sarc, rec_path, model_dirs=[model], device=device)
     header = read_header(sarc)
     chunks = header["chunks"]
@@ -166,7 +167,7 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
         p.unlink()
     return {"codec": "learned", "setting": f"{label + ' ' if label else ''}quality={quality:g}",
             "model": label or None, "quality": float(quality),
-            "latent_coder": header["coders"]["latent"],
+            "latent_coder": header["coders"]["latent"], "rounding": header["rate"].get("rounding"),
             "file_bytes": int(res.output_bytes), "bpp": 8.0 * res.output_bytes / values.size,
             "encode_s": res.seconds, "decode_s": rr.seconds, "provider": res.provider,
             "decode_provider": rr.provider, "coded_outlier_pixels": int(res.outlier_pixels),
@@ -175,9 +176,10 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
             "codec_clip_db": [float(v) for v in res.clip_db[0]], **q}
 
 
-def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, Path], device: str, work: Path,
+def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, tuple[Path, bool]], device: str, work: Path,
               log=print) -> list[dict]:
-    """`models`: label -> bundle; a single model is labelled "" so its settings read "quality=<q>"."""
+    """`models`: label -> (bundle, rate-distortion rounding); a single one is labelled "" so its settings read
+    "quality=<q>"."""
     rows = []
     with RasterReader(scene["path"]) as r:
         info = r.info
@@ -191,10 +193,10 @@ def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, Path], device: 
                                geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
                 w.write(0, 0, 0, values)
             base = {"scene": scene["name"], "band": pol, "width": info.width, "height": info.height}
-            for label, model in models.items():
+            for label, (model, rd_rounding) in models.items():
                 for qv in qualities:
                     row = {**base, **learned_point(src, values, scene["domain"], clip, nodata, qv, model, device,
-                                                   work, label)}
+                                                   work, label, rd_rounding)}
                     rows.append(row)
                     log(f"  {scene['name']:>18} {pol} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
                         f"dB RMSE {row['db_rmse']:.3f}")
@@ -518,6 +520,9 @@ def main(argv=None) -> int:
                    help=f"tiny run: first scene only (unless --scenes), the lowest and the top quality, "
                         f"JPEG-2000 targets {QUICK_JP2_BPP}")
     p.add_argument("--out", default=None, help="write rd_points.json, rd_summary.md, rd_plot.png here")
+    p.add_argument("--rounding", nargs="+", default=["rate_distortion"], choices=ROUNDINGS,
+                   help="how the encoder picks latent symbols (core/rd_rounding.py); both give an A/B of the two "
+                        "(default: %(default)s)")
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
     a = p.parse_args(argv)
 
@@ -526,7 +531,10 @@ def main(argv=None) -> int:
     names = [i["name"] or b.name for i, b in zip(infos, bundles)]
     if len(set(names)) != len(names):
         names = [b.name for b in bundles]
-    models = {"": bundles[0]} if len(bundles) == 1 else dict(zip(names, bundles))
+    roundings = list(dict.fromkeys(a.rounding))
+    labels = [f"{n} {r}" if len(roundings) > 1 else n for n in names for r in roundings]
+    configs = [(b, r == "rate_distortion") for b in bundles for r in roundings]
+    models = {"": configs[0]} if len(configs) == 1 else dict(zip(labels, configs))
     top = int(load_manifest(bundles[0], verify=False)["rate"]["levels"]) - 1
     qualities = a.qualities or ((0.0, float(top)) if a.quick else tuple(float(q) for q in range(top + 1)))
     jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
@@ -561,13 +569,13 @@ def main(argv=None) -> int:
         "settings": {"scenes": [s["name"] for s in scenes], "scene_bands": len({(r["scene"], r["band"])
                                                                                  for r in rows}),
                      "megapixels": sum({(r["scene"], r["band"]): r["pixels"] for r in rows}.values()) / 1e6,
-                     "qualities": list(qualities), "jpeg2000_target_bpp": list(jp2_bpp),
+                     "qualities": list(qualities), "jpeg2000_target_bpp": list(jp2_bpp), "rounding": roundings,
                      "clip_percentiles": [0.5, 99.5], "subsets": subsets, "device_requested": a.device,
                      "jpeg2000": jpeg2000.NOTE},
         "results": rows,
         "aggregates": aggs,
         "bd_rate": bd,
-        "model_comparison": model_comparison(aggs, subsets, names) if len(bundles) > 1 else None,
+        "model_comparison": model_comparison(aggs, subsets, labels) if len(configs) > 1 else None,
         "wilcoxon": wilcoxon_matched(rows),
     }
     md = summary_markdown(doc)

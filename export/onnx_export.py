@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from export.decoder_reach import decoder_reach
+from export.distortion_weights import manifest_entry
 from export.subpixel import with_subpixel_convolutions
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             files["encoder_fp16"] = {"path": enc16.name, "sha256": sha256_of(enc16)}
             files["decoder_fp16"] = {"path": dec16.name, "sha256": sha256_of(dec16)}
 
-        manifest = dict(info, files=files, parity=parity, hyperprior=hyperprior)
+        dec_session = _session(dec)
+        rounding = manifest_entry(lambda y: dec_session.run(None, {"y": y})[0], latents)
+        manifest = dict(info, files=files, parity=parity, hyperprior=hyperprior, rounding=rounding)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

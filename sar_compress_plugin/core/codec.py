@@ -34,7 +34,7 @@ from .blas_threads import single_threaded_blas
 from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
                      SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
-from .hyperprior import HyperpriorCoder, interpolate_levels
+from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
@@ -91,6 +91,9 @@ class CompressOptions:
     overview: bool | None = None
     #: refuse to replace an existing output (default: replace it and log that it did)
     no_clobber: bool = False
+    #: choose each latent symbol by rate plus error (core/rd_rounding.py) where the bundle has its decoder's
+    #: distortion weights; False rounds to the nearest symbol (the A/B of benchmarks/rate_distortion.py)
+    rd_rounding: bool = True
 
 
 @dataclass
@@ -125,8 +128,8 @@ class ReconstructResult:
 def outlier_margin_db(quality: float, lambdas) -> float:
     """The dB margin beyond the clip range past which a pixel is coded as an outlier, at a quality of a model
     trained at `lambdas` per level (log-interpolated between levels, as the gains are)."""
-    lam_q = float(interpolate_levels(np.log(np.asarray(lambdas, dtype=np.float32))[:, None], quality)[0])
-    return max(MIN_OUTLIER_MARGIN_DB, OUTLIER_MARGIN_SCALE_DB / math.sqrt(255.0 ** 2 * lam_q))
+    return max(MIN_OUTLIER_MARGIN_DB,
+               OUTLIER_MARGIN_SCALE_DB / math.sqrt(255.0 ** 2 * interpolate_lambda(lambdas, quality)))
 
 
 def _tick(progress: Progress, value: float) -> None:
@@ -275,7 +278,9 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
             bounds.append((lo, hi))
         del samples
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
-        rate = choose_quality(target, model, reader, grid, domain, bounds, pp)
+        rate = choose_quality(target, model, reader, grid, domain, bounds, pp, opts.rd_rounding)
+        rate["rounding"] = ("rate_distortion" if opts.rd_rounding and model.distortion_weights is not None
+                            else "nearest")
         partial = PartialFile(out, no_clobber=opts.no_clobber)
         try:
             with C.open_for_write(partial.path) as f:
@@ -303,6 +308,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     info = reader.info
     coder: HyperpriorCoder = model.hyperprior
     gain = coder.gain(rate["quality"])
+    rounding = model.rounding_weights(rate["quality"]) if rate["rounding"] == "rate_distortion" else None
     nb, dtype = info.band_count, np.dtype(info.dtype)
     writer = C.ContainerWriter(f)
     n_entries = grid.count * nb
@@ -343,7 +349,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
             cc0, cr0, _, _ = grid.core_in_raster(i)
             for b, (ys, z) in enumerate(latents):
                 k = b * grid.count + i
-                index["latent"][k] = writer.add_chunk(coder.encode(ys, z)[0])
+                index["latent"][k] = writer.add_chunk(coder.encode(ys, z, rounding)[0])
                 raw, db, valid = cores[b]
                 if overview is not None:
                     overview.add(b, cc0, cr0, db, valid)

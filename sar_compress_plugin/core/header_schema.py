@@ -98,7 +98,8 @@ SCHEMA = {
         "rate": {
             "type": "object", "required": ["quality"],
             "properties": {"quality": {"type": "number", "minimum": 0, "maximum": MAX_QUALITY},
-                           "levels": _int(1, MAX_QUALITY + 1), "chosen_by": {"type": "string"}},
+                           "levels": _int(1, MAX_QUALITY + 1), "chosen_by": {"type": "string"},
+                           "rounding": {"enum": ["nearest", "rate_distortion"]}},
         },
         "raster": {
             "type": "object",

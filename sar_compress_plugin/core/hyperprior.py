@@ -26,7 +26,7 @@ import math
 import os
 import struct
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from .channel_context import ChannelContext, FloatConvNet, ScaleContextNetwork
 from .entropy_coding import ChannelTables, read_bundle_file
 from .errors import ContainerFormatError, ModelBundleError, SarCompressError
 from .hyper_decoder import CONV, IntegerHyperDecoder
+from .rd_rounding import rd_round, symbol_bits
 
 HYPERPRIOR_NAME = "hyperprior.npz"
 #: 3: mean-scale with gain vectors and an optional channel context; 2 (the same without the context) still
@@ -55,6 +56,12 @@ def interpolate_levels(table: np.ndarray, quality: float) -> np.ndarray:
     return np.exp((np.float32(1) - t) * table[lo] + t * table[hi]).astype(np.float32)
 
 
+def interpolate_lambda(lambdas, quality: float) -> float:
+    """The rate-distortion trade-off at a float quality of a model trained at `lambdas` per level
+    (log-interpolated between levels, as the gains are)."""
+    return float(interpolate_levels(np.log(np.asarray(lambdas, dtype=np.float32))[:, None], quality)[0])
+
+
 @dataclass
 class HyperpriorCoder:
     """Everything that decides decoding (integer h_s, tables) plus the gains, from one bundle file named by its
@@ -68,6 +75,7 @@ class HyperpriorCoder:
     log_gain: np.ndarray      # (levels, M) float32
     log_inverse_gain: np.ndarray
     context: ChannelContext | None = None  # None: the latents are one slice
+    _bits: np.ndarray | None = field(default=None, init=False, repr=False)  # code lengths, for rd_round
 
     def __post_init__(self) -> None:
         d = self.decoder
@@ -169,22 +177,34 @@ class HyperpriorCoder:
         flat = idx.ravel()
         return np.argsort(flat, kind="stable"), np.bincount(flat, minlength=self.decoder.levels)
 
-    def analyse(self, ys: np.ndarray, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def analyse(self, ys: np.ndarray, z_symbols: np.ndarray, rounding: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scale indices uint8, means float32, symbols int32), each (M, h, w), for (M, h, w) gain-scaled
-        latents and their z symbols: what encode codes (export measures the integer path with it)."""
+        latents and their z symbols: what encode codes (export measures the integer path with it).
+
+        `rounding`: None rounds y - mean to the nearest integer; (M,) error weights (core/rd_rounding.py)
+        choose each symbol by rate plus weighted error instead. Either way the decoder reads the same format."""
         ys = np.asarray(ys, dtype=np.float32)
         _, h, w = ys.shape
         width = self.latent_channels // self.slices
+        if rounding is not None:
+            if self._bits is None:
+                self._bits = symbol_bits(self.y_tables.counts)
+            rounding = np.asarray(rounding, dtype=np.float32).ravel()
+            if rounding.shape != (self.latent_channels,):
+                raise ValueError(f"{rounding.size} rounding weights for {self.latent_channels} latent channels")
 
         def symbols_of(s, idx, mu):
             d = np.nan_to_num(ys[s * width:(s + 1) * width] - mu)
+            if rounding is not None:
+                return rd_round(d, idx, self._bits, rounding[s * width:(s + 1) * width], self.y_min, self.y_max)
             return np.clip(np.rint(d), self.y_min, self.y_max).astype(np.int32)
 
         return self._code_slices(z_symbols, h, w, symbols_of)
 
-    def encode(self, ys: np.ndarray, z: np.ndarray) -> tuple[bytes, np.ndarray]:
+    def encode(self, ys: np.ndarray, z: np.ndarray, rounding: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
         """(M, h, w) gain-scaled latents and the tile's unrounded z -> (one latent chunk, the scaled latents
-        the decoder will get back from it)."""
+        the decoder will get back from it). `rounding` as for `analyse`."""
         ys = np.asarray(ys, dtype=np.float32)
         c, h, w = ys.shape
         if c != self.latent_channels:
@@ -193,7 +213,7 @@ class HyperpriorCoder:
         if zq.shape != self.z_shape(h, w):
             raise ValueError(f"z of shape {zq.shape} does not fit a {h} x {w} latent tile")
         z_words = self.z_tables.encode(zq)
-        idx, means, sym = self.analyse(ys, zq)
+        idx, means, sym = self.analyse(ys, zq, rounding)
         groups = []
         width = c // self.slices
         for s in range(self.slices):  # each slice's symbols grouped by scale index, slices in order

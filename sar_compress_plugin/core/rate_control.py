@@ -72,29 +72,32 @@ def _sample(model, reader, grid, domain, bounds, pp):
 class _Probe:
     """Rate and error of the sample tiles at a given quality (latents from the encoder network, once)."""
 
-    def __init__(self, model, samples, pool):
-        """`pool` runs the sample tiles at once, like the codec's tile pipeline (core/pipeline.py)."""
+    def __init__(self, model, samples, pool, rd_rounding: bool):
+        """`pool` runs the sample tiles at once, like the codec's tile pipeline (core/pipeline.py); `rd_rounding`
+        as the codec will code the file (core/rd_rounding.py)."""
         self.model, self.coder, self.pool = model, model.hyperprior, pool
+        self.rd_rounding = rd_rounding
         self.samples = samples
         self.latents = list(pool.map(lambda s: model.encode(s[1][None])[0], samples))
         self.pixels = sum(v.size for _, _, v, _ in samples)
 
-    def bpp(self, quality: float) -> float:
-        gain = self.coder.gain(quality)
+    def _code(self, y: np.ndarray, quality: float) -> tuple[bytes, np.ndarray]:
+        ys = y * self.coder.gain(quality)
+        rounding = self.model.rounding_weights(quality) if self.rd_rounding else None
+        return self.coder.encode(ys, self.model.hyper_encode(ys), rounding)
 
+    def bpp(self, quality: float) -> float:
         def bits(y):
-            ys = y * gain
-            return 8 * len(self.coder.encode(ys, self.model.hyper_encode(ys))[0])
+            return 8 * len(self._code(y, quality)[0])
 
         return sum(self.pool.map(bits, self.latents)) / self.pixels
 
     def db_rmse(self, quality: float) -> float:
-        gain, inverse = self.coder.gain(quality), self.coder.inverse_gain(quality)
+        inverse = self.coder.inverse_gain(quality)
 
         def squared_errors(sample_and_latents):
             (_, x, valid, (lo, hi)), y = sample_and_latents
-            ys = y * gain
-            y_hat = self.coder.encode(ys, self.model.hyper_encode(ys))[1] * inverse
+            y_hat = self._code(y, quality)[1] * inverse
             h, w = valid.shape
             x_hat = np.clip(self.model.decode(y_hat[None])[0, 0, :h, :w], 0.0, 1.0)
             err = (x_hat - x[0, :h, :w])[valid] * (hi - lo)
@@ -104,8 +107,9 @@ class _Probe:
         return math.sqrt(sum(se for se, _ in sums) / sum(n for _, n in sums))
 
 
-def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) -> dict:
-    """The file header's "rate" section: the quality used, and how it was chosen (with the sample estimate)."""
+def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, rd_rounding: bool = True) -> dict:
+    """The file header's "rate" section: the quality used, and how it was chosen (with the sample estimate).
+    `rd_rounding` as the file will be coded."""
     coder = model.hyperprior
     top = float(coder.levels - 1)
     if target.bpp is None and target.db_rmse is None:
@@ -115,7 +119,7 @@ def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp) 
     if not samples:
         raise SarCompressError("no valid pixels in the sample tiles to search a quality for the target")
     with thread_pool(model.workers, "sarc-rate") as pool:
-        return _search(target, _Probe(model, samples, pool), coder, top)
+        return _search(target, _Probe(model, samples, pool, rd_rounding), coder, top)
 
 
 def _search(target: RateTarget, probe: _Probe, coder, top: float) -> dict:

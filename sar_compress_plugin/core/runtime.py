@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelBundleError, ModelMismatchError, SarCompressError
-from .hyperprior import HyperpriorCoder, load_hyperprior
+from .hyperprior import HyperpriorCoder, interpolate_lambda, load_hyperprior
+from .rd_rounding import error_weights
 from .preprocessing import PreprocessingParams
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ class OnnxCodecModel:
             raise ModelBundleError(f"{self.bundle_dir}: manifest rate.lambdas must list one positive lambda per "
                                    f"quality level ({self.hyperprior.levels})")
         self.lambdas = [float(v) for v in lambdas]
+        self.distortion_weights = _distortion_weights(m, self.latent_channels, mp=self.bundle_dir / MANIFEST_NAME)
         self._hyper_enc = None
         self._hyper_enc_lock = threading.Lock()
         self._enc_in = self._enc.get_inputs()[0].name
@@ -255,10 +257,33 @@ class OnnxCodecModel:
         name = self._hyper_enc.get_inputs()[0].name
         return np.asarray(self._hyper_enc.run(None, {name: np.ascontiguousarray(y)})[0][0], dtype=np.float32)
 
+    def rounding_weights(self, quality: float) -> np.ndarray | None:
+        """(M,) error weights for rate-distortion optimised rounding at `quality` (core/rd_rounding.py), or None
+        for a bundle exported before its decoder's distortion weights were measured (nearest rounding)."""
+        if self.distortion_weights is None:
+            return None
+        return error_weights(self.distortion_weights, interpolate_lambda(self.lambdas, quality),
+                             self.hyperprior.inverse_gain(quality))
+
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N,C,h,w) float32 -> (N,1,16h,16w) float32 in [0,1]."""
         y = np.ascontiguousarray(latents, dtype=np.float32)
         return np.asarray(self._dec.run(None, {self._dec_in: y})[0], dtype=np.float32)
+
+
+def _distortion_weights(manifest: dict, channels: int, mp: Path) -> np.ndarray | None:
+    """The manifest's `rounding.distortion_weights` (export/distortion_weights.py) as (M,) float64, if any."""
+    rounding = manifest.get("rounding")
+    if rounding is None:
+        return None
+    try:
+        w = np.asarray(rounding["distortion_weights"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        w = np.empty(0)
+    if w.shape != (channels,) or not np.isfinite(w).all() or (w <= 0).any():
+        raise ModelBundleError(f"{mp}: rounding.distortion_weights must be {channels} positive numbers, one per "
+                               f"latent channel")
+    return w
 
 
 def _candidate_dirs(search_dirs) -> list[Path]:

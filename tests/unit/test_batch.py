@@ -122,7 +122,8 @@ def test_batch_compresses_a_folder_reports_every_input_and_a_rerun_skips_or_repa
     assert compress_batch_main(argv[:1] + argv[2:] + ["--quality", "2"]) == 1
     doc, _ = _report(out)
     assert sorted(r["status"] for r in doc["scenes"]) == ["failed", "ok", "ok", "ok"]
-    assert all(check_sarc(p, decode=False)["rate"] == {"quality": 2.0, "levels": 3, "chosen_by": "quality"}
+    assert all(check_sarc(p, decode=False)["rate"] == {"quality": 2.0, "levels": 3, "chosen_by": "quality",
+                                                                   "rounding": "rate_distortion"}
                for p in outputs)
 
 

@@ -152,12 +152,32 @@ def test_rate_distortion_end_to_end_on_one_scene(tiny_bundle, sar_data, tmp_path
     by_q = {(r["band"], r["quality"]): r for r in learned}
     assert all(by_q[(b, 2.0)]["bpp"] > by_q[(b, 0.0)]["bpp"] for b in ("VV", "VH"))  # quality buys bits
     assert all(r["codec_clip_db"] == pytest.approx(r["clip_db"], abs=1e-3) for r in learned)
+    assert {r["rounding"] for r in learned} == {"rate_distortion"}  # the codec's default, read from each file
     assert {a["subset"] for a in doc["aggregates"]} == {"all", "VV", "VH"}
     assert set(doc["bd_rate"]) == {"all", "VV", "VH"}
     md = (out / "rd_summary.md").read_text()
     assert "BD-rate" in md and "| learned | quality=2 |" in md and "| jpeg2000 |" in md
     assert (out / "rd_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "BD-rate" in capsys.readouterr().out
+
+
+def test_rounding_ab_codes_each_point_both_ways_and_compares_the_curves(tiny_bundle, sar_data, tmp_path):
+    out = tmp_path / "results"
+    rc = rd.main(["--model", str(tiny_bundle), "--data", str(sar_data), "--scenes", "berlin", "--qualities", "0",
+                  "2", "--jp2-bpp", "0.1", "2", "--device", "cpu", "--rounding", "nearest", "rate_distortion",
+                  "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "rd_points.json").read_text())
+    learned = [r for r in doc["results"] if r["codec"] == "learned"]
+    assert {(r["model"], r["rounding"]) for r in learned} == {("tiny nearest", "nearest"),
+                                                               ("tiny rate_distortion", "rate_distortion")}
+    by = {(r["band"], r["quality"], r["rounding"]): r for r in learned}
+    # fewer latent bytes at every point (the header says which rounding, so the file may not shrink on a chip)
+    assert all(by[(b, q, "rate_distortion")]["bytes_latent"] < by[(b, q, "nearest")]["bytes_latent"]
+               for b in ("VV", "VH") for q in (0.0, 2.0))
+    assert doc["settings"]["rounding"] == ["nearest", "rate_distortion"]
+    assert set(doc["model_comparison"]) == {"tiny nearest", "tiny rate_distortion"}
+    assert doc["model_comparison"]["tiny nearest"]["vs_first_model"]["all"]["bd_rate_percent"] == pytest.approx(0.0)
 
 
 @pytest.mark.slow

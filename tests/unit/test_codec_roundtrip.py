@@ -287,7 +287,8 @@ def test_header_records_everything_needed(berlin_sarc):
     h = codec.read_header(sarc)
     assert h["format_version"] == container.FORMAT_VERSION
     assert h["coders"]["latent"] == container.LATENT_CODER == "range-meanscale-int16"
-    assert h["rate"] == {"quality": 1.0, "levels": 3, "chosen_by": "default"} and "quantization" not in h
+    assert h["rate"] == {"quality": 1.0, "levels": 3, "chosen_by": "default", "rounding": "rate_distortion"}
+    assert "quantization" not in h
     assert len(h["hyperprior"]["sha256"]) == 64
     assert len(h["model"]["decoder_sha256"]) == 64
     assert h["raster"]["band_names"] == ["Intensity_VV", "Intensity_VH"]

@@ -373,7 +373,8 @@ def test_bpp_increases_with_quality_on_a_real_scene(frankfurt_by_quality):
     assert latent[-1] > 2 * latent[0]
     for q in qs:
         sarc, res = frankfurt_by_quality[q]
-        assert res.quality == q and read_header(sarc)["rate"] == {"quality": q, "levels": 3, "chosen_by": "quality"}
+        assert res.quality == q and read_header(sarc)["rate"] == {"quality": q, "levels": 3, "chosen_by": "quality",
+                                                                          "rounding": "rate_distortion"}
 
 
 def test_default_quality_is_the_bundles(frankfurt_by_quality, tiny_bundle, sar_data, tmp_path):
