@@ -7,7 +7,7 @@ steps on a log axis, all scene-bands and per polarisation), so a researcher can 
 the steps bought.
 
     python benchmarks/rd_trend.py benchmarks/results/rd_heldout_grd_trend_format4/step* \\
-        benchmarks/results/rd_heldout_grd --out benchmarks/results/rd_trend
+        --out benchmarks/results/rd_trend
 """
 
 from __future__ import annotations
