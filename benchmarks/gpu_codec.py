@@ -45,7 +45,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior  # noqa: E402
+from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, interpolate_lambda, load_hyperprior  # noqa: E402
+from sar_compress_plugin.core.rd_rounding import error_weights  # noqa: E402
+from sar_compress_plugin.core.runtime import manifest_distortion_weights  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.data import read_pack  # noqa: E402
 
@@ -177,8 +179,8 @@ def _worker_init(npz: str) -> None:
 
 
 def _encode(args):
-    ys, z = args
-    return _CODER.encode(ys, z)
+    ys, z, rounding = args
+    return _CODER.encode(ys, z, rounding)
 
 
 def _decode(args):
@@ -186,13 +188,14 @@ def _decode(args):
     return _CODER.decode(chunk, shape, "benchmark tile")
 
 
-def entropy_rates(npz: Path, ys: np.ndarray, zs: np.ndarray, tile: int, workers: int) -> dict:
-    """MP/s of encoding and decoding every tile of (ys, zs), in parallel over `workers` processes."""
+def entropy_rates(npz: Path, ys: np.ndarray, zs: np.ndarray, tile: int, workers: int, rounding) -> dict:
+    """MP/s of encoding (with the codec's `rounding`, core/rd_rounding.py) and decoding every tile of (ys, zs), in
+    parallel over `workers` processes."""
     ctx = mp.get_context("fork")
     with ctx.Pool(workers, initializer=_worker_init, initargs=(str(npz),)) as pool:
-        pool.map(_encode, [(ys[0], zs[0])] * workers)  # warm every worker (imports, tables)
+        pool.map(_encode, [(ys[0], zs[0], rounding)] * workers)  # warm every worker (imports, tables)
         t0 = time.perf_counter()
-        encoded = pool.map(_encode, list(zip(ys, zs)), chunksize=1)
+        encoded = pool.map(_encode, [(y, z, rounding) for y, z in zip(ys, zs)], chunksize=1)
         t_enc = time.perf_counter() - t0
         chunks = [c for c, _ in encoded]
         t0 = time.perf_counter()
@@ -257,7 +260,7 @@ def network_sweep(model, device, dtypes, tiles_sizes, batches, graphs, planes, g
 
 
 @torch.no_grad()
-def cross_device(model, coder, device, planes, tile: int, n: int, quality: float) -> tuple[dict, dict]:
+def cross_device(model, coder, device, planes, tile: int, n: int, quality: float, rounding) -> tuple[dict, dict]:
     """Encode the same tiles with the GPU's fp16 and fp32 latents and with the CPU's fp32 latents; decode every
     chunk again and check each symbol; reconstruct all of them in fp32 and compare with the original."""
     x, spans = cut_tiles(planes, tile + 2 * HALO, n, seed=99)
@@ -273,7 +276,7 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
         y, z = y.float().cpu().numpy(), z.float().cpu().numpy()
         chunks, mismatched, expected = [], 0, []
         for t in range(n):
-            chunk, coded = coder.encode(y[t], z[t])
+            chunk, coded = coder.encode(y[t], z[t], rounding)
             back = coder.decode(chunk, y[t].shape, f"{name} tile {t}")
             mismatched += int((back.view(np.uint32) != coded.view(np.uint32)).sum())
             chunks.append(chunk)
@@ -347,6 +350,10 @@ def main(argv=None) -> int:
     coder = load_hyperprior(a.bundle / HYPERPRIOR_NAME, manifest["files"]["hyperprior"]["sha256"])
     quality = float(manifest["rate"]["default_quality"] if a.quality is None else a.quality)
     gain = torch.from_numpy(coder.gain(quality))[None]
+    weights = manifest_distortion_weights(manifest, coder.latent_channels, a.bundle / "manifest.json")
+    rounding = None if weights is None else error_weights(weights, interpolate_lambda(manifest["rate"]["lambdas"],
+                                                                                      quality),
+                                                          coder.inverse_gain(quality))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     planes = normalised_planes(a.data, 24)
@@ -370,7 +377,8 @@ def main(argv=None) -> int:
                 ys.append(y.cpu().numpy())
                 zs.append(z.cpu().numpy())
             model.cpu()
-        e = entropy_rates(a.bundle / HYPERPRIOR_NAME, np.concatenate(ys), np.concatenate(zs), tile, workers)
+        e = entropy_rates(a.bundle / HYPERPRIOR_NAME, np.concatenate(ys), np.concatenate(zs), tile, workers,
+                          rounding)
         entropy.append(e)
         log(f"  tile {tile}: encode {e['encode_mp_s']:.1f} MP/s, decode {e['decode_mp_s']:.1f} MP/s on "
             f"{workers} processes ({e['latent_bpp']:.3f} bpp of latents)")
@@ -393,7 +401,8 @@ def main(argv=None) -> int:
             f"{r:.1f} MP/s ({ends[-1]['reconstruct_bound']})")
 
     log("decoding across devices")
-    cross, arrays = cross_device(model, coder, device, planes, tile_sizes[0], 4 if a.quick else 16, quality)
+    cross, arrays = cross_device(model, coder, device, planes, tile_sizes[0], 4 if a.quick else 16, quality,
+                                  rounding)
     for k, v in cross.items():
         log(f"  {k}: {v['decoded_symbols_differing']} of {v['symbols']} decoded symbols differ; "
             f"dB RMSE {v['db_rmse_vs_original']:.3f}")
@@ -402,7 +411,8 @@ def main(argv=None) -> int:
            "environment": device_info(device),
            "model": {"bundle": manifest.get("name"), "bundle_steps": manifest.get("training", {}).get("steps"),
                      "checkpoint": str(a.checkpoint.relative_to(REPO)) if a.checkpoint.is_relative_to(REPO)
-                     else str(a.checkpoint), "checkpoint_step": ckpt.get("step"), "quality": quality},
+                     else str(a.checkpoint), "checkpoint_step": ckpt.get("step"), "quality": quality,
+                     "rounding": "nearest" if rounding is None else "rate_distortion"},
            "settings": {"halo": HALO, "dtypes": dtypes, "tiles": tile_sizes, "batches": batches,
                         "cuda_graphs": graphs, "entropy_tiles": n_entropy, "entropy_workers": workers},
            "networks": rows, "entropy_coding": entropy, "end_to_end": ends, "cross_device": cross,

@@ -217,7 +217,7 @@ class OnnxCodecModel:
             raise ModelBundleError(f"{self.bundle_dir}: manifest rate.lambdas must list one positive lambda per "
                                    f"quality level ({self.hyperprior.levels})")
         self.lambdas = [float(v) for v in lambdas]
-        self.distortion_weights = _distortion_weights(m, self.latent_channels, mp=self.bundle_dir / MANIFEST_NAME)
+        self.distortion_weights = manifest_distortion_weights(m, self.latent_channels, self.bundle_dir / MANIFEST_NAME)
         self._hyper_enc = None
         self._hyper_enc_lock = threading.Lock()
         self._enc_in = self._enc.get_inputs()[0].name
@@ -271,7 +271,7 @@ class OnnxCodecModel:
         return np.asarray(self._dec.run(None, {self._dec_in: y})[0], dtype=np.float32)
 
 
-def _distortion_weights(manifest: dict, channels: int, mp: Path) -> np.ndarray | None:
+def manifest_distortion_weights(manifest: dict, channels: int, mp: Path) -> np.ndarray | None:
     """The manifest's `rounding.distortion_weights` (export/distortion_weights.py) as (M,) float64, if any."""
     rounding = manifest.get("rounding")
     if rounding is None:
