@@ -11,7 +11,12 @@ curve can be set against what no codec can beat:
   two bracket the best rate any codec could reach, and here they lie within a few hundredths of a bit;
 * a codec that quantises scalars and entropy-codes them (JPEG-2000, and this project's codec on its latents)
   stays above R(D) by up to 0.25 bits per sample at high rate (the space-filling loss of a cube against a
-  sphere, 1.53 dB), less at low rate: a theoretical figure, not measured here.
+  sphere, 1.53 dB), less at low rate: a theoretical figure, not measured here;
+* EPI (the correlation of the Laplacians of original and reconstruction, in dB) has a ceiling too: a codec that
+  reaches R(D) for a white Gaussian source at rate R leaves an error independent of its reconstruction with
+  variance sigma^2 2^(-2R), and the Laplacian, a linear filter, keeps that ratio on white content, so its EPI is
+  sqrt(1 - 2^(-2R)) (0.866 at 1 bpp). The dB speckle is not Gaussian, but its R(D) lies within a few hundredths
+  of a bit of the Gaussian's (above), so that is the ceiling of an MSE codec here to within about as much.
 The script codes a synthetic i.i.d. speckle raster (constant backscatter, --looks looks) with JPEG-2000 and the
 learned codec as rate_distortion.py does, and reports each curve's BD-rate against JPEG-2000 next to the bound's:
 the most any codec could save on this content. Real GRD speckle is spatially correlated (the products are
@@ -58,6 +63,11 @@ def gaussian_upper_bound(std_db: float, db_rmse) -> np.ndarray:
     return np.maximum(np.log2(std_db / np.asarray(db_rmse, dtype=np.float64)), 0.0)
 
 
+def mse_optimal_epi(bpp) -> np.ndarray:
+    """EPI of the R(D)-achieving codec for a white Gaussian source at `bpp`: sqrt(1 - 2^(-2R))."""
+    return np.sqrt(1.0 - 2.0 ** (-2.0 * np.asarray(bpp, dtype=np.float64)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model bundle (default: the bundled default model)")
@@ -91,6 +101,7 @@ def main(argv=None) -> int:
     for r in rows:
         r["shannon_lower_bound_bpp"] = float(shannon_lower_bound(h, r["db_rmse"]))
         r["gaussian_upper_bound_bpp"] = float(gaussian_upper_bound(std, r["db_rmse"]))
+        r["mse_optimal_epi"] = float(mse_optimal_epi(r["bpp"]))
         print(f"{r['codec']:>8} {r['setting']:>14}  bpp {r['bpp']:.3f}  dB RMSE {r['db_rmse']:.3f}  "
               f"R(D) in [{r['shannon_lower_bound_bpp']:.3f}, {r['gaussian_upper_bound_bpp']:.3f}]", file=sys.stderr)
     jp2 = [r for r in rows if r["codec"] == "jpeg2000"]
@@ -112,17 +123,24 @@ def main(argv=None) -> int:
              f"{doc['settings']['speckle_db_std']:.2f}; differential entropy {h:.3f} bits); model "
              f"`{manifest.get('name')}`.", "",
              "| codec | setting | bpp | dB RMSE | R(D) at that dB RMSE: Shannon lower bound / Gaussian upper bound "
-             "(bpp) | bits above the lower bound | bits saved at the bound |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "(bpp) | bits above the lower bound | bits saved at the bound | EPI | EPI ceiling at this bpp |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["codec"], r["bpp"])):
         lo = r["shannon_lower_bound_bpp"]
         lines.append(f"| {r['codec']} | {r['setting']} | {r['bpp']:.3f} | {r['db_rmse']:.3f} | "
                      f"{lo:.3f} / {r['gaussian_upper_bound_bpp']:.3f} | {r['bpp'] - lo:+.3f} | "
-                     f"{100 * (lo / r['bpp'] - 1):+.0f}% |")
+                     f"{100 * (lo / r['bpp'] - 1):+.0f}% | {r['epi']:.3f} | {r['mse_optimal_epi']:.3f} |")
     for name, b in bd.items():
         value = "not computed: " + b.get("note", "") if b["bd_rate_percent"] is None else \
             f"**{b['bd_rate_percent']:+.1f}%** over {b['overlap'][0]:.3f}-{b['overlap'][1]:.3f} dB"
         lines += ["", f"BD-rate of the {name.replace('_', ' ')} against JPEG-2000: {value}"]
+    at_1bpp = {name: float(np.interp(0.0, np.log([r["bpp"] for r in rs]), [r["epi"] for r in rs]))
+               for name, rs in (("jpeg2000", sorted(jp2, key=lambda r: r["bpp"])),
+                                ("learned", sorted(learned, key=lambda r: r["bpp"])))}
+    doc["epi_at_1_bpp"] = {**at_1bpp, "mse_optimal_ceiling": float(mse_optimal_epi(1.0))}
+    lines += ["", f"EPI at 1 bpp (log-bpp interpolation): JPEG-2000 {at_1bpp['jpeg2000']:.3f}, learned "
+                  f"{at_1bpp['learned']:.3f}; the MSE-optimal codec on a Gaussian of the same spread "
+                  f"{float(mse_optimal_epi(1.0)):.3f}."]
     md = "\n".join(lines) + "\n"
     print(md)
     if a.out:

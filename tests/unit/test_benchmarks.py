@@ -474,3 +474,20 @@ def test_speckle_bounds_bracket_the_rate_distortion_function():
     lo = speckle_bound.shannon_lower_bound(speckle_bound.speckle_db_entropy_bits(looks), d)
     hi = speckle_bound.gaussian_upper_bound(std, d)
     assert (hi >= lo).all() and (hi - lo).max() < 0.1
+
+
+def test_epi_ceiling_is_what_the_gaussian_test_channel_gives_through_the_projects_epi():
+    """The R(D)-achieving channel for a white Gaussian at rate R: x_hat = (1 - D) x + w, var w = D (1 - D),
+    D = 2^(-2R); its EPI measured with core.metrics.epi is the closed form sqrt(1 - D)."""
+    import math
+
+    import speckle_bound  # noqa: PLC0415
+    from sar_compress_plugin.core.metrics import epi  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 512))
+    for rate in (0.25, 1.0, 2.0):
+        d = 2.0 ** (-2 * rate)
+        x_hat = (1 - d) * x + rng.normal(scale=math.sqrt(d * (1 - d)), size=x.shape)
+        assert epi(x, x_hat) == pytest.approx(float(speckle_bound.mse_optimal_epi(rate)), abs=3e-3)
+    assert float(speckle_bound.mse_optimal_epi(1.0)) == pytest.approx(math.sqrt(0.75))
