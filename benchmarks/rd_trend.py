@@ -4,7 +4,8 @@ Each run is a folder (or its rd_points.json) of `benchmarks/rate_distortion.py` 
 from the model's export record (`training.steps_total`), or, for runs exported before it was recorded, from a
 folder named `stepN`. Prints the table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against
 steps on a log axis, all scene-bands and per polarisation), so a researcher can see how much each doubling of
-the steps bought.
+the steps bought. Every point is of one rounding of the latents (`rounding`): the nearest curve of a run that
+coded both ways, else the run's own.
 
     python benchmarks/rd_trend.py benchmarks/results/rd_heldout_grd_trend_format4/step* \\
         --out benchmarks/results/rd_trend
@@ -29,9 +30,17 @@ def trend_point(path: Path) -> dict:
         if m is None:
             raise ValueError(f"{f}: no training.steps_total in the model record and no stepN folder name")
         steps = int(m.group(1))
-    bd = {k: v.get("bd_rate_percent") for k, v in d["bd_rate"].items()}
+    # one rounding along the whole trend: a run that coded both ways (--rounding nearest rate_distortion) gives
+    # its nearest curve; a run of one rounding gives its own (runs before the setting existed rounded to nearest)
+    roundings = (d.get("settings") or {}).get("rounding") or ["nearest"]
+    both = {k.rsplit(" ", 1)[-1]: v for k, v in (d.get("model_comparison") or {}).items()} if len(roundings) > 1 else {}
+    if "nearest" in both:
+        rounding, curves = "nearest", both["nearest"]["vs_jpeg2000"]
+    else:
+        rounding, curves = roundings[0], d["bd_rate"]
+    bd = {k: v.get("bd_rate_percent") for k, v in curves.items()}
     return {"run": str(f), "model": d.get("model", {}).get("name"), "steps": int(steps),
-            "patches": training.get("patches_seen_total"), "bd_rate_percent": bd}
+            "patches": training.get("patches_seen_total"), "rounding": rounding, "bd_rate_percent": bd}
 
 
 def plot(points: list[dict], out: Path) -> None:
@@ -72,12 +81,12 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'steps':>8} {'patches':>9} {'all':>8} {'VV':>8} {'VH':>8}  model")
+    print(f"{'steps':>8} {'patches':>9} {'all':>8} {'VV':>8} {'VH':>8}  {'rounding':<15}  model")
     for p in points:
         bd = p["bd_rate_percent"]
         print(f"{p['steps']:>8,} {p['patches'] or '':>9} " + " ".join(
             f"{bd.get(k):+7.1f}%" if bd.get(k) is not None else f"{'n/a':>8}" for k in ("all", "VV", "VH"))
-            + f"  {p['model']}")
+            + f"  {p['rounding']:<15}  {p['model']}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "rd_trend.json").write_text(json.dumps({"name": "rd_trend", "points": points}, indent=1) + "\n")

@@ -398,6 +398,15 @@ def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_pa
     assert "n/a" in capsys.readouterr().out
     nameless = run("v7", -11.0, None)
     assert rd_trend.main([str(nameless)]) == 2  # no steps anywhere: one clear error
+    assert points[1]["rounding"] == "nearest"  # written before the setting existed
+    ab = run("step93000", -11.8, None)  # coded both ways: the trend keeps to nearest rounding
+    doc = json.loads((ab / "rd_points.json").read_text())
+    doc["settings"] = {"rounding": ["nearest", "rate_distortion"]}
+    doc["model_comparison"] = {f"m {r}": {"vs_jpeg2000": {"all": {"bd_rate_percent": v}}}
+                               for r, v in (("nearest", -11.1), ("rate_distortion", -11.8))}
+    (ab / "rd_points.json").write_text(json.dumps(doc))
+    point = rd_trend.trend_point(ab)
+    assert point["rounding"] == "nearest" and point["bd_rate_percent"] == {"all": -11.1}
 
 
 def test_model_comparison_gives_each_model_its_own_curve_and_an_ab_against_the_first():
