@@ -10,7 +10,7 @@ import torch
 
 from trainer.checkpoint import load_checkpoint, load_model, make_checkpoint, save_warm_start
 from trainer.data import build_datasets, read_pack, read_planes
-from trainer.pack import pack_planes
+from trainer.pack import DB_STEP, pack_planes
 from trainer.registry import create_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def test_pack_round_trip_within_half_a_step(pack):
     assert [(p.scene, p.band, p.domain) for p in back] == [(p.scene, p.band, p.domain) for p in planes]
     for a, b in zip(planes, back):
         assert np.array_equal(a.valid, b.valid)
-        assert np.abs(a.db[a.valid] - b.db[b.valid]).max() <= 0.005 + 1e-4
+        assert np.abs(a.db[a.valid] - b.db[b.valid]).max() <= DB_STEP / 2 + 1e-4
     # the trainer reads a pack like a folder: same scenes, same split
     ds = build_datasets(path)
     assert sorted(ds.summary["train_scenes"] + ds.summary["val_scenes"]) == sorted(s.name for s in SCENES)
