@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,22 @@ def test_gpu_codec_rehearsal_writes_what_the_call_returns_and_the_chunks_decode_
     np.savez(tmp_path / "bad.npz", **arrays)
     bad = subprocess.run(verify + [str(tmp_path / "bad.npz")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and " 1 differ" in bad.stdout, bad.stdout + bad.stderr
+
+
+#: the constriction wheel the codec call carries (.whl/, 0.40 MiB for 0.5.0), rounded up
+WHEEL_ALLOWANCE = 0.5 * 2**20
+CALL_LIMIT = 64 * 2**20
+
+
+@pytest.mark.skipif(not (SAR / "MANIFEST.json").is_file(), reason=f"shared SAR data not present in {SAR}")
+def test_the_codec_call_fits_in_what_a_gpu_call_carries(tmp_path):
+    """The checkout (every tracked file: the bundles the plugin ships included), the packed training collection and
+    the wheel must fit in 64 MiB, or the standing GPU order fails before it starts. A new shipped bundle is what
+    breaks this first."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    checkout = sum((REPO / f).stat().st_size for f in files.decode().split("\0") if f and (REPO / f).is_file())
+    out = tmp_path / "planes.npz"
+    subprocess.run([sys.executable, "-m", "trainer.pack", "--data", str(SAR / "MANIFEST.json"), "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True)
+    total = checkout + out.stat().st_size + WHEEL_ALLOWANCE
+    assert total <= CALL_LIMIT, f"{checkout / 2**20:.1f} + {out.stat().st_size / 2**20:.1f} + 0.5 MiB"
