@@ -11,12 +11,13 @@ py=.venv/bin/python
 res=benchmarks/results
 mkdir -p "$res" checkpoints
 
-# The outgoing default stays in the plugin under its own name, so the files it wrote still decode: a file names
-# its decoder's SHA-256, and the codec looks for that decoder in every bundle under sar_compress_plugin/models/.
+# The outgoing default stays in the plugin under its own name, decode-only, so the files it wrote still decode: a
+# file names its decoder's SHA-256, and the codec looks for that decoder in every bundle under
+# sar_compress_plugin/models/ (export/retire.py).
 models=sar_compress_plugin/models
 if [ -f "$models/default/manifest.json" ]; then
   old=$($py -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$models/default/manifest.json")
-  if [ "$old" != "$name" ] && [ ! -e "$models/$old" ]; then cp -a "$models/default" "$models/$old"; fi
+  if [ "$old" != "$name" ] && [ ! -e "$models/$old" ]; then $py -m export.retire "$models/default" "$models/$old"; fi
 fi
 .venv/bin/sar-export "$ckpt" sar_compress_plugin/models/default --name "$name" --halo 32 \
   | tee "$res/default_model_export.json"

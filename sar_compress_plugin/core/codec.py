@@ -223,7 +223,9 @@ def _load_model(model_dir, device: str) -> OnnxCodecModel:
     d = Path(model_dir) if model_dir is not None else default_model_dir()
     if model_dir is None and not (d / "manifest.json").is_file():
         raise ModelBundleError(f"the bundled default model is not installed ({d}); pass a model folder")
-    return OnnxCodecModel(d, device=device)
+    model = OnnxCodecModel(d, device=device)
+    model.check_can_encode()  # before anything is written
+    return model
 
 
 def compress(input_path, output_path, options: CompressOptions | None = None, progress: Progress = None,

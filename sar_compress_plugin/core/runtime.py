@@ -28,6 +28,12 @@ MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "sar-compress-model"
 BUNDLE_VERSION = 2  # 2: variable-rate mean-scale hyperprior (encoder, decoder, hyper_encoder, hyperprior.npz)
 BUNDLE_PARTS = ("encoder", "decoder", "hyper_encoder", "hyperprior")
+#: what a bundle kept only to decode the files it wrote has (manifest `"decode_only": true`): an earlier default
+DECODE_PARTS = ("decoder", "hyperprior")
+
+
+def bundle_parts(manifest: dict) -> tuple[str, ...]:
+    return DECODE_PARTS if manifest.get("decode_only") is True else BUNDLE_PARTS
 DEVICES = ("auto", "cpu", "cuda")
 
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -78,7 +84,7 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
         halo = int(m.get("halo", 0))
         int(m["latent_channels"])
         files = m["files"]
-        for part in BUNDLE_PARTS:
+        for part in bundle_parts(m):
             str(files[part]["path"]), str(files[part]["sha256"])  # noqa: B018 (presence check)
         float(m["rate"]["default_quality"])
         PreprocessingParams.from_dict(m.get("preprocessing", {}))
@@ -92,7 +98,7 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
         raise ModelBundleError(f"{mp}: decoder_reach must give 'before' and 'after' latent cells within the halo "
                                f"({halo // factor}), got {reach!r}")
     if verify:
-        for part in ("encoder", "decoder", "hyper_encoder"):
+        for part in (p for p in bundle_parts(m) if p != "hyperprior"):
             f = d / files[part]["path"]
             if not f.is_file():
                 raise ModelBundleError(f"{d}: {part} file {files[part]['path']} is missing")
@@ -166,7 +172,9 @@ class OnnxCodecModel:
         reach = m.get("decoder_reach") or {}
         self.decoder_reach = (int(reach.get("before", self.halo // self.factor)),
                               int(reach.get("after", self.halo // self.factor)))
-        self.encoder_sha256 = str(m["files"]["encoder"]["sha256"]).lower()
+        #: an earlier default kept only to decode its files: no encoder networks
+        self.decode_only = m.get("decode_only") is True
+        self.encoder_sha256 = None if self.decode_only else str(m["files"]["encoder"]["sha256"]).lower()
         self.decoder_sha256 = str(m["files"]["decoder"]["sha256"]).lower()
         self.preprocessing = PreprocessingParams.from_dict(m.get("preprocessing", {}))
         self.device = device
@@ -189,14 +197,14 @@ class OnnxCodecModel:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self._session_options, self._providers_wanted = so, wanted
         sessions = {}
-        for part in ("encoder", "decoder"):
+        for part in ("decoder",) if self.decode_only else ("encoder", "decoder"):
             path = self.bundle_dir / m["files"][part]["path"]
             try:
                 sessions[part] = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ModelBundleError(f"{path}: onnxruntime cannot load the {part} "
                                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        self._enc, self._dec = sessions["encoder"], sessions["decoder"]
+        self._enc, self._dec = sessions.get("encoder"), sessions["decoder"]
         self.providers = list(self._dec.get_providers())
         if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
             global _cuda_failed
@@ -220,7 +228,7 @@ class OnnxCodecModel:
         self.distortion_weights = manifest_distortion_weights(m, self.latent_channels, self.bundle_dir / MANIFEST_NAME)
         self._hyper_enc = None
         self._hyper_enc_lock = threading.Lock()
-        self._enc_in = self._enc.get_inputs()[0].name
+        self._enc_in = None if self._enc is None else self._enc.get_inputs()[0].name
         self._dec_in = self._dec.get_inputs()[0].name
         log.info("model %s (%s) on %s", self.name, self.variant, self.provider)
 
@@ -231,8 +239,14 @@ class OnnxCodecModel:
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """(N,1,H,W) float32 in [0,1], H and W multiples of 16 -> (N,C,H/16,W/16) float32."""
+        self.check_can_encode()
         x = np.ascontiguousarray(batch, dtype=np.float32)
         return np.asarray(self._enc.run(None, {self._enc_in: x})[0], dtype=np.float32)
+
+    def check_can_encode(self) -> None:
+        if self.decode_only:
+            raise ModelBundleError(f"{self.bundle_dir}: model {self.name} is kept only to decode the files it wrote; "
+                                   f"compress with the default model")
 
     def hyper_encode(self, y: np.ndarray) -> np.ndarray:
         """(C, h, w) gain-scaled latents of one tile -> unrounded z (N, ceil(h/4), ceil(w/4)), float32.
@@ -243,6 +257,7 @@ class OnnxCodecModel:
         """
         import onnxruntime as ort  # noqa: PLC0415
 
+        self.check_can_encode()
         with self._hyper_enc_lock:  # the codec's network workers call this at once
             if self._hyper_enc is None:
                 path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
