@@ -45,9 +45,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, interpolate_lambda, load_hyperprior  # noqa: E402
-from sar_compress_plugin.core.rd_rounding import error_weights  # noqa: E402
-from sar_compress_plugin.core.runtime import manifest_distortion_weights  # noqa: E402
+from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior  # noqa: E402
+from sar_compress_plugin.core.runtime import manifest_distortion_weights, quality_rounding_weights  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.data import read_pack  # noqa: E402
 
@@ -351,9 +350,7 @@ def main(argv=None) -> int:
     quality = float(manifest["rate"]["default_quality"] if a.quality is None else a.quality)
     gain = torch.from_numpy(coder.gain(quality))[None]
     weights = manifest_distortion_weights(manifest, coder.latent_channels, a.bundle / "manifest.json")
-    rounding = None if weights is None else error_weights(weights, interpolate_lambda(manifest["rate"]["lambdas"],
-                                                                                      quality),
-                                                          coder.inverse_gain(quality))
+    rounding = quality_rounding_weights(weights, manifest["rate"]["lambdas"], coder, quality)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     planes = normalised_planes(a.data, 24)

@@ -275,15 +275,19 @@ class OnnxCodecModel:
     def rounding_weights(self, quality: float) -> np.ndarray | None:
         """(M,) error weights for rate-distortion optimised rounding at `quality` (core/rd_rounding.py), or None
         for a bundle exported before its decoder's distortion weights were measured (nearest rounding)."""
-        if self.distortion_weights is None:
-            return None
-        return error_weights(self.distortion_weights, interpolate_lambda(self.lambdas, quality),
-                             self.hyperprior.inverse_gain(quality))
+        return quality_rounding_weights(self.distortion_weights, self.lambdas, self.hyperprior, quality)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N,C,h,w) float32 -> (N,1,16h,16w) float32 in [0,1]."""
         y = np.ascontiguousarray(latents, dtype=np.float32)
         return np.asarray(self._dec.run(None, {self._dec_in: y})[0], dtype=np.float32)
+
+
+def quality_rounding_weights(distortion_weights, lambdas, coder: HyperpriorCoder, quality: float):
+    """(M,) error weights at `quality` for a bundle's distortion weights (None: nearest rounding)."""
+    if distortion_weights is None:
+        return None
+    return error_weights(distortion_weights, interpolate_lambda(lambdas, quality), coder.inverse_gain(quality))
 
 
 def manifest_distortion_weights(manifest: dict, channels: int, mp: Path) -> np.ndarray | None:
