@@ -3,8 +3,10 @@
 Why: a `.sarc` names its decoder's SHA-256, and reading looks for that decoder in every bundle the plugin ships
 (`sar_compress_plugin/models/`), so a published model must stay in the plugin for its files to stay readable. Its
 encoder and hyper-encoder are not needed for that (2.8 of its 11.4 MB), and every byte the plugin ships also
-travels in each GPU call, which carries at most 64 MiB. The kept copy has the decoder, the hyperprior file and a
-manifest marked `"decode_only": true`; the codec refuses to compress with it, with one clear line.
+travels in each GPU call, which carries at most 64 MiB. The kept copy has the decoder and the hyperprior file,
+both packed with zstd (core/bundle_files.py: 8.6 MB -> 4.4; a part is named by its content's SHA-256, so the
+files that name them are unchanged), and a manifest marked `"decode_only": true`; the codec refuses to compress
+with it, with one clear line.
 
     python -m export.retire sar_compress_plugin/models/default sar_compress_plugin/models/<its name>
 """
@@ -18,7 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sar_compress_plugin.core.bundle_files import PACKED_SUFFIX, is_packed, pack, read_bundle_file
 from sar_compress_plugin.core.errors import SarCompressError
+from sar_compress_plugin.core.hyperprior import load_hyperprior
 from sar_compress_plugin.core.runtime import DECODE_PARTS, MANIFEST_NAME, load_manifest
 
 
@@ -28,12 +32,17 @@ def retire_bundle(src: Path, dest: Path) -> dict:
     manifest = load_manifest(src, verify=True)
     work = Path(tempfile.mkdtemp(prefix=".retire-", dir=dest.parent))
     try:
-        files = {part: manifest["files"][part] for part in DECODE_PARTS}
-        for entry in files.values():
-            shutil.copy2(src / entry["path"], work / entry["path"])
+        files = {}
+        for part in DECODE_PARTS:
+            entry = manifest["files"][part]
+            content, _ = read_bundle_file(src / entry["path"], entry["sha256"], f"the {part}")
+            name = entry["path"] if is_packed(entry["path"]) else entry["path"] + PACKED_SUFFIX
+            (work / name).write_bytes(pack(content))
+            files[part] = dict(entry, path=name)
         kept = dict(manifest, files=files, decode_only=True)
         (work / MANIFEST_NAME).write_text(json.dumps(kept, indent=2) + "\n")
         load_manifest(work, verify=True)
+        load_hyperprior(work / files["hyperprior"]["path"], files["hyperprior"]["sha256"])
         work.chmod(0o755)
         if dest.exists():
             shutil.rmtree(dest)

@@ -8,10 +8,7 @@ them, so decoding depends only on integers and on constriction's documented fixe
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -108,17 +105,3 @@ class GroupStream:
         except Exception as exc:  # constriction raises its own types on exhausted/invalid streams
             raise ContainerFormatError(f"{self._what}: range-coded chunk cannot be decoded ({exc})") from None
         return out
-
-
-def read_bundle_file(path: str | os.PathLike, expected_sha256: str | None, what: str) -> tuple[bytes, str]:
-    """(bytes, SHA-256) of a bundle file that decides decoding, read once and checked against the manifest."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ModelBundleError(f"{p}: cannot read {what} ({exc})") from None
-    sha = hashlib.sha256(raw).hexdigest()
-    if expected_sha256 is not None and sha != str(expected_sha256).lower():
-        raise ModelBundleError(f"{p}: SHA-256 {sha[:12]}... does not match the manifest "
-                               f"({str(expected_sha256)[:12]}...); the bundle is damaged")
-    return raw, sha

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .channel_context import ChannelContext, FloatConvNet, ScaleContextNetwork
-from .entropy_coding import ChannelTables, read_bundle_file
+from .bundle_files import read_bundle_file
+from .entropy_coding import ChannelTables
 from .errors import ContainerFormatError, ModelBundleError, SarCompressError
 from .hyper_decoder import CONV, IntegerHyperDecoder
 from .rd_rounding import rd_round, symbol_bits

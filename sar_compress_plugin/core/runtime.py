@@ -7,7 +7,6 @@ runs on CPU, so the provider reported here is the one the session actually got, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import functools
 import logging
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle_files import content_sha256, onnx_source
 from .errors import ModelBundleError, ModelMismatchError, SarCompressError
 from .hyperprior import HyperpriorCoder, interpolate_lambda, load_hyperprior
 from .rd_rounding import error_weights
@@ -36,7 +36,6 @@ def bundle_parts(manifest: dict) -> tuple[str, ...]:
     return DECODE_PARTS if manifest.get("decode_only") is True else BUNDLE_PARTS
 DEVICES = ("auto", "cpu", "cuda")
 
-_hash_cache: dict[tuple[str, int, int], str] = {}
 #: Set once CUDA failed to load in this process, so "auto" stops retrying (and re-logging) it per session.
 _cuda_failed = False
 
@@ -44,20 +43,6 @@ _cuda_failed = False
 def default_model_dir() -> Path:
     """The bundled default model shipped inside the plugin package."""
     return Path(__file__).resolve().parent.parent / "models" / "default"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime) because bundles are looked up per file opened."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _hash_cache[key] = h.hexdigest()
-    return _hash_cache[key]
 
 
 def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
@@ -102,7 +87,7 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
             f = d / files[part]["path"]
             if not f.is_file():
                 raise ModelBundleError(f"{d}: {part} file {files[part]['path']} is missing")
-            got = sha256_file(f)
+            got = content_sha256(f)
             if got != str(files[part]["sha256"]).lower():
                 raise ModelBundleError(f"{f}: SHA-256 {got[:12]}... does not match the manifest "
                                        f"({str(files[part]['sha256'])[:12]}...); the bundle is damaged")
@@ -199,8 +184,9 @@ class OnnxCodecModel:
         sessions = {}
         for part in ("decoder",) if self.decode_only else ("encoder", "decoder"):
             path = self.bundle_dir / m["files"][part]["path"]
+            source = onnx_source(path, f"the {part}")
             try:
-                sessions[part] = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+                sessions[part] = ort.InferenceSession(source, sess_options=so, providers=wanted)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ModelBundleError(f"{path}: onnxruntime cannot load the {part} "
                                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
@@ -261,8 +247,9 @@ class OnnxCodecModel:
         with self._hyper_enc_lock:  # the codec's network workers call this at once
             if self._hyper_enc is None:
                 path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
+                source = onnx_source(path, "the hyper-encoder")
                 try:
-                    self._hyper_enc = ort.InferenceSession(str(path), sess_options=self._session_options,
+                    self._hyper_enc = ort.InferenceSession(source, sess_options=self._session_options,
                                                            providers=self._providers_wanted)
                 except Exception as exc:  # onnxruntime raises its own exception types
                     raise ModelBundleError(f"{path}: onnxruntime cannot load the hyper-encoder ({exc})") from None
@@ -335,7 +322,7 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
         if str(m["files"]["decoder"]["sha256"]).lower() != want:
             continue
         f = d / m["files"]["decoder"]["path"]
-        if f.is_file() and sha256_file(f) == want:
+        if f.is_file() and content_sha256(f) == want:
             return d
         log.warning("%s: manifest names decoder %s but the file does not match", d, want[:12])
     label = f"model {model_name!r} " if model_name else "model "

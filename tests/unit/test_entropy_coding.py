@@ -9,7 +9,7 @@ import pytest
 
 from codec_fixtures import write_geotiff
 from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress
-from sar_compress_plugin.core.entropy_coding import ChannelTables, read_bundle_file
+from sar_compress_plugin.core.entropy_coding import ChannelTables
 from sar_compress_plugin.core.errors import ContainerFormatError, ModelBundleError
 from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME
 
@@ -77,16 +77,6 @@ def test_tables_reject_malformed_counts():
         with pytest.raises(ModelBundleError, match="counts"):
             ChannelTables(bad, 0)
 
-
-def test_bundle_files_are_read_once_and_checked(tmp_path):
-    p = tmp_path / "f.bin"
-    p.write_bytes(b"tables")
-    raw, sha = read_bundle_file(p, hashlib.sha256(b"tables").hexdigest().upper(), "x")
-    assert raw == b"tables" and sha == hashlib.sha256(b"tables").hexdigest()
-    with pytest.raises(ModelBundleError, match="damaged"):
-        read_bundle_file(p, "0" * 64, "x")
-    with pytest.raises(ModelBundleError, match="cannot read x"):
-        read_bundle_file(tmp_path / "missing", None, "x")
 
 
 def test_bundle_with_an_edited_hyperprior_is_refused_as_damaged(tiny_bundle, tmp_path):

@@ -22,6 +22,8 @@ MODELS = default_model_dir().parent
 SHIPPED = sorted(p.parent for p in MODELS.glob("*/manifest.json"))
 #: written by sar-baseline-ctx4-cpu-v6 (the default before v7) from the first 160 x 144 px of the Frankfurt VV band
 V6_FILE = Path(__file__).parent / "data" / "frankfurt_chip_v6.sarc"
+#: what a decode-only bundle holds: its decoder and hyperprior packed with zstd (core/bundle_files.py)
+KEPT_FILES = ["decoder.onnx.zst", "hyperprior.npz.zst", "manifest.json"]
 
 
 def _manifest(bundle: Path) -> dict:
@@ -45,8 +47,7 @@ def test_shipped_bundles_have_distinct_decoders_and_earlier_ones_are_decode_only
     for folder, m in manifests.items():
         if folder != "default":
             assert folder == m["name"] and m["decode_only"] is True
-            assert sorted(p.name for p in (MODELS / folder).iterdir()) == ["decoder.onnx", "hyperprior.npz",
-                                                                          "manifest.json"]
+            assert sorted(p.name for p in (MODELS / folder).iterdir()) == KEPT_FILES
     assert manifests["default"]["name"] not in manifests
 
 
@@ -90,8 +91,14 @@ def test_retiring_a_bundle_keeps_what_decodes_its_files(tiny_bundle, sar_data, t
     assert retire_main([str(copy), str(tmp_path / "tiny")]) == 0
     assert "kept for decoding" in capsys.readouterr().out
     retire_bundle(copy, copy)  # in place, as the publish script may
+    retire_bundle(copy, copy)  # and again: a packed bundle is read and packed as it was
+    original = _manifest(tiny_bundle)["files"]
     for kept in (tmp_path / "tiny", copy):
-        assert sorted(p.name for p in kept.iterdir()) == ["decoder.onnx", "hyperprior.npz", "manifest.json"]
+        assert sorted(p.name for p in kept.iterdir()) == KEPT_FILES
+        files = _manifest(kept)["files"]
+        assert {part: files[part]["sha256"] for part in files} == {part: original[part]["sha256"] for part in files}
+        assert sum(f.stat().st_size for f in kept.iterdir()) < 0.8 * sum(
+            (tiny_bundle / original[part]["path"]).stat().st_size for part in files)
         with CompressedRaster(sarc, model_dirs=[kept], device="cpu") as cr:
             assert np.array_equal(cr.read(band=0), want)
     assert retire_main([str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
