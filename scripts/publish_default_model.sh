@@ -17,7 +17,23 @@ mkdir -p "$res" checkpoints
 models=sar_compress_plugin/models
 if [ -f "$models/default/manifest.json" ]; then
   old=$($py -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$models/default/manifest.json")
-  if [ "$old" != "$name" ] && [ ! -e "$models/$old" ]; then $py -m export.retire "$models/default" "$models/$old"; fi
+  if [ "$old" != "$name" ] && [ ! -e "$models/$old" ]; then
+    # a file the outgoing default writes now, which tests/unit/test_shipped_models.py decodes from then on
+    $py - "$old" <<'PY'
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, "tests/unit")
+from codec_fixtures import write_geotiff
+from sar_compress_plugin.core.codec import CompressOptions, compress
+from sar_compress_plugin.core.raster_io import RasterReader
+with RasterReader("../shared/data/sar/s1_iw_grd_frankfurt_512.tif") as r:
+    chip = r.read(0, 0, 0, 160, 144)
+with tempfile.TemporaryDirectory() as tmp:
+    src = write_geotiff(Path(tmp) / "chip.tif", chip)
+    compress(src, f"tests/unit/data/frankfurt_chip_{sys.argv[1]}.sarc", CompressOptions(device="cpu"))
+PY
+    $py -m export.retire "$models/default" "$models/$old"
+  fi
 fi
 .venv/bin/sar-export "$ckpt" sar_compress_plugin/models/default --name "$name" --halo 32 \
   | tee "$res/default_model_export.json"
