@@ -53,7 +53,8 @@ def soft_round(v: torch.Tensor, tau: float) -> torch.Tensor:
 def coded_bits(model, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor,
                tau: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_hat, bits per tile) for latents y under the hyperprior's scales and means, slice by slice with the
-    channel context; the rounding is soft_round's, so that both depend on y."""
+    channel context; the rounding is soft_round's, so that both depend on y. (The model's `code_slices` detaches
+    its symbols, which is what training needs and what a search through them cannot use.)"""
     n = model.context_slices
     y_hats, symbols, bits = [], [], 0
     for s, (ys, sc, mu) in enumerate(zip(y.chunk(n, 1), scales.chunk(n, 1), means.chunk(n, 1))):
@@ -79,10 +80,9 @@ def refine(model, x: torch.Tensor, level: float, steps: list[int], lr: float,
     lam = float(model.lambda_of(lv)[0])
     pixels = x.shape[-2] * x.shape[-1]
     with torch.no_grad():
-        c = model.code(x, lv)
-        y0, inverse_gain = c["y"], c["inverse_gain"]
-        z = model.h_a(model.pad_to_hyper_grid(y0))
-        z_hat = torch.round(z)
+        gain, inverse_gain = model.gains(lv)
+        y0 = model.g_a(x) * gain
+        z_hat = torch.round(model.h_a(model.pad_to_hyper_grid(y0)))
         z_bits = -torch.log2(model.prior.likelihood(z_hat)).sum((1, 2, 3))
         scales, means = model.entropy_parameters(z_hat, y0.shape[-2:])
 

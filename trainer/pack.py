@@ -4,8 +4,8 @@ A GPU call carries at most 64 MiB with the checkout, and the GPU machine has no 
 planes the trainer would read (dB, validity, scene, band, domain) are stored as dB quantised to uint16 in
 0.01 dB steps above each plane's minimum (0.005 dB worst-case error, far below the speckle's 2 dB spread) in a
 zlib-compressed .npz of plain arrays: 23.8 MiB for the shared collection, which a call carries beside the checkout
-(37.3 MiB with the default and one decode-only earlier model) and the constriction wheel (0.4 MiB). `trainer.data.build_datasets` reads such a file like a folder, so a run on
-the packed data splits and normalises exactly as one on the original files.
+and the constriction wheel (tests/unit/test_gpu_script.py checks the sum). `trainer.data.build_datasets` reads
+such a file like a folder, so a run on the packed data splits and normalises exactly as one on the original files.
 
     python -m trainer.pack --data ../shared/data/sar/MANIFEST.json --out .gpu_data/planes.npz
 """

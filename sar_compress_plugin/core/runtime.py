@@ -30,14 +30,14 @@ BUNDLE_VERSION = 2  # 2: variable-rate mean-scale hyperprior (encoder, decoder, 
 BUNDLE_PARTS = ("encoder", "decoder", "hyper_encoder", "hyperprior")
 #: what a bundle kept only to decode the files it wrote has (manifest `"decode_only": true`): an earlier default
 DECODE_PARTS = ("decoder", "hyperprior")
-
-
-def bundle_parts(manifest: dict) -> tuple[str, ...]:
-    return DECODE_PARTS if manifest.get("decode_only") is True else BUNDLE_PARTS
 DEVICES = ("auto", "cpu", "cuda")
 
 #: Set once CUDA failed to load in this process, so "auto" stops retrying (and re-logging) it per session.
 _cuda_failed = False
+
+
+def bundle_parts(manifest: dict) -> tuple[str, ...]:
+    return DECODE_PARTS if manifest.get("decode_only") is True else BUNDLE_PARTS
 
 
 def default_model_dir() -> Path:
