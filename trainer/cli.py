@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=float, nargs="+", default=None,
                    help=f"rate-distortion trade-off per quality level, increasing: per patch, loss = lambda * "
                         f"255^2 * MSE + bpp [{' '.join(str(v) for v in d.lambdas)}]")
+    p.add_argument("--level-weights", type=float, nargs="+", default=None,
+                   help="training-loss weight per quality level, e.g. to stop the top levels dominating the "
+                        "gradient (validation stays unweighted) [all 1]")
     p.add_argument("--seed", type=int, default=None, help=f"initialisation and patch stream [{d.seed}]")
     p.add_argument("--split-seed", type=int, default=None,
                    help=f"train/validation scene split; keep it fixed across seed replicates [{d.split_seed}]")

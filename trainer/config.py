@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))  # one per quality level
+    level_weights: list[float] | None = None  # training-loss weight per quality level (None: all 1)
     seed: int = 0                    # weights' initialisation and the patch stream
     split_seed: int = 0              # which scenes are held out: fixed across seed replicates, so they compare
     device: str = "auto"
@@ -70,6 +71,10 @@ class TrainConfig:
         lambdas = [float(v) for v in self.lambdas]
         if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
             raise ConfigError(f"lambdas must be positive and strictly increasing, got {self.lambdas}")
+        if self.level_weights is not None and (len(self.level_weights) != len(lambdas)
+                                               or not all(float(w) > 0 for w in self.level_weights)):
+            raise ConfigError(f"level_weights must be {len(lambdas)} positive numbers (one per lambda), "
+                              f"got {self.level_weights}")
         if min(self.channels, self.latent_channels, self.hyper_channels, self.context_slices) < 1:
             raise ConfigError("channels, latent_channels, hyper_channels and context_slices must be positive")
         if self.latent_channels % self.context_slices:

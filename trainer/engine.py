@@ -70,7 +70,7 @@ def loss_terms(loss_fn: nn.Module, model: nn.Module, x: torch.Tensor, level: tor
     with autocast:
         out = model(x, level)
     lmbda = _unwrap(model).lambda_of(level)
-    return out, loss_fn(out["x_hat"].float(), x.float(), out["likelihoods"], lmbda)
+    return out, loss_fn(out["x_hat"].float(), x.float(), out["likelihoods"], lmbda, level)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -112,7 +112,7 @@ def run_training(cfg: TrainConfig) -> dict:
         model = create_model(cfg.variant, channels=cfg.channels, latent_channels=cfg.latent_channels,
                              hyper_channels=cfg.hyper_channels, lambdas=cfg.lambdas,
                              context_slices=cfg.context_slices)
-        loss_fn = RateDistortionLoss()
+        loss_fn = RateDistortionLoss(cfg.level_weights)
         model.to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -49,6 +49,22 @@ def test_forward_backward_geometry_and_likelihoods(name):
     assert model.log_gain.grad is not None and float(model.log_gain.grad.abs().sum()) > 0
 
 
+def test_level_weights_scale_each_patch_loss_by_its_level_and_only_when_levels_are_given():
+    torch.manual_seed(0)
+    model = create_model("baseline", **SMALL)
+    x = torch.rand(2, 1, 64, 64)
+    level = torch.tensor([0.0, 2.0])
+    out = model(x, level)
+    args = (out["x_hat"], x, out["likelihoods"], model.lambda_of(level))
+    per_patch = [RateDistortionLoss()(out["x_hat"][i:i + 1], x[i:i + 1],
+                                      {k: v[i:i + 1] for k, v in out["likelihoods"].items()},
+                                      model.lambda_of(level[i:i + 1]))["loss"] for i in range(2)]
+    weighted = RateDistortionLoss([3.0, 1.0, 0.5] + [1.0] * 3)
+    assert float(weighted(*args, level)["loss"]) == pytest.approx(float(3.0 * per_patch[0] + 0.5 * per_patch[1]) / 2)
+    assert float(weighted(*args)["loss"]) == pytest.approx(float(RateDistortionLoss()(*args)["loss"]))
+    assert float(RateDistortionLoss()(*args, level)["loss"]) == pytest.approx(float(per_patch[0] + per_patch[1]) / 2)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_default_width_parameter_counts(name):
     counts = create_model(name).count_parameters()

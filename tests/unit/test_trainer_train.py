@@ -177,6 +177,10 @@ def test_config_precedence(tmp_path):
         resolve({}, {"patch_size": 80})
     with pytest.raises(ConfigError, match="strictly increasing"):
         resolve({}, {"lambdas": [0.1, 0.01]})
+    with pytest.raises(ConfigError, match="level_weights must be 2 positive"):
+        resolve({}, {"lambdas": [0.01, 0.1], "level_weights": [1.0, 1.0, 1.0]})
+    with pytest.raises(ConfigError, match="level_weights must be 2 positive"):
+        resolve({}, {"lambdas": [0.01, 0.1], "level_weights": [1.0, 0.0]})
     assert resolve({}, {"lr": 1e-3, "lr_drop_step": 10}).lr_at(9) == 1e-3
     assert resolve({}, {"lr": 1e-3, "lr_drop_step": 10}).lr_at(10) == pytest.approx(2.5e-4)
 
