@@ -277,7 +277,7 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
         for t in range(n):
             chunk, coded = coder.encode(y[t], z[t], rounding)
             back = coder.decode(chunk, y[t].shape, f"{name} tile {t}")
-            mismatched += int((back.view(np.uint32) != coded.view(np.uint32)).sum())
+            mismatched += symbols_differing(back, coded)
             chunks.append(chunk)
             expected.append(back)
         model.float().cpu()
@@ -293,6 +293,14 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
     return results, arrays
 
 
+def symbols_differing(a: np.ndarray, b: np.ndarray) -> int:
+    """Latents whose integer symbols differ between two decodings of (symbol + mean) values. Only the symbols
+    must be bit-exact across machines: the means come from a float32 network whose last bits depend on the BLAS
+    kernel and thread count (docs/format.md), so they shift a value by about 1e-6, while a different symbol
+    moves it by 1 or more."""
+    return int((np.abs(a.astype(np.float64) - b.astype(np.float64)) > 0.5).sum())
+
+
 def verify_chunks(path: Path, bundle: Path) -> int:
     """Decode every chunk of a gpu_chunks.npz with this machine's core; compare with what the device decoded."""
     coder = load_hyperprior(bundle / HYPERPRIOR_NAME)
@@ -305,12 +313,15 @@ def verify_chunks(path: Path, bundle: Path) -> int:
         for name in sorted({k.rsplit("_", 1)[0] for k in f.files if k.endswith("_chunks")}):
             data, lengths, want = f[f"{name}_chunks"].tobytes(), f[f"{name}_lengths"], f[f"{name}_decoded"]
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            diff = 0
+            diff, mean_shift = 0, 0.0
             for t in range(len(lengths)):
                 got = coder.decode(data[offsets[t]:offsets[t + 1]], want.shape[1:], f"{name} tile {t}")
-                diff += int((got.view(np.uint32) != want[t].view(np.uint32)).sum())
+                delta = np.abs(got.astype(np.float64) - want[t])
+                diff += symbols_differing(got, want[t])
+                mean_shift = max(mean_shift, float(delta[delta <= 0.5].max(initial=0.0)))
             bad += diff
-            print(f"{name}: {len(lengths)} tiles, {want.size} latents, {diff} differ from the device's decoding")
+            print(f"{name}: {len(lengths)} tiles, {want.size} latents, {diff} differ from the device's decoding "
+                  f"(where the symbols agree, the float means differ by at most {mean_shift:.1e})")
     return 0 if bad == 0 else 1
 
 

@@ -50,14 +50,19 @@ MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas
 
 
 def adopt_resumed_shape(cfg: TrainConfig, given: set[str]) -> TrainConfig:
-    """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) where the
-    user did not name one: `--resume CKPT` alone continues any run. A shape the user did give must match, and
+    """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) and level
+    weights where the user did not name them: `--resume CKPT` alone continues any run. A shape the user did give must match, and
     run_training says so in one line if it does not."""
     path = _resume_path(cfg)
     if path is None:
         return cfg
-    shape = _model_config(load_checkpoint(path))
+    ckpt = load_checkpoint(path)
+    shape = _model_config(ckpt)
     adopted = {k: shape[k] for k in MODEL_SHAPE_OPTIONS if k not in given and k in shape}
+    # the training objective goes on too: a run trained with level weights resumes with them
+    weights = (ckpt.get("config") or {}).get("level_weights")
+    if "level_weights" not in given and weights is not None:
+        adopted["level_weights"] = list(weights)
     return dataclasses.replace(cfg, **adopted).validate() if adopted else cfg
 
 
