@@ -260,7 +260,7 @@ def test_seed_replicates_keep_the_scene_split_and_split_seed_changes_it(tmp_path
 @needs_data
 def test_amp_trains_in_bf16_on_a_cpu_with_bf16_kernels(tmp_path, caplog):
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("this CPU has no bf16 kernels")  # the project's machines have AVX512-BF16
+        pytest.skip("this CPU has no bf16 kernels")  # some of the project's machines have AVX512-BF16, some AVX2 only
     args = ("--max-steps", "2", "--steps-per-epoch", "2")
     with caplog.at_level("INFO", logger="trainer"):
         assert _train(tmp_path / "amp", "baseline", *args, "--amp") == 0
@@ -275,7 +275,7 @@ def test_amp_trains_in_bf16_on_a_cpu_with_bf16_kernels(tmp_path, caplog):
 
 
 def test_amp_is_ignored_on_a_cpu_without_bf16_kernels(monkeypatch, caplog):
-    # A mock: no CPU without bf16 kernels is at hand here, so the capability probe is made to say no.
+    # A mock where the CPU has bf16 kernels (the probe is made to say no), so the fallback is tested on every machine.
     from trainer import train
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     with caplog.at_level("INFO", logger="trainer"):
