@@ -277,7 +277,7 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
         for t in range(n):
             chunk, coded = coder.encode(y[t], z[t], rounding)
             back = coder.decode(chunk, y[t].shape, f"{name} tile {t}")
-            mismatched += symbols_differing(back, coded)
+            mismatched += decoding_difference(back, coded)[0]
             chunks.append(chunk)
             expected.append(back)
         model.float().cpu()
@@ -293,12 +293,14 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
     return results, arrays
 
 
-def symbols_differing(a: np.ndarray, b: np.ndarray) -> int:
-    """Latents whose integer symbols differ between two decodings of (symbol + mean) values. Only the symbols
-    must be bit-exact across machines: the means come from a float32 network whose last bits depend on the BLAS
-    kernel and thread count (docs/format.md), so they shift a value by about 1e-6, while a different symbol
-    moves it by 1 or more."""
-    return int((np.abs(a.astype(np.float64) - b.astype(np.float64)) > 0.5).sum())
+def decoding_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+    """(latents whose integer symbols differ, the largest drift among the rest) between two decodings of
+    (symbol + mean) values. Only the symbols must be bit-exact across machines: the means come from a float32
+    network whose last bits depend on the BLAS kernel and thread count (docs/format.md), so they shift a value
+    by about 1e-6, while a different symbol moves it by 1 or more."""
+    delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    differing = delta > 0.5
+    return int(differing.sum()), float(delta[~differing].max(initial=0.0))
 
 
 def verify_chunks(path: Path, bundle: Path) -> int:
@@ -316,9 +318,8 @@ def verify_chunks(path: Path, bundle: Path) -> int:
             diff, mean_shift = 0, 0.0
             for t in range(len(lengths)):
                 got = coder.decode(data[offsets[t]:offsets[t + 1]], want.shape[1:], f"{name} tile {t}")
-                delta = np.abs(got.astype(np.float64) - want[t])
-                diff += symbols_differing(got, want[t])
-                mean_shift = max(mean_shift, float(delta[delta <= 0.5].max(initial=0.0)))
+                differing, drift = decoding_difference(got, want[t])
+                diff, mean_shift = diff + differing, max(mean_shift, drift)
             bad += diff
             print(f"{name}: {len(lengths)} tiles, {want.size} latents, {diff} differ from the device's decoding "
                   f"(where the symbols agree, the float means differ by at most {mean_shift:.1e})")

@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
             cli_values["data"] = str(DEFAULT_MANIFEST)
         cfg = resolve(file_values, cli_values)
-        from trainer.train import adopt_resumed_shape, run_training  # heavy imports once the arguments are valid
+        from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
 
         given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
-        result = run_training(adopt_resumed_shape(cfg, given))
+        result = run_training(adopt_resumed_settings(cfg, given))
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

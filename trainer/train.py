@@ -49,7 +49,7 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
 MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas", "context_slices")
 
 
-def adopt_resumed_shape(cfg: TrainConfig, given: set[str]) -> TrainConfig:
+def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) and level
     weights where the user did not name them: `--resume CKPT` alone continues any run. A shape the user did give must match, and
     run_training says so in one line if it does not."""
