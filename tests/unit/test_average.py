@@ -1,0 +1,58 @@
+"""Averaging a run's checkpoints (trainer/average.py): the weights' mean, a checkpoint the rest of the
+toolchain loads, and a refusal of anything that is not one model's run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer.average import average_checkpoints, main
+from trainer.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint, save_warm_start
+from trainer.registry import create_model
+
+CONFIG = {"channels": 8, "latent_channels": 8, "hyper_channels": 6, "lambdas": [0.001, 0.01], "context_slices": 2}
+
+
+def _checkpoint(seed: int, step: int, config: dict = CONFIG) -> dict:
+    torch.manual_seed(seed)
+    model = create_model("baseline", **config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return make_checkpoint(model, epoch=step // 10, step=step, best_val_loss=1.0, history=[{"step": step}],
+                           preprocessing_params={}, config={"lr": 1e-5}, data_summary={"patches_seen": 4 * step})
+
+
+def test_average_is_the_mean_of_the_weights_and_keeps_the_last_counters(tmp_path):
+    a, b, c = _checkpoint(0, 10), _checkpoint(1, 20), _checkpoint(2, 30)
+    save_checkpoint(a, tmp_path / "a.pth")
+    save_warm_start(b, tmp_path / "b.pth")  # fp16 weights: averaged in float32 all the same
+    save_checkpoint(c, tmp_path / "c.pth")
+    assert main([str(tmp_path / "mean.pth"), str(tmp_path / "c.pth"), str(tmp_path / "a.pth"),
+                 str(tmp_path / "b.pth")]) == 0
+    model, ckpt = load_model(tmp_path / "mean.pth", expected_variant="baseline")
+    b16 = load_checkpoint(tmp_path / "b.pth")["model_state_dict"]
+    for name, value in model.state_dict().items():
+        expected = (a["model_state_dict"][name] + b16[name].float() + c["model_state_dict"][name]) / 3
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+    assert ckpt["step"] == 30 and ckpt["history"] == [{"step": 30}]
+    assert ckpt["data_summary"] == {"patches_seen": 120, "averaged_steps": [10, 20, 30]}
+    assert ckpt["optimizer_state_dict"] == {}
+    with torch.no_grad():  # a working model, not a pile of tensors
+        out = model(torch.rand(1, 1, 64, 64), torch.tensor([0.5]))
+    assert torch.isfinite(out["x_hat"]).all()
+
+
+def test_average_refuses_what_is_not_one_run(tmp_path, capsys):
+    with pytest.raises(Exception, match="at least two"):
+        average_checkpoints([_checkpoint(0, 10)])
+    with pytest.raises(Exception, match="different models"):
+        average_checkpoints([_checkpoint(0, 10), _checkpoint(1, 20, {**CONFIG, "channels": 10})])
+    with pytest.raises(Exception, match="same step"):
+        average_checkpoints([_checkpoint(0, 10), _checkpoint(1, 10)])
+    save_checkpoint(_checkpoint(0, 10), tmp_path / "a.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main([str(tmp_path / "out.pth"), str(tmp_path / "a.pth"), str(tmp_path / "bad.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.pth" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.pth").exists()
