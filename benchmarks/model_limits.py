@@ -14,12 +14,18 @@ checkpoint, in PyTorch:
   With frozen latents this is a lower bound on what joint training would give, and a cheap one: a spatial
   context costs a second pass per slice in the codec, so it should first show that the latents have spatial
   redundancy left that the hyperprior does not already model.
+* **Decoder-side reconstruction offsets** (`--offsets N`). Within a quantisation bin the latents are not
+  uniform: they crowd towards the mean, so E[y | symbol] lies nearer the mean than the symbol does. A decoder
+  that added that expected offset (one per scale index and symbol, fitted on N batches of 8 training patches)
+  would spend no more bits; the BD-rate against the plain decoder says whether g_s, trained on the rounded
+  latents as they are, gains from it.
 * **Encoder-side rounding** (`--deadzone THETA...`). The encoder alone picks the symbols, so rounding y - mu
   towards zero would cost the format nothing; the BD-rate of each offset's curve against plain rounding says
   whether the trade of bits for error pays.
 
     python benchmarks/model_limits.py runs/ctx_lr/last.pth --spatial-steps 1000 --out benchmarks/results/model_limits
     python benchmarks/model_limits.py runs/snapshots/step20500.pth runs/ctx_lr/last.pth   # a trend, no probe
+    python benchmarks/model_limits.py checkpoints/warm_start_baseline.pth --offsets 12 --out benchmarks/results/reconstruction_offsets
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from trainer.checkpoint import load_model, training_totals  # noqa: E402
 from trainer.data import PatchSampler, build_datasets, validation_tiles  # noqa: E402
-from trainer.models.codec import gaussian_likelihood  # noqa: E402
+from trainer.models.codec import gaussian_likelihood, scale_table  # noqa: E402
 from trainer.models.layers import conv  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sar"
@@ -94,6 +100,56 @@ def deadzone_rd(model, x: torch.Tensor, thetas) -> dict:
     plain = list(zip(*curves[0.5]))
     return {f"{t:g}": {"points": p, "bd_rate_percent": bd_rate(*plain, *zip(*p))["bd_rate_percent"]}
             for t, p in curves.items()}
+
+
+OFFSET_SYMBOLS = 4  # symbols beyond +-4 share the offset of +-4
+
+
+def _offset_keys(c: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per latent: the index of the codec's scale table nearest its scale, and its symbol clipped to +-4."""
+    table = torch.tensor(scale_table()).log()
+    idx = torch.bucketize(c["scales"].clamp(min=table[0].exp()).log(), (table[1:] + table[:-1]) / 2)
+    return idx, c["symbols"].clamp(-OFFSET_SYMBOLS, OFFSET_SYMBOLS).long() + OFFSET_SYMBOLS
+
+
+@torch.no_grad()
+def fit_offsets(model, data, batches: int, seed: int = 1, min_count: int = 50) -> torch.Tensor:
+    """(levels, scale indices, 2 * 4 + 1) mean of y - y_hat per level, scale index and symbol over `batches`
+    batches of 8 training patches (0 where fewer than `min_count` latents fell)."""
+    sampler = PatchSampler(data.train, 256, 0.9, seed=seed)
+    shape = (model.levels, len(scale_table()), 2 * OFFSET_SYMBOLS + 1)
+    sums, counts = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    for _ in range(batches):
+        x = sampler.sample(8)
+        for lv in range(model.levels):
+            c = model.code(x, torch.full((8,), float(lv)))
+            idx, q = _offset_keys(c)
+            key = (idx * shape[2] + q).flatten()
+            sums[lv].view(-1).index_add_(0, key, (c["y"] - c["y_hat"]).double().flatten())
+            counts[lv].view(-1).index_add_(0, key, torch.ones(key.numel(), dtype=torch.float64))
+    return torch.where(counts >= min_count, sums / counts.clamp(min=1), torch.zeros(())).float()
+
+
+@torch.no_grad()
+def offsets_rd(model, data, x: torch.Tensor, batches: int) -> dict:
+    """Per level, (bpp, RMSE of the [0, 1] image) with the plain decoder and with the fitted offsets added to
+    its input (the same symbols, so the same bits), and the BD-rate of the second against the first."""
+    from rate_distortion import bd_rate  # noqa: PLC0415
+
+    offsets = fit_offsets(model, data, batches)
+    pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+    plain, shifted = [], []
+    for lv in range(model.levels):
+        c = model.code(x, torch.full((x.shape[0],), float(lv)))
+        bits = float(-torch.log2(c["likelihoods"]).sum() - torch.log2(c["z_likelihoods"]).sum()) / pixels
+        idx, q = _offset_keys(c)
+        for y_hat, points in ((c["y_hat"], plain), (c["y_hat"] + offsets[lv][idx, q], shifted)):
+            x_hat = model.g_s(y_hat * c["inverse_gain"]).clamp(0, 1)
+            points.append((bits, float(torch.sqrt(((x_hat - x) ** 2).mean()))))
+    mean_offset = [[float(v) for v in offsets[lv].mean(0)] for lv in range(model.levels)]
+    return {"batches": batches, "patches": 8 * batches, "plain": plain, "offsets": shifted,
+            "mean_offset_by_symbol": mean_offset,
+            "bd_rate_percent": bd_rate(*zip(*plain), *zip(*shifted))["bd_rate_percent"]}
 
 
 class CheckerboardContext(nn.Module):
@@ -163,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", type=Path, nargs="+", help="one or more (a trend); the probe runs on the first")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--spatial-steps", type=int, default=0, help="train the spatial context probe this long")
+    ap.add_argument("--offsets", type=int, default=0, metavar="N",
+                    help="fit decoder-side reconstruction offsets on N batches of 8 training patches and measure them")
     ap.add_argument("--deadzone", type=float, nargs="*", default=[],
                     help="also measure encoder-side deadzone rounding with these offsets (0.5 = plain rounding)")
     ap.add_argument("--threads", type=int, default=1)
@@ -202,6 +260,15 @@ def main(argv=None) -> int:
             lines += ["Encoder-side deadzone rounding (symbol = sign(v) floor(|v| + theta)), BD-rate against plain "
                       "rounding: " + ", ".join(f"theta {t}: {r['bd_rate_percent']:+.2f}%"
                                                for t, r in dz.items() if t != "0.5") + ".", ""]
+            print(lines[-2], flush=True)
+        if a.offsets:
+            entry["offsets"] = off = offsets_rd(model, data, x_val, a.offsets)
+            lines += [f"Decoder-side reconstruction offsets (E[y - y_hat | scale index, symbol], fitted on "
+                      f"{off['patches']:,} training patches; the same bits): BD-rate against the plain decoder "
+                      + ("n/a (the curves do not overlap)" if off["bd_rate_percent"] is None
+                         else f"{off['bd_rate_percent']:+.2f}%") + "; PSNR per level "
+                      + ", ".join(f"{-20 * math.log10(p[1]):.2f} -> {-20 * math.log10(o[1]):.2f}"
+                                  for p, o in zip(off["plain"], off["offsets"])) + ".", ""]
             print(lines[-2], flush=True)
         if a.spatial_steps and i == 0:
             entry["spatial_probe"] = probe = spatial_probe(model, data, x_val, a.spatial_steps)

@@ -44,6 +44,15 @@ def test_fine_quantisation_reaches_the_ceiling_and_coarse_does_not():
     assert fine[0]["bpp"] > coarse[0]["bpp"]
 
 
+def test_offset_keys_are_the_nearest_table_scale_and_the_clipped_symbol():
+    table = torch.tensor(model_limits.scale_table())
+    c = {"scales": torch.stack([table[0] * 0.5, table[5], table[5] * 1.01, table[-1] * 3]),
+         "symbols": torch.tensor([-9.0, -1.0, 0.0, 7.0])}
+    idx, q = model_limits._offset_keys(c)
+    assert idx.tolist() == [0, 5, 5, len(table) - 1]
+    assert q.tolist() == [0, 3, 4, 8]
+
+
 def test_the_untrained_spatial_context_codes_exactly_the_models_bits():
     model = _model(0.0, slices=2)
     c = model.code(torch.rand(2, 1, 64, 64), torch.zeros(2))
@@ -62,7 +71,7 @@ def test_model_limits_end_to_end_on_a_trained_checkpoint(sar_data, tmp_path, cap
             "--val-fraction", "0.34"]
     assert train_main(args) == 0
     ckpt = tmp_path / "run" / "last.pth"
-    assert model_limits.main([str(ckpt), str(ckpt), "--data", str(data), "--spatial-steps", "2",
+    assert model_limits.main([str(ckpt), str(ckpt), "--data", str(data), "--spatial-steps", "2", "--offsets", "1",
                               "--out", str(tmp_path / "out")]) == 0
     doc = json.loads((tmp_path / "out" / "model_limits.json").read_text())
     assert [m["steps_total"] for m in doc["models"]] == [2, 2]
@@ -70,6 +79,12 @@ def test_model_limits_end_to_end_on_a_trained_checkpoint(sar_data, tmp_path, cap
     assert first["levels"] == second["levels"]  # the same checkpoint measures the same
     assert "spatial_probe" in first and "spatial_probe" not in second
     assert first["spatial_probe"]["curve"][-1]["step"] == 2
+    for m in doc["models"]:  # the offsets change the decoder's input only: the same bits, a finite BD-rate
+        off = m["offsets"]
+        assert [p[0] for p in off["plain"]] == [p[0] for p in off["offsets"]]
+        assert off["patches"] == 8  # (a BD-rate only where the two curves overlap: not so for 2 steps' model)
+        # y - y_hat lies in [-0.5, 0.5], so must every mean of it
+        assert all(abs(v) <= 0.5 for level in off["mean_offset_by_symbol"] for v in level)
     md = (tmp_path / "out" / "model_limits.md").read_text()
     assert md.count("| 1 |") == 2 and "ceiling" in md
     assert "bits of y saved per level" in capsys.readouterr().out
