@@ -7,11 +7,17 @@ only makes sense along one run: checkpoints of different runs may sit in differe
 have the same variant and model configuration, and their steps must differ.
 
 The result is a checkpoint like its last input (step, history, configuration: `sar-export` and `--resume` take
-it), without optimiser state, and its data summary lists the steps it averages.
+it), without optimiser state, and its data summary lists the steps it averages. `--validate` measures it and
+its last input on the run's own validation tiles, exactly as training validates each epoch, so the two figures
+compare with the run's history.
+
+    python -m trainer.average runs/hilr/average.pth runs/hilr/snapshots/step*.pth --validate
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 
 import torch
@@ -45,22 +51,54 @@ def average_checkpoints(ckpts: list[dict]) -> dict:
     return dict(last, model_state_dict=state, optimizer_state_dict={}, data_summary=summary)
 
 
+def validate(ckpts: dict[str, dict]) -> dict[str, dict]:
+    """Validation figures (trainer.engine.evaluate) of each named checkpoint on the validation tiles of the
+    run of the first: the split, patch size and tiles its configuration recorded; the loss unweighted, as
+    training validates."""
+    from trainer.data import build_datasets, validation_tiles  # noqa: PLC0415 (data loading only here)
+    from trainer.engine import evaluate  # noqa: PLC0415
+    from trainer.losses import RateDistortionLoss  # noqa: PLC0415
+    from trainer.registry import create_model  # noqa: PLC0415
+
+    cfg = next(iter(ckpts.values()))["config"]
+    data = build_datasets(cfg["data"], default_domain=cfg.get("domain", "intensity"),
+                          val_fraction=cfg["val_fraction"], data_fraction=cfg.get("data_fraction", 1.0),
+                          seed=cfg["split_seed"])
+    tiles = validation_tiles(data.val, cfg["patch_size"], cfg["val_tiles_per_plane"])
+    figures = {}
+    for name, ckpt in ckpts.items():
+        model = create_model(ckpt["model_name"], **ckpt["model_config"])
+        model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
+        with torch.no_grad():
+            figures[name] = evaluate(model, RateDistortionLoss(), tiles)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3:
-        print("usage: python -m trainer.average OUT CHECKPOINT CHECKPOINT [...]", file=sys.stderr)
-        return 2
-    out, paths = args[0], args[1:]
+    ap = argparse.ArgumentParser(prog="python -m trainer.average", description=__doc__.split("\n")[0])
+    ap.add_argument("out", help="the averaged checkpoint to write")
+    ap.add_argument("checkpoints", nargs="+", help="two or more checkpoints of one run")
+    ap.add_argument("--validate", action="store_true",
+                    help="also measure the average and the last checkpoint on the run's validation tiles")
+    a = ap.parse_args(argv)
     try:
-        ckpts = sorted((load_checkpoint(p) for p in paths), key=lambda c: int(c["step"]))
+        ckpts = sorted((load_checkpoint(p) for p in a.checkpoints), key=lambda c: int(c["step"]))
         averaged = average_checkpoints(ckpts)
-        save_checkpoint(averaged, out)
+        save_checkpoint(averaged, a.out)
+        figures = validate({"last": ckpts[-1], "average": averaged}) if a.validate else {}
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     totals = training_totals(averaged)
-    print(f"{out}: the mean of {len(ckpts)} checkpoints, steps {averaged['data_summary']['averaged_steps']} "
+    print(f"{a.out}: the mean of {len(ckpts)} checkpoints, steps {averaged['data_summary']['averaged_steps']} "
           f"({totals['steps_total']} steps, {totals['patches_seen_total']} patches in all at the last)")
+    for name, v in figures.items():
+        curve = " ".join(f"{lv['bpp']:.3f}/{lv['psnr']:.2f}" for lv in v["val_levels"])
+        print(f"{name}: validation loss {v['val_loss']:.4f}; bpp/PSNR per level {curve}")
+    if figures:
+        print(json.dumps({"averaged_steps": averaged["data_summary"]["averaged_steps"],
+                          **{name: {"val_loss": v["val_loss"], "val_levels": v["val_levels"]}
+                             for name, v in figures.items()}}))
     return 0
 
 

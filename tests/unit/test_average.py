@@ -56,3 +56,32 @@ def test_average_refuses_what_is_not_one_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad.pth" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_validate_measures_the_average_as_training_validates(sar_data, tmp_path, capsys):
+    """Two checkpoints of one real (tiny) run: --validate reports the last one's validation loss exactly as
+    the run's own history recorded it, and the average's beside it."""
+    import json  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    from trainer.cli import main as train_main  # noqa: PLC0415
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("s1_iw_grd_berlin_512.tif", "s1_iw_grd_frankfurt_512.tif", "s1_iw_grd_ottawa_512.tif"):
+        shutil.copy(sar_data / name, data / name)
+    run = tmp_path / "run"
+    args = ["--variant", "baseline", "--data", str(data), "--out", str(run), "--device", "cpu", "--patch-size", "256",
+            "--batch-size", "2", "--channels", "8", "--latent-channels", "16", "--hyper-channels", "8",
+            "--lambdas", "0.001", "0.01", "--no-progress", "--val-fraction", "0.34", "--steps-per-epoch", "2"]
+    assert train_main([*args, "--max-steps", "2"]) == 0
+    shutil.copy(run / "last.pth", tmp_path / "step2.pth")
+    assert train_main([*args, "--max-steps", "4", "--resume"]) == 0
+    capsys.readouterr()
+    assert main([str(tmp_path / "mean.pth"), str(tmp_path / "step2.pth"), str(run / "last.pth"), "--validate"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert report["averaged_steps"] == [2, 4] and history[-1]["step"] == 4
+    assert report["last"]["val_loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-6)
+    assert report["average"]["val_loss"] != report["last"]["val_loss"]
+    assert len(report["average"]["val_levels"]) == 2
