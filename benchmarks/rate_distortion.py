@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
+from figures import save_figure  # noqa: E402
 from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
                                             reconstruct)
 from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
@@ -504,7 +505,7 @@ def plot(doc: dict, path: Path) -> None:
     axes[1].set_title(f"{doc['settings']['scene_bands']} scene-bands; dots = single scene-bands")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

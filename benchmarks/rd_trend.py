@@ -19,6 +19,10 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import save_figure  # noqa: E402
+
 
 def trend_point(path: Path) -> dict:
     f = path / "rd_points.json" if path.is_dir() else path
@@ -67,7 +71,7 @@ def plot(points: list[dict], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
 
 

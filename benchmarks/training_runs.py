@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from figures import save_figure  # noqa: E402
 from rate_distortion import bd_rate  # noqa: E402
 
 INIT_LINE = re.compile(r"initialised from .* \(step (\d+) of that run\)(.*)$")
@@ -138,7 +139,7 @@ def plot(reference: dict, rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

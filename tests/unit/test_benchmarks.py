@@ -500,3 +500,29 @@ def test_epi_ceiling_is_what_the_gaussian_test_channel_gives_through_the_project
         x_hat = (1 - d) * x + rng.normal(scale=math.sqrt(d * (1 - d)), size=x.shape)
         assert epi(x, x_hat) == pytest.approx(float(speckle_bound.mse_optimal_epi(rate)), abs=3e-3)
     assert float(speckle_bound.mse_optimal_epi(1.0)) == pytest.approx(math.sqrt(0.75))
+
+
+def test_result_figures_are_palette_pngs_of_the_same_picture(tmp_path):
+    """benchmarks/figures.py: what every tracked plot is saved as (the GPU call carries the whole checkout)."""
+    import io  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from figures import save_figure  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [2, 0, 1], "o-", label="a")
+    ax.legend()
+    rgba = io.BytesIO()
+    fig.savefig(rgba, format="png", dpi=100)
+    save_figure(fig, tmp_path / "plot.png", dpi=100)
+    plt.close(fig)
+    saved, original = Image.open(tmp_path / "plot.png"), Image.open(io.BytesIO(rgba.getvalue()))
+    assert saved.mode == "P" and saved.size == original.size
+    assert (tmp_path / "plot.png").stat().st_size < len(rgba.getvalue())
+    a = np.asarray(saved.convert("RGB"), dtype=np.int16)
+    b = np.asarray(original.convert("RGB"), dtype=np.int16)
+    assert np.abs(a - b).mean() < 2.0  # the same picture
