@@ -23,7 +23,7 @@ import sys
 import torch
 
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, training_totals
+from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, totals_text
 
 
 def average_checkpoints(ckpts: list[dict]) -> dict:
@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    totals = training_totals(averaged)
     print(f"{a.out}: the mean of {len(ckpts)} checkpoints, steps {averaged['data_summary']['averaged_steps']} "
-          f"({totals['steps_total']} steps, {totals['patches_seen_total']} patches in all at the last)")
+          f"({totals_text(averaged)} at the last)")
     for name, v in figures.items():
         curve = " ".join(f"{lv['bpp']:.3f}/{lv['psnr']:.2f}" for lv in v["val_levels"])
         print(f"{name}: validation loss {v['val_loss']:.4f}; bpp/PSNR per level {curve}")

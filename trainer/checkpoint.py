@@ -112,3 +112,8 @@ def training_totals(ckpt: dict) -> dict:
     return {"steps_total": int(ckpt.get("step") or 0) + int(source.get("steps_total", 0)),
             "patches_seen_total": None if patches is None else int(patches) + int(source.get("patches_seen_total", 0))}
 
+
+def totals_text(ckpt: dict) -> str:
+    """How far a checkpoint's weights trained, as the CLIs that write one say it: "N steps, P patches in all"."""
+    totals = training_totals(ckpt)
+    return f"{totals['steps_total']} steps, {totals['patches_seen_total']} patches in all"

@@ -51,8 +51,8 @@ MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas
 
 def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) and level
-    weights where the user did not name them: `--resume CKPT` alone continues any run. A shape the user did give must match, and
-    run_training says so in one line if it does not."""
+    weights where the user did not name them: `--resume CKPT` alone continues any run. A shape the user did
+    give must match, and run_training says so in one line if it does not."""
     path = _resume_path(cfg)
     if path is None:
         return cfg

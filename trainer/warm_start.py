@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.checkpoint import load_checkpoint, save_warm_start, training_totals
+from trainer.checkpoint import load_checkpoint, save_warm_start, totals_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    totals = training_totals(ckpt)
     print(f"{args[1]}: step {ckpt['step']}, {ckpt['data_summary'].get('patches_seen')} patches seen "
-          f"({totals['steps_total']} steps, {totals['patches_seen_total']} patches in all)")
+          f"({totals_text(ckpt)})")
     return 0
 
 

@@ -97,7 +97,8 @@ def test_resume_goes_on_with_the_checkpoints_model_shape(tmp_path):
 
 @needs_data
 def test_resume_goes_on_with_the_checkpoints_level_weights_unless_given(tmp_path):
-    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "1", "--level-weights", "2", "0.5") == 0
+    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "1",
+                  "--level-weights", "2", "0.5") == 0
     assert _train(tmp_path, "baseline", "--max-steps", "2", "--steps-per-epoch", "1", "--resume") == 0
     assert torch.load(tmp_path / "last.pth", weights_only=True)["config"]["level_weights"] == [2.0, 0.5]
     assert _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "1", "--resume",
