@@ -31,7 +31,7 @@ RASTER_SUFFIXES = (".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy",)
 MANIFEST_NAME = "MANIFEST.json"
 #: A packed collection (trainer/pack.py): one .npz of dB planes, for machines without raster libraries.
-PACK_FORMAT = "sar-compress-training-pack-1"
+PACK_FORMAT = "sar-compress-training-pack-2"
 #: Domains in the manifest that are not single-band images (skipped with a note).
 SKIPPED_DOMAINS = ("complex_covariance",)
 
@@ -264,7 +264,8 @@ def read_pack(path: str | Path) -> list[RawPlane]:
             planes = []
             for i, m in enumerate(meta["planes"]):
                 shape = tuple(m["shape"])
-                db = (npz[f"db_{i}"].astype(np.float32) * np.float32(meta["db_step"]) + np.float32(m["db_offset"]))
+                high, low = npz[f"db_{i}"].astype(np.uint16)  # trainer/pack.py stores the two byte planes
+                db = ((high << 8) | low).astype(np.float32) * np.float32(meta["db_step"]) + np.float32(m["db_offset"])
                 valid = np.unpackbits(npz[f"valid_{i}"], count=int(np.prod(shape))).astype(bool).reshape(shape)
                 planes.append(RawPlane(m["scene"], m["band"], m["domain"], db.reshape(shape), valid))
     except (OSError, KeyError, ValueError, TypeError) as exc:
