@@ -183,7 +183,10 @@ def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -
 
 
 def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
-    """A strided subsample of one band, read in row blocks so memory stays bounded."""
+    """A strided subsample of one band's pixels other than `nodata`, read in row blocks so memory stays bounded.
+
+    Nodata is dropped here because a fill value such as -9999 on half a linear raster would otherwise make the
+    domain inference call it dB."""
     info = reader.info
     stride = max(1, math.ceil(math.sqrt(info.width * info.height / STATS_SAMPLES)))
     rows_per_block = max(stride, (max(1, (8 << 20) // info.width) // stride) * stride)
@@ -191,7 +194,8 @@ def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
     for r0 in range(0, info.height, rows_per_block):
         h = min(rows_per_block, info.height - r0)
         parts.append(reader.read(band, 0, r0, info.width, h)[::stride, ::stride].ravel())
-    return np.concatenate(parts)
+    sample = np.concatenate(parts)
+    return sample if nodata is None or np.isnan(nodata) else sample[sample != nodata]
 
 
 def _true_db(values: np.ndarray, domain: str) -> np.ndarray:
@@ -273,10 +277,13 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                 raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid){hint}")
             lo, hi = percentile_bounds(db, valid, percentiles)
             # the reader's schema bound: float32 must still resolve the clip range (a constant 1e20 "dB" band
-            # would give lo == hi in float32 and a file nobody can read)
-            if not (abs(lo) <= MAX_ABS_DB and abs(hi) <= MAX_ABS_DB and np.float32(hi) > np.float32(lo)):
-                raise InputRasterError(f"{input_path}: band {b + 1} spans {lo:.4g}..{hi:.4g} dB in domain {domain}, "
-                                       f"beyond the +-{MAX_ABS_DB:g} dB a .sarc file holds; wrong --domain?")
+            # would give lo == hi in float32 and a file nobody can read). Checked on the dB before the noise
+            # floor's clamp too, which would flatten a band of -1e7 "dB" to -100 dB without a word.
+            t_lo, t_hi = (float(v) for v in np.percentile(_true_db(s[valid], domain), percentiles))
+            if not (max(abs(lo), abs(hi), abs(t_lo), abs(t_hi)) <= MAX_ABS_DB and np.float32(hi) > np.float32(lo)):
+                raise InputRasterError(f"{input_path}: band {b + 1} spans {min(lo, t_lo):.4g}..{max(hi, t_hi):.4g} "
+                                       f"dB in domain {domain}, beyond the +-{MAX_ABS_DB:g} dB a .sarc file holds; "
+                                       f"wrong --domain?")
             bounds.append((lo, hi))
         del samples
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)

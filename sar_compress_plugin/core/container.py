@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -211,6 +212,9 @@ class ContainerReader:
         self.bytes_read = 0
         self._lock = threading.Lock()
         try:
+            if not stat.S_ISREG(os.stat(self.path).st_mode) and not self.path.is_dir():
+                # opening a FIFO blocks until something writes to it; a device reads garbage
+                raise ContainerFormatError(f"{self.path}: is not a regular file (FIFO, device or socket)")
             self._f = open(self.path, "rb")
         except FileNotFoundError:
             raise ContainerFormatError(f"{self.path}: file does not exist") from None

@@ -232,6 +232,9 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber:
     parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and out.is_dir():
         raise OutputPathError(f"{out}: output is an existing folder")
+    if out.exists() and not out.is_file():  # the final rename would replace a device or FIFO with a file
+        raise OutputPathError(f"{out}: output exists and is not a regular file (a device, FIFO or socket); "
+                              f"nothing written")
     if no_clobber and os.path.lexists(out):
         raise OutputPathError(f"{out}: exists and --no-clobber was given; nothing written")
     if not parent.is_dir():

@@ -391,6 +391,46 @@ def test_fifo_input_is_refused(tmp_path, tiny_bundle):
         compress(fifo, tmp_path / "o.sarc", _opts(tiny_bundle))
 
 
+def test_an_output_that_is_not_a_regular_file_is_refused_and_kept(scene, tiny_bundle, tmp_path, capsys):
+    """Run as root, the final rename would replace a FIFO (or /dev/null) with a plain file."""
+    src, sarc = scene
+    fifo = tmp_path / "o.sarc"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputPathError, match="not a regular file"):
+        compress(src, fifo, _opts(tiny_bundle))
+    assert cli.reconstruct_main([str(sarc), str(fifo), "--model-dir", str(tiny_bundle), "--device", "cpu",
+                                 "-q"]) == 2
+    _one_error_line(capsys.readouterr().err)
+    assert fifo.is_fifo()
+
+
+@pytest.mark.parametrize("main", ["info_main", "reconstruct_main"])
+def test_a_fifo_given_as_the_compressed_file_is_refused_not_waited_on(tmp_path, main):
+    fifo = tmp_path / "in.sarc"
+    os.mkfifo(fifo)
+    args = [main, str(fifo)] + ([str(tmp_path / "r.tif"), "-q"] if main == "reconstruct_main" else [])
+    r = _run_cli(args, timeout=60)
+    assert r.returncode == 2
+    assert "not a regular file" in _one_error_line(r.stderr)
+
+
+def test_nodata_does_not_decide_the_domain(tmp_path, tiny_bundle):
+    lin = np.random.default_rng(2).gamma(1.0, 0.05, (1, 64, 64)).astype(np.float32)
+    lin[:, :32] = -9999.0
+    src = write_geotiff(tmp_path / "nd.tif", lin, nodata=-9999.0)
+    res = compress(src, tmp_path / "nd.sarc", _opts(tiny_bundle))
+    assert read_header(tmp_path / "nd.sarc")["domain"] == "intensity", res
+
+
+def test_db_far_below_the_noise_floor_is_an_error_not_a_flat_band(tmp_path, tiny_bundle):
+    """The noise floor clamps dB at -100; a band of -1e7 "dB" (a negated intensity) must not pass as -100."""
+    neg = -np.random.default_rng(3).gamma(1.0, 1e6, (1, 64, 64)).astype(np.float32) - 300
+    src = write_geotiff(tmp_path / "neg.tif", neg)
+    with pytest.raises(InputRasterError, match="wrong --domain"):
+        compress(src, tmp_path / "neg.sarc", _opts(tiny_bundle, domain="db"))
+    assert not (tmp_path / "neg.sarc").exists()
+
+
 # --- 6: metadata --------------------------------------------------------------------------------------------
 
 def test_metadata_survives_the_round_trip(tmp_path, tiny_bundle):
