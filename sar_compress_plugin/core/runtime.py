@@ -31,6 +31,8 @@ BUNDLE_PARTS = ("encoder", "decoder", "hyper_encoder", "hyperprior")
 #: what a bundle kept only to decode the files it wrote has (manifest `"decode_only": true`): an earlier default
 DECODE_PARTS = ("decoder", "hyperprior")
 DEVICES = ("auto", "cpu", "cuda")
+#: onnxruntime's own default (warnings and above), restored after sessions are created
+ORT_DEFAULT_LOG_SEVERITY = 2
 
 #: Set once CUDA failed to load in this process, so "auto" stops retrying (and re-logging) it per session.
 _cuda_failed = False
@@ -183,19 +185,14 @@ class OnnxCodecModel:
         self._session_options, self._providers_wanted = so, wanted
         sessions = {}
         for part in ("decoder",) if self.decode_only else ("encoder", "decoder"):
-            path = self.bundle_dir / m["files"][part]["path"]
-            source = onnx_source(path, f"the {part}")
-            try:
-                sessions[part] = ort.InferenceSession(source, sess_options=so, providers=wanted)
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise ModelBundleError(f"{path}: onnxruntime cannot load the {part} "
-                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            sessions[part] = _session(self.bundle_dir / m["files"][part]["path"], f"the {part}", so, wanted)
         self._enc, self._dec = sessions.get("encoder"), sessions["decoder"]
         self.providers = list(self._dec.get_providers())
         if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
             global _cuda_failed
             _cuda_failed = True
-            log.warning("CUDA was requested but onnxruntime runs %s on CPU", self.bundle_dir)
+            if device != "cuda":  # an explicit request fails just below, with its own line
+                log.warning("CUDA was requested but onnxruntime runs %s on CPU", self.bundle_dir)
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise SarCompressError(f"device 'cuda' requested but onnxruntime fell back to CPU for {self.bundle_dir} "
                                    "(CUDA/cuDNN libraries missing?)")
@@ -241,18 +238,11 @@ class OnnxCodecModel:
         differ between machines, which changes which z gets stored but never how a stored file decodes.
         The session is created on first use, so decoding never loads it.
         """
-        import onnxruntime as ort  # noqa: PLC0415
-
         self.check_can_encode()
         with self._hyper_enc_lock:  # the codec's network workers call this at once
             if self._hyper_enc is None:
-                path = self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"]
-                source = onnx_source(path, "the hyper-encoder")
-                try:
-                    self._hyper_enc = ort.InferenceSession(source, sess_options=self._session_options,
-                                                           providers=self._providers_wanted)
-                except Exception as exc:  # onnxruntime raises its own exception types
-                    raise ModelBundleError(f"{path}: onnxruntime cannot load the hyper-encoder ({exc})") from None
+                self._hyper_enc = _session(self.bundle_dir / self.manifest["files"]["hyper_encoder"]["path"],
+                                           "the hyper-encoder", self._session_options, self._providers_wanted)
         y = np.asarray(y, dtype=np.float32)
         f = self.hyperprior.decoder.upsampling
         y = np.pad(y, ((0, 0), (0, -y.shape[1] % f), (0, -y.shape[2] % f)))[None]
@@ -290,6 +280,25 @@ def manifest_distortion_weights(manifest: dict, channels: int, mp: Path) -> np.n
         raise ModelBundleError(f"{mp}: rounding.distortion_weights must be {channels} positive numbers, one per "
                                f"latent channel")
     return w
+
+
+def _session(path: Path, what: str, options, providers: list[str]):
+    """An onnxruntime session for one bundle part; its failures are one ModelBundleError line.
+
+    A CUDA provider whose libraries are missing makes onnxruntime print coloured C++ errors for every session
+    before it falls back to the CPU; the fallback is reported in one line by the caller, so they are silenced.
+    """
+    import onnxruntime as ort  # noqa: PLC0415
+
+    source = onnx_source(path, what)
+    ort.set_default_logger_severity(4 if "CUDAExecutionProvider" in providers else ORT_DEFAULT_LOG_SEVERITY)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelBundleError(f"{path}: onnxruntime cannot load {what} "
+                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
 
 
 def _candidate_dirs(search_dirs) -> list[Path]:

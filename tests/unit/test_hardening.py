@@ -431,6 +431,22 @@ def test_db_far_below_the_noise_floor_is_an_error_not_a_flat_band(tmp_path, tiny
     assert not (tmp_path / "neg.sarc").exists()
 
 
+def test_cuda_asked_for_where_it_cannot_run_is_one_line(scene, tiny_bundle, tmp_path):
+    """onnxruntime prints coloured C++ errors per session when its CUDA libraries are missing; the user gets
+    the codec's one line instead."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    from sar_compress_plugin.core import runtime  # noqa: PLC0415
+
+    if runtime._nvidia_driver_present() and "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine may run CUDA sessions: nothing to refuse")
+    r = _run_cli(["compress_main", str(scene[0]), str(tmp_path / "c.sarc"), "--model", str(tiny_bundle),
+                  "--device", "cuda", "-q"])
+    assert r.returncode == 2
+    assert "cuda" in _one_error_line(r.stderr).lower()
+    assert not (tmp_path / "c.sarc").exists()
+
+
 # --- 6: metadata --------------------------------------------------------------------------------------------
 
 def test_metadata_survives_the_round_trip(tmp_path, tiny_bundle):
