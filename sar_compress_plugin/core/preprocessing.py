@@ -9,6 +9,8 @@ sees anything at compress time that it was not trained on.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -67,7 +69,7 @@ class PreprocessingParams:
         if not isinstance(d, dict):
             raise InputRasterError(f"preprocessing parameters must be a mapping, got {type(d).__name__}")
         clip_db = d.get("clip_db")
-        return cls(
+        params = cls(
             input_domain=canonical_domain(d.get("input_domain", "intensity")),
             clip_rule=str(d.get("clip_rule", "per_band_percentile")),
             clip_percentiles=tuple(float(v) for v in d.get("clip_percentiles", DEFAULT_PERCENTILES)),
@@ -75,6 +77,14 @@ class PreprocessingParams:
             noise_floor_db=float(d.get("noise_floor_db", NOISE_FLOOR_DB)),
             extra=dict(d.get("extra", {})),
         )
+        # An edited or damaged record would otherwise code every raster with a nonsense clip range.
+        lo, hi = (params.clip_percentiles + (math.nan, math.nan))[:2]
+        if len(params.clip_percentiles) != 2 or not 0.0 <= lo < hi <= 100.0:
+            raise InputRasterError(f"clip_percentiles must be two percentiles, low < high, within 0..100; got "
+                                   f"{list(params.clip_percentiles)}")
+        if not math.isfinite(params.noise_floor_db):
+            raise InputRasterError(f"noise_floor_db must be a finite dB value, got {params.noise_floor_db}")
+        return params
 
 
 def validity_mask(values: np.ndarray, domain: str, nodata: float | None = None) -> np.ndarray:

@@ -72,7 +72,10 @@ def load_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict:
         int(m["latent_channels"])
         files = m["files"]
         for part in bundle_parts(m):
-            str(files[part]["path"]), str(files[part]["sha256"])  # noqa: B018 (presence check)
+            name = str(files[part]["path"])
+            str(files[part]["sha256"])  # noqa: B018 (presence check)
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{part} path {name!r} is not a file name inside the bundle")
         float(m["rate"]["default_quality"])
         PreprocessingParams.from_dict(m.get("preprocessing", {}))
     except (KeyError, TypeError, ValueError, SarCompressError) as exc:

@@ -148,6 +148,24 @@ def test_damaged_bundle_is_rejected(tmp_path, tiny_bundle):
         OnnxCodecModel(b, device="cpu")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["preprocessing"].update(clip_percentiles=[99.5, 0.5]), "clip_percentiles"),
+    (lambda m: m["preprocessing"].update(clip_percentiles=[0.5]), "clip_percentiles"),
+    (lambda m: m["preprocessing"].update(noise_floor_db=float("nan")), "noise_floor_db"),
+    (lambda m: m["files"]["encoder"].update(path="../outside.onnx"), "not a file name inside the bundle"),
+])
+def test_an_edited_manifest_is_refused_before_any_work(tmp_path, tiny_bundle, edit, match):
+    """manifest.json is not hashed; a record that would code every raster wrongly must not load."""
+    b = tmp_path / "edited"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m.setdefault("preprocessing", {})
+    edit(m)
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelBundleError, match=match):
+        OnnxCodecModel(b, device="cpu")
+
+
 def _expect_compress_error(src, tmp_path, tiny_bundle, exc, match=None, out=None):
     out_dir = tmp_path / "cout"
     out_dir.mkdir(exist_ok=True)
