@@ -196,7 +196,7 @@ def info_main(argv=None) -> int:
                 for kind, entries in h["chunks"].items():
                     for e in entries:
                         if e is not None:
-                            r.read_chunk(e, f"{kind} chunk at {e[0]}")
+                            r.read_chunk(e, f"{a.file}: {kind} chunk at {e[0]}")
             size = r.size
         if a.json:
             print(json.dumps(h, indent=1))

@@ -273,10 +273,11 @@ class ContainerReader:
         return header
 
     def read_chunk(self, entry, what: str) -> bytes:
+        """One chunk, CRC-checked; `what` names it in errors, file first (the decoders' errors share it)."""
         off, length, crc = entry
         data = self._pread(off, length)
         if zlib.crc32(data) != crc:
-            raise self._fail(f"{what}: chunk checksum mismatch (file corrupted)")
+            raise ContainerFormatError(f"{what}: chunk checksum mismatch (file corrupted)")
         return data
 
     def verify(self) -> None:

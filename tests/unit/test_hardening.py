@@ -414,6 +414,19 @@ def test_a_fifo_given_as_the_compressed_file_is_refused_not_waited_on(tmp_path, 
     assert "not a regular file" in _one_error_line(r.stderr)
 
 
+def test_a_damaged_chunk_names_the_file_once(scene, tiny_bundle, tmp_path):
+    src, sarc = scene
+    bad = tmp_path / "bad.sarc"
+    raw = bytearray(sarc.read_bytes())
+    off = read_header(sarc)["chunks"]["latent"][0][0]
+    raw[off + 1] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    with CompressedRaster(bad, model_dirs=[tiny_bundle], device="cpu") as cr:  # a window read: no full SHA check
+        with pytest.raises(ContainerFormatError, match="checksum mismatch") as err:
+            cr.read((0, 0, 8, 8))
+    assert str(err.value).count(str(bad)) == 1, err.value
+
+
 def test_nodata_does_not_decide_the_domain(tmp_path, tiny_bundle):
     lin = np.random.default_rng(2).gamma(1.0, 0.05, (1, 64, 64)).astype(np.float32)
     lin[:, :32] = -9999.0
