@@ -693,8 +693,9 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
     started = time.time()
     out = check_output_path(output_path, inputs=(input_path,), no_clobber=no_clobber)
     remove_stale_partials(out, older_than=started)
-    if Path(out).suffix.lower() == ".sarc":
-        raise OutputPathError(f"{out}: reconstruction output must be a GeoTIFF, not .sarc")
+    if Path(out).suffix.lower() not in ("", ".tif", ".tiff"):  # a .png or .jp2 name would hold a GeoTIFF
+        raise OutputPathError(f"{out}: the reconstruction is written as a GeoTIFF; name it .tif, not "
+                              f"{Path(out).suffix}")
     with CompressedRaster(input_path, model_dirs=model_dirs, device=device, verify=window is None) as cr:
         h = cr.info["raster"]
         win = (0, 0, cr.width, cr.height) if window is None else _check_window(window, cr.width, cr.height,

@@ -427,6 +427,14 @@ def test_a_damaged_chunk_names_the_file_once(scene, tiny_bundle, tmp_path):
     assert str(err.value).count(str(bad)) == 1, err.value
 
 
+@pytest.mark.parametrize("name", ["r.png", "r.sarc", "r.jp2"])
+def test_a_reconstruction_named_for_another_format_is_refused(scene, tiny_bundle, tmp_path, name, capsys):
+    assert cli.reconstruct_main([str(scene[1]), str(tmp_path / name), "--model-dir", str(tiny_bundle),
+                                 "--device", "cpu", "-q"]) == 2
+    assert "GeoTIFF" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / name).exists()
+
+
 def test_nodata_does_not_decide_the_domain(tmp_path, tiny_bundle):
     lin = np.random.default_rng(2).gamma(1.0, 0.05, (1, 64, 64)).astype(np.float32)
     lin[:, :32] = -9999.0
