@@ -338,6 +338,8 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
             return d
         log.warning("%s: manifest names decoder %s but the file does not match", d, want[:12])
     label = f"model {model_name!r} " if model_name else "model "
+    missing = [str(d) for d in search_dirs if d is not None and not Path(d).exists()]
     raise ModelMismatchError(f"{label}with decoder SHA-256 {want} is needed but was not found in "
-                             f"{', '.join(seen) if seen else 'any model folder searched'}; pass its folder "
+                             f"{', '.join(seen) if seen else 'any model folder searched'}"
+                             f"{'; no such folder: ' + ', '.join(missing) if missing else ''}; pass its folder "
                              "with --model-dir / model_dirs")

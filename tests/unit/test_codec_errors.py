@@ -132,6 +132,7 @@ def test_decoder_model_missing_or_different(small, tmp_path, tiny_bundle):
         with pytest.raises(ModelMismatchError, match=need) as ei:
             reconstruct(sarc, out, model_dirs=dirs, device="cpu")
         assert "tiny" in str(ei.value)
+        assert ("no such folder" in str(ei.value)) == (dirs == [tmp_path / "nowhere"])  # a mistyped --model-dir
         assert not out.exists()
     assert cli.reconstruct_main([str(sarc), str(tmp_path / "o.tif"), "--model-dir", str(other), "-q"]) == 2
 
