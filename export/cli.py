@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import ExportError, export_bundle
+from export.onnx_export import ExportError, check_out_dir, export_bundle
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.checkpoint import load_model, training_totals
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_out_dir(args.outdir, args.checkpoint)  # seconds of work would otherwise end in a traceback
         model, ckpt = load_model(args.checkpoint)
         paths = args.calibration or _default_calibration_paths(ckpt)
         if not paths:

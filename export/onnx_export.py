@@ -23,6 +23,7 @@ import torch
 from export.decoder_reach import decoder_reach
 from export.distortion_weights import manifest_entry
 from export.subpixel import with_subpixel_convolutions
+from trainer.reporting import writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,61 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
+def _foreign_entries(folder: Path) -> list[str]:
+    """What replacing `folder` would lose: all it holds, unless it is a model bundle as this tool writes them
+    (a manifest.json of this format and the files it lists, nothing else)."""
+    names = sorted(p.name for p in folder.iterdir())
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        ours = manifest["format"] == BUNDLE_FORMAT
+        listed = {"manifest.json", *(str(f["path"]) for f in manifest["files"].values())} if ours else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = set()
+    return [n for n in names if n not in listed]
+
+
+def _refuse_unsafe_out_dir(out_dir: Path, checkpoint: Path | None = None) -> None:
+    """The bundle replaces `out_dir` as a whole: it must be new, empty or a bundle, and not hold the input."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ExportError(f"{out_dir}: exists and is not a folder; choose another OUTDIR")
+    if checkpoint is not None and out_dir.resolve() in Path(checkpoint).resolve().parents:
+        raise ExportError(f"{out_dir}: holds the input checkpoint {checkpoint}; choose another OUTDIR")
+    foreign = _foreign_entries(out_dir) if out_dir.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ExportError(f"{out_dir}: exists and is not a model bundle to replace (it holds {shown}); "
+                          f"choose another OUTDIR")
+
+
+def check_out_dir(out_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """`out_dir` as an absolute path, refused in one line before any work if the export could not write it or
+    would lose something there (a file, other data, the input `checkpoint`)."""
+    out_dir = Path(os.path.abspath(out_dir))  # "" and "." name the current folder, whose parent is not "."
+    _refuse_unsafe_out_dir(out_dir, None if checkpoint is None else Path(checkpoint))
+    writable_folder(out_dir.parent)  # the bundle is assembled beside out_dir, then moved into place
+    return out_dir
+
+
+def _swap_in(work: Path, out_dir: Path) -> None:
+    """Move the finished bundle to `out_dir`. A bundle already there is set aside and removed only once the
+    new one is in place; the folder is checked again first, as it may have changed during the export."""
+    _refuse_unsafe_out_dir(out_dir)
+    work.chmod(0o755)  # mkdtemp makes it private; a bundle is shared with every user of the plugin
+    if not out_dir.exists():
+        os.replace(work, out_dir)
+        return
+    log.info("replacing the model bundle in %s", out_dir)
+    aside = Path(tempfile.mkdtemp(prefix=".export-old-", dir=out_dir.parent))
+    os.replace(out_dir, aside / out_dir.name)
+    try:
+        os.replace(work, out_dir)
+    except OSError:
+        os.replace(aside / out_dir.name, out_dir)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside)
+
+
 def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, variant: str,
                   preprocessing: dict, calibration_tiles: np.ndarray, halo: int = 32,
                   default_quality: float | None = None, training: dict | None = None,
@@ -108,8 +164,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     folder and moved into place only once every check passed. `default_quality` (a float level; default the
     middle of the trained range) is what the codec uses when the user names no quality or target.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out_dir(out_dir)
     tiles = np.ascontiguousarray(calibration_tiles, dtype=np.float32)
     if tiles.ndim != 4 or tiles.shape[1] != 1 or tiles.shape[2] % 64 or tiles.shape[3] % 64:
         raise ExportError(f"calibration tiles must be (N,1,H,W) with H, W multiples of 64, got {tiles.shape}")
@@ -174,10 +229,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
         rounding = manifest_entry(lambda y: dec_session.run(None, {"y": y})[0], latents)
         manifest = dict(info, files=files, parity=parity, hyperprior=hyperprior, rounding=rounding)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.chmod(0o755)  # mkdtemp makes it private; a bundle is shared with every user of the plugin
-        os.replace(work, out_dir)
+        _swap_in(work, out_dir)
         return manifest
     finally:
         if work.exists():

@@ -10,6 +10,7 @@ from pathlib import Path
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.config import TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
+from trainer.reporting import writable_folder
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
             cli_values["data"] = str(DEFAULT_MANIFEST)
         cfg = resolve(file_values, cli_values)
+        writable_folder(cfg.out)  # an unusable --out fails here, before the data and the model load
         from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
 
         given = set(file_values) | {k for k, v in cli_values.items() if v is not None}

@@ -4,7 +4,6 @@ entropy coding, outlier coding and tiling included, unlike the float PyTorch fig
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruc
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.evaluation import aggregate, band_quality
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader
+from sar_compress_plugin.core.runtime import load_manifest
 from trainer.data import SKIPPED_DOMAINS, discover
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: s
                     quality: float | None = None, tile_size: int = 512, device: str = "cpu") -> dict:
     """A bundle on its training run's validation scenes (or the named ones), through the codec."""
     bundle = Path(bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = load_manifest(bundle, verify=False)  # the codec verifies the files when it loads them
     summary = manifest.get("training", {}).get("data_summary", {})
     data = Path(data or summary.get("data", ""))
     wanted = set(scenes or summary.get("val_scenes", []))
@@ -67,7 +67,7 @@ def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: s
     files = [(p, e) for p, e in discover(data) if p.name in wanted
              and str(e.get("value_domain", "")).lower() not in SKIPPED_DOMAINS]
     if not files:
-        raise SarCompressError(f"none of the validation scenes {sorted(wanted)} found under {data}")
+        raise SarCompressError(f"none of the scenes {sorted(wanted)} found under {data}")
     per_file, rows = [], []
     with tempfile.TemporaryDirectory(prefix="sar-eval-") as tmp:
         for path, entry in files:

@@ -7,6 +7,7 @@ either.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
+        self._check_types()
         if self.patch_size % 64 or self.patch_size < 64:
             raise ConfigError(f"patch_size must be a positive multiple of 64 (the hyperprior's grid), "
                               f"got {self.patch_size}")
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ConfigError("batch_size and epochs must be >= 1")
         if not 0 < self.data_fraction <= 1:
             raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         lambdas = [float(v) for v in self.lambdas]
         if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
             raise ConfigError(f"lambdas must be positive and strictly increasing, got {self.lambdas}")
@@ -90,6 +94,16 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self
 
+    def _check_types(self) -> None:
+        """A YAML file can give an option any type ("x" for batch_size): name it in one line before a range
+        check below fails with a TypeError."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind, _, optional = str(f.type).partition(" | ")
+            if not (value is None and optional) and not _has_kind(kind, value):
+                raise ConfigError(f"{f.name} must be {_KIND_TEXT[kind]}{' or null' if optional else ''}, "
+                                  f"got {value!r}")
+
     def lr_at(self, step: int) -> float:
         """The learning rate for optimiser step `step` (a resumed run may change the schedule)."""
         if self.lr_drop_step is not None and step >= self.lr_drop_step:
@@ -100,11 +114,33 @@ class TrainConfig:
         return asdict(self)
 
 
+_KIND_TEXT = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+              "list[float]": "a list of numbers"}
+
+
+def _has_kind(kind: str, value) -> bool:
+    """Whether `value` is of TrainConfig's annotated `kind`: an int is a float, a bool is not a number."""
+    if kind == "list[float]":
+        return isinstance(value, (list, tuple)) and all(_has_kind("float", v) for v in value)
+    if kind in ("bool", "str"):
+        return isinstance(value, bool if kind == "bool" else str)
+    return not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `lr: 2e-4` (no dot) as a string; every ML config writes it so, and YAML 1.2 says float."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def read_config_file(path: str | Path) -> dict:
     """Keys of a YAML (or JSON) file; unknown keys are an error so typos do not pass silently."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_ConfigLoader) or {}  # noqa: S506 (a SafeLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

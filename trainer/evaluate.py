@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,8 +25,10 @@ from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
 from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
+from sar_compress_plugin.core.runtime import load_manifest
 from trainer.checkpoint import load_model, training_totals
 from trainer.data import RawPlane, build_datasets
+from trainer.reporting import writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +217,37 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
     return doc
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the work starts: a wrong --device, --out, --bundle or --scenes
+    would otherwise end a long evaluation with a traceback."""
+    if args.checkpoints:
+        check_torch_device(args.device)
+    for bundle in args.bundle:
+        load_manifest(bundle, verify=False)
+    paths = [s for s in args.scenes or [] if Path(s).name != s]
+    if paths:
+        raise SarCompressError(f"--scenes takes scene file names under the data location, not paths: "
+                               f"{paths[0]}")
+    writable_folder(args.out)
+
+
+def check_torch_device(name: str) -> None:
+    """The device of the PyTorch path (the codec path checks its own): torch meets a typo or a CPU-only build
+    with a traceback, after the data has loaded."""
+    if name not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise SarCompressError(f"--device must be cpu or cuda, got {name!r}")
+    if name != "cpu" and not torch.cuda.is_available():
+        raise SarCompressError(f"--device {name}: this torch has no CUDA device")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sar-eval", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (best.pth of each run)")
     p.add_argument("--bundle", nargs="+", default=[], help="exported model bundles: evaluate through the real codec")
-    p.add_argument("--scenes", nargs="+", default=None, help="with --bundle: scene files to use instead of the "
-                   "bundle's validation scenes")
+    p.add_argument("--scenes", nargs="+", default=None,
+                   help="with --bundle: names of scene files under the data location (--data or the bundle's "
+                        "training data), e.g. s1_iw_grd_berlin_512.tif, to use instead of its validation scenes")
     p.add_argument("--quality", type=float, default=None,
                    help="with --bundle: codec quality (0 to the model's top level) [the bundle's default]")
     p.add_argument("--out", default="runs/eval", help="folder for results.json, results.md and panels")
@@ -232,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give checkpoints and/or --bundle folders")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_arguments(args)
         if args.checkpoints:
             doc = evaluate_checkpoints(args.checkpoints, args.out, args.data, args.device, args.max_planes)
             print(markdown_table(doc["results"]), end="")

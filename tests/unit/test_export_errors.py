@@ -1,0 +1,89 @@
+"""sar-export refuses an unusable or unsafe OUTDIR in one line before any work, and never deletes what it did
+not write: the bundle replaces OUTDIR as a whole, so OUTDIR must be new, empty or a bundle of its own."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.cli import main as export_main
+from sar_compress_plugin.core.preprocessing import PreprocessingParams
+from trainer.checkpoint import make_checkpoint, save_checkpoint
+from trainer.registry import create_model
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sar_compress_plugin" / "sample_data"
+SCENE = SAMPLES / "s1_iw_grd_frankfurt_512.tif"
+
+
+def _checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[],
+                                    preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                                    config={}, data_summary={}), path)
+    return path
+
+
+def _export(ckpt: Path, out: Path | str) -> int:
+    return export_main([str(ckpt), str(out), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "1"])
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_outdir_holding_the_input_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "w" / "sub").mkdir(parents=True)
+    ckpt = _checkpoint(tmp_path / "w" / "best.pth")
+    before = ckpt.read_bytes()
+    assert _export(ckpt, tmp_path / "w") == 2
+    assert "holds the input checkpoint" in _one_error_line(capsys)
+    assert ckpt.read_bytes() == before and (tmp_path / "w" / "sub").is_dir()
+
+
+@pytest.mark.parametrize("outdir", ["", ".", "here"])
+def test_a_folder_with_other_files_is_refused(tmp_path, capsys, monkeypatch, outdir):
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "notes.txt").write_text("mine")
+    monkeypatch.chdir(here if outdir != "here" else tmp_path)
+    assert _export(ckpt, outdir) == 2
+    assert "is not a model bundle to replace (it holds notes.txt)" in _one_error_line(capsys)
+    assert (here / "notes.txt").read_text() == "mine"
+
+
+def test_an_existing_file_or_unwritable_place_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    monkeypatch.setattr("export.cli.load_model", lambda *a, **k: pytest.fail("work started"))
+    cases = [(afile, "exists and is not a folder"), (afile / "x", "afile: exists and is not a folder")]
+    if os.path.isdir("/proc/self"):  # Linux: a folder nothing can be created in
+        cases.append((Path("/proc/x"), "cannot write there"))
+    for outdir, message in cases:
+        assert _export(ckpt, outdir) == 2
+        assert message in _one_error_line(capsys)
+    assert afile.read_text() == "keep"
+
+
+def test_a_bundle_is_replaced_but_not_one_holding_other_files(tmp_path, capsys, caplog):
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    out = tmp_path / "bundle"
+    assert _export(ckpt, out) == 0
+    first = json.loads((out / "manifest.json").read_text())
+    capsys.readouterr()
+    with caplog.at_level("INFO"):
+        assert _export(ckpt, out) == 0
+    assert "replacing the model bundle" in caplog.text
+    assert json.loads((out / "manifest.json").read_text())["files"] == first["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "c.pth"]  # no work or aside folders left
+    capsys.readouterr()
+    (out / "my_notes.txt").write_text("mine")
+    assert _export(ckpt, out) == 2
+    assert "it holds my_notes.txt" in _one_error_line(capsys)
+    assert (out / "my_notes.txt").exists() and (out / "manifest.json").exists()

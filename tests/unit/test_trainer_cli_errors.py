@@ -1,0 +1,121 @@
+"""sar-train and sar-eval: bad input (checkpoint, --out, --bundle, --device, --scenes, config values) gives
+one error line and exit 2, checked before the work starts; a damaged checkpoint is refused, not loaded."""
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from sar_compress_plugin.core.preprocessing import PreprocessingParams
+from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from trainer.cli import main as train_main
+from trainer.config import ConfigError, resolve
+from trainer.evaluate import main as eval_main
+from trainer.registry import create_model
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sar_compress_plugin" / "sample_data"
+SCENE = SAMPLES / "s1_iw_grd_frankfurt_512.tif"
+HAS_PROC = os.path.isdir("/proc/self")
+
+
+def _checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[],
+                                    preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                                    config={"data": str(SCENE)}, data_summary={}), path)
+    return path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _unusable_outs(tmp_path: Path) -> list[tuple[Path, str]]:
+    """An existing file, a folder under a file and (on Linux) a folder /proc cannot hold."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    return [(afile, "exists and is not a folder"), (afile / "sub", "cannot write there (Not a directory)"),
+            *([(Path("/proc/out"), "cannot write there")] if HAS_PROC else [])]
+
+
+def test_empty_checkpoint_is_one_clear_line(tmp_path, capsys):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert eval_main([str(empty), "--out", str(tmp_path / "ev")]) == 2
+    assert "empty.pth: not a checkpoint: empty file" in _one_error_line(capsys)
+    assert train_main(["--resume", str(empty), "--data", str(SCENE), "--out", str(tmp_path / "tr")]) == 2
+    assert "empty.pth: not a checkpoint: empty file" in _one_error_line(capsys)
+
+
+def test_damaged_checkpoint_is_refused_by_its_checksums(tmp_path, capsys):
+    path = _checkpoint(tmp_path / "best.pth")
+    with zipfile.ZipFile(path) as archive:
+        record = max(archive.infolist(), key=lambda r: r.file_size)  # a tensor's bytes
+    data = bytearray(path.read_bytes())
+    start = record.header_offset + 30 + len(record.filename.encode()) + 64  # inside the record's data
+    data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="best.pth: damaged checkpoint"):
+        load_checkpoint(path)
+    assert eval_main([str(path), "--out", str(tmp_path / "ev")]) == 2
+    assert "damaged checkpoint" in _one_error_line(capsys)
+
+
+def test_sar_eval_checks_its_arguments_before_the_work(tmp_path, capsys, monkeypatch):
+    ckpt = _checkpoint(tmp_path / "best.pth")
+    for out, message in _unusable_outs(tmp_path):
+        assert eval_main([str(ckpt), "--out", str(out)]) == 2
+        assert message in _one_error_line(capsys)
+    (tmp_path / "not_a_bundle").mkdir()
+    for bundle in (tmp_path / "absent", tmp_path / "not_a_bundle"):
+        assert eval_main(["--bundle", str(bundle), "--out", str(tmp_path / "ev")]) == 2
+        assert "not a model bundle (no manifest.json)" in _one_error_line(capsys)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for device, message in (("foo", "--device must be cpu or cuda, got 'foo'"),
+                            ("cuda", "--device cuda: this torch has no CUDA device")):
+        assert eval_main([str(ckpt), "--device", device, "--out", str(tmp_path / "ev")]) == 2
+        assert message in _one_error_line(capsys)
+
+
+def test_sar_eval_scenes_are_names_not_paths(tmp_path, capsys, tiny_bundle):
+    rc = eval_main(["--bundle", str(tiny_bundle), "--scenes", str(SCENE), "--out", str(tmp_path / "ev")])
+    assert rc == 2
+    assert "--scenes takes scene file names" in _one_error_line(capsys)
+
+
+def test_sar_train_refuses_an_unusable_out_folder(tmp_path, capsys):
+    for out, message in _unusable_outs(tmp_path):
+        assert train_main(["--data", str(SCENE), "--out", str(out), "--device", "cpu"]) == 2
+        assert message in _one_error_line(capsys)
+
+
+def test_config_values_of_the_wrong_type_or_range_are_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text('batch_size: "x"\n')
+    assert train_main(["--config", str(config), "--data", str(SCENE), "--out", str(tmp_path / "tr")]) == 2
+    assert "batch_size must be an integer, got 'x'" in _one_error_line(capsys)
+    for values, message in (({"val_fraction": 1.5}, "val_fraction must be in"),
+                            ({"val_fraction": 0}, "val_fraction must be in"),
+                            ({"lambdas": [0.01, "a"]}, "lambdas must be a list of numbers"),
+                            ({"amp": "yes"}, "amp must be true or false"),
+                            ({"epochs": True}, "epochs must be an integer"),
+                            ({"max_minutes": "10"}, "max_minutes must be a number or null")):
+        with pytest.raises(ConfigError, match=message):
+            resolve(values, {})
+    assert resolve({"max_minutes": None, "lr": 1, "lambdas": [1, 2]}, {}).lr == 1  # an int is a number
+
+
+def test_exponents_without_a_dot_are_numbers_in_a_config_file(tmp_path):
+    """YAML 1.1 reads `lr: 2e-4` as a string; written so in most configs, it must still be a number."""
+    from trainer.config import read_config_file  # noqa: PLC0415
+
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 2e-4\nlambdas: [1e-3, 2.5E-2, 0.08]\ncheckpoint_minutes: 5\n")
+    values = read_config_file(config)
+    assert values == {"lr": 2e-4, "lambdas": [1e-3, 2.5e-2, 0.08], "checkpoint_minutes": 5}
+    assert resolve(values, {}).lr == 2e-4
