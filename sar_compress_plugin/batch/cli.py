@@ -1,25 +1,60 @@
 """sar-compress-batch, sar-reconstruct-batch: many scenes, one command, on dask.distributed.
 
 Exit status: 0 when every input was done or skipped, 1 when any failed (the report says which and why),
-2 when the batch could not run at all (output folder, scheduler), 130 on Ctrl-C (the report is still written,
-unfinished scenes marked cancelled, and no partial file is left under a final name).
+2 when the batch could not run at all (output or report folder not writable, bad cluster options, scheduler)
+or its report could not be written, 130 on Ctrl-C and 143 on SIGTERM (the report is still written, unfinished
+scenes marked cancelled, and no partial file is left under a final name). Each of these ends with one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import signal
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, _parser
+from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, _parser, _Terminated
 from ..core.codec import CompressOptions
-from .engine import ClusterOptions, open_client, run_jobs
+from .engine import CANCELLED, ClusterError, ClusterOptions, open_client, pending_records, run_jobs
 from .inputs import expand_inputs
 from .report import summarise, write_report
-from .tasks import FAILED, compress_scene, reconstruct_scene
+from .tasks import FAILED, compress_scene, published_late, reconstruct_scene
 
 EXIT_SOME_FAILED = 1
 RASTER_SUFFIXES = (".tif", ".tiff")
+#: The smallest --memory-limit taken; dask reads "" as 1 byte, and a worker cannot even start in a few KB.
+MIN_MEMORY = 2**20
+
+
+def _count(text: str) -> int:
+    """argparse type of --workers and --threads: 0 workers silently meant the default, and 0 threads ran."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def _memory(text: str) -> int:
+    """argparse type of --memory-limit, so a typo stops the batch before any work, not as a traceback from
+    inside LocalCluster."""
+    from dask.utils import parse_bytes  # noqa: PLC0415
+
+    try:
+        n = parse_bytes(text)
+    except ValueError:
+        n = 0
+    if n < MIN_MEMORY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of memory of at least 1MiB, e.g. 2GB")
+    return n
 
 
 def _common(p, what: str) -> None:
@@ -35,51 +70,120 @@ def _common(p, what: str) -> None:
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
-    c.add_argument("--workers", type=int, default=None,
+    c.add_argument("--workers", type=_count, default=None,
                    help="LocalCluster worker processes (default: cores // --threads)")
-    c.add_argument("--threads", type=int, default=1, help="onnxruntime and BLAS threads per worker")
-    c.add_argument("--memory-limit", default=None,
+    c.add_argument("--threads", type=_count, default=1, help="onnxruntime and BLAS threads per worker")
+    c.add_argument("--memory-limit", type=_memory, default=None,
                    help="LocalCluster memory limit per worker, e.g. 2GB (default: machine memory / workers)")
     c.add_argument("--dashboard-address", default=":8787", help="LocalCluster dashboard address")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int:
-    out = Path(a.out)
+def _unwritable(folder: Path) -> str:
+    """Why no file can be made in `folder` (created when missing), or "". Tried with a real file: permission
+    bits do not tell (root ignores them, an immutable folder or /proc does not), and the report used to fail
+    only after every scene had run."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix="."):
+            pass
     except OSError as exc:
-        print(f"error: {out}: cannot create the output folder ({exc.strerror or exc})", file=sys.stderr)
-        return EXIT_ERROR
-    jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
+        return exc.strerror or str(exc)
+    return ""
+
+
+def _on_signal(signum, _frame):
+    """Ctrl-C or SIGTERM: KeyboardInterrupt (or its SIGTERM kind) in the main thread, wherever it waits. Inside
+    dask's sync() that makes the loop log a NameError traceback (distributed 2026.8: its cancel callback reads a
+    variable not yet set); what the loop logs once the user asked to stop is noise, so it is quietened first."""
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def _signals_as_interrupt():
+    """SIGINT and SIGTERM (kill, a job scheduler's stop) both end the batch the same way: cancelled scenes, a
+    report, one line; SIGTERM used to end the client silently with no report. Only the main thread may set
+    handlers, so a batch run in another thread (tests) keeps the defaults."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    tornado = logging.getLogger("tornado.application")
+    level = tornado.level
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}  # `batch &` in a script: SIGINT stays ignored
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        tornado.setLevel(level)
+
+
+def _execute(name: str, a, jobs, fn, kwargs: dict):
+    """(records, workers, interrupt or None) of running `jobs` on the cluster. An interrupt while the cluster
+    starts or closes still leaves a record per job, so what finished is reported; no cluster is started when
+    no input could be resolved."""
+    started = time.time()
+    records, workers, interrupt = pending_records(jobs), 0, None
+    if all(j.error for j in jobs):
+        return records, workers, interrupt
     cluster = ClusterOptions(scheduler=a.scheduler, workers=a.workers, threads=a.threads,
                              memory_limit=a.memory_limit, dashboard_address=a.dashboard_address)
-    t0 = time.perf_counter()
     try:
         with open_client(cluster) as client:
             workers = len(client.scheduler_info()["workers"])
             print(f"{name}: {len(jobs)} inputs on {workers} workers ({cluster.threads} threads each); "
                   f"dashboard {client.dashboard_link}", file=sys.stderr)
-            records, interrupted = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet)
-    except OSError as exc:  # scheduler unreachable, ports: nothing ran, nothing to report
-        print(f"error: cannot start or reach the dask cluster ({' '.join(str(exc).split())})", file=sys.stderr)
+            records, interrupt = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet)
+    except KeyboardInterrupt as exc:
+        interrupt = exc
+    if interrupt is not None:  # the workers are stopped now: nothing more can be published
+        records = [published_late(r, started) if r["status"] == CANCELLED else r for r in records]
+    return records, workers, interrupt
+
+
+def _finish(name: str, a, report: Path, records: list[dict], seconds: float, workers: int,
+            interrupt) -> int:
+    """Write the report, print the failures and one summary line; the exit status."""
+    summary = summarise(records, seconds)
+    counts = ", ".join(f"{summary[s]} {s}" for s in ("ok", "skipped", "failed", "cancelled") if s in summary)
+    try:
+        paths = write_report(report, name, records, summary, {"workers": workers, "arguments": vars(a)})
+    except OSError as exc:
+        print(f"error: cannot write the report {report.with_suffix('.json')} and .csv ({exc.strerror or exc}); "
+              f"inputs: {counts} of {len(records)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:  # before any scene was submitted (while the cluster started)
-        print("interrupted: nothing was run", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    summary = summarise(records, time.perf_counter() - t0)
-    run = {"workers": workers, "arguments": vars(a)}
-    paths = write_report(a.report or out / f"{name}-report", name, records, summary, run)
     for r in records:
         if r["status"] == FAILED:
             err = r["error"]
             print(f"failed: {err}" if err.startswith(r["input"]) else f"failed: {r['input']}: {err}", file=sys.stderr)
-    counts = ", ".join(f"{summary.get(s, 0)} {s}" for s in ("ok", "skipped", "failed", "cancelled") if s in summary)
-    print(f"{name}: {counts} of {len(records)} inputs in {summary['wall_seconds']:.1f} s; report "
-          f"{paths[0]} and {paths[1]}")
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
+    line = f"{name}: {counts} of {len(records)} inputs in {seconds:.1f} s; report {paths[0]} and {paths[1]}"
+    if interrupt is None:
+        print(line)
+        return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
+    terminated = isinstance(interrupt, _Terminated)
+    print(f"{'terminated' if terminated else 'interrupted'}: {line}", file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED
+
+
+def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int:
+    out = Path(a.out)
+    report = Path(a.report) if a.report else out / f"{name}-report"
+    for folder, what in ((out, "outputs"), (report.parent, "the report")):
+        why = _unwritable(folder)
+        if why:
+            print(f"error: {folder}: cannot write {what} there ({why})", file=sys.stderr)
+            return EXIT_ERROR
+    jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
+    t0 = time.perf_counter()
+    with _signals_as_interrupt():
+        try:
+            records, workers, interrupt = _execute(name, a, jobs, fn, kwargs)
+        except ClusterError as exc:  # nothing ran, nothing to report
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    return _finish(name, a, report, records, time.perf_counter() - t0, workers, interrupt)
 
 
 def compress_batch_main(argv=None) -> int:

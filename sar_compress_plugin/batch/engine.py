@@ -38,24 +38,49 @@ class ClusterOptions:
     dashboard_address: str | None = ":8787"
 
 
-@contextmanager
-def open_client(opts: ClusterOptions):
-    """A connected dask Client; a LocalCluster we started is closed (workers stopped) on the way out."""
-    from dask.distributed import Client, LocalCluster  # noqa: PLC0415
+class ClusterError(Exception):
+    """The cluster could not be started or reached; the message names the options that decided it."""
 
-    if opts.scheduler:
-        with Client(opts.scheduler, timeout="30s") as client:
-            yield client
-        return
+
+def _start(what: str, start):
+    """start(), or ClusterError(what: why) in one line instead of dask's traceback of up to 50 lines."""
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001  dask raises RuntimeError, OSError, ValueError, TimeoutError...
+        # LocalCluster wraps the reason (a port taken, an unknown address) in "Cluster failed to start"
+        why = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc
+        raise ClusterError(f"{what}: {' '.join(str(why).split())}") from exc
+
+
+def _local_cluster(opts: ClusterOptions):
+    """A started LocalCluster sized as the module docstring says; its workers ignore SIGINT (worker_setup.py)."""
     import psutil  # noqa: PLC0415  (a dependency of distributed)
+    from dask.distributed import LocalCluster  # noqa: PLC0415
+    from dask.utils import format_bytes  # noqa: PLC0415
 
     threads = max(1, int(opts.threads))
     n = opts.workers or max(1, machine_cores() // threads)
     memory = opts.memory_limit or psutil.virtual_memory().total // n
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory,
-                      env={k: str(threads) for k in THREAD_VARIABLES},
-                      dashboard_address=opts.dashboard_address, silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
+    what = (f"cannot start a dask LocalCluster (--workers {n}, --threads {threads}, --memory-limit "
+            f"{memory if isinstance(memory, str) else format_bytes(memory)}, "
+            f"--dashboard-address {opts.dashboard_address})")
+    return _start(what, lambda: LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory,
+        env={k: str(threads) for k in THREAD_VARIABLES}, preload=[f"{__package__}.worker_setup"],
+        dashboard_address=opts.dashboard_address, silence_logs=logging.ERROR))
+
+
+@contextmanager
+def open_client(opts: ClusterOptions):
+    """A connected dask Client; a LocalCluster we started is closed (workers stopped) on the way out."""
+    from dask.distributed import Client  # noqa: PLC0415
+
+    if opts.scheduler:
+        with _start(f"cannot reach the dask scheduler at --scheduler {opts.scheduler}",
+                    lambda: Client(opts.scheduler, timeout="30s")) as client:
+            yield client
+        return
+    with _local_cluster(opts) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -66,44 +91,58 @@ def _size(path: str) -> int:
         return 0
 
 
-def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False) -> tuple[list[dict], bool]:
-    """Run `fn(job, **kwargs)` as one task per job; (records in job order, interrupted by Ctrl-C).
+def pending_records(jobs: list[Job]) -> list[dict]:
+    """The report before any task ran: jobs that could not be resolved failed, the others cancelled, which is
+    what the report says of whatever an interrupt stops before it finishes."""
+    return [record(j) if j.error else
+            record(j, status=CANCELLED, error="batch interrupted before this scene finished") for j in jobs]
+
+
+def _result(fut, job: Job) -> dict:
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001  KilledWorker & co: the scene took its workers down
+        return record(job, error=f"worker lost while processing it ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:300]})")
+
+
+def run_jobs(client, fn, jobs: list[Job], kwargs: dict,
+             quiet: bool = False) -> tuple[list[dict], KeyboardInterrupt | None]:
+    """Run `fn(job, **kwargs)` as one task per job; (records in job order, the interrupt that stopped them or
+    None).
 
     Jobs that could not be resolved are reported without a task. Largest inputs are submitted first so a
     huge scene does not start last and hold up the end of the batch. A task whose worker dies is rerun by
     the scheduler elsewhere (up to distributed.scheduler.allowed-failures times); after that the scene is
-    reported failed and the rest go on.
+    reported failed and the rest go on. On an interrupt (SIGINT, or SIGTERM raised as one by the CLI) tasks
+    not yet finished are cancelled, and those finished but not yet collected still count as done.
     """
     from dask.distributed import as_completed  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    records: dict[int, dict] = {i: record(j) for i, j in enumerate(jobs) if j.error}
+    records = pending_records(jobs)
     todo = sorted((i for i, j in enumerate(jobs) if not j.error), key=lambda i: -_size(jobs[i].input))
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(fn, jobs[i], **kwargs, pure=False,
-                             key=f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}"): i for i in todo}
-    failed = len(records)
-    interrupted = False
-    bar = tqdm(total=len(futures), desc=fn.__name__.replace("_", " "), unit="scene", file=sys.stderr,
+    futures = {}
+    failed = sum(r["status"] == FAILED for r in records)
+    bar = tqdm(total=len(todo), desc=fn.__name__.replace("_", " "), unit="scene", file=sys.stderr,
                disable=quiet, dynamic_ncols=True)
     try:
+        for i in todo:
+            futures[client.submit(fn, jobs[i], **kwargs, pure=False,
+                                  key=f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}")] = i
         for fut in as_completed(futures):
             i = futures[fut]
-            try:
-                rec = fut.result()
-            except Exception as exc:  # noqa: BLE001  KilledWorker & co: the scene took its workers down
-                rec = record(jobs[i], error=f"worker lost while processing it ({type(exc).__name__}: "
-                                            f"{' '.join(str(exc).split())[:300]})")
-            records[i] = rec
-            failed += rec["status"] == FAILED
+            records[i] = _result(fut, jobs[i])
+            failed += records[i]["status"] == FAILED
             bar.set_postfix(failed=failed, refresh=False)
             bar.update()
-    except KeyboardInterrupt:
-        interrupted = True
-        client.cancel(list(futures))
-        for i in futures.values():
-            records.setdefault(i, record(jobs[i], status=CANCELLED,
-                                         error="batch interrupted before this scene finished"))
+        return records, None
+    except KeyboardInterrupt as interrupt:
+        client.cancel([f for f in futures if f.status != "finished"])
+        for fut, i in futures.items():
+            if fut.status == "finished" and records[i]["status"] == CANCELLED:
+                records[i] = _result(fut, jobs[i])
+        return records, interrupt
     finally:
         bar.close()
-    return [records[i] for i in range(len(jobs))], interrupted

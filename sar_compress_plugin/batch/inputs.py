@@ -92,18 +92,30 @@ class _Expander:
         if kind == "Feature":
             self._stac_item(doc, path)
         elif kind == "FeatureCollection":
-            for item in doc.get("features") or []:
-                self._stac_item(item, path)
+            self._stac_items(doc.get("features") or [], path)
         elif kind in ("Collection", "Catalog"):
-            for link in doc.get("links") or []:
-                if link.get("rel") in ("item", "child"):
-                    target = _local_path(str(link.get("href", "")), path.parent)
-                    if target is None or not target.is_file():
-                        self.fail(str(path), f"STAC link {link.get('href')!r} is not a local JSON file")
-                    else:
-                        self.stac(target, seen)
+            self._stac_links([link for link in doc.get("links") or [] if link.get("rel") in ("item", "child")],
+                             path, kind, seen)
         else:
             self.fail(str(path), f"JSON of type {kind!r} is not a STAC item, item collection, catalog or collection")
+
+    def _stac_items(self, items: list, path: Path) -> None:
+        """An empty item collection fails like an empty folder: it used to give "0 inputs" and exit 0."""
+        if not items:
+            self.fail(str(path), "STAC item collection has no items")
+        for item in items:
+            self._stac_item(item, path)
+
+    def _stac_links(self, links: list, path: Path, kind: str, seen: set) -> None:
+        """The item and child links of a catalog or collection; one without any fails like an empty folder."""
+        if not links:
+            self.fail(str(path), f"STAC {kind.lower()} has no item or child links")
+        for link in links:
+            target = _local_path(str(link.get("href", "")), path.parent)
+            if target is None or not target.is_file():
+                self.fail(str(path), f"STAC link {link.get('href')!r} is not a local JSON file")
+            else:
+                self.stac(target, seen)
 
     def _stac_item(self, item: dict, path: Path) -> None:
         item_id = str(item.get("id") or path.stem)

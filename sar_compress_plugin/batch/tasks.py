@@ -4,8 +4,9 @@ kill and rerun.
 * The output is written under a hidden temporary name beside it, checked, then renamed: a final name only ever
   holds a complete file that passed its checks, whatever happens to the worker.
 * An output that already exists, passes the same checks and was made with the model and quality asked for now
-  is skipped (a reconstruction: when not older than its .sarc), so a rerun does only what is missing, and a
-  rerun with another model or quality redoes everything.
+  from this input (a .sarc: the raster it describes is the input's and not older than it; a reconstruction: not
+  older than its .sarc) is skipped, so a rerun does only what is missing, and a rerun with another model or
+  quality, or over changed inputs, redoes them.
 * Temporaries left by an earlier attempt at the same output (a worker killed mid-task) are removed first.
 * A bad scene returns a failed record with one line saying why; it never raises, so the batch goes on.
 """
@@ -128,6 +129,39 @@ def _same_recipe(header: dict, options: CompressOptions) -> bool:
     return header["model"]["decoder_sha256"] == str(m["files"]["decoder"]["sha256"]).lower() and asked
 
 
+def _same_source(header: dict, out: Path, src: str) -> bool:
+    """The .sarc `out` was made from `src` as far as its header can tell: the same size, bands, type, grid, CRS
+    and dataset metadata, and `src` not modified since. The format has no field for a checksum of the source
+    (a new one would change the format), so an equal twin written before the output would pass; a different
+    scene under the same name (a copied or stale file) is compressed again instead of "skipped"."""
+    with RasterReader(src) as r:
+        i = r.info
+    ra = header["raster"]
+    made = (ra["width"], ra["height"], ra["band_count"], ra["dtype"], ra["crs_wkt"], list(ra["geotransform"]),
+            ra.get("metadata", dict(i.metadata)))  # files from before raster.metadata: not compared
+    return (made == (i.width, i.height, i.band_count, i.dtype, i.crs_wkt, list(i.geotransform), dict(i.metadata))
+            and Path(src).stat().st_mtime <= out.stat().st_mtime)
+
+
+def published_late(rec: dict, since: float) -> dict:
+    """The record of a scene an interrupt cancelled, or "ok" with its figures when its task (which cannot be
+    stopped mid-way) still published the output, after `since` (time.time()), while the workers were stopping:
+    the report must not call a file that is there cancelled. The file is complete, as anything under a final
+    name is."""
+    out = Path(rec["output"])
+    sarc = out if out.suffix == ".sarc" else Path(rec["input"])
+    try:
+        if out.stat().st_mtime < since:
+            return rec
+        with CompressedRaster(sarc) as cr:  # header only
+            header = cr.info
+        done = {**rec, "status": OK, "error": "", "bytes_in": Path(rec["input"]).stat().st_size,
+                "bytes_out": out.stat().st_size}
+        return _sized(done, header, sarc.stat().st_size)
+    except (OSError, SarCompressError):
+        return rec
+
+
 def compress_scene(job: Job, options: CompressOptions, verify: bool = False, threads: int = 1) -> dict:
     """Compress `job.input` to `job.output` (.sarc); `verify` decodes the new file before it is published."""
     t0 = time.perf_counter()
@@ -140,7 +174,7 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
         if out.is_file():
             try:
                 header = check_sarc(out, verify, model_dirs, options.device)
-                if _same_recipe(header, options):
+                if _same_recipe(header, options) and _same_source(header, out, job.input):
                     rec.update(status=SKIPPED, bytes_out=out.stat().st_size)
                     return _sized(rec, header, rec["bytes_out"])
             except SarCompressError:

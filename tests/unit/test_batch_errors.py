@@ -1,0 +1,198 @@
+"""sar-compress-batch / sar-reconstruct-batch on bad input and interrupts: one line on stderr, no traceback, a
+non-zero exit, the report written with what finished, and no stale output taken for a new one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sar_compress_plugin.batch.cli import compress_batch_main, reconstruct_batch_main
+from sar_compress_plugin.batch.inputs import Job
+from sar_compress_plugin.batch.tasks import check_sarc, compress_scene
+from sar_compress_plugin.core.codec import CompressOptions, compress
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "sar_compress_plugin" / "sample_data" / "s1_iw_grd_frankfurt_512.tif"
+#: a scheduler nobody listens on: a check that ran only after the cluster started would report it instead
+NO_SCHEDULER = "tcp://127.0.0.1:1"
+
+
+def _scene(path: Path, size: int = 512, resampling: str = "near") -> Path:
+    """A real Sentinel-1 scene from the repository's sample, resampled by GDAL to `size` x `size`."""
+    from osgeo import gdal
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gdal.Translate(str(path), str(SAMPLE), width=size, height=size, resampleAlg=resampling)
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no file can be created in, even by root (chattr +i); skipped where neither works."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    immutable = False
+    try:
+        (d / "probe").touch()
+    except OSError:
+        pass
+    else:
+        (d / "probe").unlink()
+        immutable = subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode == 0
+        if not immutable:
+            pytest.skip("cannot make a read-only folder here (root without chattr)")
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    d.chmod(0o755)
+
+
+@pytest.mark.parametrize("main", [compress_batch_main, reconstruct_batch_main])
+def test_unwritable_output_or_report_stops_before_any_work(main, read_only_dir, tmp_path, capsys):
+    src = _scene(tmp_path / "in" / "a.tif")
+    before = src.read_bytes()
+    out = ["--out", str(tmp_path / "out")]
+    for extra in (["--out", str(read_only_dir)], [*out, "--report", str(read_only_dir / "rep")],
+                  [*out, "--report", "/proc/rep"]):
+        assert main([str(src), *extra, "--scheduler", NO_SCHEDULER, "-q"]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line.startswith("error: ") and "cannot write" in line and "scheduler" not in line
+    assert src.read_bytes() == before and not list((tmp_path / "out").glob("*"))
+
+
+def test_a_report_that_fails_late_is_one_line(tmp_path, capsys):
+    """The folder is writable but the report's own name is taken by a folder: found only when it is written."""
+    (tmp_path / "rep.json").mkdir()
+    argv = [str(tmp_path / "missing.tif"), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "rep"), "-q"]
+    assert compress_batch_main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: cannot write the report {tmp_path / 'rep.json'} and .csv (")
+    assert line.endswith("inputs: 1 failed of 1")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("option, value", [("--memory-limit", "foo"), ("--memory-limit", ""), ("--workers", "0"),
+                                           ("--threads", "0"), ("--workers", "-2")])
+def test_bad_cluster_options_are_refused_by_the_parser(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        compress_batch_main([str(SAMPLE), "--out", str(tmp_path / "out"), option, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"sar-compress-batch: error: argument {option}: ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_cluster_that_cannot_start_is_one_line_naming_the_options(tmp_path, capsys):
+    argv = [str(_scene(tmp_path / "a.tif")), "--out", str(tmp_path / "out"), "--workers", "1",
+            "--memory-limit", "1GiB", "--dashboard-address", "xyz", "-q"]
+    assert compress_batch_main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: cannot start a dask LocalCluster (--workers 1, --threads 1, --memory-limit "
+                           "1.00 GiB, --dashboard-address xyz): ")
+    assert not (tmp_path / "out" / "a.sarc").exists()
+
+
+@pytest.mark.parametrize("doc, why", [
+    ({"type": "Catalog", "id": "c", "links": [{"rel": "self", "href": "./cat.json"}]},
+     "STAC catalog has no item or child links"),
+    ({"type": "FeatureCollection", "features": []}, "STAC item collection has no items"),
+    (None, "folder has no .tif/.tiff files"),
+])
+def test_nothing_to_compress_exits_1_with_one_line(doc, why, tmp_path, capsys):
+    spec = tmp_path / "cat.json"
+    if doc is None:
+        spec = tmp_path / "empty"
+        spec.mkdir()
+    else:
+        spec.write_text(json.dumps(doc))
+    assert compress_batch_main([str(spec), "--out", str(tmp_path / "out"), "--scheduler", NO_SCHEDULER, "-q"]) == 1
+    assert _one_error_line(capsys.readouterr().err) == f"failed: {spec}: {why}"
+    report = json.loads((tmp_path / "out" / "sar-compress-batch-report.json").read_text())
+    assert report["summary"]["inputs"] == 1 and report["summary"]["failed"] == 1
+
+
+def test_resume_compresses_again_when_the_output_is_of_another_source(tiny_bundle, tmp_path):
+    """A .sarc under the output's name made from another scene, or before its input changed, is not skipped."""
+    opts = CompressOptions(model_dir=tiny_bundle)
+    src = _scene(tmp_path / "in" / "b3.tif", size=1024)
+    out = tmp_path / "out" / "b3.sarc"
+    out.parent.mkdir()
+    compress(SAMPLE, out, opts)  # a 512 x 512 scene's file, newer than the input: the audit's copied .sarc
+    rec = compress_scene(Job(str(src), str(out)), opts)
+    assert rec["status"] == "ok" and rec["pixels"] == 1024 * 1024
+    assert check_sarc(out, decode=False)["raster"]["width"] == 1024
+
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"  # same source: a resume
+    earlier = src.stat().st_mtime - 10
+    os.utime(out, (earlier, earlier))  # the input was replaced after its output was made
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "ok"
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"
+
+
+def _session_alive(sid: int) -> list[int]:
+    """Processes of session `sid` still running (zombies excluded: this container's init may not reap them)."""
+    alive = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(p.pid) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_scene_reports_what_finished_in_one_line(sig, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, workers included) or `kill -TERM <pid>` while a scene is being
+    written: one line, exit 130 / 143, the report lists every scene as done or cancelled, each done one has its
+    verified output, a cancelled one none, and no process is left behind."""
+    for i, resampling in enumerate(("near", "bilinear", "cubic")):
+        _scene(tmp_path / "in" / f"b{i}.tif", size=1024, resampling=resampling)
+    out = tmp_path / "out"
+    code = "import sys; from sar_compress_plugin.batch.cli import compress_batch_main as m; sys.exit(m())"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "in"), "--out", str(out), "--workers", "1",
+                             "--dashboard-address", ":0", "-q"], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 90
+    while not list(out.glob(".*.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 2, err  # the start line, then the summary
+    assert lines[1].startswith(f"{word}: sar-compress-batch: ")
+    scenes = json.loads((out / "sar-compress-batch-report.json").read_text())["scenes"]
+    done = [r for r in scenes if r["status"] == "ok"]
+    assert {r["status"] for r in scenes} <= {"ok", "cancelled"} and "cancelled" in lines[1]
+    assert (f"{len(done)} ok, " if done else f"{word}: sar-compress-batch: 3 cancelled") in lines[1]
+    for r in scenes:
+        assert Path(r["output"]).exists() == (r["status"] == "ok")
+    for r in done:
+        assert check_sarc(r["output"], decode=False)["raster"]["width"] == 1024
+    time.sleep(1)
+    assert _session_alive(proc.pid) == []
