@@ -28,6 +28,7 @@ from .qgis_io import (
     display_image_warning,
     find_original_layer,
     group_for_layer,
+    is_reconstruction,
     layer_file_path,
     style_db_grey,
     style_quality_layer,
@@ -174,7 +175,19 @@ class SarCompressPlugin:
         layer = view.currentLayer() if view is not None else None
         return layer or self.iface.activeLayer()
 
-    def _start(self, task: SarTask, done) -> SarTask:
+    def running_outputs(self) -> set[str]:
+        """Resolved paths that running tasks are writing (their files appear only when they finish)."""
+        return {str(Path(p).resolve()) for task in self.tasks.values() for p in task.outputs}
+
+    def _start(self, task: SarTask, done) -> SarTask | None:
+        """Run `task`, then `done(task, result)` in the main thread; refused (None) when a running task writes
+        one of its outputs: both would report success and one result would be lost."""
+        busy = self.running_outputs()
+        clash = next((p for p in task.outputs if str(Path(p).resolve()) in busy), None)
+        if clash is not None:
+            self.logger.warning(f"{clash} is already being written by a running task: wait for it to finish or "
+                                f"choose another output.")
+            return None
         key = id(task)
 
         def finished(result: TaskResult):
@@ -217,7 +230,7 @@ class SarCompressPlugin:
         from .core.codec import CompressOptions
 
         settings = PluginSettings.load()
-        output_path = output_path or default_compressed_path(input_path)
+        output_path = output_path or default_compressed_path(input_path, self.running_outputs())
         if ask:
             from .gui.dialogs import CompressDialog
 
@@ -257,7 +270,8 @@ class SarCompressPlugin:
 
         if not self._ensure_dependencies():  # the dialog reads the file's header for "Current map extent"
             return None
-        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow(), self.iface.mapCanvas())
+        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow(), self.iface.mapCanvas(),
+                                   taken=self.running_outputs())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData(),
@@ -280,7 +294,8 @@ class SarCompressPlugin:
         if not self._ensure_dependencies():
             return None
         settings = PluginSettings.load()
-        task = ReconstructTask(sarc_path, output_path or default_reconstruction_path(sarc_path),
+        output_path = output_path or default_reconstruction_path(sarc_path, self.running_outputs())
+        task = ReconstructTask(sarc_path, output_path,
                                model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device,
                                window=window)
         return self._start(task, functools.partial(self._reconstruct_done, str(sarc_path)))
@@ -315,11 +330,23 @@ class SarCompressPlugin:
             return None
         from .gui.dialogs import QualityMapsDialog
 
-        dialog = QualityMapsDialog(layer, self.guess_original(layer), self.iface.mainWindow())
+        dialog = QualityMapsDialog(*self.quality_roles(layer), self.iface.mainWindow())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        return self.quality_maps(layer, dialog.original_layer(), dialog.window_size(), dialog.value_domain(),
-                                 dialog.band_number())
+        return self.quality_maps(dialog.reconstruction_layer(), dialog.original_layer(), dialog.window_size(),
+                                 dialog.value_domain(), dialog.band_number())
+
+    def quality_roles(self, layer):
+        """(reconstruction, original) for the quality-maps dialog, from the layer the user right-clicked: it may be
+        either. None where a role cannot be told (the user chooses; a wrong guess would swap the two)."""
+        if is_reconstruction(layer):
+            return layer, self.guess_original(layer)
+        mine = [other for other in QgsProject.instance().mapLayers().values()
+                if other is not layer and isinstance(other, QgsRasterLayer) and is_reconstruction(other)
+                and self.guess_original(other) is layer]
+        if not mine:
+            return None, None
+        return (mine[0] if len(mine) == 1 else None), layer  # several reconstructions of it: the user picks one
 
     @staticmethod
     def guess_original(layer):
@@ -340,7 +367,7 @@ class SarCompressPlugin:
         except SarCompressError as exc:
             self.logger.warning(f"Cannot make quality maps: {exc}")
             return None
-        enl_path, epi_path = default_quality_paths(recon_path)
+        enl_path, epi_path = default_quality_paths(recon_path, band)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
                                bands=[band], reconstruction_layer_id=reconstruction.id())
         return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name(),

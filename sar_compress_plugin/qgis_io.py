@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +28,21 @@ from qgis.PyQt.QtGui import QColor
 
 from .core.errors import InputRasterError
 
+log = logging.getLogger(__name__)
+
 SARC_SUFFIX = ".sarc"
 #: Custom property marking a layer-tree group that this plugin made (original + reconstruction + maps).
 GROUP_PROPERTY = "sar_compress/group"
 ROLE_PROPERTY = "sar_compress/role"
 ORIGINAL_PROPERTY = "sar_compress/original_layer_id"
+#: A .sarc opened as a layer (scene_layer.py): its GDAL source is the plugin's tile cache, not the scene's file.
+SCENE_ROLE = "scene"
+SARC_PATH_PROPERTY = "sar_compress/sarc_path"
+#: GeoTIFF metadata item the plugin writes on its reconstructions (the .sarc file's name): the codec copies the
+#: original's metadata, VALUE_DOMAIN included, so nothing else tells a reconstruction from its original.
+RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
+#: "NETCDF:", "HDF5:", "GPKG:"... prefix of a GDAL sub-dataset name (two letters or more: not a Windows drive).
+_SUBDATASET = re.compile(r"^[A-Za-z0-9_]{2,}:")
 OVERLAY_OPACITY = 0.6
 
 #: ENL ratio classes, diverging around 1 (ColorBrewer RdBu), symmetric in log scale: (upper bound, colour,
@@ -60,14 +73,70 @@ def layer_file_path(layer: QgsMapLayer | None) -> str:
         raise InputRasterError(f"layer '{layer.name()}' is not a raster layer")
     if not layer.isValid():
         raise InputRasterError(f"layer '{layer.name()}' cannot be read (invalid layer: {layer.source()})")
+    if layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE:  # its file is a sparse cache of decoded tiles
+        raise InputRasterError(f"'{layer.name()}' is a compressed scene shown from its tile cache; reconstruct it "
+                               f"first (Raster > SAR Compress > Reconstruct SAR raster…)")
     if layer.providerType() != "gdal":
         raise InputRasterError(f"layer '{layer.name()}' is not a local GDAL raster "
                                f"(provider '{layer.providerType()}'); save it as a GeoTIFF first")
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = parts.get("path") or layer.source()
+    kind = _not_plain_file(parts, path)
+    if kind:  # the codec opens a plain file name: it would read another table, or nothing, from this one
+        raise InputRasterError(f"'{layer.name()}' is not a plain raster file ({kind}); export it as GeoTIFF first")
     if not os.path.isfile(path):
         raise InputRasterError(f"layer '{layer.name()}': its file {path} does not exist")
     return path
+
+
+def _not_plain_file(parts: dict, path: str) -> str:
+    """What a GDAL layer is when it is not a whole file of its own ("" when it is)."""
+    if parts.get("vsiPrefix"):
+        return "a file inside an archive"
+    if parts.get("layerName"):
+        return "a GeoPackage table" if path.lower().endswith(".gpkg") else "a table of a multi-dataset file"
+    if _SUBDATASET.match(path) and not os.path.isfile(path):
+        return "a sub-dataset of a multi-dataset file"
+    return ""
+
+
+def layer_with_file(project: QgsProject, path: str | os.PathLike) -> QgsMapLayer | None:
+    """The project layer whose data is the file `path` (a scene layer: its .sarc), or None."""
+    from .core.raster_io import same_file
+
+    for layer in project.mapLayers().values():
+        source = layer.customProperty(SARC_PATH_PROPERTY) or QgsProviderRegistry.instance().decodeUri(
+            layer.providerType(), layer.source()).get("path")
+        if source and same_file(source, path):
+            return layer
+    return None
+
+
+def is_reconstruction(layer: QgsMapLayer) -> bool:
+    """True when the layer's file is a reconstruction the plugin wrote (it carries RECONSTRUCTION_TAG)."""
+    from osgeo import gdal
+
+    try:
+        ds = gdal.OpenEx(layer_file_path(layer), gdal.OF_RASTER)
+    except (InputRasterError, RuntimeError):
+        return False
+    return ds is not None and bool(ds.GetMetadataItem(RECONSTRUCTION_TAG))
+
+
+def mark_reconstruction(path: str, sarc_path: str) -> None:
+    """Tag a reconstruction GeoTIFF with the .sarc it came from (see RECONSTRUCTION_TAG). Runs in a task's
+    worker thread, after the codec has written the file."""
+    from osgeo import gdal
+
+    try:  # GDAL may or may not raise here, depending on what turned its exceptions on first
+        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_UPDATE)
+        failed = ds is None or ds.SetMetadataItem(RECONSTRUCTION_TAG, Path(sarc_path).name) != gdal.CE_None
+        ds = None
+    except RuntimeError:
+        failed = True
+    if failed:  # the reconstruction itself is fine: only its role must then be chosen by hand
+        log.warning("%s: cannot tag it as a reconstruction (%s); the quality-maps dialog will not know its role",
+                    path, gdal.GetLastErrorMsg())
 
 
 def display_image_warning(layer: QgsRasterLayer) -> str:
@@ -103,30 +172,29 @@ def unique_layer_name(project: QgsProject, name: str) -> str:
     return f"{name} [{i}]"
 
 
-def unique_path(path: str | os.PathLike) -> str:
-    """`path`, or `stem_2.ext`, `stem_3.ext`... if it exists."""
+def unique_path(path: str | os.PathLike, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """`path`, or `stem_2.ext`, `stem_3.ext`... if it exists or is in `taken` (resolved paths that running tasks
+    are writing: their files do not exist until they finish)."""
     p = Path(path)
-    if not p.exists():
-        return str(p)
-    i = 2
-    while (p.with_name(f"{p.stem}_{i}{p.suffix}")).exists():
-        i += 1
-    return str(p.with_name(f"{p.stem}_{i}{p.suffix}"))
+    candidates = itertools.chain([p], (p.with_name(f"{p.stem}_{i}{p.suffix}") for i in itertools.count(2)))
+    return str(next(c for c in candidates if not c.exists() and str(c.resolve()) not in taken))
 
 
-def default_compressed_path(input_path: str) -> str:
-    return unique_path(Path(input_path).with_suffix(SARC_SUFFIX))
+def default_compressed_path(input_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    return unique_path(Path(input_path).with_suffix(SARC_SUFFIX), taken)
 
 
-def default_reconstruction_path(sarc_path: str) -> str:
+def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
     p = Path(sarc_path)
-    return unique_path(p.with_name(f"{p.stem}_reconstructed.tif"))
+    return unique_path(p.with_name(f"{p.stem}_reconstructed.tif"), taken)
 
 
-def default_quality_paths(reconstruction_path: str) -> tuple[str, str]:
+def default_quality_paths(reconstruction_path: str, band: int) -> tuple[str, str]:
+    """One pair of maps per band. Not made unique against running tasks on purpose: the same band's maps asked for
+    twice at once name the same files, and the plugin refuses the second run instead of computing them twice."""
     p = Path(reconstruction_path)
-    return (unique_path(p.with_name(f"{p.stem}_enl_ratio.tif")),
-            unique_path(p.with_name(f"{p.stem}_epi.tif")))
+    return (unique_path(p.with_name(f"{p.stem}_band{band}_enl_ratio.tif")),
+            unique_path(p.with_name(f"{p.stem}_band{band}_epi.tif")))
 
 
 def _stem_key(path: str) -> str:

@@ -31,18 +31,16 @@ from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from .core.errors import CancelledError, InputRasterError, SarCompressError
-from .qgis_io import ROLE_PROPERTY, unique_path
+from .qgis_io import ROLE_PROPERTY, SARC_PATH_PROPERTY, SCENE_ROLE, unique_path
 from .utils.settings import PluginSettings
 
 log = logging.getLogger(__name__)
 
-SARC_PATH_PROPERTY = "sar_compress/sarc_path"
 #: The layer's SAR style: "grey:<band>" or "composite:<vv band>,<vh band>" (the style dialog starts from it).
 STYLE_PROPERTY = "sar_compress/style"
 COMPOSITE_NAME = "composite.vrt"
 #: Percentile stretch of each composite channel (of the pixels decoded or in the stored overview).
 COMPOSITE_PERCENTILES = (2.0, 98.0)
-SCENE_ROLE = "scene"
 #: Grey ramp stops across the band's clip range: piecewise linear in value, so close to linear in dB.
 DB_STOPS = 16
 DEBOUNCE_MS = 150

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,9 @@ def _create(path: Path, like: gdal.Dataset, bands: int, descriptions: list[str])
 
 
 def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A temporary name beside `path` that no other run shares: two runs of one process (two QGIS tasks) must not
+    write into, or delete, each other's file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
 def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel
+from qgis.core import QgsMapLayerProxyModel, QgsProject
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -17,24 +17,44 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QDoubleSpinBox,
     QLineEdit,
+    QMessageBox,
     QSpinBox,
     QVBoxLayout,
 )
 
 from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings
-from .widgets import device_combo, file_widget, quality_spin, quality_value, tile_size_spin
+from .widgets import device_combo, file_widget, output_widget, quality_spin, quality_value, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
 
 
+def resolve_output(typed: str, folder: str | Path, suffix: str, also: tuple[str, ...] = ()) -> str:
+    """The file a typed output names: a relative name is taken in `folder` (the input's, not QGIS's working
+    directory), and `suffix` is added unless it ends with it or one of `also`. A folder stays a folder, so that
+    destination_error refuses it instead of writing `folder.sarc` beside it."""
+    typed = typed.strip()
+    if not typed:
+        return ""
+    p = Path(typed).expanduser()
+    p = p if p.is_absolute() else Path(folder) / p
+    if p.is_dir() or p.name.lower().endswith((suffix, *also)):
+        return str(p)
+    return f"{p}{suffix}"
+
+
 def destination_error(out: str) -> str:
     """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step."""
+    from ..qgis_io import layer_with_file
+
     p = Path(out)
     if not out or not p.name:
         return "Choose an output file."
     if p.is_dir():
         return f"{p} is a folder: choose a file name in it."
+    layer = layer_with_file(QgsProject.instance(), p)
+    if layer is not None:  # replacing it would destroy the data that layer shows (often the original scene)
+        return f"{p} is the file of layer '{layer.name()}' in this project: choose another output."
     if not p.parent.is_dir():
         return f"Folder {p.parent} does not exist."
     error = folder_write_error(p.parent)
@@ -72,11 +92,26 @@ class _FormDialog(QDialog):
         """An error message, or "" when the form can be accepted."""
         return ""
 
+    def output_path(self) -> str:
+        """The file this dialog's task will write ("" for none): if it exists, OK asks before replacing it."""
+        return ""
+
     def _accept_if_valid(self):
         error = self.validate()
         self.error_label.setText(error)
-        if not error:
+        if not error and self.replace_confirmed():
             self.accept()
+
+    def replace_confirmed(self) -> bool:
+        """False when the output exists and the user answers No to replacing it. Asked here, on OK, for typed
+        paths too; the output widgets' own file pickers do not ask (output_widget), so the question comes once."""
+        out = self.output_path()
+        if not out or not Path(out).exists():
+            return True
+        answer = QMessageBox.question(self, self.windowTitle(), f"{out} exists. Replace it?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
 
 class CompressDialog(_FormDialog):
@@ -94,8 +129,7 @@ class CompressDialog(_FormDialog):
             self.form.addRow(warning)
             self.form.addRow(self.compress_anyway)
         self.display_image_warning = display_image_warning
-        self.output = file_widget(QgsFileWidget.StorageMode.SaveFile, output_path, SARC_FILTER,
-                                  "Compressed SAR file")
+        self.output = output_widget(output_path, SARC_FILTER, "Compressed SAR file")
         self.model_dir = file_widget(QgsFileWidget.StorageMode.GetDirectory, settings.model_dir,
                                      dialog_title="Model bundle folder")
         self.model_dir.lineEdit().setPlaceholderText("bundled default model")
@@ -112,19 +146,39 @@ class CompressDialog(_FormDialog):
     def validate(self) -> str:
         if self.display_image_warning and not self.compress_anyway.isChecked():
             return "This looks like a display image, not SAR data: tick \"Compress it anyway\" or Cancel."
-        out = self.output.filePath().strip()
-        if out and Path(self.output_path()).resolve() == Path(self.input_path).resolve():
+        out = self.output_path()
+        if out:
+            self.output.setFilePath(out)  # the user sees the absolute path that will be written
+        if out and Path(out).resolve() == Path(self.input_path).resolve():
             return "The output may not overwrite the input."
-        error = destination_error(self.output_path() if out else "")
+        error = destination_error(out)
         if error:
             return error
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
+        return self._model_error()
+
+    def _model_error(self) -> str:
+        """Why the model folder or the quality cannot be used ("" when they can): refused here, not by the task
+        after the dialog has closed (and the quality has been saved as the default)."""
+        from ..core.errors import SarCompressError
+        from ..core.runtime import default_model_dir, load_manifest
+
+        folder = self.model_dir.filePath().strip()
+        if folder and not Path(folder).is_dir():
+            return f"Folder {folder} does not exist."
+        try:
+            manifest = load_manifest(folder or default_model_dir(), verify=False)
+        except SarCompressError as exc:
+            return str(exc)
+        top = len(manifest["rate"].get("lambdas") or [None]) - 1  # one trained lambda per quality level
+        quality = quality_value(self.quality)
+        if quality is not None and quality > top:
+            return f"Quality {quality:g} is above the top level of model '{manifest.get('name', folder)}' ({top})."
         return ""
 
     def output_path(self) -> str:
-        out = self.output.filePath().strip()
-        return out if out.lower().endswith(".sarc") else out + ".sarc"
+        return resolve_output(self.output.filePath(), Path(self.input_path).parent, ".sarc")
 
     def option_values(self) -> dict:
         """Keyword arguments for core.codec.CompressOptions."""
@@ -135,14 +189,16 @@ class CompressDialog(_FormDialog):
 class ReconstructDialog(_FormDialog):
     AREAS = (("whole", "Whole scene"), ("extent", "Current map extent"))
 
-    def __init__(self, sarc_path: str, output_path: str, settings: PluginSettings, parent=None, canvas=None):
-        """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene)."""
+    def __init__(self, sarc_path: str, output_path: str, settings: PluginSettings, parent=None, canvas=None,
+                 taken=frozenset()):
+        """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene).
+        `taken`: resolved outputs of running tasks, which the default output avoids."""
         super().__init__("Reconstruct SAR raster", parent)
         self.canvas = canvas
+        self.taken = taken
         self._window = None
         self.input = file_widget(QgsFileWidget.StorageMode.GetFile, sarc_path, SARC_FILTER, "Compressed SAR file")
-        self.output = file_widget(QgsFileWidget.StorageMode.SaveFile, output_path, TIFF_FILTER,
-                                  "Reconstructed GeoTIFF")
+        self.output = output_widget(output_path, TIFF_FILTER, "Reconstructed GeoTIFF")
         self.output.lineEdit().setPlaceholderText("next to the .sarc file")
         self.device = device_combo(settings.device)
         # The output follows the input (next to it) until the user types an output of their own.
@@ -172,7 +228,7 @@ class ReconstructDialog(_FormDialog):
             return
         path = path.strip()
         if path and Path(path).name and not Path(path).is_dir():
-            self.output.setFilePath(default_reconstruction_path(path))
+            self.output.setFilePath(default_reconstruction_path(path, self.taken))
         else:
             self.output.setFilePath("")
 
@@ -191,6 +247,8 @@ class ReconstructDialog(_FormDialog):
                         f"\"Whole scene\".")
             except SarCompressError as exc:
                 return str(exc)
+        if self.output.filePath().strip():
+            self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
         return destination_error(self.output_path())
 
     def _canvas_window(self, src: str):
@@ -223,22 +281,20 @@ class ReconstructDialog(_FormDialog):
 
         out = self.output.filePath().strip()
         if not out:
-            return default_reconstruction_path(self.sarc_path())
-        return out if out.lower().endswith((".tif", ".tiff")) else out + ".tif"
+            return default_reconstruction_path(self.sarc_path(), self.taken)
+        return resolve_output(out, Path(self.sarc_path()).parent, ".tif", also=(".tiff",))
 
 
 class QualityMapsDialog(_FormDialog):
     DOMAINS = (("auto", "Automatic (from metadata or values)"), ("intensity", "Linear intensity"),
                ("amplitude", "Linear amplitude"), ("db", "Decibels"))
 
-    def __init__(self, reconstruction_layer, original_layer=None, parent=None):
-        super().__init__(f"SAR quality maps of '{reconstruction_layer.name()}'", parent)
-        self.reconstruction_layer = reconstruction_layer
-        self.original = QgsMapLayerComboBox()
-        self.original.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        self.original.setExceptedLayerList([reconstruction_layer])
-        if original_layer is not None:
-            self.original.setLayer(original_layer)
+    def __init__(self, reconstruction_layer=None, original_layer=None, parent=None):
+        """Either layer may be None: the user then chooses it (a guessed role could swap the two)."""
+        super().__init__("SAR quality maps", parent)
+        self.reconstruction, self.original = self._layer_combo(), self._layer_combo()
+        self.reconstruction.setLayer(reconstruction_layer)
+        self.original.setLayer(original_layer)
         self.window = QSpinBox()
         self.window.setRange(3, 101)
         self.window.setSingleStep(2)
@@ -249,19 +305,40 @@ class QualityMapsDialog(_FormDialog):
             self.domain.addItem(label, key)
         # One band at a time: the maps, and the grey reconstruction under them, show the band chosen here.
         self.band = QComboBox()
-        for b in range(1, reconstruction_layer.bandCount() + 1):
-            self.band.addItem(reconstruction_layer.bandName(b), b)
+        self.reconstruction.layerChanged.connect(self._list_bands)
+        self._list_bands(reconstruction_layer)
+        self.form.addRow("Reconstruction", self.reconstruction)
         self.form.addRow("Original layer", self.original)
         self.form.addRow("Band", self.band)
         self.form.addRow("Window", self.window)
         self.form.addRow("Values are", self.domain)
 
+    @staticmethod
+    def _layer_combo() -> QgsMapLayerComboBox:
+        combo = QgsMapLayerComboBox()
+        combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        combo.setAllowEmptyLayer(True)  # empty, not the first layer of the project, when the role is unknown
+        return combo
+
+    def _list_bands(self, layer):
+        """The bands of the chosen reconstruction (none until one is chosen)."""
+        self.band.clear()
+        for b in range(1, (layer.bandCount() if layer is not None else 0) + 1):
+            self.band.addItem(layer.bandName(b), b)
+
     def validate(self) -> str:
-        if self.original.currentLayer() is None:
+        if self.reconstruction_layer() is None:
+            return "Choose the reconstruction."
+        if self.original_layer() is None:
             return "Choose the original layer."
+        if self.original_layer() is self.reconstruction_layer():
+            return "Choose two different layers: the reconstruction and its original."
         if self.window.value() % 2 == 0:
             return "The window must be an odd number of pixels."
         return ""
+
+    def reconstruction_layer(self):
+        return self.reconstruction.currentLayer()
 
     def original_layer(self):
         return self.original.currentLayer()

@@ -50,6 +50,14 @@ def file_widget(mode, path: str = "", filter_: str = "", dialog_title: str = "")
     return w
 
 
+def output_widget(path: str, filter_: str, dialog_title: str) -> QgsFileWidget:
+    """A "save as" field whose picker does not ask about replacing a file: the dialog asks on OK, for typed and
+    picked paths alike (dialogs._FormDialog.replace_confirmed)."""
+    w = file_widget(QgsFileWidget.StorageMode.SaveFile, path, filter_, dialog_title)
+    w.setConfirmOverwrite(False)
+    return w
+
+
 def quality_value(spin: QDoubleSpinBox) -> float | None:
     """The quality a quality_spin holds: None for "model default"."""
     v = float(spin.value())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +48,25 @@ if hasattr(QgsTask.Flag, "Silent"):
     TASK_FLAGS |= QgsTask.Flag.Silent
 
 
+def _saved_traceback() -> str:
+    """" (traceback in <file>)" for the message of an unexpected error: the user sees one line, a bug report gets
+    the whole traceback (a log full of tracebacks reads as a crash)."""
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="sar_compress_error_", suffix=".txt", delete=False) as f:
+            f.write(traceback.format_exc())
+    except OSError as exc:
+        log.debug("cannot save the traceback (%s):\n%s", exc, traceback.format_exc())
+        return ""
+    return f" (traceback in {f.name})"
+
+
 class SarTask(QgsTask):
-    def __init__(self, description: str, on_finished: Callable[[TaskResult], None] | None = None):
+    def __init__(self, description: str, on_finished: Callable[[TaskResult], None] | None = None,
+                 outputs: tuple[str, ...] = ()):
+        """`outputs`: the files the task writes; the plugin starts no second task on one of them meanwhile."""
         super().__init__(description, TASK_FLAGS)
         self.on_finished = on_finished
+        self.outputs = tuple(str(p) for p in outputs)
         self.result: TaskResult | None = None
 
     # --- worker thread ---------------------------------------------------------------------------------
@@ -76,10 +92,9 @@ class SarTask(QgsTask):
             self.result = TaskResult(TaskStatus.FAILED, message=f"{self.description()}: out of memory; "
                                                                 "try a smaller tile size")
         except Exception as exc:  # noqa: BLE001 - a bug must reach the user as a message, not kill QGIS
-            log.error("%s failed:\n%s", self.description(), traceback.format_exc())
             self.result = TaskResult(TaskStatus.FAILED,
-                                     message=f"{self.description()}: unexpected {type(exc).__name__}: {exc} "
-                                             "(details in the SAR Compress log)")
+                                     message=f"{self.description()}: unexpected {type(exc).__name__}: {exc}"
+                                             f"{_saved_traceback()}")
         return self.result.ok
 
     # --- main thread -----------------------------------------------------------------------------------

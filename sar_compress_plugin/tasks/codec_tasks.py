@@ -9,7 +9,7 @@ from .base import SarTask
 
 class CompressTask(SarTask):
     def __init__(self, input_path: str, output_path: str, options=None, on_finished=None, layer_id: str = ""):
-        super().__init__(f"SAR compress {Path(input_path).name}", on_finished)
+        super().__init__(f"SAR compress {Path(input_path).name}", on_finished, outputs=(output_path,))
         self.input_path = str(input_path)
         self.output_path = str(output_path)
         self.options = options
@@ -25,7 +25,7 @@ class CompressTask(SarTask):
 class ReconstructTask(SarTask):
     def __init__(self, input_path: str, output_path: str, model_dirs=None, device: str = "auto",
                  window=None, on_finished=None):
-        super().__init__(f"SAR reconstruct {Path(input_path).name}", on_finished)
+        super().__init__(f"SAR reconstruct {Path(input_path).name}", on_finished, outputs=(output_path,))
         self.input_path = str(input_path)
         self.output_path = str(output_path)
         self.model_dirs = model_dirs
@@ -34,18 +34,20 @@ class ReconstructTask(SarTask):
 
     def _run(self):
         from ..core.codec import reconstruct  # lazy: onnxruntime may be missing
-        from ..utils.settings import model_folders_hint
+        from ..qgis_io import mark_reconstruction
 
-        with model_folders_hint():
-            return reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
-                               device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
+        result = reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
+                             device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
+        mark_reconstruction(result.output_path, self.input_path)
+        return result
 
 
 class QualityMapsTask(SarTask):
     def __init__(self, original_path: str, reconstruction_path: str, enl_ratio_path: str, epi_path: str,
                  window: int = 15, domain: str | None = None, bands=None, on_finished=None,
                  reconstruction_layer_id: str = ""):
-        super().__init__(f"SAR quality maps of {Path(reconstruction_path).name}", on_finished)
+        super().__init__(f"SAR quality maps of {Path(reconstruction_path).name}", on_finished,
+                         outputs=(enl_ratio_path, epi_path))
         self.original_path = str(original_path)
         self.reconstruction_path = str(reconstruction_path)
         self.enl_ratio_path = str(enl_ratio_path)

@@ -12,6 +12,7 @@ import logging
 from qgis.core import Qgis, QgsMessageLog
 
 from ..__about__ import LOG_TAG
+from .settings import qgis_wording
 
 PACKAGE_LOGGER = "sar_compress_plugin"
 
@@ -54,13 +55,15 @@ def remove_log_handler(handler: logging.Handler | None) -> None:
 
 
 class PluginLogger:
-    """Message log + optional message bar. `iface` may be None (Processing, qgis_process)."""
+    """Message log + optional message bar, in QGIS wording (utils.settings.qgis_wording). `iface` may be None
+    (Processing, qgis_process)."""
 
     def __init__(self, iface=None):
         self.iface = iface
 
     def log(self, message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info, push: bool = False,
             duration: int | None = None, title: str = LOG_TAG) -> None:
+        message = qgis_wording(message)
         QgsMessageLog.logMessage(message, LOG_TAG, level, notifyUser=push)
         if push and self.iface is not None:
             bar = self.iface.messageBar()

@@ -76,17 +76,26 @@ def _quality(v) -> float | None:
     return v if v >= 0 else None
 
 
+#: The codec's advice when a file's model is missing: right on the command line, meaningless in QGIS.
+CLI_MODEL_ADVICE = "pass its folder with --model-dir / model_dirs"
+
+
+def qgis_wording(message: str) -> str:
+    """A codec message as QGIS users should read it: the plugin setting that lists model folders instead of the
+    command-line flag (the codec stays QGIS-free; the plugin rewords where it shows messages)."""
+    return message.replace(CLI_MODEL_ADVICE, f'add the folder that holds it under Raster > SAR Compress > '
+                                             f'Settings… > "{MODEL_FOLDERS_LABEL}"')
+
+
 @contextlib.contextmanager
 def model_folders_hint():
-    """Reword a missing-model error for QGIS users: the codec's advice (--model-dir) is for the command line; in
-    QGIS the fix is the plugin setting that lists model folders."""
+    """qgis_wording for a missing-model error raised through Processing, which shows exceptions itself."""
     from ..core.errors import ModelMismatchError
 
     try:
         yield
     except ModelMismatchError as exc:
-        if "not found" not in str(exc):
+        worded = qgis_wording(str(exc))
+        if worded == str(exc):
             raise
-        base = str(exc).split("; pass its folder")[0]
-        raise ModelMismatchError(f'{base}; add the folder that holds it under Raster > SAR Compress > '
-                                 f'Settings… > "{MODEL_FOLDERS_LABEL}"') from None
+        raise ModelMismatchError(worded) from None

@@ -111,6 +111,25 @@ def test_cancel_leaves_no_file(pair, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["berlin.tif", "recon.tif"]
 
 
+def test_two_runs_onto_the_same_files_at_once_keep_their_temporary_files_apart(pair, tmp_path):
+    """Two runs in one process (two QGIS tasks, or a task and Processing) write the same maps: each writes its own
+    temporary file, so both finish and the maps are one run's, whole. With a temporary name per process the two
+    wrote into one file and the second rename found it gone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    original, recon, _ = pair
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(compute_quality_maps, original, recon, tmp_path / "enl.tif", tmp_path / "epi.tif",
+                            domain="intensity", bands=[b], block_size=64) for b in (1, 2)]
+        for run in runs:
+            run.result()
+    got = gdal.Open(str(tmp_path / "enl.tif")).ReadAsArray()
+    alone = [compute_quality_maps(original, recon, tmp_path / f"enl{b}.tif", tmp_path / f"epi{b}.tif",
+                                  domain="intensity", bands=[b], block_size=64) for b in (1, 2)]
+    assert any(np.array_equal(got, gdal.Open(r.enl_ratio_path).ReadAsArray(), equal_nan=True) for r in alone)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_bad_inputs_raise_clear_errors(pair, tmp_path):
     original, recon, _ = pair
     garbage = tmp_path / "garbage.tif"
