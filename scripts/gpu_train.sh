@@ -10,11 +10,12 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (the bundled default model's, from its manifest), WARM (the warm start above), MINUTES (8), BATCH (32), LR (5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
+# Environment: VARIANT (the bundled default model's, from its manifest), WARM (the warm start above), MINUTES (8), BATCH (32), LR (1.5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
 # AMP (1: bf16 autocast, `sar-train --amp`; on the CPU it matched float32 step for step, within +-0.13% BD-rate over
 # 2,000 steps, benchmarks/results/branch_runs/bf16/; 0: float32 with TF32 convolutions).
-# LR: the warm start was fine-tuned at 1.25e-5 with batch 4; for 8x the batch, 5e-5 lies between square-root
-# (3.5e-5) and linear (1e-4) scaling, so minutes of GPU training go on from it instead of shaking it up first.
+# LR: the warm start was last trained at 3.125e-6 with batch 4 (sessions 14-15); for 8x the batch, 1.5e-5 lies
+# between square-root (8.8e-6) and linear (2.5e-5) scaling, so minutes of GPU training go on from it instead of
+# shaking it up first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
@@ -54,6 +55,6 @@ trap 'kill $publisher 2>/dev/null || true; publish' EXIT
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)
 [[ -n $warm && -f $warm ]] && resume=(--resume "$warm")
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
-  --batch-size "$batch" --patch-size "$patch" --lr "${LR:-5e-5}" --max-minutes "$minutes" \
+  --batch-size "$batch" --patch-size "$patch" --lr "${LR:-1.5e-5}" --max-minutes "$minutes" \
   --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${extra[@]}" \
   2>&1 | tee "$out/stdout.log"

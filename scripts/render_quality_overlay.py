@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -37,8 +38,9 @@ def main(argv=None) -> int:
     app.initQgis()
     a.out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(a.reconstruction).stem
-    maps = compute_quality_maps(a.original, a.reconstruction, a.out_dir / f"{stem}_enl_ratio.tif",
-                                a.out_dir / f"{stem}_epi.tif", bands=[1])
+    scratch = tempfile.TemporaryDirectory(prefix="sar_overlay_")  # the maps are a step, only the pictures are kept
+    maps = compute_quality_maps(a.original, a.reconstruction, Path(scratch.name) / f"{stem}_enl_ratio.tif",
+                                Path(scratch.name) / f"{stem}_epi.tif", bands=[1])
     recon = QgsRasterLayer(str(a.reconstruction), "reconstruction", "gdal")
     style_db_grey(recon, 1, maps.domain)  # band 1 (VV) in grey dB, as the plugin shows it under the maps
     written = []
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
         print(p)
     del overlay, recon, job, settings  # layers must go before exitQgis, or QGIS 3.22 crashes on the way out
     app.exitQgis()
+    scratch.cleanup()
     return 0
 
 
