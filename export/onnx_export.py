@@ -23,7 +23,7 @@ import torch
 from export.decoder_reach import decoder_reach
 from export.distortion_weights import manifest_entry
 from export.subpixel import with_subpixel_convolutions
-from trainer.reporting import writable_folder
+from sar_compress_plugin.core.raster_io import writable_folder
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from sar_compress_plugin.core.errors import SarCompressError
+from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.config import TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
-from trainer.reporting import writable_folder
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
 

@@ -25,10 +25,10 @@ from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
 from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
+from sar_compress_plugin.core.raster_io import writable_folder
 from sar_compress_plugin.core.runtime import load_manifest
 from trainer.checkpoint import load_model, training_totals
 from trainer.data import RawPlane, build_datasets
-from trainer.reporting import writable_folder
 
 log = logging.getLogger(__name__)
 

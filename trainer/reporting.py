@@ -1,28 +1,11 @@
-"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG; and the check,
-shared by the CLIs, that an output folder can be written at all."""
+"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import tempfile
 from pathlib import Path
-
-from sar_compress_plugin.core.errors import SarCompressError
-
-
-def writable_folder(path: str | Path) -> None:
-    """Create `path` (with its parents) and prove a file can be written in it, so a CLI refuses an unusable
-    output folder in one line before its work, not with a traceback after it."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise SarCompressError(f"{path}: exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-").close()
-    except OSError as exc:
-        raise SarCompressError(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def attach_log_file(out: Path) -> logging.Handler:

@@ -13,7 +13,6 @@ import argparse
 import logging
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, _parser, _Terminated
 from ..core.codec import CompressOptions
+from ..core.errors import OutputPathError
+from ..core.raster_io import writable_folder
 from .engine import CANCELLED, ClusterError, ClusterOptions, open_client, pending_records, run_jobs
 from .inputs import expand_inputs
 from .report import summarise, write_report
@@ -77,19 +78,6 @@ def _common(p, what: str) -> None:
                    help="LocalCluster memory limit per worker, e.g. 2GB (default: machine memory / workers)")
     c.add_argument("--dashboard-address", default=":8787", help="LocalCluster dashboard address")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
-def _unwritable(folder: Path) -> str:
-    """Why no file can be made in `folder` (created when missing), or "". Tried with a real file: permission
-    bits do not tell (root ignores them, an immutable folder or /proc does not), and the report used to fail
-    only after every scene had run."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix="."):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return ""
 
 
 def _on_signal(signum, _frame):
@@ -170,11 +158,12 @@ def _finish(name: str, a, report: Path, records: list[dict], seconds: float, wor
 def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int:
     out = Path(a.out)
     report = Path(a.report) if a.report else out / f"{name}-report"
-    for folder, what in ((out, "outputs"), (report.parent, "the report")):
-        why = _unwritable(folder)
-        if why:
-            print(f"error: {folder}: cannot write {what} there ({why})", file=sys.stderr)
-            return EXIT_ERROR
+    try:
+        for folder in (out, report.parent):
+            writable_folder(folder)  # the report used to fail only after every scene had run
+    except OutputPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
     t0 = time.perf_counter()
     with _signals_as_interrupt():

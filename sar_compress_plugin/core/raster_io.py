@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -219,12 +220,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber: bool = False) -> Path:
-    """Fail early, before any work, when `output` cannot be written, would overwrite an input, or exists while
-    `no_clobber` is set.
-
-    Uses a real probe file rather than os.access: as root (tests, containers) os.access says yes to
-    everything, while a read-only mount still refuses the write.
-    """
+    """Fail early, before any work, when `output` cannot be written (`write_refusal`), would overwrite an
+    input, or exists while `no_clobber` is set."""
     out = Path(output)
     for src in inputs:
         if src is not None and same_file(out, src):
@@ -239,18 +236,38 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber:
         raise OutputPathError(f"{out}: exists and --no-clobber was given; nothing written")
     if not parent.is_dir():
         raise OutputPathError(f"{out}: output folder {parent} does not exist")
-    probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+    why = write_refusal(parent)
+    if why:
+        raise OutputPathError(f"{out}: cannot write in folder {parent} ({why})")
+    return out
+
+
+def write_refusal(folder: Path) -> str:
+    """Why no file can be made in the existing `folder`, or "". Tried with a real file rather than os.access:
+    as root (tests, containers) os.access says yes to everything, while a read-only mount, an immutable folder
+    or /proc still refuse the write."""
     try:
-        with open(probe, "wb"):
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        raise OutputPathError(f"{out}: cannot write in folder {parent} ({exc.strerror or exc})") from None
-    finally:
-        try:
-            probe.unlink()
-        except OSError:
-            pass
-    return out
+        return exc.strerror or str(exc)
+    return ""
+
+
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created with its parents when missing, once a file could be made in it: the CLIs refuse an
+    unusable output folder in one line before their work, not with a traceback after it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    why = write_refusal(folder)
+    if why:
+        raise OutputPathError(f"{folder}: cannot write there ({why})")
+    return folder
 
 
 def temp_path_for(output: str | os.PathLike, suffix: str = "") -> Path:
