@@ -3,7 +3,6 @@ files."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
@@ -62,14 +61,11 @@ def destination_error(out: str) -> str:
 
 
 def folder_write_error(folder: Path) -> str:
-    """"Folder … is not writable (reason)" or "": probed by creating a file, not with os.access, which says yes
-    to root on read-only mounts."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sar_compress_probe_"):
-            pass
-    except OSError as exc:
-        return f"Folder {folder} is not writable ({exc.strerror or exc})"
-    return ""
+    """"Folder … is not writable (reason)" or "" (core.raster_io.write_refusal: a real file is tried)."""
+    from ..core.raster_io import write_refusal  # noqa: PLC0415 (the dialogs load before the codec's dependencies)
+
+    why = write_refusal(folder)
+    return f"Folder {folder} is not writable ({why})" if why else ""
 
 
 class _FormDialog(QDialog):
