@@ -38,9 +38,6 @@ ORIGINAL_PROPERTY = "sar_compress/original_layer_id"
 #: A .sarc opened as a layer (scene_layer.py): its GDAL source is the plugin's tile cache, not the scene's file.
 SCENE_ROLE = "scene"
 SARC_PATH_PROPERTY = "sar_compress/sarc_path"
-#: GeoTIFF metadata item the plugin writes on its reconstructions (the .sarc file's name): the codec copies the
-#: original's metadata, VALUE_DOMAIN included, so nothing else tells a reconstruction from its original.
-RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
 #: "NETCDF:", "HDF5:", "GPKG:"... prefix of a GDAL sub-dataset name (two letters or more: not a Windows drive).
 _SUBDATASET = re.compile(r"^[A-Za-z0-9_]{2,}:")
 OVERLAY_OPACITY = 0.6
@@ -113,30 +110,17 @@ def layer_with_file(project: QgsProject, path: str | os.PathLike) -> QgsMapLayer
 
 
 def is_reconstruction(layer: QgsMapLayer) -> bool:
-    """True when the layer's file is a reconstruction the plugin wrote (it carries RECONSTRUCTION_TAG)."""
+    """True when the layer's file is a reconstruction (the codec tags each with core.codec.RECONSTRUCTION_TAG;
+    it copies the original's other metadata, VALUE_DOMAIN included, so nothing else tells the two apart)."""
     from osgeo import gdal
+
+    from .core.codec import RECONSTRUCTION_TAG
 
     try:
         ds = gdal.OpenEx(layer_file_path(layer), gdal.OF_RASTER)
     except (InputRasterError, RuntimeError):
         return False
     return ds is not None and bool(ds.GetMetadataItem(RECONSTRUCTION_TAG))
-
-
-def mark_reconstruction(path: str, sarc_path: str) -> None:
-    """Tag a reconstruction GeoTIFF with the .sarc it came from (see RECONSTRUCTION_TAG). Runs in a task's
-    worker thread, after the codec has written the file."""
-    from osgeo import gdal
-
-    try:  # GDAL may or may not raise here, depending on what turned its exceptions on first
-        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_UPDATE)
-        failed = ds is None or ds.SetMetadataItem(RECONSTRUCTION_TAG, Path(sarc_path).name) != gdal.CE_None
-        ds = None
-    except RuntimeError:
-        failed = True
-    if failed:  # the reconstruction itself is fine: only its role must then be chosen by hand
-        log.warning("%s: cannot tag it as a reconstruction (%s); the quality-maps dialog will not know its role",
-                    path, gdal.GetLastErrorMsg())
 
 
 def display_image_warning(layer: QgsRasterLayer) -> str:

@@ -51,6 +51,8 @@ Window = tuple[int, int, int, int]
 Progress = Callable[[float], None] | None
 Cancelled = Callable[[], bool] | None
 
+#: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from.
+RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
 SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
 STATS_SAMPLES = 4_000_000
@@ -687,7 +689,9 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
     """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile.
 
     The GeoTIFF carries the original's dataset and band metadata, descriptions, colour interpretation and
-    scale/offset, plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags.
+    scale/offset, plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags,
+    and a RECONSTRUCTION_TAG naming the .sarc, so that a reconstruction is told from its original (the plugin's
+    quality maps put each in its role).
     """
     t0 = time.perf_counter()
     started = time.time()
@@ -710,6 +714,7 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         tag = metadata.get("VALUE_DOMAIN", "")
         if DOMAIN_ALIASES.get(tag.strip().lower()) != cr.domain:  # the values are in the file's domain
             metadata["VALUE_DOMAIN"] = cr.domain
+        metadata[RECONSTRUCTION_TAG] = Path(input_path).name
         with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
                            nodata=cr.nodata, band_names=h.get("band_names"), metadata=metadata,
                            bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber) as wr:

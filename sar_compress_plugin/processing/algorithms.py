@@ -179,7 +179,6 @@ class ReconstructAlgorithm(_SarAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         _require_codec_dependencies()
         from ..core.codec import reconstruct
-        from ..qgis_io import mark_reconstruction
         from ..utils.settings import PluginSettings
 
         src = self.parameterAsFile(parameters, self.INPUT, context)
@@ -193,11 +192,9 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
         def run():
             with model_folders_hint():
-                result = reconstruct(src, output, window=window,
-                                     model_dirs=PluginSettings.load().reconstruct_model_dirs(),
-                                     device=device, progress=progress, is_cancelled=is_cancelled)
-            mark_reconstruction(result.output_path, src)  # the quality-maps dialog tells it from its original
-            return result
+                return reconstruct(src, output, window=window,
+                                   model_dirs=PluginSettings.load().reconstruct_model_dirs(),
+                                   device=device, progress=progress, is_cancelled=is_cancelled)
 
         r = self._call(run)
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "

@@ -34,12 +34,9 @@ class ReconstructTask(SarTask):
 
     def _run(self):
         from ..core.codec import reconstruct  # lazy: onnxruntime may be missing
-        from ..qgis_io import mark_reconstruction
 
-        result = reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
-                             device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
-        mark_reconstruction(result.output_path, self.input_path)
-        return result
+        return reconstruct(self.input_path, self.output_path, window=self.window, model_dirs=self.model_dirs,
+                           device=self.device, progress=self.report_progress, is_cancelled=self.is_cancelled)
 
 
 class QualityMapsTask(SarTask):

@@ -18,8 +18,8 @@ import pytest
 
 from sar_compress_plugin import cli
 from sar_compress_plugin.core import container
-from sar_compress_plugin.core.codec import (CompressedRaster, CompressOptions, compress, explain_domain,
-                                            read_header, reconstruct)
+from sar_compress_plugin.core.codec import (RECONSTRUCTION_TAG, CompressedRaster, CompressOptions, compress,
+                                            explain_domain, read_header, reconstruct)
 from sar_compress_plugin.core.errors import (ContainerFormatError, InputRasterError, OutputPathError,
                                              SarCompressError)
 
@@ -488,6 +488,7 @@ def test_metadata_survives_the_round_trip(tmp_path, tiny_bundle):
     out = gdal.Open(str(tmp_path / "r.tif"))
     md = out.GetMetadata()
     assert md["product"] == "S1A_GRD" and md["sensor"] == "C-SAR" and md["VALUE_DOMAIN"] == "sigma0_db"
+    assert md[RECONSTRUCTION_TAG] == "m.sarc" and RECONSTRUCTION_TAG not in gdal.Open(str(src)).GetMetadata()
     b = out.GetRasterBand(2)
     assert b.GetDescription() == "VH" and b.GetMetadata()["POLARISATION"] == "VH"
     assert (b.GetScale(), b.GetOffset()) == (0.5, -3.0) and b.GetColorInterpretation() == gdal.GCI_AlphaBand
