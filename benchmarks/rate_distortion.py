@@ -39,6 +39,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -184,38 +185,72 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
             "codec_clip_db": [float(v) for v in res.clip_db[0]], **q}
 
 
-def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, tuple[Path, bool]], device: str, work: Path,
-              log=print) -> list[dict]:
-    """`models`: label -> (bundle, rate-distortion rounding); a single one is labelled "" so its settings read
-    "quality=<q>"."""
-    rows = []
+@dataclass
+class SceneBand:
+    """One band of a scene as both codecs get it: its values, dB, validity, clip bounds, and `src`, the band
+    written alone as a GeoTIFF with the scene's georeferencing (what the learned codec compresses)."""
+
+    scene: str
+    band: str
+    domain: str
+    values: np.ndarray
+    nodata: float | None
+    db: np.ndarray
+    valid: np.ndarray
+    clip: tuple[float, float]
+    src: Path
+    info: object
+
+    def jpeg2000(self, target_bpp: float, work: Path) -> dict:
+        """JPEG-2000 at `target_bpp` on this band, measured (benchmarks/jpeg2000.py)."""
+        return jpeg2000.run_band(self.values, self.domain, target_bpp, work, f"{self.scene}_{self.band}",
+                                 nodata=self.nodata, clip_db=self.clip, geotransform=self.info.geotransform,
+                                 crs_wkt=self.info.crs_wkt)
+
+
+def scene_bands(scene: dict, work: Path):
+    """Each band of `scene` as a SceneBand; its single-band GeoTIFF is removed once the caller moves on."""
     with RasterReader(scene["path"]) as r:
         info = r.info
         for b, pol in enumerate(scene["bands"]):
             values = r.read(b, 0, 0, info.width, info.height)
             nodata = info.nodata[b]
             db, valid = to_db(values, scene["domain"], nodata)
-            clip = percentile_bounds(db, valid)
             src = work / f"{scene['name']}_{pol}.tif"
             with GeoTiffWriter(src, info.width, info.height, 1, info.dtype, crs_wkt=info.crs_wkt,
                                geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
                 w.write(0, 0, 0, values)
-            base = {"scene": scene["name"], "band": pol, "width": info.width, "height": info.height}
-            for label, (model, rd_rounding) in models.items():
-                for qv in qualities:
-                    row = {**base, **learned_point(src, values, scene["domain"], clip, nodata, qv, model, device,
-                                                   work, label, rd_rounding)}
-                    rows.append(row)
-                    log(f"  {scene['name']:>18} {pol} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
-                        f"dB RMSE {row['db_rmse']:.3f}")
-            for t in jp2_bpp:
-                row = {**base, **jpeg2000.run_band(values, scene["domain"], t, work, f"{scene['name']}_{pol}",
-                                                   nodata=nodata, clip_db=clip, geotransform=info.geotransform,
-                                                   crs_wkt=info.crs_wkt)}
+            try:
+                yield SceneBand(scene["name"], pol, scene["domain"], values, nodata, db, valid,
+                                percentile_bounds(db, valid), src, info)
+            finally:
+                src.unlink()
+
+
+def trained_qualities(bundle: Path) -> list[float]:
+    """Every trained level of a bundle, as codec qualities (0 to the top level)."""
+    return [float(q) for q in range(int(load_manifest(bundle, verify=False)["rate"]["levels"]))]
+
+
+def run_scene(scene: dict, qualities, jp2_bpp, models: dict[str, tuple[Path, bool]], device: str, work: Path,
+              log=print) -> list[dict]:
+    """`models`: label -> (bundle, rate-distortion rounding); a single one is labelled "" so its settings read
+    "quality=<q>"."""
+    rows = []
+    for sb in scene_bands(scene, work):
+        base = {"scene": sb.scene, "band": sb.band, "width": sb.info.width, "height": sb.info.height}
+        for label, (model, rd_rounding) in models.items():
+            for qv in qualities:
+                row = {**base, **learned_point(sb.src, sb.values, sb.domain, sb.clip, sb.nodata, qv, model, device,
+                                               work, label, rd_rounding)}
                 rows.append(row)
-                log(f"  {scene['name']:>18} {pol} jpeg2000 {row['setting']:>14}  bpp {row['bpp']:.3f}  "
+                log(f"  {sb.scene:>18} {sb.band} learned  {row['setting']:>14}  bpp {row['bpp']:.3f}  "
                     f"dB RMSE {row['db_rmse']:.3f}")
-            src.unlink()
+        for t in jp2_bpp:
+            row = {**base, **sb.jpeg2000(t, work)}
+            rows.append(row)
+            log(f"  {sb.scene:>18} {sb.band} jpeg2000 {row['setting']:>14}  bpp {row['bpp']:.3f}  "
+                f"dB RMSE {row['db_rmse']:.3f}")
     return rows
 
 
@@ -543,8 +578,8 @@ def main(argv=None) -> int:
     labels = [f"{n} {r}" if len(roundings) > 1 else n for n in names for r in roundings]
     configs = [(b, r == "rate_distortion") for b in bundles for r in roundings]
     models = {"": configs[0]} if len(configs) == 1 else dict(zip(labels, configs))
-    top = int(load_manifest(bundles[0], verify=False)["rate"]["levels"]) - 1
-    qualities = a.qualities or ((0.0, float(top)) if a.quick else tuple(float(q) for q in range(top + 1)))
+    levels = trained_qualities(bundles[0])
+    qualities = a.qualities or ((levels[0], levels[-1]) if a.quick else tuple(levels))
     jp2_bpp = a.jp2_bpp or (QUICK_JP2_BPP if a.quick else jpeg2000.DEFAULT_TARGET_BPP)
     scenes = grd_scenes(a.data, a.scenes, a.sigma0)
     if a.quick and not a.scenes:

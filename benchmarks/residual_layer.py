@@ -38,13 +38,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
 from figures import save_figure  # noqa: E402
-from rate_distortion import (DATA_DIR, bd_rate, device_info, grd_scenes,  # noqa: E402
-                             lower_envelope, model_info, resolve_model, versions, write_report)
+from rate_distortion import (DATA_DIR, bd_rate, device_info, grd_scenes, lower_envelope,  # noqa: E402
+                             model_info, resolve_model, scene_bands, trained_qualities, versions, write_report)
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
 from sar_compress_plugin.core.metrics import db_rmse  # noqa: E402
-from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db  # noqa: E402
-from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
-from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
+from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
+from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
 
 DEFAULT_STEPS_DB = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 CONTEXTS = 4
@@ -91,48 +90,36 @@ def layer(ref_db: np.ndarray, rec_db: np.ndarray, valid: np.ndarray, step: float
 
 def run_scene(scene: dict, qualities, steps, jp2_bpp, model: Path, work: Path, log) -> list[dict]:
     rows = []
-    with RasterReader(scene["path"]) as r:
-        info = r.info
-        for b, pol in enumerate(scene["bands"]):
-            values = r.read(b, 0, 0, info.width, info.height)
-            nodata = info.nodata[b]
-            ref_db, valid = to_db(values, scene["domain"], nodata)
-            clip = percentile_bounds(ref_db, valid)
-            base = {"scene": scene["name"], "band": pol, "width": info.width, "height": info.height,
-                    "pixels": int(values.size), "valid_pixels": int(valid.sum())}
-            src = work / f"{scene['name']}_{pol}.tif"
-            with GeoTiffWriter(src, info.width, info.height, 1, info.dtype, crs_wkt=info.crs_wkt,
-                               geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
-                w.write(0, 0, 0, values)
-            for q in qualities:
-                sarc, rec_path = work / "q.sarc", work / "q_rec.tif"
-                res = compress(src, sarc, CompressOptions(model_dir=model, device="cpu", quality=float(q),
-                                                          domain=scene["domain"]))
-                reconstruct(sarc, rec_path, model_dirs=[model], device="cpu")
-                with RasterReader(rec_path) as rr:
-                    rec_db, _ = to_db(rr.read(0, 0, 0, info.width, info.height), scene["domain"], nodata)
-                file_bits = 8.0 * res.output_bytes
-                sarc.unlink()
-                rec_path.unlink()
-                rows.append({**base, "codec": "learned", "setting": f"quality={q:g}", "quality": float(q),
-                             "step_db": None, "file_bytes": file_bits / 8, "layer_bits": 0.0,
-                             "db_rmse": db_rmse(ref_db, rec_db, valid)})
-                for s in steps:
-                    bits, corrected = layer(ref_db, rec_db, valid, s)
-                    rows.append({**base, "codec": "layered", "setting": f"quality={q:g} step={s:g}",
-                                 "quality": float(q), "step_db": float(s), "file_bytes": (file_bits + bits) / 8,
-                                 "layer_bits": bits, "db_rmse": db_rmse(ref_db, corrected, valid)})
-                log(f"  {scene['name']:>18} {pol} quality {q:g}: {file_bits / values.size:.3f} bpp, "
-                    f"{rows[-len(steps) - 1]['db_rmse']:.3f} dB; with the layer "
-                    + ", ".join(f"{r['file_bytes'] * 8 / values.size:.2f}/{r['db_rmse']:.3f}"
-                                for r in rows[-len(steps):]))
-            for t in jp2_bpp:
-                j = jpeg2000.run_band(values, scene["domain"], t, work, f"{scene['name']}_{pol}", nodata=nodata,
-                                      clip_db=clip, geotransform=info.geotransform, crs_wkt=info.crs_wkt)
-                rows.append({**base, "codec": "jpeg2000", "setting": j["setting"], "quality": None,
-                             "step_db": None, "file_bytes": j["file_bytes"], "layer_bits": 0.0,
-                             "db_rmse": j["db_rmse"]})
-            src.unlink()
+    for sb in scene_bands(scene, work):
+        base = {"scene": sb.scene, "band": sb.band, "width": sb.info.width, "height": sb.info.height,
+                "pixels": int(sb.values.size), "valid_pixels": int(sb.valid.sum())}
+        for q in qualities:
+            sarc, rec_path = work / "q.sarc", work / "q_rec.tif"
+            res = compress(sb.src, sarc, CompressOptions(model_dir=model, device="cpu", quality=float(q),
+                                                         domain=sb.domain))
+            reconstruct(sarc, rec_path, model_dirs=[model], device="cpu")
+            with RasterReader(rec_path) as rr:
+                rec_db, _ = to_db(rr.read(0, 0, 0, sb.info.width, sb.info.height), sb.domain, sb.nodata)
+            file_bits = 8.0 * res.output_bytes
+            sarc.unlink()
+            rec_path.unlink()
+            rows.append({**base, "codec": "learned", "setting": f"quality={q:g}", "quality": float(q),
+                         "step_db": None, "file_bytes": file_bits / 8, "layer_bits": 0.0,
+                         "db_rmse": db_rmse(sb.db, rec_db, sb.valid)})
+            for s in steps:
+                bits, corrected = layer(sb.db, rec_db, sb.valid, s)
+                rows.append({**base, "codec": "layered", "setting": f"quality={q:g} step={s:g}",
+                             "quality": float(q), "step_db": float(s), "file_bytes": (file_bits + bits) / 8,
+                             "layer_bits": bits, "db_rmse": db_rmse(sb.db, corrected, sb.valid)})
+            log(f"  {sb.scene:>18} {sb.band} quality {q:g}: {file_bits / sb.values.size:.3f} bpp, "
+                f"{rows[-len(steps) - 1]['db_rmse']:.3f} dB; with the layer "
+                + ", ".join(f"{r['file_bytes'] * 8 / sb.values.size:.2f}/{r['db_rmse']:.3f}"
+                            for r in rows[-len(steps):]))
+        for t in jp2_bpp:
+            j = sb.jpeg2000(t, work)
+            rows.append({**base, "codec": "jpeg2000", "setting": j["setting"], "quality": None,
+                         "step_db": None, "file_bytes": j["file_bytes"], "layer_bits": 0.0,
+                         "db_rmse": j["db_rmse"]})
     return rows
 
 
@@ -236,7 +223,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     model = resolve_model(a.model)
     info = model_info(model)
-    qualities = a.qualities or [float(q) for q in range(int(load_manifest(model, verify=False)["rate"]["levels"]))]
+    qualities = a.qualities or trained_qualities(model)
     scenes = grd_scenes(a.data, a.scenes, a.sigma0)
     if not scenes:
         print(f"error: no shared GRD scene matches {a.scenes} in {a.data}", file=sys.stderr)

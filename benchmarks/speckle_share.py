@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jpeg2000  # noqa: E402
 from rate_distortion import (DATA_DIR, aggregate_points, curve_bd_rates, grd_scenes, jpeg2000_points,  # noqa: E402
-                             learned_envelope, learned_point, resolve_model, versions, write_report)
+                             learned_envelope, learned_point, resolve_model, trained_qualities, versions,
+                             write_report)
 from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         return 2
     model = resolve_model(a.model)
     manifest = load_manifest(model, verify=False)
-    qualities = a.qualities or [float(q) for q in range(int(manifest["rate"]["levels"]))]
+    qualities = a.qualities or trained_qualities(model)
     scenes = grd_scenes(a.data, a.scenes, a.sigma0)
     if not scenes:
         print(f"error: no shared GRD scene matches {a.scenes} in {a.data}", file=sys.stderr)

@@ -224,6 +224,26 @@ def process_events_until(predicate, timeout: float = 120.0) -> bool:
     return bool(predicate())
 
 
+def click_ok(qtbot, dialog) -> None:
+    """Click a plugin dialog's OK button with the mouse, as a user does."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+
+
+def messages(iface, level=None) -> list[str]:
+    """What the plugin pushed to the test iface's message bar (at `level`, or all)."""
+    return [text for _title, text, lvl in iface.messages if level is None or lvl == int(level)]
+
+
+def wait_for_task(plugin, task, timeout: float = 180):
+    """The result of a task the plugin started, once it has finished (fails when it hangs)."""
+    assert task is not None
+    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
+    return task.result
+
+
 def install_plugin_zip(tmp_path: Path) -> Path:
     """Build the release zip with scripts/build_plugin_zip.py and unpack it into a fresh plugins folder."""
     import importlib.util

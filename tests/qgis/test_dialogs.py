@@ -12,24 +12,10 @@ from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
-from qgis_harness import accept_next_dialog, process_events_until
+from qgis_harness import accept_next_dialog, click_ok, messages, wait_for_task
 from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog
 from sar_compress_plugin.qgis_io import default_reconstruction_path, display_image_warning
 from sar_compress_plugin.utils.settings import PluginSettings
-
-
-def _click_ok(qtbot, dialog):
-    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
-
-
-def _messages(iface, level=None) -> list[str]:
-    return [text for _t, text, lvl in iface.messages if level is None or lvl == int(level)]
-
-
-def _wait(plugin, task, timeout=180):
-    assert task is not None
-    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
-    return task.result
 
 
 # --- Reconstruct dialog ------------------------------------------------------------------------------------
@@ -53,7 +39,7 @@ def test_reconstruct_output_follows_typed_input_until_the_user_edits_it(qtbot, q
     dialog.input.lineEdit().clear()
     qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
     assert dialog.output.filePath() == mine  # the user's own output is kept
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
     assert (dialog.sarc_path(), dialog.output_path()) == (str(compressed), mine)
 
@@ -64,7 +50,7 @@ def test_reconstruct_refuses_an_unwritable_destination_on_ok(qtbot, qgis_app, co
     dialog.show()
     dialog.output.lineEdit().clear()
     qtbot.keyClicks(dialog.output.lineEdit(), "/proc/berlin_rec.tif")  # /proc refuses new files, even to root
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
     assert "/proc is not writable" in dialog.error_label.text()
 
@@ -98,7 +84,7 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
         dialog.output.lineEdit().clear()
         qtbot.keyClicks(dialog.output.lineEdit(), str(out))
         show_pixels(2000, 2000, 100, 100)  # far east of the scene
-        _click_ok(qtbot, dialog)
+        click_ok(qtbot, dialog)
         seen["error"] = dialog.error_label.text()
         show_pixels(300, 40, 150, 120)  # in the top-right part of the scene
 
@@ -114,7 +100,7 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
     r0, r1 = max(0, int(np.floor((shown.yMaximum() - gt[3]) / gt[5]))), min(512, int(np.ceil(
         (shown.yMinimum() - gt[3]) / gt[5])))
     assert task.window == (c0, r0, c1 - c0, r1 - r0) and c1 - c0 < 512 and r1 - r0 < 512
-    assert _wait(plugin, task).ok
+    assert wait_for_task(plugin, task).ok
     part = gdal.Open(str(out))
     assert (part.RasterXSize, part.RasterYSize) == (c1 - c0, r1 - r0)
     assert np.array_equal(part.ReadAsArray(), gdal.Open(str(full)).ReadAsArray()[:, r0:r1, c0:c1])
@@ -126,7 +112,7 @@ def test_reconstruct_without_a_canvas_offers_the_whole_scene_only(qtbot, qgis_ap
     dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
     qtbot.addWidget(dialog)
     assert not dialog.area.model().item(1).isEnabled()
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.window() is None
 
 
@@ -144,12 +130,12 @@ def test_failed_cuda_choice_is_not_saved_a_working_one_is(plugin, test_iface, sa
         return configure
 
     accept_next_dialog(choose("GPU", sar_tif.with_name("gpu.sarc")))
-    result = _wait(plugin, plugin.compress_layer(layer))
+    result = wait_for_task(plugin, plugin.compress_layer(layer))
     assert result.status.value == "failed" and "cuda" in result.message  # no usable GPU here
     assert PluginSettings.load().device == "cpu"  # the fixture's setting, not the CUDA choice that failed
 
     accept_next_dialog(choose("Automatic", sar_tif.with_name("auto.sarc")))
-    assert _wait(plugin, plugin.compress_layer(layer)).ok
+    assert wait_for_task(plugin, plugin.compress_layer(layer)).ok
     assert PluginSettings.load().device == "auto"
 
 
@@ -159,11 +145,11 @@ def test_missing_model_error_names_the_plugin_setting(plugin, test_iface, compre
     s.model_dir, s.model_dirs = "", []  # the tiny model the file needs is in none of the searched folders
     s.save()
     try:
-        result = _wait(plugin, plugin.reconstruct_file(str(compressed)))
+        result = wait_for_task(plugin, plugin.reconstruct_file(str(compressed)))
     finally:
         kept.save()
     assert result.status.value == "failed"
-    error = _messages(test_iface, Qgis.MessageLevel.Critical)[-1]
+    error = messages(test_iface, Qgis.MessageLevel.Critical)[-1]
     assert '"More model folders"' in error and "--model-dir" not in error
     assert "\n" not in error
 
@@ -172,17 +158,17 @@ def test_cancel_gives_one_message_and_no_file(plugin, test_iface, compressed):
     out = compressed.with_name("cancelled.tif")
     task = plugin.reconstruct_file(str(compressed), str(out))
     task.cancel()  # the task manager's cancel button
-    assert _wait(plugin, task).status.value == "cancelled"
+    assert wait_for_task(plugin, task).status.value == "cancelled"
     QgsApplication.processEvents()
-    assert _messages(test_iface, Qgis.MessageLevel.Critical) == []
-    said = [m for m in _messages(test_iface) if "cancel" in m.lower() or "fail" in m.lower()]
+    assert messages(test_iface, Qgis.MessageLevel.Critical) == []
+    said = [m for m in messages(test_iface) if "cancel" in m.lower() or "fail" in m.lower()]
     assert said == ["Reconstruction of berlin.sarc cancelled; no file was written."]
     assert not out.exists()
 
 
 def test_repeated_reconstruction_gets_a_distinct_layer_name(plugin, compressed):
-    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
-    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     names = sorted(lyr.name() for lyr in QgsProject.instance().mapLayers().values())
     assert names == ["berlin (reconstructed)", "berlin (reconstructed) [2]"]
 
@@ -211,14 +197,14 @@ def test_rgb_image_warns_and_the_user_stops_or_goes_on(plugin, test_iface, rgb_p
 
     def go_on(dialog):
         assert isinstance(dialog, CompressDialog) and "RGB colour image" in dialog.display_image_warning
-        _click_ok(qtbot, dialog)  # not ticked: refused with a reason
+        click_ok(qtbot, dialog)  # not ticked: refused with a reason
         seen["error"] = dialog.error_label.text()
         qtbot.mouseClick(dialog.compress_anyway, Qt.MouseButton.LeftButton)
 
     state = accept_next_dialog(go_on)
     task = plugin.compress_layer(layer)
     assert "Compress it anyway" in seen["error"] and "error" not in state
-    assert _wait(plugin, task).ok and rgb_png_like.with_suffix(".sarc").is_file()
+    assert wait_for_task(plugin, task).ok and rgb_png_like.with_suffix(".sarc").is_file()
 
     # Or the user stops: Cancel in the same dialog, and nothing starts.
     from qgis.PyQt.QtCore import QTimer
@@ -252,12 +238,12 @@ def test_scene_cache_settings_are_validated_saved_and_used_by_the_next_scene(plu
     def configure(dialog):
         assert dialog.tile_cache_dir.lineEdit().placeholderText() == "tile_cache in the QGIS profile"
         qtbot.keyClicks(dialog.tile_cache_dir.lineEdit(), "/proc")  # /proc refuses new files, even to root
-        _click_ok(qtbot, dialog)
+        click_ok(qtbot, dialog)
         seen["error"] = dialog.error_label.text()
         seen["still_open"] = dialog.isVisible()
         dialog.tile_cache_dir.lineEdit().clear()
         qtbot.keyClicks(dialog.tile_cache_dir.lineEdit(), str(tmp_path / "my_cache"))
-        _click_ok(qtbot, dialog)
+        click_ok(qtbot, dialog)
         seen["missing"] = dialog.error_label.text()
         (tmp_path / "my_cache").mkdir()
         _retype(qtbot, dialog.tile_cache_mb, "512")

@@ -31,8 +31,8 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
-from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, install_plugin_zip,
-                          process_events_until)
+from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, install_plugin_zip, messages,
+                          wait_for_task)
 
 PLUGIN = "sar_compress_plugin"
 COMPRESS_TEXT = "Compress with SAR codec…"
@@ -50,16 +50,6 @@ def _add_raster(path, name="berlin") -> QgsRasterLayer:
     assert layer.isValid(), path
     QgsProject.instance().addMapLayer(layer)
     return layer
-
-
-def _wait(plugin, task, timeout=180):
-    assert task is not None
-    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
-    return task.result
-
-
-def _messages(iface, level=None) -> list[str]:
-    return [text for _title, text, lvl in iface.messages if level is None or lvl == int(level)]
 
 
 # --- loading and registration -------------------------------------------------------------------------------
@@ -172,7 +162,7 @@ p.unload()
 def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_path, sar_tif):
     missing = QgsRasterLayer(str(tmp_path / "nowhere.tif"), "ghost", "gdal")
     assert plugin.compress_layer(missing) is None
-    assert any("cannot be read" in m for m in _messages(test_iface, Qgis.MessageLevel.Warning))
+    assert any("cannot be read" in m for m in messages(test_iface, Qgis.MessageLevel.Warning))
     assert plugin.compress_layer(None) is None
 
     # A layer that was fine when loaded but whose file is now garbage: the task fails with a message.
@@ -180,9 +170,9 @@ def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_
     broken.write_bytes(sar_tif.read_bytes())
     layer = _add_raster(broken, "broken")
     broken.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
-    result = _wait(plugin, plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False))
+    result = wait_for_task(plugin, plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False))
     assert result.status.value == "failed"
-    errors = _messages(test_iface, Qgis.MessageLevel.Critical)
+    errors = messages(test_iface, Qgis.MessageLevel.Critical)
     assert errors and "broken" in errors[-1] and "failed" in errors[-1]
     assert not (tmp_path / "broken.sarc").exists()
 
@@ -205,12 +195,12 @@ def test_compress_from_layer_context_menu(plugin, test_iface, sar_tif, codec):
     action.trigger()
     assert state.get("dialog_title", "").startswith("Compress 'berlin'") and "error" not in state
     task = plugin.last_task
-    result = _wait(plugin, task)
+    result = wait_for_task(plugin, task)
     assert result.ok, result.message
     assert task.progress() == pytest.approx(100.0)
     header = codec.read_header(out)
     assert header["raster"]["width"] == 512 and header["raster"]["height"] == 512
-    done = _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+    done = messages(test_iface, Qgis.MessageLevel.Success)[-1]
     r = result.value
     assert f"ratio {r.ratio:.1f}:1" in done and f"{r.bpp:.3f} bpp" in done
     assert r.provider in done and "CPUExecutionProvider" in done
@@ -239,7 +229,7 @@ def test_cancelled_compress_leaves_no_file(plugin, test_iface, sar_tif, codec):
     assert 0.3 < max(seen) < 1.0
     assert not out.exists()
     assert sorted(p.name for p in sar_tif.parent.iterdir()) == ["berlin.tif"]
-    assert "cancelled; no file was written" in _messages(test_iface, Qgis.MessageLevel.Warning)[-1]
+    assert "cancelled; no file was written" in messages(test_iface, Qgis.MessageLevel.Warning)[-1]
 
 
 def plugin_settings_model() -> str:
@@ -265,7 +255,7 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
     reconstruct = [a for a in menu.actions() if a.text() == "Reconstruct"]
     assert reconstruct
     reconstruct[0].trigger()
-    result = _wait(plugin, plugin.last_task)
+    result = wait_for_task(plugin, plugin.last_task)
     assert result.ok, result.message
     assert Path(result.value.output_path) == sar_tif.with_name("berlin_reconstructed.tif")
 
@@ -278,7 +268,7 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
     group = root.findLayer(recon.id()).parent()
     assert group is root.findLayer(original.id()).parent() and group is not root
     assert [n.layerId() for n in group.findLayers()] == [recon.id(), original.id()]  # reconstruction on top
-    assert "CPUExecutionProvider" in _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+    assert "CPUExecutionProvider" in messages(test_iface, Qgis.MessageLevel.Success)[-1]
 
     # Plugin menu: "Reconstruct SAR raster…" with a chosen output path; same group, no second group.
     chosen = sar_tif.with_name("chosen.tif")
@@ -290,7 +280,7 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
     state = accept_next_dialog(configure)
     plugin.reconstruct_action.trigger()
     assert "error" not in state
-    assert _wait(plugin, plugin.last_task).ok
+    assert wait_for_task(plugin, plugin.last_task).ok
     assert chosen.is_file()
     assert len(group.findLayers()) == 3 and len(root.findGroups()) == 1
     assert np.array_equal(gdal.Open(str(chosen)).ReadAsArray(),
@@ -310,7 +300,7 @@ def _grey_vv(layer: QgsRasterLayer) -> None:
 def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed, qtbot):
     original = _add_raster(sar_tif)
     _grey_vv(original)
-    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     project = QgsProject.instance()
     recon = [lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
     assert recon.renderer().type() == "singlebandgray"  # styled like the original, for comparison
@@ -333,7 +323,7 @@ def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, com
     action.trigger()
     assert "error" not in state and proposed["layer"] is original
     assert len(proposed["bands"]) == 2 and proposed["band"] == 2
-    result = _wait(plugin, plugin.last_task)
+    result = wait_for_task(plugin, plugin.last_task)
     assert result.ok, result.message
     assert result.value.bands == 1  # only the chosen band is computed
 
@@ -375,7 +365,7 @@ def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, com
                                   sar_tif.with_name("d_epi.tif"), bands=[2])
     np.testing.assert_array_equal(gdal.Open(enl.source()).ReadAsArray(),
                                   gdal.Open(direct.enl_ratio_path).ReadAsArray())
-    msg = _messages(test_iface, Qgis.MessageLevel.Success)[-1]
+    msg = messages(test_iface, Qgis.MessageLevel.Success)[-1]
     assert "median local ENL ratio" in msg and "median local EPI" in msg
 
     # Render the canvas' map settings: reconstruction + ENL-ratio overlay (EPI is added but hidden).

@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QMessageBox
+from qgis.PyQt.QtWidgets import QDialog, QMessageBox
 
-from qgis_harness import accept_next_dialog, process_events_until
+from qgis_harness import accept_next_dialog, click_ok, messages, process_events_until, wait_for_task
 from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog
 from sar_compress_plugin.utils.settings import PluginSettings
 
 QUALITY_TEXT = "SAR quality maps…"
-
-
-def _click_ok(qtbot, dialog):
-    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
 
 
 def _retype(qtbot, widget, text):
@@ -37,16 +32,6 @@ def _retype(qtbot, widget, text):
     qtbot.keyClicks(line, text)
 
 
-def _messages(iface, level=None) -> list[str]:
-    return [text for _t, text, lvl in iface.messages if level is None or lvl == int(level)]
-
-
-def _wait(plugin, task, timeout=180):
-    assert task is not None
-    assert process_events_until(lambda: id(task) not in plugin.tasks, timeout), f"{task.description()} hung"
-    return task.result
-
-
 def _add_raster(path, name="berlin") -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), name, "gdal")
     assert layer.isValid(), path
@@ -55,7 +40,7 @@ def _add_raster(path, name="berlin") -> QgsRasterLayer:
 
 
 def _reconstruction(plugin, compressed) -> QgsRasterLayer:
-    assert _wait(plugin, plugin.reconstruct_file(str(compressed))).ok
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     return [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
 
 
@@ -123,7 +108,7 @@ def test_an_existing_output_is_replaced_only_when_the_user_says_yes(plugin, test
     state = accept_next_dialog(type_existing)
     task = plugin.compress_layer(layer)
     assert "error" not in state and len(asked) == 2
-    assert _wait(plugin, task).ok and compressed.stat().st_mtime_ns != before
+    assert wait_for_task(plugin, task).ok and compressed.stat().st_mtime_ns != before
 
     # The reconstruct dialog asks the same; its file picker no longer asks a second time.
     existing = compressed.with_name("mine.tif")
@@ -134,10 +119,10 @@ def test_an_existing_output_is_replaced_only_when_the_user_says_yes(plugin, test
     assert not dialog.output.confirmOverwrite()
     _retype(qtbot, dialog.output, str(existing))
     queued.append(QMessageBox.StandardButton.No)
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.isVisible() and asked[-1] == f"{existing} exists. Replace it?"
     queued.append(QMessageBox.StandardButton.Yes)
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.output_path() == str(existing)
 
 
@@ -153,10 +138,10 @@ def test_two_compressions_at_once_write_two_files_and_a_clash_is_refused(plugin,
     assert (Path(first.output_path).name, Path(second.output_path).name) == ("berlin.sarc", "berlin_2.sarc")
     clash = plugin.compress_layer(layer, first.output_path, ask=False, options=options(1.0))
     assert clash is None
-    assert _messages(test_iface, Qgis.MessageLevel.Warning)[-1] == (
+    assert messages(test_iface, Qgis.MessageLevel.Warning)[-1] == (
         f"{first.output_path} is already being written by a running task: wait for it to finish or choose "
         "another output.")
-    assert _wait(plugin, first).ok and _wait(plugin, second).ok
+    assert wait_for_task(plugin, first).ok and wait_for_task(plugin, second).ok
     assert [codec.read_header(t.output_path)["rate"]["quality"] for t in (first, second)] == [0.0, 2.0]
 
 
@@ -169,8 +154,8 @@ def test_quality_maps_of_two_bands_at_once_and_the_same_band_twice(plugin, test_
     band1 = plugin.quality_maps(recon, original, band=1)
     band2 = plugin.quality_maps(recon, original, band=2)
     assert plugin.quality_maps(recon, original, band=1) is None  # the same maps, already being computed
-    assert "is already being written by a running task" in _messages(test_iface, Qgis.MessageLevel.Warning)[-1]
-    assert _wait(plugin, band1).ok and _wait(plugin, band2).ok
+    assert "is already being written by a running task" in messages(test_iface, Qgis.MessageLevel.Warning)[-1]
+    assert wait_for_task(plugin, band1).ok and wait_for_task(plugin, band2).ok
     assert Path(band1.enl_ratio_path).name == "berlin_reconstructed_band1_enl_ratio.tif"
     assert Path(band2.epi_path).name == "berlin_reconstructed_band2_epi.tif"
     from sar_compress_plugin.core.quality_maps import compute_quality_maps
@@ -180,7 +165,7 @@ def test_quality_maps_of_two_bands_at_once_and_the_same_band_twice(plugin, test_
                                       tmp_path / f"epi{band}.tif", bands=[band])
         for mine, want in ((task.enl_ratio_path, direct.enl_ratio_path), (task.epi_path, direct.epi_path)):
             np.testing.assert_array_equal(gdal.Open(mine).ReadAsArray(), gdal.Open(want).ReadAsArray())
-    assert _messages(test_iface, Qgis.MessageLevel.Critical) == []
+    assert messages(test_iface, Qgis.MessageLevel.Critical) == []
     assert not [t for t in log_texts if "Traceback" in t]
 
 
@@ -199,7 +184,7 @@ def test_quality_maps_opened_from_the_original_put_each_layer_in_its_role(plugin
     [a for a in menu.actions() if a.text() == QUALITY_TEXT][0].trigger()
     assert "error" not in state and seen["roles"] == (recon, original)
     task = plugin.last_task
-    assert _wait(plugin, task).ok
+    assert wait_for_task(plugin, task).ok
     assert (task.reconstruction_path, task.original_path) == (recon.source(), str(sar_tif))
 
     # A layer nothing tells the role of: no layer is preselected in either role; the user chooses both.
@@ -207,7 +192,7 @@ def test_quality_maps_opened_from_the_original_put_each_layer_in_its_role(plugin
 
     def choose(dialog):
         seen["roles"] = (dialog.reconstruction_layer(), dialog.original_layer())
-        _click_ok(qtbot, dialog)
+        click_ok(qtbot, dialog)
         seen["error"] = dialog.error_label.text()
         dialog.reconstruction.setLayer(recon)
         dialog.original.setLayer(other)
@@ -218,7 +203,7 @@ def test_quality_maps_opened_from_the_original_put_each_layer_in_its_role(plugin
     assert "error" not in state
     assert seen["roles"] == (None, None) and seen["error"] == "Choose the reconstruction."
     assert (task.reconstruction_path, task.original_path) == (recon.source(), str(other.source()))
-    assert _wait(plugin, task).ok
+    assert wait_for_task(plugin, task).ok
 
 
 # --- layers the codec cannot take as they are --------------------------------------------------------------------
@@ -236,7 +221,7 @@ def test_layers_that_are_not_plain_files_are_refused_with_one_clear_message(plug
                         (_add_raster(f"/vsizip/{archive}/in/berlin.tif", "zipped"), "a file inside an archive")):
         before = len(test_iface.messages)
         assert plugin.compress_layer(layer, str(tmp_path / "out.sarc"), ask=False) is None
-        assert _messages(test_iface)[before:] == [
+        assert messages(test_iface)[before:] == [
             f"Cannot compress: '{layer.name()}' is not a plain raster file ({kind}); export it as GeoTIFF first"]
     assert not (tmp_path / "out.sarc").exists()
 
@@ -247,7 +232,7 @@ def test_a_scene_layer_is_not_compressed_or_mapped_from_its_tile_cache(plugin, t
     scene = plugin.scenes.open(str(compressed))
     assert plugin.compress_layer(scene, str(tmp_path / "again.sarc"), ask=False) is None
     assert plugin.quality_maps(scene, original) is None
-    warnings = _messages(test_iface, Qgis.MessageLevel.Warning)[-2:]
+    warnings = messages(test_iface, Qgis.MessageLevel.Warning)[-2:]
     assert all("is a compressed scene shown from its tile cache; reconstruct it first" in w for w in warnings)
     assert plugin.tasks == {} and not (tmp_path / "again.sarc").exists()
 
@@ -261,7 +246,7 @@ def test_compress_dialog_checks_the_model_folder_and_its_top_quality(plugin, tes
 
     def configure(dialog):
         _retype(qtbot, dialog.model_dir, str(tmp_path / "no_model"))
-        _click_ok(qtbot, dialog)
+        click_ok(qtbot, dialog)
         seen["folder"] = dialog.error_label.text()
         _retype(qtbot, dialog.model_dir, str(model_bundle))
         dialog.quality.setFocus()
@@ -282,10 +267,10 @@ def test_compress_dialog_takes_a_relative_name_beside_the_input_and_refuses_a_fo
     dialog.show()
     (tmp_path / "sub").mkdir()
     _retype(qtbot, dialog.output, "sub")
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.isVisible() and dialog.error_label.text() == f"{tmp_path / 'sub'} is a folder: choose a file name in it."
     _retype(qtbot, dialog.output, "rel_out")
-    _click_ok(qtbot, dialog)
+    click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.output_path() == dialog.output.filePath() == str(sar_tif.parent / "rel_out.sarc")
     assert not (Path(os.getcwd()) / "rel_out.sarc").exists()
@@ -300,8 +285,8 @@ def test_a_scene_whose_model_is_missing_names_the_settings_entry(plugin, test_if
     layer = plugin.scenes.open(str(compressed))  # the model is looked for when the first tiles are decoded
     test_iface.canvas.setExtent(layer.extent())
     test_iface.canvas.refresh()
-    assert process_events_until(lambda: _messages(test_iface, Qgis.MessageLevel.Critical), 60)
-    error = _messages(test_iface, Qgis.MessageLevel.Critical)[-1]
+    assert process_events_until(lambda: messages(test_iface, Qgis.MessageLevel.Critical), 60)
+    error = messages(test_iface, Qgis.MessageLevel.Critical)[-1]
     assert error.startswith("Decoding failed: berlin: ")
     assert '"More model folders"' in error and "--model-dir" not in error
 
@@ -315,8 +300,8 @@ def test_an_unexpected_error_is_one_line_naming_a_file_with_its_traceback(plugin
 
     monkeypatch.setattr(codec, "compress", bug)
     layer = _add_raster(sar_tif)
-    assert _wait(plugin, plugin.compress_layer(layer, ask=False)).status.value == "failed"
-    error = _messages(test_iface, Qgis.MessageLevel.Critical)[-1]
+    assert wait_for_task(plugin, plugin.compress_layer(layer, ask=False)).status.value == "failed"
+    error = messages(test_iface, Qgis.MessageLevel.Critical)[-1]
     assert "\n" not in error and "unexpected ValueError: a bug (traceback in " in error
     saved = Path(error.split("(traceback in ")[1].rstrip(")"))
     assert "Traceback" in saved.read_text() and "a bug" in saved.read_text()
