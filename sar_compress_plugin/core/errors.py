@@ -21,6 +21,10 @@ class ModelMismatchError(SarCompressError):
     """The model at hand is not the one a file or checkpoint needs."""
 
 
+#: How a missing-model error says where to look (the plugin words it for QGIS, utils.settings.qgis_wording).
+MODEL_FOLDER_ADVICE = "pass its folder with --model-dir / model_dirs"
+
+
 class ModelBundleError(SarCompressError):
     """A model bundle folder is missing files, has a bad manifest or a file whose SHA-256 does not match."""
 

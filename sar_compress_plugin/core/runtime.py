@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle_files import content_sha256, onnx_source
-from .errors import ModelBundleError, ModelMismatchError, SarCompressError
+from .errors import MODEL_FOLDER_ADVICE, ModelBundleError, ModelMismatchError, SarCompressError
 from .hyperprior import HyperpriorCoder, interpolate_lambda, load_hyperprior
 from .rd_rounding import error_weights
 from .preprocessing import PreprocessingParams
@@ -341,5 +341,4 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
     missing = [str(d) for d in search_dirs if d is not None and not Path(d).exists()]
     raise ModelMismatchError(f"{label}with decoder SHA-256 {want} is needed but was not found in "
                              f"{', '.join(seen) if seen else 'any model folder searched'}"
-                             f"{'; no such folder: ' + ', '.join(missing) if missing else ''}; pass its folder "
-                             "with --model-dir / model_dirs")
+                             f"{'; no such folder: ' + ', '.join(missing) if missing else ''}; {MODEL_FOLDER_ADVICE}")

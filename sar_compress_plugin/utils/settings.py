@@ -76,15 +76,13 @@ def _quality(v) -> float | None:
     return v if v >= 0 else None
 
 
-#: The codec's advice when a file's model is missing: right on the command line, meaningless in QGIS.
-CLI_MODEL_ADVICE = "pass its folder with --model-dir / model_dirs"
-
-
 def qgis_wording(message: str) -> str:
     """A codec message as QGIS users should read it: the plugin setting that lists model folders instead of the
     command-line flag (the codec stays QGIS-free; the plugin rewords where it shows messages)."""
-    return message.replace(CLI_MODEL_ADVICE, f'add the folder that holds it under Raster > SAR Compress > '
-                                             f'Settings… > "{MODEL_FOLDERS_LABEL}"')
+    from ..core.errors import MODEL_FOLDER_ADVICE  # noqa: PLC0415
+
+    return message.replace(MODEL_FOLDER_ADVICE, f'add the folder that holds it under Raster > SAR Compress > '
+                                                f'Settings… > "{MODEL_FOLDERS_LABEL}"')
 
 
 @contextlib.contextmanager
