@@ -600,14 +600,14 @@ class CompressedRaster:
         c0, r0, w, h = g.core_in_raster(tile)
         xc = x[r0 - lr0 * f:r0 - lr0 * f + h, c0 - lc0 * f:c0 - lc0 * f + w]
         lo, hi = self.info["clip_db"][band]
-        db = denormalise(xc, lo, hi).astype(np.float64)
+        db = denormalise(xc, lo, hi).astype(self._work_dtype)
         k = band * g.count + tile
         what = f"{self.path}: tile {tile} band {band + 1}"
         entry = self.info["chunks"]["outlier"][k]
         if entry is not None:
             pos, vals = C.decode_outliers(self._reader.read_chunk(entry, what), w * h, what)
             db.ravel()[pos] = vals.astype(np.float64) * self.outlier_step
-        values = from_db(db, self.domain)
+        values = from_db(db, self.domain, self._work_dtype)
         out = self._cast(values)
         entry = self.info["chunks"]["mask"][k]
         if entry is not None:
@@ -615,6 +615,14 @@ class CompressedRaster:
             out[~valid] = _fill_value(self.dtype, self.nodata[band])
             out.ravel()[pos] = vals
         return out
+
+    @property
+    def _work_dtype(self) -> np.dtype:
+        """The float precision a tile's dB and values are computed in: float32 when the output holds no more
+        (float32, 8- and 16-bit integers), float64 for float64 and 32-bit integer outputs."""
+        dt = self.dtype
+        return np.dtype(np.float32) if dt == np.float32 or (dt.kind in "iu" and dt.itemsize <= 2) \
+            else np.dtype(np.float64)
 
     def _cast(self, values: np.ndarray) -> np.ndarray:
         dt = self.dtype

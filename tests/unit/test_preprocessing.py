@@ -13,6 +13,15 @@ def test_db_round_trip(domain):
     np.testing.assert_allclose(pp.from_db(db, domain), x, rtol=1e-6)
 
 
+@pytest.mark.parametrize("domain", ["intensity", "amplitude"])
+def test_from_db_in_float32_is_within_a_few_float32_ulps_of_float64(domain):
+    db = np.linspace(-45.0, 45.0, 100_001).astype(np.float32)  # the codec's dB values are float32
+    exact = pp.from_db(db, domain)
+    fast = pp.from_db(db, domain, np.float32)
+    assert exact.dtype == np.float64 and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=8 * np.finfo(np.float32).eps)
+
+
 def test_intensity_and_amplitude_agree_in_db():
     amp = np.array([1.0, 10.0, 3.0])
     db_a, _ = pp.to_db(amp, "amplitude")
