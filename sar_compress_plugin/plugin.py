@@ -21,6 +21,8 @@ from .core.errors import SarCompressError
 from .gui.compat import RASTER_LAYER_TYPE, QAction
 from .qgis_io import (
     ORIGINAL_PROPERTY,
+    ROLE_PROPERTY,
+    SCENE_ROLE,
     add_raster_layer,
     default_compressed_path,
     default_quality_paths,
@@ -58,6 +60,7 @@ class SarCompressPlugin:
         self._browser_gui_provider = None
         self.scenes = None  # scene_layer.SceneLayers: .sarc files opened as layers decoded on demand
         self._drop_handler = None
+        self._watching_layers = False  # offering the layer actions to each raster layer added
 
     # --- QGIS plugin API ---------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API)
@@ -77,9 +80,13 @@ class SarCompressPlugin:
                                             self.compress_active_layer, parent)
         self.quality_action = self._action(icon, "SAR quality maps…", "sar_compress_quality_maps",
                                            self.quality_maps_active_layer, parent)
-        for action in (self.compress_action, self.quality_action):
-            self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, True)
+        for action in (self.compress_action, self.quality_action):  # offered layer by layer, below
+            self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, False)
             self.layer_actions.append(action)
+        project = QgsProject.instance()
+        self._offer_raster_actions(project.mapLayers().values())
+        project.layersAdded.connect(self._offer_raster_actions)
+        self._watching_layers = True
 
         self.reconstruct_action = self._action(icon, "Reconstruct SAR raster…", "sar_compress_reconstruct",
                                                self.reconstruct_with_dialog, parent)
@@ -117,7 +124,19 @@ class SarCompressPlugin:
         self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file, self.scenes.open)
         QgsGui.dataItemGuiProviderRegistry().addProvider(self._browser_gui_provider)
 
+    def _offer_raster_actions(self, layers) -> None:
+        """Compress and quality maps in the context menu of every raster layer but a scene layer: an action
+        for a whole layer type shows on every layer of it, and a scene layer's file is a sparse cache of
+        decoded tiles, which neither action can use."""
+        for layer in layers:
+            if isinstance(layer, QgsRasterLayer) and layer.customProperty(ROLE_PROPERTY) != SCENE_ROLE:
+                for action in (self.compress_action, self.quality_action):
+                    self.iface.addCustomActionForLayer(action, layer)
+
     def unload(self):
+        if self._watching_layers:
+            QgsProject.instance().layersAdded.disconnect(self._offer_raster_actions)
+            self._watching_layers = False
         for task in list(self.tasks.values()):
             task.on_finished = None
             task.cancel()

@@ -69,6 +69,7 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
         assert PLUGIN in qgis.utils.available_plugins
         assert qgis.utils.pluginMetadata(PLUGIN, "name") == "SAR Compress"
         assert qgis.utils.pluginMetadata(PLUGIN, "qgisMinimumVersion") == "3.22"
+        earlier = _add_raster(sar_tif, "in the project before the plugin started")
         assert qgis.utils.loadPlugin(PLUGIN)
         assert qgis.utils.startPlugin(PLUGIN)
         assert qgis.utils.isPluginLoaded(PLUGIN)
@@ -77,8 +78,9 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
         vector = QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory")
         QgsProject.instance().addMapLayer(vector)
 
-        texts = _menu_texts(test_iface, raster)
-        assert COMPRESS_TEXT in texts and QUALITY_TEXT in texts
+        for layer in (earlier, raster):
+            texts = _menu_texts(test_iface, layer)
+            assert COMPRESS_TEXT in texts and QUALITY_TEXT in texts
         assert COMPRESS_TEXT not in _menu_texts(test_iface, vector)
         menu_texts = [a.text() for a in test_iface.raster_menu_actions("&SAR Compress")]
         assert "Reconstruct SAR raster…" in menu_texts and "Settings…" in menu_texts

@@ -230,6 +230,11 @@ def test_a_scene_layer_is_not_compressed_or_mapped_from_its_tile_cache(plugin, t
                                                                       tmp_path):
     original = _add_raster(sar_tif)
     scene = plugin.scenes.open(str(compressed))
+    test_iface.layer_tree_view.setCurrentLayer(scene)
+    scene_menu = [a.text() for a in test_iface.layer_tree_view.menuProvider().createContextMenu().actions()]
+    assert "SAR style…" in scene_menu  # the scene layer's own actions, and not the two below
+    assert "Compress with SAR codec…" not in scene_menu and "SAR quality maps…" not in scene_menu
+    # were they offered anyway (an older project, a script), they still refuse with what to do
     assert plugin.compress_layer(scene, str(tmp_path / "again.sarc"), ask=False) is None
     assert plugin.quality_maps(scene, original) is None
     warnings = messages(test_iface, Qgis.MessageLevel.Warning)[-2:]
