@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, _parser, _Terminated
@@ -108,10 +108,11 @@ def _signals_as_interrupt():
         tornado.setLevel(level)
 
 
-def _execute(name: str, a, jobs, fn, kwargs: dict):
-    """(records, workers, interrupt or None) of running `jobs` on the cluster. An interrupt while the cluster
-    starts or closes still leaves a record per job, so what finished is reported; no cluster is started when
-    no input could be resolved."""
+def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint):
+    """(records, workers, interrupt or None) of running `jobs` on the cluster; checkpoint(records, workers)
+    writes the report so far (`run_jobs` says when). An interrupt while the cluster starts or closes still
+    leaves a record per job, so what finished is reported; no cluster is started when no input could be
+    resolved."""
     started = time.time()
     records, workers, interrupt = pending_records(jobs), 0, None
     if all(j.error for j in jobs):
@@ -123,7 +124,8 @@ def _execute(name: str, a, jobs, fn, kwargs: dict):
             workers = len(client.scheduler_info()["workers"])
             print(f"{name}: {len(jobs)} inputs on {workers} workers ({cluster.threads} threads each); "
                   f"dashboard {client.dashboard_link}", file=sys.stderr)
-            records, interrupt = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet)
+            records, interrupt = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet,
+                                          checkpoint=lambda done: checkpoint(done, workers))
     except KeyboardInterrupt as exc:
         interrupt = exc
     if interrupt is not None:  # the workers are stopped now: nothing more can be published
@@ -166,9 +168,16 @@ def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int
         return EXIT_ERROR
     jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
     t0 = time.perf_counter()
+
+    def checkpoint(records: list[dict], workers: int) -> None:
+        """The report while the batch runs; one that cannot be written is reported by the final write."""
+        with suppress(OSError):
+            write_report(report, name, records, summarise(records, time.perf_counter() - t0),
+                         {"workers": workers, "arguments": vars(a)})
+
     with _signals_as_interrupt():
         try:
-            records, workers, interrupt = _execute(name, a, jobs, fn, kwargs)
+            records, workers, interrupt = _execute(name, a, jobs, fn, kwargs, checkpoint)
         except ClusterError as exc:  # nothing ran, nothing to report
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR

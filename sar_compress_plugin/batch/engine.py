@@ -10,8 +10,10 @@ streams tile by tile, so one scene of any size fits in a few hundred MB.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from .tasks import FAILED, record
 #: Environment of our LocalCluster's workers: the BLAS libraries read these when they load, before any task.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SAR_COMPRESS_THREADS")
 CANCELLED = "cancelled"
+#: Least seconds between two writes of the report while scenes finish (see `run_jobs`).
+CHECKPOINT_SECONDS = 30.0
 
 
 def machine_cores() -> int:
@@ -106,8 +110,24 @@ def _result(fut, job: Job) -> dict:
                                  f"{' '.join(str(exc).split())[:300]})")
 
 
-def run_jobs(client, fn, jobs: list[Job], kwargs: dict,
-             quiet: bool = False) -> tuple[list[dict], KeyboardInterrupt | None]:
+def _progress_line(what: str, n: int, total: int, rec: dict) -> str:
+    """One finished scene as a line of a log file: count, status, input, seconds, and the bpp or the error."""
+    bpp = f", {rec['bpp']} bpp" if rec["bpp"] != "" else ""
+    error = f": {rec['error']}" if rec["error"] else ""
+    return f"{what} {n}/{total}: {rec['status']} {rec['input']} ({rec['seconds']} s{bpp}){error}"
+
+
+def _checkpoint(checkpoint, records: list[dict], since: float) -> float:
+    """checkpoint(records) unless there is none or it last ran (`since`, a time.monotonic()) less than
+    CHECKPOINT_SECONDS ago; when it last ran."""
+    if checkpoint is None or time.monotonic() - since < CHECKPOINT_SECONDS:
+        return since
+    checkpoint(records)
+    return time.monotonic()
+
+
+def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False,
+             checkpoint=None) -> tuple[list[dict], KeyboardInterrupt | None]:
     """Run `fn(job, **kwargs)` as one task per job; (records in job order, the interrupt that stopped them or
     None).
 
@@ -116,6 +136,13 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict,
     the scheduler elsewhere (up to distributed.scheduler.allowed-failures times); after that the scene is
     reported failed and the rest go on. On an interrupt (SIGINT, or SIGTERM raised as one by the CLI) tasks
     not yet finished are cancelled, and those finished but not yet collected still count as done.
+
+    Progress is a bar on a terminal, and a line per finished scene when stderr is a log file: there the bar,
+    redrawn with carriage returns, was one line that named no scene until the batch ended.
+
+    `checkpoint(records)` (the CLI writes the report) runs once the tasks are submitted and then after a
+    finished scene at most every CHECKPOINT_SECONDS, so a client killed outright (SIGKILL, the OOM killer, a
+    lost node) leaves a report of what finished, the rest cancelled, instead of none or the previous run's.
     """
     from dask.distributed import as_completed  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -125,18 +152,24 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict,
     run = uuid.uuid4().hex[:8]
     futures = {}
     failed = sum(r["status"] == FAILED for r in records)
-    bar = tqdm(total=len(todo), desc=fn.__name__.replace("_", " "), unit="scene", file=sys.stderr,
-               disable=quiet, dynamic_ncols=True)
+    what = fn.__name__.replace("_", " ")
+    lines = not quiet and not sys.stderr.isatty()
+    bar = tqdm(total=len(todo), desc=what, unit="scene", file=sys.stderr, disable=quiet or lines,
+               dynamic_ncols=True)
     try:
         for i in todo:
             futures[client.submit(fn, jobs[i], **kwargs, pure=False,
                                   key=f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}")] = i
-        for fut in as_completed(futures):
+        saved = _checkpoint(checkpoint, records, since=-math.inf)
+        for n, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             records[i] = _result(fut, jobs[i])
             failed += records[i]["status"] == FAILED
             bar.set_postfix(failed=failed, refresh=False)
             bar.update()
+            if lines:
+                print(_progress_line(what, n, len(todo), records[i]), file=sys.stderr, flush=True)
+            saved = _checkpoint(checkpoint, records, since=saved)
         return records, None
     except KeyboardInterrupt as interrupt:
         client.cancel([f for f in futures if f.status != "finished"])

@@ -64,13 +64,18 @@ class _Expander:
     def fail(self, what: str, error: str) -> None:
         self.jobs.append(Job(input=what, error=error))
 
-    def wanted(self, p: Path) -> bool:
+    def wanted(self, p: Path, skip: Path | None) -> bool:
         return (p.is_file() and p.suffix.lower() in self.suffixes and not p.name.startswith(".")
-                and self.out_dir not in p.resolve().parents)
+                and (skip is None or skip not in p.resolve().parents))
 
     def folder(self, d: Path) -> None:
-        """Every matching file below `d`; outputs mirror the sub-folders so equal names in two folders differ."""
-        found = sorted(p for p in d.rglob("*") if self.wanted(p))
+        """Every matching file below `d`; outputs mirror the sub-folders so equal names in two folders differ.
+
+        An output folder inside `d` is not searched (earlier outputs are not inputs). One that is `d` itself or
+        above it (.sarc files beside their rasters, `--out` the archive's root) does not hide `d`'s files: that
+        used to fail the folder as having none."""
+        inside = d.resolve() in self.out_dir.parents
+        found = sorted(p for p in d.rglob("*") if self.wanted(p, self.out_dir if inside else None))
         if not found:
             self.fail(str(d), f"folder has no {'/'.join(self.suffixes)} files")
         for p in found:

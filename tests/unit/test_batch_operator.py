@@ -1,0 +1,155 @@
+"""What an operator running sar-compress-batch / sar-reconstruct-batch unattended relies on: a rerun redoes what
+was not made as asked now or is not whole, the output folder may sit beside or above the inputs, and the log
+of a batch names each scene as it finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sar_compress_plugin.batch.cli import compress_batch_main
+from sar_compress_plugin.batch.inputs import Job, expand_inputs
+from sar_compress_plugin.batch.tasks import check_sarc, compress_scene, reconstruct_scene
+from sar_compress_plugin.core.codec import CompressOptions, compress
+from sar_compress_plugin.core.raster_io import read_raster_info
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _small(sar_data: Path, n: int) -> list[Path]:
+    """Real Sentinel-1 scenes of 120 x 120 pixels (BigEarthNet patches, dB)."""
+    found = sorted(sar_data.glob("bigearthnet_s1_*.tif"))[:n]
+    assert len(found) == n
+    return found
+
+
+def test_a_rerun_with_another_domain_or_tile_size_compresses_again(tiny_bundle, sar_data, tmp_path):
+    """A .sarc made with another value domain or tile size is not what was asked: a rerun with --domain to
+    correct an inferred domain, or with another --tile, used to skip every scene."""
+    src = sorted(sar_data.glob("s1_iw_grd_*_512.tif"))[0]  # linear intensity
+    out = tmp_path / "out" / "a.sarc"
+    opts = CompressOptions(model_dir=tiny_bundle)
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "ok"
+    assert check_sarc(out, decode=False)["domain"] == "intensity"
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"
+    asked = CompressOptions(model_dir=tiny_bundle, domain="intensity")  # what was inferred: nothing to redo
+    assert compress_scene(Job(str(src), str(out)), asked)["status"] == "skipped"
+
+    amplitude = CompressOptions(model_dir=tiny_bundle, domain="amplitude")
+    assert compress_scene(Job(str(src), str(out)), amplitude)["status"] == "ok"
+    assert check_sarc(out, decode=False)["domain"] == "amplitude"
+    assert compress_scene(Job(str(src), str(out)), amplitude)["status"] == "skipped"
+
+    tile = CompressOptions(model_dir=tiny_bundle, domain="amplitude", tile_size=256)
+    assert compress_scene(Job(str(src), str(out)), tile)["status"] == "ok"
+    assert check_sarc(out, decode=False)["tiling"]["tile_size"] == 256
+    assert compress_scene(Job(str(src), str(out)), tile)["status"] == "skipped"
+
+
+def test_an_output_folder_that_is_or_holds_the_input_folder_keeps_its_rasters(tmp_path):
+    """--out equal to the input folder (.sarc files beside the rasters) or above it used to fail the folder as
+    having no rasters; an output folder inside it is still not searched."""
+    d = tmp_path / "archive"
+    for rel in ("x.tif", "sub/y.tif", "out/old.tif"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"")
+
+    def outputs(out: Path) -> list[tuple[str, str]]:
+        jobs = expand_inputs([str(d)], out, (".tif", ".tiff"), ".sarc")
+        return [(Path(j.input).relative_to(d).as_posix(), Path(j.output).relative_to(out).as_posix()) for j in jobs]
+
+    everything = [("out/old.tif", "out/old.sarc"), ("sub/y.tif", "sub/y.sarc"), ("x.tif", "x.sarc")]
+    assert outputs(d) == everything
+    assert outputs(tmp_path) == everything
+    assert outputs(d / "out") == everything[1:]
+
+
+def test_a_rerun_reconstructs_again_over_a_truncated_geotiff(tiny_bundle, sar_data, tmp_path):
+    """A reconstruction cut short under its final name (an interrupted copy) still opens with the right shape;
+    without --verify a rerun used to skip it as done."""
+    sarc = tmp_path / "a.sarc"
+    compress(_small(sar_data, 1)[0], sarc, CompressOptions(model_dir=tiny_bundle))
+    job = Job(str(sarc), str(tmp_path / "rec" / "a.tif"))
+    kwargs = {"model_dirs": [str(tiny_bundle)]}
+    assert reconstruct_scene(job, **kwargs)["status"] == "ok"
+    tif = Path(job.output)
+    whole = tif.read_bytes()
+    assert reconstruct_scene(job, **kwargs)["status"] == "skipped"
+
+    tif.write_bytes(whole[: len(whole) // 2])
+    assert read_raster_info(tif).width == 120  # the damage does not show in the header
+    rec = reconstruct_scene(job, **kwargs)
+    assert rec["status"] == "ok" and rec["bytes_out"] == len(whole) == tif.stat().st_size
+
+
+@pytest.mark.timeout(120)
+def test_progress_in_a_log_file_is_one_line_per_finished_scene(tiny_bundle, sar_data, tmp_path, capsys):
+    """stderr redirected to a log (not a terminal): each finished scene is a line naming it, its status and its
+    bpp or error; the progress bar's carriage-return redraws were one line naming no scene."""
+    d = tmp_path / "in"
+    d.mkdir()
+    good = [Path(shutil.copy(p, d)) for p in _small(sar_data, 2)]
+    bad = d / "zero.tif"
+    bad.write_bytes(b"")
+    argv = [str(d), "--out", str(tmp_path / "out"), "--model", str(tiny_bundle), "--workers", "1",
+            "--dashboard-address", ":0"]
+    assert compress_batch_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "\r" not in err and "Traceback" not in err
+    progress = sorted(line for line in err.splitlines() if line.startswith("compress scene "))
+    assert [line.split(": ", 1)[0] for line in progress] == [f"compress scene {n}/3" for n in (1, 2, 3)]
+    by_input = {line.split()[4]: line for line in progress}
+    for p in good:
+        assert by_input[str(p)].split()[3] == "ok" and by_input[str(p)].endswith(" bpp)")
+    assert by_input[str(bad)].split()[3] == "failed" and "not a readable raster" in by_input[str(bad)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_client_killed_outright_leaves_a_report_and_a_rerun_finishes(sar_data, tmp_path):
+    """SIGKILL to the whole batch (the OOM killer, a lost node) cannot be caught: the report written while it
+    ran says what finished, the rest cancelled (there used to be none, or the previous run's), and a rerun
+    skips what finished and does the rest. The bundled model keeps scenes in flight long enough."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for p in sorted(sar_data.glob("s1_iw_grd_*_512.tif"))[:3]:
+        shutil.copy(p, d)
+    out = tmp_path / "out"
+    report = out / "sar-compress-batch-report.json"
+    code = ("import sys; from sar_compress_plugin.batch import engine; engine.CHECKPOINT_SECONDS = 0; "
+            "from sar_compress_plugin.batch.cli import compress_batch_main as m; sys.exit(m())")
+    argv = [str(d), "--out", str(out), "--workers", "1", "--dashboard-address", ":0", "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen: set[str] = set()
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline and "ok" not in seen:
+        seen = {r["status"] for r in json.loads(report.read_text())["scenes"]} if report.is_file() else set()
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert seen == {"ok", "cancelled"}, f"no report while the batch ran, only at its end: {seen}"
+
+    scenes = json.loads(report.read_text())["scenes"]
+    assert len(scenes) == 3 and {r["status"] for r in scenes} == {"ok", "cancelled"}
+    for r in scenes:
+        if r["status"] == "ok":
+            assert check_sarc(r["output"], decode=False)["raster"]["width"] == 512
+        else:
+            assert r["error"] == "batch interrupted before this scene finished"
+    assert compress_batch_main(argv) == 0
+    rerun = {r["input"]: r["status"] for r in json.loads(report.read_text())["scenes"]}
+    assert all(rerun[r["input"]] == "skipped" for r in scenes if r["status"] == "ok")
+    assert set(rerun.values()) <= {"ok", "skipped"} and sorted(p.name for p in out.iterdir()) == [
+        *sorted(f"{p.stem}.sarc" for p in d.iterdir()), "sar-compress-batch-report.csv",
+        "sar-compress-batch-report.json"]
