@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from export.onnx_export import ExportError, check_out_dir, export_bundle
+from sar_compress_plugin.cli import HelpFormatter
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.checkpoint import load_model, training_totals
+from trainer.reporting import new_folders_removed_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ def _default_calibration_paths(ckpt: dict) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--name", help="model name recorded in the bundle (default: variant + checkpoint folder)")
@@ -67,27 +70,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        check_out_dir(args.outdir, args.checkpoint)  # seconds of work would otherwise end in a traceback
-        model, ckpt = load_model(args.checkpoint)
-        paths = args.calibration or _default_calibration_paths(ckpt)
-        if not paths:
-            raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; pass --calibration FILE")
-        tiles = calibration_tiles(paths, args.tile, args.max_tiles)
-        history = ckpt.get("history") or []
-        # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
-        # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights
-        own = next((h for h in reversed(history) if h.get("step") == ckpt.get("step")), {})
-        variant = ckpt["model_name"]
-        manifest = export_bundle(
-            model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
-            preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
-            training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
-                      "steps": ckpt.get("step"), **training_totals(ckpt), "config": ckpt.get("config", {}),
-                      "parameters": model.count_parameters()},
-            validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
-                        if k in own},
-            default_quality=args.default_quality, float16=args.fp16,
-        )
+        with new_folders_removed_on_failure(Path(os.path.abspath(args.outdir)).parent):
+            check_out_dir(args.outdir, args.checkpoint)  # seconds of work would otherwise end in a traceback
+            model, ckpt = load_model(args.checkpoint)
+            paths = args.calibration or _default_calibration_paths(ckpt)
+            if not paths:
+                raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; pass --calibration FILE")
+            tiles = calibration_tiles(paths, args.tile, args.max_tiles)
+            history = ckpt.get("history") or []
+            # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
+            # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights
+            own = next((h for h in reversed(history) if h.get("step") == ckpt.get("step")), {})
+            variant = ckpt["model_name"]
+            manifest = export_bundle(
+                model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
+                preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
+                training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
+                          "steps": ckpt.get("step"), **training_totals(ckpt), "config": ckpt.get("config", {}),
+                          "parameters": model.count_parameters()},
+                validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
+                            if k in own},
+                default_quality=args.default_quality, float16=args.fp16,
+            )
     except (SarCompressError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

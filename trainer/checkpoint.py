@@ -74,8 +74,9 @@ def _verify_archive(path: Path) -> None:
     """Check the CRC-32 the zip format keeps for every record of a checkpoint: torch.load does not, so flipped
     bytes inside a tensor would load as a silently different model. Reading the whole file once costs ~6 ms
     for the 5 MB warm start (its torch.load takes ~60 ms)."""
-    if not zipfile.is_zipfile(path):
-        return  # not a zip at all: torch.load says what it is
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6; the legacy
+        # format's pickle reader met text or random bytes with a KeyError or IndexError traceback
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
@@ -95,7 +96,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     _verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except pickle.UnpicklingError:  # torch's text for it advises weights_only=False, which this project never does
+        raise CheckpointError(f"{path}: not a sar-compress checkpoint (it holds objects other than tensors and "
+                              f"plain values, which are not loaded)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a sar-compress checkpoint (top level is {type(ckpt).__name__})")

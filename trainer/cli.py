@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -11,14 +12,19 @@ from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.config import TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
+from trainer.reporting import new_folders_removed_on_failure
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
+
+#: What a run writes into --out before its data and checkpoints have loaded, and what only training writes.
+SETUP_FILES = ("config.yaml", "config.json", "train.log")
+TRAINING_FILES = ("last.pth", "best.pth", "history.jsonl")
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="sar-train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # every default is None until the config file and the flags are resolved, so each help names its real one
+    p = argparse.ArgumentParser(prog="sar-train", description=__doc__)
     p.add_argument("--config", help="YAML file of TrainConfig options (flags override it)")
     p.add_argument("--variant", choices=available_models(), default=None, help=f"model variant [{d.variant}]")
     p.add_argument("--data", default=None,
@@ -88,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
             cli_values["data"] = str(DEFAULT_MANIFEST)
         cfg = resolve(file_values, cli_values)
-        writable_folder(cfg.out)  # an unusable --out fails here, before the data and the model load
-        from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
+        out = Path(cfg.out)
+        with new_folders_removed_on_failure(out), _setup_undone_on_early_failure(out):
+            writable_folder(out)  # an unusable --out fails here, before the data and the model load
+            from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
 
-        given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
-        result = run_training(adopt_resumed_settings(cfg, given))
+            given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
+            result = run_training(adopt_resumed_settings(cfg, given))
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +110,35 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['best_val_loss']:.4f}, last val PSNR {last.get('val_psnr', float('nan')):.2f} dB, "
               f"{result['skipped_batches']} skipped batch(es); checkpoints in {result['out']}")
     return 0
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+
+
+@contextlib.contextmanager
+def _setup_undone_on_early_failure(out: Path):
+    """A run that fails before it trained (missing data, an unreadable or mismatched checkpoint) gives --out
+    its config and log back: run_training writes them before it loads anything, and an existing run folder
+    would otherwise describe a run that never happened. After a checkpoint or history line, all stays."""
+    setup = {name: _read(out / name) for name in SETUP_FILES}
+    trained = {name: _stat(out / name) for name in TRAINING_FILES}
+    try:
+        yield
+    except SarCompressError:
+        if {name: _stat(out / name) for name in TRAINING_FILES} == trained:
+            for name, content in setup.items():
+                if _read(out / name) == content:  # untouched (also where --out was refused)
+                    continue
+                if content is None:
+                    (out / name).unlink()
+                else:
+                    (out / name).write_bytes(content)
+        raise
 
 
 if __name__ == "__main__":

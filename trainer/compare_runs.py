@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", help="folder of run folders (<variant>_s<seed>)")
     p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")
     a = p.parse_args(argv)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(Path(a.runs))
-    if not runs:
+    runs = load_runs(Path(a.runs)) if Path(a.runs).is_dir() else []
+    if not runs:  # said before --out is made, so a typo leaves no empty results folder
         print(f"no runs with history.jsonl under {a.runs}", file=sys.stderr)
         return 1
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     stats = seed_statistics(runs, eval_by_run(out))
     plot_curves(runs, out / "training_curves.png")
     doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats}

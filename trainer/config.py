@@ -15,6 +15,7 @@ import yaml
 
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.models.codec import DEFAULT_LAMBDAS
+from trainer.registry import available_models
 
 
 class ConfigError(SarCompressError):
@@ -63,6 +64,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         self._check_types()
+        if self.variant not in available_models():  # a flag is checked by argparse, a config file only here
+            raise ConfigError(f"variant must be one of {', '.join(available_models())}, got {self.variant!r}")
         if self.patch_size % 64 or self.patch_size < 64:
             raise ConfigError(f"patch_size must be a positive multiple of 64 (the hyperprior's grid), "
                               f"got {self.patch_size}")

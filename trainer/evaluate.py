@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sar_compress_plugin.cli import HelpFormatter
 from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
 from sar_compress_plugin.core.evaluation import db_quality
 from sar_compress_plugin.core.errors import SarCompressError
@@ -29,6 +30,7 @@ from sar_compress_plugin.core.raster_io import writable_folder
 from sar_compress_plugin.core.runtime import load_manifest
 from trainer.checkpoint import load_model, training_totals
 from trainer.data import RawPlane, build_datasets
+from trainer.reporting import new_folders_removed_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,13 @@ def _label(path: Path, variant: str, taken: set[str]) -> str:
 
 def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | None = None,
                          device: str = "cpu", max_planes: int | None = None) -> dict:
-    """Evaluate each checkpoint on its own run's validation split; write results.json, results.md, PNGs."""
+    """Evaluate each checkpoint on its own run's validation split; write results.json, results.md, PNGs.
+
+    Nothing is written until every checkpoint has been evaluated, so one that cannot be read leaves `out` as
+    it was rather than with the panels of the checkpoints before it."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    panels = []
     cache: dict[tuple, list[RawPlane]] = {}
     taken: set[str] = set()
     for path in map(Path, paths):
@@ -171,9 +176,12 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)
         mid = model.levels // 2
-        save_panel(first, torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi)), lo, hi,
-                   out / f"panel_{label.split()[0]}_{len(results)}.png",
-                   f"{label} level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB")
+        panels.append((first, torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi)), lo, hi,
+                       out / f"panel_{label.split()[0]}_{len(results)}.png",
+                       f"{label} level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
+    out.mkdir(parents=True, exist_ok=True)
+    for panel in panels:
+        save_panel(*panel)
     doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",
@@ -205,11 +213,11 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
     from trainer.codec_eval import evaluate_bundle
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results, taken = {}, set()
     for bundle in bundles:
         res = evaluate_bundle(bundle, scenes, data, quality, device=device)
         results[_label(Path(bundle), res["variant"] or "model", taken)] = res
+    out.mkdir(parents=True, exist_ok=True)
     doc = {"name": "sar-eval --bundle", "description": "model bundles through the real codec on their validation "
            "scenes; metrics from sar_compress_plugin.core.evaluation", "results": results}
     (out / "codec_results.json").write_text(json.dumps(doc, indent=2, default=float))
@@ -242,7 +250,7 @@ def check_torch_device(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sar-eval", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (best.pth of each run)")
     p.add_argument("--bundle", nargs="+", default=[], help="exported model bundles: evaluate through the real codec")
     p.add_argument("--scenes", nargs="+", default=None,
@@ -259,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give checkpoints and/or --bundle folders")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_arguments(args)
-        if args.checkpoints:
-            doc = evaluate_checkpoints(args.checkpoints, args.out, args.data, args.device, args.max_planes)
-            print(markdown_table(doc["results"]), end="")
-        if args.bundle:
-            doc = evaluate_bundles(args.bundle, args.out, args.scenes, args.data, args.quality, args.device)
-            print(codec_markdown_table(doc["results"]), end="")
+        with new_folders_removed_on_failure(Path(args.out)):
+            check_arguments(args)
+            if args.checkpoints:
+                doc = evaluate_checkpoints(args.checkpoints, args.out, args.data, args.device, args.max_planes)
+                print(markdown_table(doc["results"]), end="")
+            if args.bundle:
+                doc = evaluate_bundles(args.bundle, args.out, args.scenes, args.data, args.quality, args.device)
+                print(codec_markdown_table(doc["results"]), end="")
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

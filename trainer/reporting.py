@@ -1,11 +1,28 @@
-"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG."""
+"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG; and the rule
+that a command which fails leaves no new output folder behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(folder: Path):
+    """On a failure, remove `folder` and those of its parents that did not exist before and are still empty:
+    the CLIs create their output folder to check it before the work, and a run that then fails (missing data,
+    an unreadable checkpoint, a failed parity check) must not leave an empty folder behind."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in created:
+            with contextlib.suppress(OSError):  # not empty (or never made): keep it
+                path.rmdir()
+        raise
 
 
 def attach_log_file(out: Path) -> logging.Handler:

@@ -54,3 +54,11 @@ def test_runs_and_seed_statistics(tmp_path):
 def test_no_runs_is_an_error(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "no runs" in capsys.readouterr().err
+
+
+def test_a_missing_or_empty_runs_folder_is_one_line_and_makes_no_out_folder(tmp_path, capsys):
+    for runs in (tmp_path / "absent", tmp_path):
+        assert compare_runs.main([str(runs), "--out", str(tmp_path / "new" / "o")]) == 1
+        err = capsys.readouterr().err
+        assert err == f"no runs with history.jsonl under {runs}\n"
+        assert not (tmp_path / "new").exists()

@@ -87,3 +87,10 @@ def test_a_bundle_is_replaced_but_not_one_holding_other_files(tmp_path, capsys, 
     assert _export(ckpt, out) == 2
     assert "it holds my_notes.txt" in _one_error_line(capsys)
     assert (out / "my_notes.txt").exists() and (out / "manifest.json").exists()
+
+
+def test_a_failed_export_leaves_no_new_parent_folders(tmp_path, capsys):
+    """OUTDIR's parent is created to check it before the work; an export that then fails removes it again."""
+    assert _export(tmp_path / "absent.pth", tmp_path / "new" / "models" / "mine") == 2
+    assert "no such checkpoint file" in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

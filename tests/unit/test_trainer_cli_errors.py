@@ -52,6 +52,25 @@ def test_empty_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert "empty.pth: not a checkpoint: empty file" in _one_error_line(capsys)
 
 
+def test_text_random_bytes_and_foreign_objects_are_one_line_without_unsafe_advice(tmp_path, capsys):
+    """torch's reader met a text file with a KeyError traceback, and its message for pickled objects advises
+    weights_only=False, which must never reach a user of this project."""
+    import argparse
+
+    text, noise, foreign = tmp_path / "notes.pth", tmp_path / "noise.pth", tmp_path / "foreign.pth"
+    text.write_text("hello world\n")
+    noise.write_bytes(bytes(range(256)) * 12)
+    torch.save({"model_name": argparse.Namespace(variant="baseline")}, foreign)
+    for path, why in ((text, "not a PyTorch zip archive"), (noise, "not a PyTorch zip archive"),
+                      (foreign, "holds objects other than tensors and plain values")):
+        assert eval_main([str(path), "--out", str(tmp_path / "ev")]) == 2
+        line = _one_error_line(capsys)
+        assert f"{path.name}: not a" in line and why in line and "weights_only" not in line
+        assert train_main(["--init", str(path), "--data", str(SCENE), "--out", str(tmp_path / "tr")]) == 2
+        assert why in _one_error_line(capsys)
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "tr").exists()
+
+
 def test_damaged_checkpoint_is_refused_by_its_checksums(tmp_path, capsys):
     path = _checkpoint(tmp_path / "best.pth")
     with zipfile.ZipFile(path) as archive:
@@ -119,3 +138,49 @@ def test_exponents_without_a_dot_are_numbers_in_a_config_file(tmp_path):
     values = read_config_file(config)
     assert values == {"lr": 2e-4, "lambdas": [1e-3, 2.5e-2, 0.08], "checkpoint_minutes": 5}
     assert resolve(values, {}).lr == 2e-4
+
+
+def test_a_failed_start_leaves_no_new_out_folder(tmp_path, capsys):
+    """Missing data fails after the run has written its config and log, a missing checkpoint before: either
+    way --out (and its new parents) are gone again."""
+    for argv in (["--data", str(tmp_path / "nodata")],
+                 ["--data", str(SCENE), "--resume", str(tmp_path / "no.pth")],
+                 ["--data", str(SCENE), "--init", str(tmp_path / "no.pth"), "--patch-size", "64"]):
+        assert train_main([*argv, "--out", str(tmp_path / "new" / "run"), "--device", "cpu"]) == 2
+        _one_error_line(capsys)
+        assert not (tmp_path / "new").exists(), argv
+    assert eval_main([str(tmp_path / "no.pth"), "--out", str(tmp_path / "new" / "ev")]) == 2
+    assert "no such checkpoint file" in _one_error_line(capsys)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_start_leaves_an_existing_out_folder_as_it_was(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine\n")
+    (out / "train.log").write_text("earlier run\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train_main(["--data", str(tmp_path / "nodata"), "--out", str(out), "--device", "cpu"]) == 2
+    assert "nodata: no such file or folder" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    ckpt = _checkpoint(tmp_path / "best.pth")
+    assert eval_main([str(ckpt), str(tmp_path / "no.pth"), "--out", str(out)]) == 2  # fails on the second
+    assert "no such checkpoint file" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unknown_variant_in_a_config_file_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("variant: basline\n")
+    assert train_main(["--config", str(config), "--data", str(SCENE), "--out", str(tmp_path / "tr")]) == 2
+    err = _one_error_line(capsys)
+    assert "variant must be one of attention, baseline, residual, resnet_lite, got 'basline'" in err
+    assert not (tmp_path / "tr").exists()
+
+
+def test_sar_train_help_shows_the_real_defaults(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text  # every option is None until the config file and flags resolve it
+    assert "--epochs EPOCHS [1000]" in text and "--patch-size PATCH_SIZE multiple of 64 [256]" in text
