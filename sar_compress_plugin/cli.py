@@ -29,9 +29,17 @@ _NEGATIVE_NUMBER = re.compile(r"^-(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]
                               re.IGNORECASE)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is one: an option whose default is None names its real default
+    in its help text (it comes from the model, the file or the config), and "(default: None)" after it was
+    false. Shared by every command line of the project."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     p._negative_number_matcher = _NEGATIVE_NUMBER  # the attribute argparse consults (3.11-3.13)
     return p
 

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import HelpFormatter
 from .core.codec import CompressOptions, compress, reconstruct
 from .core.errors import SarCompressError
 from .core.evaluation import aggregate, band_quality
@@ -48,7 +49,7 @@ def _fmt(v, spec=".3f"):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-demo", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--input", type=Path, default=SAMPLE, help="raster to compress")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the outputs")
     parser.add_argument("--model", type=Path, default=None, help="model bundle (default: the bundled one)")
