@@ -194,6 +194,7 @@ class SceneLayerController(QObject):
 
     idle = pyqtSignal()  # no task running and nothing pending: tests and the benchmark wait on it
     failed = pyqtSignal(str)
+    source_changed = pyqtSignal()  # the .sarc on disk is not the file opened: nothing more is decoded
 
     def __init__(self, layer: QgsRasterLayer, cache, canvas, max_decode_pixels: int):
         super().__init__()
@@ -256,6 +257,9 @@ class SceneLayerController(QObject):
             self.task.cancel()
             return
         self._pending = False
+        if self.cache.source_changed():
+            self.source_changed.emit()
+            return
         tiles = self.tiles_to_decode()
         if not tiles:
             self.idle.emit()
@@ -268,7 +272,10 @@ class SceneLayerController(QObject):
         QgsApplication.taskManager().addTask(task)
 
     def _tile_decoded(self, _tile: int) -> None:
-        self._reload()
+        """Show the new tile, unless the controller was closed: a task's signals queued before it stopped are
+        still delivered, and by then the layer may be deleted."""
+        if self.task is not None:
+            self._reload()
 
     def _reload(self) -> None:
         """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint."""
@@ -303,9 +310,10 @@ class SceneLayerController(QObject):
             self.canvas.mapCanvasRefreshed.disconnect(self._canvas_refreshed)
         except TypeError:  # canvas already gone
             pass
-        if self.task is not None:
-            self.task.cancel()
-            self.task.waitForFinished(60_000)  # the cache's file handles must not close under a running decode
+        task, self.task = self.task, None  # its queued signals must find the controller closed
+        if task is not None:
+            task.cancel()
+            task.waitForFinished(60_000)  # the cache's file handles must not close under a running decode
         self.cache.close()
 
 
@@ -364,12 +372,14 @@ class SceneLayers:
         settings = PluginSettings.load()
         root = Path(settings.tile_cache_dir) if settings.tile_cache_dir else tile_cache_root()
         try:
-            evict(root, settings.tile_cache_mb << 20, keep=[c.cache.folder for c in self.controllers.values()])
             cache = SceneCache(sarc_path, root, model_dirs=settings.reconstruct_model_dirs(),
                                device=settings.device)
         except SarCompressError as exc:
             self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
             return None
+        # after opening, not before: the scene's own cache, until now the least recently used, must not go
+        evict(root, settings.tile_cache_mb << 20,
+              keep=[cache.folder, *(c.cache.folder for c in self.controllers.values())])
         try:
             layer = add_scene_layer(QgsProject.instance(), cache)
         except SarCompressError as exc:
@@ -379,11 +389,20 @@ class SceneLayers:
         controller = SceneLayerController(layer, cache, self.iface.mapCanvas(),
                                           int(settings.decode_budget_mpx * 1e6))
         controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
+        controller.source_changed.connect(lambda: self._reopen(layer))
         self.controllers[layer.id()] = controller
         for action in self.layer_actions:
             self.iface.addCustomActionForLayer(action, layer)
         controller.schedule()
         return layer
+
+    def _reopen(self, layer: QgsRasterLayer) -> None:
+        """The layer's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels, so the
+        layer goes and the file as it is now opens in its place (or its error is shown)."""
+        path = layer.customProperty(SARC_PATH_PROPERTY)
+        self.logger.warning(f"{Path(path).name} changed on disk since it was opened: opening it again")
+        QgsProject.instance().removeMapLayer(layer.id())
+        self.open(path)
 
     def _layers_removed(self, layer_ids) -> None:
         for layer_id in layer_ids:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
-from ..core.raster_io import RasterReader, limit_gdal_cache, temp_path_for
+from ..core.raster_io import RasterReader, geotiff_blocks_stored, limit_gdal_cache, temp_path_for
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
@@ -101,15 +101,10 @@ def _blocks_inside(path) -> None:
     size = Path(path).stat().st_size
     ds = gdal.Open(str(path))
     for b in range(1, ds.RasterCount + 1):
-        band = ds.GetRasterBand(b)
-        bw, bh = band.GetBlockSize()
-        for y in range(-(-ds.RasterYSize // bh)):
-            for x in range(-(-ds.RasterXSize // bw)):
-                end = sum(int(band.GetMetadataItem(f"BLOCK_{item}_{x}_{y}", "TIFF") or 0)
-                          for item in ("OFFSET", "SIZE"))  # None: a sparse block, not written
-                if end > size:
-                    raise SarCompressError(f"{path}: truncated (band {b} block {x},{y} ends at byte {end} of a "
-                                           f"{size}-byte file)")
+        try:
+            geotiff_blocks_stored(ds.GetRasterBand(b), (0, 0, ds.RasterXSize, ds.RasterYSize), size)
+        except ValueError as exc:
+            raise SarCompressError(f"{path}: band {b} {exc}") from None
 
 
 def check_geotiff(path, raster: dict, decode: bool) -> None:

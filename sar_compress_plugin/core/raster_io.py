@@ -208,6 +208,25 @@ class RasterReader:
         self.close()
 
 
+def geotiff_blocks_stored(band, window, file_size: int) -> bool:
+    """Whether any block of a GDAL GeoTIFF band within `window` (col, row, width, height) is written in the file;
+    ValueError when one ends past the file's `file_size` bytes. A truncated GeoTIFF (an interrupted copy, a full
+    disk) opens with its full shape when its index comes first and fails only where such a block is read; the
+    index alone tells, at about 2 us a block."""
+    bx, by = band.GetBlockSize()
+    c, r, w, h = window
+    stored = False
+    for j in range(r // by, (r + h - 1) // by + 1):
+        for i in range(c // bx, (c + w - 1) // bx + 1):
+            offset = band.GetMetadataItem(f"BLOCK_OFFSET_{i}_{j}", "TIFF")
+            if offset:  # None or empty: a sparse block, never written
+                end = int(offset) + int(band.GetMetadataItem(f"BLOCK_SIZE_{i}_{j}", "TIFF"))
+                if end > file_size:
+                    raise ValueError(f"truncated: block {i},{j} ends at byte {end} of a {file_size}-byte file")
+                stored = True
+    return stored
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when two paths name the same file (resolving links; also when neither exists yet)."""
     pa, pb = Path(a), Path(b)

@@ -28,12 +28,14 @@ from osgeo import gdal
 
 from .codec import CompressedRaster, window_from_bbox
 from .errors import CancelledError, InputRasterError, OutputPathError
+from .raster_io import geotiff_blocks_stored
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
 
 STATE_NAME = "tiles.json"
 TIFF_NAME = "scene.tif"
+TMP_TIFF_NAME = TIFF_NAME + ".tmp.tif"
 
 _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16,
                "int16": gdal.GDT_Int16, "uint32": gdal.GDT_UInt32, "int32": gdal.GDT_Int32,
@@ -51,6 +53,7 @@ class SceneCache:
 
     def __init__(self, sarc_path, cache_root, model_dirs=None, device: str = "auto"):
         self.raster = CompressedRaster(sarc_path, model_dirs=model_dirs, device=device)
+        self._source = _identity(self.raster.path)
         self.grid = self.raster.grid
         self.folder = Path(cache_root) / cache_key(self.raster)
         self.tiff_path = self.folder / TIFF_NAME
@@ -58,7 +61,7 @@ class SceneCache:
         ov = self.raster.info.get("overview")
         self.overview_factor = int(ov["factor"]) if isinstance(ov, dict) and "factor" in ov else 0
         self.decoded: set[int] = set()
-        if self.tiff_path.is_file() and self._load_state():
+        if self.tiff_path.is_file() and self._load_state() and self._check_tiff():
             os.utime(self._state_path)  # least-recently-used order for evict()
         else:
             self._create()
@@ -83,20 +86,75 @@ class SceneCache:
         self.decoded = set(tiles)
         return True
 
+    @property
+    def _overview_levels(self) -> list[int]:
+        f = self.overview_factor
+        return [k for k in (f // 4, f // 2, f) if k >= 2] if f else []
+
+    def _check_tiff(self) -> bool:
+        """Whether the GeoTIFF can serve the listed tiles; False (logged) when it must be rebuilt.
+
+        A truncated file (a crash or a full disk) or one that is not the scene's would fail to show tiles for
+        good, so it is rebuilt. A listed tile with no block in the file is only decoded again: blocks that are
+        all nodata are never written (SPARSE_OK), so an empty tile looks the same as one never written."""
+        try:
+            stored = self._stored_tiles(self.tiff_path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("%s: unusable (%s); rebuilding the cache", self.tiff_path, exc)
+            return False
+        if stored != self.decoded:
+            log.warning("%s: %d listed tile(s) not in the file; decoding them again", self.tiff_path,
+                        len(self.decoded - stored))
+            self.decoded = stored
+        return True
+
+    def _stored_tiles(self, path: Path) -> set[int]:
+        """The listed tiles that have a block in the GeoTIFF at `path`; raises RuntimeError (GDAL) or
+        ValueError when it is not the scene's or any block lies beyond the end of the file (a tile whose
+        write was cut off is not listed, but GDAL would fail to read it)."""
+        r = self.raster
+        size = path.stat().st_size
+        ds = gdal.Open(str(path))
+        if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != (r.width, r.height, r.bands):
+            raise ValueError("its size or band count is not the scene's")
+        stored = set()
+        for b in range(r.bands):
+            band = ds.GetRasterBand(b + 1)
+            if band.GetOverviewCount() != len(self._overview_levels):
+                raise ValueError("its overviews are missing")
+            for level in (band, *(band.GetOverview(i) for i in range(band.GetOverviewCount()))):
+                geotiff_blocks_stored(level, (0, 0, level.XSize, level.YSize), size)  # a cut-off block is unlisted
+            stored |= {t for t in self.decoded if geotiff_blocks_stored(band, self.grid.core_in_raster(t), size)}
+        return stored
+
     def _save_state(self) -> None:
         tmp = self._state_path.with_name(STATE_NAME + ".tmp")
         tmp.write_text(json.dumps({"decoded": sorted(self.decoded)}))
         os.replace(tmp, self._state_path)
 
     def _create(self) -> None:
-        """Empty sparse GeoTIFF + overviews from the stored overview, built under a temporary name."""
-        r = self.raster
-        h = self.header["raster"]
+        """Empty sparse GeoTIFF + overviews from the stored overview, built under a temporary name and checked
+        before it replaces the old one: GDAL reports a failed write (full disk) only when the file is closed,
+        where Python drops the error, so unchecked a cut-off cache would be kept as valid."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputPathError(f"{self.folder}: cannot create the tile cache folder ({exc.strerror})") from None
-        tmp = self.folder / (TIFF_NAME + ".tmp.tif")
+        tmp = self.folder / TMP_TIFF_NAME
+        self.decoded = set()
+        try:
+            self._write_empty(tmp)
+            self._stored_tiles(tmp)
+            os.replace(tmp, self.tiff_path)
+            self._save_state()
+        except (OSError, RuntimeError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(exc) from None
+
+    def _write_empty(self, tmp: Path) -> None:
+        """The sparse GeoTIFF at `tmp`: no tile written, overview levels filled from the stored overview."""
+        r = self.raster
+        h = self.header["raster"]
         block = math.gcd(self.grid.tile_size, 256)  # codec tiles are whole GeoTIFF blocks
         ds = gdal.GetDriverByName("GTiff").Create(
             str(tmp), r.width, r.height, r.bands, _GDAL_TYPES[r.dtype.name],
@@ -112,7 +170,7 @@ class SceneCache:
             if b < len(names):
                 band.SetDescription(str(names[b]))
         f = self.overview_factor
-        levels = [k for k in (f // 4, f // 2, f) if k >= 2] if f else []
+        levels = self._overview_levels
         if levels:
             ds.BuildOverviews("NONE", levels)  # allocate only; filled from the stored overview below
             for b in range(r.bands):
@@ -125,9 +183,6 @@ class SceneCache:
                     o.WriteArray(up[:o.YSize, :o.XSize])
         ds.FlushCache()
         ds = None
-        os.replace(tmp, self.tiff_path)
-        self.decoded = set()
-        self._save_state()
 
     def window_for_bbox(self, bbox) -> tuple[int, int, int, int] | None:
         """Pixel window of a map box in the scene's CRS, None when it misses the scene."""
@@ -148,8 +203,17 @@ class SceneCache:
         return sorted((t for t in self.grid.tiles_overlapping(window) if t not in self.decoded), key=distance)
 
     def decode(self, tiles, is_cancelled=None, on_tile=None) -> int:
-        """Decode `tiles` into the GeoTIFF, each flushed before `on_tile(tile)` is called. Returns the count."""
-        ds = gdal.Open(str(self.tiff_path), gdal.GA_Update)
+        """Decode `tiles` into the GeoTIFF, each flushed before `on_tile(tile)` is called. Returns the count.
+
+        A cache deleted while its scene is open is built again (its tile list with it), so decoding goes on
+        instead of failing at every pan; a cache that cannot be written raises OutputPathError."""
+        if not self.tiff_path.is_file():
+            log.warning("%s: deleted while in use; rebuilding the cache", self.tiff_path)
+            self._create()
+        try:
+            ds = gdal.Open(str(self.tiff_path), gdal.GA_Update)
+        except RuntimeError as exc:
+            raise self._write_error(exc) from None
         done = 0
         try:
             wanted = [t for t in dict.fromkeys(tiles) if t not in self.decoded]
@@ -158,11 +222,14 @@ class SceneCache:
                     if is_cancelled is not None and is_cancelled():
                         raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
                     tc, tr, _tw, _th = self.grid.core_in_raster(t)
-                    for b, px in enumerate(pixels):
-                        ds.GetRasterBand(b + 1).WriteArray(px, tc, tr)
-                    ds.FlushCache()
-                    self.decoded.add(t)
-                    self._save_state()
+                    try:
+                        for b, px in enumerate(pixels):
+                            ds.GetRasterBand(b + 1).WriteArray(px, tc, tr)
+                        ds.FlushCache()
+                        self.decoded.add(t)
+                        self._save_state()
+                    except (OSError, RuntimeError) as exc:
+                        raise self._write_error(exc) from None
                     done += 1
                     if on_tile is not None:
                         on_tile(t)
@@ -170,8 +237,25 @@ class SceneCache:
             ds = None
         return done
 
+    def source_changed(self) -> bool:
+        """Whether the .sarc at the path is no longer the file opened (replaced, rewritten or deleted): the
+        cache and the open file handle would go on showing the old file's pixels."""
+        try:
+            return _identity(self.raster.path) != self._source
+        except OSError:
+            return True
+
+    def _write_error(self, exc: Exception) -> OutputPathError:
+        return OutputPathError(f"{self.folder}: cannot write the tile cache ({exc}); is the disk full or the "
+                               "folder read-only?")
+
     def close(self) -> None:
         self.raster.close()
+
+
+def _identity(path: Path) -> tuple:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def folder_size(folder: Path) -> int:
@@ -188,16 +272,20 @@ def folder_size(folder: Path) -> int:
 
 def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
     """Delete least recently used scene folders until the cache is under `limit_bytes`; `keep` (open scenes)
-    are never deleted. Returns the folders removed."""
+    are never deleted, nor is any folder that is not a scene's (the cache folder is a setting: a user may
+    point it at a folder of their own). Returns the folders removed."""
     root = Path(cache_root)
     if not root.is_dir():
         return []
     keep = {Path(k).resolve() for k in keep}
     scenes = []
     for d in root.iterdir():
-        if d.is_dir():
-            state = d / STATE_NAME
-            scenes.append((state.stat().st_mtime if state.exists() else 0.0, d, folder_size(d)))
+        if d.is_dir() and any((d / name).is_file() for name in (STATE_NAME, TIFF_NAME, TMP_TIFF_NAME)):
+            try:
+                mtime = (d / STATE_NAME).stat().st_mtime
+            except OSError:  # never completed, or being built right now
+                mtime = 0.0
+            scenes.append((mtime, d, folder_size(d)))
     total = sum(s for _, _, s in scenes)
     removed = []
     for _mtime, d, size in sorted(scenes, key=lambda s: s[0]):

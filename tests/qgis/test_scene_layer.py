@@ -283,3 +283,104 @@ def test_sar_style_of_a_one_band_scene_offers_grey_only(qtbot, qgis_app):
     assert not dialog.style.model().item(1).isEnabled()
     dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.choice() == ("grey", (1,))
+
+
+def _decoding(plugin, test_iface, scene):
+    """A scene layer whose task has written at least one tile, its signals not yet delivered (no event
+    processed since): the moment a user closes something mid-decode."""
+    import time
+
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    canvas = _show_canvas(test_iface, layer)
+    _view(canvas, gdal.Open(str(full)).GetGeoTransform(), 0, 0, 512)
+    assert process_events_until(lambda: controller.task is not None, 10)
+    deadline = time.monotonic() + 60
+    while not controller.cache.decoded and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert controller.cache.decoded
+    return layer, controller
+
+
+@pytest.mark.parametrize("close", ["layer", "project", "plugin"])
+def test_closing_mid_decode_leaves_no_task_and_no_error(plugin, test_iface, scene, close):
+    from qgis.core import QgsApplication
+
+    layer, controller = _decoding(plugin, test_iface, scene)
+    if close == "layer":
+        QgsProject.instance().removeMapLayer(layer.id())
+    elif close == "project":
+        QgsProject.instance().clear()
+    else:
+        plugin.unload()
+    process_events_until(lambda: False, 1)  # deliver what the task had queued
+    assert controller.task is None
+    assert QgsApplication.taskManager().countActiveTasks() == 0
+    assert not test_iface.messages
+    if close == "plugin":
+        plugin.initGui()  # the fixture unloads it again
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_sarc_changed_on_disk_never_shows_the_old_files_pixels(plugin, test_iface, scene, codec, model_bundle,
+                                                                 sar_tif, tmp_path, change):
+    import os
+
+    from qgis_harness import messages
+
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    canvas = _show_canvas(test_iface, layer)
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    _view(canvas, gt, 32, 40, 200)
+    assert process_events_until(lambda: not controller.busy, 120)
+    if change == "replaced":  # written elsewhere at another quality, then moved over it (as a copy tool does)
+        new = tmp_path / "new.sarc"
+        codec.compress(str(sar_tif), str(new), codec.CompressOptions(
+            model_dir=str(model_bundle), device="cpu", tile_size=128, overview=True, quality=0.5))
+        os.replace(new, sarc)
+        codec.reconstruct(str(sarc), str(tmp_path / "new_full.tif"), model_dirs=[str(model_bundle)], device="cpu")
+        full = tmp_path / "new_full.tif"
+    else:
+        sarc.unlink()
+
+    _view(canvas, gt, 300, 330, 160)
+    layer_id = layer.id()
+    assert process_events_until(lambda: layer_id not in plugin.scenes.controllers, 10)
+    assert layer_id not in QgsProject.instance().mapLayers()
+    assert any("changed on disk" in m for m in messages(test_iface))
+    shown = [c for c in plugin.scenes.controllers.values() if c.cache.raster.path == sarc]
+    if change == "deleted":
+        assert not shown and any("does not exist" in m for m in messages(test_iface))
+        return
+    (now,) = shown
+    assert now.layer.name() == "berlin" and now.cache.folder != controller.cache.folder
+    canvas.setLayers([now.layer])
+    _view(canvas, gt, 300, 330, 160)
+    assert process_events_until(lambda: not now.busy, 120)
+    c, r, w, h = now.visible_window()[0]
+    assert np.array_equal(gdal.Open(now.layer.source()).ReadAsArray(c, r, w, h),
+                          gdal.Open(str(full)).ReadAsArray(c, r, w, h))
+
+
+def test_opening_a_scene_again_over_the_cache_limit_reuses_its_tiles(plugin, test_iface, scene):
+    """Eviction runs when a scene is opened; the scene being opened is the least recently used one until then,
+    but its own cache must not be the one that goes."""
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    sarc, full = scene
+    s = PluginSettings.load()
+    s.tile_cache_mb = 0  # every scene folder beyond the limit
+    s.save()
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    canvas = _show_canvas(test_iface, layer)
+    _view(canvas, gdal.Open(str(full)).GetGeoTransform(), 32, 40, 200)
+    assert process_events_until(lambda: not controller.busy, 120)
+    decoded = set(controller.cache.decoded)
+    assert decoded
+    QgsProject.instance().removeMapLayer(layer.id())
+    again = plugin.scenes.open(str(sarc))
+    assert plugin.scenes.controllers[again.id()].cache.decoded == decoded
