@@ -103,9 +103,15 @@ def pending_records(jobs: list[Job]) -> list[dict]:
 
 
 def _result(fut, job: Job) -> dict:
+    from distributed.scheduler import KilledWorker  # noqa: PLC0415
+
     try:
         return fut.result()
-    except Exception as exc:  # noqa: BLE001  KilledWorker & co: the scene took its workers down
+    except KilledWorker as exc:  # dask's own text, cut to one line, ended mid-word and never named the cause
+        return record(job, error=f"its worker process died on each of {exc.allowed_failures + 1} tries (most "
+                                 f"often the worker memory limit, --memory-limit, or the system's out-of-memory "
+                                 f"killer; the workers' log says which)")
+    except Exception as exc:  # noqa: BLE001  a worker lost in another way: the scene took it down
         return record(job, error=f"worker lost while processing it ({type(exc).__name__}: "
                                  f"{' '.join(str(exc).split())[:300]})")
 

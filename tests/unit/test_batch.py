@@ -250,3 +250,23 @@ def test_batch_throughput_benchmark_measures_both_and_projects(tiny_bundle, sar_
     rows = res["projection"]["rows"]
     assert rows[1]["full_scenes_per_hour"] == pytest.approx(10 * rows[0]["full_scenes_per_hour"], rel=0.01)
     assert "gdal_translate JP2 loop" in capsys.readouterr().out
+
+
+def test_a_scene_that_kills_its_workers_is_one_line_naming_the_likely_cause(client, tmp_path):
+    """A scene whose worker process dies (memory limit, OOM killer) is retried on other workers, then reported
+    failed with a line that says what usually kills a worker; dask's own text was cut mid-word at 300 characters."""
+    import re
+
+    from sar_compress_plugin.batch.engine import run_jobs
+    from sar_compress_plugin.batch.inputs import Job
+
+    def die(job, **_):  # the worker process exits at once, as one killed by its nanny would
+        os._exit(1)
+
+    jobs = [Job(str(tmp_path / "a.tif"), str(tmp_path / "a.sarc"))]
+    records, interrupt = run_jobs(client, die, jobs, {}, quiet=True)
+    client.wait_for_workers(2, timeout=60)  # the nannies restart them for the other tests
+    assert interrupt is None and records[0]["status"] == "failed"
+    error = records[0]["error"]
+    assert "\n" not in error and re.match(r"its worker process died on each of \d+ tries \(", error)
+    assert "--memory-limit" in error and "out-of-memory killer" in error
