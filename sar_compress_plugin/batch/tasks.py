@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct
+from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
 from ..core.raster_io import RasterReader, geotiff_blocks_stored, limit_gdal_cache, temp_path_for
 from ..core.runtime import default_model_dir, load_manifest
@@ -212,6 +212,19 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
         rec["seconds"] = round(time.perf_counter() - t0, 3)
 
 
+def _reconstruction_of(path: Path) -> str | None:
+    """The body SHA-256 of the .sarc a GeoTIFF was reconstructed from (its RECONSTRUCTION_SHA256_TAG), or None.
+    Dates could not tell: a .sarc replaced by an older-dated copy (cp -p, rsync -a) left its stale
+    reconstruction skipped, and a fresh copy of the same file had a whole scene decoded again."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    try:
+        ds = gdal.Open(str(path))
+    except RuntimeError:
+        return None
+    return ds.GetMetadataItem(RECONSTRUCTION_SHA256_TAG) if ds is not None else None
+
+
 def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: bool = False,
                       threads: int = 1) -> dict:
     """Reconstruct `job.input` (.sarc, whose SHA-256 the core checks) to `job.output` (GeoTIFF); `verify`
@@ -223,9 +236,9 @@ def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: boo
         out = Path(job.output)
         rec["bytes_in"] = Path(job.input).stat().st_size
         with CompressedRaster(job.input) as cr:  # header only: what the output must look like
-            header = cr.info
+            header, sarc_sha256 = cr.info, cr.body_sha256
         _sized(rec, header, rec["bytes_in"])
-        if out.is_file() and out.stat().st_mtime >= Path(job.input).stat().st_mtime:  # not older than its .sarc
+        if out.is_file() and _reconstruction_of(out) == sarc_sha256:
             try:
                 check_geotiff(out, header["raster"], verify)
                 rec.update(status=SKIPPED, bytes_out=out.stat().st_size)

@@ -51,8 +51,10 @@ Window = tuple[int, int, int, int]
 Progress = Callable[[float], None] | None
 Cancelled = Callable[[], bool] | None
 
-#: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from.
+#: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from, and that file's body
+#: SHA-256 (its identity whatever its name or date: a batch rerun tells a reconstruction of this very file).
 RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
+RECONSTRUCTION_SHA256_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF_SHA256"
 SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
 STATS_SAMPLES = 4_000_000
@@ -508,6 +510,12 @@ class CompressedRaster:
         self._open()
 
     @property
+    def body_sha256(self) -> str:
+        """The SHA-256 of the file's body as its footer records it (hex; no read of the body): the file's
+        identity, which a copy keeps and a rewrite changes."""
+        return self._reader.body_sha256.hex()
+
+    @property
     def bytes_read(self) -> int:
         """Bytes read from the file so far (header included): what random access costs."""
         return self._reader.bytes_read
@@ -723,6 +731,7 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         if DOMAIN_ALIASES.get(tag.strip().lower()) != cr.domain:  # the values are in the file's domain
             metadata["VALUE_DOMAIN"] = cr.domain
         metadata[RECONSTRUCTION_TAG] = Path(input_path).name
+        metadata[RECONSTRUCTION_SHA256_TAG] = cr.body_sha256
         with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
                            nodata=cr.nodata, band_names=h.get("band_names"), metadata=metadata,
                            bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber) as wr:
@@ -738,5 +747,6 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
                                  seconds=time.perf_counter() - t0, provider=model.provider)
 
 
-__all__ = ["outlier_margin_db", "CompressOptions", "CompressResult", "ReconstructResult", "CompressedRaster", "compress",
-           "reconstruct", "read_header", "infer_domain", "explain_domain", "window_from_bbox", "same_file"]
+__all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
+           "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
+           "infer_domain", "explain_domain", "window_from_bbox", "same_file"]

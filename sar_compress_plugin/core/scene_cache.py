@@ -45,7 +45,7 @@ _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GD
 
 def cache_key(raster: CompressedRaster) -> str:
     """Folder name: file stem + start of the body SHA-256 from the footer (no full read needed)."""
-    return f"{raster.path.stem[:40]}-{raster._reader.body_sha256.hex()[:16]}"
+    return f"{raster.path.stem[:40]}-{raster.body_sha256[:16]}"
 
 
 class SceneCache:

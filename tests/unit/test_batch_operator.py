@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sar_compress_plugin.batch.cli import compress_batch_main
 from sar_compress_plugin.batch.inputs import Job, expand_inputs
 from sar_compress_plugin.batch.tasks import check_sarc, compress_scene, reconstruct_scene
-from sar_compress_plugin.core.codec import CompressOptions, compress
-from sar_compress_plugin.core.raster_io import read_raster_info
+from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress
+from sar_compress_plugin.core.raster_io import RasterReader, read_raster_info
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,6 +89,32 @@ def test_a_rerun_reconstructs_again_over_a_truncated_geotiff(tiny_bundle, sar_da
     assert read_raster_info(tif).width == 120  # the damage does not show in the header
     rec = reconstruct_scene(job, **kwargs)
     assert rec["status"] == "ok" and rec["bytes_out"] == len(whole) == tif.stat().st_size
+
+
+def test_a_rerun_tells_a_reconstruction_by_its_sarc_content_not_by_dates(tiny_bundle, sar_data, tmp_path):
+    """A .sarc replaced by another file with an older date (cp -p, rsync -a) is reconstructed again; the same
+    .sarc copied afresh (a newer date, the same bytes) is not decoded again."""
+    a, b = tmp_path / "a.sarc", tmp_path / "b.sarc"
+    first, second = _small(sar_data, 2)
+    compress(first, a, CompressOptions(model_dir=tiny_bundle))
+    compress(second, b, CompressOptions(model_dir=tiny_bundle))
+    job = Job(str(a), str(tmp_path / "rec" / "a.tif"))
+    kwargs = {"model_dirs": [str(tiny_bundle)]}
+    assert reconstruct_scene(job, **kwargs)["status"] == "ok"
+
+    shutil.copy(a, tmp_path / "copy.sarc")
+    os.replace(tmp_path / "copy.sarc", a)  # the same bytes, a newer date than the reconstruction
+    assert reconstruct_scene(job, **kwargs)["status"] == "skipped"
+
+    old = Path(job.output).stat().st_mtime - 3600
+    shutil.copy(b, a)  # another scene under the same name, dated before the reconstruction
+    os.utime(a, (old, old))
+    assert reconstruct_scene(job, **kwargs)["status"] == "ok"
+    with CompressedRaster(a, model_dirs=[tiny_bundle]) as cr:
+        want = cr.read()
+    with RasterReader(job.output) as r:
+        got = np.stack([r.read(band, 0, 0, r.info.width, r.info.height) for band in range(r.info.band_count)])
+    assert np.array_equal(got, want)
 
 
 @pytest.mark.timeout(120)
