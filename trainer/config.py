@@ -89,6 +89,11 @@ class TrainConfig:
                               f"({self.latent_channels})")
         if not self.lr > 0 or not 0 < self.lr_drop_factor <= 1:
             raise ConfigError("lr must be > 0 and lr_drop_factor in (0, 1]")
+        for name in ("max_steps", "steps_per_epoch"):  # 0 or less ran "done: 0 epoch(s)"
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null), got {getattr(self, name)}")
+        if self.patience < 1 or self.max_bad_batches < 1 or self.checkpoint_minutes < 0:
+            raise ConfigError("patience and max_bad_batches must be >= 1 and checkpoint_minutes >= 0")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:

@@ -123,7 +123,10 @@ def test_config_values_of_the_wrong_type_or_range_are_one_line(tmp_path, capsys)
                             ({"lambdas": [0.01, "a"]}, "lambdas must be a list of numbers"),
                             ({"amp": "yes"}, "amp must be true or false"),
                             ({"epochs": True}, "epochs must be an integer"),
-                            ({"max_minutes": "10"}, "max_minutes must be a number or null")):
+                            ({"max_minutes": "10"}, "max_minutes must be a number or null"),
+                            ({"max_steps": 0}, "max_steps must be >= 1"),
+                            ({"steps_per_epoch": -5}, "steps_per_epoch must be >= 1"),
+                            ({"patience": 0}, "patience and max_bad_batches must be >= 1")):
         with pytest.raises(ConfigError, match=message):
             resolve(values, {})
     assert resolve({"max_minutes": None, "lr": 1, "lambdas": [1, 2]}, {}).lr == 1  # an int is a number
