@@ -261,12 +261,13 @@ class SarCompressPlugin:
             output_path = dialog.output_path()
             # The device is remembered only once it has worked (_compress_done): a CUDA choice that fails must
             # not become the default that fails again next time.
-            settings.tile_size, settings.quality = values["tile_size"], values["quality"]
+            settings.tile_size = values["tile_size"]
+            dialog.rate.store(settings)
             settings.save()
             options = CompressOptions(**values)
         elif options is None:
             options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
-                                      tile_size=settings.tile_size, quality=settings.quality)
+                                      tile_size=settings.tile_size, **settings.rate_options())
         task = CompressTask(input_path, output_path, options, layer_id=layer.id())
         return self._start(task, functools.partial(self._compress_done, layer.name(), options.device if ask else None))
 
@@ -281,7 +282,8 @@ class SarCompressPlugin:
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
             f"'{layer_name}' compressed to {Path(r.output_path).name}: ratio {r.ratio:.1f}:1, "
-            f"{r.bpp:.3f} bpp, {r.seconds:.1f} s on {r.provider}{extra}")
+            f"{r.bpp_per_band:.3f} bpp per band (the unit of the rate target), {r.seconds:.1f} s on "
+            f"{r.provider}{extra}")
 
     # --- reconstruct -------------------------------------------------------------------------------------
     def reconstruct_with_dialog(self):

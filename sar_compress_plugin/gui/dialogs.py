@@ -22,7 +22,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings
-from .widgets import device_combo, file_widget, output_widget, quality_spin, quality_value, tile_size_spin
+from .widgets import RateChooser, device_combo, file_widget, output_widget, quality_value, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -131,13 +131,31 @@ class CompressDialog(_FormDialog):
         self.model_dir.lineEdit().setPlaceholderText("bundled default model")
         self.device = device_combo(settings.device)
         self.tile_size = tile_size_spin(settings.tile_size)
-        self.quality = quality_spin(settings.quality)
+        self.rate = RateChooser(settings)
+        self.quality = self.rate.quality
         self.form.addRow("Input", QLabel(input_path))
         self.form.addRow("Output (.sarc)", self.output)
         self.form.addRow("Model folder", self.model_dir)
         self.form.addRow("Device", self.device)
         self.form.addRow("Tile size", self.tile_size)
-        self.form.addRow("Quality", self.quality)
+        self.form.addRow("Rate set by", self.rate)
+        self.form.addRow("", self.rate.hint)
+        self.model_dir.fileChanged.connect(self._model_changed)
+        self._model_changed()
+
+    def _model_changed(self, *_):
+        """The hint describes the model chosen here; a folder that is not (yet: being typed) a bundle has none."""
+        from ..core.errors import SarCompressError
+
+        try:
+            self.rate.set_model(self._manifest())
+        except SarCompressError:
+            self.rate.set_model(None)
+
+    def _manifest(self) -> dict:
+        from ..core.runtime import default_model_dir, load_manifest
+
+        return load_manifest(self.model_dir.filePath().strip() or default_model_dir(), verify=False)
 
     def validate(self) -> str:
         if self.display_image_warning and not self.compress_anyway.isChecked():
@@ -152,23 +170,22 @@ class CompressDialog(_FormDialog):
             return error
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
-        return self._model_error()
+        return self.rate.error() or self._model_error()
 
     def _model_error(self) -> str:
         """Why the model folder or the quality cannot be used ("" when they can): refused here, not by the task
         after the dialog has closed (and the quality has been saved as the default)."""
         from ..core.errors import SarCompressError
-        from ..core.runtime import default_model_dir, load_manifest
 
         folder = self.model_dir.filePath().strip()
         if folder and not Path(folder).is_dir():
             return f"Folder {folder} does not exist."
         try:
-            manifest = load_manifest(folder or default_model_dir(), verify=False)
+            manifest = self._manifest()
         except SarCompressError as exc:
             return str(exc)
         top = len(manifest["rate"].get("lambdas") or [None]) - 1  # one trained lambda per quality level
-        quality = quality_value(self.quality)
+        quality = quality_value(self.quality) if self.rate.current_mode() == "quality" else None
         if quality is not None and quality > top:
             return f"Quality {quality:g} is above the top level of model '{manifest.get('name', folder)}' ({top})."
         return ""
@@ -177,9 +194,9 @@ class CompressDialog(_FormDialog):
         return resolve_output(self.output.filePath(), Path(self.input_path).parent, ".sarc")
 
     def option_values(self) -> dict:
-        """Keyword arguments for core.codec.CompressOptions."""
+        """Keyword arguments for core.codec.CompressOptions: one of quality, target_bpp and target_db_rmse."""
         return {"model_dir": self.model_dir.filePath().strip() or None, "device": self.device.currentData(),
-                "tile_size": int(self.tile_size.value()), "quality": quality_value(self.quality)}
+                "tile_size": int(self.tile_size.value()), **self.rate.option_values()}
 
 
 class ReconstructDialog(_FormDialog):
@@ -414,7 +431,7 @@ class SettingsDialog(_FormDialog):
         self.model_dirs.setPlaceholderText("folder;folder (searched for the model a .sarc file needs)")
         self.device = device_combo(settings.device)
         self.tile_size = tile_size_spin(settings.tile_size)
-        self.quality = quality_spin(settings.quality)
+        self.rate = RateChooser(settings)
         # Scene layers (.sarc opened as a layer): where decoded tiles are kept, how much disk they may take, and
         # how many pixels one pan/zoom may decode (a slow CPU wants less, a GPU more).
         self.tile_cache_dir = file_widget(QgsFileWidget.StorageMode.GetDirectory, settings.tile_cache_dir,
@@ -437,7 +454,7 @@ class SettingsDialog(_FormDialog):
         self.form.addRow(MODEL_FOLDERS_LABEL, self.model_dirs)
         self.form.addRow("Device", self.device)
         self.form.addRow("Tile size", self.tile_size)
-        self.form.addRow("Quality", self.quality)
+        self.form.addRow("Rate set by", self.rate)
         self.form.addRow("Scene tile cache folder", self.tile_cache_dir)
         self.form.addRow("Scene tile cache size", self.tile_cache_mb)
         self.form.addRow("Decode per pan/zoom", self.decode_budget)
@@ -448,6 +465,9 @@ class SettingsDialog(_FormDialog):
                 return f"Folder {p} does not exist."
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
+        error = self.rate.error()
+        if error:
+            return error
         cache = self.tile_cache_dir.filePath().strip()
         if cache:  # refused here rather than when the next scene is opened, far from this setting
             if not Path(cache).is_dir():
@@ -461,8 +481,10 @@ class SettingsDialog(_FormDialog):
         return [p.strip() for p in self.model_dirs.text().split(";") if p.strip()]
 
     def settings(self) -> PluginSettings:
-        return PluginSettings(model_dir=self.model_dir.filePath().strip(), model_dirs=self._dirs(),
-                              device=self.device.currentData(), tile_size=int(self.tile_size.value()),
-                              quality=quality_value(self.quality), tile_cache_mb=int(self.tile_cache_mb.value()),
-                              tile_cache_dir=self.tile_cache_dir.filePath().strip(),
-                              decode_budget_mpx=float(self.decode_budget.value()))
+        settings = PluginSettings(model_dir=self.model_dir.filePath().strip(), model_dirs=self._dirs(),
+                                  device=self.device.currentData(), tile_size=int(self.tile_size.value()),
+                                  tile_cache_mb=int(self.tile_cache_mb.value()),
+                                  tile_cache_dir=self.tile_cache_dir.filePath().strip(),
+                                  decode_budget_mpx=float(self.decode_budget.value()))
+        self.rate.store(settings)
+        return settings

@@ -98,8 +98,10 @@ class _SarAlgorithm(QgsProcessingAlgorithm):
 
 
 class CompressAlgorithm(_SarAlgorithm):
-    INPUT, MODEL_DIR, DEVICE, TILE_SIZE, QUALITY, OUTPUT = (
-        "INPUT", "MODEL_DIR", "DEVICE", "TILE_SIZE", "QUALITY", "OUTPUT")
+    INPUT, MODEL_DIR, DEVICE, TILE_SIZE, QUALITY, TARGET_BPP, TARGET_DB_RMSE, OUTPUT = (
+        "INPUT", "MODEL_DIR", "DEVICE", "TILE_SIZE", "QUALITY", "TARGET_BPP", "TARGET_DB_RMSE", "OUTPUT")
+    #: The ways to set the rate -> CompressOptions keywords; at most one may be given.
+    RATE_PARAMETERS = {QUALITY: "quality", TARGET_BPP: "target_bpp", TARGET_DB_RMSE: "target_db_rmse"}
 
     def name(self):
         return "compress"
@@ -109,8 +111,10 @@ class CompressAlgorithm(_SarAlgorithm):
 
     def shortHelpString(self):  # noqa: N802 (QGIS API)
         return ("Compresses a SAR raster (intensity, amplitude or dB) into a .sarc file with the learned codec. "
-                "Bits per pixel and ratio are measured from the file written; PROVIDER says which onnxruntime "
-                "execution provider actually ran.")
+                "The rate is set by at most one of QUALITY, TARGET_BPP (bits per pixel per band) and "
+                "TARGET_DB_RMSE (error in dB); for a target the codec searches the quality on sample tiles, and "
+                "with none it uses the model's default quality. Bits per pixel and ratio are measured from the "
+                "file written; PROVIDER says which onnxruntime execution provider actually ran.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
@@ -125,11 +129,28 @@ class CompressAlgorithm(_SarAlgorithm):
                                                        "empty: the model's default)",
                                                        QgsProcessingParameterNumber.Type.Double, None,
                                                        optional=True, minValue=0.0, maxValue=64.0))
+        self.addParameter(QgsProcessingParameterNumber(self.TARGET_BPP, "Target bits per pixel per band (instead "
+                                                       "of a quality; a float32 band takes 32)",
+                                                       QgsProcessingParameterNumber.Type.Double, None,
+                                                       optional=True, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(self.TARGET_DB_RMSE, "Target error in dB RMSE (instead of "
+                                                       "a quality)",
+                                                       QgsProcessingParameterNumber.Type.Double, None,
+                                                       optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Compressed file",
                                                                 "SAR compressed raster (*.sarc)"))
         for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel"), ("SECONDS", "Seconds")):
             self.addOutput(QgsProcessingOutputNumber(name, desc))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        """Two ways to set the rate at once are refused before the run (the Toolbox shows why), not guessed."""
+        ok, message = super().checkParameterValues(parameters, context)
+        given = [name for name in self.RATE_PARAMETERS if parameters.get(name) not in (None, "")]
+        if ok and len(given) > 1:
+            return False, (f"Set at most one of QUALITY, TARGET_BPP and TARGET_DB_RMSE, not "
+                           f"{' and '.join(given)}: a target makes the codec search the quality.")
+        return ok, message
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         _require_codec_dependencies()
@@ -141,8 +162,8 @@ class CompressAlgorithm(_SarAlgorithm):
             model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            quality=None if parameters.get(self.QUALITY) in (None, "") else
-            self.parameterAsDouble(parameters, self.QUALITY, context))
+            **{keyword: self.parameterAsDouble(parameters, name, context)
+               for name, keyword in self.RATE_PARAMETERS.items() if parameters.get(name) not in (None, "")})
         progress, is_cancelled = _callbacks(feedback)
         r = self._call(compress, input_path, output, options, progress=progress, is_cancelled=is_cancelled)
         feedback.pushInfo(f"{r.output_path}: ratio {r.ratio:.2f}:1, {r.bpp:.4f} bpp, {r.seconds:.1f} s "

@@ -1,8 +1,10 @@
-"""Plugin settings in QgsSettings under "sar_compress/": model folders, device preference, tile size, quality."""
+"""Plugin settings in QgsSettings under "sar_compress/": model folders, device preference, tile size, how the rate
+is set (quality or a target)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 from qgis.core import QgsSettings
@@ -13,6 +15,10 @@ DEVICES = ("auto", "cuda", "cpu")
 #: The settings dialog's label for `model_dirs`; error messages name it so users find the field.
 MODEL_FOLDERS_LABEL = "More model folders"
 DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}
+#: How the compress dialog sets the rate -> the CompressOptions keyword (and PluginSettings field) holding its
+#: value: a quality, or a target the codec searches the quality for (core/rate_control.py).
+RATE_OPTIONS = {"quality": "quality", "bpp": "target_bpp", "db_rmse": "target_db_rmse"}
+RATE_MODES = tuple(RATE_OPTIONS)
 
 
 @dataclass
@@ -25,6 +31,12 @@ class PluginSettings:
     tile_size: int = 512
     #: None: each model's own default quality (a fixed number may lie outside a model's levels)
     quality: float | None = None
+    #: One of RATE_MODES; the values of the other two are kept, so switching back finds them as they were.
+    rate_mode: str = "quality"
+    #: Bits per pixel per band (about what the bundled model's default quality gives)...
+    target_bpp: float = 0.5
+    #: ...and error in dB RMSE (the bundled model at its default quality gives about 0.85 dB).
+    target_db_rmse: float = 1.0
     #: Scene layers: disk limit of the decoded-tile cache (least recently used scenes are deleted first)...
     tile_cache_mb: int = 2048
     #: ...its folder ("" = tile_cache in the QGIS profile)...
@@ -38,12 +50,17 @@ class PluginSettings:
         d = cls()
         dirs = s.value(SETTINGS_PREFIX + "model_dirs", [], type=list) or []
         device = str(s.value(SETTINGS_PREFIX + "device", d.device, type=str))
+        rate_mode = str(s.value(SETTINGS_PREFIX + "rate_mode", d.rate_mode, type=str))
         return cls(
             model_dir=str(s.value(SETTINGS_PREFIX + "model_dir", d.model_dir, type=str) or ""),
             model_dirs=[str(p) for p in dirs if str(p).strip()],
             device=device if device in DEVICES else "auto",
             tile_size=int(s.value(SETTINGS_PREFIX + "tile_size", d.tile_size, type=int)),
             quality=_quality(s.value(SETTINGS_PREFIX + "quality_level", -1.0, type=float)),
+            rate_mode=rate_mode if rate_mode in RATE_MODES else d.rate_mode,
+            target_bpp=_target(s.value(SETTINGS_PREFIX + "target_bpp", d.target_bpp, type=float), d.target_bpp),
+            target_db_rmse=_target(s.value(SETTINGS_PREFIX + "target_db_rmse", d.target_db_rmse, type=float),
+                                   d.target_db_rmse),
             tile_cache_mb=int(s.value(SETTINGS_PREFIX + "tile_cache_mb", d.tile_cache_mb, type=int)),
             tile_cache_dir=str(s.value(SETTINGS_PREFIX + "tile_cache_dir", d.tile_cache_dir, type=str) or ""),
             decode_budget_mpx=float(s.value(SETTINGS_PREFIX + "decode_budget_mpx", d.decode_budget_mpx,
@@ -57,9 +74,17 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "device", self.device if self.device in DEVICES else "auto")
         s.setValue(SETTINGS_PREFIX + "tile_size", int(self.tile_size))
         s.setValue(SETTINGS_PREFIX + "quality_level", -1.0 if self.quality is None else float(self.quality))
+        s.setValue(SETTINGS_PREFIX + "rate_mode", self.rate_mode if self.rate_mode in RATE_MODES else "quality")
+        s.setValue(SETTINGS_PREFIX + "target_bpp", float(self.target_bpp))
+        s.setValue(SETTINGS_PREFIX + "target_db_rmse", float(self.target_db_rmse))
         s.setValue(SETTINGS_PREFIX + "tile_cache_mb", int(self.tile_cache_mb))
         s.setValue(SETTINGS_PREFIX + "tile_cache_dir", self.tile_cache_dir)
         s.setValue(SETTINGS_PREFIX + "decode_budget_mpx", float(self.decode_budget_mpx))
+
+    def rate_options(self) -> dict:
+        """The one CompressOptions keyword the remembered choice sets (quality None: the model's default)."""
+        key = RATE_OPTIONS.get(self.rate_mode, "quality")
+        return {key: getattr(self, key)}
 
     def reconstruct_model_dirs(self) -> list[str] | None:
         """Folders to search for a file's model (None lets the codec use its bundled default alone)."""
@@ -74,6 +99,15 @@ def _quality(v) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if v >= 0 else None
+
+
+def _target(v, default: float) -> float:
+    """A stored target; the default when unreadable or not positive (the codec would refuse it)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) and v > 0 else default
 
 
 def qgis_wording(message: str) -> str:

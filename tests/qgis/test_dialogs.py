@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
 from qgis_harness import accept_next_dialog, click_ok, messages, wait_for_task
-from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog
+from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog, SettingsDialog
 from sar_compress_plugin.qgis_io import default_reconstruction_path, display_image_warning
 from sar_compress_plugin.utils.settings import PluginSettings
 
@@ -264,3 +264,152 @@ def test_scene_cache_settings_are_validated_saved_and_used_by_the_next_scene(plu
     controller = plugin.scenes.controllers[layer.id()]
     assert controller.cache.folder.parent == tmp_path / "my_cache"
     assert controller.max_decode_pixels == 500_000
+
+
+# --- Compress dialog: how the rate is set ----------------------------------------------------------------------
+
+@pytest.fixture
+def small_sar(sar_tif) -> Path:
+    """A 256 x 256 crop of the real scene (VV, VH float32 intensity): one tile, so a compression takes a second."""
+    out = sar_tif.with_name("berlin_crop.tif")
+    gdal.Translate(str(out), str(sar_tif), srcWin=[128, 128, 256, 256])
+    return out
+
+
+def _default_manifest() -> dict:
+    import json
+
+    from sar_compress_plugin.core.runtime import default_model_dir
+
+    return json.loads((default_model_dir() / "manifest.json").read_text())
+
+
+def _compress_dialog(qtbot, raster: Path, settings: PluginSettings | None = None) -> CompressDialog:
+    dialog = CompressDialog("berlin", str(raster), str(raster.with_suffix(".sarc")), settings or PluginSettings(),
+                            None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def _choose(qtbot, combo, text):
+    """Pick a combo box item by typing its start, as a user does; waiting first so that this typing is not
+    appended to the previous search (Qt joins keystrokes within the keyboard input interval)."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    qtbot.wait(QApplication.keyboardInputInterval() + 50)
+    qtbot.keyClicks(combo, text)
+
+
+def test_rate_choice_shows_its_own_field_and_gives_one_option(qtbot, qgis_app, small_sar):
+    dialog = _compress_dialog(qtbot, small_sar)
+    rate = dialog.rate
+    assert rate.mode.currentText() == "Quality" and rate.quality.isVisible()
+    assert dialog.option_values()["quality"] is None  # "model default"
+    for typed, label, field, key in (("Bits", "Bits per pixel (per band)", rate.target_bpp, "target_bpp"),
+                                     ("Error", "Error (dB RMSE)", rate.target_db_rmse, "target_db_rmse"),
+                                     ("Quality", "Quality", rate.quality, "quality")):
+        _choose(qtbot, rate.mode, typed)
+        assert rate.mode.currentText() == label
+        assert [f for f in (rate.quality, rate.target_bpp, rate.target_db_rmse) if f.isVisible()] == [field]
+        chosen = {k for k in ("quality", "target_bpp", "target_db_rmse") if k in dialog.option_values()}
+        assert chosen == {key}
+
+
+def test_rate_hint_follows_value_and_model_from_the_manifest(qtbot, qgis_app, small_sar, model_bundle):
+    manifest = _default_manifest()  # of the bundled default model (empty model folder)
+    b = [level["bpp"] for level in manifest["validation"]["val_levels"]]  # level i is quality i
+
+    def log_linear(q):
+        i = min(int(q), len(b) - 2)
+        return b[i] ** (1 - (q - i)) * b[i + 1] ** (q - i)
+
+    dialog = _compress_dialog(qtbot, small_sar)
+    rate = dialog.rate
+
+    def says(bpp):
+        return (f"{bpp:.3f} bpp per band, ratio {32 / bpp:.1f}:1 for a float32 band (typical, on the model's "
+                f"validation scenes)")
+
+    default = manifest["rate"]["default_quality"]
+    assert rate.hint.text() == f"Model default ({default:g}): about {says(log_linear(default))}."
+    for typed, bpp in (("1", b[1]), ("1.5", (b[1] * b[2]) ** 0.5), ("0.25", b[0] ** 0.75 * b[1] ** 0.25)):
+        _retype(qtbot, rate.quality, typed)  # log-linear in bpp between the levels
+        assert rate.hint.text() == f"About {says(bpp)}."
+    _choose(qtbot, rate.mode, "Bits")
+    _retype(qtbot, rate.target_bpp, "0.8")
+    assert rate.hint.text() == "Ratio 40.0:1 for a float32 band."
+    _choose(qtbot, rate.mode, "Error")
+    assert rate.hint.text().startswith("No estimate: the quality that gives this error is searched on sample tiles")
+    _choose(qtbot, rate.mode, "Quality")
+    qtbot.keyClicks(dialog.model_dir.lineEdit(), str(model_bundle))  # a model without validation levels
+    assert rate.hint.text() == ""
+    dialog.model_dir.lineEdit().clear()
+    assert rate.hint.text().startswith("About ")
+
+
+def test_out_of_range_targets_are_refused_in_the_dialog(qtbot, qgis_app, small_sar):
+    dialog = _compress_dialog(qtbot, small_sar)
+    _choose(qtbot, dialog.rate.mode, "Bits")
+    _retype(qtbot, dialog.rate.target_bpp, "6")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == "Bits per pixel (per band) must be between 0.05 and 4, not 6."
+    _choose(qtbot, dialog.rate.mode, "Error")
+    _retype(qtbot, dialog.rate.target_db_rmse, "0.1")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == "The error (dB RMSE) must be between 0.3 and 3, not 0.1."
+    _retype(qtbot, dialog.rate.target_db_rmse, "1.2")
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.option_values()["target_db_rmse"] == 1.2
+
+
+def test_bpp_target_compresses_through_the_task_and_is_remembered(plugin, test_iface, small_sar, codec, qtbot):
+    layer = QgsRasterLayer(str(small_sar), "berlin crop", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+
+    def configure(dialog):
+        dialog.model_dir.lineEdit().clear()  # the bundled default model
+        _choose(qtbot, dialog.rate.mode, "Bits")
+        _retype(qtbot, dialog.rate.target_bpp, "0.5")
+
+    state = accept_next_dialog(configure)
+    task = plugin.compress_layer(layer)
+    assert "error" not in state
+    result = wait_for_task(plugin, task)
+    assert result.ok
+    rate = codec.read_header(small_sar.with_suffix(".sarc"))["rate"]
+    assert rate["chosen_by"] == "bpp" and rate["target"] == 0.5 and 0 < rate["quality"] < 5
+    assert result.value.bpp_per_band == pytest.approx(0.5, rel=0.25)  # from the file's bytes, header included
+    assert f"{result.value.bpp_per_band:.3f} bpp per band" in messages(test_iface)[-1]  # the unit asked in
+    saved = PluginSettings.load()
+    assert (saved.rate_mode, saved.target_bpp) == ("bpp", 0.5)
+
+    reopened = CompressDialog("berlin crop", str(small_sar), "", PluginSettings.load(), None)  # as the plugin does
+    qtbot.addWidget(reopened)
+    assert reopened.rate.mode.currentText() == "Bits per pixel (per band)"
+    assert reopened.rate.target_bpp.value() == 0.5
+
+
+def test_rate_settings_round_trip_and_old_settings_take_defaults(qgis_app):
+    from qgis.core import QgsSettings
+
+    from sar_compress_plugin.__about__ import SETTINGS_PREFIX
+
+    kept = PluginSettings.load()
+    try:
+        PluginSettings(quality=3.0, rate_mode="db_rmse", target_bpp=0.8, target_db_rmse=1.5).save()
+        loaded = PluginSettings.load()
+        assert (loaded.quality, loaded.rate_mode, loaded.target_bpp, loaded.target_db_rmse) == (3.0, "db_rmse",
+                                                                                                 0.8, 1.5)
+        assert loaded.rate_options() == {"target_db_rmse": 1.5}
+        # The settings dialog keeps the choice (it rebuilds the settings from its fields).
+        assert SettingsDialog(loaded).settings() == loaded
+        for key in ("rate_mode", "target_bpp", "target_db_rmse"):  # as a plugin version before them wrote
+            QgsSettings().remove(SETTINGS_PREFIX + key)
+        old = PluginSettings.load()
+        assert (old.quality, old.rate_mode, old.target_bpp, old.target_db_rmse) == (3.0, "quality", 0.5, 1.0)
+        assert old.rate_options() == {"quality": 3.0}
+    finally:
+        kept.save()

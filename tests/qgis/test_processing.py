@@ -141,3 +141,21 @@ def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready
         r = layer.renderer()
         assert r.type() == "singlebandpseudocolor" and r.opacity() == pytest.approx(0.6)
         assert r.shader().rasterShaderFunction().colorRampItemList()[0].label.startswith(first_label)
+
+
+def test_processing_compress_meets_a_bpp_target_and_refuses_two_rate_settings(processing_ready, sar_tif, codec,
+                                                                                tmp_path):
+    crop = tmp_path / "crop.tif"  # one 256-px tile of the real scene, with the bundled default model
+    gdal.Translate(str(crop), str(sar_tif), srcWin=[128, 128, 256, 256])
+    out = tmp_path / "t.sarc"
+    res = _run("sarcompress:compress", {"INPUT": str(crop), "DEVICE": 2, "TILE_SIZE": 256, "TARGET_BPP": 0.5,
+                                        "OUTPUT": str(out)})
+    rate = codec.read_header(out)["rate"]
+    assert rate["chosen_by"] == "bpp" and rate["target"] == 0.5
+    assert res["BPP"] / 2 == pytest.approx(0.5, rel=0.25)  # BPP counts both bands; the target is per band
+
+    for two in ({"QUALITY": 1.0, "TARGET_BPP": 0.5}, {"TARGET_BPP": 0.5, "TARGET_DB_RMSE": 1.0}):
+        with pytest.raises(QgsProcessingException, match="at most one of QUALITY, TARGET_BPP and TARGET_DB_RMSE"):
+            _run("sarcompress:compress", {"INPUT": str(crop), "DEVICE": 2, "OUTPUT": str(tmp_path / "two.sarc"),
+                                          **two})
+    assert not (tmp_path / "two.sarc").exists()
