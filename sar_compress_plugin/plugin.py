@@ -282,8 +282,7 @@ class SarCompressPlugin:
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
             f"'{layer_name}' compressed to {Path(r.output_path).name}: ratio {r.ratio:.1f}:1, "
-            f"{r.bpp_per_band:.3f} bpp per band (the unit of the rate target), {r.seconds:.1f} s on "
-            f"{r.provider}{extra}")
+            f"{r.bpp_per_band:.3f} bpp per band, {r.seconds:.1f} s on {r.provider}{extra}")
 
     # --- reconstruct -------------------------------------------------------------------------------------
     def reconstruct_with_dialog(self):

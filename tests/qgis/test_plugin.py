@@ -204,7 +204,7 @@ def test_compress_from_layer_context_menu(plugin, test_iface, sar_tif, codec):
     assert header["raster"]["width"] == 512 and header["raster"]["height"] == 512
     done = messages(test_iface, Qgis.MessageLevel.Success)[-1]
     r = result.value
-    assert f"ratio {r.ratio:.1f}:1" in done and f"{r.bpp:.3f} bpp" in done
+    assert f"ratio {r.ratio:.1f}:1" in done and f"{r.bpp_per_band:.3f} bpp per band" in done
     assert r.provider in done and "CPUExecutionProvider" in done
 
 
