@@ -96,7 +96,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     _verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # torch's text for it advises weights_only=False, which this project never does
+    except pickle.UnpicklingError:  # torch's text for it advises turning the weights-only check off: never here
         raise CheckpointError(f"{path}: not a sar-compress checkpoint (it holds objects other than tensors and "
                               f"plain values, which are not loaded)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:

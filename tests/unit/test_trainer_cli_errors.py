@@ -54,7 +54,7 @@ def test_empty_checkpoint_is_one_clear_line(tmp_path, capsys):
 
 def test_text_random_bytes_and_foreign_objects_are_one_line_without_unsafe_advice(tmp_path, capsys):
     """torch's reader met a text file with a KeyError traceback, and its message for pickled objects advises
-    weights_only=False, which must never reach a user of this project."""
+    turning the weights-only check off, which must never reach a user of this project."""
     import argparse
 
     text, noise, foreign = tmp_path / "notes.pth", tmp_path / "noise.pth", tmp_path / "foreign.pth"
