@@ -189,6 +189,21 @@ def style_scene_grey(layer: QgsRasterLayer, cache, band: int) -> None:
     layer.triggerRepaint()
 
 
+def restyle_scene_layer(layer: QgsRasterLayer, cache, style: str) -> None:
+    """Apply a STYLE_PROPERTY value ("grey:2", "composite:1,2") on `cache`; grey band 1 where the scene lacks
+    its bands or the value is not one (the layer's source becomes that style's: the cache or its VRT)."""
+    kind, _, numbers = style.partition(":")
+    try:
+        bands = [int(n) for n in numbers.split(",")]
+    except ValueError:
+        bands = []
+    fits = bool(bands) and all(1 <= b <= cache.raster.bands for b in bands)
+    if fits and kind == "composite" and len(bands) == 2 and bands[0] != bands[1]:
+        style_scene_composite(layer, cache, *bands)
+    else:
+        style_scene_grey(layer, cache, bands[0] if fits and kind == "grey" and len(bands) == 1 else 1)
+
+
 class SceneLayerController(QObject):
     """Keeps one scene layer's visible tiles decoded; lives in the main thread (all slots run there)."""
 
@@ -367,6 +382,23 @@ class SceneLayers:
                 return c.layer
         if not self.ensure_dependencies():
             return None
+        cache = self._open_cache(sarc_path)
+        if cache is None:
+            return None
+        try:
+            layer = add_scene_layer(QgsProject.instance(), cache)
+        except SarCompressError as exc:
+            cache.close()
+            self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
+            return None
+        self._watch(layer, cache)
+        for action in self.layer_actions:
+            self.iface.addCustomActionForLayer(action, layer)
+        return layer
+
+    def _open_cache(self, sarc_path: str):
+        """The file's SceneCache under the settings' cache folder (None, the error shown, when it cannot open),
+        then the other scenes' caches trimmed to the size limit."""
         from .core.scene_cache import SceneCache, evict  # lazy: onnxruntime may be missing
 
         settings = PluginSettings.load()
@@ -380,29 +412,31 @@ class SceneLayers:
         # after opening, not before: the scene's own cache, until now the least recently used, must not go
         evict(root, settings.tile_cache_mb << 20,
               keep=[cache.folder, *(c.cache.folder for c in self.controllers.values())])
-        try:
-            layer = add_scene_layer(QgsProject.instance(), cache)
-        except SarCompressError as exc:
-            cache.close()
-            self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
-            return None
-        controller = SceneLayerController(layer, cache, self.iface.mapCanvas(),
-                                          int(settings.decode_budget_mpx * 1e6))
+        return cache
+
+    def _watch(self, layer: QgsRasterLayer, cache) -> None:
+        """The controller that keeps the layer's visible tiles decoded, started on the current view."""
+        budget = int(PluginSettings.load().decode_budget_mpx * 1e6)
+        controller = SceneLayerController(layer, cache, self.iface.mapCanvas(), budget)
         controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
         controller.source_changed.connect(lambda: self._reopen(layer))
         self.controllers[layer.id()] = controller
-        for action in self.layer_actions:
-            self.iface.addCustomActionForLayer(action, layer)
         controller.schedule()
-        return layer
 
     def _reopen(self, layer: QgsRasterLayer) -> None:
-        """The layer's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels, so the
-        layer goes and the file as it is now opens in its place (or its error is shown)."""
+        """The layer's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels. The same
+        layer (its place in the tree, its name and its style where the new file has the bands) is pointed at a
+        cache of the file as it is now, or removed with the error when it cannot be opened."""
         path = layer.customProperty(SARC_PATH_PROPERTY)
-        self.logger.warning(f"{Path(path).name} changed on disk since it was opened: opening it again")
-        QgsProject.instance().removeMapLayer(layer.id())
-        self.open(path)
+        self.logger.warning(f"{Path(path).name} changed on disk since it was opened: showing it as it is now")
+        self.controllers.pop(layer.id()).close()
+        cache = self._open_cache(path)
+        if cache is None:
+            QgsProject.instance().removeMapLayer(layer.id())
+            return
+        restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        self._watch(layer, cache)
+        self.iface.layerTreeView().refreshLayerSymbology(layer.id())
 
     def _layers_removed(self, layer_ids) -> None:
         for layer_id in layer_ids:

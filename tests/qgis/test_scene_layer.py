@@ -325,13 +325,23 @@ def test_closing_mid_decode_leaves_no_task_and_no_error(plugin, test_iface, scen
 @pytest.mark.parametrize("change", ["replaced", "deleted"])
 def test_a_sarc_changed_on_disk_never_shows_the_old_files_pixels(plugin, test_iface, scene, codec, model_bundle,
                                                                  sar_tif, tmp_path, change):
+    """A replaced .sarc shows as it is now in the same layer (its place in the tree, its name and its style kept);
+    a deleted one's layer goes, with the error."""
     import os
 
+    from qgis.core import QgsMultiBandColorRenderer
     from qgis_harness import messages
+
+    from sar_compress_plugin.scene_layer import STYLE_PROPERTY, style_scene_composite
 
     sarc, full = scene
     layer = plugin.scenes.open(str(sarc))
     controller = plugin.scenes.controllers[layer.id()]
+    style_scene_composite(layer, controller.cache, 1, 2)  # the analyst's choice, to be kept
+    above = QgsRasterLayer(str(sar_tif), "a layer above it", "gdal")
+    QgsProject.instance().addMapLayer(above)
+    root = QgsProject.instance().layerTreeRoot()
+    place = [n.layerId() for n in root.findLayers()].index(layer.id())
     canvas = _show_canvas(test_iface, layer)
     gt = gdal.Open(str(full)).GetGeoTransform()
     _view(canvas, gt, 32, 40, 200)
@@ -348,21 +358,22 @@ def test_a_sarc_changed_on_disk_never_shows_the_old_files_pixels(plugin, test_if
 
     _view(canvas, gt, 300, 330, 160)
     layer_id = layer.id()
-    assert process_events_until(lambda: layer_id not in plugin.scenes.controllers, 10)
-    assert layer_id not in QgsProject.instance().mapLayers()
+    assert process_events_until(lambda: plugin.scenes.controllers.get(layer_id) is not controller, 10)
     assert any("changed on disk" in m for m in messages(test_iface))
-    shown = [c for c in plugin.scenes.controllers.values() if c.cache.raster.path == sarc]
     if change == "deleted":
-        assert not shown and any("does not exist" in m for m in messages(test_iface))
+        assert layer_id not in QgsProject.instance().mapLayers() and layer_id not in plugin.scenes.controllers
+        assert any("does not exist" in m for m in messages(test_iface))
         return
-    (now,) = shown
-    assert now.layer.name() == "berlin" and now.cache.folder != controller.cache.folder
-    canvas.setLayers([now.layer])
+    now = plugin.scenes.controllers[layer_id]
+    assert now.layer is layer and layer.name() == "berlin" and now.cache.folder != controller.cache.folder
+    assert [n.layerId() for n in root.findLayers()].index(layer_id) == place
+    assert layer.customProperty(STYLE_PROPERTY) == "composite:1,2"
+    assert isinstance(layer.renderer(), QgsMultiBandColorRenderer)
     _view(canvas, gt, 300, 330, 160)
     assert process_events_until(lambda: not now.busy, 120)
     c, r, w, h = now.visible_window()[0]
-    assert np.array_equal(gdal.Open(now.layer.source()).ReadAsArray(c, r, w, h),
-                          gdal.Open(str(full)).ReadAsArray(c, r, w, h))
+    cache = gdal.Open(str(now.cache.tiff_path))
+    assert np.array_equal(cache.ReadAsArray(c, r, w, h), gdal.Open(str(full)).ReadAsArray(c, r, w, h))
 
 
 def test_opening_a_scene_again_over_the_cache_limit_reuses_its_tiles(plugin, test_iface, scene):
