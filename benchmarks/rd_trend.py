@@ -47,6 +47,17 @@ def trend_point(path: Path) -> dict:
             "patches": training.get("patches_seen_total"), "rounding": rounding, "bd_rate_percent": bd}
 
 
+def _tick_labels(steps: list[int], min_ratio: float = 1.3) -> list[str]:
+    """A label for each checkpoint's step where it does not crowd the one labelled before it (the last always
+    labelled): the late checkpoints lie a few percent apart and their labels ran into one another."""
+    labels, last = [""] * len(steps), None
+    for i in reversed(range(len(steps))):
+        if last is None or last / steps[i] >= min_ratio:
+            k = steps[i] / 1000
+            labels[i], last = (f"{k:.0f}k" if k >= 10 else f"{k:g}k"), steps[i]
+    return labels
+
+
 def plot(points: list[dict], out: Path) -> None:
     import matplotlib  # noqa: PLC0415
     import matplotlib.ticker  # noqa: PLC0415
@@ -61,7 +72,7 @@ def plot(points: list[dict], out: Path) -> None:
     ax.axhline(0, color="grey", lw=0.8)
     ax.axhline(-30, color="red", lw=0.8, ls=":", label="target -30%")
     ax.set_xscale("log")
-    ax.set_xticks(steps, [f"{s / 1000:g}k" for s in steps], fontsize=8)
+    ax.set_xticks(steps, _tick_labels(steps), fontsize=8)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training steps (log)")
     ax.set_ylabel("BD-rate vs JPEG-2000 (%, dB RMSE)")
