@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             model, ckpt = load_model(args.checkpoint)
             paths = args.calibration or _default_calibration_paths(ckpt)
             if not paths:
-                raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; pass --calibration FILE")
+                raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; "
+                                       f"pass --calibration FILE")
             tiles = calibration_tiles(paths, args.tile, args.max_tiles)
             history = ckpt.get("history") or []
             # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
@@ -83,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             own = next((h for h in reversed(history) if h.get("step") == ckpt.get("step")), {})
             variant = ckpt["model_name"]
             manifest = export_bundle(
-                model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}", variant=variant,
+                model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}",
+                variant=variant,
                 preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
                 training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),
-                          "steps": ckpt.get("step"), **training_totals(ckpt), "config": ckpt.get("config", {}),
+                          "steps": ckpt.get("step"), **training_totals(ckpt),
+                          "config": ckpt.get("config", {}),
                           "parameters": model.count_parameters()},
-                validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels", "epoch", "step")
-                            if k in own},
+                validation={k: own[k] for k in ("val_loss", "val_psnr", "val_ssim", "val_bpp", "val_levels",
+                                                "epoch", "step") if k in own},
                 default_quality=args.default_quality, float16=args.fp16,
             )
     except (SarCompressError, ExportError) as exc:

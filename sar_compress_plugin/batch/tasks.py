@@ -147,7 +147,8 @@ def _same_recipe(header: dict, options: CompressOptions) -> bool:
     else:
         asked = rate.get("chosen_by") == "default" and float(rate["quality"]) == float(m["rate"]["default_quality"])
     return (header["model"]["decoder_sha256"] == str(m["files"]["decoder"]["sha256"]).lower() and asked
-            and header["tiling"]["tile_size"] == options.tile_size and options.domain in (None, header["domain"]))
+            and header["tiling"]["tile_size"] == options.tile_size
+            and options.domain in (None, header["domain"]))
 
 
 def _same_source(header: dict, out: Path, src: str) -> bool:
