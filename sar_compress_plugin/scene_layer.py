@@ -345,6 +345,10 @@ def add_scene_layer(project: QgsProject, cache, name: str | None = None) -> QgsR
     return layer
 
 
+def _cache_root(settings: PluginSettings) -> Path:
+    return Path(settings.tile_cache_dir) if settings.tile_cache_dir else tile_cache_root()
+
+
 def tile_cache_root() -> Path:
     """Default tile cache folder, in the QGIS profile (survives sessions, one per user profile)."""
     return Path(QgsApplication.qgisSettingsDirPath()) / "sar_compress" / "tile_cache"
@@ -399,20 +403,28 @@ class SceneLayers:
     def _open_cache(self, sarc_path: str):
         """The file's SceneCache under the settings' cache folder (None, the error shown, when it cannot open),
         then the other scenes' caches trimmed to the size limit."""
-        from .core.scene_cache import SceneCache, evict  # lazy: onnxruntime may be missing
+        from .core.scene_cache import SceneCache  # lazy: onnxruntime may be missing
 
         settings = PluginSettings.load()
-        root = Path(settings.tile_cache_dir) if settings.tile_cache_dir else tile_cache_root()
         try:
-            cache = SceneCache(sarc_path, root, model_dirs=settings.reconstruct_model_dirs(),
+            cache = SceneCache(sarc_path, _cache_root(settings), model_dirs=settings.reconstruct_model_dirs(),
                                device=settings.device)
         except SarCompressError as exc:
             self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
             return None
         # after opening, not before: the scene's own cache, until now the least recently used, must not go
-        evict(root, settings.tile_cache_mb << 20,
-              keep=[cache.folder, *(c.cache.folder for c in self.controllers.values())])
+        self._trim_caches(cache.folder)
         return cache
+
+    def _trim_caches(self, *also_keep) -> None:
+        """Delete the least recently used caches of scenes not open until the cache folder is under its limit.
+        Run when a scene opens and whenever a scene layer has decoded its view: decoding in the open scenes
+        would otherwise take the folder past its limit until the next scene is opened."""
+        from .core.scene_cache import evict  # noqa: PLC0415
+
+        settings = PluginSettings.load()
+        evict(_cache_root(settings), settings.tile_cache_mb << 20,
+              keep=[*also_keep, *(c.cache.folder for c in self.controllers.values())])
 
     def _watch(self, layer: QgsRasterLayer, cache) -> None:
         """The controller that keeps the layer's visible tiles decoded, started on the current view."""
@@ -420,6 +432,7 @@ class SceneLayers:
         controller = SceneLayerController(layer, cache, self.iface.mapCanvas(), budget)
         controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
         controller.source_changed.connect(lambda: self._reopen(layer))
+        controller.idle.connect(self._trim_caches)
         self.controllers[layer.id()] = controller
         controller.schedule()
 

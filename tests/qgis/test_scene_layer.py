@@ -376,6 +376,37 @@ def test_a_sarc_changed_on_disk_never_shows_the_old_files_pixels(plugin, test_if
     assert np.array_equal(cache.ReadAsArray(c, r, w, h), gdal.Open(str(full)).ReadAsArray(c, r, w, h))
 
 
+def test_decoding_in_an_open_scene_trims_the_caches_of_closed_ones(plugin, test_iface, scene, codec, model_bundle,
+                                                                   sar_tif, tmp_path):
+    """The cache limit holds while scenes are open, not only when the next one opens: once a scene layer has
+    decoded its view, caches of scenes no longer open go, least recently used first; open scenes' stay."""
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    sarc, full = scene
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    first = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[first.id()]
+    canvas = _show_canvas(test_iface, first)
+    _view(canvas, gt, 32, 40, 200)
+    assert process_events_until(lambda: not controller.busy, 120)
+    closed = controller.cache.folder
+    QgsProject.instance().removeMapLayer(first.id())
+
+    other = tmp_path / "other.sarc"  # another scene (another file), opened under the limit
+    codec.compress(str(sar_tif), str(other), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                     tile_size=128, overview=True, quality=0.5))
+    second = plugin.scenes.open(str(other))
+    now = plugin.scenes.controllers[second.id()]
+    assert closed.is_dir() and now.cache.folder.is_dir()
+    s = PluginSettings.load()
+    s.tile_cache_mb = 0  # the limit lowered while the scene is open: everything not open is beyond it
+    s.save()
+    canvas.setLayers([second])
+    _view(canvas, gt, 300, 330, 160)
+    assert process_events_until(lambda: not now.busy and not closed.exists(), 120)
+    assert now.cache.folder.is_dir() and now.cache.decoded
+
+
 def test_opening_a_scene_again_over_the_cache_limit_reuses_its_tiles(plugin, test_iface, scene):
     """Eviction runs when a scene is opened; the scene being opened is the least recently used one until then,
     but its own cache must not be the one that goes."""
