@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
-from ..core.raster_io import RasterReader, geotiff_blocks_stored, limit_gdal_cache, temp_path_for
+from ..core.raster_io import (RasterReader, geotiff_blocks_stored, limit_gdal_cache, read_raster_info,
+                              temp_path_for)
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
@@ -217,13 +218,10 @@ def _reconstruction_of(path: Path) -> str | None:
     """The body SHA-256 of the .sarc a GeoTIFF was reconstructed from (its RECONSTRUCTION_SHA256_TAG), or None.
     Dates could not tell: a .sarc replaced by an older-dated copy (cp -p, rsync -a) left its stale
     reconstruction skipped, and a fresh copy of the same file had a whole scene decoded again."""
-    from osgeo import gdal  # noqa: PLC0415
-
     try:
-        ds = gdal.Open(str(path))
-    except RuntimeError:
+        return read_raster_info(path).metadata.get(RECONSTRUCTION_SHA256_TAG)
+    except SarCompressError:  # unreadable: not a reconstruction to keep
         return None
-    return ds.GetMetadataItem(RECONSTRUCTION_SHA256_TAG) if ds is not None else None
 
 
 def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: bool = False,
