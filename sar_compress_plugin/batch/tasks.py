@@ -4,9 +4,9 @@ kill and rerun.
 * The output is written under a hidden temporary name beside it, checked, then renamed: a final name only ever
   holds a complete file that passed its checks, whatever happens to the worker.
 * An output that already exists, passes the same checks and was made with the model and quality asked for now
-  from this input (a .sarc: the raster it describes is the input's and not older than it; a reconstruction: not
-  older than its .sarc) is skipped, so a rerun does only what is missing, and a rerun with another model or
-  quality, or over changed inputs, redoes them.
+  from this input (a .sarc: the raster it describes is the input's, and its source stamp is the input's size and
+  date; a reconstruction: tagged with its .sarc's SHA-256) is skipped, so a rerun does only what is missing, and
+  a rerun with another model or quality, or over changed inputs, redoes them.
 * Temporaries left by an earlier attempt at the same output (a worker killed mid-task) are removed first.
 * A bad scene returns a failed record with one line saying why; it never raises, so the batch goes on.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
 from ..core.raster_io import (RasterReader, geotiff_blocks_stored, limit_gdal_cache, read_raster_info,
-                              temp_path_for)
+                              source_stamp, temp_path_for)
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
@@ -154,16 +154,20 @@ def _same_recipe(header: dict, options: CompressOptions) -> bool:
 
 def _same_source(header: dict, out: Path, src: str) -> bool:
     """The .sarc `out` was made from `src` as far as its header can tell: the same size, bands, type, grid, CRS
-    and dataset metadata, and `src` not modified since. The format has no field for a checksum of the source
-    (a new one would change the format), so an equal twin written before the output would pass; a different
-    scene under the same name (a copied or stale file) is compressed again instead of "skipped"."""
+    and dataset metadata, and `src` the very file it read: the same byte count and modification time to the
+    nanosecond (its `source` stamp, as rsync's quick check). A different scene under the same name, even an
+    equal-looking twin copied with its older date kept (cp -p, rsync -a), is compressed again instead of
+    "skipped". Files from before the stamp can only ask that `src` is not newer than them."""
     with RasterReader(src) as r:
         i = r.info
     ra = header["raster"]
     made = (ra["width"], ra["height"], ra["band_count"], ra["dtype"], ra["crs_wkt"], list(ra["geotransform"]),
             ra.get("metadata", dict(i.metadata)))  # files from before raster.metadata: not compared
-    return (made == (i.width, i.height, i.band_count, i.dtype, i.crs_wkt, list(i.geotransform), dict(i.metadata))
-            and Path(src).stat().st_mtime <= out.stat().st_mtime)
+    if made != (i.width, i.height, i.band_count, i.dtype, i.crs_wkt, list(i.geotransform), dict(i.metadata)):
+        return False
+    if "source" in header:
+        return header["source"] == source_stamp(src)
+    return Path(src).stat().st_mtime <= out.stat().st_mtime
 
 
 def published_late(rec: dict, since: float) -> dict:

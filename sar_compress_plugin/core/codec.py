@@ -41,7 +41,7 @@ from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingPa
                             denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
-                        same_file)
+                        same_file, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_bundle
 from .tiling import TileGrid, latent_block, read_context
 
@@ -252,6 +252,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
                                f"{MAX_ABS_DB:g}")
     target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
+    source = source_stamp(input_path)  # before the first read: a source changed while it is read looks changed
     with RasterReader(input_path) as reader, single_threaded_blas():
         info = reader.info
         if info.band_count > C.MAX_BANDS:
@@ -298,7 +299,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         try:
             with C.open_for_write(partial.path) as f:
                 stats = _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress,
-                                     is_cancelled, str(input_path))
+                                     is_cancelled, str(input_path), source)
                 f.flush()
                 os.fsync(f.fileno())
             partial.publish()
@@ -317,7 +318,8 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                           quality=rate["quality"], domain_reason=why)
 
 
-def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress, is_cancelled, src):
+def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, progress, is_cancelled, src,
+                 source):
     info = reader.info
     coder: HyperpriorCoder = model.hyperprior
     gain = coder.gain(rate["quality"])
@@ -406,6 +408,8 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
     }
+    if source is not None:
+        header["source"] = source
     if overview is not None:
         header["overview"] = overview.finish(writer)
     writer.finish(header, src)

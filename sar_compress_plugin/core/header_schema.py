@@ -121,6 +121,8 @@ SCHEMA = {
                                    "scale": {"type": ["number", "null"]}, "offset": {"type": ["number", "null"]}}}},
             },
         },
+        "source": {"type": "object", "required": ["bytes", "mtime_ns"],
+                   "properties": {"bytes": {"type": "integer", "minimum": 0}, "mtime_ns": {"type": "integer"}}},
         "tiling": {
             "type": "object", "required": ["tile_size", "halo"],
             "properties": {"tile_size": _int(16, MAX_READ_TILE, multipleOf=16),

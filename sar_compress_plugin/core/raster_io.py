@@ -546,3 +546,14 @@ class GeoTiffWriter:
             partial.close()
 
 
+def source_stamp(path) -> dict | None:
+    """The input file's size and modification time, to the nanosecond, as the filesystem gave them when
+    compression began: what a batch rerun compares (as rsync's quick check does) to tell the same source from a
+    replaced one. A copy that keeps the date (cp -p, rsync -a) of a different file with the same size, grid and
+    metadata passes every other check the header allows; its nanosecond date will not be this one. None for
+    inputs that are not one plain file (a GDAL connection string, /vsi paths), whose parts have no one date."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns} if stat.S_ISREG(st.st_mode) else None

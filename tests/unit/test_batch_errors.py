@@ -16,8 +16,9 @@ import pytest
 
 from sar_compress_plugin.batch.cli import compress_batch_main, reconstruct_batch_main
 from sar_compress_plugin.batch.inputs import Job
-from sar_compress_plugin.batch.tasks import check_sarc, compress_scene
+from sar_compress_plugin.batch.tasks import _same_source, check_sarc, compress_scene
 from sar_compress_plugin.core.codec import CompressOptions, compress
+from sar_compress_plugin.core.raster_io import source_stamp
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sar_compress_plugin" / "sample_data" / "s1_iw_grd_frankfurt_512.tif"
@@ -139,10 +140,48 @@ def test_resume_compresses_again_when_the_output_is_of_another_source(tiny_bundl
     assert check_sarc(out, decode=False)["raster"]["width"] == 1024
 
     assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"  # same source: a resume
-    earlier = src.stat().st_mtime - 10
-    os.utime(out, (earlier, earlier))  # the input was replaced after its output was made
+    os.utime(src)  # the input was rewritten (touched) after its output was made
     assert compress_scene(Job(str(src), str(out)), opts)["status"] == "ok"
     assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"
+
+
+def test_resume_tells_a_twin_source_with_an_older_date_from_the_one_compressed(tiny_bundle, tmp_path):
+    """Another scene with the same size, grid and metadata put in the input's place with its older date kept
+    (cp -p, rsync -a): every check of the raster passes and its date is before the .sarc's, so before the
+    source stamp it was skipped and its archive held the other scene's pixels. The same file copied with its date
+    kept (rsync -a of the inputs) is still a resume."""
+    opts = CompressOptions(model_dir=tiny_bundle)
+    src = _scene(tmp_path / "in" / "b3.tif", size=1024, resampling="near")
+    twin = _scene(tmp_path / "twin" / "b3.tif", size=1024, resampling="bilinear")
+    out = tmp_path / "out" / "b3.sarc"
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "ok"
+    assert twin.stat().st_size == src.stat().st_size and twin.read_bytes() != src.read_bytes()
+
+    subprocess.run(["cp", "-p", str(twin), str(src)], check=True)
+    assert src.stat().st_mtime < out.stat().st_mtime  # what the date rule alone trusted
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "ok"
+    assert compress_scene(Job(str(src), str(out)), opts)["status"] == "skipped"
+
+    moved = tmp_path / "moved" / "b3.tif"
+    moved.parent.mkdir()
+    subprocess.run(["cp", "-p", str(src), str(moved)], check=True)
+    assert compress_scene(Job(str(moved), str(out)), opts)["status"] == "skipped"
+
+
+def test_files_without_a_source_stamp_fall_back_to_dates(tiny_bundle, tmp_path):
+    """A .sarc written before the stamp (or from a GDAL connection string, which has no one file to stamp) is
+    skipped while its input is not newer than it, as before."""
+    opts = CompressOptions(model_dir=tiny_bundle)
+    src = _scene(tmp_path / "in" / "b3.tif")
+    out = tmp_path / "out" / "b3.sarc"
+    compress_scene(Job(str(src), str(out)), opts)
+    header = check_sarc(out, decode=False)
+    assert header["source"] == source_stamp(src) and source_stamp(f"GTIFF_DIR:1:{src}") is None
+    del header["source"]
+    assert _same_source(header, out, str(src))
+    later = out.stat().st_mtime + 10
+    os.utime(src, (later, later))
+    assert not _same_source(header, out, str(src))
 
 
 def _session_alive(sid: int) -> list[int]:
