@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.config import TrainConfig, read_config_file, resolve
 from trainer.registry import available_models
-from trainer.reporting import new_folders_removed_on_failure
+from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
 
@@ -85,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     cli_values = {k: v for k, v in vars(args).items() if k != "config"}
     try:
         file_values = read_config_file(args.config) if args.config else {}

@@ -30,7 +30,7 @@ from sar_compress_plugin.core.raster_io import writable_folder
 from sar_compress_plugin.core.runtime import load_manifest
 from trainer.checkpoint import load_model, training_totals
 from trainer.data import RawPlane, build_datasets
-from trainer.reporting import new_folders_removed_on_failure
+from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.checkpoints and not args.bundle:
         p.error("give checkpoints and/or --bundle folders")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     try:
         with new_folders_removed_on_failure(Path(args.out)):
             check_arguments(args)

@@ -25,6 +25,7 @@ import numpy as np
 
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.data import PACK_FORMAT, RawPlane, discover, read_planes
+from trainer.reporting import configure_cli_logging
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--domain", default="intensity", help="value domain of files missing from the manifest")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_cli_logging("%(message)s")
     try:
         planes = [plane for path, entry in discover(a.data, a.domain) for plane in read_planes(path, entry, a.domain)]
         summary = pack_planes(planes, a.out)

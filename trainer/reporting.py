@@ -25,6 +25,13 @@ def new_folders_removed_on_failure(folder: Path):
         raise
 
 
+def configure_cli_logging(fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """INFO for our loggers, WARNING for rasterio's: rasterio logs every GDAL error at INFO before raising it,
+    so a corrupt scene printed GDAL's lines ahead of the one error line the command gives for it."""
+    logging.basicConfig(level=logging.INFO, format=fmt)
+    logging.getLogger("rasterio").setLevel(logging.WARNING)
+
+
 def attach_log_file(out: Path) -> logging.Handler:
     """Send the trainer's log records to <out>/train.log too (removed again by the caller)."""
     out.mkdir(parents=True, exist_ok=True)

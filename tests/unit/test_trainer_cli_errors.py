@@ -2,6 +2,8 @@
 one error line and exit 2, checked before the work starts; a damaged checkpoint is refused, not loaded."""
 
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from trainer.config import ConfigError, resolve
 from trainer.evaluate import main as eval_main
 from trainer.registry import create_model
 
-SAMPLES = Path(__file__).resolve().parents[2] / "sar_compress_plugin" / "sample_data"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "sar_compress_plugin" / "sample_data"
 SCENE = SAMPLES / "s1_iw_grd_frankfurt_512.tif"
 HAS_PROC = os.path.isdir("/proc/self")
 
@@ -187,3 +190,18 @@ def test_sar_train_help_shows_the_real_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text  # every option is None until the config file and flags resolve it
     assert "--epochs EPOCHS [1000]" in text and "--patch-size PATCH_SIZE multiple of 64 [256]" in text
+
+
+def test_sar_eval_on_a_truncated_scene_prints_one_line_not_gdals_log(tmp_path):
+    """rasterio logs each GDAL error at INFO before it raises, and the CLIs log INFO: the GDAL lines came ahead of
+    the one error line. In a subprocess: pytest's own log handler would swallow them in-process."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cut.tif").write_bytes(SCENE.read_bytes()[:300])
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    res = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(ckpt), "--data", str(data), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cut.tif" in lines[0], res.stderr
