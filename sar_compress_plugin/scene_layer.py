@@ -208,7 +208,7 @@ class SceneLayerController(QObject):
     """Keeps one scene layer's visible tiles decoded; lives in the main thread (all slots run there)."""
 
     idle = pyqtSignal()  # no task running and nothing pending: tests and the benchmark wait on it
-    failed = pyqtSignal(str)
+    failed = pyqtSignal(str)  # once per failure until a tile is decoded again (see _task_done)
     source_changed = pyqtSignal()  # the .sarc on disk is not the file opened: nothing more is decoded
 
     def __init__(self, layer: QgsRasterLayer, cache, canvas, max_decode_pixels: int):
@@ -218,6 +218,7 @@ class SceneLayerController(QObject):
         self.task: DecodeTilesTask | None = None
         self._pending = False
         self._stale_render = False
+        self._failures: set[str] = set()  # reported since the last tile decoded
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -290,6 +291,7 @@ class SceneLayerController(QObject):
         """Show the new tile, unless the controller was closed: a task's signals queued before it stopped are
         still delivered, and by then the layer may be deleted."""
         if self.task is not None:
+            self._failures.clear()
             self._reload()
 
     def _reload(self) -> None:
@@ -305,12 +307,17 @@ class SceneLayerController(QObject):
             self._reload()
 
     def _task_done(self, task: DecodeTilesTask) -> None:
+        """A failure that lasts (a full disk, a read-only cache folder) fails the decode of every pan and zoom
+        again: it is reported once, and again only after a tile has been decoded since; another failure
+        meanwhile (other words) is reported too."""
         if task is not self.task:
             return
         self.task = None
         if task.error:
             self._pending = False
-            self.failed.emit(f"{self.layer.name()}: {task.error}")
+            if task.error not in self._failures:
+                self._failures.add(task.error)
+                self.failed.emit(f"{self.layer.name()}: {task.error}")
         elif self._pending:  # the view moved while decoding: decode for the new view
             self.update()
         else:  # the budget is per view change: a zoomed-out view never starts an unbounded decode

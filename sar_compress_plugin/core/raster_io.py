@@ -261,13 +261,16 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber:
     return out
 
 
-def write_refusal(folder: Path) -> str:
-    """Why no file can be made in the existing `folder`, or "". Tried with a real file rather than os.access:
-    as root (tests, containers) os.access says yes to everything, while a read-only mount, an immutable folder
-    or /proc still refuse the write."""
+def write_refusal(folder: Path, size: int = 0) -> str:
+    """Why no file (of `size` bytes) can be made in the existing `folder`, or "". Tried with a real file rather
+    than os.access: as root (tests, containers) os.access says yes to everything, while a read-only mount, an
+    immutable folder or /proc still refuse the write. Only bytes written find a full disk or a quota; random
+    ones, because a compressing file system stores zeros in no room at all."""
     try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
-            pass
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-") as f:
+            if size:
+                f.write(os.urandom(size))
+                f.flush()
     except OSError as exc:
         return exc.strerror or str(exc)
     return ""

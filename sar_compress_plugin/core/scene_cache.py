@@ -28,7 +28,7 @@ from osgeo import gdal
 
 from .codec import CompressedRaster, window_from_bbox
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .raster_io import geotiff_blocks_stored
+from .raster_io import geotiff_blocks_stored, write_refusal
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -151,11 +151,16 @@ class SceneCache:
             tmp.unlink(missing_ok=True)
             raise self._write_error(exc) from None
 
+    @property
+    def _block(self) -> int:
+        """The GeoTIFF's block side: codec tiles are whole blocks."""
+        return math.gcd(self.grid.tile_size, 256)
+
     def _write_empty(self, tmp: Path) -> None:
         """The sparse GeoTIFF at `tmp`: no tile written, overview levels filled from the stored overview."""
         r = self.raster
         h = self.header["raster"]
-        block = math.gcd(self.grid.tile_size, 256)  # codec tiles are whole GeoTIFF blocks
+        block = self._block
         ds = gdal.GetDriverByName("GTiff").Create(
             str(tmp), r.width, r.height, r.bands, _GDAL_TYPES[r.dtype.name],
             ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER",
@@ -226,9 +231,12 @@ class SceneCache:
                         for b, px in enumerate(pixels):
                             ds.GetRasterBand(b + 1).WriteArray(px, tc, tr)
                         ds.FlushCache()
-                        self.decoded.add(t)
+                    except RuntimeError as exc:
+                        raise self._tile_write_error(exc) from None
+                    self.decoded.add(t)
+                    try:
                         self._save_state()
-                    except (OSError, RuntimeError) as exc:
+                    except OSError as exc:
                         raise self._write_error(exc) from None
                     done += 1
                     if on_tile is not None:
@@ -248,6 +256,18 @@ class SceneCache:
     def _write_error(self, exc: Exception) -> OutputPathError:
         return OutputPathError(f"{self.folder}: cannot write the tile cache ({exc}); is the disk full or the "
                                "folder read-only?")
+
+    def _tile_write_error(self, exc: RuntimeError) -> OutputPathError:
+        """GDAL's words for a tile it could not write say where, not why ("Write error at scanline 256"), and
+        change from tile to tile, while the layer tells one failure from another by its words: one full disk
+        would be reported again at every pan. So they go to the log, and the message gives the file system's
+        own words when it refuses a block's worth beside the cache (a full disk, a quota, a read-only mount)."""
+        log.warning("%s: %s", self.tiff_path, exc)
+        why = write_refusal(self.folder, self._block ** 2 * self.raster.dtype.itemsize)
+        if why:
+            return OutputPathError(f"{self.folder}: cannot write the tile cache ({why})")
+        return OutputPathError(f"{self.folder}: cannot write the tile cache; is the disk full or the folder "
+                               "read-only?")
 
     def close(self) -> None:
         self.raster.close()

@@ -426,3 +426,111 @@ def test_opening_a_scene_again_over_the_cache_limit_reuses_its_tiles(plugin, tes
     QgsProject.instance().removeMapLayer(layer.id())
     again = plugin.scenes.open(str(sarc))
     assert plugin.scenes.controllers[again.id()].cache.decoded == decoded
+
+
+@pytest.fixture
+def cache_disk(scene, tmp_path):
+    """(fill, real): within `with fill(cache):` the disk under the scene's tile cache is full.
+
+    Real where root may mount a file system: an 8 MiB tmpfs on the cache folder, filled up. Elsewhere a full
+    disk cannot be made, so it is simulated as in tests/unit/test_scene_cache.py: RLIMIT_FSIZE caps this
+    process's files at the cache GeoTIFF's size, and a tile write fails (EFBIG) through GDAL's ENOSPC path."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    from contextlib import contextmanager, suppress
+
+    folder = tmp_path / "cache"  # the scene fixture's cache folder
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)]
+    try:
+        real = os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0
+    except OSError:  # no mount binary
+        real = False
+
+    @contextmanager
+    def fill(cache):
+        if real:
+            filler = folder / "filler"
+            with open(filler, "wb", buffering=0) as f, suppress(OSError):
+                while True:
+                    f.write(bytes(1 << 16))
+            try:
+                yield
+            finally:
+                filler.unlink()
+            return
+        previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cache.tiff_path.stat().st_size, previous_limit[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+            signal.signal(signal.SIGXFSZ, previous_handler)
+
+    yield fill, real
+    if real:
+        subprocess.run(["umount", "-l", str(folder)], check=False)  # lazily: the plugin still holds the cache
+
+
+def test_a_lasting_cache_write_failure_is_reported_once_until_a_decode_succeeds(plugin, test_iface, scene,
+                                                                                cache_disk, monkeypatch):
+    """A full disk under the tile cache fails the decode of every pan. It filled the message bar with one
+    "Decoding failed" per pan (GDAL's words named the scanline, new at each tile); the analyst reads it once,
+    in one line naming the cache folder and the cause. Another failure meanwhile is still reported (one that
+    root can make: a folder where the tile list's temporary file goes), and so is the disk filling up again
+    once a decode has succeeded."""
+    from qgis_harness import messages
+
+    fill, real = cache_disk
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    cache = controller.cache
+    canvas = _show_canvas(test_iface, layer)
+    gt = gdal.Open(str(full)).GetGeoTransform()
+
+    def pan(col, row):
+        """Pan, wait, and close what the bar shows, as the analyst would: the bar itself drops a message
+        equal to one it still shows, which would hide a report made again."""
+        _view(canvas, gt, col, row, 200)
+        assert process_events_until(lambda: not controller.busy, 120)
+        test_iface.message_bar.clearWidgets()
+
+    def reports():
+        return [m for m in messages(test_iface) if m.startswith("Decoding failed")]
+
+    tries = []
+    decode = cache.decode
+
+    def counted(tiles, *args):
+        tries.append(tiles)
+        return decode(tiles, *args)
+
+    monkeypatch.setattr(cache, "decode", counted)
+    with fill(cache):
+        for col, row in ((0, 0), (0, 312), (312, 0)):
+            pan(col, row)
+    assert len(tries) == 3 and not cache.decoded  # each pan tried, and failed
+    assert len(reports()) == 1, reports()
+    disk_full = reports()[0]
+    assert str(cache.folder) in disk_full and "cannot write the tile cache" in disk_full
+    assert ("No space left on device" if real else "is the disk full") in disk_full
+
+    blocker = cache.folder / "tiles.json.tmp"  # the disk has room again, but the tile list cannot be saved
+    blocker.mkdir()
+    for col, row in ((312, 312), (312, 156)):
+        pan(col, row)
+    assert len(reports()) == 2 and "tiles.json.tmp" in reports()[1], reports()
+
+    blocker.rmdir()
+    pan(312, 312)
+    assert set(cache.grid.tiles_overlapping(controller.visible_window()[0])) <= cache.decoded
+    assert len(reports()) == 2, reports()
+
+    with fill(cache):
+        pan(0, 0)
+    assert reports()[2:] == [disk_full]
+    assert all("\n" not in m and "Traceback" not in m for m in messages(test_iface))
