@@ -13,6 +13,7 @@ import numpy as np
 
 from qgis.core import (
     Qgis,
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsLayerTreeGroup,
     QgsLayerTreeLayer,
@@ -291,6 +292,11 @@ def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = Non
         label = f"{d:.0f} dB" if i in (0, len(values) - 1) else ""
         items.append(QgsColorRampShader.ColorRampItem(float(v), QColor(g, g, g), label))
     ramp.setColorRampItemList(items)
+    # The legend is a continuous bar labelled with its ends' values, linear intensities unless told otherwise.
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setMinimumLabel(items[0].label)
+    legend.setMaximumLabel(items[-1].label)
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)

@@ -7,8 +7,9 @@
 
 Both come from `core.metrics.local_enl_ratio_map` / `local_epi_map` (the project's only implementation). Rasters
 are streamed by blocks read with a halo of the local window's radius + 1 pixels, so each block's core is exactly what the
-whole-image computation gives, while memory stays bounded by the block size. Outputs are written to a temporary
-file next to the target and renamed at the end: a failure or a cancel leaves no partial file. No QGIS here.
+whole-image computation gives, while memory stays bounded by the block size. Outputs are written by
+`raster_io.GeoTiffWriter` (a temporary file beside the target, renamed at the end): a failure, a full disk or
+a cancel leaves no partial file. No QGIS here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from osgeo import gdal
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
 from .preprocessing import canonical_domain, from_db, to_db
+from .raster_io import GeoTiffWriter, check_output_path, remove_stale_partials, same_file
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -127,26 +129,24 @@ def _blocks(width: int, height: int, block: int):
             yield x, y, min(block, width - x), min(block, height - y)
 
 
-def _create(path: Path, like: gdal.Dataset, bands: int, descriptions: list[str]) -> gdal.Dataset:
-    drv = gdal.GetDriverByName("GTiff")
-    opts = ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"]
-    try:
-        ds = drv.Create(str(path), like.RasterXSize, like.RasterYSize, bands, gdal.GDT_Float32, options=opts)
-    except RuntimeError as exc:
-        raise OutputPathError(f"{path}: cannot be written ({exc})") from None
-    ds.SetGeoTransform(like.GetGeoTransform())
-    ds.SetProjection(like.GetProjection())
-    for i, desc in enumerate(descriptions, start=1):
-        b = ds.GetRasterBand(i)
-        b.SetNoDataValue(float("nan"))
-        b.SetDescription(desc)
-    return ds
-
-
-def _tmp_path(path: Path) -> Path:
-    """A temporary name beside `path` that no other run shares: two runs of one process (two QGIS tasks) must not
-    write into, or delete, each other's file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+def open_pair(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,
+              bands: list[int] | None = None
+              ) -> tuple[gdal.Dataset, gdal.Dataset, tuple[int, int], list[int]]:
+    """(original, reconstruction, pixel offset of the reconstruction in the original, bands) of a pair that
+    can be compared, else InputRasterError in one line. The quality-maps dialog calls it on OK, so that a pair
+    that cannot be compared is refused there, not by a task after the dialog has closed. `bands`: None for all
+    bands of both."""
+    ref = _open(original_path, "original")
+    test = _open(reconstruction_path, "reconstruction")
+    offset = _offset_of(ref, test, original_path, reconstruction_path)
+    if bands is None:
+        bands = list(range(1, min(ref.RasterCount, test.RasterCount) + 1))
+    for b in bands:
+        for ds, what, path in ((ref, "original", original_path),
+                               (test, "reconstruction", reconstruction_path)):
+            if not 1 <= b <= ds.RasterCount:
+                raise InputRasterError(f"band {b}: the {what} {path} has only {ds.RasterCount} band(s)")
+    return ref, test, offset, bands
 
 
 def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,
@@ -161,44 +161,41 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     the original on the same pixel grid. `domain` is the value domain of both rasters (None: guessed, see
     `guess_domain`). `bands` are 1-based band numbers (None: all); each gives one band in each output.
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     if window < 3:
         raise InputRasterError(f"quality-map window must be at least 3 pixels, got {window}")
     if block_size < window:
         raise InputRasterError(f"block size {block_size} must be at least the window ({window})")
     enl_ratio_path, epi_path = Path(enl_ratio_path), Path(epi_path)
+    if same_file(enl_ratio_path, epi_path):
+        raise OutputPathError(f"{epi_path}: the ENL-ratio and EPI maps need two files, not one for both maps")
     for p in (enl_ratio_path, epi_path):
-        if Path(p).resolve() in (Path(original_path).resolve(), Path(reconstruction_path).resolve()):
-            raise OutputPathError(f"{p}: a quality map may not overwrite its input")
-        if not p.parent.is_dir():
-            raise OutputPathError(f"{p}: folder {p.parent} does not exist")
-    ref = _open(original_path, "original")
-    test = _open(reconstruction_path, "reconstruction")
-    x0, y0 = _offset_of(ref, test, original_path, reconstruction_path)
-    if bands is None:
-        bands = list(range(1, min(ref.RasterCount, test.RasterCount) + 1))
-    for b in bands:
-        if not (1 <= b <= ref.RasterCount and 1 <= b <= test.RasterCount):
-            raise InputRasterError(f"band {b} is not in both {original_path} and {reconstruction_path}")
+        check_output_path(p, inputs=(original_path, reconstruction_path))
+        remove_stale_partials(p, older_than=started)  # the plugin reruns onto the names a killed run had
+    ref, test, (x0, y0), bands = open_pair(original_path, reconstruction_path, bands)
     domain = canonical_domain(domain) if domain else guess_domain(ref, bands[0])
     width, height = test.RasterXSize, test.RasterYSize
     halo = metrics.local_map_radius(window) + 1  # Gaussian window + the Laplacian's one-pixel reach
     names = [test.GetRasterBand(b).GetDescription() or ref.GetRasterBand(b).GetDescription() or f"band {b}"
              for b in bands]
 
-    tmp_enl, tmp_epi = _tmp_path(enl_ratio_path), _tmp_path(epi_path)
-    out_enl = out_epi = None
     blocks = list(_blocks(width, height, block_size))
     n_steps = len(blocks) * len(bands)
     step = 0
     enl_samples: list[list[np.ndarray]] = [[] for _ in bands]
     epi_samples: list[list[np.ndarray]] = [[] for _ in bands]
-    try:
-        out_enl = _create(tmp_enl, test, len(bands), [f"{n} local ENL ratio (window {window})" for n in names])
-        out_epi = _create(tmp_epi, test, len(bands), [f"{n} local EPI (window {window})" for n in names])
+    like = {"width": width, "height": height, "band_count": len(bands), "dtype": "float32",
+            "crs_wkt": test.GetProjection(), "geotransform": test.GetGeoTransform(),
+            "nodata": [float("nan")] * len(bands)}
+    with ExitStack() as outputs:
+        out_enl = outputs.enter_context(GeoTiffWriter(
+            enl_ratio_path, band_names=[f"{n} local ENL ratio (window {window})" for n in names], **like))
+        out_epi = outputs.enter_context(GeoTiffWriter(
+            epi_path, band_names=[f"{n} local EPI (window {window})" for n in names], **like))
         for bi, b in enumerate(bands):
             rb, tb = ref.GetRasterBand(b), test.GetRasterBand(b)
             ref_nodata, test_nodata = rb.GetNoDataValue(), tb.GetNoDataValue()
+            any_valid = False
             for x, y, w, h in blocks:
                 if is_cancelled is not None and is_cancelled():
                     raise CancelledError("quality maps cancelled; no file written")
@@ -211,31 +208,24 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                 r_db, r_ok = to_db(r, domain, ref_nodata)
                 t_db, t_ok = to_db(t, domain, test_nodata)
                 valid = r_ok & t_ok
-                r_int, t_int = from_db(r_db, "intensity"), from_db(t_db, "intensity")
-                enl_map = metrics.local_enl_ratio_map(r_int, t_int, window=window, mask=valid)
-                epi_map = metrics.local_epi_map(r_db, t_db, window=window, mask=valid)
                 core = (slice(y - hy0, y - hy0 + h), slice(x - hx0, x - hx0 + w))
-                enl_core, epi_core = enl_map[core], epi_map[core]
-                out_enl.GetRasterBand(bi + 1).WriteArray(enl_core, x, y)
-                out_epi.GetRasterBand(bi + 1).WriteArray(epi_core, x, y)
+                if valid[core].any():  # nodata margins of geocoded scenes: nothing to compute
+                    any_valid = True
+                    r_int, t_int = from_db(r_db, "intensity"), from_db(t_db, "intensity")
+                    enl_core = metrics.local_enl_ratio_map(r_int, t_int, window=window, mask=valid)[core]
+                    epi_core = metrics.local_epi_map(r_db, t_db, window=window, mask=valid)[core]
+                else:
+                    enl_core = epi_core = np.full((h, w), np.nan, np.float32)
+                out_enl.write(bi, x, y, enl_core)
+                out_epi.write(bi, x, y, epi_core)
                 enl_samples[bi].append(enl_core[::4, ::4][np.isfinite(enl_core[::4, ::4])])
                 epi_samples[bi].append(epi_core[::4, ::4][np.isfinite(epi_core[::4, ::4])])
                 step += 1
                 if progress is not None:
                     progress(step / n_steps)
-        for ds in (out_enl, out_epi):
-            ds.FlushCache()
-        out_enl = out_epi = None  # close before renaming
-        os.replace(tmp_enl, enl_ratio_path)
-        os.replace(tmp_epi, epi_path)
-    except BaseException:
-        out_enl = out_epi = None
-        for p in (tmp_enl, tmp_epi):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-        raise
+            if not any_valid:  # maps without a single value would be added as layers that show nothing
+                raise InputRasterError(f"band {b}: no pixel is valid in both the original {original_path} "
+                                       f"and the reconstruction {reconstruction_path} (all NaN or nodata)")
 
     def _median(parts: list[np.ndarray]) -> float:
         v = np.concatenate(parts) if parts else np.empty(0)

@@ -348,6 +348,25 @@ class QualityMapsDialog(_FormDialog):
             return "Choose two different layers: the reconstruction and its original."
         if self.window.value() % 2 == 0:
             return "The window must be an odd number of pixels."
+        return self._pair_error()
+
+    def _pair_error(self) -> str:
+        """Why the chosen layers cannot be mapped ("" when they can): refused here, where another layer can be
+        chosen, and not by the task once the dialog has closed. The maps go beside the reconstruction, so its
+        folder must take new files."""
+        from ..core.errors import SarCompressError
+        from ..core.quality_maps import open_pair
+        from ..qgis_io import layer_file_path
+
+        try:
+            recon_path = layer_file_path(self.reconstruction_layer())
+            open_pair(layer_file_path(self.original_layer()), recon_path, [self.band_number()])
+        except SarCompressError as exc:
+            return str(exc)[:1].upper() + str(exc)[1:]
+        error = folder_write_error(Path(recon_path).parent)
+        if error:
+            return (f"{error}: the maps are written beside the reconstruction. Copy it to a writable folder, "
+                    "or run Processing > SAR Compress > SAR quality maps, which asks where to write them.")
         return ""
 
     def reconstruction_layer(self):

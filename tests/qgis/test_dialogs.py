@@ -13,7 +13,9 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
 from qgis_harness import accept_next_dialog, click_ok, messages, wait_for_task
-from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog, SettingsDialog
+from test_quality_maps import read_only_folder  # noqa: F401 (a fixture)
+from sar_compress_plugin.gui.dialogs import (CompressDialog, QualityMapsDialog, ReconstructDialog,
+                                             SettingsDialog)
 from sar_compress_plugin.qgis_io import default_reconstruction_path, display_image_warning
 from sar_compress_plugin.utils.settings import PluginSettings
 
@@ -413,3 +415,71 @@ def test_rate_settings_round_trip_and_old_settings_take_defaults(qgis_app):
         assert old.rate_options() == {"quality": 3.0}
     finally:
         kept.save()
+
+
+# --- Quality maps dialog -----------------------------------------------------------------------------------
+
+def _translated(src: Path, dst: Path, **options) -> Path:
+    gdal.Translate(str(dst), str(src), **options)  # the dataset it returns is closed (flushed) at once
+    return dst
+
+
+def _raster_layer(project, path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    assert layer.isValid()
+    project.addMapLayer(layer)
+    return layer
+
+
+def test_quality_maps_dialog_refuses_a_pair_that_cannot_be_compared_on_ok(qtbot, project, sar_tif, tmp_path):
+    """Each of these pairs closed the dialog and failed in the task a moment later: the user had to open the
+    dialog again and choose anew. The dialog keeps them and says why, in one line, and takes a good pair."""
+    original = _raster_layer(project, sar_tif, "berlin")
+    vv_only = _raster_layer(project, _translated(sar_tif, tmp_path / "vv.tif", bandList=[1]), "vv only")
+    res = gdal.Open(str(sar_tif)).GetGeoTransform()[1]
+    variants = {"coarser grid": {"xRes": 2 * res, "yRes": 2 * res},
+                "wider extent": {"srcWin": [-8, -8, 520, 520]},
+                "mercator": {"outputSRS": "EPSG:3857"}, "window": {"srcWin": [64, 32, 200, 300]}}
+    for name, options in variants.items():
+        _raster_layer(project, _translated(sar_tif, tmp_path / f"{name}.tif", **options), name)
+    dialog = QualityMapsDialog(None, original)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    want = {"coarser grid": "its pixel grid differs from the original",
+            "wider extent": "its extent is not inside the original",
+            "mercator": "its CRS differs from the original"}
+    for name, why in want.items():
+        _choose(qtbot, dialog.reconstruction, name)
+        click_ok(qtbot, dialog)
+        assert dialog.isVisible(), name
+        assert dialog.error_label.text() == f"Reconstruction {tmp_path / name}.tif: {why} {sar_tif}"
+
+    _choose(qtbot, dialog.reconstruction, "window")
+    _choose(qtbot, dialog.original, "vv only")
+    _choose(qtbot, dialog.band, "Band 2")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == f"Band 2: the original {vv_only.source()} has only 1 band(s)"
+    _choose(qtbot, dialog.original, "berlin")
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+    assert (dialog.reconstruction_layer().name(), dialog.original_layer(), dialog.band_number()) == \
+        ("window", original, 2)
+
+
+def test_quality_maps_dialog_refuses_a_reconstruction_in_a_read_only_folder(qtbot, project, sar_tif,
+                                                                            read_only_folder):
+    """The maps are written beside the reconstruction: in a read-only folder the task failed after the
+    dialog had closed, naming a hidden temporary file. The dialog says so on OK, and where the maps can go."""
+    original = _raster_layer(project, sar_tif, "berlin")
+    recon = _raster_layer(project, read_only_folder / sar_tif.name, "berlin on a read-only disk")
+    dialog = QualityMapsDialog(recon, original)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.error_label.text() == (
+        f"Folder {read_only_folder} is not writable (Operation not permitted): the maps are written beside "
+        "the reconstruction. Copy it to a writable folder, or run Processing > SAR Compress > "
+        "SAR quality maps, which asks where to write them.")
+    assert sorted(p.name for p in read_only_folder.iterdir()) == [sar_tif.name]

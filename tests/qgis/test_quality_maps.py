@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from osgeo import gdal
 
 from sar_compress_plugin.core import metrics
-from sar_compress_plugin.core.errors import CancelledError, InputRasterError
+from sar_compress_plugin.core.errors import CancelledError, InputRasterError, OutputPathError
 from sar_compress_plugin.core.preprocessing import from_db, to_db
 from sar_compress_plugin.core.quality_maps import compute_quality_maps, guess_domain
 
@@ -27,6 +30,31 @@ def _write_like(src_path, dst_path, arrays, offset=(0, 0)):
         ds.GetRasterBand(i).WriteArray(a)
     ds = None
     return dst_path
+
+
+@pytest.fixture
+def read_only_folder(sar_tif, tmp_path):
+    """A folder holding a copy of the test scene, in which no file can be made, even by root (chattr +i);
+    skipped where that cannot be done."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    shutil.copy(sar_tif, folder / sar_tif.name)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only folder here (chattr +i refused)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_disk_folder(tmp_path):
+    """A folder on a 64 KiB file system: a quality map of a 512 x 512 scene fills it while it is written."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: a file left open cannot keep it
 
 
 def _smoothed(x: np.ndarray) -> np.ndarray:
@@ -171,3 +199,91 @@ def test_bright_scatterer_leaves_no_square_halo(sar_tif, tmp_path):
     v = box(original.astype(np.float64) ** 2, 15) - m * m
     box_row = np.log(m[256, 200:313] ** 2 / v[256, 200:313])
     assert np.abs(np.diff(box_row)).max() > 0.4 * (box_row.max() - box_row.min())
+
+
+def test_an_unwritable_folder_is_refused_before_any_work_in_one_line(pair, read_only_folder):
+    """The refusal named the hidden temporary file twice, in GDAL's words; it names the map and the folder."""
+    original, recon, _ = pair
+    progress = []
+    enl = read_only_folder / "enl.tif"
+    with pytest.raises(OutputPathError) as err:
+        compute_quality_maps(original, recon, enl, read_only_folder / "epi.tif", progress=progress.append)
+    assert str(err.value) == f"{enl}: cannot write in folder {read_only_folder} (Operation not permitted)"
+    assert progress == []
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_no_file(pair, full_disk_folder):
+    """A disk that fills up while the maps are written: an OutputPathError naming the map (the task showed an
+    "unexpected RuntimeError" with a traceback file), and no file, partial or temporary, is left there."""
+    original, recon, _ = pair
+    maps = (full_disk_folder / "enl.tif", full_disk_folder / "epi.tif")
+    with pytest.raises(OutputPathError, match="No space left on device") as err:
+        compute_quality_maps(original, recon, *maps, domain="intensity")
+    assert str(err.value).startswith(tuple(f"{p}: " for p in maps)) and "\n" not in str(err.value)
+    assert list(full_disk_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("empty_side", ["reconstruction", "original"])
+def test_no_pixel_valid_in_both_is_an_error_not_a_blank_map(pair, tmp_path, empty_side):
+    """All NaN or nodata on one side: the maps had no value at all, yet the run succeeded ("median nan")."""
+    original, recon, orig = pair
+    blank = np.full((512, 512), -99.0, np.float32)
+    empty = _write_like(original, tmp_path / "empty.tif", [blank, blank])
+    ds = gdal.Open(str(empty), gdal.GA_Update)
+    for b in (1, 2):
+        ds.GetRasterBand(b).SetNoDataValue(-99.0)
+    ds = None
+    pair_paths = (original, empty) if empty_side == "reconstruction" else (empty, recon)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputRasterError, match="no pixel is valid in both") as err:
+        compute_quality_maps(*pair_paths, tmp_path / "enl.tif", tmp_path / "epi.tif", bands=[2])
+    assert "band 2" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_one_file_for_both_maps_is_refused(pair, tmp_path):
+    """The EPI map's rename replaced the ENL-ratio map written a moment before, and the run reported both."""
+    original, recon, _ = pair
+    with pytest.raises(OutputPathError, match="both maps"):
+        compute_quality_maps(original, recon, tmp_path / "maps.tif", tmp_path / "maps.tif")
+    assert not (tmp_path / "maps.tif").exists()
+
+
+def test_grey_reconstruction_under_the_maps_has_a_legend_in_db(project, sar_tif, qgis_app):
+    """The grey ramp is stretched in dB, but its legend (a continuous bar) showed the linear intensities of
+    its two ends, 5-6 digit numbers with no unit: the dB labels were on ramp items the bar does not show."""
+    from qgis.core import QgsColorRampLegendNode, QgsLayerTreeModel, QgsRasterLayer
+
+    from sar_compress_plugin.qgis_io import style_db_grey
+
+    layer = QgsRasterLayer(str(sar_tif), "berlin", "gdal")
+    project.addMapLayer(layer)
+    style_db_grey(layer, band=2)
+    items = layer.renderer().shader().rasterShaderFunction().colorRampItemList()
+    model = QgsLayerTreeModel(project.layerTreeRoot())
+    [bar] = [n for n in model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id()))
+             if isinstance(n, QgsColorRampLegendNode)]
+    assert (bar.settings().minimumLabel(), bar.settings().maximumLabel()) == (items[0].label, items[-1].label)
+    assert items[0].label.endswith(" dB") and items[-1].label.endswith(" dB")
+
+
+def test_the_partials_a_killed_run_left_are_removed_by_the_next_run(pair, tmp_path):
+    """QGIS killed while it writes the maps (no cleanup can run) leaves their hidden partial files; the next
+    run onto the same maps, which the plugin names the same, removes them."""
+    import sys
+
+    from qgis_harness import REPO
+
+    original, recon, _ = pair
+    maps = (tmp_path / "enl.tif", tmp_path / "epi.tif")
+    run = ("import sys; from sar_compress_plugin.core.quality_maps import compute_quality_maps; "
+           f"compute_quality_maps({str(original)!r}, {str(recon)!r}, {str(maps[0])!r}, {str(maps[1])!r}, "
+           "block_size=64, progress=lambda f: print(f, flush=True))")
+    child = subprocess.Popen([sys.executable, "-c", run], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline()  # a first block is written
+    child.kill()
+    child.wait()
+    inputs = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 2  # the killed run's partials
+    compute_quality_maps(original, recon, *maps, bands=[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(inputs + ["enl.tif", "epi.tif"])
