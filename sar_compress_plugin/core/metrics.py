@@ -203,17 +203,34 @@ def gaussian_mean(x: np.ndarray, window: int) -> np.ndarray:
     return _gaussian_valid(p, k / k.sum())
 
 
+def _local_means(window: int, weight: np.ndarray | None, *xs: np.ndarray) -> list[np.ndarray]:
+    """Gaussian local means of each x, over the pixels of weight 1 only when a weight is given (normalised
+    convolution): a nodata fill (-100 dB, 0 intensity) inside the window would otherwise enter every statistic
+    near a scene's nodata margin, and the same fill in both rasters reads as perfectly kept speckle and edges
+    there. NaN where the window holds no weight."""
+    if weight is None:
+        return [gaussian_mean(x, window) for x in xs]
+    norm = gaussian_mean(weight, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(norm > _EPS, 1.0 / norm, np.nan)
+    return [gaussian_mean(np.where(weight > 0, x, 0.0), window) * scale for x in xs]
+
+
 def local_enl_ratio_map(ref_intensity: np.ndarray, test_intensity: np.ndarray, window: int = 15,
                         mask: np.ndarray | None = None) -> np.ndarray:
-    """Windowed ENL(test)/ENL(ref) per pixel (float32, NaN where invalid). Around 1 is good, >1 is smoothing."""
+    """Windowed ENL(test)/ENL(ref) per pixel (float32, NaN where invalid). Around 1 is good, >1 is smoothing.
+    With a mask, only valid pixels enter each window."""
+    weight = None if mask is None else np.asarray(mask, dtype=np.float64)
+
     def local_enl(x: np.ndarray) -> np.ndarray:
-        m = gaussian_mean(x, window)
-        v = np.maximum(gaussian_mean(x * x, window) - m * m, _EPS)
+        m, m2 = _local_means(window, weight, x, x * x)
+        v = np.maximum(m2 - m * m, _EPS)
         return m * m / v
 
     ref = np.asarray(ref_intensity, dtype=np.float64)
     test = np.asarray(test_intensity, dtype=np.float64)
-    ratio = local_enl(test) / np.maximum(local_enl(ref), _EPS)
+    with np.errstate(invalid="ignore"):
+        ratio = local_enl(test) / np.maximum(local_enl(ref), _EPS)
     out = ratio.astype(np.float32)
     if mask is not None:
         out[~np.asarray(mask)] = np.nan
@@ -222,13 +239,19 @@ def local_enl_ratio_map(ref_intensity: np.ndarray, test_intensity: np.ndarray, w
 
 def local_epi_map(ref: np.ndarray, test: np.ndarray, window: int = 15,
                   mask: np.ndarray | None = None) -> np.ndarray:
-    """Windowed EPI per pixel: local correlation of the Laplacians (float32, NaN where invalid or flat)."""
+    """Windowed EPI per pixel: local correlation of the Laplacians (float32, NaN where invalid or flat). With a
+    mask, only Laplacians whose five pixels are all valid enter each window: one taken across a nodata margin is
+    the fill's step, not an edge of the scene."""
     la = laplacian(ref)
     lb = laplacian(test)
-    ma, mb = gaussian_mean(la, window), gaussian_mean(lb, window)
-    cov = gaussian_mean(la * lb, window) - ma * mb
-    va = gaussian_mean(la * la, window) - ma * ma
-    vb = gaussian_mean(lb * lb, window) - mb * mb
+    weight = None
+    if mask is not None:
+        m = np.pad(np.asarray(mask, dtype=bool), 1, mode="edge")
+        weight = (m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]).astype(np.float64)
+    ma, mb, mab, maa, mbb = _local_means(window, weight, la, lb, la * lb, la * la, lb * lb)
+    cov = mab - ma * mb
+    va = maa - ma * ma
+    vb = mbb - mb * mb
     den = np.sqrt(np.maximum(va, 0) * np.maximum(vb, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > _EPS, cov / den, np.nan).astype(np.float32)

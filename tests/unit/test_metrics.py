@@ -85,3 +85,25 @@ def test_local_maps_identity():
     assert np.nanmin(epi_map) > 0.999
     smoothed_map = metrics.local_enl_ratio_map(x, metrics.box_mean(x, 5), window=7)
     assert np.median(smoothed_map) > 3
+
+
+@pytest.mark.parametrize("which", ["enl", "epi"])
+def test_local_maps_do_not_depend_on_what_nodata_pixels_hold(which):
+    """A geocoded scene's nodata margin holds a fill (0 intensity, -100 dB) in the original and the
+    reconstruction alike; near the margin the maps read it as kept speckle and edges (EPI and ENL ratio drift
+    to 1 where the reconstruction is smoothed). Only valid pixels may decide a value."""
+    rng = np.random.default_rng(7)
+    x = gamma_speckle((96, 96), 1, rng)
+    y = metrics.box_mean(x, 5)  # a smoothing codec: ENL ratio well above 1, EPI well below
+    mask = np.ones_like(x, bool)
+    mask[:, :30] = False
+    fn = metrics.local_enl_ratio_map if which == "enl" else metrics.local_epi_map
+    maps = []
+    for fill in (1e-10, 1e3):
+        a, b = x.copy(), y.copy()
+        a[~mask] = b[~mask] = fill
+        maps.append(fn(a, b, window=7, mask=mask))
+    np.testing.assert_array_equal(np.isnan(maps[0]), np.isnan(maps[1]))
+    np.testing.assert_allclose(maps[0][mask], maps[1][mask], rtol=1e-6, atol=1e-6)
+    near, inside = np.nanmedian(maps[0][:, 30:34]), np.nanmedian(maps[0][:, 60:])
+    assert abs(near - inside) < 0.25 * abs(inside - 1.0 if which == "enl" else 1.0 - inside)
