@@ -27,8 +27,9 @@ class CheckpointError(SarCompressError):
 
 def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: float, history: list[dict],
                     preprocessing_params: dict, config: dict, data_summary: dict,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Every tensor on the CPU and every value a plain type, so `torch.load(weights_only=True)` reads it."""
+                    optimizer: torch.optim.Optimizer | None = None, resume_state: dict | None = None) -> dict:
+    """Every tensor on the CPU and every value a plain type, so `torch.load(weights_only=True)` reads it.
+    `resume_state` (optional; trainer.train) is what a resumed run needs to go on exactly as if never stopped."""
     ckpt = {
         "model_name": model.model_name,
         "model_config": dict(model.config),
@@ -42,6 +43,8 @@ def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: f
         "data_summary": data_summary,
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
     }
+    if resume_state is not None:
+        ckpt["resume_state"] = resume_state
     return ckpt
 
 

@@ -122,6 +122,7 @@ def run_training(cfg: TrainConfig) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         epoch, step, best_val, history = 0, 0, math.inf, []
+        drawn_before = 0  # batches of the current epoch's patch stream a resumed run had used already
         resumed_patches = None  # patches the resumed checkpoint had seen: its batch or world size may differ
         initialised_from = None  # the totals of the run an --init branch starts from
         resume = _resume_path(cfg)
@@ -137,6 +138,7 @@ def run_training(cfg: TrainConfig) -> dict:
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
             resumed_patches = ckpt["data_summary"].get("patches_seen")
             initialised_from = ckpt["data_summary"].get("initialised_from")
+            drawn_before = _restore_resume_state(ckpt.get("resume_state"), device)
             log.info("resumed from %s at epoch %d, step %d%s", resume, epoch, step,
                      "" if ckpt["optimizer_state_dict"] else " (warm start: fresh optimiser state)")
 
@@ -170,38 +172,48 @@ def run_training(cfg: TrainConfig) -> dict:
         if initialised_from:
             summary["initialised_from"] = initialised_from
 
-        def checkpoint(epoch_done: int, step_now: int) -> dict:
+        drawn = [0]  # batches drawn from the current epoch's patch stream
+
+        def checkpoint(epoch_done: int, step_now: int, drawn_in_epoch: int = 0) -> dict:
             return make_checkpoint(model, epoch=epoch_done, step=step_now, best_val_loss=best_val, history=history,
                                    preprocessing_params=data.params.to_dict(), config=cfg.to_dict(),
                                    data_summary={**summary, "patches_seen": patches_at(step_now),
                                                  "skipped_batches_total": guard.total},
-                                   optimizer=optimizer)
+                                   optimizer=optimizer, resume_state=_resume_state(device, drawn_in_epoch))
 
         last_save = [time.monotonic()]
 
         def on_step(step_now: int) -> None:
             """Learning-rate schedule, and last.pth every checkpoint_minutes within an epoch, so a killed run
-            loses minutes, not an epoch (it resumes at the start of the interrupted epoch's patch stream)."""
+            loses minutes, not an epoch (it resumes where that checkpoint was in the epoch's patch stream)."""
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step_now)
             if info.is_main and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_minutes:
-                save_checkpoint(checkpoint(epoch - 1, step_now), out / "last.pth")
+                save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0]), out / "last.pth")
                 last_save[0] = time.monotonic()
 
-        def batches_until_deadline():
-            for _ in range(steps_per_epoch):
+        def draw():
+            drawn[0] += 1
+            return sampler.sample(cfg.batch_size), sampler.sample_levels(cfg.batch_size, model.levels)
+
+        def batches_until_deadline(already_used: int):
+            for _ in range(already_used):  # a resumed epoch: the batches its steps before the stop had used
+                draw()
+            while drawn[0] < steps_per_epoch:
                 if time.monotonic() >= deadline:
                     return
-                yield sampler.sample(cfg.batch_size), sampler.sample_levels(cfg.batch_size, model.levels)
+                yield draw()
 
         while (epoch < cfg.epochs and (cfg.max_steps is None or step < cfg.max_steps) and since_best < cfg.patience
                and time.monotonic() < deadline):
             epoch += 1
             t0 = time.time()
             sampler.set_epoch(epoch)
+            drawn[0] = 0
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            stats = train_one_epoch(train_model, loss_fn, optimizer, batches_until_deadline(), guard=guard, step=step,
+            batches, drawn_before = batches_until_deadline(drawn_before), 0
+            stats = train_one_epoch(train_model, loss_fn, optimizer, batches, guard=guard, step=step,
                                     max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
                                     scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch,
                                     on_step=on_step)
@@ -239,6 +251,29 @@ def run_training(cfg: TrainConfig) -> dict:
         if handler is not None:
             reporting.detach_log_file(handler)
         distributed.teardown(info)
+
+
+def _resume_state(device: torch.device, drawn_in_epoch: int) -> dict:
+    """The random state a run goes on from: torch's generators (the training noise; every rank starts from the
+    same seed and draws the same amounts, so rank 0's state is every rank's) and how far into its epoch's patch
+    stream it was (the stream is a function of seed, rank and epoch: the batches are drawn again and dropped).
+    With them a run stopped and resumed takes the same steps, to the bit, as one never stopped, on the same
+    machine and settings."""
+    state = {"torch_rng": torch.get_rng_state(), "drawn_in_epoch": int(drawn_in_epoch)}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_resume_state(state: dict | None, device: torch.device) -> int:
+    """Batches of the interrupted epoch already used; 0 for checkpoints from before the resume state (they go
+    on from the start of the epoch's stream, with fresh noise)."""
+    if not state:
+        return 0
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    return int(state["drawn_in_epoch"])
 
 
 def _check_variant(ckpt: dict, path, variant: str) -> None:

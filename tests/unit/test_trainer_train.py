@@ -84,6 +84,45 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert _train(tmp_path, "baseline", "--max-steps", "5", "--resume", "--latent-channels", "32") == 2
 
 
+class _Killed(Exception):
+    pass
+
+
+@needs_data
+def test_a_run_killed_mid_epoch_and_resumed_takes_the_same_steps_as_one_never_stopped(tmp_path, monkeypatch):
+    """The same weights to the bit, and the same validation figures, as an uninterrupted run: the training noise
+    and the place in the epoch's patch stream come back with the checkpoint. Before, a resumed run redrew the
+    interrupted epoch's patches from its start with fresh noise. The kill is simulated: the process "dies"
+    (an exception out of the CLI) right after its periodic mid-epoch last.pth, as a SIGKILL would leave it."""
+    import trainer.train as train_module
+
+    args = ["--max-steps", "5", "--steps-per-epoch", "3", "--threads", "1"]
+    assert _train(tmp_path / "whole", "baseline", *args) == 0
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(ckpt, path):
+        real_save(ckpt, path)
+        if Path(path).name == "last.pth" and ckpt["step"] == 4:  # mid-epoch 2: one of its three batches used
+            raise _Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        _train(tmp_path / "killed", "baseline", *args, "--checkpoint-minutes", "0")
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    stopped = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
+    assert (stopped["epoch"], stopped["step"], stopped["resume_state"]["drawn_in_epoch"]) == (1, 4, 1)
+    assert _train(tmp_path / "killed", "baseline", *args, "--resume") == 0
+
+    whole = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
+    assert (resumed["epoch"], resumed["step"]) == (whole["epoch"], whole["step"]) == (2, 5)
+    for name, tensor in whole["model_state_dict"].items():
+        assert torch.equal(tensor, resumed["model_state_dict"][name]), name
+    for a, b in zip(whole["history"], resumed["history"], strict=True):
+        assert (a["epoch"], a["step"], a["patches_seen"], a["val_loss"]) == (b["epoch"], b["step"],
+                                                                              b["patches_seen"], b["val_loss"])
+
+
 @needs_data
 def test_resume_goes_on_with_the_checkpoints_model_shape(tmp_path):
     """--resume without the shape options continues a channel-context run; a shape that contradicts the
