@@ -4,6 +4,9 @@ Why: every tracked file travels in each GPU call, which carries at most 64 MiB (
 data; `tests/unit/test_gpu_script.py`), and the committed results grow every session. A matplotlib line plot
 has a few dozen colours: as a palette PNG it is about a third of the RGBA file (40 against 120 KB for an
 rd_plot.png) and looks the same.
+
+Every figure of a model also says how far it trained (`model_caption`): a plot read on its own, years later or
+beside another, must tell which weights it shows without the JSON next to it.
 """
 
 from __future__ import annotations
@@ -28,3 +31,19 @@ def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     Path(path).write_bytes(quantize_png(buffer.getvalue()))
+
+
+def model_caption(model: dict) -> str:
+    """A bundle's name and the training its weights had, from the `training` record of its manifest (as
+    rate_distortion.model_info keeps it): steps and patches in all, across `--init` branches. Bundles exported
+    before the totals were recorded carry only their last run's own steps, and are labelled so rather than
+    passed off as the whole training."""
+    training = model.get("training") or {}
+    steps, patches = training.get("steps_total"), training.get("patches_seen_total")
+    if steps is None:
+        own = training.get("steps")
+        seen = ("training not recorded" if own is None
+                else f"{own:,} steps of its last run, patches not recorded")
+    else:
+        seen = f"{steps:,} steps, " + ("patches not recorded" if patches is None else f"{patches:,} patches")
+    return f"{model.get('name')} ({seen})"

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
-from figures import save_figure  # noqa: E402
+from figures import model_caption, save_figure  # noqa: E402
 from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
                                             reconstruct)
 from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
@@ -539,6 +539,7 @@ def plot(doc: dict, path: Path) -> None:
     axes[0].set_title("BD-rate vs JPEG-2000: " + ("n/a (no overlap)" if bd is None else f"{bd:+.1f}%"))
     axes[1].set_title(f"{doc['settings']['scene_bands']} scene-bands; dots = single scene-bands")
     axes[0].legend(fontsize=8)
+    fig.suptitle("learned: " + "; ".join(model_caption(m) for m in doc["models"]), fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)

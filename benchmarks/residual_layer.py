@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
-from figures import save_figure  # noqa: E402
+from figures import model_caption, save_figure  # noqa: E402
 from rate_distortion import (DATA_DIR, bd_rate, device_info, grd_scenes, lower_envelope,  # noqa: E402
                              model_info, resolve_model, scene_bands, trained_qualities, versions, write_report)
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
@@ -204,7 +204,8 @@ def plot(doc: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("bpp (files' bytes + layer code length)")
     ax.set_ylabel("dB RMSE")
-    ax.set_title(f"{doc['model']['name']}, {doc['settings']['scene_bands']} held-out scene-bands", fontsize=9)
+    ax.set_title(f"{model_caption(doc['model'])}, {doc['settings']['scene_bands']} held-out scene-bands",
+                 fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     save_figure(fig, path, dpi=120)

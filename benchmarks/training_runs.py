@@ -115,8 +115,10 @@ def markdown(reference: dict, rows: list[dict]) -> str:
 
 
 def plot(reference: dict, rows: list[dict], path: Path) -> None:
-    """BD-rate against the reference at equal steps, one line per experiment; the x axis is steps in all, the
-    title says how many steps and patches the last point had seen."""
+    """BD-rate against the reference at equal steps, one line per experiment; the x axis is steps in all, and
+    each line's legend says how many steps and patches its last point had seen: the experiments stop at
+    different steps and may train more patches a step (DDP), so one count for the figure would be wrong for
+    all but one of them."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -124,18 +126,17 @@ def plot(reference: dict, rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in dict.fromkeys(r["run"] for r in rows):
-        pts = [(r["step"], r["bd_rate_vs_reference_percent"]) for r in rows
-               if r["run"] == run and r["bd_rate_vs_reference_percent"] is not None]
-        if pts:
-            change = next(r["change"] for r in rows if r["run"] == run)
-            ax.plot(*zip(*pts), marker="o", label=f"{run}: {change}")
+        mine = [r for r in rows if r["run"] == run and r["bd_rate_vs_reference_percent"] is not None]
+        if mine:
+            last = mine[-1]
+            seen = f"{last['step']:,} steps, {last['patches_seen']:,} patches"
+            label = f"{run}: {last['change']}\n(last: {seen})"
+            ax.plot([r["step"] for r in mine], [r["bd_rate_vs_reference_percent"] for r in mine], marker="o",
+                    label=label)
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("optimiser steps the weights have seen in all (4 patches of 256 px each)")
+    ax.set_xlabel("optimiser steps the weights have seen in all")
     ax.set_ylabel(f"BD-rate vs {reference['run']} (%)")
-    last = rows[-1] if rows else None
-    ax.set_title("validation curves at equal steps" + (f" (last point: {last['step']:,} steps, "
-                                                        f"{last['patches_seen']:,} patches)" if last else ""),
-                 fontsize=9)
+    ax.set_title("validation curves at equal steps", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

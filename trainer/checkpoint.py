@@ -149,4 +149,6 @@ def training_totals(ckpt: dict) -> dict:
 def totals_text(ckpt: dict) -> str:
     """How far a checkpoint's weights trained, as the CLIs that write one say it: "N steps, P patches in all"."""
     totals = training_totals(ckpt)
-    return f"{totals['steps_total']} steps, {totals['patches_seen_total']} patches in all"
+    patches = totals["patches_seen_total"]
+    return (f"{totals['steps_total']:,} steps, "
+            + ("patches not recorded" if patches is None else f"{patches:,} patches in all"))

@@ -28,7 +28,7 @@ from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
 from sar_compress_plugin.core.raster_io import writable_folder
 from sar_compress_plugin.core.runtime import load_manifest
-from trainer.checkpoint import load_model, training_totals
+from trainer.checkpoint import load_model, totals_text, training_totals
 from trainer.data import RawPlane, build_datasets
 from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 
@@ -178,7 +178,8 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         mid = model.levels // 2
         panels.append((first, torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi)), lo, hi,
                        out / f"panel_{label.split()[0]}_{len(results)}.png",
-                       f"{label} level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
+                       f"{label}: {totals_text(ckpt)}\n"
+                       f"level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
     out.mkdir(parents=True, exist_ok=True)
     for panel in panels:
         save_panel(*panel)

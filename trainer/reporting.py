@@ -55,8 +55,12 @@ def append_history(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def plot_history(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss curves and validation PSNR/SSIM per epoch (matplotlib Agg: no display needed)."""
+def plot_history(history: list[dict], path: Path, title: str = "", before: dict | None = None) -> None:
+    """Loss curves and validation PSNR/SSIM per epoch (matplotlib Agg: no display needed), captioned with the
+    steps and patches of the last epoch's record: epochs alone do not say how much training the curves show,
+    as an epoch's steps and patches per step change with the settings and the world size. `before`: what the
+    weights had seen before this run (`data_summary["initialised_from"]` of an --init branch), added so the
+    caption counts the whole training, as a bundle's manifest does."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +74,7 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(epochs, series("train_loss"), "o-", label="train")
     axes[0].plot(epochs, series("val_loss"), "o-", label="val")
-    axes[0].set_title("loss (0.7 MSE + 0.3 (1-SSIM))")
+    axes[0].set_title("rate-distortion loss (lambda 255^2 MSE + bpp)")
     axes[0].legend()
     axes[1].plot(epochs, series("val_psnr"), "o-", color="C2")
     axes[1].set_title("val PSNR (dB, normalised)")
@@ -79,10 +83,19 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> None:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(f"{title}\n{_seen_caption(history[-1], before or {})}" if title
+                 else _seen_caption(history[-1], before or {}))
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     tmp.replace(path)
+
+
+def _seen_caption(last: dict, before: dict) -> str:
+    steps = int(last["step"]) + int(before.get("steps_total", 0))
+    patches = last.get("patches_seen")
+    seen = (f"{steps:,} steps in all, patches not recorded" if patches is None else
+            f"{steps:,} steps, {int(patches) + int(before.get('patches_seen_total', 0)):,} patches in all")
+    earlier = f" ({before['steps_total']:,} of the steps before this run)" if before.get("steps_total") else ""
+    return f"after epoch {last['epoch']}: {seen}{earlier}"

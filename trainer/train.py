@@ -239,7 +239,8 @@ def run_training(cfg: TrainConfig) -> dict:
                 if improved:
                     save_checkpoint(ckpt, out / "best.pth")
                 reporting.append_history(out, record)
-                reporting.plot_history(history, out / "training_curve.png", f"{cfg.variant} ({cfg.out})")
+                reporting.plot_history(history, out / "training_curve.png", f"{cfg.variant} ({cfg.out})",
+                                       before=initialised_from)
             distributed.barrier(info)
         if time.monotonic() >= deadline:
             log.info("stopping: --max-minutes %.1f reached", cfg.max_minutes)

@@ -21,3 +21,21 @@ def sar_data() -> Path:
         # the real scenes live beside the repository (../shared/data/sar), never downloaded; CI clones put them there
         pytest.skip(f"shared SAR data not available at {SAR_DATA} (a checkout without ../shared)")
     return SAR_DATA
+
+
+@pytest.fixture
+def drawn_text(monkeypatch) -> list[str]:
+    """The text drawn on each figure saved during the test (titles, suptitle, legend, tick labels), read
+    back from the matplotlib Figure as it is saved: what a reader of the PNG sees."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.text import Text  # noqa: PLC0415
+
+    saved: list[str] = []
+    savefig = Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        saved.append("\n".join(t.get_text() for t in fig.findobj(Text)))
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return saved

@@ -311,6 +311,23 @@ def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path,
     assert (tmp_path / "out" / "experiments.png").stat().st_size > 10_000  # the plot of those rows
 
 
+def test_training_runs_figure_names_each_experiments_own_last_steps_and_patches(tmp_path, drawn_text):
+    """Two experiments that stopped at different steps, one training 8 patches a step: each line's legend says
+    how far its own weights had trained, not the last point of whichever run came last."""
+    import training_runs  # noqa: PLC0415
+
+    ref = _fake_run(tmp_path / "ref", [500, 1000, 1500, 2000], 0.0, init_step=None)
+    short = _fake_run(tmp_path / "short", [500, 1000], 0.1, init_step=0)
+    long = _fake_run(tmp_path / "long", [500, 1000, 1500, 2000], -0.1, init_step=0)
+    history = [json.loads(line) for line in (long / "history.jsonl").read_text().splitlines()]
+    (long / "history.jsonl").write_text("".join(json.dumps({**h, "patches_seen": 8 * h["step"]}) + "\n"
+                                                for h in history))
+    assert training_runs.main([str(ref), str(short), str(long), "--out", str(tmp_path / "out")]) == 0
+    text = drawn_text[-1]
+    assert "short: channel context of 4 slices added\n(last: 1,000 steps, 4,000 patches)" in text
+    assert "long: channel context of 4 slices added\n(last: 2,000 steps, 16,000 patches)" in text
+
+
 def test_training_runs_compares_a_resumed_copy_on_its_references_own_steps(tmp_path):
     """A reference resumed later (its config.json no longer names --init, the log keeps the init line) and an
     experiment resumed from a copy of its checkpoint (no init line: it continues the reference's step count,
@@ -376,7 +393,7 @@ def test_rd_pooled_interpolates_jpeg2000_in_log_bpp_and_says_outside_its_range()
     assert gaps[1]["gap_db"] is None
 
 
-def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_path, capsys):
+def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_path, capsys, drawn_text):
     import rd_trend  # noqa: PLC0415
 
     def run(folder: str, bd: float, training: dict | None) -> Path:
@@ -395,6 +412,7 @@ def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_pa
     assert [p["steps"] for p in points] == [2500, 67500]
     assert points[1]["patches"] == 344000 and points[1]["bd_rate_percent"]["VH"] is None
     assert (out / "rd_trend.png").stat().st_size > 10_000
+    assert "last: v6, 67,500 steps, 344,000 patches" in drawn_text[-1]  # says what training it shows
     assert "n/a" in capsys.readouterr().out
     nameless = run("v7", -11.0, None)
     assert rd_trend.main([str(nameless)]) == 2  # no steps anywhere: one clear error
@@ -500,6 +518,50 @@ def test_epi_ceiling_is_what_the_gaussian_test_channel_gives_through_the_project
         x_hat = (1 - d) * x + rng.normal(scale=math.sqrt(d * (1 - d)), size=x.shape)
         assert epi(x, x_hat) == pytest.approx(float(speckle_bound.mse_optimal_epi(rate)), abs=3e-3)
     assert float(speckle_bound.mse_optimal_epi(1.0)) == pytest.approx(math.sqrt(0.75))
+
+
+def test_model_caption_gives_the_steps_and_patches_a_bundles_weights_saw_in_all():
+    from figures import model_caption  # noqa: PLC0415
+
+    record = {"name": "trunk",
+              "training": {"steps": 79000, "steps_total": 115500, "patches_seen_total": 728000}}
+    assert model_caption(record) == "trunk (115,500 steps, 728,000 patches)"  # the totals, not the last run's
+    # exported before the totals were recorded: only the last run's own steps, and said so
+    assert model_caption({"name": "old", "training": {"steps": 2500}}) == \
+        "old (2,500 steps of its last run, patches not recorded)"
+    assert model_caption({"name": "bare"}) == "bare (training not recorded)"
+
+
+def _model(name: str, steps_total: int, patches_total: int) -> dict:
+    return {"name": name, "training": {"steps": 1000, "steps_total": steps_total,
+                                        "patches_seen_total": patches_total}}
+
+
+def _rd_points(codec: str, shift: float, **extra) -> list[dict]:
+    return [{"codec": codec, "subset": "all", "setting": f"{codec} {b}", "bpp": b, "db_rmse": 2.0 - b + shift,
+             "psnr": 20 + 5 * b - shift, **extra} for b in (0.1, 0.5, 1.0, 2.0)]
+
+
+def test_rd_plot_names_every_models_steps_and_patches(tmp_path, drawn_text):
+    """rd_plot.png: read on its own, it says how far each compared model had trained (from its manifest)."""
+    models = [_model("trunk-41000", 77500, 424000), _model("residual-4000", 81500, 440000)]
+    points = _rd_points("jpeg2000", 0.0) + _rd_points("learned", -0.2)
+    doc = {"models": models, "model": models[0], "results": points, "aggregates": points,
+           "bd_rate": {"all": {"bd_rate_percent": -10.6}}, "settings": {"scene_bands": 12}}
+    rd.plot(doc, tmp_path / "rd_plot.png")
+    assert ("learned: trunk-41000 (77,500 steps, 424,000 patches); "
+            "residual-4000 (81,500 steps, 440,000 patches)") in drawn_text[-1]
+
+
+def test_residual_layer_plot_names_the_models_steps_and_patches(tmp_path, drawn_text):
+    import residual_layer  # noqa: PLC0415
+
+    points = _rd_points("jpeg2000", 0.0) + _rd_points("learned", -0.2) + _rd_points("layered", -0.4)
+    doc = {"model": _model("sar-baseline-ctx4-cpu-v8", 115500, 728000), "aggregates": points,
+           "envelope": rd.lower_envelope(points), "settings": {"scene_bands": 12}}
+    residual_layer.plot(doc, tmp_path / "residual_layer.png")
+    caption = "sar-baseline-ctx4-cpu-v8 (115,500 steps, 728,000 patches), 12 held-out scene-bands"
+    assert caption in drawn_text[-1]
 
 
 def test_result_figures_are_palette_pngs_of_the_same_picture(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from trainer.data import RawPlane
 from trainer.evaluate import evaluate_planes, main
 from trainer.cli import main as train_main
+from trainer.reporting import plot_history
 
 SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar" / "s1_iw_grd_berlin_512.tif"
 
@@ -41,8 +42,23 @@ def test_smoothing_is_visible_in_enl_and_epi():
     assert p["db_rmse"] > 0.5 and 10 < p["psnr"] < 40
 
 
+def test_training_curve_names_the_steps_and_patches_of_its_last_epoch(tmp_path, drawn_text):
+    """The curves' x axis is epochs, whose steps and patches depend on the settings and the world size: the
+    figure says how many steps and patches its last epoch had reached (a DDP run: 8 patches a step)."""
+    history = [{"epoch": e, "step": 500 * e, "patches_seen": 4000 * e, "train_loss": 3.0 / e,
+                "val_loss": 2.0 / e, "val_psnr": 20.0 + e, "val_ssim": 0.5} for e in (1, 2, 3)]
+    plot_history(history, tmp_path / "training_curve.png", "baseline (runs/x)")
+    assert "baseline (runs/x)\nafter epoch 3: 1,500 steps, 12,000 patches in all" in drawn_text[-1]
+    assert (tmp_path / "training_curve.png").is_file()
+    # an --init branch: its records count its own steps; the caption counts the weights' whole training
+    plot_history(history, tmp_path / "training_curve.png", "baseline (runs/x)",
+                 before={"steps_total": 36500, "patches_seen_total": 146000})
+    assert "after epoch 3: 38,000 steps, 158,000 patches in all (36,500 of the steps before this run)" \
+        in drawn_text[-1]
+
+
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
-def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
+def test_sar_eval_writes_json_markdown_and_panels(tmp_path, drawn_text):
     fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8",
             "--latent-channels", "16", "--hyper-channels", "8", "--lambdas", "0.001", "0.01", "--max-steps", "2",
             "--steps-per-epoch", "2", "--no-progress"]
@@ -65,6 +81,10 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path):
     assert md[0].startswith("| Model | Steps (in all) | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |")
     assert [line.split("|")[1].strip() for line in md[2:6]] == ["baseline", "baseline", "residual", "residual"]
     assert sorted(p.name for p in out.glob("*.png")) == ["panel_baseline_1.png", "panel_residual_2.png"]
+    # each panel says how far its checkpoint had trained (2 steps of 4 patches); sar-train's curves say it too
+    assert "baseline: 2 steps, 8 patches in all\nlevel 1: " in drawn_text[-2]
+    assert "residual: 2 steps, 8 patches in all\nlevel 1: " in drawn_text[-1]
+    assert "after epoch 1: 2 steps, 8 patches in all" in drawn_text[0]
     assert main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
 
 
