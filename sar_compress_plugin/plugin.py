@@ -350,11 +350,15 @@ class SarCompressPlugin:
             return None
         from .gui.dialogs import QualityMapsDialog
 
-        dialog = QualityMapsDialog(*self.quality_roles(layer), self.iface.mainWindow())
+        settings = PluginSettings.load()
+        dialog = QualityMapsDialog(*self.quality_roles(layer), self.iface.mainWindow(),
+                                   folder=settings.quality_maps_folder)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
+        folder = settings.quality_maps_folder = dialog.output_folder()
+        settings.save()
         return self.quality_maps(dialog.reconstruction_layer(), dialog.original_layer(), dialog.window_size(),
-                                 dialog.value_domain(), dialog.band_number())
+                                 dialog.value_domain(), dialog.band_number(), folder)
 
     def quality_roles(self, layer):
         """(reconstruction, original) for the quality-maps dialog, from the layer the user right-clicked: it may be
@@ -380,43 +384,53 @@ class SarCompressPlugin:
         return original
 
     def quality_maps(self, reconstruction: QgsRasterLayer, original: QgsRasterLayer, window: int = 15,
-                     domain: str | None = None, band: int = 1):
+                     domain: str | None = None, band: int = 1, folder: str = ""):
+        """Maps of one band, written in `folder` ("": beside the reconstruction)."""
         try:
             recon_path = layer_file_path(reconstruction)
             original_path = layer_file_path(original)
         except SarCompressError as exc:
             self.logger.warning(f"Cannot make quality maps: {exc}")
             return None
-        enl_path, epi_path = default_quality_paths(recon_path, band)
+        enl_path, epi_path = default_quality_paths(recon_path, band, folder)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
                                bands=[band], reconstruction_layer_id=reconstruction.id())
-        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), reconstruction.name(),
+        return self._start(task, functools.partial(self._quality_done, reconstruction.id(), original.id(),
+                                                   (reconstruction.name(), original.name()),
                                                    band, reconstruction.bandName(band)))
 
-    def _quality_done(self, recon_id: str, recon_name: str, band: int, band_name: str, task: QualityMapsTask,
-                      result: TaskResult):
-        if self._report_failure(f"Quality maps of '{recon_name}'", result):
+    def _quality_done(self, recon_id: str, original_id: str, names: tuple[str, str], band: int, band_name: str,
+                      task: QualityMapsTask, result: TaskResult):
+        """`names` (of the reconstruction and the original) lead the maps' names: with several originals in the
+        project, a map alone says which pair it compares."""
+        pair_name = " vs ".join(names)
+        quoted = " vs ".join(f"'{name}'" for name in names)
+        if self._report_failure(f"Quality maps of {quoted}", result):
             return
         r = result.value
         project = QgsProject.instance()
         recon = project.mapLayer(recon_id)
         node = project.layerTreeRoot().findLayer(recon_id) if recon is not None else None
         group = node.parent() if node is not None else None
-        epi = add_raster_layer(project, r.epi_path, f"{recon_name} — {band_name} local EPI ({r.window} px)", group,
-                               above=recon, role="epi")
+        epi = add_raster_layer(project, r.epi_path,
+                               unique_layer_name(project, f"{pair_name} — {band_name} local EPI ({r.window} px)"),
+                               group, above=recon, role="epi")
         enl = add_raster_layer(project, r.enl_ratio_path,
-                               f"{recon_name} — {band_name} local ENL ratio ({r.window} px)", group, above=epi,
-                               role="enl_ratio")
+                               unique_layer_name(project,
+                                                 f"{pair_name} — {band_name} local ENL ratio ({r.window} px)"),
+                               group, above=epi, role="enl_ratio")
         style_quality_layer(enl, "enl_ratio")
         style_quality_layer(epi, "epi")
         if recon is not None:
-            # Under a coloured overlay only grey reads: the same band, in dB (a colour composite would mix).
-            style_db_grey(recon, band, r.domain)
+            # Under a coloured overlay only grey reads: the same band, in dB (a colour composite would mix). The
+            # original compared gets the same stops, so that toggling the two compares values, not stretches.
+            original = project.mapLayer(original_id)
+            style_db_grey(recon, band, r.domain, alike=(original,) if original is not None else ())
         # One overlay at a time reads best: the ENL ratio is shown, the EPI map is one click away.
         epi_node = project.layerTreeRoot().findLayer(epi.id())
         if epi_node is not None:
             epi_node.setItemVisibilityChecked(False)
-        self.logger.success(f"Quality maps of '{recon_name}' ({band_name}): median local ENL ratio "
+        self.logger.success(f"Quality maps of {quoted} ({band_name}): median local ENL ratio "
                             f"{r.enl_ratio_median[0]:.2f} (1 is ideal), median local EPI {r.epi_median[0]:.2f} "
                             f"(1 is perfect), {r.seconds:.1f} s")
         return enl, epi

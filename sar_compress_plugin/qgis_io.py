@@ -174,12 +174,17 @@ def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str]
     return unique_path(p.with_name(f"{p.stem}_reconstructed.tif"), taken)
 
 
-def default_quality_paths(reconstruction_path: str, band: int) -> tuple[str, str]:
-    """One pair of maps per band. Not made unique against running tasks on purpose: the same band's maps asked for
-    twice at once name the same files, and the plugin refuses the second run instead of computing them twice."""
+def default_quality_paths(reconstruction_path: str, band: int, folder: str = "") -> tuple[str, str]:
+    """The ENL-ratio and EPI maps of one band, in `folder` ("": beside the reconstruction), with one suffix for
+    both (_2, _3... while either name is taken), so that a run's two maps read as a pair. Not made unique against
+    running tasks on purpose: the same band's maps asked for twice at once name the same files, and the plugin
+    refuses the second run instead of computing them twice."""
     p = Path(reconstruction_path)
-    return (unique_path(p.with_name(f"{p.stem}_band{band}_enl_ratio.tif")),
-            unique_path(p.with_name(f"{p.stem}_band{band}_epi.tif")))
+    base = Path(folder or p.parent) / f"{p.stem}_band{band}"
+    for suffix in itertools.chain([""], (f"_{i}" for i in itertools.count(2))):
+        maps = (Path(f"{base}_enl_ratio{suffix}.tif"), Path(f"{base}_epi{suffix}.tif"))
+        if not any(m.exists() for m in maps):
+            return str(maps[0]), str(maps[1])
 
 
 def _stem_key(path: str) -> str:
@@ -262,8 +267,11 @@ def style_quality_layer(layer: QgsRasterLayer, kind: str, band: int = 1) -> None
     layer.triggerRepaint()
 
 
-def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = None) -> None:
-    """Show one band in grey, stretched linearly in dB (2-98 % of a subsample), whatever the file's domain.
+def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = None,
+                  alike: tuple[QgsRasterLayer, ...] = ()) -> None:
+    """Show one band in grey, stretched linearly in dB (2-98 % of a subsample of `layer`), whatever the file's
+    domain; the layers `alike` (in the same domain) get the same band and the same stops, so that toggling
+    between them compares values, not stretches.
 
     SAR intensity spans decades: a linear stretch shows a few bright targets on black, and an RGB composite of
     VV/VH fights with the overlay's colours. Grey ramp stops placed at dB steps converted back to the layer's
@@ -284,6 +292,12 @@ def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = Non
     hi = max(hi, lo + 1.0)
     stops_db = np.linspace(lo, hi, 9)
     values = from_db(stops_db, domain)
+    for each in (layer, *alike):
+        _set_grey_ramp(each, band, values, stops_db)
+
+
+def _set_grey_ramp(layer: QgsRasterLayer, band: int, values: np.ndarray, stops_db: np.ndarray) -> None:
+    """Black to white through `values` (the layer's own values at the dB `stops_db`), labelled in dB."""
     ramp = QgsColorRampShader(float(values[0]), float(values[-1]))
     ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
     items = []

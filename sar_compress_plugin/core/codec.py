@@ -37,8 +37,8 @@ from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
-from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
-                            denormalise, from_db, normalise, percentile_bounds, to_db)
+from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams,
+                            canonical_domain, denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
                         same_file, source_stamp)
@@ -147,11 +147,6 @@ def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
 
 
 # --- domain and statistics -------------------------------------------------------------------------------
-
-#: Share of negative finite values above which a float raster is taken as dB. Linear intensities are never
-#: negative, but calibration noise or a resampling kernel leaves a few; dB of a SAR scene is mostly negative.
-DB_NEGATIVE_SHARE = 0.05
-
 
 def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> tuple[str, str]:
     """(domain, why) when the user gives no domain; robust to a few odd pixels.

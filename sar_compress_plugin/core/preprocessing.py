@@ -35,6 +35,11 @@ DEFAULT_PERCENTILES = (0.5, 99.5)
 MIN_RANGE_DB = 1.0
 
 
+#: Share of negative finite values above which a float raster is taken as dB. Linear intensities are never
+#: negative, but calibration noise or a resampling kernel leaves a few; dB of a SAR scene is mostly negative.
+DB_NEGATIVE_SHARE = 0.05
+
+
 def canonical_domain(name: str) -> str:
     """Map the collection's domain names (`sigma0_db`, `amplitude_dB`, ...) onto the three the codec knows."""
     key = str(name).strip().lower()

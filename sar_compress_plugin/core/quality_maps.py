@@ -22,13 +22,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, gdal_array
 
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .preprocessing import canonical_domain, from_db, to_db
+from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, from_db, to_db
 from .raster_io import GeoTiffWriter, check_output_path, remove_stale_partials, same_file
 
 gdal.UseExceptions()
@@ -38,6 +39,8 @@ DEFAULT_WINDOW = 15
 DEFAULT_BLOCK = 512
 #: GDAL metadata keys a raster may carry to say what its values are (checked before guessing).
 DOMAIN_METADATA_KEYS = ("SAR_VALUE_DOMAIN", "VALUE_DOMAIN", "value_domain", "sar_compress:domain")
+#: How messages name each domain.
+DOMAIN_WORDS = {"intensity": "linear intensity", "amplitude": "linear amplitude", "db": "dB"}
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,8 @@ def _open(path: str | os.PathLike, what: str) -> gdal.Dataset:
     return ds
 
 
-def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
-    """The value domain of a raster: from its metadata if it says, else guessed from its values ('db' when
-    negative or within a narrow range, else 'intensity'; amplitude cannot be told from intensity by values,
-    pass it explicitly)."""
+def _named_domain(ds: gdal.Dataset) -> tuple[str, str] | None:
+    """(domain, which tag names it) from the raster's metadata, or None."""
     for domain_name in ("", "SAR"):
         md = ds.GetMetadata(domain_name) or {}
         for key in DOMAIN_METADATA_KEYS:
@@ -76,9 +77,14 @@ def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
                 # e.g. "sigma0_db" or "intensity (uncalibrated DN^2, linear)": the first word names it.
                 word = str(md[key]).strip().split(" ")[0].split("(")[0]
                 try:
-                    return canonical_domain(word)
+                    return canonical_domain(word), f"its {key} tag"
                 except InputRasterError:
                     log.debug("unrecognised value domain %r in metadata; guessing from values", md[key])
+    return None
+
+
+def _valid_sample(ds: gdal.Dataset, band: int) -> np.ndarray:
+    """About 256 x 256 of the band's finite values other than nodata, read decimated."""
     b = ds.GetRasterBand(band)
     step = max(1, int(math.ceil(max(ds.RasterXSize, ds.RasterYSize) / 256)))
     sample = b.ReadAsArray(0, 0, ds.RasterXSize, ds.RasterYSize,
@@ -88,7 +94,34 @@ def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
     ok = np.isfinite(sample)
     if nodata is not None and np.isfinite(nodata):
         ok &= sample != nodata
-    v = sample[ok]
+    return sample[ok]
+
+
+def stated_domain(ds: gdal.Dataset, band: int = 1) -> tuple[str, str] | None:
+    """(domain, what says so) when the raster names its value domain in its metadata or its data implies one,
+    else None. Implied: integers are amplitude (as the codec reads them), and a share of negative values only dB
+    can hold. A float raster of positive values states nothing: linear intensity and uncalibrated dB both look
+    so, and the range they span (see `guess_domain`) narrows when a reconstruction smooths the speckle."""
+    named = _named_domain(ds)
+    if named is not None:
+        return named
+    data_type = ds.GetRasterBand(band).DataType
+    if np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(data_type)).kind in "iu":
+        return "amplitude", f"its {gdal.GetDataTypeName(data_type)} integers"
+    values = _valid_sample(ds, band)
+    if values.size and np.mean(values < 0) >= DB_NEGATIVE_SHARE:
+        return "db", "its negative values"
+    return None
+
+
+def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
+    """The value domain of a raster: the one it states (`stated_domain`), else guessed from its values ('db'
+    when negative or within a narrow range, else 'intensity'; float amplitude cannot be told from intensity by
+    values, pass it explicitly)."""
+    stated = stated_domain(ds, band)
+    if stated is not None:
+        return stated[0]
+    v = _valid_sample(ds, band)
     if v.size == 0 or np.any(v < 0):
         return "db"
     # Linear SAR intensity spans decades (speckle alone puts p99/p1 in the hundreds); dB values, even
@@ -97,11 +130,33 @@ def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
     return "intensity" if lo <= 0 or hi / lo > 20 else "db"
 
 
+def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test_path) -> str:
+    """The one value domain both rasters are read in: the one either states, else guessed from the original.
+
+    Two rasters that state different domains are refused rather than each read in its own: reading each in its
+    own would be as simple (the maps go through dB either way) but is not correct for the copies that state
+    another domain, such as an 8-bit display copy of an intensity scene, which states amplitude only because
+    it holds integers, while its values are a display stretch that no domain turns back into backscatter.
+    """
+    ref_says, test_says = stated_domain(ref, band), stated_domain(test, band)
+    if ref_says and test_says and ref_says[0] != test_says[0]:
+        raise InputRasterError(
+            f"reconstruction {test_path}: it holds {DOMAIN_WORDS[test_says[0]]} ({test_says[1]}), the original "
+            f"{ref_path} holds {DOMAIN_WORDS[ref_says[0]]} ({ref_says[1]}); the maps need both in one value "
+            "domain (choose it if one of them is mislabelled)")
+    return (ref_says or test_says or (guess_domain(ref, band),))[0]
+
+
 def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tuple[int, int]:
-    """Pixel offset (col, row) of `test` inside `ref`; both must share CRS and pixel grid."""
+    """Pixel offset (col, row) of `test` inside `ref`; both must share CRS and pixel grid. Neither having a CRS
+    is a pair in pixel coordinates; one without, against one with, is not known to be the same place."""
     gr, gt = ref.GetGeoTransform(), test.GetGeoTransform()
     pr, pt = ref.GetProjection(), test.GetProjection()
-    if pr and pt:
+    if bool(pr) != bool(pt):
+        why = f"it has no CRS, the original {ref_path} has one" if pr else \
+            f"it has a CRS, the original {ref_path} has none"
+        raise InputRasterError(f"reconstruction {test_path}: {why}")
+    if pr:
         from osgeo import osr
 
         sr, st = osr.SpatialReference(wkt=pr), osr.SpatialReference(wkt=pt)
@@ -129,13 +184,24 @@ def _blocks(width: int, height: int, block: int):
             yield x, y, min(block, width - x), min(block, height - y)
 
 
+class Pair(NamedTuple):
+    """An original and a reconstruction that can be compared, as `open_pair` opened them."""
+
+    original: gdal.Dataset
+    reconstruction: gdal.Dataset
+    #: Pixel (col, row) of the reconstruction's top-left corner in the original.
+    offset: tuple[int, int]
+    bands: list[int]
+    #: The value domain both are read in.
+    domain: str
+
+
 def open_pair(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,
-              bands: list[int] | None = None
-              ) -> tuple[gdal.Dataset, gdal.Dataset, tuple[int, int], list[int]]:
-    """(original, reconstruction, pixel offset of the reconstruction in the original, bands) of a pair that
-    can be compared, else InputRasterError in one line. The quality-maps dialog calls it on OK, so that a pair
-    that cannot be compared is refused there, not by a task after the dialog has closed. `bands`: None for all
-    bands of both."""
+              bands: list[int] | None = None, domain: str | None = None) -> Pair:
+    """The pair, if it can be compared, else InputRasterError in one line. The quality-maps dialog calls it on
+    OK, so that a pair that cannot be compared is refused there, not by a task after the dialog has closed.
+    `bands`: None for all bands of both. `domain`: the domain of both as the user gives it (taken unchecked: it
+    is how a wrong tag is overridden), None to take the one they state (`pair_domain`)."""
     ref = _open(original_path, "original")
     test = _open(reconstruction_path, "reconstruction")
     offset = _offset_of(ref, test, original_path, reconstruction_path)
@@ -146,7 +212,9 @@ def open_pair(original_path: str | os.PathLike, reconstruction_path: str | os.Pa
                                (test, "reconstruction", reconstruction_path)):
             if not 1 <= b <= ds.RasterCount:
                 raise InputRasterError(f"band {b}: the {what} {path} has only {ds.RasterCount} band(s)")
-    return ref, test, offset, bands
+    domain = canonical_domain(domain) if domain else pair_domain(ref, test, bands[0], original_path,
+                                                                   reconstruction_path)
+    return Pair(ref, test, offset, bands, domain)
 
 
 def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,
@@ -158,8 +226,8 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     """Write the local ENL-ratio and EPI maps of `reconstruction_path` against `original_path`.
 
     The maps take the reconstruction's grid (size, geotransform, CRS); the reconstruction may be a window of
-    the original on the same pixel grid. `domain` is the value domain of both rasters (None: guessed, see
-    `guess_domain`). `bands` are 1-based band numbers (None: all); each gives one band in each output.
+    the original on the same pixel grid. `domain` is the value domain of both rasters (None: the one they
+    state, see `pair_domain`). `bands` are 1-based band numbers (None: all); each gives one band in each output.
     """
     t0, started = time.perf_counter(), time.time()
     if window < 3:
@@ -172,8 +240,7 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     for p in (enl_ratio_path, epi_path):
         check_output_path(p, inputs=(original_path, reconstruction_path))
         remove_stale_partials(p, older_than=started)  # the plugin reruns onto the names a killed run had
-    ref, test, (x0, y0), bands = open_pair(original_path, reconstruction_path, bands)
-    domain = canonical_domain(domain) if domain else guess_domain(ref, bands[0])
+    ref, test, (x0, y0), bands, domain = open_pair(original_path, reconstruction_path, bands, domain)
     width, height = test.RasterXSize, test.RasterYSize
     halo = metrics.local_map_radius(window) + 1  # Gaussian window + the Laplacian's one-pixel reach
     names = [test.GetRasterBand(b).GetDescription() or ref.GetRasterBand(b).GetDescription() or f"band {b}"

@@ -302,8 +302,9 @@ class QualityMapsDialog(_FormDialog):
     DOMAINS = (("auto", "Automatic (from metadata or values)"), ("intensity", "Linear intensity"),
                ("amplitude", "Linear amplitude"), ("db", "Decibels"))
 
-    def __init__(self, reconstruction_layer=None, original_layer=None, parent=None):
-        """Either layer may be None: the user then chooses it (a guessed role could swap the two)."""
+    def __init__(self, reconstruction_layer=None, original_layer=None, parent=None, folder: str = ""):
+        """Either layer may be None: the user then chooses it (a guessed role could swap the two). `folder`: where
+        the maps go ("": beside the reconstruction)."""
         super().__init__("SAR quality maps", parent)
         self.reconstruction, self.original = self._layer_combo(), self._layer_combo()
         self.reconstruction.setLayer(reconstruction_layer)
@@ -316,6 +317,9 @@ class QualityMapsDialog(_FormDialog):
         self.domain = QComboBox()
         for key, label in self.DOMAINS:
             self.domain.addItem(label, key)
+        self.folder = file_widget(QgsFileWidget.StorageMode.GetDirectory, folder,
+                                  dialog_title="Folder for the quality maps")
+        self.folder.lineEdit().setPlaceholderText("beside the reconstruction")
         # One band at a time: the maps, and the grey reconstruction under them, show the band chosen here.
         self.band = QComboBox()
         self.reconstruction.layerChanged.connect(self._list_bands)
@@ -325,6 +329,7 @@ class QualityMapsDialog(_FormDialog):
         self.form.addRow("Band", self.band)
         self.form.addRow("Window", self.window)
         self.form.addRow("Values are", self.domain)
+        self.form.addRow("Output folder", self.folder)
 
     @staticmethod
     def _layer_combo() -> QgsMapLayerComboBox:
@@ -348,26 +353,48 @@ class QualityMapsDialog(_FormDialog):
             return "Choose two different layers: the reconstruction and its original."
         if self.window.value() % 2 == 0:
             return "The window must be an odd number of pixels."
-        return self._pair_error()
+        return self._pair_error() or self._folder_error()
 
     def _pair_error(self) -> str:
         """Why the chosen layers cannot be mapped ("" when they can): refused here, where another layer can be
-        chosen, and not by the task once the dialog has closed. The maps go beside the reconstruction, so its
-        folder must take new files."""
+        chosen, and not by the task once the dialog has closed."""
         from ..core.errors import SarCompressError
         from ..core.quality_maps import open_pair
         from ..qgis_io import layer_file_path
 
         try:
-            recon_path = layer_file_path(self.reconstruction_layer())
-            open_pair(layer_file_path(self.original_layer()), recon_path, [self.band_number()])
+            open_pair(layer_file_path(self.original_layer()), layer_file_path(self.reconstruction_layer()),
+                      [self.band_number()], self.value_domain())
         except SarCompressError as exc:
             return str(exc)[:1].upper() + str(exc)[1:]
-        error = folder_write_error(Path(recon_path).parent)
-        if error:
-            return (f"{error}: the maps are written beside the reconstruction. Copy it to a writable folder, "
-                    "or run Processing > SAR Compress > SAR quality maps, which asks where to write them.")
         return ""
+
+    def _folder_error(self) -> str:
+        """Why the maps cannot be written where they go ("" when they can)."""
+        chosen = self.output_folder()
+        if chosen:
+            self.folder.setFilePath(chosen)  # the user sees the absolute folder that will be written
+        folder = Path(chosen) if chosen else self._reconstruction_folder()
+        if not folder.is_dir():
+            return f"Folder {folder} does not exist."
+        error = folder_write_error(folder)
+        if error and not chosen:
+            return f"{error}: the maps are written beside the reconstruction unless you choose an output folder."
+        return f"{error}: choose another output folder." if error else ""
+
+    def _reconstruction_folder(self) -> Path:
+        from ..qgis_io import layer_file_path
+
+        return Path(layer_file_path(self.reconstruction_layer())).parent
+
+    def output_folder(self) -> str:
+        """The folder typed, absolute (a relative one is taken in the reconstruction's folder, as typed output
+        files are, not in QGIS's working directory), or "" for beside the reconstruction."""
+        typed = self.folder.filePath().strip()
+        if not typed:
+            return ""
+        folder = Path(typed).expanduser()
+        return str(folder if folder.is_absolute() else self._reconstruction_folder() / folder)
 
     def reconstruction_layer(self):
         return self.reconstruction.currentLayer()

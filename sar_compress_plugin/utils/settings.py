@@ -1,5 +1,5 @@
 """Plugin settings in QgsSettings under "sar_compress/": model folders, device preference, tile size, how the rate
-is set (quality or a target)."""
+is set (quality or a target), the scene layers' cache, the quality maps' folder."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ class PluginSettings:
     tile_cache_dir: str = ""
     #: ...and the most pixels decoded per pan/zoom (a zoomed-out view shows the overview instead).
     decode_budget_mpx: float = 16.0
+    #: Where the quality-maps dialog writes its maps ("" = beside the reconstruction).
+    quality_maps_folder: str = ""
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -65,6 +67,8 @@ class PluginSettings:
             tile_cache_dir=str(s.value(SETTINGS_PREFIX + "tile_cache_dir", d.tile_cache_dir, type=str) or ""),
             decode_budget_mpx=float(s.value(SETTINGS_PREFIX + "decode_budget_mpx", d.decode_budget_mpx,
                                             type=float)),
+            quality_maps_folder=str(s.value(SETTINGS_PREFIX + "quality_maps_folder", d.quality_maps_folder,
+                                            type=str) or ""),
         )
 
     def save(self) -> None:
@@ -80,6 +84,7 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "tile_cache_mb", int(self.tile_cache_mb))
         s.setValue(SETTINGS_PREFIX + "tile_cache_dir", self.tile_cache_dir)
         s.setValue(SETTINGS_PREFIX + "decode_budget_mpx", float(self.decode_budget_mpx))
+        s.setValue(SETTINGS_PREFIX + "quality_maps_folder", self.quality_maps_folder)
 
     def rate_options(self) -> dict:
         """The one CompressOptions keyword the remembered choice sets (quality None: the model's default)."""

@@ -5,6 +5,7 @@ it by a name that cannot clash with tests/unit/conftest.py."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,6 +69,19 @@ def sar_tif(tmp_path) -> Path:
     dst = tmp_path / "berlin.tif"
     shutil.copy(src, dst)
     return dst
+
+
+@pytest.fixture
+def read_only_folder(sar_tif, tmp_path):
+    """A folder holding a copy of the test scene, in which no file can be made, even by root (chattr +i);
+    skipped where that cannot be done."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    shutil.copy(sar_tif, folder / sar_tif.name)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only folder here (chattr +i refused)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 @pytest.fixture

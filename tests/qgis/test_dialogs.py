@@ -13,7 +13,6 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
 from qgis_harness import accept_next_dialog, click_ok, messages, wait_for_task
-from test_quality_maps import read_only_folder  # noqa: F401 (a fixture)
 from sar_compress_plugin.gui.dialogs import (CompressDialog, QualityMapsDialog, ReconstructDialog,
                                              SettingsDialog)
 from sar_compress_plugin.qgis_io import default_reconstruction_path, display_image_warning
@@ -467,19 +466,109 @@ def test_quality_maps_dialog_refuses_a_pair_that_cannot_be_compared_on_ok(qtbot,
         ("window", original, 2)
 
 
-def test_quality_maps_dialog_refuses_a_reconstruction_in_a_read_only_folder(qtbot, project, sar_tif,
-                                                                            read_only_folder):
-    """The maps are written beside the reconstruction: in a read-only folder the task failed after the
-    dialog had closed, naming a hidden temporary file. The dialog says so on OK, and where the maps can go."""
+def test_quality_maps_dialog_refuses_a_read_only_folder_and_takes_one_typed(qtbot, project, sar_tif, tmp_path,
+                                                                           read_only_folder):
+    """The maps went beside the reconstruction only, and a read-only folder there was refused with advice to
+    use Processing instead. The dialog has an output folder: the read-only one, beside the reconstruction or
+    typed, is refused on OK; a writable one typed is taken."""
     original = _raster_layer(project, sar_tif, "berlin")
     recon = _raster_layer(project, read_only_folder / sar_tif.name, "berlin on a read-only disk")
     dialog = QualityMapsDialog(recon, original)
     qtbot.addWidget(dialog)
     dialog.show()
+    assert dialog.folder.lineEdit().placeholderText() == "beside the reconstruction"
     click_ok(qtbot, dialog)
     assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
     assert dialog.error_label.text() == (
         f"Folder {read_only_folder} is not writable (Operation not permitted): the maps are written beside "
-        "the reconstruction. Copy it to a writable folder, or run Processing > SAR Compress > "
-        "SAR quality maps, which asks where to write them.")
+        "the reconstruction unless you choose an output folder.")
+
+    qtbot.keyClicks(dialog.folder.lineEdit(), str(read_only_folder))
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == (
+        f"Folder {read_only_folder} is not writable (Operation not permitted): choose another output folder.")
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    dialog.folder.lineEdit().clear()
+    qtbot.keyClicks(dialog.folder.lineEdit(), str(maps))
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+    assert dialog.output_folder() == str(maps)
     assert sorted(p.name for p in read_only_folder.iterdir()) == [sar_tif.name]
+
+
+def test_quality_maps_dialog_refuses_another_value_domain_or_a_missing_crs_on_ok(qtbot, project, sar_tif,
+                                                                                 tmp_path):
+    """An 8-bit display copy of the intensity scene, and a copy without a CRS, were taken as its reconstruction
+    and mapped into nonsense (or mapped at a place not known to be the same). Refused on OK in one line; the
+    user's own "Values are" choice is taken for both."""
+    original = _raster_layer(project, sar_tif, "berlin")
+    byte_copy = _translated(sar_tif, tmp_path / "quicklook.tif", bandList=[1], outputType=gdal.GDT_Byte,
+                            scaleParams=[[]])
+    byte_copy_ds = gdal.Open(str(byte_copy), gdal.GA_Update)
+    byte_copy_ds.SetMetadata({})  # a quick-look exported by a viewer carries no tags
+    byte_copy_ds = None
+    no_crs = _translated(sar_tif, tmp_path / "no_crs.tif")
+    no_crs_ds = gdal.Open(str(no_crs), gdal.GA_Update)
+    no_crs_ds.SetSpatialRef(None)
+    no_crs_ds = None
+    _raster_layer(project, byte_copy, "quicklook")
+    _raster_layer(project, no_crs, "no crs")
+    dialog = QualityMapsDialog(None, original)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    _choose(qtbot, dialog.reconstruction, "quicklook")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == (
+        f"Reconstruction {byte_copy}: it holds linear amplitude (its Byte integers), the original {sar_tif} "
+        "holds linear intensity (its value_domain tag); the maps need both in one value domain (choose it if "
+        "one of them is mislabelled)")
+    _choose(qtbot, dialog.reconstruction, "no crs")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible()
+    assert dialog.error_label.text() == f"Reconstruction {no_crs}: it has no CRS, the original {sar_tif} has one"
+
+    _choose(qtbot, dialog.reconstruction, "quicklook")
+    _choose(qtbot, dialog.domain, "Decibels")
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.value_domain() == "db"
+
+
+def test_quality_maps_go_to_the_folder_typed_which_is_offered_next_time(plugin, test_iface, sar_tif, compressed,
+                                                                        qtbot):
+    """The maps could only go beside the reconstruction. A folder typed in the dialog (a relative name is taken
+    in the reconstruction's folder) receives them and is offered the next time, as the other dialogs remember
+    their choices; emptied, the maps go beside the reconstruction again."""
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    project = QgsProject.instance()
+    _raster_layer(project, sar_tif, "berlin")
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
+    recon = [lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
+    test_iface.layer_tree_view.setCurrentLayer(recon)
+    folder = sar_tif.parent / "maps"
+    folder.mkdir()
+    seen = {}
+
+    def offered_then_emptied(dialog):
+        seen["offered"] = dialog.folder.filePath()
+        dialog.folder.lineEdit().clear()
+
+    try:
+        state = accept_next_dialog(lambda dialog: qtbot.keyClicks(dialog.folder.lineEdit(), "maps"))
+        first = wait_for_task(plugin, plugin.quality_maps_active_layer())
+        assert "error" not in state and first.ok, first.message
+        assert Path(first.value.enl_ratio_path).parent == Path(first.value.epi_path).parent == folder
+        state = accept_next_dialog(offered_then_emptied)
+        second = wait_for_task(plugin, plugin.quality_maps_active_layer())
+        assert "error" not in state and second.ok, second.message
+        assert seen["offered"] == str(folder)
+        assert Path(second.value.enl_ratio_path).parent == sar_tif.parent
+        assert PluginSettings.load().quality_maps_folder == ""
+    finally:
+        settings = PluginSettings.load()  # the test profile is shared by the tests that follow
+        settings.quality_maps_folder = ""
+        settings.save()

@@ -9,6 +9,7 @@ QgsDirectoryItem, the Processing registry, the codec with a tiny ONNX model. Wha
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -389,6 +390,50 @@ def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, com
     # Not blank, and the overlay tints it: sample colours must vary.
     colours = {image.pixelColor(x, y).name() for x in range(0, 700, 35) for y in range(0, 700, 35)}
     assert len(colours) > 20
+
+
+def _reconstructed(plugin, compressed) -> QgsRasterLayer:
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
+    return [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name() == "berlin (reconstructed)"][0]
+
+
+def test_quality_map_layers_name_the_reconstruction_and_the_original(plugin, sar_tif, compressed):
+    """The maps were named after the reconstruction alone ("berlin (reconstructed) — Band 1: Intensity_VV local
+    ENL ratio (15 px)"): with several originals in the project, maps against two of them read the same. Each
+    map names both layers, and the two files of the second run share one suffix."""
+    original = _add_raster(sar_tif)
+    copy = _add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
+    recon = _reconstructed(plugin, compressed)
+    for against in (original, copy):
+        assert wait_for_task(plugin, plugin.quality_maps(recon, against, band=1)).ok
+    maps = [lyr for lyr in QgsProject.instance().mapLayers().values()
+            if lyr.customProperty("sar_compress/role") in ("enl_ratio", "epi")]
+    assert sorted(lyr.name() for lyr in maps) == sorted(
+        f"berlin (reconstructed) vs {name} — Band 1: Intensity_VV local {kind} (15 px)"
+        for name in ("berlin", "berlin copy") for kind in ("ENL ratio", "EPI"))
+    assert sorted(Path(lyr.source()).name for lyr in maps if "berlin copy" in lyr.name()) == [
+        "berlin_reconstructed_band1_enl_ratio_2.tif", "berlin_reconstructed_band1_epi_2.tif"]
+
+
+def test_quality_maps_show_the_original_in_the_reconstructions_grey_db_stretch(plugin, sar_tif, compressed):
+    """After the maps, the reconstruction showed the mapped band in grey dB while the original kept its own
+    style (QGIS's colour composite of both bands): toggling the two compared two stretches. The original picked
+    gets the same band and the same dB stops; another layer of the scene, not picked, keeps its style."""
+    original = _add_raster(sar_tif)
+    other = _add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
+    assert original.renderer().type() == other.renderer().type() == "multibandcolor"
+    recon = _reconstructed(plugin, compressed)
+    assert wait_for_task(plugin, plugin.quality_maps(recon, original, band=2)).ok
+
+    def grey_db(layer):
+        r = layer.renderer()
+        items = r.shader().rasterShaderFunction().colorRampItemList()
+        return (r.type(), r.band(), r.classificationMin(), r.classificationMax(),
+                [(i.value, i.color.name(), i.label) for i in items])
+
+    assert grey_db(original) == grey_db(recon)
+    assert grey_db(recon)[:2] == ("singlebandpseudocolor", 2) and grey_db(recon)[-1][-1][2].endswith(" dB")
+    assert other.renderer().type() == "multibandcolor"
 
 
 def test_settings_dialog_saves_to_qgssettings(plugin, tmp_path):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,19 +30,6 @@ def _write_like(src_path, dst_path, arrays, offset=(0, 0)):
         ds.GetRasterBand(i).WriteArray(a)
     ds = None
     return dst_path
-
-
-@pytest.fixture
-def read_only_folder(sar_tif, tmp_path):
-    """A folder holding a copy of the test scene, in which no file can be made, even by root (chattr +i);
-    skipped where that cannot be done."""
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    shutil.copy(sar_tif, folder / sar_tif.name)
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("cannot make a read-only folder here (chattr +i refused)")
-    yield folder
-    subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 @pytest.fixture
@@ -287,3 +274,82 @@ def test_the_partials_a_killed_run_left_are_removed_by_the_next_run(pair, tmp_pa
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 2  # the killed run's partials
     compute_quality_maps(original, recon, *maps, bands=[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(inputs + ["enl.tif", "epi.tif"])
+
+
+def _display_copy(src_path, dst_path):
+    """What a quick-look export holds: VV in dB stretched to 0-255 (2-98 %), 8-bit, no metadata."""
+    src = gdal.Open(str(src_path))
+    db = 10 * np.log10(src.GetRasterBand(1).ReadAsArray().astype(np.float64))
+    lo, hi = np.percentile(db, (2, 98))
+    ds = gdal.GetDriverByName("GTiff").Create(str(dst_path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).WriteArray(np.clip((db - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8))
+    ds = None
+    return dst_path
+
+
+def test_a_reconstruction_in_another_value_domain_is_refused_in_one_line(pair, tmp_path):
+    """The original's domain was applied to both: an 8-bit display copy of the intensity scene gave an ENL-ratio
+    median of 5.7 and a dB reconstruction nonsense, without a word. Both state another domain than the original
+    (its value_domain tag says intensity): refused, naming what says so, and no map is written."""
+    original, _, orig = pair
+    byte_copy = _display_copy(original, tmp_path / "quicklook.tif")
+    db_recon = _write_like(original, tmp_path / "recon_db.tif", [10 * np.log10(_smoothed(orig[0]))])
+    ds = gdal.Open(str(db_recon), gdal.GA_Update)
+    ds.SetMetadataItem("VALUE_DOMAIN", "sigma0_db")  # as the codec tags a reconstruction of a dB file
+    ds = None
+    maps = (tmp_path / "enl.tif", tmp_path / "epi.tif")
+    want = {byte_copy: "linear amplitude (its Byte integers)", db_recon: "dB (its VALUE_DOMAIN tag)"}
+    for recon, holds in want.items():
+        with pytest.raises(InputRasterError) as err:
+            compute_quality_maps(original, recon, *maps, bands=[1])
+        assert str(err.value) == (
+            f"reconstruction {recon}: it holds {holds}, the original {original} holds linear intensity (its "
+            "value_domain tag); the maps need both in one value domain (choose it if one of them is mislabelled)")
+        assert not any(m.exists() for m in maps)
+    # A domain given for both is the user's word (the way past a wrong tag): taken as given.
+    assert compute_quality_maps(original, db_recon, *maps, domain="db", bands=[1]).domain == "db"
+
+
+def test_a_crs_on_one_side_only_is_refused_in_one_line(pair, tmp_path):
+    """Only the geotransforms were compared when one side had no CRS: a reconstruction without one was taken as
+    the same place as a georeferenced original. Refused either way round; two rasters without a CRS (pixel
+    coordinates) are still compared."""
+    original, recon, _ = pair
+
+    def without_crs(path, name):
+        gdal.Translate(str(tmp_path / name), str(path))
+        ds = gdal.Open(str(tmp_path / name), gdal.GA_Update)
+        ds.SetSpatialRef(None)
+        ds = None
+        return tmp_path / name
+
+    bare_recon, bare_original = without_crs(recon, "recon_no_crs.tif"), without_crs(original, "orig_no_crs.tif")
+    maps = (tmp_path / "enl.tif", tmp_path / "epi.tif")
+    with pytest.raises(InputRasterError) as err:
+        compute_quality_maps(original, bare_recon, *maps)
+    assert str(err.value) == f"reconstruction {bare_recon}: it has no CRS, the original {original} has one"
+    with pytest.raises(InputRasterError) as err:
+        compute_quality_maps(bare_original, recon, *maps)
+    assert str(err.value) == f"reconstruction {recon}: it has a CRS, the original {bare_original} has none"
+    assert not any(m.exists() for m in maps)
+    assert compute_quality_maps(bare_original, bare_recon, *maps, bands=[1]).width == 512
+
+
+def test_both_maps_of_a_run_take_one_suffix(tmp_path):
+    """Each map's name was made unique on its own: a leftover ENL-ratio map (its EPI map deleted) made the next
+    run write ..._enl_ratio_2.tif beside ..._epi.tif, which reads as one run's pair and is not."""
+    from sar_compress_plugin.qgis_io import default_quality_paths
+
+    recon = tmp_path / "berlin_reconstructed.tif"
+    (tmp_path / "berlin_reconstructed_band1_enl_ratio.tif").write_bytes(b"")
+    assert default_quality_paths(str(recon), 1) == (str(tmp_path / "berlin_reconstructed_band1_enl_ratio_2.tif"),
+                                                    str(tmp_path / "berlin_reconstructed_band1_epi_2.tif"))
+    (tmp_path / "berlin_reconstructed_band1_epi_2.tif").write_bytes(b"")
+    assert [Path(p).name for p in default_quality_paths(str(recon), 1)] == \
+        ["berlin_reconstructed_band1_enl_ratio_3.tif", "berlin_reconstructed_band1_epi_3.tif"]
+    elsewhere = tmp_path / "maps"
+    assert default_quality_paths(str(recon), 2, str(elsewhere)) == (
+        str(elsewhere / "berlin_reconstructed_band2_enl_ratio.tif"),
+        str(elsewhere / "berlin_reconstructed_band2_epi.tif"))
