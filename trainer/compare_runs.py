@@ -93,6 +93,13 @@ def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seen(last: dict) -> str:
+    """Each run's own training, in its legend entry: runs of a comparison may stop at different steps, and a
+    step's patches depend on the batch and world size."""
+    patches = last.get("patches_seen")
+    return f"{last['step']:,} steps, " + ("patches not recorded" if patches is None else f"{patches:,} patches")
+
+
 def plot_curves(runs: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -105,7 +112,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
         steps = [h["step"] for h in r["history"]]
         style = "-" if r["seed"] in (0, None) else ":"
         axes[0].plot(steps, [h["val_loss"] for h in r["history"]], style, color=colours[r["variant"]],
-                     label=f"{r['variant']} s{r['seed']}")
+                     label=f"{r['variant']} s{r['seed']} ({_seen(r['history'][-1])})")
         axes[1].plot(steps, [h["val_psnr"] for h in r["history"]], style, color=colours[r["variant"]])
     axes[0].set_title("validation loss (mean over levels of lambda 255^2 MSE + bpp)")
     axes[1].set_title("validation PSNR (dB, normalised, mean over levels)")

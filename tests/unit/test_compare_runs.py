@@ -12,8 +12,8 @@ def _run(root, variant, seed, val_losses, seconds=(10.0, 8.0, 9.0)):
     d = root / f"{variant}_s{seed}"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed, "steps_per_epoch": 4}))
-    lines = [json.dumps({"epoch": i + 1, "step": 4 * (i + 1), "val_loss": v, "val_psnr": 20.0 - v,
-                         "seconds": s, "skipped_batches": i}) for i, (v, s) in enumerate(zip(val_losses, seconds))]
+    lines = [json.dumps({"epoch": i + 1, "step": 4 * (i + 1), "patches_seen": 16 * (i + 1), "val_loss": v,
+                         "val_psnr": 20.0 - v, "seconds": s, "skipped_batches": i}) for i, (v, s) in enumerate(zip(val_losses, seconds))]
     (d / "history.jsonl").write_text("\n".join(lines) + "\n")
     return d
 
@@ -27,7 +27,7 @@ def _eval_doc(out, bd_by_run):
         (out / run / "rd_points.json").write_text(json.dumps(doc))
 
 
-def test_runs_and_seed_statistics(tmp_path):
+def test_runs_and_seed_statistics(tmp_path, drawn_text):
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     runs_dir.mkdir()
     _run(runs_dir, "residual", 0, [0.3, 0.2, 0.25])
@@ -49,6 +49,7 @@ def test_runs_and_seed_statistics(tmp_path):
     assert "attention" not in doc["by_variant"]  # no BD-rate (no overlap): left out, not counted as 0
     assert "| residual | 2 | 0.00M | 20.5 ± 0.7 |" in (out / "runs.md").read_text()
     assert (out / "training_curves.png").stat().st_size > 1000
+    assert "residual s1 (12 steps, 48 patches)" in drawn_text[-1]  # each run says how far it trained
 
 
 def test_no_runs_is_an_error(tmp_path, capsys):
