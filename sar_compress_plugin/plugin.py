@@ -331,14 +331,27 @@ class SarCompressPlugin:
             group = group_for_layer(project, original)
             layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")
             layer.setCustomProperty(ORIGINAL_PROPERTY, original.id())
-            if original.renderer() is not None and original.bandCount() == layer.bandCount():
-                # Same bands, same stretch: the two can be compared by toggling visibility.
-                layer.setRenderer(original.renderer().clone())
         else:
             layer = add_raster_layer(project, r.output_path, name, role="reconstruction")
+        self._style_reconstruction(layer, original, sarc_path)
         self.logger.success(f"{Path(sarc_path).name} reconstructed to {Path(r.output_path).name} "
                             f"({r.width} x {r.height}, {r.bands} band(s)) in {r.seconds:.1f} s on {r.provider}")
         return layer
+
+    @staticmethod
+    def _style_reconstruction(layer: QgsRasterLayer, original: QgsRasterLayer | None, sarc_path: str) -> None:
+        """The original's renderer when it shows the same bands: the two then compare by toggling visibility.
+        Otherwise band 1 in grey dB, as the .sarc opened as a scene layer shows: QGIS's default min/max stretch
+        of linear intensity, which spans decades, shows most of the scene black under a few bright targets. The
+        stretch is the codec's clip range from the file's header: statistics of a full scene's pixels would hold
+        QGIS up for seconds, and every window of one scene gets the same stretch."""
+        if original is not None and original.renderer() is not None and original.bandCount() == layer.bandCount():
+            layer.setRenderer(original.renderer().clone())
+        else:
+            from .core.codec import read_header
+            from .scene_layer import style_scene_layer
+
+            style_scene_layer(layer, read_header(sarc_path), 1)
 
     # --- quality maps ------------------------------------------------------------------------------------
     def quality_maps_active_layer(self):

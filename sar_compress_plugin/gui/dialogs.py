@@ -246,15 +246,20 @@ class ReconstructDialog(_FormDialog):
             self.output.setFilePath("")
 
     def validate(self) -> str:
+        from ..core.codec import read_header, same_file
+        from ..core.errors import InputRasterError, SarCompressError
+
         src = self.input.filePath().strip()
         if not src or not Path(src).is_file():
             return "Choose an existing .sarc file."
+        try:  # a wrong, empty or truncated file is refused here, where another can be chosen, not by the task
+            header = read_header(src)
+        except SarCompressError as exc:
+            return str(exc)
         self._window = None
         if self.area.currentData() == "extent":
-            from ..core.errors import InputRasterError, SarCompressError
-
             try:
-                self._window = self._canvas_window(src)
+                self._window = self._canvas_window(src, header)
             except InputRasterError:
                 return (f"The current map extent does not overlap {Path(src).name}: pan to the scene or choose "
                         f"\"Whole scene\".")
@@ -262,16 +267,17 @@ class ReconstructDialog(_FormDialog):
                 return str(exc)
         if self.output.filePath().strip():
             self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
+        if same_file(self.output_path(), src):  # before "exists. Replace it?", which would mean the input
+            return "The output may not overwrite the input."
         return destination_error(self.output_path())
 
-    def _canvas_window(self, src: str):
+    def _canvas_window(self, src: str, header: dict):
         """The canvas extent as a pixel window of the scene: transformed to the scene's CRS, clipped to it."""
         from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException, QgsProject
 
-        from ..core.codec import read_header, window_from_bbox
+        from ..core.codec import window_from_bbox
         from ..core.errors import InputRasterError
 
-        header = read_header(src)
         crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
         rect = self.canvas.extent()
         canvas_crs = self.canvas.mapSettings().destinationCrs()

@@ -3,6 +3,8 @@ feedback.isCanceled -> is_cancelled, feedback.setProgress -> progress; SarCompre
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -73,6 +75,18 @@ def _require_sarc_signature(path: str) -> None:
     if head != MAGIC:
         raise QgsProcessingException(f"{path}: not a SAR compressed file (it does not start with the .sarc "
                                      "signature)")
+
+
+def _refuse_a_project_layers_file(output: str, context) -> None:
+    """Processing replaces an existing output without asking: the file of a project layer, often the original
+    scene itself, would be destroyed under that layer."""
+    from ..qgis_io import layer_with_file
+
+    project = context.project()
+    layer = layer_with_file(project, output) if project is not None else None
+    if layer is not None:
+        raise QgsProcessingException(f"{output} is the file of layer '{layer.name()}' in this project: choose "
+                                     "another output")
 
 
 class _SarAlgorithm(QgsProcessingAlgorithm):
@@ -205,6 +219,7 @@ class ReconstructAlgorithm(_SarAlgorithm):
         src = self.parameterAsFile(parameters, self.INPUT, context)
         _require_sarc_signature(src)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        _refuse_a_project_layers_file(output, context)
         progress, is_cancelled = _callbacks(feedback)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         window = None
@@ -218,6 +233,10 @@ class ReconstructAlgorithm(_SarAlgorithm):
                                    device=device, progress=progress, is_cancelled=is_cancelled)
 
         r = self._call(run)
+        if context.willLoadLayerOnCompletion(output):
+            details = context.layerToLoadOnCompletionDetails(output)
+            details.name = f"{Path(src).stem} (reconstructed)"  # as the plugin names it, not "Reconstructed raster"
+            details.setPostProcessor(ReconstructionStyler.for_file(src))
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
@@ -232,6 +251,31 @@ class ReconstructAlgorithm(_SarAlgorithm):
         crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
         rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs if crs.isValid() else None)
         return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
+
+
+class ReconstructionStyler(QgsProcessingLayerPostProcessorInterface):
+    """Shows a reconstruction loaded by Processing as the plugin does: band 1 in grey dB over the codec's clip
+    range (from the .sarc header). QGIS's default min/max stretch of linear intensity, which spans decades,
+    shows most of a SAR scene black under a few bright targets."""
+
+    #: Processing keeps only a pointer to the post-processor: the objects must outlive the algorithm run.
+    _instances: dict[str, "ReconstructionStyler"] = {}
+
+    def __init__(self, sarc_path: str):
+        super().__init__()
+        self.sarc_path = sarc_path
+
+    @classmethod
+    def for_file(cls, sarc_path: str) -> "ReconstructionStyler":
+        if sarc_path not in cls._instances:
+            cls._instances[sarc_path] = cls(sarc_path)
+        return cls._instances[sarc_path]
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        from ..core.codec import read_header
+        from ..scene_layer import style_scene_layer  # only where results are loaded: a desktop with qgis.gui
+
+        style_scene_layer(layer, read_header(self.sarc_path), 1)
 
 
 class QualityStyler(QgsProcessingLayerPostProcessorInterface):

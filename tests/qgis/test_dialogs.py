@@ -109,6 +109,33 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
     assert part.GetGeoTransform()[3] == pytest.approx(gt[3] + r0 * gt[5])
 
 
+def _unreadable(kind: str, compressed: Path, sar_tif: Path) -> tuple[Path, str]:
+    """A file an analyst may pick by mistake, and why the dialog refuses it."""
+    if kind == "empty":
+        path = compressed.with_name("empty.sarc")
+        path.write_bytes(b"")
+        return path, f"{path}: file is too small (0 bytes) to be a .sarc file; truncated?"
+    if kind == "truncated":  # a copy cut short
+        path = compressed.with_name("cut.sarc")
+        path.write_bytes(compressed.read_bytes()[: compressed.stat().st_size // 2])
+        return path, f"{path}: footer is missing or damaged (file truncated or corrupted)"
+    return sar_tif, f"{sar_tif}: not a .sarc file (wrong magic bytes)"  # the original GeoTIFF
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "not a .sarc"])
+def test_reconstruct_refuses_a_file_that_is_not_a_readable_sarc_on_ok(qtbot, qgis_app, compressed, sar_tif, kind):
+    """Such a file was accepted on OK (it exists): the dialog closed, the task failed, and the analyst had to
+    open the dialog and fill it in again. It is refused on OK, in one line, where another file can be chosen."""
+    path, reason = _unreadable(kind, compressed, sar_tif)
+    dialog = ReconstructDialog("", "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.keyClicks(dialog.input.lineEdit(), str(path))
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.error_label.text() == reason
+
+
 def test_reconstruct_without_a_canvas_offers_the_whole_scene_only(qtbot, qgis_app, compressed):
     dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
     qtbot.addWidget(dialog)

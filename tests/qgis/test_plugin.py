@@ -25,6 +25,7 @@ from qgis.core import (
     QgsMapSettings,
     QgsProject,
     QgsRasterLayer,
+    QgsTask,
     QgsVectorLayer,
 )
 from qgis.gui import QgsDataItemGuiContext
@@ -33,7 +34,7 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
 from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, install_plugin_zip, messages,
-                          wait_for_task)
+                          process_events_until, wait_for_task)
 
 PLUGIN = "sar_compress_plugin"
 COMPRESS_TEXT = "Compress with SAR codec…"
@@ -288,6 +289,90 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
     assert len(group.findLayers()) == 3 and len(root.findGroups()) == 1
     assert np.array_equal(gdal.Open(str(chosen)).ReadAsArray(),
                           gdal.Open(result.value.output_path).ReadAsArray())
+
+
+def test_cancelling_a_big_reconstruction_midway_leaves_no_file_and_no_layer(plugin, test_iface, sar_tif, codec,
+                                                                            model_bundle):
+    """A 4096 x 4096 scene: a QgsTask whose progress rises while the GeoTIFF grows under a hidden temporary
+    name; the task manager's cancel removes it, adds no layer and says so once."""
+    big = sar_tif.with_name("big.tif")
+    gdal.Translate(str(big), str(sar_tif), width=4096, height=4096, resampleAlg="nearest")
+    sarc = big.with_suffix(".sarc")
+    codec.compress(str(big), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                              tile_size=256))
+    before = sorted(p.name for p in sar_tif.parent.iterdir())
+    task = plugin.reconstruct_file(str(sarc))
+    assert isinstance(task, QgsTask) and task in QgsApplication.taskManager().tasks()
+    progress: list[float] = []
+    task.progressChanged.connect(progress.append)
+    assert process_events_until(lambda: progress and progress[-1] >= 5, 120)
+    written = sorted(p.name for p in sar_tif.parent.iterdir() if p.name not in before)
+    assert len(written) == 1 and written[0].startswith(".big_reconstructed.tif.partial-")
+    task.cancel()  # the task manager's cancel button
+    assert wait_for_task(plugin, task).status.value == "cancelled"
+    assert 5 <= progress[-1] < 100
+    assert sorted(p.name for p in sar_tif.parent.iterdir()) == before
+    assert QgsProject.instance().mapLayers() == {}
+    assert [m for m in messages(test_iface) if "cancel" in m.lower()] == [
+        "Reconstruction of big.sarc cancelled; no file was written."]
+
+
+BORDER_COLUMNS = 128
+
+
+@pytest.fixture
+def bordered_sarc(sar_tif, codec, model_bundle):
+    """The scene with a nodata (0) strip on its left, as a Sentinel-1 GRD swath edge has, compressed."""
+    bordered = sar_tif.with_name("bordered.tif")
+    gdal.Translate(str(bordered), str(sar_tif), noData=0)
+    ds = gdal.Open(str(bordered), gdal.GA_Update)
+    for b in (1, 2):
+        values = ds.GetRasterBand(b).ReadAsArray()
+        values[:, :BORDER_COLUMNS] = 0
+        ds.GetRasterBand(b).WriteArray(values)
+    ds = None
+    out = bordered.with_suffix(".sarc")
+    codec.compress(str(bordered), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                   tile_size=256))
+    return out
+
+
+def _render_alone(layer: QgsRasterLayer, background: QColor, size: int = 256):
+    """The layer rendered alone over its extent, as the canvas would show it."""
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(layer.extent())
+    settings.setOutputSize(QSize(size, size))
+    settings.setBackgroundColor(background)
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()
+
+
+def test_a_reconstruction_without_its_original_shows_readable_grey_db_with_nodata_transparent(
+        plugin, bordered_sarc):
+    """With no original in the project to copy a style from, the reconstruction kept QGIS's default for two
+    float bands: a red/green min/max stretch of linear intensity, in which most of a SAR scene (decades of
+    range) is near black. It is shown as band 1 in grey dB instead; its nodata strip stays transparent."""
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(bordered_sarc))).ok
+    [layer] = QgsProject.instance().mapLayers().values()
+    assert layer.name() == "bordered (reconstructed)"
+    written, original = gdal.Open(layer.source()), gdal.Open(str(bordered_sarc.with_suffix(".tif")))
+    assert written.GetGeoTransform() == original.GetGeoTransform()
+    assert written.GetProjection() == original.GetProjection()
+
+    magenta = QColor(255, 0, 255)
+    image = _render_alone(layer, magenta)
+    edge = image.width() * BORDER_COLUMNS // 512
+    assert {image.pixelColor(x, y).name() for x in range(0, edge - 2, 8) for y in range(0, 256, 8)} == {
+        magenta.name()}
+    lightness = np.array([[image.pixelColor(x, y).lightness() for x in range(edge + 2, 256, 4)]
+                          for y in range(0, 256, 4)])
+    # Mid-grey on the whole, few black pixels (QGIS's default gave a median of 52 and a quarter below 30).
+    assert np.median(lightness) > 80 and (lightness < 30).mean() < 0.1
+    assert layer.renderer().type() == "singlebandpseudocolor" and layer.renderer().band() == 1
 
 
 def _grey_vv(layer: QgsRasterLayer) -> None:

@@ -125,6 +125,48 @@ def test_reconstruct_takes_any_name_with_the_sarc_signature(processing_ready, sa
         _run("sarcompress:reconstruct", {"INPUT": str(sar_tif), "OUTPUT": str(tmp_path / "x.tif")})
 
 
+def _in_project(project) -> QgsProcessingContext:
+    """A context as the Toolbox makes one: with the current project."""
+    context = QgsProcessingContext()
+    context.setProject(project)
+    return context
+
+
+def test_reconstruct_refuses_to_write_over_the_file_of_a_project_layer(processing_ready, sar_tif, compressed,
+                                                                       project):
+    """Processing replaces an existing output without asking: the original scene, loaded in the project and
+    typed as the output, was overwritten by its reconstruction under its layer."""
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    project.addMapLayer(QgsRasterLayer(str(sar_tif), "berlin", "gdal"))
+    before = sar_tif.read_bytes()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run("sarcompress:reconstruct", {"INPUT": str(compressed), "DEVICE": 2, "OUTPUT": str(sar_tif)},
+                       feedback=RecordingFeedback(), context=_in_project(project))
+    assert str(refused.value) == (f"{sar_tif} is the file of layer 'berlin' in this project: choose another "
+                                  "output")
+    assert sar_tif.read_bytes() == before
+
+
+def test_a_reconstruction_loaded_by_processing_is_named_after_its_file_and_shown_in_grey_db(
+        processing_ready, compressed, tmp_path, project):
+    """As from the Toolbox with "Open output file": the layer was named "Reconstructed raster" (every run alike)
+    and kept QGIS's red/green min/max stretch of linear intensity, mostly black on SAR."""
+    import processing
+
+    processing.runAndLoadResults("sarcompress:reconstruct", {"INPUT": str(compressed), "DEVICE": 2,
+                                                             "OUTPUT": str(tmp_path / "r.tif")},
+                                 feedback=RecordingFeedback(), context=_in_project(project))
+    [layer] = project.mapLayers().values()
+    assert layer.name() == "berlin (reconstructed)"
+    renderer = layer.renderer()
+    assert renderer.type() == "singlebandpseudocolor" and renderer.band() == 1
+    ramp = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert all(i.color.red() == i.color.green() == i.color.blue() for i in ramp)
+    assert ramp[0].label.endswith(" dB") and ramp[-1].label.endswith(" dB")
+
+
 def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready, sar_tif, tmp_path, project):
     """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band."""
     import processing

@@ -88,6 +88,23 @@ def test_reconstruct_dialog_refuses_the_file_of_a_loaded_layer(plugin, test_ifac
     assert sar_tif.read_bytes() == before
 
 
+def test_reconstruct_dialog_refuses_its_input_as_output_before_asking_to_replace_it(qgis_app, compressed, qtbot,
+                                                                                      answers):
+    """Compress writes whatever name it is given, so a .sarc may be named .tif. Typed as its own output, the
+    dialog asked "… exists. Replace it?" about the input, and the task failed after a Yes."""
+    asked, queued = answers
+    scene = compressed.with_name("scene.tif")
+    shutil.copy(compressed, scene)
+    dialog = ReconstructDialog(str(scene), "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    _retype(qtbot, dialog.output, str(scene))
+    queued.append(QMessageBox.StandardButton.No)
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.error_label.text() == "The output may not overwrite the input."
+    assert asked == []
+
+
 def test_an_existing_output_is_replaced_only_when_the_user_says_yes(plugin, test_iface, sar_tif, compressed, qtbot,
                                                                      answers):
     asked, queued = answers
