@@ -269,7 +269,7 @@ def style_quality_layer(layer: QgsRasterLayer, kind: str, band: int = 1) -> None
 
 def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = None,
                   alike: tuple[QgsRasterLayer, ...] = ()) -> None:
-    """Show one band in grey, stretched linearly in dB (2-98 % of a subsample of `layer`), whatever the file's
+    """Show one band in grey, stretched linearly in dB (2-98 % of a block sample of `layer`), whatever the file's
     domain; the layers `alike` (in the same domain) get the same band and the same stops, so that toggling
     between them compares values, not stretches.
 
@@ -280,14 +280,12 @@ def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = Non
     from osgeo import gdal
 
     from .core.preprocessing import from_db, to_db
-    from .core.quality_maps import guess_domain
+    from .core.quality_maps import block_sample, guess_domain
 
     ds = gdal.Open(layer_file_path(layer))
     domain = domain or guess_domain(ds, band)
     b = ds.GetRasterBand(band)
-    step = max(1, max(ds.RasterXSize, ds.RasterYSize) // 512)
-    sample = b.ReadAsArray(buf_xsize=max(1, ds.RasterXSize // step), buf_ysize=max(1, ds.RasterYSize // step))
-    db, ok = to_db(sample, domain, b.GetNoDataValue())
+    db, ok = to_db(block_sample(b), domain, b.GetNoDataValue())
     lo, hi = (np.percentile(db[ok], (2, 98)) if ok.any() else (-25.0, 0.0))
     hi = max(hi, lo + 1.0)
     stops_db = np.linspace(lo, hi, 9)
