@@ -3,7 +3,9 @@
 Each `*_main(argv) -> int` can be called in-process by tests. Bad input gives `error: <message>` on stderr and
 exit status 2 with no traceback (an unexpected exception too: one line naming it, status 3); Ctrl-C gives exit
 status 130 and SIGTERM 143 and, like any failure, leaves no partial file (the core writes under a temporary name
-and renames at the end; SIGTERM is turned into the same KeyboardInterrupt so the same cleanup runs).
+and renames at the end; both signals raise a KeyboardInterrupt where the program is, so the same cleanup runs).
+A reader of standard output that goes away (`sar-info --json | head -1`) ends the program quietly with 141, as
+it ends any filter killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -21,7 +24,13 @@ from .core.errors import SarCompressError
 
 EXIT_ERROR = 2
 EXIT_BUG = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+EXIT_STATUS_HELP = ("exit status: 0 done; 2 bad input, output or arguments (one 'error:' line on stderr); 3 "
+                    "unexpected error, a bug (one line); 130 interrupted (Ctrl-C); 141 standard output closed by "
+                    "its reader; 143 terminated (SIGTERM). No run leaves a partial file under the output's name.")
 
 #: argparse takes "-1e308" or "-inf" for an option (its own pattern knows only "-12" and "-1.5"), so
 #: `--bbox -1e308 ...` failed with "expected 4 arguments". None of our options looks like a number.
@@ -38,71 +47,167 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=HelpFormatter)
     p._negative_number_matcher = _NEGATIVE_NUMBER  # the attribute argparse consults (3.11-3.13)
     return p
 
 
+def _say(line: str) -> None:
+    """One line on stderr, if there is one to write to: with stderr closed (`2>&-`) print() would fall back
+    to stdout, where a script reads results, and with it on a full disk the exit status must still come out."""
+    if sys.stderr is not None:
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+class _StdoutClosed(Exception):
+    """The reader of standard output went away (`sar-info --json | head -1`)."""
+
+
+def _out(text: str) -> None:
+    """Print to stdout and flush now, so that a failed write surfaces inside _run (a closed pipe, a full disk
+    behind `>`), not as Python's "Exception ignored" at exit."""
+    if sys.stdout is None:  # closed by the caller (`>&-`): there is nowhere to print
+        return
+    try:
+        try:
+            sys.stdout.write(text + "\n")
+        except UnicodeEncodeError:  # a file name of non-UTF-8 bytes, stdout strict: escaped as on stderr
+            encoding = sys.stdout.encoding or "utf-8"
+            sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _StdoutClosed() from None
+    except OSError as exc:
+        raise SarCompressError(f"cannot write to standard output ({exc.strerror or exc})") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer would fail again when Python flushes it at
+    exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout file (tests capture it)
+        pass
+
+
 @contextmanager
 def _progress_bar(desc: str, quiet: bool):
-    """A tqdm bar driven by the core's progress(fraction) callback; silent when tqdm is absent or quiet."""
+    """A tqdm bar driven by the core's progress(fraction) callback; silent when tqdm is absent or quiet.
+
+    A bar that cannot be drawn (stderr closed, or a log file on a full disk) is dropped, not allowed to fail
+    the run it decorates."""
     bar = None
-    if not quiet:
+    if not quiet and sys.stderr is not None:
         try:
             from tqdm import tqdm  # noqa: PLC0415
 
             bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
-        except ImportError:
+        except (ImportError, OSError, ValueError):
             bar = None
 
     def update(frac: float) -> None:
+        nonlocal bar
         if bar is not None:
-            bar.n = int(frac * 1000)
-            bar.refresh()
+            try:
+                bar.n = int(frac * 1000)
+                bar.refresh()
+            except (OSError, ValueError):
+                bar = None
 
     try:
         yield update
     finally:
         if bar is not None:
-            bar.close()
+            try:
+                bar.close()
+            except (OSError, ValueError):
+                pass
 
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so the same try/finally cleanup as for Ctrl-C runs."""
 
 
-def _on_sigterm(signum, _frame):
-    raise _Terminated()
+class _Signals:
+    """Ctrl-C and SIGTERM during one run: each raises KeyboardInterrupt (`_Terminated` for SIGTERM) where the
+    program is, and is remembered.
+
+    Remembering is what makes Ctrl-C reliable: a KeyboardInterrupt that lands inside an extension module's
+    import (numpy, GDAL, onnxruntime load in the first second of a run) is swallowed by some, and the run went
+    on to publish its output, or turned into another error by others (numpy's "ImportError: ... its source
+    directory"). So the core's cancel checks ask `cancelled`, and _run reports a remembered signal whatever
+    exception it led to. Only the first signal raises. A signal the caller left ignored (nohup, a script's
+    background job) stays ignored.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _on_signal(self, signum, _frame):
+        if self.received is not None:  # a second Ctrl-C would cut short the first one's cleanup (joining the
+            return                     # tile networks, removing the partial) and leave the partial behind
+        self.received = signum
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def cancelled(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(signum: int) -> int:
+    terminated = signum == signal.SIGTERM
+    _say(f"{'terminated' if terminated else 'interrupted'}: no output written")
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _run(fn) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
+    """fn(cancelled) -> exit status, with every way it can end turned into one line and a status."""
+    with _Signals() as signals:
+        try:
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+            from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
 
-    limit_gdal_cache()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        return fn()
-    except SarCompressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt as exc:
-        print(f"{'terminated' if isinstance(exc, _Terminated) else 'interrupted'}: no output written",
-              file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: still one line (outputs were cleaned up by the core's finally blocks)
-        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        print(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug; please report it)",
-              file=sys.stderr)
-        return EXIT_BUG
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            limit_gdal_cache()
+            status = fn(signals.cancelled)
+            return _interrupted(signals.received) if signals.cancelled() else status
+        except _StdoutClosed:
+            _discard_stdout()
+            return EXIT_STDOUT_CLOSED
+        except (Exception, KeyboardInterrupt) as exc:
+            if signals.cancelled():
+                return _interrupted(signals.received)
+            if isinstance(exc, KeyboardInterrupt):
+                return _interrupted(signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+            if isinstance(exc, SarCompressError):
+                _say(f"error: {exc}")
+                return EXIT_ERROR
+            # a bug: still one line (outputs were cleaned up by the core's finally blocks)
+            logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+            _say(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug; please report it)")
+            return EXIT_BUG
 
 
 def compress_main(argv=None) -> int:
-    p = _parser("sar-compress", "Compress a SAR raster (GeoTIFF or any GDAL raster) into a .sarc file.")
+    p = _parser("sar-compress", "Compress a SAR raster (GeoTIFF or any GDAL raster) into a .sarc file.",
+                EXIT_STATUS_HELP)
     p.add_argument("input", help="input raster")
     p.add_argument("output", help="output .sarc file")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
@@ -128,30 +233,30 @@ def compress_main(argv=None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
-    def go() -> int:
+    def go(cancelled) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
                                target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain,
                                outlier_margin_db=a.outlier_margin_db, no_clobber=a.no_clobber)
         with _progress_bar("compress", a.quiet) as bar:
-            r = compress(a.input, a.output, opts, progress=bar)
+            r = compress(a.input, a.output, opts, progress=bar, is_cancelled=cancelled)
         if a.json:
-            print(json.dumps(r.__dict__, indent=1, default=str))
+            _out(json.dumps(r.__dict__, indent=1, default=str))
         else:
             mp_s = r.pixels * r.bands / 1e6 / max(r.seconds, 1e-9)
-            print(f"{r.output_path}: {r.output_bytes} bytes, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per band), "
-                  f"ratio {r.ratio:.1f}:1, quality {r.quality:.3f}, {r.outlier_pixels} out-of-range pixels, "
-                  f"{r.seconds:.2f} s "
-                  f"({mp_s:.1f} MP/s), provider {r.provider}")
-            print(f"  domain {r.domain} ({r.domain_reason})")
+            _out(f"{r.output_path}: {r.output_bytes} bytes, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per band), "
+                 f"ratio {r.ratio:.1f}:1, quality {r.quality:.3f}, {r.outlier_pixels} out-of-range pixels, "
+                 f"{r.seconds:.2f} s ({mp_s:.1f} MP/s), provider {r.provider}\n"
+                 f"  domain {r.domain} ({r.domain_reason})")
         return 0
 
     return _run(go)
 
 
 def reconstruct_main(argv=None) -> int:
-    p = _parser("sar-reconstruct", "Reconstruct a GeoTIFF (or a window of it) from a .sarc file.")
+    p = _parser("sar-reconstruct", "Reconstruct a GeoTIFF (or a window of it) from a .sarc file.",
+                EXIT_STATUS_HELP)
     p.add_argument("input", help="input .sarc file")
     p.add_argument("output", help="output GeoTIFF")
     g = p.add_mutually_exclusive_group()
@@ -166,7 +271,7 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
-    def go() -> int:
+    def go(cancelled) -> int:
         from .core.codec import read_header, reconstruct, window_from_bbox  # noqa: PLC0415
 
         window = tuple(a.window) if a.window else None
@@ -174,65 +279,73 @@ def reconstruct_main(argv=None) -> int:
             window = window_from_bbox(read_header(a.input), a.bbox, a.input)
         with _progress_bar("reconstruct", a.quiet) as bar:
             r = reconstruct(a.input, a.output, window=window, model_dirs=a.model_dir, device=a.device,
-                            progress=bar, no_clobber=a.no_clobber)
+                            progress=bar, is_cancelled=cancelled, no_clobber=a.no_clobber)
         mp_s = r.width * r.height * r.bands / 1e6 / max(r.seconds, 1e-9)
-        print(f"{r.output_path}: {r.width} x {r.height} x {r.bands}, {r.seconds:.2f} s ({mp_s:.1f} MP/s), "
-              f"provider {r.provider}")
+        _out(f"{r.output_path}: {r.width} x {r.height} x {r.bands}, {r.seconds:.2f} s ({mp_s:.1f} MP/s), "
+             f"provider {r.provider}")
         return 0
 
     return _run(go)
 
 
 def info_main(argv=None) -> int:
-    p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes.")
+    p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes.", EXIT_STATUS_HELP)
     p.add_argument("file", help=".sarc file")
     p.add_argument("--json", action="store_true", help="print the whole header as JSON")
-    p.add_argument("--verify", action="store_true", help="check the SHA-256 of the whole file and every chunk CRC")
+    p.add_argument("--verify", action="store_true",
+                   help="check every chunk's CRC (a damaged one is named by tile and band) and the SHA-256 of "
+                        "the whole file")
     a = p.parse_args(argv)
 
     started = time.time()
 
-    def go() -> int:
+    def go(cancelled) -> int:
         from .core.container import ContainerReader  # noqa: PLC0415
         from .core.raster_io import remove_stale_partials  # noqa: PLC0415
 
         remove_stale_partials(a.file, older_than=started)  # a killed sar-compress of this file left them
         with ContainerReader(a.file) as r:
             h = r.header
-            if a.verify:
-                r.verify()
+            if a.verify:  # chunk by chunk first: damage is named by tile and band, as the decoder names it
+                tiles = h["tiling"]["cols"] * h["tiling"]["rows"]
                 for kind, entries in h["chunks"].items():
-                    for e in entries:
+                    for k, e in enumerate(entries):
+                        if cancelled():  # a signal a library swallowed; _run reports it
+                            raise KeyboardInterrupt
                         if e is not None:
-                            r.read_chunk(e, f"{a.file}: {kind} chunk at {e[0]}")
+                            r.read_chunk(e, f"{a.file}: tile {k % tiles} band {k // tiles + 1} "
+                                            f"({kind} chunk)")
+                r.verify()
             size = r.size
         if a.json:
-            print(json.dumps(h, indent=1))
+            lines = [json.dumps(h, indent=1)]
         else:
             ra, m, t = h["raster"], h["model"], h["tiling"]
             px = ra["width"] * ra["height"]
             raw = px * ra["band_count"] * __import__("numpy").dtype(ra["dtype"]).itemsize
-            print(f"{a.file}: sarc format {h['format_version']}, {size} bytes")
-            print(f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
-                  f"bands {ra['band_names']} domain {h['domain']}")
-            print(f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1")
-            print(f"  model    {m['name']} ({m.get('variant', '?')}) decoder sha256 {m['decoder_sha256']}")
+            rate, o = h["rate"], h.get("outliers", {})
             clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(ra["band_names"], h["clip_db"]))
-            print(f"  clip dB  {clip}")
-            rate = h["rate"]
-            print(f"  quality  {rate['quality']} of 0..{rate.get('levels', 0) - 1} (chosen by {rate.get('chosen_by', '?')}"
-                  + (f", target {rate['target']}" if "target" in rate else "") + ")")
-            print(f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
-                  f"coders {h['coders']}")
-            print(f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle")
-            o = h.get("outliers", {})
-            print(f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
-                  f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px")
             parts = {kind: sum(e[1] for e in entries if e) for kind, entries in h["chunks"].items()}
             parts["header+index"] = size - sum(parts.values())
-            print("  bytes    " + ", ".join(f"{k} {v} ({100 * v / size:.1f}%)" for k, v in parts.items()))
+            lines = [
+                f"{a.file}: sarc format {h['format_version']}, {size} bytes",
+                f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
+                f"bands {ra['band_names']} domain {h['domain']}",
+                f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1",
+                f"  model    {m['name']} ({m.get('variant', '?')}) decoder sha256 {m['decoder_sha256']}",
+                f"  clip dB  {clip}",
+                f"  quality  {rate['quality']} of 0..{rate.get('levels', 0) - 1} (chosen by "
+                f"{rate.get('chosen_by', '?')}" + (f", target {rate['target']}" if "target" in rate else "") + ")",
+                f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
+                f"coders {h['coders']}",
+                f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle",
+                f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
+                f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px",
+                "  bytes    " + ", ".join(f"{k} {v} ({100 * v / size:.1f}%)" for k, v in parts.items()),
+            ]
         if a.verify:
-            print("verify: OK")
+            lines.append("verify: OK")
+        _out("\n".join(lines))
         return 0
 
     return _run(go)

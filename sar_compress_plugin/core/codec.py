@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -239,6 +240,9 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     opts = options or CompressOptions()
     out = check_output_path(output_path, inputs=(input_path,), no_clobber=opts.no_clobber)
     remove_stale_partials(out, older_than=started)
+    if out.suffix.lower() in (".tif", ".tiff"):  # a loop `sar-compress $f out/$f` over *.tif would fill an
+        # archive with .sarc files that every GIS takes for GeoTIFFs and then fails to open
+        raise OutputPathError(f"{out}: a .sarc file named {out.suffix} would pass for a GeoTIFF; name it .sarc")
     if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
         raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
                                f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
@@ -297,6 +301,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                                      is_cancelled, str(input_path), source)
                 f.flush()
                 os.fsync(f.fileno())
+            _check_cancel(is_cancelled, str(input_path))  # a cancel during the last tile or the header
             partial.publish()
         except OSError as exc:  # a full disk (ENOSPC), a quota, a vanished folder: one error line, no traceback
             raise OutputPathError(f"{out}: cannot write ({exc.strerror or exc}); nothing written") from None
@@ -450,8 +455,12 @@ def window_from_bbox(header: dict, bbox, path="") -> Window:
         raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
     c0, c1 = max(0, math.floor(cols[0])), min(r["width"], math.ceil(cols[1]))
     r0, r1 = max(0, math.floor(rows[0])), min(r["height"], math.ceil(rows[1]))
-    if c1 <= c0 or r1 <= r0:
-        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster")
+    if c1 <= c0 or r1 <= r0:  # most often a box in another CRS (degrees for a UTM raster): say which one
+        xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
+        crs = re.match(r'\s*\w+\[\s*"([^"]*)"', r.get("crs_wkt") or "")
+        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans x "
+                               f"{xs[0]:.10g}..{xs[1]:.10g}, y {ys[0]:.10g}..{ys[1]:.10g} in its CRS "
+                               f"({crs.group(1) if crs else 'none given'}); give the box in that CRS")
     return c0, r0, c1 - c0, r1 - r0
 
 

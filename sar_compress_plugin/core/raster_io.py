@@ -59,6 +59,23 @@ def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
         _gdal().SetCacheMax(int(megabytes) * 1024 * 1024)
 
 
+def _gdal_path(path) -> str | bytes:
+    """A file name as GDAL's bindings take it. They encode a str to UTF-8 and refuse one that is not (a name of
+    Latin-1 bytes from an old archive, which Python holds as surrogate escapes): such a name goes as its bytes."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def _gdal_text(value) -> str:
+    """A string GDAL's bindings accept for metadata, descriptions and WKT: lone surrogates (the name of a .sarc
+    of non-UTF-8 bytes, a forged header string) make them raise TypeError; they become "?"."""
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
 def _last_error(default: str) -> str:
     msg = _gdal().GetLastErrorMsg()
     return msg.strip().splitlines()[0] if msg and msg.strip() else default
@@ -104,7 +121,7 @@ def _open(path: str | os.PathLike):
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         try:
-            ds = gdal.OpenEx(str(p), gdal.OF_RASTER | gdal.OF_READONLY)
+            ds = gdal.OpenEx(_gdal_path(p), gdal.OF_RASTER | gdal.OF_READONLY)
         except RuntimeError as exc:  # GDAL with exceptions enabled elsewhere in the process
             raise InputRasterError(f"{p}: not a readable raster ({str(exc).splitlines()[0]})") from None
         if ds is None:
@@ -478,7 +495,8 @@ class GeoTiffWriter:
         if self.band_count > 1:
             opts.append("INTERLEAVE=BAND")
         try:
-            ds = drv.Create(str(self._partial.path), self.width, self.height, self.band_count, gtype, opts)
+            ds = drv.Create(_gdal_path(self._partial.path), self.width, self.height, self.band_count, gtype,
+                            opts)
         except RuntimeError as exc:  # GDAL with exceptions enabled elsewhere in the process
             raise OutputPathError(f"{self.path}: cannot create output GeoTIFF ({str(exc).splitlines()[0]})") from None
         if ds is None:
@@ -488,19 +506,19 @@ class GeoTiffWriter:
         if gt is not None:
             ds.SetGeoTransform(tuple(float(v) for v in gt))
         if crs_wkt:
-            ds.SetProjection(crs_wkt)
+            ds.SetProjection(_gdal_text(crs_wkt))
         if metadata:
-            ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+            ds.SetMetadata({_gdal_text(k): _gdal_text(v) for k, v in metadata.items()})
         for i in range(self.band_count):
             b = ds.GetRasterBand(i + 1)
             nd = None if nodata is None or i >= len(nodata) else nodata[i]
             if nd is not None:
                 b.SetNoDataValue(float(nd))
             if names and i < len(names) and names[i]:
-                b.SetDescription(str(names[i]))
+                b.SetDescription(_gdal_text(names[i]))
             extra = bands[i] if bands and i < len(bands) else {}
             if extra.get("metadata"):
-                b.SetMetadata({str(k): str(v) for k, v in extra["metadata"].items()})
+                b.SetMetadata({_gdal_text(k): _gdal_text(v) for k, v in extra["metadata"].items()})
             code = _color_interp_code(extra.get("color_interp") or "")
             if code:  # 0 = Undefined, GDAL's default
                 b.SetColorInterpretation(code)
@@ -531,16 +549,16 @@ class GeoTiffWriter:
         """Flush and close the dataset, then publish the partial only if nothing failed; discard it otherwise."""
         ds, self._ds = self._ds, None
         partial, self._partial = self._partial, None
-        try:
-            if ds is not None:
-                try:
-                    ds.FlushCache()
-                except RuntimeError as exc:
-                    self._errors.append(str(exc).splitlines()[0])
-                ds = None  # noqa: F841 (closing writes the last blocks; its errors reach the handler)
-        finally:
-            _gdal().PopErrorHandler()
-        try:
+        try:  # one finally for the flush too: an exception there (a second Ctrl-C) must not keep the partial
+            try:
+                if ds is not None:
+                    try:
+                        ds.FlushCache()
+                    except RuntimeError as exc:
+                        self._errors.append(str(exc).splitlines()[0])
+                    ds = None  # noqa: F841 (closing writes the last blocks; its errors reach the handler)
+            finally:
+                _gdal().PopErrorHandler()
             if success:
                 self._check("writing the GeoTIFF")
                 partial.publish()

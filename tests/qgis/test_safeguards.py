@@ -90,8 +90,8 @@ def test_reconstruct_dialog_refuses_the_file_of_a_loaded_layer(plugin, test_ifac
 
 def test_reconstruct_dialog_refuses_its_input_as_output_before_asking_to_replace_it(qgis_app, compressed, qtbot,
                                                                                       answers):
-    """Compress writes whatever name it is given, so a .sarc may be named .tif. Typed as its own output, the
-    dialog asked "… exists. Replace it?" about the input, and the task failed after a Yes."""
+    """A .sarc copied under a .tif name (compress refuses such a name; a copy does not). Typed as its own output,
+    the dialog asked "… exists. Replace it?" about the input, and the task failed after a Yes."""
     asked, queued = answers
     scene = compressed.with_name("scene.tif")
     shutil.copy(compressed, scene)

@@ -1,0 +1,268 @@
+"""The three command lines as an archive operator and an analyst meet them: a Ctrl-C that a library swallows
+or that comes twice, standard streams that go away or fill up, file names that are not UTF-8, a damaged file
+named by tile and band, a .sarc named like a GeoTIFF, a bbox in the wrong CRS, and the exit statuses in --help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar_compress_plugin import cli
+from sar_compress_plugin.core.codec import CompressOptions, compress, read_header
+from sar_compress_plugin.core.errors import CancelledError
+
+from codec_fixtures import write_geotiff
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, tiny_bundle):
+    """A 64 x 128 two-band linear raster (UTM 33N, 10 m pixels from x 500000) and its .sarc: 2 tiles of 64."""
+    d = tmp_path_factory.mktemp("audit")
+    x = np.random.default_rng(4).gamma(1.0, 0.05, (2, 64, 128)).astype(np.float32)
+    src = write_geotiff(d / "in.tif", x)
+    sarc = d / "in.sarc"
+    compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
+    return src, sarc
+
+
+def _args(which: str, scene, out: Path, bundle) -> list[str]:
+    src, sarc = scene
+    if which == "compress_main":
+        return [str(src), str(out / "o.sarc"), "--model", str(bundle), "--device", "cpu", "--tile", "64", "-q"]
+    if which == "reconstruct_main":
+        return [str(sarc), str(out / "o.tif"), "--model-dir", str(bundle), "--device", "cpu", "-q"]
+    return [str(sarc), "--json"]
+
+
+def _cli(which: str, args: list[str], prelude: str = "", **kw) -> subprocess.CompletedProcess:
+    """One CLI in a fresh process, after `prelude` (Python run first, e.g. a patch); stdout and stderr captured
+    unless `kw` says otherwise."""
+    code = f"import sys\n{prelude}\nfrom sar_compress_plugin import cli\nsys.exit(cli.{which}(sys.argv[1:]))"
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "env": {**os.environ, "OMP_NUM_THREADS": "1"},
+          **kw}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, text=True, timeout=120, **kw)
+
+
+def _one_line(stderr: str, start: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert "Traceback" not in stderr and len(lines) == 1 and lines[0].startswith(start), stderr
+    return lines[0]
+
+
+# --- Ctrl-C and SIGTERM that a library swallows ------------------------------------------------------------
+
+#: What extension modules do with a KeyboardInterrupt that lands in their import (seen with real signals in
+#: the first second of sar-reconstruct): let it through, swallow it (the run went on and wrote its output), or
+#: turn it into another error (numpy's "ImportError: ... source directory"). Injected where the CLI loads GDAL.
+_SIGNAL_DURING_IMPORT = """
+import os, signal
+import sar_compress_plugin.core.raster_io as rio
+def limit_gdal_cache(*_a):
+    {body}
+rio.limit_gdal_cache = limit_gdal_cache
+"""
+_HOW = {
+    "raised": "os.kill(os.getpid(), signal.{sig})",
+    "swallowed": "try:\n        os.kill(os.getpid(), signal.{sig})\n    except BaseException:\n        pass",
+    "converted": "try:\n        os.kill(os.getpid(), signal.{sig})\n    except BaseException:\n"
+                 "        raise ImportError('numpy.core.multiarray failed to import')",
+}
+
+
+@pytest.mark.parametrize("how, sig, which", [
+    ("swallowed", "SIGINT", "compress_main"), ("swallowed", "SIGTERM", "reconstruct_main"),
+    ("swallowed", "SIGINT", "info_main"), ("raised", "SIGINT", "reconstruct_main"),
+    ("converted", "SIGTERM", "compress_main")])
+def test_a_signal_that_a_library_swallows_still_stops_the_run(scene, tiny_bundle, tmp_path, how, sig, which):
+    prelude = _SIGNAL_DURING_IMPORT.format(body=_HOW[how].format(sig=sig))
+    r = _cli(which, _args(which, scene, tmp_path, tiny_bundle), prelude)
+    status, word = (130, "interrupted") if sig == "SIGINT" else (143, "terminated")
+    assert r.returncode == status, r.stderr
+    _one_line(r.stderr, f"{word}: no output written")
+    assert os.listdir(tmp_path) == []
+
+
+_SECOND_SIGNAL_DURING_CLEANUP = """
+import os, signal
+import sar_compress_plugin.core.codec as codec
+import sar_compress_plugin.core.raster_io as rio
+tick, discard = codec._tick, rio.PartialFile.discard
+def _tick(progress, value):
+    tick(progress, value)
+    if value > 0:
+        os.kill(os.getpid(), signal.SIGINT)
+def _discard(self):
+    os.kill(os.getpid(), signal.SIGINT)  # pressed again while the first one's cleanup runs
+    discard(self)
+codec._tick, rio.PartialFile.discard = _tick, _discard
+"""
+
+
+@pytest.mark.parametrize("which", ["compress_main", "reconstruct_main"])
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(scene, tiny_bundle, tmp_path, which):
+    """Ctrl-C pressed twice (seen on a 3072 x 3072 raster: the partial stayed; sar-reconstruct also ended in
+    onnxruntime's "terminate called without an active exception", status 134, its decoder join cut short)."""
+    r = _cli(which, _args(which, scene, tmp_path, tiny_bundle), _SECOND_SIGNAL_DURING_CLEANUP)
+    assert r.returncode == 130, r.stderr
+    _one_line(r.stderr, "interrupted: no output written")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_exception_while_the_geotiff_is_flushed_still_removes_the_partial(tmp_path):
+    from sar_compress_plugin.core.raster_io import GeoTiffWriter  # noqa: PLC0415
+
+    class CutShort:
+        """The GDAL dataset, whose flush a second Ctrl-C interrupts."""
+
+        def __init__(self, ds):
+            self._ds = ds
+
+        def FlushCache(self):  # noqa: N802 (GDAL's name)
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self._ds, name)
+
+    with pytest.raises(KeyboardInterrupt):
+        with GeoTiffWriter(tmp_path / "o.tif", 32, 32, 1, "float32") as wr:
+            wr._ds = CutShort(wr._ds)
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_cancel_during_the_last_tile_publishes_nothing(scene, tiny_bundle, tmp_path):
+    """The Ctrl-C a library swallowed reaches the core as a cancel; one that comes after the last tile's check
+    (while it is encoded, or the header is written) must still stop the rename."""
+    calls = []
+
+    def cancel_after_the_tiles():
+        calls.append(1)
+        return len(calls) > 2  # 2 tiles: one check before each passes
+
+    with pytest.raises(CancelledError):
+        compress(scene[0], tmp_path / "o.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64),
+                 is_cancelled=cancel_after_the_tiles)
+    assert os.listdir(tmp_path) == []
+
+
+# --- standard streams ---------------------------------------------------------------------------------------
+
+def test_stdout_closed_by_its_reader_ends_quietly_with_141(scene, tiny_bundle, tmp_path):
+    """`sar-info --json | head -1`: a filter whose reader went away ends as SIGPIPE would end it, silently."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = _cli("info_main", _args("info_main", scene, tmp_path, tiny_bundle), stdout=write_end,
+                 stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (141, "")
+
+
+def test_stdout_on_a_full_disk_is_one_error_line(scene, tiny_bundle, tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        r = _cli("info_main", _args("info_main", scene, tmp_path, tiny_bundle), stdout=full, stderr=subprocess.PIPE)
+    assert r.returncode == 2
+    assert "standard output" in _one_line(r.stderr, "error: ")
+
+
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
+def test_an_unusable_stderr_does_not_fail_the_run(scene, tiny_bundle, tmp_path, stderr):
+    """The progress bar (on: no -q) writes to stderr; stderr closed (`2>&-`) or a log on a full disk must cost
+    the bar, not the compression. A failure still gives its status, and no error line on stdout."""
+    if stderr == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    args = _args("compress_main", scene, tmp_path, tiny_bundle)[:-1]
+    with open(os.devnull if stderr == "closed" else stderr, "w") as f:
+        kw = {"preexec_fn": lambda: os.close(2)} if stderr == "closed" else {"stderr": f}
+        r = _cli("compress_main", args, **kw)
+        assert r.returncode == 0 and (tmp_path / "o.sarc").is_file()
+        r = _cli("compress_main", [str(tmp_path / "missing.tif"), *args[1:]], **kw)
+    assert (r.returncode, r.stdout) == (2, "")
+
+
+# --- file names and strings GDAL's bindings refuse ----------------------------------------------------------
+
+def test_file_names_that_are_not_utf8_work_end_to_end(scene, tiny_bundle, tmp_path):
+    """A name of Latin-1 bytes (an old archive on Linux) reaches Python as surrogate escapes, which GDAL's
+    bindings refused ("not a string") as an input, as an output, and in the reconstruction's tag."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    from sar_compress_plugin.core.codec import RECONSTRUCTION_TAG  # noqa: PLC0415
+
+    src = os.fsdecode(os.fsencode(tmp_path) + b"/Stra\xdfe.tif")
+    try:
+        Path(src).write_bytes(scene[0].read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this filesystem takes only UTF-8 names")
+    sarc, rec = src[:-4] + ".sarc", src[:-4] + "_rec.tif"
+    assert cli.compress_main([src, sarc, "--model", str(tiny_bundle), "--device", "cpu", "--tile", "64",
+                              "-q"]) == 0
+    assert cli.reconstruct_main([sarc, rec, "--model-dir", str(tiny_bundle), "--device", "cpu", "-q"]) == 0
+    ds = gdal.OpenEx(os.fsencode(rec))
+    assert ds.RasterXSize == 128 and ds.GetMetadataItem(RECONSTRUCTION_TAG) == "Stra?e.sarc"
+    ds = None
+    # stdout of a UTF-8 locale is strict: the name is printed escaped, as Python prints it on stderr
+    r = _cli("info_main", [sarc], env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert r.returncode == 0 and "Stra\\udcdfe.sarc: sarc format" in r.stdout, r.stderr
+
+
+def test_header_text_gdal_refuses_is_written_not_a_bug(scene, tiny_bundle, tmp_path):
+    """JSON lets a header hold a lone surrogate ("\\udcff"); GDAL's bindings raised TypeError on it (exit 3)."""
+    lone = tmp_path / "lone.sarc"
+    compress(scene[0], lone, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64,
+                                             band_names=["V\udcffV", "VH"]))
+    assert cli.reconstruct_main([str(lone), str(tmp_path / "r.tif"), "--model-dir", str(tiny_bundle),
+                                 "--device", "cpu", "-q"]) == 0
+    from osgeo import gdal  # noqa: PLC0415
+
+    assert gdal.Open(str(tmp_path / "r.tif")).GetRasterBand(1).GetDescription() == "V?V"
+
+
+# --- what the user is told ----------------------------------------------------------------------------------
+
+def test_verify_names_the_damaged_tile_and_band(scene, tmp_path, capsys):
+    _, sarc = scene
+    raw = bytearray(sarc.read_bytes())
+    entry = read_header(sarc)["chunks"]["latent"][3]  # band 2 (0-based 1) of 2 tiles: tile 1
+    raw[entry[0] + 1] ^= 0x10
+    bad = tmp_path / "bad.sarc"
+    bad.write_bytes(bytes(raw))
+    assert cli.info_main([str(bad), "--verify"]) == 2
+    line = _one_line(capsys.readouterr().err, "error: ")
+    assert "tile 1 band 2 (latent chunk)" in line and "checksum" in line
+
+
+@pytest.mark.parametrize("name", ["o.tif", "o.TIFF"])
+def test_compress_refuses_a_geotiff_name(scene, tiny_bundle, tmp_path, name, capsys):
+    assert cli.compress_main([str(scene[0]), str(tmp_path / name), "--model", str(tiny_bundle), "--device", "cpu",
+                              "-q"]) == 2
+    assert "GeoTIFF" in _one_line(capsys.readouterr().err, "error: ")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_bbox_in_another_crs_is_told_the_rasters_extent(scene, tiny_bundle, tmp_path, capsys):
+    """Degrees for a UTM raster: the error says which coordinates the raster uses."""
+    assert cli.reconstruct_main([str(scene[1]), str(tmp_path / "r.tif"), "--model-dir", str(tiny_bundle), "-q",
+                                 "--bbox", "15.0", "52.3", "15.1", "52.4"]) == 2
+    line = _one_line(capsys.readouterr().err, "error: ")
+    assert "x 500000..501280, y 5799360..5800000" in line and "UTM zone 33N" in line
+
+
+@pytest.mark.parametrize("main", [cli.compress_main, cli.reconstruct_main, cli.info_main])
+def test_exit_statuses_are_in_the_help(main, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for status in ("0 done", "2 bad input", "3 unexpected", "130 interrupted", "141 standard output",
+                   "143 terminated"):
+        assert status in text
