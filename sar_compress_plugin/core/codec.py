@@ -481,7 +481,11 @@ class CompressedRaster:
     def _open(self) -> None:
         self._reader = C.ContainerReader(self.path)
         if self._verify:
-            self._reader.verify()
+            try:
+                self._reader.verify()
+            except BaseException:  # a damaged body: the reader's file handle must not outlive the error
+                self.close()
+                raise
         h = self.info = self._reader.header
         r = h["raster"]
         try:

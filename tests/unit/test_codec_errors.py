@@ -90,6 +90,22 @@ def test_flipped_byte_is_caught_by_checksums(small, tmp_path, tiny_bundle):
     assert cli.info_main([str(bad), "--verify"]) == 2
 
 
+def test_a_file_refused_by_its_checksums_is_closed(small, tmp_path, recwarn):
+    """Opening with verify=True raised on a damaged body and left the file open (a ResourceWarning; the plugin
+    and a batch open many files in one long process)."""
+    import gc
+
+    _, sarc = small
+    raw = bytearray(sarc.read_bytes())
+    raw[read_header(sarc)["chunks"]["latent"][0][0] + 1] ^= 0x10
+    bad = tmp_path / "flip.sarc"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ContainerFormatError):
+        CompressedRaster(bad, verify=True)
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
 def test_wrong_magic(small, tmp_path, tiny_bundle):
     _, sarc = small
     bad = tmp_path / "magic.sarc"
