@@ -22,6 +22,7 @@ from .gui.compat import RASTER_LAYER_TYPE, QAction
 from .qgis_io import (
     ORIGINAL_PROPERTY,
     ROLE_PROPERTY,
+    SARC_PATH_PROPERTY,
     SCENE_ROLE,
     add_raster_layer,
     default_compressed_path,
@@ -44,6 +45,13 @@ from .utils.settings import PluginSettings
 log = logging.getLogger(__name__)
 
 MENU = "&SAR Compress"
+
+
+def reconstruction_layer_name(sarc_path: str, window) -> str:
+    """A window's name says so: named as the whole scene's, a part of the scene could not be told from all of it
+    in the Layers panel (unique_layer_name then adds [2], [3]... to repeated runs of either)."""
+    stem = Path(sarc_path).stem
+    return f"{stem} (reconstructed)" if window is None else f"{stem} (reconstructed, extent)"
 
 
 class SarCompressPlugin:
@@ -121,7 +129,8 @@ class SarCompressPlugin:
 
         self._browser_provider = SarcDataItemProvider()
         QgsApplication.dataItemProviderRegistry().addProvider(self._browser_provider)
-        self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file, self.scenes.open)
+        self._browser_gui_provider = SarcDataItemGuiProvider(self.reconstruct_file, self.reconstruct_with_dialog,
+                                                             self.scenes.open)
         QgsGui.dataItemGuiProviderRegistry().addProvider(self._browser_gui_provider)
 
     def _offer_raster_actions(self, layers) -> None:
@@ -285,17 +294,26 @@ class SarCompressPlugin:
             f"{r.bpp_per_band:.3f} bpp per band, {r.seconds:.1f} s on {r.provider}{extra}")
 
     # --- reconstruct -------------------------------------------------------------------------------------
-    def reconstruct_with_dialog(self):
+    def reconstruct_with_dialog(self, sarc_path: str = ""):
+        """The Reconstruct dialog, on `sarc_path` (the Browser's "Reconstruct…") or else on the scene layer selected
+        in the Layers panel: the file the analyst is looking at."""
         from .gui.dialogs import ReconstructDialog
 
         if not self._ensure_dependencies():  # the dialog reads the file's header for "Current map extent"
             return None
-        dialog = ReconstructDialog("", "", PluginSettings.load(), self.iface.mainWindow(), self.iface.mapCanvas(),
-                                   taken=self.running_outputs())
+        dialog = ReconstructDialog(sarc_path or self._selected_scene_file(), "", PluginSettings.load(),
+                                   self.iface.mainWindow(), self.iface.mapCanvas(), taken=self.running_outputs())
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData(),
                                      window=dialog.window())
+
+    def _selected_scene_file(self) -> str:
+        """The .sarc of the scene layer selected in the Layers panel, or "" when the selection is no scene layer."""
+        layer = self._active_layer()
+        if layer is None or layer.customProperty(ROLE_PROPERTY) != SCENE_ROLE:
+            return ""
+        return str(layer.customProperty(SARC_PATH_PROPERTY) or "")
 
     def open_scene_with_dialog(self):
         from qgis.PyQt.QtWidgets import QFileDialog
@@ -307,7 +325,8 @@ class SarCompressPlugin:
     def reconstruct_file(self, sarc_path: str, output_path: str | None = None, device: str | None = None,
                          window=None):
         """Reconstruct a .sarc file (or a pixel window of it) to a GeoTIFF (next to it by default) and add it
-        as a layer."""
+        as a layer. `device`: the user's choice, remembered once it has worked (a CUDA choice that fails must not
+        become the default that fails again); None: the settings' device."""
         if not Path(sarc_path).is_file():
             self.logger.warning(f"Cannot reconstruct: {sarc_path} does not exist")
             return None
@@ -318,15 +337,20 @@ class SarCompressPlugin:
         task = ReconstructTask(sarc_path, output_path,
                                model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device,
                                window=window)
-        return self._start(task, functools.partial(self._reconstruct_done, str(sarc_path)))
+        return self._start(task, functools.partial(self._reconstruct_done, str(sarc_path), device))
 
-    def _reconstruct_done(self, sarc_path: str, task: ReconstructTask, result: TaskResult):
+    def _reconstruct_done(self, sarc_path: str, remember_device: str | None, task: ReconstructTask,
+                          result: TaskResult):
         if self._report_failure(f"Reconstruction of {Path(sarc_path).name}", result):
             return
+        if remember_device:
+            settings = PluginSettings.load()
+            settings.device = remember_device
+            settings.save()
         r = result.value
         project = QgsProject.instance()
         original = find_original_layer(project, sarc_path)
-        name = unique_layer_name(project, f"{Path(sarc_path).stem} (reconstructed)")
+        name = unique_layer_name(project, reconstruction_layer_name(sarc_path, task.window))
         if original is not None:
             group = group_for_layer(project, original)
             layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")

@@ -304,6 +304,20 @@ def _session(path: Path, what: str, options, providers: list[str]):
         ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
 
 
+def check_model_dirs(dirs) -> None:
+    """Each folder a user named to be searched for models exists and is a folder, else ModelBundleError.
+
+    `find_bundle` skips a folder that is not there (the plugin's saved folders may be on a drive not mounted
+    now) and finds the decoder among the shipped models instead, so a typo in `--model-dir` went unnoticed until
+    the day a file needed a model only that folder holds. The command lines call this before any work."""
+    for d in dirs:
+        if str(d) == "":  # Path("") is the current folder
+            raise ModelBundleError("a model folder given is empty")
+        if not Path(d).is_dir():
+            raise ModelBundleError(f"{d}: {'not a folder' if Path(d).exists() else 'no such folder'} (given as a "
+                                   f"model folder)")
+
+
 def _candidate_dirs(search_dirs) -> list[Path]:
     out: list[Path] = []
     for d in search_dirs:
@@ -342,3 +356,13 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
     raise ModelMismatchError(f"{label}with decoder SHA-256 {want} is needed but was not found in "
                              f"{', '.join(seen) if seen else 'any model folder searched'}"
                              f"{'; no such folder: ' + ', '.join(missing) if missing else ''}; {MODEL_FOLDER_ADVICE}")
+
+
+def find_file_bundle(header: dict, model_dirs=None) -> Path:
+    """The bundle holding the decoder a .sarc header names: in `model_dirs`, then among the models shipped with the
+    plugin (where an earlier default is kept to decode its files). Read-only and without an onnxruntime session
+    (manifests, and the hash of a matching decoder), so a dialog can refuse a file whose model is missing while the
+    user can still act. Raises ModelMismatchError naming the model when no folder has it."""
+    model = header["model"]
+    return find_bundle(model["decoder_sha256"], [*(model_dirs or []), default_model_dir().parent],
+                       model_name=str(model.get("name", "?")))

@@ -1,5 +1,6 @@
 """Browser integration: .sarc files show up as items; double-click or "Open as layer" adds the scene as a layer
-decoded on demand, "Reconstruct" writes a GeoTIFF."""
+decoded on demand, "Reconstruct" writes a GeoTIFF beside the file, "Reconstruct…" opens the Reconstruct dialog on
+it (another output, a window, a device)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class SarcDataItem(QgsDataItem):
         super().__init__(Qgis.BrowserItemType.Custom, parent, name, path)
         self.setState(Qgis.BrowserItemState.Populated)
         self.setIcon(QIcon(str(__icon_path__)))
-        self.setToolTip(f"{path}\nSAR compressed raster: double-click to open, right-click > Reconstruct")
+        self.setToolTip(f"{path}\nSAR compressed raster: double-click to open, right-click > Reconstruct "
+                        f"(beside it) or Reconstruct… (choose the output)")
 
     def hasDragEnabled(self):  # noqa: N802 (QGIS API)
         return False
@@ -52,9 +54,11 @@ class SarcDataItemProvider(QgsDataItemProvider):
 
 
 class SarcDataItemGuiProvider(QgsDataItemGuiProvider):
-    def __init__(self, on_reconstruct: Callable[[str], None], on_open: Callable[[str], object]):
+    def __init__(self, on_reconstruct: Callable[[str], object], on_reconstruct_with_dialog: Callable[[str], object],
+                 on_open: Callable[[str], object]):
         super().__init__()
         self.on_reconstruct = on_reconstruct
+        self.on_reconstruct_with_dialog = on_reconstruct_with_dialog
         self.on_open = on_open
 
     def name(self):
@@ -70,8 +74,20 @@ class SarcDataItemGuiProvider(QgsDataItemGuiProvider):
         menu.addAction(open_action)
         action = QAction(QIcon(str(__icon_path__)), "Reconstruct", menu)
         action.setObjectName("sar_compress_browser_reconstruct")
+        action.setStatusTip("Reconstruct to a GeoTIFF beside the .sarc file")
         action.triggered.connect(lambda _checked=False, ps=tuple(paths): [self.on_reconstruct(p) for p in ps])
         menu.addAction(action)
+        clicked = item.path() if item is not None and is_sarc_path(item.path()) else paths[0]
+        menu.addAction(self._dialog_action(clicked, menu))
+
+    def _dialog_action(self, path: str, menu) -> QAction:
+        """"Reconstruct…": the dialog on `path`, where another output can be chosen (a read-only folder, a
+        full disk), a window or a device. The file right-clicked in a selection of several: the dialog takes one."""
+        action = QAction(QIcon(str(__icon_path__)), "Reconstruct…", menu)
+        action.setObjectName("sar_compress_browser_reconstruct_dialog")
+        action.setStatusTip("Choose the output, the area and the device of the reconstruction")
+        action.triggered.connect(lambda _checked=False: self.on_reconstruct_with_dialog(path))
+        return action
 
     def handleDoubleClick(self, item, context):  # noqa: N802 (QGIS API)
         if item is None or not is_sarc_path(item.path()):

@@ -21,7 +21,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings
+from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, qgis_wording
 from .widgets import RateChooser, device_combo, file_widget, output_widget, quality_value, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
@@ -205,10 +205,12 @@ class ReconstructDialog(_FormDialog):
     def __init__(self, sarc_path: str, output_path: str, settings: PluginSettings, parent=None, canvas=None,
                  taken=frozenset()):
         """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene).
-        `taken`: resolved outputs of running tasks, which the default output avoids."""
+        `taken`: resolved outputs of running tasks, which the default output avoids. `settings`: the device
+        offered first and the model folders a file's model must be found in."""
         super().__init__("Reconstruct SAR raster", parent)
         self.canvas = canvas
         self.taken = taken
+        self.model_dirs = settings.reconstruct_model_dirs()
         self._window = None
         self.input = file_widget(QgsFileWidget.StorageMode.GetFile, sarc_path, SARC_FILTER, "Compressed SAR file")
         self.output = output_widget(output_path, TIFF_FILTER, "Reconstructed GeoTIFF")
@@ -269,7 +271,19 @@ class ReconstructDialog(_FormDialog):
             self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
         if same_file(self.output_path(), src):  # before "exists. Replace it?", which would mean the input
             return "The output may not overwrite the input."
-        return destination_error(self.output_path())
+        return destination_error(self.output_path()) or self._model_error(src, header)
+
+    def _model_error(self, src: str, header: dict) -> str:
+        """Why the model `header` names cannot be found in the model folders ("" when it can): refused here, where
+        the user can still choose another file or go to Settings, not by the task after the dialog has closed."""
+        from ..core.errors import ModelMismatchError
+        from ..core.runtime import find_file_bundle
+
+        try:
+            find_file_bundle(header, self.model_dirs)
+        except ModelMismatchError as exc:
+            return f"{src}: {qgis_wording(str(exc))}"
+        return ""
 
     def _canvas_window(self, src: str, header: dict):
         """The canvas extent as a pixel window of the scene: transformed to the scene's CRS, clipped to it."""

@@ -21,8 +21,9 @@ from sar_compress_plugin.utils.settings import PluginSettings
 
 # --- Reconstruct dialog ------------------------------------------------------------------------------------
 
-def test_reconstruct_output_follows_typed_input_until_the_user_edits_it(qtbot, qgis_app, compressed, tmp_path):
-    dialog = ReconstructDialog("", "", PluginSettings(), None)
+def test_reconstruct_output_follows_typed_input_until_the_user_edits_it(qtbot, qgis_app, compressed, tmp_path,
+                                                                        model_bundle):
+    dialog = ReconstructDialog("", "", PluginSettings(model_dirs=[str(model_bundle)]), None)
     qtbot.addWidget(dialog)
     dialog.show()
     # Typed character by character: "/" then "/w"... used to raise "PosixPath('/') has an empty name".
@@ -136,12 +137,82 @@ def test_reconstruct_refuses_a_file_that_is_not_a_readable_sarc_on_ok(qtbot, qgi
     assert dialog.error_label.text() == reason
 
 
-def test_reconstruct_without_a_canvas_offers_the_whole_scene_only(qtbot, qgis_app, compressed):
-    dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
+def test_reconstruct_without_a_canvas_offers_the_whole_scene_only(qtbot, qgis_app, compressed, model_bundle):
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings(model_dirs=[str(model_bundle)]), None)
     qtbot.addWidget(dialog)
     assert not dialog.area.model().item(1).isEnabled()
     click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.window() is None
+
+
+def test_reconstruct_dialog_refuses_a_file_whose_model_is_not_installed_on_ok(qtbot, qgis_app, compressed,
+                                                                             model_bundle):
+    """The dialog accepted such a file; the task then failed once the dialog had closed. It is refused on OK, in
+    the plugin's wording, where another file can be chosen (or the dialog cancelled to add the folder); with the
+    folder of bundles that holds the model among the model folders, the file is accepted."""
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    click_ok(qtbot, dialog)
+    error = dialog.error_label.text()
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert error.startswith(f"{compressed}: model 'tiny' with decoder SHA-256 ")
+    assert error.endswith('Settings… > "More model folders"') and "--model-dir" not in error
+
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings(model_dirs=[str(model_bundle.parent)]), None)
+    qtbot.addWidget(dialog)
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+
+
+def test_reconstruct_dialog_offers_the_last_device_that_worked(plugin, test_iface, compressed, qtbot, tmp_path):
+    """The dialog always offered the Settings' device, whatever had been chosen in it. As the compress dialog does,
+    it offers the last choice that worked; a GPU choice that failed is not kept."""
+    offered = []
+
+    def choose(text, out):
+        def configure(dialog):
+            offered.append(dialog.device.currentData())
+            qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
+            qtbot.keyClicks(dialog.device, text)  # keyboard search in the combo box, as a user would
+            dialog.output.lineEdit().clear()
+            qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+        return configure
+
+    accept_next_dialog(choose("Automatic", tmp_path / "auto.tif"))
+    assert wait_for_task(plugin, plugin.reconstruct_with_dialog()).ok
+    accept_next_dialog(choose("GPU", tmp_path / "gpu.tif"))
+    result = wait_for_task(plugin, plugin.reconstruct_with_dialog())
+    assert result.status.value == "failed" and "cuda" in result.message  # no usable GPU here
+    accept_next_dialog(choose("CPU", tmp_path / "cpu.tif"))
+    assert wait_for_task(plugin, plugin.reconstruct_with_dialog()).ok
+    assert offered == ["cpu", "auto", "auto"]  # the fixture's setting, then the choice that worked
+    assert PluginSettings.load().device == "cpu"
+
+
+def test_a_reconstruction_of_the_map_extent_is_named_as_a_window(plugin, test_iface, compressed, sar_tif, qtbot):
+    """A window of the scene got the whole scene's layer name, "berlin (reconstructed)": in the Layers panel a
+    part of the scene could not be told from all of it."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    gt = gdal.Open(str(sar_tif)).GetGeoTransform()
+    test_iface.main_window.show()
+    test_iface.canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))  # the scene's CRS
+    test_iface.canvas.setExtent(QgsRectangle(gt[0] + 100 * gt[1], gt[3] + 300 * gt[5],
+                                             gt[0] + 300 * gt[1], gt[3] + 100 * gt[5]))
+
+    def current_extent(dialog):
+        qtbot.keyClicks(dialog.input.lineEdit(), str(compressed))
+        qtbot.keyClicks(dialog.area, "Current")
+
+    for _ in range(2):
+        accept_next_dialog(current_extent)
+        task = plugin.reconstruct_with_dialog()
+        assert task.window is not None and wait_for_task(plugin, task).ok
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
+    names = sorted(lyr.name() for lyr in QgsProject.instance().mapLayers().values())
+    assert names == ["berlin (reconstructed)", "berlin (reconstructed, extent)",
+                     "berlin (reconstructed, extent) [2]"]
 
 
 # --- plugin flows ------------------------------------------------------------------------------------------

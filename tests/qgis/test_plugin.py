@@ -33,7 +33,7 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
-from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, install_plugin_zip, messages,
+from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, click_ok, install_plugin_zip, messages,
                           process_events_until, wait_for_task)
 
 PLUGIN = "sar_compress_plugin"
@@ -289,6 +289,57 @@ def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_ifa
     assert len(group.findLayers()) == 3 and len(root.findGroups()) == 1
     assert np.array_equal(gdal.Open(str(chosen)).ReadAsArray(),
                           gdal.Open(result.value.output_path).ReadAsArray())
+
+
+@pytest.fixture
+def read_only_sarc(compressed, tmp_path) -> Path:
+    """A copy of the compressed scene in a folder where no file can be made, even by root (chattr +i), as on a
+    read-only archive share; skipped where that cannot be done."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    sarc = folder / compressed.name
+    shutil.copy(compressed, sarc)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only folder here (chattr +i refused)")
+    yield sarc
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_browser_reconstruct_with_dialog_takes_another_output_beside_a_read_only_folder(plugin, test_iface,
+                                                                                        read_only_sarc, tmp_path,
+                                                                                        qtbot):
+    """The Browser's one-click "Reconstruct" writes beside the file: in a read-only folder it fails, and the
+    Browser offered no way to choose another output. "Reconstruct…" opens the Reconstruct dialog on that file,
+    which refuses the folder on OK and takes the output typed instead."""
+    folder = QgsDirectoryItem(None, "archive", str(read_only_sarc.parent))
+    item = [c for c in folder.createChildren() if c.path() == str(read_only_sarc)][0]
+    menu = QMenu()
+    plugin._browser_gui_provider.populateContextMenu(item, menu, [item], QgsDataItemGuiContext())
+    actions = {a.text(): a for a in menu.actions()}
+    assert list(actions) == ["Open as layer", "Reconstruct", "Reconstruct…"]
+
+    actions["Reconstruct"].trigger()
+    result = wait_for_task(plugin, plugin.last_task)
+    assert not result.ok and f"cannot write in folder {read_only_sarc.parent}" in result.message
+
+    out = tmp_path / "elsewhere.tif"
+    seen = {}
+
+    def configure(dialog):
+        seen["file"] = dialog.sarc_path()
+        click_ok(qtbot, dialog)  # the output it offers: beside the file, in the read-only folder
+        seen["error"] = dialog.error_label.text()
+        dialog.output.lineEdit().clear()
+        qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+
+    state = accept_next_dialog(configure)
+    actions["Reconstruct…"].trigger()
+    assert "error" not in state
+    assert seen == {"file": str(read_only_sarc), "error": f"Folder {read_only_sarc.parent} is not writable "
+                                                           f"(Operation not permitted): choose another output."}
+    assert wait_for_task(plugin, plugin.last_task).ok
+    assert [lyr.source() for lyr in QgsProject.instance().mapLayers().values()] == [str(out)]
+    assert sorted(p.name for p in read_only_sarc.parent.iterdir()) == [read_only_sarc.name]
 
 
 def test_cancelling_a_big_reconstruction_midway_leaves_no_file_and_no_layer(plugin, test_iface, sar_tif, codec,

@@ -130,7 +130,7 @@ def test_an_existing_output_is_replaced_only_when_the_user_says_yes(plugin, test
     # The reconstruct dialog asks the same; its file picker no longer asks a second time.
     existing = compressed.with_name("mine.tif")
     existing.write_bytes(b"an earlier result")
-    dialog = ReconstructDialog(str(compressed), "", PluginSettings(), None)
+    dialog = ReconstructDialog(str(compressed), "", PluginSettings.load(), None)
     qtbot.addWidget(dialog)
     dialog.show()
     assert not dialog.output.confirmOverwrite()

@@ -18,7 +18,7 @@ from qgis.core import (
 from qgis.gui import QgsDataItemGuiContext
 from qgis.PyQt.QtCore import QSize
 
-from qgis_harness import ARTIFACTS, process_events_until
+from qgis_harness import ARTIFACTS, accept_next_dialog, process_events_until, wait_for_task
 
 
 @pytest.fixture
@@ -534,3 +534,31 @@ def test_a_lasting_cache_write_failure_is_reported_once_until_a_decode_succeeds(
         pan(0, 0)
     assert reports()[2:] == [disk_full]
     assert all("\n" not in m and "Traceback" not in m for m in messages(test_iface))
+
+
+def test_reconstruct_dialog_starts_on_the_selected_scene_layers_file(plugin, test_iface, scene, sar_tif, qtbot,
+                                                                    tmp_path):
+    """With a scene layer selected in the Layers panel, Raster > SAR Compress > "Reconstruct SAR raster…" opened
+    with an empty file for the analyst to find again; it starts on that layer's .sarc. Another layer selected
+    says nothing about a .sarc: the file stays empty."""
+    sarc, _full = scene
+    layer = plugin.scenes.open(str(sarc))
+    original = QgsRasterLayer(str(sar_tif), "berlin original", "gdal")
+    QgsProject.instance().addMapLayer(original)
+    test_iface.layer_tree_view.setCurrentLayer(layer)
+    out = tmp_path / "from_scene.tif"
+    seen = {}
+
+    def configure(dialog):
+        seen["file"] = dialog.sarc_path()
+        qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+
+    state = accept_next_dialog(configure)
+    plugin.reconstruct_action.trigger()
+    assert "error" not in state and seen["file"] == str(sarc)
+    assert wait_for_task(plugin, plugin.last_task).ok and out.is_file()
+
+    test_iface.layer_tree_view.setCurrentLayer(original)
+    state = accept_next_dialog()
+    assert plugin.reconstruct_with_dialog() is None
+    assert state["error"] == "Choose an existing .sarc file."
