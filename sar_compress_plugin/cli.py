@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -62,6 +63,10 @@ def _say(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
         except (OSError, ValueError):
             pass
+
+
+def _note(text: str) -> None:
+    _say(f"note: {text}")
 
 
 class _StdoutClosed(Exception):
@@ -145,23 +150,46 @@ class _Signals:
     on to publish its output, or turned into another error by others (numpy's "ImportError: ... its source
     directory"). So the core's cancel checks ask `cancelled`, and _run reports a remembered signal whatever
     exception it led to. Only the first signal raises. A signal the caller left ignored (nohup, a script's
-    background job) stays ignored.
+    background job) stays ignored. Only the main thread may set handlers: elsewhere (a batch run by a test in a
+    thread) the defaults stay.
     """
 
     def __init__(self):
         self.received: int | None = None
         self._previous: dict = {}
+        self._held = False
 
     def _on_signal(self, signum, _frame):
         if self.received is not None:  # a second Ctrl-C would cut short the first one's cleanup (joining the
             return                     # tile networks, removing the partial) and leave the partial behind
         self.received = signum
-        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not self._held:
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     def cancelled(self) -> bool:
         return self.received is not None
 
+    @contextmanager
+    def held(self):
+        """Inside, a signal is only remembered (`cancelled()` tells it after), for what an exception must not cut
+        short. The batch holds signals while it imports numpy, GDAL and dask (no import can then swallow one or
+        turn it into another error), while its dask LocalCluster starts or closes (cut short, the cluster was
+        left half-started, and dask's atexit hook failed to close it, with a traceback) and while it writes its
+        report. SIGINT is also blocked, which the threads and processes started inside inherit: a Ctrl-C sent to
+        the whole process group cannot kill a dask worker mid-import, with a traceback, before
+        batch/worker_setup.py makes it ignore SIGINT. (SIGTERM is not: dask's nanny stops a worker over its
+        memory limit with it.)"""
+        held, self._held = self._held, True
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT} & self._previous.keys())
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C blocked meanwhile is remembered here
+            self._held = held
+
     def __enter__(self) -> "_Signals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -176,6 +204,14 @@ def _interrupted(signum: int) -> int:
     terminated = signum == signal.SIGTERM
     _say(f"{'terminated' if terminated else 'interrupted'}: no output written")
     return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _given(*paths: tuple[str, str]) -> None:
+    """SarCompressError for a (what, path) whose path is "": Python reads it as the current folder, so
+    `sar-compress "$f" out.sarc` with f unset said ".: is a folder"."""
+    for what, path in paths:
+        if path == "":
+            raise SarCompressError(f"{what} is an empty path")
 
 
 def _run(fn) -> int:
@@ -236,6 +272,7 @@ def compress_main(argv=None) -> int:
     def go(cancelled) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
+        _given(("the input", a.input), ("the output", a.output))
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
                                target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain,
                                outlier_margin_db=a.outlier_margin_db, no_clobber=a.no_clobber)
@@ -260,23 +297,30 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("input", help="input .sarc file")
     p.add_argument("output", help="output GeoTIFF")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "W", "H"), help="pixel window")
+    g.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "W", "H"),
+                   help="pixel window; one reaching past the raster's edge is clipped to it, with a note on "
+                        "stderr (one with nothing inside is an error giving the raster's size)")
     g.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                   help="window in the raster's map coordinates")
+                   help="window in the raster's map coordinates (its CRS), clipped to the raster as --window is")
     p.add_argument("--model-dir", action="append", default=[],
-                   help="extra folder searched for the decoder (by SHA-256); repeatable; the bundled "
-                        "default model is always searched")
+                   help="extra folder searched for the decoder (by SHA-256); repeatable; must exist; the "
+                        "bundled default model is always searched")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
     p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
     def go(cancelled) -> int:
-        from .core.codec import read_header, reconstruct, window_from_bbox  # noqa: PLC0415
+        from .core.codec import clip_window, read_header, reconstruct, window_from_bbox  # noqa: PLC0415
+        from .core.runtime import check_model_dirs  # noqa: PLC0415
 
-        window = tuple(a.window) if a.window else None
+        _given(("the input", a.input), ("the output", a.output))
+        check_model_dirs(a.model_dir)
+        window = None
         if a.bbox:
-            window = window_from_bbox(read_header(a.input), a.bbox, a.input)
+            window = window_from_bbox(read_header(a.input), a.bbox, a.input, note=_note)
+        elif a.window:
+            window = clip_window(read_header(a.input), a.window, a.input, note=_note)
         with _progress_bar("reconstruct", a.quiet) as bar:
             r = reconstruct(a.input, a.output, window=window, model_dirs=a.model_dir, device=a.device,
                             progress=bar, is_cancelled=cancelled, no_clobber=a.no_clobber)
@@ -303,6 +347,7 @@ def info_main(argv=None) -> int:
         from .core.container import ContainerReader  # noqa: PLC0415
         from .core.raster_io import remove_stale_partials  # noqa: PLC0415
 
+        _given(("the input", a.file))
         remove_stale_partials(a.file, older_than=started)  # a killed sar-compress of this file left them
         with ContainerReader(a.file) as r:
             h = r.header

@@ -1,10 +1,14 @@
 """sar-compress-batch, sar-reconstruct-batch: many scenes, one command, on dask.distributed.
 
 Exit status: 0 when every input was done or skipped, 1 when any failed (the report says which and why),
-2 when the batch could not run at all (output or report folder not writable, bad cluster options, scheduler)
-or its report could not be written, 130 on Ctrl-C and 143 on SIGTERM (the report is still written, unfinished
-scenes marked cancelled, and no partial file is left under a final name). Each of these ends with one line on
-stderr, never a traceback.
+2 when the batch could not run at all (bad arguments, output or report folder not writable, bad cluster options,
+scheduler) or its report could not be written, 130 on Ctrl-C and 143 on SIGTERM (the report is still written,
+unfinished scenes marked cancelled, and no partial file is left under a final name; stopped before its inputs
+were listed, it writes none). Each of these ends with one line on stderr, never a traceback.
+
+This module imports no more than the standard library at the top: numpy, GDAL, the codec and dask are imported
+while signals are held (`_Signals.held`); a Ctrl-C landing in one of those imports, in the first second of a
+batch, was a traceback, and a SIGTERM there ended the batch without a word.
 """
 
 from __future__ import annotations
@@ -13,24 +17,20 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
-from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, _parser, _Terminated
-from ..core.codec import CompressOptions
-from ..core.errors import OutputPathError
-from ..core.raster_io import writable_folder
-from .engine import CANCELLED, ClusterError, ClusterOptions, open_client, pending_records, run_jobs
+from .. import cli
+from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser
+from ..core.errors import SarCompressError
 from .inputs import expand_inputs
-from .report import summarise, write_report
-from .tasks import FAILED, compress_scene, published_late, reconstruct_scene
 
 EXIT_SOME_FAILED = 1
 RASTER_SUFFIXES = (".tif", ".tiff")
 #: The smallest --memory-limit taken; dask reads "" as 1 byte, and a worker cannot even start in a few KB.
 MIN_MEMORY = 2**20
+_TORNADO = logging.getLogger("tornado.application")
 
 
 def _count(text: str) -> int:
@@ -80,62 +80,65 @@ def _common(p, what: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _on_signal(signum, _frame):
-    """Ctrl-C or SIGTERM: KeyboardInterrupt (or its SIGTERM kind) in the main thread, wherever it waits. Inside
-    dask's sync() that makes the loop log a NameError traceback (distributed 2026.8: its cancel callback reads a
-    variable not yet set); what the loop logs once the user asked to stop is noise, so it is quietened first."""
-    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
-    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+class _Signals(cli._Signals):
+    """The single-file CLIs' handling of SIGINT and SIGTERM (see there), plus this: an interrupt inside dask's
+    sync() makes its loop log a NameError traceback (distributed 2026.8: its cancel callback reads a variable not
+    yet set), and what the loop logs once the user asked to stop is noise, so it is quietened first."""
+
+    def __enter__(self) -> "_Signals":
+        self._tornado_level = _TORNADO.level
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        _TORNADO.setLevel(self._tornado_level)
+
+    def _on_signal(self, signum, frame):
+        _TORNADO.setLevel(logging.CRITICAL)
+        super()._on_signal(signum, frame)
 
 
-@contextmanager
-def _signals_as_interrupt():
-    """SIGINT and SIGTERM (kill, a job scheduler's stop) both end the batch the same way: cancelled scenes, a
-    report, one line; SIGTERM used to end the client silently with no report. Only the main thread may set
-    handlers, so a batch run in another thread (tests) keeps the defaults."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    tornado = logging.getLogger("tornado.application")
-    level = tornado.level
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(s) is not signal.SIG_IGN}  # `batch &` in a script: SIGINT stays ignored
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        tornado.setLevel(level)
+def _stopped(signum: int | None, line: str) -> int:
+    """`interrupted: line` (or `terminated: line`) on stderr; the exit status of `signum`."""
+    terminated = signum == signal.SIGTERM
+    print(f"{'terminated' if terminated else 'interrupted'}: {line}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
-def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint):
-    """(records, workers, interrupt or None) of running `jobs` on the cluster; checkpoint(records, workers)
-    writes the report so far (`run_jobs` says when). An interrupt while the cluster starts or closes still
-    leaves a record per job, so what finished is reported; no cluster is started when no input could be
-    resolved."""
+def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals) -> tuple[list[dict], int]:
+    """(records, workers) of running `jobs` on the cluster; checkpoint(records, workers) writes the report so far
+    (`run_jobs` says when). A signal, whatever exception it led to, still leaves a record per job, so what
+    finished is reported; no cluster is started when no input could be resolved."""
+    from .engine import CANCELLED, ClusterOptions, open_client, pending_records, run_jobs  # noqa: PLC0415
+    from .tasks import published_late  # noqa: PLC0415
+
     started = time.time()
-    records, workers, interrupt = pending_records(jobs), 0, None
+    records, workers = pending_records(jobs), 0
     if all(j.error for j in jobs):
-        return records, workers, interrupt
+        return records, workers
     cluster = ClusterOptions(scheduler=a.scheduler, workers=a.workers, threads=a.threads,
                              memory_limit=a.memory_limit, dashboard_address=a.dashboard_address)
     try:
-        with open_client(cluster) as client:
+        with open_client(cluster, held=signals.held) as client:
             workers = len(client.scheduler_info()["workers"])
             print(f"{name}: {len(jobs)} inputs on {workers} workers ({cluster.threads} threads each); "
                   f"dashboard {client.dashboard_link}", file=sys.stderr)
-            records, interrupt = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet,
-                                          checkpoint=lambda done: checkpoint(done, workers))
-    except KeyboardInterrupt as exc:
-        interrupt = exc
-    if interrupt is not None:  # the workers are stopped now: nothing more can be published
+            records, _ = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet, cancelled=signals.cancelled,
+                                  checkpoint=lambda done: checkpoint(done, workers))
+    except (Exception, KeyboardInterrupt):
+        if not signals.cancelled():  # a cluster that could not start (ClusterError), or a bug
+            raise
+    if signals.cancelled():  # the workers are stopped now: nothing more can be published
         records = [published_late(r, started) if r["status"] == CANCELLED else r for r in records]
-    return records, workers, interrupt
+    return records, workers
 
 
 def _finish(name: str, a, report: Path, records: list[dict], seconds: float, workers: int,
-            interrupt) -> int:
+            signals: _Signals) -> int:
     """Write the report, print the failures and one summary line; the exit status."""
+    from .report import summarise, write_report  # noqa: PLC0415
+    from .tasks import FAILED  # noqa: PLC0415
+
     summary = summarise(records, seconds)
     counts = ", ".join(f"{summary[s]} {s}" for s in ("ok", "skipped", "failed", "cancelled") if s in summary)
     try:
@@ -149,39 +152,52 @@ def _finish(name: str, a, report: Path, records: list[dict], seconds: float, wor
             err = r["error"]
             print(f"failed: {err}" if err.startswith(r["input"]) else f"failed: {r['input']}: {err}", file=sys.stderr)
     line = f"{name}: {counts} of {len(records)} inputs in {seconds:.1f} s; report {paths[0]} and {paths[1]}"
-    if interrupt is None:
-        print(line)
-        return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
-    terminated = isinstance(interrupt, _Terminated)
-    print(f"{'terminated' if terminated else 'interrupted'}: {line}", file=sys.stderr)
-    return 128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED
+    if signals.cancelled():
+        return _stopped(signals.received, line)
+    print(line)
+    return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
 
 
-def _run_batch(name: str, a, suffixes, out_suffix: str, fn, kwargs: dict) -> int:
-    out = Path(a.out)
-    report = Path(a.report) if a.report else out / f"{name}-report"
-    try:
-        for folder in (out, report.parent):
-            writable_folder(folder)  # the report used to fail only after every scene had run
-    except OutputPathError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
-    t0 = time.perf_counter()
-
-    def checkpoint(records: list[dict], workers: int) -> None:
-        """The report while the batch runs; one that cannot be written is reported by the final write."""
-        with suppress(OSError):
-            write_report(report, name, records, summarise(records, time.perf_counter() - t0),
-                         {"workers": workers, "arguments": vars(a)})
-
-    with _signals_as_interrupt():
+def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix: str, task) -> int:
+    """Parse `argv` and run the batch; `task(args)` -> (the scene function, its keyword arguments) imports the
+    codec."""
+    with _Signals() as signals:
         try:
-            records, workers, interrupt = _execute(name, a, jobs, fn, kwargs, checkpoint)
+            with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
+                a = p.parse_args(argv)
+                fn, kwargs = task(a)
+                from ..core.raster_io import writable_folder  # noqa: PLC0415
+                from .engine import ClusterError  # noqa: PLC0415
+                from .report import summarise, write_report  # noqa: PLC0415
+            if signals.cancelled():  # a signal held during the imports
+                raise KeyboardInterrupt
+            _given(("--out", a.out), ("--report", a.report),
+                   *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
+            out = Path(a.out)
+            report = Path(a.report) if a.report else out / f"{name}-report"
+            for folder in (out, report.parent):
+                writable_folder(folder)  # the report used to fail only after every scene had run
+            jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
+        except SarCompressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
+        t0 = time.perf_counter()
+
+        def checkpoint(records: list[dict], workers: int) -> None:
+            """The report while the batch runs; one that cannot be written is reported by the final write."""
+            with suppress(OSError):
+                write_report(report, name, records, summarise(records, time.perf_counter() - t0),
+                             {"workers": workers, "arguments": vars(a)})
+
+        try:
+            records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
         except ClusterError as exc:  # nothing ran, nothing to report
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
-    return _finish(name, a, report, records, time.perf_counter() - t0, workers, interrupt)
+        with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
+            return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals)
 
 
 def compress_batch_main(argv=None) -> int:
@@ -199,11 +215,16 @@ def compress_batch_main(argv=None) -> int:
                       help="target error in dB, searched per scene (see sar-compress)")
     p.add_argument("--domain", default=None, choices=["intensity", "amplitude", "db"],
                    help="value domain of every input (default: inferred per scene, see sar-compress)")
-    a = p.parse_args(argv)
-    opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
-                           target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
-    return _run_batch("sar-compress-batch", a, RASTER_SUFFIXES, ".sarc", compress_scene,
-                      {"options": opts, "verify": a.verify, "threads": a.threads})
+
+    def task(a):
+        from ..core.codec import CompressOptions  # noqa: PLC0415
+        from .tasks import compress_scene  # noqa: PLC0415
+
+        opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
+                               target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
+        return compress_scene, {"options": opts, "verify": a.verify, "threads": a.threads}
+
+    return _run_batch("sar-compress-batch", p, argv, RASTER_SUFFIXES, ".sarc", task)
 
 
 def reconstruct_batch_main(argv=None) -> int:
@@ -211,7 +232,14 @@ def reconstruct_batch_main(argv=None) -> int:
                                          "resumably: a rerun skips outputs that exist and check out.")
     _common(p, ".sarc")
     p.add_argument("--model-dir", action="append", default=[],
-                   help="extra folder searched for decoders (by SHA-256); repeatable")
-    a = p.parse_args(argv)
-    return _run_batch("sar-reconstruct-batch", a, (".sarc",), ".tif", reconstruct_scene,
-                      {"model_dirs": a.model_dir, "device": a.device, "verify": a.verify, "threads": a.threads})
+                   help="extra folder searched for decoders (by SHA-256); repeatable; must exist")
+
+    def task(a):
+        from ..core.runtime import check_model_dirs  # noqa: PLC0415
+        from .tasks import reconstruct_scene  # noqa: PLC0415
+
+        check_model_dirs(a.model_dir)
+        return reconstruct_scene, {"model_dirs": a.model_dir, "device": a.device, "verify": a.verify,
+                                   "threads": a.threads}
+
+    return _run_batch("sar-reconstruct-batch", p, argv, (".sarc",), ".tif", task)

@@ -15,8 +15,9 @@ import os
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 from .inputs import Job
@@ -75,17 +76,31 @@ def _local_cluster(opts: ClusterOptions):
 
 
 @contextmanager
-def open_client(opts: ClusterOptions):
-    """A connected dask Client; a LocalCluster we started is closed (workers stopped) on the way out."""
-    from dask.distributed import Client  # noqa: PLC0415
+def open_client(opts: ClusterOptions, held=nullcontext):
+    """A connected dask Client; a LocalCluster we started is closed (workers stopped) on the way out.
+
+    dask is imported, and our LocalCluster started and closed, inside `held()`: the CLI's, where a signal waits
+    until it is left (cli._Signals.held says why)."""
+    with held():
+        from dask.distributed import Client  # noqa: PLC0415
 
     if opts.scheduler:
         with _start(f"cannot reach the dask scheduler at --scheduler {opts.scheduler}",
                     lambda: Client(opts.scheduler, timeout="30s")) as client:
             yield client
         return
-    with _local_cluster(opts) as cluster, Client(cluster) as client:
+    # multiprocessing's resource tracker, which the nanny starts for its queues, unblocks SIGINT in the thread
+    # that starts it (CPython's ensure_running: SIG_UNBLOCK after the spawn, not a restore). Started from dask's
+    # loop thread, it undid the block the workers were to inherit from there; started here first, it is not.
+    resource_tracker.ensure_running()
+    stack = ExitStack()
+    try:
+        with held():
+            client = stack.enter_context(Client(stack.enter_context(_local_cluster(opts))))
         yield client
+    finally:
+        with held():
+            stack.close()
 
 
 def _size(path: str) -> int:
@@ -132,8 +147,8 @@ def _checkpoint(checkpoint, records: list[dict], since: float) -> float:
     return time.monotonic()
 
 
-def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False,
-             checkpoint=None) -> tuple[list[dict], KeyboardInterrupt | None]:
+def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, checkpoint=None,
+             cancelled=None) -> tuple[list[dict], KeyboardInterrupt | None]:
     """Run `fn(job, **kwargs)` as one task per job; (records in job order, the interrupt that stopped them or
     None).
 
@@ -149,6 +164,9 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False,
     `checkpoint(records)` (the CLI writes the report) runs once the tasks are submitted and then after a
     finished scene at most every CHECKPOINT_SECONDS, so a client killed outright (SIGKILL, the OOM killer, a
     lost node) leaves a report of what finished, the rest cancelled, instead of none or the previous run's.
+
+    `cancelled()` (the CLI's: a signal came) stops the jobs as an interrupt does, asked before the first task is
+    submitted and after each finished scene: for a signal held while the cluster started, or swallowed.
     """
     from dask.distributed import as_completed  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -162,7 +180,10 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False,
     lines = not quiet and not sys.stderr.isatty()
     bar = tqdm(total=len(todo), desc=what, unit="scene", file=sys.stderr, disable=quiet or lines,
                dynamic_ncols=True)
+    stop = cancelled or (lambda: False)
     try:
+        if stop():
+            raise KeyboardInterrupt
         for i in todo:
             futures[client.submit(fn, jobs[i], **kwargs, pure=False,
                                   key=f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}")] = i
@@ -176,6 +197,8 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False,
             if lines:
                 print(_progress_line(what, n, len(todo), records[i]), file=sys.stderr, flush=True)
             saved = _checkpoint(checkpoint, records, since=saved)
+            if stop():
+                raise KeyboardInterrupt
         return records, None
     except KeyboardInterrupt as interrupt:
         client.cancel([f for f in futures if f.status != "finished"])

@@ -424,21 +424,54 @@ def read_header(path) -> dict:
         return r.header
 
 
-def _check_window(window, width: int, height: int, path) -> Window:
+def _window_integers(window, path) -> Window:
     try:
         c, r, w, h = (int(v) for v in window)
         if any(int(v) != v for v in window):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise InputRasterError(f"{path}: window {window!r} must be four integers (col, row, width, height)") from None
-    if w <= 0 or h <= 0 or c < 0 or r < 0 or c + w > width or r + h > height:
-        raise InputRasterError(f"{path}: window (col={c}, row={r}, width={w}, height={h}) is outside the "
-                               f"{width} x {height} raster")
     return c, r, w, h
 
 
-def window_from_bbox(header: dict, bbox, path="") -> Window:
-    """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax), clipped to the raster."""
+def _describe(window: Window) -> str:
+    c, r, w, h = window
+    return f"(col={c}, row={r}, width={w}, height={h})"
+
+
+def _check_window(window, width: int, height: int, path) -> Window:
+    c, r, w, h = _window_integers(window, path)
+    if w <= 0 or h <= 0 or c < 0 or r < 0 or c + w > width or r + h > height:
+        raise InputRasterError(f"{path}: window {_describe((c, r, w, h))} is outside the {width} x {height} "
+                               f"raster")
+    return c, r, w, h
+
+
+def clip_window(header: dict, window, path="", note=None) -> Window:
+    """The part of a pixel window (col, row, width, height) inside the raster, as `window_from_bbox` gives for a
+    box: an analyst asking for an area at a scene's edge wants the part of the scene that is there, and asking by
+    pixels or by map coordinates must not decide whether that is refused. `note(text)` is told what was cut off,
+    so that a window shifted by a typo does not pass unnoticed; a window with nothing inside is an error giving
+    the raster's size. (`reconstruct` and `CompressedRaster.read` take only windows inside the raster: a
+    program asking for pixels that are not there has a bug.)"""
+    width, height = header["raster"]["width"], header["raster"]["height"]
+    c, r, w, h = _window_integers(window, path)
+    if w <= 0 or h <= 0:
+        raise InputRasterError(f"{path}: window {_describe((c, r, w, h))} must have a positive width and height")
+    c0, r0, c1, r1 = max(0, c), max(0, r), min(width, c + w), min(height, r + h)
+    if c1 <= c0 or r1 <= r0:
+        raise InputRasterError(f"{path}: window {_describe((c, r, w, h))} is outside the {width} x {height} "
+                               f"raster")
+    inside = (c0, r0, c1 - c0, r1 - r0)
+    if note is not None and inside != (c, r, w, h):
+        note(f"window {_describe((c, r, w, h))} reaches past the {width} x {height} raster; clipped to "
+             f"{_describe(inside)}")
+    return inside
+
+
+def window_from_bbox(header: dict, bbox, path="", note=None) -> Window:
+    """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax), clipped to the raster as
+    `clip_window` clips (why: there); `note(text)` is told what was cut off."""
     r = header["raster"]
     g0, g1, g2, g3, g4, g5 = r["geotransform"]
     if g2 or g4 or not g1 or not g5:
@@ -453,15 +486,20 @@ def window_from_bbox(header: dict, bbox, path="") -> Window:
     rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
     if not all(math.isfinite(v) for v in cols + rows):  # e.g. -1e308 - xmin overflows
         raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
-    c0, c1 = max(0, math.floor(cols[0])), min(r["width"], math.ceil(cols[1]))
-    r0, r1 = max(0, math.floor(rows[0])), min(r["height"], math.ceil(rows[1]))
+    covered = (math.floor(cols[0]), math.floor(rows[0]), math.ceil(cols[1]), math.ceil(rows[1]))
+    c0, r0 = max(0, covered[0]), max(0, covered[1])
+    c1, r1 = min(r["width"], covered[2]), min(r["height"], covered[3])
+    xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
+    extent = f"x {xs[0]:.10g}..{xs[1]:.10g}, y {ys[0]:.10g}..{ys[1]:.10g}"
     if c1 <= c0 or r1 <= r0:  # most often a box in another CRS (degrees for a UTM raster): say which one
-        xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
         crs = re.match(r'\s*\w+\[\s*"([^"]*)"', r.get("crs_wkt") or "")
-        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans x "
-                               f"{xs[0]:.10g}..{xs[1]:.10g}, y {ys[0]:.10g}..{ys[1]:.10g} in its CRS "
-                               f"({crs.group(1) if crs else 'none given'}); give the box in that CRS")
-    return c0, r0, c1 - c0, r1 - r0
+        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans {extent} "
+                               f"in its CRS ({crs.group(1) if crs else 'none given'}); give the box in that CRS")
+    inside = (c0, r0, c1 - c0, r1 - r0)
+    if note is not None and (c0, r0, c1, r1) != covered:
+        note(f"bbox {tuple(bbox)} reaches past the raster ({extent}); clipped to the pixel window "
+             f"{_describe(inside)}")
+    return inside
 
 
 class CompressedRaster:
@@ -761,4 +799,4 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 __all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
-           "infer_domain", "explain_domain", "window_from_bbox", "same_file"]
+           "infer_domain", "explain_domain", "window_from_bbox", "clip_window", "same_file"]

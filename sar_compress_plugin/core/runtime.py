@@ -312,7 +312,7 @@ def check_model_dirs(dirs) -> None:
     the day a file needed a model only that folder holds. The command lines call this before any work."""
     for d in dirs:
         if str(d) == "":  # Path("") is the current folder
-            raise ModelBundleError("a model folder given is empty")
+            raise ModelBundleError("a model folder is an empty path")
         if not Path(d).is_dir():
             raise ModelBundleError(f"{d}: {'not a folder' if Path(d).exists() else 'no such folder'} (given as a "
                                    f"model folder)")

@@ -235,3 +235,129 @@ def test_interrupt_mid_scene_reports_what_finished_in_one_line(sig, tmp_path):
         assert check_sarc(r["output"], decode=False)["raster"]["width"] == 1024
     time.sleep(1)
     assert _session_alive(proc.pid) == []
+
+
+def _batch(args: list[str], prelude: str = "") -> tuple[subprocess.CompletedProcess, list[int]]:
+    """sar-compress-batch in a fresh process and session, after `prelude` (Python run first, e.g. a patch); its
+    result and the processes of its session still running a second after it ended."""
+    code = (f"import sys\n{prelude}\nfrom sar_compress_plugin.batch.cli import compress_batch_main\n"
+            "sys.exit(compress_batch_main())")
+    args = [*args, "--workers", "1", "--dashboard-address", ":0", "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out, err = proc.communicate(timeout=120)
+    time.sleep(1)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), _session_alive(proc.pid)
+
+
+#: What a library does with a signal that lands in its import (test_cli_audit.py has the single-file CLIs' case):
+#: lets the KeyboardInterrupt through, swallows it (the batch went on), or turns it into another error. The
+#: process signals itself on the first import of `module`.
+_SIGNAL_IN_IMPORT = """
+import os, signal, sys
+class SignalInImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            {body}
+sys.meta_path.insert(0, SignalInImport())
+"""
+_HOW = {
+    "raised": "os.kill(os.getpid(), signal.{sig})",
+    "swallowed": "try:\n                os.kill(os.getpid(), signal.{sig})\n            except BaseException:\n"
+                 "                pass",
+    "converted": "try:\n                os.kill(os.getpid(), signal.{sig})\n            except BaseException:\n"
+                 "                raise ImportError('numpy.core.multiarray failed to import')",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("module, how, sig", [
+    ("numpy", "raised", "SIGINT"), ("numpy", "swallowed", "SIGTERM"), ("numpy", "converted", "SIGINT"),
+    ("distributed", "swallowed", "SIGINT"), ("distributed", "converted", "SIGTERM")])
+def test_a_signal_while_the_batch_imports_its_libraries_stops_it_in_one_line(module, how, sig, tmp_path):
+    """Ctrl-C or SIGTERM in the first second, while numpy (at the top of the batch's module, before any handler)
+    or dask is imported: it was a traceback, a batch that went on and did every scene, or another error. Now it
+    stops the batch: before its inputs are listed, with no report; after, with the report saying every scene was
+    cancelled."""
+    out = tmp_path / "out"
+    r, alive = _batch([str(SAMPLE), "--out", str(out)],
+                      _SIGNAL_IN_IMPORT.format(module=module, body=_HOW[how].format(sig=sig)))
+    word = "interrupted" if sig == "SIGINT" else "terminated"
+    assert r.returncode == (130 if sig == "SIGINT" else 143) and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    if module == "numpy":
+        assert lines == [f"{word}: sar-compress-batch: stopped before it listed its inputs; no report written"]
+        assert not out.exists()
+    else:  # the cluster had started: the line saying so, then the summary
+        assert lines[-1].startswith(f"{word}: sar-compress-batch: 1 cancelled of 1 inputs") and len(lines) <= 2
+        report = json.loads((out / "sar-compress-batch-report.json").read_text())
+        assert [s["status"] for s in report["scenes"]] == ["cancelled"]
+        assert not (out / f"{SAMPLE.stem}.sarc").exists()
+    assert alive == []
+
+
+#: The client signalled while its LocalCluster starts, when dask's nanny waits for the worker process it has just
+#: spawned, once that has its Python's SIGINT handler (SigCgt): the worker is importing its modules, before
+#: worker_setup.py makes it ignore SIGINT.
+_SIGNAL_WHILE_THE_CLUSTER_STARTS = """
+import asyncio, os, signal
+import distributed.nanny as nanny
+wait = nanny.WorkerProcess._wait_until_connected
+def _catches_sigint(pid):
+    with open(f"/proc/{{pid}}/status") as f:
+        return int(dict(line.split(":", 1) for line in f)["SigCgt"], 16) & (1 << signal.SIGINT - 1)
+async def _wait_until_connected(self, *args, **kwargs):
+    while not _catches_sigint(self.process.pid):
+        await asyncio.sleep(0.005)
+    {send}
+    return await wait(self, *args, **kwargs)
+nanny.WorkerProcess._wait_until_connected = _wait_until_connected
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("send", ["os.killpg(0, signal.SIGINT)", "os.kill(os.getpid(), signal.SIGTERM)"],
+                         ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_while_the_cluster_starts_stops_the_batch_in_one_line(send, tmp_path):
+    """Ctrl-C (to the whole process group) or SIGTERM while the LocalCluster starts: the interrupted cluster
+    start left a half-started cluster, which dask's atexit hook failed to close with a traceback
+    ("AssertionError: Status.init"), and the worker hit mid-import printed its own KeyboardInterrupt traceback.
+    Now the start finishes, the batch stops with its report, and the cluster is closed."""
+    out = tmp_path / "out"
+    r, alive = _batch([str(SAMPLE), "--out", str(out)], _SIGNAL_WHILE_THE_CLUSTER_STARTS.format(send=send))
+    word = "interrupted" if "SIGINT" in send else "terminated"
+    assert r.returncode == (130 if "SIGINT" in send else 143) and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 2, r.stderr
+    assert lines[-1].startswith(f"{word}: sar-compress-batch: 1 cancelled of 1 inputs")
+    report = json.loads((out / "sar-compress-batch-report.json").read_text())
+    assert [s["status"] for s in report["scenes"]] == ["cancelled"]
+    assert not (out / f"{SAMPLE.stem}.sarc").exists()
+    assert alive == []
+
+
+@pytest.mark.parametrize("args, what", [
+    (["", "--out", "out"], "INPUT 1"), (["a.tif", "", "--out", "out"], "INPUT 2"),
+    (["a.tif", "--out", ""], "--out"), (["a.tif", "--out", "out", "--report", ""], "--report")])
+def test_an_empty_path_stops_the_batch_before_any_work(args, what, tmp_path, monkeypatch, capsys):
+    """"" is the current folder to Python: `sar-compress-batch "$DIR" --out ...` with DIR unset searched the
+    whole working folder and compressed every raster in it; an empty --out wrote there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.tif").write_bytes(SAMPLE.read_bytes())
+    assert compress_batch_main([*args, "--scheduler", NO_SCHEDULER, "-q"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"error: {what} is an empty path"
+    assert os.listdir(tmp_path) == ["a.tif"]
+
+
+def test_a_model_folder_that_is_not_there_stops_the_batch_before_any_work(tmp_path, capsys):
+    """sar-reconstruct-batch skipped a mistyped --model-dir without a word (the bundled model may decode the
+    scenes), as sar-reconstruct did."""
+    missing = tmp_path / "models-typo"
+    assert reconstruct_batch_main([str(tmp_path / "a.sarc"), "--out", str(tmp_path / "out"), "--model-dir",
+                                   str(missing), "--scheduler", NO_SCHEDULER, "-q"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"error: {missing}: no such folder (given as a model folder)"
+    assert not (tmp_path / "out").exists()

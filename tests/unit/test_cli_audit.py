@@ -266,3 +266,65 @@ def test_exit_statuses_are_in_the_help(main, capsys):
     for status in ("0 done", "2 bad input", "3 unexpected", "130 interrupted", "141 standard output",
                    "143 terminated"):
         assert status in text
+
+
+def _pixels(path) -> np.ndarray:
+    from osgeo import gdal  # noqa: PLC0415
+
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+def test_a_window_or_bbox_past_the_rasters_edge_is_clipped_with_a_note(scene, tiny_bundle, tmp_path, capsys):
+    """An area at the edge of the 128 x 64 raster, given as a pixel window or as a box: both give its part
+    inside, 28 x 32 pixels from (100, 0), and one note saying so. The window used to be refused, and the box
+    clipped without a word."""
+    _, sarc = scene
+    g = read_header(sarc)["raster"]["geotransform"]
+    box = (g[0] + 100 * g[1], g[3] + 32 * g[5], g[0] + 150 * g[1], g[3] - 8 * g[5])  # cols 100..150, rows -8..32
+    common = [str(sarc), "--model-dir", str(tiny_bundle), "--device", "cpu", "-q"]
+    assert cli.reconstruct_main([*common[:1], str(tmp_path / "inside.tif"), *common[1:],
+                                 "--window", "100", "0", "28", "32"]) == 0
+    assert capsys.readouterr().err == ""
+    for name, where in (("window", ["--window", "100", "-8", "50", "40"]), ("bbox", ["--bbox", *map(str, box)])):
+        out = tmp_path / f"{name}.tif"
+        assert cli.reconstruct_main([*common[:1], str(out), *common[1:], *where]) == 0
+        note = _one_line(capsys.readouterr().err, f"note: {name} ")
+        assert "reaches past the" in note and "clipped to" in note
+        assert note.endswith("(col=100, row=0, width=28, height=32)")
+        inside = _pixels(tmp_path / "inside.tif")
+        assert inside.shape == (2, 32, 28) and np.array_equal(_pixels(out), inside)
+
+
+@pytest.mark.parametrize("window", [("200", "0", "10", "10"), ("0", "-20", "10", "10")])
+def test_a_window_with_nothing_inside_is_told_the_rasters_size(scene, tiny_bundle, tmp_path, window, capsys):
+    assert cli.reconstruct_main([str(scene[1]), str(tmp_path / "r.tif"), "--model-dir", str(tiny_bundle), "-q",
+                                 "--window", *window]) == 2
+    assert "is outside the 128 x 64 raster" in _one_line(capsys.readouterr().err, "error: ")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_model_folder_that_is_not_there_is_an_error_before_any_work(scene, tiny_bundle, tmp_path, capsys):
+    """A mistyped --model-dir beside one that has the decoder (or the bundled model having it) was skipped
+    without a word."""
+    (tmp_path / "a-file").write_text("")
+    for bad, why in ((tmp_path / "no-such", "no such folder"), (tmp_path / "a-file", "not a folder")):
+        assert cli.reconstruct_main([str(scene[1]), str(tmp_path / "r.tif"), "--model-dir", str(tiny_bundle),
+                                     "--model-dir", str(bad), "--device", "cpu", "-q"]) == 2
+        assert _one_line(capsys.readouterr().err, "error: ") == f"error: {bad}: {why} (given as a model folder)"
+    assert not (tmp_path / "r.tif").exists()
+    assert cli.reconstruct_main([str(scene[1]), str(tmp_path / "r.tif"), "--model-dir", "", "-q"]) == 2
+    assert "empty" in _one_line(capsys.readouterr().err, "error: ")
+
+
+@pytest.mark.parametrize("which, args, what", [
+    ("compress_main", ["", "{tmp}/o.sarc"], "the input"), ("compress_main", ["{src}", ""], "the output"),
+    ("reconstruct_main", ["", "{tmp}/o.tif"], "the input"), ("reconstruct_main", ["{sarc}", ""], "the output"),
+    ("info_main", [""], "the input")])
+def test_an_empty_path_is_called_empty(scene, tiny_bundle, tmp_path, monkeypatch, which, args, what, capsys):
+    """`sar-compress "$f" out.sarc` with f unset said ".: is a folder" (Python reads "" as the current
+    folder)."""
+    monkeypatch.chdir(tmp_path)
+    fill = {"tmp": tmp_path, "src": scene[0], "sarc": scene[1]}
+    assert getattr(cli, which)([a.format(**fill) for a in args] + (["-q"] if which != "info_main" else [])) == 2
+    assert _one_line(capsys.readouterr().err, "error: ") == f"error: {what} is an empty path"
+    assert os.listdir(tmp_path) == []
