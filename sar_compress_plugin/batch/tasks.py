@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
@@ -207,7 +208,8 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
             except SarCompressError:
                 pass  # damaged or foreign file under our name: compress again and replace it
         headers = []
-        _publish(out, lambda tmp: compress(job.input, tmp, options),
+        stamped = replace(options, stamp_source=True)  # what _same_source compares on the next run
+        _publish(out, lambda tmp: compress(job.input, tmp, stamped),
                  lambda tmp: headers.append(check_sarc(tmp, verify, model_dirs, options.device)))
         rec.update(status=OK, bytes_out=out.stat().st_size)
         return _sized(rec, headers[0], rec["bytes_out"])
