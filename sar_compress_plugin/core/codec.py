@@ -43,7 +43,7 @@ from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIAS
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
                         same_file, source_stamp)
-from .runtime import OnnxCodecModel, default_model_dir, find_bundle
+from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
 from .tiling import TileGrid, latent_block, read_context
 
 log = logging.getLogger(__name__)
@@ -579,10 +579,7 @@ class CompressedRaster:
     @property
     def model(self) -> OnnxCodecModel:
         if self._model is None:
-            m = self.info["model"]
-            d = find_bundle(m["decoder_sha256"], [*self._model_dirs, default_model_dir().parent],
-                            model_name=f"{m.get('name', '?')}")
-            self._model = OnnxCodecModel(d, device=self._device)
+            self._model = OnnxCodecModel(find_file_bundle(self.info, self._model_dirs), device=self._device)
         return self._model
 
     @property
