@@ -236,7 +236,7 @@ class ReconstructAlgorithm(_SarAlgorithm):
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
             details.name = f"{Path(src).stem} (reconstructed)"  # as the plugin names it, not "Reconstructed raster"
-            details.setPostProcessor(ReconstructionStyler.for_file(src))
+            details.setPostProcessor(ReconstructionStyler.kept(src))
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
@@ -253,52 +253,43 @@ class ReconstructAlgorithm(_SarAlgorithm):
         return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
 
 
-class ReconstructionStyler(QgsProcessingLayerPostProcessorInterface):
-    """Shows a reconstruction loaded by Processing as the plugin does: band 1 in grey dB over the codec's clip
-    range (from the .sarc header). QGIS's default min/max stretch of linear intensity, which spans decades,
-    shows most of a SAR scene black under a few bright targets."""
+class _KeptStyler(QgsProcessingLayerPostProcessorInterface):
+    """A post-processor per key, kept for the plugin's lifetime: Processing keeps only a pointer to it, so the
+    object must outlive the algorithm run."""
 
-    #: Processing keeps only a pointer to the post-processor: the objects must outlive the algorithm run.
-    _instances: dict[str, "ReconstructionStyler"] = {}
+    _instances: dict = {}
 
-    def __init__(self, sarc_path: str):
+    def __init__(self, key: str):
         super().__init__()
-        self.sarc_path = sarc_path
+        self.key = key
 
     @classmethod
-    def for_file(cls, sarc_path: str) -> "ReconstructionStyler":
-        if sarc_path not in cls._instances:
-            cls._instances[sarc_path] = cls(sarc_path)
-        return cls._instances[sarc_path]
+    def kept(cls, key: str):
+        if (cls, key) not in cls._instances:
+            cls._instances[(cls, key)] = cls(key)
+        return cls._instances[(cls, key)]
+
+
+class ReconstructionStyler(_KeptStyler):
+    """Shows a reconstruction loaded by Processing as the plugin does: band 1 in grey dB over the codec's clip
+    range (from the .sarc header, the key). QGIS's default min/max stretch of linear intensity, which spans
+    decades, shows most of a SAR scene black under a few bright targets."""
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
         from ..core.codec import read_header
         from ..scene_layer import style_scene_layer  # only where results are loaded: a desktop with qgis.gui
 
-        style_scene_layer(layer, read_header(self.sarc_path), 1)
+        style_scene_layer(layer, read_header(self.key), 1)
 
 
-class QualityStyler(QgsProcessingLayerPostProcessorInterface):
+class QualityStyler(_KeptStyler):
     """Gives a quality map loaded by Processing the plugin's own style (labelled classes, overlay opacity),
-    instead of QGIS's default grey stretch, which hides what 1 means."""
-
-    #: Processing keeps only a pointer to the post-processor: the objects must outlive the algorithm run.
-    _instances: dict[str, "QualityStyler"] = {}
-
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
-
-    @classmethod
-    def for_kind(cls, kind: str) -> "QualityStyler":
-        if kind not in cls._instances:
-            cls._instances[kind] = cls(kind)
-        return cls._instances[kind]
+    instead of QGIS's default grey stretch, which hides what 1 means. The key is the map's kind."""
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
         from ..qgis_io import style_quality_layer
 
-        style_quality_layer(layer, self.kind)
+        style_quality_layer(layer, self.key)
 
 
 class QualityMapsAlgorithm(_SarAlgorithm):
@@ -347,6 +338,6 @@ class QualityMapsAlgorithm(_SarAlgorithm):
                        bands=[band] if band > 0 else None, progress=progress, is_cancelled=is_cancelled)
         for path, kind in ((enl_out, "enl_ratio"), (epi_out, "epi")):
             if context.willLoadLayerOnCompletion(path):
-                context.layerToLoadOnCompletionDetails(path).setPostProcessor(QualityStyler.for_kind(kind))
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(QualityStyler.kept(kind))
         feedback.pushInfo(f"median local ENL ratio {r.enl_ratio_median}, median local EPI {r.epi_median}")
         return {self.OUTPUT_ENL_RATIO: r.enl_ratio_path, self.OUTPUT_EPI: r.epi_path}

@@ -119,3 +119,15 @@ def write_geotiff(path: Path, arr: np.ndarray, nodata=None, gt=(500000.0, 10.0, 
         b.WriteArray(arr[i])
     ds = None
     return path
+
+
+def compressed_scene(folder: Path, bundle: Path, height: int, width: int, seed: int) -> tuple[Path, Path]:
+    """A two-band linear speckle raster (write_geotiff's UTM grid) and its .sarc in tiles of 64, for the tests
+    that feed the CLIs and the codec hostile variations of one good pair."""
+    from sar_compress_plugin.core.codec import CompressOptions, compress
+
+    x = np.random.default_rng(seed).gamma(1.0, 0.05, (2, height, width)).astype(np.float32)
+    src = write_geotiff(folder / "in.tif", x)
+    sarc = folder / "in.sarc"
+    compress(src, sarc, CompressOptions(model_dir=bundle, device="cpu", tile_size=64))
+    return src, sarc

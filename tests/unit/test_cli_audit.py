@@ -16,7 +16,7 @@ from sar_compress_plugin import cli
 from sar_compress_plugin.core.codec import CompressOptions, compress, read_header
 from sar_compress_plugin.core.errors import CancelledError
 
-from codec_fixtures import write_geotiff
+from codec_fixtures import compressed_scene
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory, tiny_bundle):
     """A 64 x 128 two-band linear raster (UTM 33N, 10 m pixels from x 500000) and its .sarc: 2 tiles of 64."""
-    d = tmp_path_factory.mktemp("audit")
-    x = np.random.default_rng(4).gamma(1.0, 0.05, (2, 64, 128)).astype(np.float32)
-    src = write_geotiff(d / "in.tif", x)
-    sarc = d / "in.sarc"
-    compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
-    return src, sarc
+    return compressed_scene(tmp_path_factory.mktemp("audit"), tiny_bundle, 64, 128, seed=4)
 
 
 def _args(which: str, scene, out: Path, bundle) -> list[str]:

@@ -23,7 +23,7 @@ from sar_compress_plugin.core.codec import (RECONSTRUCTION_TAG, CompressedRaster
 from sar_compress_plugin.core.errors import (ContainerFormatError, InputRasterError, OutputPathError,
                                              SarCompressError)
 
-from codec_fixtures import write_geotiff
+from codec_fixtures import compressed_scene, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,12 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory, tiny_bundle):
     """A 128 x 128 two-band linear raster and its .sarc (tiles of 64)."""
-    d = tmp_path_factory.mktemp("hard")
-    x = np.random.default_rng(1).gamma(1.0, 0.05, (2, 128, 128)).astype(np.float32)
-    src = write_geotiff(d / "in.tif", x)
-    sarc = d / "in.sarc"
-    compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64))
-    return src, sarc
+    return compressed_scene(tmp_path_factory.mktemp("hard"), tiny_bundle, 128, 128, seed=1)
 
 
 def _opts(bundle, **kw):
