@@ -9,7 +9,7 @@ Afterwards, here: decode the chunks the device wrote with this machine's core an
     .venv/bin/python benchmarks/gpu_codec.py --verify-chunks <files_at>/gpu_chunks.npz
 
 What is measured, with the bundled model's weights (the committed warm start; the JSON records both steps):
-1. The networks on batched fixed-size tiles cut from the packed real data (.gpu_data/planes.npz), as the codec
+1. The networks on batched fixed-size tiles cut from the packed real data (.gpu_codec_data/planes.npz), as the codec
    tiles a raster: compress = host-to-device copy of tile + halo, g_a, the quality's gain, h_a, device-to-host copy
    of y and z; reconstruct = host-to-device copy of the latent block (core + halo cells), g_s, device-to-host copy
    of the core pixels. fp32, fp16 and bf16, channels-last, over batch and tile size, eager and as a CUDA graph.
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the model's weights (default: checkpoints/warm_start_<the bundle's variant>.pth)")
     p.add_argument("--bundle", type=Path, default=REPO / "sar_compress_plugin" / "models" / "default")
-    p.add_argument("--data", type=Path, default=REPO / ".gpu_data" / "planes.npz")
+    p.add_argument("--data", type=Path, default=REPO / ".gpu_codec_data" / "planes.npz")
     p.add_argument("--quick", action="store_true", help="tiny sweep (the CPU rehearsal)")
     p.add_argument("--quality", type=float, default=None, help="operating point (default: the bundle's)")
     p.add_argument("--out", type=Path, default=None, help="write gpu_codec.json, gpu_codec.md, gpu_chunks.npz here")
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
         return 2
     if not a.data.is_file():
         print(f"error: {a.data} is missing: python -m trainer.pack --data ../shared/data/sar/MANIFEST.json "
-              f"--out {a.data}", file=sys.stderr)
+              f"--max-planes 16 --min-side 512 --out {a.data}", file=sys.stderr)
         return 2
     manifest = json.loads((a.bundle / "manifest.json").read_text())
     if int(manifest.get("halo", HALO)) != HALO:

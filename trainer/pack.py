@@ -7,10 +7,14 @@ zlib-compressed .npz of plain arrays. Each uint16 plane is stored as its two byt
 the high bytes hold the scene's structure and compress well, the low bytes hold the speckle and do not, and
 zlib on the interleaved bytes could exploit neither (20.0 MiB for the shared collection, against 23.8 MiB
 interleaved). The call carries it beside the checkout and the constriction wheel (tests/unit/test_gpu_script.py
-checks the sum). `trainer.data.build_datasets` reads
+checks the sums). `trainer.data.build_datasets` reads
 such a file like a folder, so a run on the packed data splits and normalises exactly as one on the original files.
 
     python -m trainer.pack --data ../shared/data/sar/MANIFEST.json --out .gpu_data/planes.npz
+
+The codec call (scripts/gpu_codec.sh) measures speed and cross-device decoding on a few planes, and carries two
+wheels (6 MiB) beside them, so it packs only the first planes of a tile's size: `--max-planes 16 --min-side 512`
+(about 5 MiB; smaller planes would be tiled mostly from their own reflections).
 """
 
 from __future__ import annotations
@@ -65,10 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder, file or MANIFEST.json, as for sar-train --data")
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--domain", default="intensity", help="value domain of files missing from the manifest")
+    p.add_argument("--max-planes", type=int, default=None,
+                   help="pack only the first N planes (the codec call's small pack)")
+    p.add_argument("--min-side", type=int, default=0, help="leave out planes with a side shorter than this")
     a = p.parse_args(argv)
+    if a.max_planes is not None and a.max_planes < 1:
+        p.error(f"--max-planes must be >= 1, got {a.max_planes}")
+    if a.min_side < 0:
+        p.error(f"--min-side must be >= 0, got {a.min_side}")
     configure_cli_logging("%(message)s")
     try:
-        planes = [plane for path, entry in discover(a.data, a.domain) for plane in read_planes(path, entry, a.domain)]
+        planes = []
+        for path, entry in discover(a.data, a.domain):
+            planes += [q for q in read_planes(path, entry, a.domain) if min(q.db.shape) >= a.min_side]
+            if a.max_planes is not None and len(planes) >= a.max_planes:
+                planes = planes[:a.max_planes]
+                break
+        if not planes:
+            raise SarCompressError(f"{a.data}: no plane to pack (--min-side {a.min_side})")
         summary = pack_planes(planes, a.out)
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
