@@ -22,10 +22,12 @@ pixels, metrics with core.evaluation.aggregate), and from those aggregated point
   curve interpolated in log-bpp at the learned codec's bpp), per learned operating point.
 
 Without --out it prints the summary and writes nothing; with --out DIR it writes DIR/rd_points.json,
-DIR/rd_summary.md and DIR/rd_plot.png.
+DIR/rd_summary.md and DIR/rd_plot.png. `--replot DIR...` redraws each DIR's rd_plot.png from its rd_points.json
+alone (a figure's captions changed; the measurement did not): nothing is compressed again.
 
     .venv/bin/python benchmarks/rate_distortion.py --model sar_compress_plugin/models/default --out benchmarks/results
     .venv/bin/python benchmarks/rate_distortion.py --model /tmp/tiny --quick
+    .venv/bin/python benchmarks/rate_distortion.py --replot benchmarks/results/rd_heldout_grd
 """
 
 from __future__ import annotations
@@ -545,6 +547,18 @@ def plot(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def replot(folders: list[Path]) -> int:
+    """Redraw each folder's figure from its committed points; every folder is checked before one is drawn."""
+    missing = [str(f / "rd_points.json") for f in folders if not (f / "rd_points.json").is_file()]
+    if missing:
+        print(f"error: no rd_points.json: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    for folder in folders:
+        plot(json.loads((folder / "rd_points.json").read_text()), folder / "rd_plot.png")
+        print(f"wrote {folder / 'rd_plot.png'}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+", default=None,
@@ -568,7 +582,11 @@ def main(argv=None) -> int:
                    help="how the encoder picks latent symbols (core/rd_rounding.py); both give an A/B of the two "
                         "(default: %(default)s)")
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
+    p.add_argument("--replot", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="only redraw DIR/rd_plot.png from DIR/rd_points.json, for each DIR")
     a = p.parse_args(argv)
+    if a.replot:
+        return replot(a.replot)
 
     bundles = [resolve_model(m) for m in (a.model or [None])]
     infos = [model_info(b) for b in bundles]

@@ -553,6 +553,20 @@ def test_rd_plot_names_every_models_steps_and_patches(tmp_path, drawn_text):
             "residual-4000 (81,500 steps, 440,000 patches)") in drawn_text[-1]
 
 
+def test_replot_redraws_each_figure_from_its_points_and_refuses_a_folder_without_them(tmp_path, drawn_text, capsys):
+    models = [_model("step144491", 144491, 861964)]
+    points = _rd_points("jpeg2000", 0.0) + _rd_points("learned", -0.2)
+    doc = {"models": models, "model": models[0], "results": points, "aggregates": points,
+           "bd_rate": {"all": {"bd_rate_percent": -13.1}}, "settings": {"scene_bands": 12}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "rd_points.json").write_text(json.dumps(doc))
+    assert rd.main(["--replot", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "b/rd_points.json" in capsys.readouterr().err and not (tmp_path / "a" / "rd_plot.png").exists()
+    assert rd.main(["--replot", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "rd_plot.png").stat().st_size > 0
+    assert "learned: step144491 (144,491 steps, 861,964 patches)" in drawn_text[-1]
+
+
 def test_residual_layer_plot_names_the_models_steps_and_patches(tmp_path, drawn_text):
     import residual_layer  # noqa: PLC0415
 
