@@ -20,6 +20,12 @@ What is measured, with the bundled model's weights (the committed warm start; th
    tiles on every core, one BLAS thread per worker.
 3. End to end: networks and entropy coding overlap in a pipeline, so the slower of the two bounds the codec; both
    are reported and the binding one named. The host's file I/O is not included (it is GDAL's, not measured here).
+   Then the same with the hyper networks on the device (benchmarks/gpu_entropy.py: h_s, the channel context and
+   the symbol choice, batched over tiles, exact float64 for the integer networks): the device stage's MP/s, the
+   range coder alone on the CPU cores (given the indices and symbols), and the bound of the three stages
+   (networks, device hyper networks, range coder). A decoder would interleave the range coder and the device per
+   slice; with enough tiles in flight that costs latency, not throughput, which is what the bound assumes.
+   Every scale index the device computes from the CPU's symbols must equal the CPU's (counted in the JSON).
 4. Across devices: tiles whose latents came from the GPU (fp16 and fp32) are range-coded and decoded again; the
    decoded symbols must equal the encoded ones bit for bit, and the chunks return in gpu_chunks.npz so that
    another machine (this one) can decode them and compare. Reconstructions from GPU-encoded and CPU-encoded
@@ -44,9 +50,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior  # noqa: E402
 from sar_compress_plugin.core.runtime import manifest_distortion_weights, quality_rounding_weights  # noqa: E402
+from gpu_entropy import DeviceHyperprior  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.data import read_pack  # noqa: E402
 
@@ -207,6 +215,60 @@ def entropy_rates(npz: Path, ys: np.ndarray, zs: np.ndarray, tile: int, workers:
             "latent_bpp": bits / (mp_total * 1e6)}
 
 
+def _pack(args):
+    return _CODER.pack(*args)
+
+
+def _unpack(args):
+    chunk, idx = args
+    _, stream = _CODER.open_chunk(chunk, idx.shape, "benchmark tile")
+    width = idx.shape[0] // _CODER.slices
+    return [_CODER.read_slice(stream, idx[s * width:(s + 1) * width]) for s in range(_CODER.slices)]
+
+
+def coder_rates(npz: Path, zqs: np.ndarray, idxs: np.ndarray, syms: np.ndarray, tile: int, workers: int) -> dict:
+    """MP/s of the range coder alone, the scale indices and symbols given (as the device computes them), in
+    parallel over `workers` processes; the decoded symbols are checked against the coded ones."""
+    ctx = mp.get_context("fork")
+    jobs = list(zip(zqs, idxs, syms))
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(str(npz),)) as pool:
+        pool.map(_pack, jobs[:1] * workers)
+        t0 = time.perf_counter()
+        chunks = pool.map(_pack, jobs, chunksize=1)
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = pool.map(_unpack, list(zip(chunks, idxs)), chunksize=1)
+        t_dec = time.perf_counter() - t0
+    wrong = sum(int((np.concatenate(d) != s).sum()) for d, s in zip(decoded, syms))
+    mp_total = len(zqs) * tile * tile / 1e6
+    return {"workers": workers, "tiles": len(zqs), "tile": tile, "encode_mp_s": mp_total / t_enc,
+            "decode_mp_s": mp_total / t_dec, "symbols_decoded_wrong": wrong}
+
+
+def device_hyper(coder, device, ys: np.ndarray, zs: np.ndarray, tile: int, rounding, min_seconds: float,
+                 check_tiles: int) -> tuple[dict, tuple]:
+    """The device stage (h_s, context, symbol choice for all tiles at once): MP/s; its scale indices against the
+    CPU's, given the CPU's symbols (must be equal), and its own symbols against the CPU's. Returns the figures
+    and the device's (z symbols, indices, symbols) as numpy, for the range coder's timing."""
+    hyper = DeviceHyperprior(coder, device)
+    zq = np.stack([coder.quantize_z(z) for z in zs])
+    y_dev, z_dev = torch.from_numpy(ys).to(device), torch.from_numpy(zq.astype(np.float64)).to(device)
+    with torch.no_grad():
+        seconds = seconds_per_call(lambda: hyper.code_slices(y_dev, z_dev, rounding), device, min_seconds)
+        idx, _, sym = (t.cpu().numpy() for t in hyper.code_slices(y_dev, z_dev, rounding))
+        differing, own_differing, checked = 0, 0, min(check_tiles, len(ys))
+        for t in range(checked):
+            cpu_idx, _, cpu_sym = coder.analyse(ys[t], zq[t], rounding)
+            given = torch.from_numpy(cpu_sym[None].astype(np.float64)).to(device)
+            dev_idx = hyper.code_slices(y_dev[t:t + 1], z_dev[t:t + 1], rounding, given_symbols=given)[0]
+            differing += int((dev_idx.cpu().numpy()[0] != cpu_idx).sum())
+            own_differing += int((sym[t] != cpu_sym).sum())
+    figures = {"tiles": len(ys), "tile": tile, "mp_s": len(ys) * tile * tile / 1e6 / seconds,
+               "checked_tiles": checked, "indices_checked": int(checked * ys[0].size),
+               "indices_differing_from_cpu": differing, "own_symbols_differing_from_cpu": own_differing}
+    return figures, (zq, idx.astype(np.uint8), sym.astype(np.int32))
+
+
 # --- the run --------------------------------------------------------------------------------------------------------
 
 def device_info(device: torch.device) -> dict:
@@ -291,6 +353,15 @@ def cross_device(model, coder, device, planes, tile: int, n: int, quality: float
         arrays[f"{name}_lengths"] = np.array([len(c) for c in chunks], np.int64)
         arrays[f"{name}_decoded"] = np.stack(expected)
     return results, arrays
+
+
+def stage_bound(compress: dict, reconstruct: dict) -> dict:
+    """Each direction's pipeline bound: the slowest of its stages' MP/s, and which stage that is."""
+    out = {}
+    for direction, stages in (("compress", compress), ("reconstruct", reconstruct)):
+        slowest = min(stages, key=stages.get)
+        out[f"{direction}_mp_s"], out[f"{direction}_bound"] = stages[slowest], slowest
+    return out
 
 
 def decoding_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
@@ -386,11 +457,17 @@ def main(argv=None) -> int:
                 ys.append(y.cpu().numpy())
                 zs.append(z.cpu().numpy())
             model.cpu()
-        e = entropy_rates(a.bundle / HYPERPRIOR_NAME, np.concatenate(ys), np.concatenate(zs), tile, workers,
-                          rounding)
-        entropy.append(e)
+        ys, zs = np.concatenate(ys), np.concatenate(zs)
+        e = entropy_rates(a.bundle / HYPERPRIOR_NAME, ys, zs, tile, workers, rounding)
         log(f"  tile {tile}: encode {e['encode_mp_s']:.1f} MP/s, decode {e['decode_mp_s']:.1f} MP/s on "
             f"{workers} processes ({e['latent_bpp']:.3f} bpp of latents)")
+        e["device_hyper"], coded = device_hyper(coder, device, ys, zs, tile, rounding, min_s, 2 if a.quick else 8)
+        e["coder_alone"] = coder_rates(a.bundle / HYPERPRIOR_NAME, *coded, tile, workers)
+        entropy.append(e)
+        d, c = e["device_hyper"], e["coder_alone"]
+        log(f"  tile {tile}, hyper networks on {device}: {d['mp_s']:.1f} MP/s ({d['indices_differing_from_cpu']} of "
+            f"{d['indices_checked']} scale indices differ from the CPU's); range coder alone on {workers} "
+            f"processes: encode {c['encode_mp_s']:.1f}, decode {c['decode_mp_s']:.1f} MP/s")
 
     ends = []
     for tile in tile_sizes:
@@ -405,9 +482,18 @@ def main(argv=None) -> int:
                      "compress_bound": "network" if best_c["compress_mp_s"] < e["encode_mp_s"] else "entropy coding",
                      "reconstruct_bound": "network" if best_r["reconstruct_mp_s"] < e["decode_mp_s"]
                      else "entropy coding",
-                     "best_compress_network": best_c, "best_reconstruct_network": best_r})
+                     "best_compress_network": best_c, "best_reconstruct_network": best_r,
+                     "hyper_on_device": stage_bound({"network": best_c["compress_mp_s"],
+                                                     "device hyper networks": e["device_hyper"]["mp_s"],
+                                                     "range coder": e["coder_alone"]["encode_mp_s"]},
+                                                    {"network": best_r["reconstruct_mp_s"],
+                                                     "device hyper networks": e["device_hyper"]["mp_s"],
+                                                     "range coder": e["coder_alone"]["decode_mp_s"]})})
+        h = ends[-1]["hyper_on_device"]
         log(f"  end to end, tile {tile}: compress {c:.1f} MP/s ({ends[-1]['compress_bound']}), reconstruct "
-            f"{r:.1f} MP/s ({ends[-1]['reconstruct_bound']})")
+            f"{r:.1f} MP/s ({ends[-1]['reconstruct_bound']}); with the hyper networks on {device}: compress "
+            f"{h['compress_mp_s']:.1f} ({h['compress_bound']}), reconstruct {h['reconstruct_mp_s']:.1f} "
+            f"({h['reconstruct_bound']})")
 
     log("decoding across devices")
     cross, arrays = cross_device(model, coder, device, planes, tile_sizes[0], 4 if a.quick else 16, quality,
@@ -432,6 +518,8 @@ def main(argv=None) -> int:
         np.savez_compressed(a.out / "gpu_chunks.npz", hyperprior_sha256=np.array(coder.sha256), **arrays)
         log(f"wrote {a.out / 'gpu_codec.json'} and {a.out / 'gpu_chunks.npz'}")
     bad = sum(v["decoded_symbols_differing"] for v in cross.values())
+    bad += sum(e["device_hyper"]["indices_differing_from_cpu"] + e["coder_alone"]["symbols_decoded_wrong"]
+               for e in entropy)
     return 0 if bad == 0 else 1
 
 

@@ -213,23 +213,35 @@ class HyperpriorCoder:
         zq = self.quantize_z(z)
         if zq.shape != self.z_shape(h, w):
             raise ValueError(f"z of shape {zq.shape} does not fit a {h} x {w} latent tile")
-        z_words = self.z_tables.encode(zq)
         idx, means, sym = self.analyse(ys, zq, rounding)
+        return self.pack(zq, idx, sym), sym.astype(np.float32) + means
+
+    def pack(self, z_symbols: np.ndarray, idx: np.ndarray, sym: np.ndarray) -> bytes:
+        """One latent chunk: the z symbols, then each slice's symbols grouped by their scale indices, slices in
+        order. Only the range coder runs here (benchmarks/gpu_codec.py times it alone, the indices computed on a
+        GPU)."""
+        z_words = self.z_tables.encode(z_symbols)
         groups = []
-        width = c // self.slices
-        for s in range(self.slices):  # each slice's symbols grouped by scale index, slices in order
+        width = self.latent_channels // self.slices
+        for s in range(self.slices):
             part = slice(s * width, (s + 1) * width)
             order, counts = self._groups(idx[part])
             flat = sym[part].ravel()[order]
             bounds = np.cumsum(counts)
             groups += [(k, flat[bounds[k] - counts[k]:bounds[k]]) for k in np.flatnonzero(counts)]
-        chunk = _PREFIX.pack(len(z_words) // 4) + z_words + self.y_tables.encode_groups(groups)
-        return chunk, sym.astype(np.float32) + means
+        return _PREFIX.pack(len(z_words) // 4) + z_words + self.y_tables.encode_groups(groups)
 
     def decode(self, data: bytes, shape: tuple[int, int, int], what: str) -> np.ndarray:
         """Inverse of encode: the (M, h, w) float32 gain-scaled latents. Damage gives ContainerFormatError or
         in-range symbols (the chunk CRC is what detects damage), never a crash or an allocation beyond the
         tile's shape."""
+        _, h, w = shape
+        zq, stream = self.open_chunk(data, shape, what)
+        _, means, sym = self._code_slices(zq, h, w, lambda s, idx, mu: self.read_slice(stream, idx))
+        return sym.astype(np.float32) + means
+
+    def open_chunk(self, data: bytes, shape: tuple[int, int, int], what: str):
+        """(the z symbols, the latent symbols' stream) of a chunk of an (M, h, w) latent tile."""
         c, h, w = shape
         if c != self.latent_channels:
             raise ContainerFormatError(f"{what}: file has {c} latent channels, the hyperprior {self.latent_channels}")
@@ -240,17 +252,15 @@ class HyperpriorCoder:
             raise ContainerFormatError(f"{what}: hyperprior chunk is truncated (z stream of {nz} words)")
         z_end = _PREFIX.size + 4 * nz
         zq = self.z_tables.decode(data[_PREFIX.size:z_end], self.z_shape(h, w), what).astype(np.int16)
-        stream = self.y_tables.open_stream(data[z_end:], what)
+        return zq, self.y_tables.open_stream(data[z_end:], what)
 
-        def symbols_of(s, idx, mu):
-            order, counts = self._groups(idx)
-            parts = stream.read([(k, counts[k]) for k in np.flatnonzero(counts)])
-            sym = np.empty(idx.size, dtype=np.int32)
-            sym[order] = np.concatenate(parts) if parts else np.empty(0, np.int32)
-            return sym.reshape(idx.shape)
-
-        _, means, sym = self._code_slices(zq, h, w, symbols_of)
-        return sym.astype(np.float32) + means
+    def read_slice(self, stream, idx: np.ndarray) -> np.ndarray:
+        """The next slice's int32 symbols from `stream`, shaped as its scale indices `idx`."""
+        order, counts = self._groups(idx)
+        parts = stream.read([(k, counts[k]) for k in np.flatnonzero(counts)])
+        sym = np.empty(idx.size, dtype=np.int32)
+        sym[order] = np.concatenate(parts) if parts else np.empty(0, np.int32)
+        return sym.reshape(idx.shape)
 
 
 def load_hyperprior(path: str | os.PathLike, expected_sha256: str | None = None) -> HyperpriorCoder:

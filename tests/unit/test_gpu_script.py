@@ -128,6 +128,11 @@ def test_gpu_codec_rehearsal_writes_what_the_call_returns_and_the_chunks_decode_
     assert all(r["compress_mp_s"] > 0 and r["reconstruct_mp_s"] > 0 for r in doc["networks"])
     assert doc["entropy_coding"][0]["decode_mp_s"] > 0 and doc["end_to_end"][0]["reconstruct_bound"]
     assert doc["cross_device"]["cpu_fp32"]["decoded_symbols_differing"] == 0
+    device_hyper, coder_alone = doc["entropy_coding"][0]["device_hyper"], doc["entropy_coding"][0]["coder_alone"]
+    assert device_hyper["indices_checked"] > 0 and device_hyper["indices_differing_from_cpu"] == 0
+    assert coder_alone["symbols_decoded_wrong"] == 0 and coder_alone["decode_mp_s"] > 0
+    assert doc["end_to_end"][0]["hyper_on_device"]["reconstruct_bound"] in ("network", "device hyper networks",
+                                                                           "range coder")
     verify = [".venv/bin/python", "benchmarks/gpu_codec.py", "--verify-chunks"]
     ok = subprocess.run(verify + [str(out / "gpu_chunks.npz")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and " 0 differ" in ok.stdout, ok.stdout + ok.stderr
@@ -191,3 +196,50 @@ def test_a_pack_with_no_plane_left_is_refused_and_writes_nothing(tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
     assert main(["--data", str(SCENES[0]), "--min-side", "512", "--max-planes", "1", "--out", str(out)]) == 0
     assert [p.band for p in read_pack(out)] == ["VV"]
+
+
+def test_the_device_hyper_networks_give_the_cpus_scale_indices_bit_for_bit():
+    """benchmarks/gpu_entropy.py runs the bundle's integer h_s and channel context in float64 torch (here on the
+    CPU; on the device in the GPU call): every scale index must equal core/hyperprior.py's, for real latents and
+    for z symbols at the ends of their range (where the integer layers saturate), or the GPU figures would be of
+    a codec that cannot decode its own files."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_entropy import DeviceHyperprior  # noqa: PLC0415
+
+    from sar_compress_plugin.core.hyperprior import load_hyperprior  # noqa: PLC0415
+
+    coder = load_hyperprior(REPO / "sar_compress_plugin" / "models" / "default" / "hyperprior.npz")
+    hyper = DeviceHyperprior(coder, torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    h = w = 12
+    zc, zh, zw = coder.z_shape(h, w)
+    z_real = np.clip(np.rint(rng.normal(0, 3, (2, zc, zh, zw))), coder.decoder.z_min, coder.decoder.z_max)
+    z_ends = np.stack([np.full((zc, zh, zw), coder.decoder.z_min), np.full((zc, zh, zw), coder.decoder.z_max)])
+    zq = np.concatenate([z_real, z_ends]).astype(np.int16)
+    ys = rng.normal(0, 4, (4, coder.latent_channels, h, w)).astype(np.float32)
+    rounding = np.full(coder.latent_channels, 0.5, np.float32)
+    for weights in (None, rounding):
+        cpu = [coder.analyse(ys[t], zq[t], weights) for t in range(4)]
+        given = torch.from_numpy(np.stack([c[2] for c in cpu]).astype(np.float64))
+        idx, means, sym = hyper.code_slices(torch.from_numpy(ys), torch.from_numpy(zq.astype(np.float64)), weights,
+                                            given_symbols=given)
+        assert np.array_equal(idx.numpy(), np.stack([c[0] for c in cpu]))
+        assert np.allclose(means.numpy(), np.stack([c[1] for c in cpu]), atol=1e-4)
+        own = hyper.code_slices(torch.from_numpy(ys), torch.from_numpy(zq.astype(np.float64)), weights)[2]
+        assert (own.numpy() != np.stack([c[2] for c in cpu])).mean() < 1e-3  # float32 ties may go either way
+    assert len(np.unique(idx.numpy())) > 8  # the check spans many scale indices, not one saturated value
+
+
+def test_the_device_integer_network_rounds_its_shifts_as_the_int64_path():
+    """Ties of the rounding shift (half up, negatives too) are rare in a real network's outputs, so they are
+    checked on a one-tap network over every input of a small range."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_entropy import DeviceIntegerNetwork  # noqa: PLC0415
+
+    from sar_compress_plugin.core.hyper_decoder import CONV, IntegerNetwork  # noqa: PLC0415
+
+    net = IntegerNetwork([CONV], [np.full((1, 1, 1, 1), 3, np.int64)], [np.zeros(1, np.int64)], [2], act_max=100,
+                         in_min=-9, in_max=9)  # one layer: the last, no ReLU, so negative ties are reached
+    x = np.arange(-9, 10, dtype=np.int64).reshape(1, 1, 19)
+    got = DeviceIntegerNetwork(net, torch.device("cpu"))(torch.from_numpy(x[None].astype(np.float64)))
+    assert np.array_equal(got.numpy()[0].astype(np.int64), net(x))
