@@ -68,11 +68,15 @@ def curve_bd_rate(ref: dict, test: dict) -> float | None:
 
 def _patches(run: dict, step: int, record: dict, reference: dict) -> int:
     """Patches the weights had seen at `step` (on the common axis): the run's own count, which holds across
-    resumes with another batch or world size, plus what the reference had seen at the branch point (its own
-    record there, else the steps before the branch at this run's batch size)."""
+    resumes with another batch or world size, plus what the reference had seen at the branch point (its record
+    there and, for a reference that branched itself, its steps before that at its batch size; without a
+    record, the steps before the branch at this run's batch size)."""
     own = record.get("patches_seen", (step - run["offset"]) * run["config"]["batch_size"])
-    before = reference["history"].get(run["offset"], {}).get("patches_seen")
-    return int(own) + int(before if before is not None else run["offset"] * run["config"]["batch_size"])
+    at_branch = reference["history"].get(run["offset"], {}).get("patches_seen")
+    if at_branch is None:
+        return int(own) + run["offset"] * run["config"]["batch_size"]
+    # a reference that is itself a branch records only its own patches: add what it started from
+    return int(own) + int(at_branch) + reference["offset"] * reference["config"]["batch_size"]
 
 
 def compare(reference: dict, runs: list[dict]) -> list[dict]:

@@ -304,9 +304,15 @@ def test_training_runs_puts_a_branch_of_a_branch_on_the_reference_axis(tmp_path,
 
     ref = _fake_run(tmp_path / "ref", [1500, 2000, 2500], 0.0, init_step=35000)
     exp = _fake_run(tmp_path / "exp", [500, 1000, 5000], 0.2, init_step=1500)
+    for run in (ref, exp):  # each run records only its own patches, 4 a step
+        history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+        (run / "history.jsonl").write_text("".join(json.dumps({**h, "patches_seen": 4 * h["step"]}) + "\n"
+                                                   for h in history))
     assert training_runs.main([str(ref), str(exp), "--out", str(tmp_path / "out")]) == 0
     rows = json.loads((tmp_path / "out" / "experiments.json").read_text())["rows"]
     assert [(r["step"], r["steps_since_branch"]) for r in rows] == [(37000, 500), (37500, 1000)]
+    # 500 own steps of 4 patches, on the reference's 1,500 steps since its own branch and its 35,000 before
+    assert [r["patches_seen"] for r in rows] == [(500 + 1500 + 35000) * 4, (1000 + 1500 + 35000) * 4]
     assert all(r["bd_rate_vs_reference_percent"] < 0 for r in rows)
     assert (tmp_path / "out" / "experiments.png").stat().st_size > 10_000  # the plot of those rows
 
