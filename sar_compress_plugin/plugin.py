@@ -33,6 +33,7 @@ from .qgis_io import (
     group_for_layer,
     is_reconstruction,
     layer_file_path,
+    reconstruction_layer_name,
     style_db_grey,
     style_quality_layer,
     unique_layer_name,
@@ -45,13 +46,6 @@ from .utils.settings import PluginSettings
 log = logging.getLogger(__name__)
 
 MENU = "&SAR Compress"
-
-
-def reconstruction_layer_name(sarc_path: str, window) -> str:
-    """A window's name says so: named as the whole scene's, a part of the scene could not be told from all of it
-    in the Layers panel (unique_layer_name then adds [2], [3]... to repeated runs of either)."""
-    stem = Path(sarc_path).stem
-    return f"{stem} (reconstructed)" if window is None else f"{stem} (reconstructed, extent)"
 
 
 class SarCompressPlugin:

@@ -146,6 +146,13 @@ def display_image_warning(layer: QgsRasterLayer) -> str:
     return ""
 
 
+def reconstruction_layer_name(sarc_path: str, window) -> str:
+    """A window's name says so: named as the whole scene's, a part of the scene could not be told from all of it
+    in the Layers panel (unique_layer_name then adds [2], [3]... to repeated runs of either)."""
+    stem = Path(sarc_path).stem
+    return f"{stem} (reconstructed)" if window is None else f"{stem} (reconstructed, extent)"
+
+
 def unique_layer_name(project: QgsProject, name: str) -> str:
     """`name`, or `name [2]`, `name [3]`... so that repeated runs can be told apart in the Layers panel."""
     taken = {layer.name() for layer in project.mapLayers().values()}

@@ -102,11 +102,32 @@ def block_sample(band: gdal.Band, min_pixels: int = 1 << 20, min_blocks: int = 6
     return np.concatenate(parts)
 
 
+def _scaling(band: gdal.Band) -> tuple[float, float] | None:
+    """(scale, offset) when the band has them, else None."""
+    scale, offset = band.GetScale(), band.GetOffset()
+    scale = 1.0 if scale is None else scale
+    offset = 0.0 if offset is None else offset
+    return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
+
+
+def _values(band: gdal.Band, raw: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """(values, nodata) of pixels read from `band`, in what its domain tag describes: GDAL's scale and offset
+    say how the stored integers of a quantized product turn back into the measurement, so they are applied
+    (nodata then becomes NaN, as a scaled fill value means nothing)."""
+    nodata, scaling = band.GetNoDataValue(), _scaling(band)
+    if scaling is None:
+        return raw, nodata
+    values = raw.astype(np.float64)
+    if nodata is not None:
+        values[raw == nodata] = np.nan
+    return values * scaling[0] + scaling[1], None
+
+
 def _valid_sample(ds: gdal.Dataset, band: int) -> np.ndarray:
     """The band's finite values other than nodata, in a block sample."""
     b = ds.GetRasterBand(band)
-    sample = np.asarray(block_sample(b), dtype=np.float64)
-    nodata = b.GetNoDataValue()
+    values, nodata = _values(b, block_sample(b))
+    sample = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(sample)
     if nodata is not None and np.isfinite(nodata):
         ok &= sample != nodata
@@ -146,6 +167,28 @@ def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
     return "intensity" if lo <= 0 or hi / lo > 20 else "db"
 
 
+def _refuse_a_display_stretch(ds: gdal.Dataset, band: int, what: str, path) -> None:
+    """Refuse an 8-bit band whose tag says dB or linear intensity without a scale or offset back to them.
+
+    Eight bits hold neither as measured (dB is mostly negative and needs fractions of a dB, intensity spans
+    decades), so such a band is a display stretch whose tag survived the conversion (gdal_translate -ot Byte
+    -scale copies it). Amplitude is let through, as the codec reads integers, so its reconstructions of 8-bit
+    amplitude scenes (same data type, same tag) still compare; a quantized product with a scale and offset is
+    read through them (`_values`)."""
+    named = _named_domain(ds)
+    b = ds.GetRasterBand(band)
+    dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType))
+    if named is None or named[0] == "amplitude" or dtype.kind not in "iu" or dtype.itemsize != 1 \
+            or _scaling(b) is not None:
+        return
+    words = DOMAIN_WORDS[named[0]]
+    raise InputRasterError(
+        f"{what} {path}: {named[1]} says {words}, but band {band} holds 8-bit integers "
+        f"({gdal.GetDataTypeName(b.DataType)}) with no scale or offset back to {words}, as a display copy "
+        "does (gdal_translate -ot Byte -scale); compare the raster it was made from (or choose the value "
+        "domain if the tag is wrong)")
+
+
 def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test_path) -> str:
     """The one value domain both rasters are read in: the one either states, else guessed from the original.
 
@@ -154,6 +197,8 @@ def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test
     another domain, such as an 8-bit display copy of an intensity scene, which states amplitude only because
     it holds integers, while its values are a display stretch that no domain turns back into backscatter.
     """
+    for ds, what, path in ((ref, "original", ref_path), (test, "reconstruction", test_path)):
+        _refuse_a_display_stretch(ds, band, what, path)
     ref_says, test_says = stated_domain(ref, band), stated_domain(test, band)
     if ref_says and test_says and ref_says[0] != test_says[0]:
         raise InputRasterError(
@@ -277,7 +322,6 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
             epi_path, band_names=[f"{n} local EPI (window {window})" for n in names], **like))
         for bi, b in enumerate(bands):
             rb, tb = ref.GetRasterBand(b), test.GetRasterBand(b)
-            ref_nodata, test_nodata = rb.GetNoDataValue(), tb.GetNoDataValue()
             any_valid = False
             for x, y, w, h in blocks:
                 if is_cancelled is not None and is_cancelled():
@@ -286,10 +330,10 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                 # whole-image computation does).
                 hx0, hy0 = max(0, x - halo), max(0, y - halo)
                 hx1, hy1 = min(width, x + w + halo), min(height, y + h + halo)
-                t = tb.ReadAsArray(hx0, hy0, hx1 - hx0, hy1 - hy0)
-                r = rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0)
-                r_db, r_ok = to_db(r, domain, ref_nodata)
-                t_db, t_ok = to_db(t, domain, test_nodata)
+                t, t_nodata = _values(tb, tb.ReadAsArray(hx0, hy0, hx1 - hx0, hy1 - hy0))
+                r, r_nodata = _values(rb, rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0))
+                r_db, r_ok = to_db(r, domain, r_nodata)
+                t_db, t_ok = to_db(t, domain, t_nodata)
                 valid = r_ok & t_ok
                 core = (slice(y - hy0, y - hy0 + h), slice(x - hx0, x - hx0 + w))
                 if valid[core].any():  # nodata margins of geocoded scenes: nothing to compute

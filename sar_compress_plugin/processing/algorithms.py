@@ -3,8 +3,6 @@ feedback.isCanceled -> is_cancelled, feedback.setProgress -> progress; SarCompre
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -234,8 +232,10 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
         r = self._call(run)
         if context.willLoadLayerOnCompletion(output):
+            from ..qgis_io import reconstruction_layer_name
+
             details = context.layerToLoadOnCompletionDetails(output)
-            details.name = f"{Path(src).stem} (reconstructed)"  # as the plugin names it, not "Reconstructed raster"
+            details.name = reconstruction_layer_name(src, window)  # not "Reconstructed raster"
             details.setPostProcessor(ReconstructionStyler.kept(src))
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")

@@ -167,6 +167,24 @@ def test_a_reconstruction_loaded_by_processing_is_named_after_its_file_and_shown
     assert ramp[0].label.endswith(" dB") and ramp[-1].label.endswith(" dB")
 
 
+def test_an_extent_loaded_by_processing_is_named_as_the_plugin_names_one(processing_ready, compressed, sar_tif,
+                                                                         tmp_path, project):
+    """Processing named the reconstruction of an extent "berlin (reconstructed)", as the whole scene's: the two
+    could not be told apart in the Layers panel. Named as the plugin's dialog names it."""
+    import processing
+
+    gt = gdal.Open(str(sar_tif)).GetGeoTransform()  # EPSG:4326, the scene's CRS
+    dx, dy = 0.01 * gt[1], -0.01 * gt[5]  # box edges a hair inside pixel boundaries: exactly 64 x 48 pixels
+    x0, x1 = gt[0] + 100 * gt[1] + dx, gt[0] + 164 * gt[1] - dx
+    y0, y1 = gt[3] + 248 * gt[5] + dy, gt[3] + 200 * gt[5] - dy
+    processing.runAndLoadResults("sarcompress:reconstruct", {
+        "INPUT": str(compressed), "DEVICE": 2, "EXTENT": f"{x0!r},{x1!r},{y0!r},{y1!r} [EPSG:4326]",
+        "OUTPUT": str(tmp_path / "r.tif")}, feedback=RecordingFeedback(), context=_in_project(project))
+    [layer] = project.mapLayers().values()
+    assert (layer.width(), layer.height()) == (64, 48)
+    assert layer.name() == "berlin (reconstructed, extent)"
+
+
 def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready, sar_tif, tmp_path, project):
     """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band."""
     import processing

@@ -312,6 +312,82 @@ def test_a_reconstruction_in_another_value_domain_is_refused_in_one_line(pair, t
     assert compute_quality_maps(original, db_recon, *maps, domain="db", bands=[1]).domain == "db"
 
 
+def _arrays(path):
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+def _tagged_db(original, dst_path, db):
+    """A float32 dB raster tagged as the collection tags dB scenes, on the original's grid."""
+    _write_like(original, dst_path, [db])
+    ds = gdal.Open(str(dst_path), gdal.GA_Update)
+    ds.SetMetadataItem("VALUE_DOMAIN", "sigma0_db")
+    ds = None
+    return dst_path
+
+
+def test_an_8_bit_copy_that_keeps_its_domain_tag_is_refused_in_one_line(pair, tmp_path):
+    """gdal_translate -ot Byte -scale keeps the source's domain tag: a display copy of the intensity scene
+    still said intensity, passed the domain check and was compared as backscatter (a copy of a dB scene
+    likewise). Refused on either side, naming the file and why, in the dialog's check too; no map written."""
+    from sar_compress_plugin.core.quality_maps import open_pair
+
+    original, recon, orig = pair
+    db_original = _tagged_db(original, tmp_path / "orig_db.tif", 10 * np.log10(orig[0]))
+    maps = (tmp_path / "enl.tif", tmp_path / "epi.tif")
+    for source, tag, words in ((original, "value_domain", "linear intensity"),
+                               (db_original, "VALUE_DOMAIN", "dB")):
+        copy = tmp_path / f"{Path(source).stem}_byte.tif"
+        gdal.Translate(str(copy), str(source), outputType=gdal.GDT_Byte, scaleParams=[[]])
+        why = (f"its {tag} tag says {words}, but band 1 holds 8-bit integers (Byte) with no scale or "
+               f"offset back to {words}, as a display copy does (gdal_translate -ot Byte -scale); compare "
+               "the raster it was made from (or choose the value domain if the tag is wrong)")
+        for ref, test, role in ((source, copy, "reconstruction"), (copy, recon, "original")):
+            with pytest.raises(InputRasterError) as in_dialog:
+                open_pair(ref, test, [1])
+            with pytest.raises(InputRasterError) as in_task:
+                compute_quality_maps(ref, test, *maps)
+            assert str(in_dialog.value) == str(in_task.value) == f"{role} {copy}: {why}"
+        assert not any(m.exists() for m in maps)
+
+
+def test_an_8_bit_band_with_a_scale_and_offset_is_read_through_them(pair, tmp_path):
+    """A quantized dB product says how its integers map back to dB: accepted, and compared in dB, as the float
+    raster holding the same dB values is (read raw, its 0..255 were taken as dB)."""
+    original, _, orig = pair
+    db_original = _tagged_db(original, tmp_path / "orig_db.tif", 10 * np.log10(orig[0]))
+    db = 10 * np.log10(_smoothed(orig[0]).astype(np.float64))
+    lo, step = float(db.min()), float(np.ptp(db)) / 255
+    codes = np.rint((db - lo) / step).astype(np.uint8)
+    quantized = gdal.Translate(str(tmp_path / "q.tif"), str(db_original), outputType=gdal.GDT_Byte)
+    quantized.GetRasterBand(1).WriteArray(codes)
+    quantized.GetRasterBand(1).SetScale(step)
+    quantized.GetRasterBand(1).SetOffset(lo)
+    quantized = None
+    same_db = _tagged_db(original, tmp_path / "same.tif", codes * step + lo)
+    got = compute_quality_maps(db_original, tmp_path / "q.tif", *(tmp_path / f"{m}_q.tif" for m in ("enl", "epi")))
+    want = compute_quality_maps(db_original, same_db, *(tmp_path / f"{m}_f.tif" for m in ("enl", "epi")))
+    assert got.domain == want.domain == "db"
+    for g, w in ((got.enl_ratio_path, want.enl_ratio_path), (got.epi_path, want.epi_path)):
+        np.testing.assert_allclose(_arrays(g), _arrays(w), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def test_the_codecs_reconstruction_of_an_8_bit_amplitude_scene_is_compared(sar_tif, codec, model_bundle,
+                                                                           tmp_path):
+    """8-bit amplitude is a measurement (the codec reads integers as amplitude) and the codec reconstructs in
+    the original's data type, tagged with its domain: refusing 8-bit display copies leaves that pair alone."""
+    amplitude = np.sqrt(_arrays(sar_tif)[0, :256, :256].astype(np.float64))
+    scene, sarc = tmp_path / "amp8.tif", tmp_path / "amp8.sarc"
+    gdal.Translate(str(scene), str(_write_like(sar_tif, tmp_path / "amp.tif", [amplitude])),
+                   outputType=gdal.GDT_Byte, scaleParams=[[0, float(np.percentile(amplitude, 99.5)), 1, 255]])
+    codec.compress(str(scene), str(sarc),
+                   codec.CompressOptions(model_dir=str(model_bundle), device="cpu", tile_size=256))
+    rec = codec.reconstruct(str(sarc), str(tmp_path / "amp8_rec.tif"), model_dirs=[str(model_bundle)],
+                            device="cpu")
+    assert gdal.Open(rec.output_path).GetRasterBand(1).DataType == gdal.GDT_Byte
+    res = compute_quality_maps(scene, rec.output_path, tmp_path / "enl.tif", tmp_path / "epi.tif")
+    assert res.domain == "amplitude" and np.isfinite(res.epi_median[0])
+
+
 def test_a_crs_on_one_side_only_is_refused_in_one_line(pair, tmp_path):
     """Only the geotransforms were compared when one side had no CRS: a reconstruction without one was taken as
     the same place as a georeferenced original. Refused either way round; two rasters without a CRS (pixel
