@@ -18,7 +18,9 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProject,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QIcon
 
 from ..__about__ import __icon_path__
@@ -232,10 +234,12 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
         r = self._call(run)
         if context.willLoadLayerOnCompletion(output):
-            from ..qgis_io import reconstruction_layer_name
+            from ..qgis_io import reconstruction_layer_name, unique_layer_name
 
             details = context.layerToLoadOnCompletionDetails(output)
-            details.name = reconstruction_layer_name(src, window)  # not "Reconstructed raster"
+            # not "Reconstructed raster"; [2], [3]... for repeated runs, as the plugin's dialog names them
+            details.name = unique_layer_name(context.project() or QgsProject.instance(),
+                                             reconstruction_layer_name(src, window))
             details.setPostProcessor(ReconstructionStyler.kept(src))
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
@@ -254,10 +258,12 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
 
 class _KeptStyler(QgsProcessingLayerPostProcessorInterface):
-    """A post-processor per key, kept for the plugin's lifetime: Processing keeps only a pointer to it, so the
-    object must outlive the algorithm run."""
+    """A post-processor per run, kept referenced until QGIS has used it. Processing holds only a pointer to it,
+    so a styler nobody referenced could be collected before the layer loads; and QGIS deletes the C++ side once
+    it has run (setPostProcessor takes ownership), so one styler cannot serve a second run: a second
+    Reconstruct of the same file failed with "wrapped C/C++ object ... has been deleted"."""
 
-    _instances: dict = {}
+    _pending: list = []
 
     def __init__(self, key: str):
         super().__init__()
@@ -265,9 +271,10 @@ class _KeptStyler(QgsProcessingLayerPostProcessorInterface):
 
     @classmethod
     def kept(cls, key: str):
-        if (cls, key) not in cls._instances:
-            cls._instances[(cls, key)] = cls(key)
-        return cls._instances[(cls, key)]
+        cls._pending[:] = [s for s in cls._pending if not sip.isdeleted(s)]  # the ones QGIS has used and freed
+        styler = cls(key)
+        cls._pending.append(styler)
+        return styler
 
 
 class ReconstructionStyler(_KeptStyler):

@@ -177,30 +177,34 @@ def test_an_extent_loaded_by_processing_is_named_as_the_plugin_names_one(process
     dx, dy = 0.01 * gt[1], -0.01 * gt[5]  # box edges a hair inside pixel boundaries: exactly 64 x 48 pixels
     x0, x1 = gt[0] + 100 * gt[1] + dx, gt[0] + 164 * gt[1] - dx
     y0, y1 = gt[3] + 248 * gt[5] + dy, gt[3] + 200 * gt[5] - dy
-    processing.runAndLoadResults("sarcompress:reconstruct", {
-        "INPUT": str(compressed), "DEVICE": 2, "EXTENT": f"{x0!r},{x1!r},{y0!r},{y1!r} [EPSG:4326]",
-        "OUTPUT": str(tmp_path / "r.tif")}, feedback=RecordingFeedback(), context=_in_project(project))
-    [layer] = project.mapLayers().values()
-    assert (layer.width(), layer.height()) == (64, 48)
-    assert layer.name() == "berlin (reconstructed, extent)"
+    for out in ("r.tif", "r2.tif"):  # a second run of the same extent: told apart as the dialog's are
+        processing.runAndLoadResults("sarcompress:reconstruct", {
+            "INPUT": str(compressed), "DEVICE": 2, "EXTENT": f"{x0!r},{x1!r},{y0!r},{y1!r} [EPSG:4326]",
+            "OUTPUT": str(tmp_path / out)}, feedback=RecordingFeedback(), context=_in_project(project))
+    layers = sorted(project.mapLayers().values(), key=lambda layer: layer.source())
+    assert [(layer.width(), layer.height()) for layer in layers] == [(64, 48)] * 2
+    assert [layer.name() for layer in layers] == ["berlin (reconstructed, extent)",
+                                                  "berlin (reconstructed, extent) [2]"]
 
 
 def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready, sar_tif, tmp_path, project):
-    """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band."""
+    """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band;
+    and so does a second run's (QGIS frees each run's styler once it has used it)."""
     import processing
     from qgis.core import QgsRasterLayer
 
-    res = processing.runAndLoadResults("sarcompress:qualitymaps", {
-        "ORIGINAL": str(sar_tif), "RECONSTRUCTION": str(sar_tif), "BAND": 2, "WINDOW": 15, "DOMAIN": 0,
-        "OUTPUT_ENL_RATIO": str(tmp_path / "enl.tif"), "OUTPUT_EPI": str(tmp_path / "epi.tif")},
-        feedback=RecordingFeedback())
-    loaded = {lyr.source(): lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)}
-    for key, first_label in (("OUTPUT_ENL_RATIO", "rougher than the original"), ("OUTPUT_EPI", "edges lost")):
-        layer = loaded[res[key]]
-        assert layer.bandCount() == 1
-        r = layer.renderer()
-        assert r.type() == "singlebandpseudocolor" and r.opacity() == pytest.approx(0.6)
-        assert r.shader().rasterShaderFunction().colorRampItemList()[0].label.startswith(first_label)
+    for run in ("a", "b"):
+        res = processing.runAndLoadResults("sarcompress:qualitymaps", {
+            "ORIGINAL": str(sar_tif), "RECONSTRUCTION": str(sar_tif), "BAND": 2, "WINDOW": 15, "DOMAIN": 0,
+            "OUTPUT_ENL_RATIO": str(tmp_path / f"enl_{run}.tif"), "OUTPUT_EPI": str(tmp_path / f"epi_{run}.tif")},
+            feedback=RecordingFeedback())
+        loaded = {lyr.source(): lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)}
+        for key, first_label in (("OUTPUT_ENL_RATIO", "rougher than the original"), ("OUTPUT_EPI", "edges lost")):
+            layer = loaded[res[key]]
+            assert layer.bandCount() == 1
+            r = layer.renderer()
+            assert r.type() == "singlebandpseudocolor" and r.opacity() == pytest.approx(0.6)
+            assert r.shader().rasterShaderFunction().colorRampItemList()[0].label.startswith(first_label)
 
 
 def test_processing_compress_meets_a_bpp_target_and_refuses_two_rate_settings(processing_ready, sar_tif, codec,
