@@ -4,24 +4,51 @@ Each `*_main(argv) -> int` can be called in-process by tests. Bad input gives `e
 exit status 2 with no traceback (an unexpected exception too: one line naming it, status 3); Ctrl-C gives exit
 status 130 and SIGTERM 143 and, like any failure, leaves no partial file (the core writes under a temporary name
 and renames at the end; both signals raise a KeyboardInterrupt where the program is, so the same cleanup runs).
-A reader of standard output that goes away (`sar-info --json | head -1`) ends the program quietly with 141, as
-it ends any filter killed by SIGPIPE.
+A signal that comes once the output has its name says so instead of "no output written". A reader of standard
+output that goes away (`sar-info --json | head -1`) ends the program quietly with 141, as it ends any filter
+killed by SIGPIPE.
+
+A Ctrl-C is one line and 130 from this module's first import on (the console scripts import it first, the
+batch's and the demo's too), through argparse, to the end of the run. Before that line, while Python itself
+starts (about 0.1 s, site-packages and the console script's own first lines), no project code runs, and a
+Ctrl-C there is Python's traceback.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
-import re
-import signal
-import sys
-import threading
-import time
-from contextlib import contextmanager
 
-from .core.errors import SarCompressError
+def stop_while_starting() -> None:
+    """A Ctrl-C while a command's modules load: one line and 130 (SystemExit), not a KeyboardInterrupt
+    traceback. Used by the entry-point modules around their imports. SIGINT is ignored from here: the process
+    only exits now, and a second Ctrl-C would cut this line short with a traceback."""
+    import signal  # noqa: PLC0415 (here: the Ctrl-C may have cut short this module's import of it)
+    import sys  # noqa: PLC0415
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.stderr is not None:  # as _say writes, which is not defined yet
+        try:
+            print("interrupted: stopped while starting; no output written", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+    raise SystemExit(128 + signal.SIGINT)
+
+
+try:
+    import argparse
+    import functools
+    import json
+    import logging
+    import os
+    import re
+    import signal
+    import sys
+    import threading
+    import time
+    from contextlib import contextmanager
+
+    from .core.errors import SarCompressError
+except KeyboardInterrupt:
+    stop_while_starting()
 
 EXIT_ERROR = 2
 EXIT_BUG = 3
@@ -152,12 +179,18 @@ class _Signals:
     exception it led to. Only the first signal raises. A signal the caller left ignored (nohup, a script's
     background job) stays ignored. Only the main thread may set handlers: elsewhere (a batch run by a test in a
     thread) the defaults stay.
+
+    `last`: the process only exits after this scope (the console script's call), so SIGINT is left ignored
+    rather than restored: a Ctrl-C pressed again while Python shuts down (its threading and atexit hooks run
+    Python code) printed a traceback after the run's own line.
     """
 
-    def __init__(self):
+    def __init__(self, last: bool = False):
         self.received: int | None = None
         self._previous: dict = {}
         self._held = False
+        self._last = last
+        self._watched: list[tuple[str, tuple[int, int] | None]] = []
 
     def _on_signal(self, signum, _frame):
         if self.received is not None:  # a second Ctrl-C would cut short the first one's cleanup (joining the
@@ -168,6 +201,24 @@ class _Signals:
 
     def cancelled(self) -> bool:
         return self.received is not None
+
+    def watch(self, *outputs: str) -> None:
+        """Outputs a signal's line must tell the truth about. Each is published by a rename, so once it is
+        there, it is another file than the one there now (or none): a signal that came after the rename, while
+        the core tidied up or the summary was printed, said "no output written" of a file written whole."""
+        self._watched += [(path, _identity(path)) for path in outputs]
+
+    def stopped(self, exc: BaseException | None = None) -> int:
+        """Say that a signal stopped the run, and what of its outputs was written; its exit status. The signal
+        remembered wins over `exc`, the exception the run ended with (a library may have turned the
+        KeyboardInterrupt into another one)."""
+        signum = self.received or (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+        written = [path for path, before in self._watched if _identity(path) not in (None, before)]
+        were = "was" if len(written) == 1 else "were"
+        what = (f"{' and '.join(written)} {were} written completely before the signal" if written
+                else "no output written")
+        _say(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: {what}")
+        return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
     @contextmanager
     def held(self):
@@ -197,13 +248,40 @@ class _Signals:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if self._last and sig == signal.SIGINT else handler)
 
 
-def _interrupted(signum: int) -> int:
-    terminated = signum == signal.SIGTERM
-    _say(f"{'terminated' if terminated else 'interrupted'}: no output written")
-    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file at `path` (device, inode), None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def entry_point(signals_type: type[_Signals] = _Signals):
+    """Decorator: `main(argv, signals) -> int` as the `main(argv=None) -> int` that pyproject's
+    [project.scripts] name and tests call.
+
+    One `signals_type` scope covers the whole call, argparse included, so a signal at any point of it is one
+    line and 130 / 143, not a traceback; the run's own handling (_run, the batch's) reports most of them, and
+    says more. Called without argv, as the console script calls it, it is the process's last work (`last`)."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def entry(argv: list[str] | None = None) -> int:
+            with signals_type(last=argv is None) as signals:
+                try:
+                    return main(argv, signals)
+                except (Exception, KeyboardInterrupt) as exc:
+                    if signals.cancelled() or isinstance(exc, KeyboardInterrupt):
+                        return signals.stopped(exc)
+                    raise
+
+        return entry
+
+    return wrap
 
 
 def _given(*paths: tuple[str, str]) -> None:
@@ -214,34 +292,32 @@ def _given(*paths: tuple[str, str]) -> None:
             raise SarCompressError(f"{what} is an empty path")
 
 
-def _run(fn) -> int:
+def _run(fn, signals: _Signals) -> int:
     """fn(cancelled) -> exit status, with every way it can end turned into one line and a status."""
-    with _Signals() as signals:
-        try:
-            logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-            from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
+    try:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
 
-            limit_gdal_cache()
-            status = fn(signals.cancelled)
-            return _interrupted(signals.received) if signals.cancelled() else status
-        except _StdoutClosed:
-            _discard_stdout()
-            return EXIT_STDOUT_CLOSED
-        except (Exception, KeyboardInterrupt) as exc:
-            if signals.cancelled():
-                return _interrupted(signals.received)
-            if isinstance(exc, KeyboardInterrupt):
-                return _interrupted(signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
-            if isinstance(exc, SarCompressError):
-                _say(f"error: {exc}")
-                return EXIT_ERROR
-            # a bug: still one line (outputs were cleaned up by the core's finally blocks)
-            logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-            _say(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug; please report it)")
-            return EXIT_BUG
+        limit_gdal_cache()
+        status = fn(signals.cancelled)
+        return signals.stopped() if signals.cancelled() else status
+    except _StdoutClosed:
+        _discard_stdout()
+        return EXIT_STDOUT_CLOSED
+    except (Exception, KeyboardInterrupt) as exc:
+        if signals.cancelled() or isinstance(exc, KeyboardInterrupt):
+            return signals.stopped(exc)
+        if isinstance(exc, SarCompressError):
+            _say(f"error: {exc}")
+            return EXIT_ERROR
+        # a bug: still one line (outputs were cleaned up by the core's finally blocks)
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        _say(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug; please report it)")
+        return EXIT_BUG
 
 
-def compress_main(argv=None) -> int:
+@entry_point()
+def compress_main(argv, signals) -> int:
     p = _parser("sar-compress", "Compress a SAR raster (GeoTIFF or any GDAL raster) into a .sarc file.",
                 EXIT_STATUS_HELP)
     p.add_argument("input", help="input raster")
@@ -268,6 +344,7 @@ def compress_main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    signals.watch(a.output)
 
     def go(cancelled) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
@@ -288,10 +365,11 @@ def compress_main(argv=None) -> int:
                  f"  domain {r.domain} ({r.domain_reason})")
         return 0
 
-    return _run(go)
+    return _run(go, signals)
 
 
-def reconstruct_main(argv=None) -> int:
+@entry_point()
+def reconstruct_main(argv, signals) -> int:
     p = _parser("sar-reconstruct", "Reconstruct a GeoTIFF (or a window of it) from a .sarc file.",
                 EXIT_STATUS_HELP)
     p.add_argument("input", help="input .sarc file")
@@ -309,6 +387,7 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    signals.watch(a.output)
 
     def go(cancelled) -> int:
         from .core.codec import clip_window, read_header, reconstruct, window_from_bbox  # noqa: PLC0415
@@ -329,10 +408,11 @@ def reconstruct_main(argv=None) -> int:
              f"provider {r.provider}")
         return 0
 
-    return _run(go)
+    return _run(go, signals)
 
 
-def info_main(argv=None) -> int:
+@entry_point()
+def info_main(argv, signals) -> int:
     p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes.", EXIT_STATUS_HELP)
     p.add_argument("file", help=".sarc file")
     p.add_argument("--json", action="store_true", help="print the whole header as JSON")
@@ -393,7 +473,7 @@ def info_main(argv=None) -> int:
         _out("\n".join(lines))
         return 0
 
-    return _run(go)
+    return _run(go, signals)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,24 +7,35 @@ held-out figures, measured from the file written to disk.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
+from . import cli
 
-from .cli import HelpFormatter
-from .core.codec import CompressOptions, compress, reconstruct
-from .core.errors import SarCompressError
-from .core.evaluation import aggregate, band_quality
-from .core.raster_io import RasterReader
+try:
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from .core.errors import SarCompressError
+except KeyboardInterrupt:
+    cli.stop_while_starting()
 
 SAMPLE = Path(__file__).resolve().parent / "sample_data" / "s1_iw_grd_frankfurt_512.tif"
 
 
+def _outputs(input_path: Path, out_dir: Path) -> tuple[Path, Path]:
+    """The demo's .sarc and reconstruction of `input_path`."""
+    return out_dir / (input_path.stem + ".sarc"), out_dir / (input_path.stem + "_reconstructed.tif")
+
+
 def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, device: str = "auto") -> dict:
+    # here, inside main's signal handling (cli.entry_point): a Ctrl-C while numpy or GDAL load is one line,
+    # even one they turn into an ImportError
+    from .core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
+    from .core.evaluation import aggregate, band_quality  # noqa: PLC0415
+    from .core.raster_io import RasterReader  # noqa: PLC0415
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    compressed = out_dir / (input_path.stem + ".sarc")
-    restored = out_dir / (input_path.stem + "_reconstructed.tif")
+    compressed, restored = _outputs(input_path, out_dir)
     c = compress(input_path, compressed, CompressOptions(model_dir=model_dir, device=device))
     r = reconstruct(compressed, restored, model_dirs=[model_dir] if model_dir else None, device=device)
     rows = []
@@ -47,15 +58,17 @@ def _fmt(v, spec=".3f"):
     return "n/a" if v is None else format(v, spec)
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.entry_point()
+def main(argv, signals) -> int:
     parser = argparse.ArgumentParser(prog="sar-demo", description=__doc__,
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("--input", type=Path, default=SAMPLE, help="raster to compress")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the outputs")
     parser.add_argument("--model", type=Path, default=None, help="model bundle (default: the bundled one)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
+    signals.watch(*map(str, _outputs(args.input, args.out)))
     try:
         res = run_demo(args.input, args.out, args.model, args.device)
     except SarCompressError as exc:

@@ -6,25 +6,31 @@ scheduler) or its report could not be written, 130 on Ctrl-C and 143 on SIGTERM 
 unfinished scenes marked cancelled, and no partial file is left under a final name; stopped before its inputs
 were listed, it writes none). Each of these ends with one line on stderr, never a traceback.
 
-This module imports no more than the standard library at the top: numpy, GDAL, the codec and dask are imported
-while signals are held (`_Signals.held`); a Ctrl-C landing in one of those imports, in the first second of a
-batch, was a traceback, and a SIGTERM there ended the batch without a word.
+This module imports no more than the standard library at the top, after the single-file CLIs' module, whose
+loading handles a Ctrl-C from its first line on (a Ctrl-C while this one loads is handled as it is there):
+numpy, GDAL, the codec and dask are imported while signals are held (`_Signals.held`); a Ctrl-C landing in
+one of those imports, in the first second of a batch, was a traceback, and a SIGTERM there ended the batch
+without a word.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
-import sys
-import time
-from contextlib import suppress
-from pathlib import Path
-
 from .. import cli
-from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser
-from ..core.errors import SarCompressError
-from .inputs import expand_inputs
+
+try:
+    import argparse
+    import logging
+    import signal
+    import sys
+    import time
+    from contextlib import suppress
+    from pathlib import Path
+
+    from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser
+    from ..core.errors import SarCompressError
+    from .inputs import expand_inputs
+except KeyboardInterrupt:
+    cli.stop_while_starting()
 
 EXIT_SOME_FAILED = 1
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -158,49 +164,50 @@ def _finish(name: str, a, report: Path, records: list[dict], seconds: float, wor
     return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
 
 
-def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix: str, task) -> int:
+def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix: str, task,
+               signals: _Signals) -> int:
     """Parse `argv` and run the batch; `task(args)` -> (the scene function, its keyword arguments) imports the
     codec."""
-    with _Signals() as signals:
-        try:
-            with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
-                a = p.parse_args(argv)
-                fn, kwargs = task(a)
-                from ..core.raster_io import writable_folder  # noqa: PLC0415
-                from .engine import ClusterError  # noqa: PLC0415
-                from .report import summarise, write_report  # noqa: PLC0415
-            if signals.cancelled():  # a signal held during the imports
-                raise KeyboardInterrupt
-            _given(("--out", a.out), ("--report", a.report),
-                   *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
-            out = Path(a.out)
-            report = Path(a.report) if a.report else out / f"{name}-report"
-            for folder in (out, report.parent):
-                writable_folder(folder)  # the report used to fail only after every scene had run
-            jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
-        except SarCompressError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
-        t0 = time.perf_counter()
+    try:
+        with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
+            a = p.parse_args(argv)
+            fn, kwargs = task(a)
+            from ..core.raster_io import writable_folder  # noqa: PLC0415
+            from .engine import ClusterError  # noqa: PLC0415
+            from .report import summarise, write_report  # noqa: PLC0415
+        if signals.cancelled():  # a signal held during the imports
+            raise KeyboardInterrupt
+        _given(("--out", a.out), ("--report", a.report),
+               *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
+        out = Path(a.out)
+        report = Path(a.report) if a.report else out / f"{name}-report"
+        for folder in (out, report.parent):
+            writable_folder(folder)  # the report used to fail only after every scene had run
+        jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
+    t0 = time.perf_counter()
 
-        def checkpoint(records: list[dict], workers: int) -> None:
-            """The report while the batch runs; one that cannot be written is reported by the final write."""
-            with suppress(OSError):
-                write_report(report, name, records, summarise(records, time.perf_counter() - t0),
-                             {"workers": workers, "arguments": vars(a)})
+    def checkpoint(records: list[dict], workers: int) -> None:
+        """The report while the batch runs; one that cannot be written is reported by the final write."""
+        with suppress(OSError):
+            write_report(report, name, records, summarise(records, time.perf_counter() - t0),
+                         {"workers": workers, "arguments": vars(a)})
 
-        try:
-            records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
-        except ClusterError as exc:  # nothing ran, nothing to report
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
-            return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals)
+    try:
+        records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
+    except ClusterError as exc:  # nothing ran, nothing to report
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
+        return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals)
 
 
-def compress_batch_main(argv=None) -> int:
+@cli.entry_point(_Signals)
+def compress_batch_main(argv, signals) -> int:
     p = _parser("sar-compress-batch", "Compress many SAR rasters into .sarc files on dask.distributed, "
                                       "resumably: a rerun skips outputs that exist and check out.")
     _common(p, "raster (.tif/.tiff in folders)")
@@ -224,10 +231,11 @@ def compress_batch_main(argv=None) -> int:
                                target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
         return compress_scene, {"options": opts, "verify": a.verify, "threads": a.threads}
 
-    return _run_batch("sar-compress-batch", p, argv, RASTER_SUFFIXES, ".sarc", task)
+    return _run_batch("sar-compress-batch", p, argv, RASTER_SUFFIXES, ".sarc", task, signals)
 
 
-def reconstruct_batch_main(argv=None) -> int:
+@cli.entry_point(_Signals)
+def reconstruct_batch_main(argv, signals) -> int:
     p = _parser("sar-reconstruct-batch", "Reconstruct many .sarc files into GeoTIFFs on dask.distributed, "
                                          "resumably: a rerun skips outputs that exist and check out.")
     _common(p, ".sarc")
@@ -242,4 +250,4 @@ def reconstruct_batch_main(argv=None) -> int:
         return reconstruct_scene, {"model_dirs": a.model_dir, "device": a.device, "verify": a.verify,
                                    "threads": a.threads}
 
-    return _run_batch("sar-reconstruct-batch", p, argv, (".sarc",), ".tif", task)
+    return _run_batch("sar-reconstruct-batch", p, argv, (".sarc",), ".tif", task, signals)

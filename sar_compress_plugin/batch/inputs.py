@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -65,8 +67,36 @@ class _Expander:
         self.jobs.append(Job(input=what, error=error))
 
     def wanted(self, p: Path, skip: Path | None) -> bool:
-        return (p.is_file() and p.suffix.lower() in self.suffixes and not p.name.startswith(".")
+        return (p.suffix.lower() in self.suffixes and not p.name.startswith(".")
                 and (skip is None or skip not in p.resolve().parents))
+
+    def files_below(self, d: Path) -> Iterator[Path]:
+        """The files below `d`, not following links to folders (what `rglob("*")` found, which this replaces).
+
+        An archive changes while a batch lists it: a sub-folder deleted while it was searched was rglob's
+        FileNotFoundError traceback, and is skipped (what is gone is nothing to do); one that cannot be read
+        was skipped by rglob without a word, its scenes silently left out, and fails as an input of its own,
+        so the report and the exit status say so. A file is known from its folder entry, not looked at
+        again: a folder that can be listed but not entered (mode r--) made `is_file()` a PermissionError
+        traceback."""
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            why = exc.strerror or exc
+            self.fail(str(d), f"folder cannot be read ({why}); its files are not in this batch")
+            return
+        for entry in entries:
+            try:
+                folder, file = entry.is_dir(follow_symlinks=False), entry.is_file()
+            except OSError:  # a link whose target cannot be looked at: not a scene this batch could read
+                continue
+            if folder:
+                yield from self.files_below(Path(entry.path))
+            elif file:
+                yield Path(entry.path)
 
     def folder(self, d: Path) -> None:
         """Every matching file below `d`; outputs mirror the sub-folders so equal names in two folders differ.
@@ -75,8 +105,9 @@ class _Expander:
         above it (.sarc files beside their rasters, `--out` the archive's root) does not hide `d`'s files: that
         used to fail the folder as having none."""
         inside = d.resolve() in self.out_dir.parents
-        found = sorted(p for p in d.rglob("*") if self.wanted(p, self.out_dir if inside else None))
-        if not found:
+        failed = len(self.jobs)
+        found = sorted(p for p in self.files_below(d) if self.wanted(p, self.out_dir if inside else None))
+        if not found and len(self.jobs) == failed:  # a folder that could not be read has failed already
             self.fail(str(d), f"folder has no {'/'.join(self.suffixes)} files")
         for p in found:
             self.add(p, p.relative_to(d))

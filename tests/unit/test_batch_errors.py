@@ -3,8 +3,10 @@ non-zero exit, the report written with what finished, and no stale output taken 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import psutil
 import pytest
 
 from sar_compress_plugin.batch.cli import compress_batch_main, reconstruct_batch_main
-from sar_compress_plugin.batch.inputs import Job
+from sar_compress_plugin.batch.inputs import Job, expand_inputs
 from sar_compress_plugin.batch.tasks import _same_source, check_sarc, compress_scene
 from sar_compress_plugin.core.codec import CompressOptions, compress
 from sar_compress_plugin.core.raster_io import source_stamp
@@ -365,3 +367,66 @@ def test_a_model_folder_that_is_not_there_stops_the_batch_before_any_work(tmp_pa
     line = _one_error_line(capsys.readouterr().err)
     assert line == f"error: {missing}: no such folder (given as a model folder)"
     assert not (tmp_path / "out").exists()
+
+
+# --- an archive that changes while the batch lists it -------------------------------------------------------
+
+def _archive(root: Path, folders=("a", "b/deep", "c")) -> Path:
+    """A folder of sub-folders with one (empty) .tif each: listing it opens no raster."""
+    for sub in folders:
+        (root / sub).mkdir(parents=True)
+        (root / sub / "x.tif").write_bytes(b"")
+    return root
+
+
+@pytest.fixture
+def listing_b(monkeypatch):
+    """listing_b(archive, what): `what` happens to archive/b when the batch comes to list it, once: deleted,
+    or unreadable. A patched os.scandir, because neither can be timed from outside (a second process racing
+    the search would flake) and chmod 000 keeps nothing from root, which runs these tests here."""
+    scandir = os.scandir
+
+    def arrange(archive: Path, what: str) -> None:
+        victim, done = str(archive / "b"), []
+
+        def listing(path=".", *args):
+            if str(path) == victim and not done:
+                done.append(path)
+                if what == "deleted":
+                    shutil.rmtree(victim)
+                else:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), victim)
+            return scandir(path, *args)
+
+        monkeypatch.setattr(os, "scandir", listing)
+
+    return arrange
+
+
+def test_a_folder_deleted_while_the_batch_lists_it_is_skipped(tmp_path, listing_b):
+    """It was rglob's FileNotFoundError traceback; what is gone is nothing to do."""
+    archive = _archive(tmp_path / "in")
+    listing_b(archive, "deleted")
+    jobs = expand_inputs([str(archive)], tmp_path / "out", (".tif",), ".sarc")
+    assert [(Path(j.input).relative_to(archive), j.error) for j in jobs] == [(Path("a/x.tif"), ""),
+                                                                             (Path("c/x.tif"), "")]
+
+
+def test_a_folder_that_cannot_be_read_is_a_failed_input_naming_it(tmp_path, listing_b, capsys):
+    """rglob skipped it without a word, so its scenes were left out of a batch that said it had done all; now
+    it is in the report as failed, with one line and exit status 1, and the other folders are still done. (A
+    batch whose folders all fail starts no cluster: this one's .tif files are all in the unreadable one.)"""
+    jobs_archive = _archive(tmp_path / "jobs")
+    listing_b(jobs_archive, "unreadable")
+    jobs = expand_inputs([str(jobs_archive)], tmp_path / "out", (".tif",), ".sarc")
+    why = "folder cannot be read (Permission denied); its files are not in this batch"
+    assert [(j.input, j.error) for j in jobs] == [(str(jobs_archive / "b"), why),
+                                                  (str(jobs_archive / "a" / "x.tif"), ""),
+                                                  (str(jobs_archive / "c" / "x.tif"), "")]
+    archive = _archive(tmp_path / "in", folders=("b",))
+    listing_b(archive, "unreadable")
+    assert compress_batch_main([str(archive), "--out", str(tmp_path / "out"), "--scheduler", NO_SCHEDULER,
+                                "-q"]) == 1
+    assert _one_error_line(capsys.readouterr().err) == f"failed: {archive / 'b'}: {why}"
+    report = json.loads((tmp_path / "out" / "sar-compress-batch-report.json").read_text())
+    assert [(s["input"], s["status"]) for s in report["scenes"]] == [(str(archive / "b"), "failed")]

@@ -1,12 +1,15 @@
-"""The three command lines as an archive operator and an analyst meet them: a Ctrl-C that a library swallows
-or that comes twice, standard streams that go away or fill up, file names that are not UTF-8, a damaged file
-named by tile and band, a .sarc named like a GeoTIFF, a bbox in the wrong CRS, and the exit statuses in --help."""
+"""The three command lines as an archive operator and an analyst meet them: a Ctrl-C that a library swallows,
+that comes twice, after the output was written or while the command still loads, standard streams that go
+away or fill up, file names that are not UTF-8, a damaged file named by tile and band, a .sarc named like a
+GeoTIFF, a bbox in the wrong CRS, and the exit statuses in --help."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +148,148 @@ def test_a_cancel_during_the_last_tile_publishes_nothing(scene, tiny_bundle, tmp
         compress(scene[0], tmp_path / "o.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64),
                  is_cancelled=cancel_after_the_tiles)
     assert os.listdir(tmp_path) == []
+
+
+_SIGNAL_AFTER_PUBLISH = """
+import os, signal
+import sar_compress_plugin.core.raster_io as rio
+publish = rio.PartialFile.publish
+def _publish(self):
+    publish(self)
+    os.kill(os.getpid(), signal.{sig})
+rio.PartialFile.publish = _publish
+"""
+#: Later still: after the run, while the command returns (outside _run, in cli.entry_point).
+_SIGNAL_AFTER_THE_RUN = """
+import os, signal
+from sar_compress_plugin import cli
+run = cli._run
+def _run(*args):
+    status = run(*args)
+    os.kill(os.getpid(), signal.{sig})
+    return status
+cli._run = _run
+"""
+
+
+@pytest.mark.parametrize("when, sig, which", [
+    ("publish", "SIGINT", "compress_main"), ("publish", "SIGTERM", "reconstruct_main"),
+    ("run", "SIGINT", "reconstruct_main"), ("run", "SIGTERM", "compress_main")])
+def test_a_signal_after_the_output_is_written_says_so(scene, tiny_bundle, tmp_path, when, sig, which):
+    """A signal once the output has its final name, while the core tidies up or the command returns: it said
+    "no output written" of a file that is there, whole. The status is still the signal's: the command was
+    stopped (its summary may be missing)."""
+    prelude = (_SIGNAL_AFTER_PUBLISH if when == "publish" else _SIGNAL_AFTER_THE_RUN).format(sig=sig)
+    r = _cli(which, _args(which, scene, tmp_path, tiny_bundle), prelude)
+    status, word = (130, "interrupted") if sig == "SIGINT" else (143, "terminated")
+    out = tmp_path / ("o.sarc" if which == "compress_main" else "o.tif")
+    assert r.returncode == status, r.stderr
+    _one_line(r.stderr, f"{word}: {out} was written completely before the signal")
+    assert os.listdir(tmp_path) == [out.name]
+    if which == "compress_main":
+        assert cli.info_main([str(out), "--verify"]) == 0
+    else:
+        assert _pixels(out).shape == (2, 64, 128)
+
+
+# --- a Ctrl-C while the command still loads -----------------------------------------------------------------
+
+def _console_script(module: str, main: str, args: list, prelude: str = "") -> subprocess.CompletedProcess:
+    """`main` of `module` run as its console script runs it (pyproject's [project.scripts]: import, then
+    call it without arguments), after `prelude`."""
+    code = f"import sys\n{prelude}\nfrom {module} import {main}\nsys.exit({main}())"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, text=True, timeout=120, check=False,
+                          capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+#: The process signals itself when `module` is first imported: a real SIGINT, landing where a Ctrl-C in the
+#: first tenth of a second lands, inside the imports of the module the console script imports.
+_SIGNAL_IN_IMPORT = """
+import os, signal
+class SignalInImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, SignalInImport())
+"""
+
+
+@pytest.mark.parametrize("module, main, imported, line", [
+    ("sar_compress_plugin.cli", "compress_main", "argparse", "stopped while starting; no output written"),
+    ("sar_compress_plugin.cli", "info_main", "sar_compress_plugin.core.errors",
+     "stopped while starting; no output written"),
+    ("sar_compress_plugin.batch.cli", "compress_batch_main", "sar_compress_plugin.batch.inputs",
+     "stopped while starting; no output written"),
+    ("sar_compress_plugin.demo", "main", "sar_compress_plugin.core.codec", "no output written")])
+def test_a_ctrl_c_while_the_command_loads_is_one_line(scene, tiny_bundle, tmp_path, module, main, imported,
+                                                      line):
+    """A Ctrl-C before the run's handler was in place, while the entry point's module imported what it needs
+    (sar-demo imported the codec, numpy and GDAL there too), was a KeyboardInterrupt traceback."""
+    args = {"compress_main": _args("compress_main", scene, tmp_path, tiny_bundle),
+            "info_main": _args("info_main", scene, tmp_path, tiny_bundle),
+            "compress_batch_main": [str(scene[0]), "--out", str(tmp_path / "out")],
+            "main": ["--out", str(tmp_path / "demo"), "--model", str(tiny_bundle), "--device", "cpu"]}[main]
+    r = _console_script(module, main, args, _SIGNAL_IN_IMPORT.format(module=imported))
+    assert r.returncode == 130, r.stderr
+    _one_line(r.stderr, f"interrupted: {line}")
+    assert os.listdir(tmp_path) == []
+
+
+#: sar-compress's console script after Python's own start-up, which no project code can cover (site-packages,
+#: and the import system finding the package): the marker line says that is over.
+_AFTER_START_UP = """
+import sar_compress_plugin
+print("started", flush=True)
+"""
+
+
+def test_ctrl_c_pressed_again_and_again_from_the_start_is_one_line_and_130(scene, tiny_bundle, tmp_path):
+    """Real Ctrl-Cs, every 20 ms from a moment after start-up until the process ends: while cli.py imports,
+    while argparse runs, while numpy and GDAL load, while tiles are coded, after the output is written and
+    while Python shuts down. Each run ends in one line and 130 (or, when they all come as it exits, in 0 and
+    silence), never a traceback, and leaves no partial file.
+
+    Bytecode is cached (in tmp_path) as an installed package's is: compiling cli.py from source, as it is
+    here under PYTHONDONTWRITEBYTECODE, takes milliseconds in the import system before its first line runs,
+    out of the project's reach like Python's start-up. The first run, without signals, fills the cache; the
+    second times a whole run, which places the later Ctrl-Cs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    code = (f"import sys\n{_AFTER_START_UP}\nfrom sar_compress_plugin.cli import compress_main\n"
+            "sys.exit(compress_main())")
+
+    def run(out: Path, delay: float | None) -> tuple[int, str, float]:
+        """(exit status, stderr, seconds from the marker to the exit), Ctrl-C every 20 ms from `delay` on."""
+        out.mkdir()
+        args = _args("compress_main", scene, out, tiny_bundle)
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, text=True, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == "started\n"
+        t0 = time.monotonic()
+        if delay is not None:
+            time.sleep(delay)
+            while proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.02)
+        err = proc.communicate(timeout=60)[1]
+        return proc.returncode, err, time.monotonic() - t0
+
+    run(tmp_path / "cache", None)
+    status, err, seconds = run(tmp_path / "timed", None)
+    assert status == 0, err
+    interrupted = 0
+    for k, delay in enumerate((0.003, 0.008, *(f * seconds for f in (0.1, 0.3, 0.5, 0.7, 0.9)))):
+        out = tmp_path / str(k)
+        status, err, _ = run(out, delay)
+        if status == 0:  # every Ctrl-C came as it exited, and is ignored
+            assert "Traceback" not in err and os.listdir(out) == ["o.sarc"], (delay, err)
+            continue
+        interrupted += 1
+        assert status == 130, (delay, err)
+        line = _one_line(err, "interrupted: ")
+        assert os.listdir(out) == (["o.sarc"] if "was written completely" in line else []), (delay, line)
+    assert interrupted >= 5
 
 
 # --- standard streams ---------------------------------------------------------------------------------------
