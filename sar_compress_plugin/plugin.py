@@ -34,6 +34,7 @@ from .qgis_io import (
     is_reconstruction,
     layer_file_path,
     reconstruction_layer_name,
+    show_only_quality_map,
     style_db_grey,
     style_quality_layer,
     unique_layer_name,
@@ -96,7 +97,6 @@ class SarCompressPlugin:
                                             self.show_settings, parent)
         from .scene_layer import SarcDropHandler, SceneLayers
 
-        self.scenes = SceneLayers(self.iface, self.logger, self._ensure_dependencies, self.reconstruct_file)
         self.open_scene_action = self._action(icon, "Open compressed scene…", "sar_compress_open_scene",
                                               self.open_scene_with_dialog, parent)
         self.export_view_action = self._action(icon, "Export current extent as GeoTIFF…",
@@ -107,7 +107,8 @@ class SarCompressPlugin:
         for action in (self.export_view_action, self.style_action):  # on scene layers only
             self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, False)
             self.layer_actions.append(action)
-        self.scenes.layer_actions = [self.export_view_action, self.style_action]
+        self.scenes = SceneLayers(self.iface, self.logger, self._ensure_dependencies, self.reconstruct_file,
+                                  self.running_outputs, [self.export_view_action, self.style_action])
         self._drop_handler = SarcDropHandler(self.scenes.open)
         self.iface.registerCustomDropHandler(self._drop_handler)
 
@@ -263,10 +264,12 @@ class SarCompressPlugin:
             values = dialog.option_values()
             output_path = dialog.output_path()
             # The device is remembered only once it has worked (_compress_done): a CUDA choice that fails must
-            # not become the default that fails again next time.
-            settings.tile_size = values["tile_size"]
-            dialog.rate.store(settings)
-            settings.save()
+            # not become the default that fails again next time. Saved over the settings as they are now, not as
+            # read before the dialog: a task that finished meanwhile may have remembered its device.
+            chosen = PluginSettings.load()
+            chosen.tile_size = values["tile_size"]
+            dialog.rate.store(chosen)
+            chosen.save()
             options = CompressOptions(**values)
         elif options is None:
             options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
@@ -278,9 +281,7 @@ class SarCompressPlugin:
         if self._report_failure(f"Compression of '{layer_name}'", result):
             return
         if remember_device:
-            settings = PluginSettings.load()
-            settings.device = remember_device
-            settings.save()
+            PluginSettings.remember(device=remember_device)
         r = result.value
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
@@ -338,16 +339,16 @@ class SarCompressPlugin:
         if self._report_failure(f"Reconstruction of {Path(sarc_path).name}", result):
             return
         if remember_device:
-            settings = PluginSettings.load()
-            settings.device = remember_device
-            settings.save()
+            PluginSettings.remember(device=remember_device)
         r = result.value
         project = QgsProject.instance()
         original = find_original_layer(project, sarc_path)
         name = unique_layer_name(project, reconstruction_layer_name(sarc_path, task.window))
         if original is not None:
             group = group_for_layer(project, original)
-            layer = add_raster_layer(project, r.output_path, name, group, above=original, role="reconstruction")
+            # On top of the group: just above the original, a second one went under the first (opaque), and so
+            # did the quality maps made of it, placed just above it.
+            layer = add_raster_layer(project, r.output_path, name, group, role="reconstruction")
             layer.setCustomProperty(ORIGINAL_PROPERTY, original.id())
         else:
             layer = add_raster_layer(project, r.output_path, name, role="reconstruction")
@@ -386,8 +387,8 @@ class SarCompressPlugin:
                                    folder=settings.quality_maps_folder)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        folder = settings.quality_maps_folder = dialog.output_folder()
-        settings.save()
+        folder = dialog.output_folder()
+        PluginSettings.remember(quality_maps_folder=folder)
         return self.quality_maps(dialog.reconstruction_layer(), dialog.original_layer(), dialog.window_size(),
                                  dialog.value_domain(), dialog.band_number(), folder)
 
@@ -458,9 +459,7 @@ class SarCompressPlugin:
             original = project.mapLayer(original_id)
             style_db_grey(recon, band, r.domain, alike=(original,) if original is not None else ())
         # One overlay at a time reads best: the ENL ratio is shown, the EPI map is one click away.
-        epi_node = project.layerTreeRoot().findLayer(epi.id())
-        if epi_node is not None:
-            epi_node.setItemVisibilityChecked(False)
+        show_only_quality_map(group or project.layerTreeRoot(), enl)
         self.logger.success(f"Quality maps of {quoted} ({band_name}): median local ENL ratio "
                             f"{r.enl_ratio_median[0]:.2f} (1 is ideal), median local EPI {r.epi_median[0]:.2f} "
                             f"(1 is perfect), {r.seconds:.1f} s")

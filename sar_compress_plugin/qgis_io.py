@@ -253,6 +253,15 @@ def add_raster_layer(project: QgsProject, path: str, name: str, group: QgsLayerT
     return layer
 
 
+def show_only_quality_map(parent: QgsLayerTreeGroup, shown: QgsMapLayer) -> None:
+    """Hide every quality map directly in `parent` but `shown`: each run's maps go just above the reconstruction,
+    so an earlier run's maps lie above a new run's, and semi-transparent overlays left shown blend over it."""
+    for node in parent.children():
+        layer = node.layer() if isinstance(node, QgsLayerTreeLayer) else None
+        if layer is not None and layer is not shown and layer.customProperty(ROLE_PROPERTY) in ("enl_ratio", "epi"):
+            node.setItemVisibilityChecked(False)
+
+
 def _class_renderer(layer: QgsRasterLayer, classes, limits, band: int = 1) -> QgsSingleBandPseudoColorRenderer:
     ramp = QgsColorRampShader(*limits)
     ramp.setColorRampType(QgsColorRampShader.Type.Discrete)

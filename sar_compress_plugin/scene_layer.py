@@ -32,6 +32,7 @@ from qgis.PyQt.QtGui import QColor
 
 from .core.errors import CancelledError, InputRasterError, SarCompressError
 from .qgis_io import ROLE_PROPERTY, SARC_PATH_PROPERTY, SCENE_ROLE, unique_path
+from .utils.deps import check_dependencies
 from .utils.settings import PluginSettings
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def style_scene_composite(layer: QgsRasterLayer, cache, vv: int, vh: int) -> Non
 
 def style_scene_grey(layer: QgsRasterLayer, cache, band: int) -> None:
     """Back to the grey dB style of one band, on the cache GeoTIFF itself."""
-    if layer.source() != str(cache.tiff_path):
+    if layer.source() != str(cache.tiff_path) or not layer.isValid():
         layer.setDataSource(str(cache.tiff_path), layer.name(), "gdal", QgsDataProvider.ProviderOptions())
     style_scene_layer(layer, cache.header, band)
     layer.triggerRepaint()
@@ -378,19 +379,48 @@ class SarcDropHandler(QgsCustomDropHandler):
 class SceneLayers:
     """The open scene layers of the plugin: open (menu, Browser, drop), close on layer removal, export the view."""
 
-    def __init__(self, iface, logger, ensure_dependencies, reconstruct_file):
+    def __init__(self, iface, logger, ensure_dependencies, reconstruct_file, running_outputs, layer_actions):
+        """`running_outputs()`: resolved paths that running tasks write (an export's default name avoids them).
+        `layer_actions`: added to each scene layer's context menu."""
         self.iface, self.logger = iface, logger
         self.ensure_dependencies = ensure_dependencies
         self.reconstruct_file = reconstruct_file
+        self.running_outputs = running_outputs
         self.controllers: dict[str, SceneLayerController] = {}
-        self.layer_actions: list = []  # set by the plugin: added to each scene layer's context menu
-        QgsProject.instance().layersWillBeRemoved.connect(self._layers_removed)
+        self.layer_actions = list(layer_actions)
+        project = QgsProject.instance()
+        project.layersWillBeRemoved.connect(self._layers_removed)
+        project.readProject.connect(self._adopt_project_layers)
+        self._adopt_project_layers()
 
-    def open(self, sarc_path: str) -> QgsRasterLayer | None:
-        """Add a .sarc file as a layer decoded on demand (or return the layer already showing it)."""
+    def _adopt_project_layers(self, *_) -> None:
+        """Decode on demand, and offer the scene actions, in the scene layers already in the project: left by the
+        plugin before it was reloaded, or read with a project. Unknown to this object, they showed only the tiles
+        decoded before, and opening their .sarc again added it a second time."""
+        scenes = [layer for layer in QgsProject.instance().mapLayers().values()
+                  if layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE and layer.customProperty(SARC_PATH_PROPERTY)
+                  and layer.id() not in self.controllers]
+        if not scenes or check_dependencies():  # no dialog here: without the codec they show what is cached
+            return
+        for layer in scenes:
+            path = str(layer.customProperty(SARC_PATH_PROPERTY))
+            if self._layer_showing(path) is not None:  # a copy of an open scene layer: one cache, one writer
+                continue
+            cache = self._open_cache(path)
+            if cache is not None:
+                self._attach(layer, cache)
+
+    def _layer_showing(self, sarc_path: str) -> QgsRasterLayer | None:
         for c in self.controllers.values():
             if Path(c.cache.raster.path).resolve() == Path(sarc_path).resolve():
                 return c.layer
+        return None
+
+    def open(self, sarc_path: str) -> QgsRasterLayer | None:
+        """Add a .sarc file as a layer decoded on demand (or return the layer already showing it)."""
+        layer = self._layer_showing(sarc_path)
+        if layer is not None:
+            return layer
         if not self.ensure_dependencies():
             return None
         cache = self._open_cache(sarc_path)
@@ -402,10 +432,18 @@ class SceneLayers:
             cache.close()
             self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
             return None
+        self._attach(layer, cache)
+        return layer
+
+    def _attach(self, layer: QgsRasterLayer, cache) -> None:
+        """Decode `layer`'s view from `cache` on demand and offer the scene actions in its menu. A layer that shows
+        another file (the cache folder changed in the settings) or none (its cache was evicted meanwhile) is
+        pointed at `cache` first, in its own style."""
+        if not layer.isValid() or Path(layer.source()).parent != cache.folder:
+            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
         self._watch(layer, cache)
         for action in self.layer_actions:
             self.iface.addCustomActionForLayer(action, layer)
-        return layer
 
     def _open_cache(self, sarc_path: str):
         """The file's SceneCache under the settings' cache folder (None, the error shown, when it cannot open),
@@ -501,7 +539,7 @@ class SceneLayers:
         sarc = str(controller.cache.raster.path)
         if output_path is None:
             p = Path(sarc)
-            output_path = unique_path(p.with_name(f"{p.stem}_extent.tif"))
+            output_path = unique_path(p.with_name(f"{p.stem}_extent.tif"), self.running_outputs())
         try:
             return self.reconstruct_file(sarc, output_path, window=view[0])
         except InputRasterError as exc:
@@ -509,8 +547,10 @@ class SceneLayers:
             return None
 
     def unload(self) -> None:
+        project = QgsProject.instance()
         try:
-            QgsProject.instance().layersWillBeRemoved.disconnect(self._layers_removed)
+            project.layersWillBeRemoved.disconnect(self._layers_removed)
+            project.readProject.disconnect(self._adopt_project_layers)
         except TypeError:
             pass
         for controller in self.controllers.values():

@@ -3,6 +3,7 @@ files."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
@@ -490,6 +491,7 @@ class SarStyleDialog(_FormDialog):
 class SettingsDialog(_FormDialog):
     def __init__(self, settings: PluginSettings, parent=None):
         super().__init__("SAR Compress settings", parent)
+        self._loaded = settings  # what other dialogs remember (the quality maps' folder) is kept as it was
         self.model_dir = file_widget(QgsFileWidget.StorageMode.GetDirectory, settings.model_dir,
                                      dialog_title="Default model bundle folder")
         self.model_dir.lineEdit().setPlaceholderText("bundled default model")
@@ -547,10 +549,11 @@ class SettingsDialog(_FormDialog):
         return [p.strip() for p in self.model_dirs.text().split(";") if p.strip()]
 
     def settings(self) -> PluginSettings:
-        settings = PluginSettings(model_dir=self.model_dir.filePath().strip(), model_dirs=self._dirs(),
-                                  device=self.device.currentData(), tile_size=int(self.tile_size.value()),
-                                  tile_cache_mb=int(self.tile_cache_mb.value()),
-                                  tile_cache_dir=self.tile_cache_dir.filePath().strip(),
-                                  decode_budget_mpx=float(self.decode_budget.value()))
+        settings = dataclasses.replace(self._loaded, model_dir=self.model_dir.filePath().strip(),
+                                       model_dirs=self._dirs(), device=self.device.currentData(),
+                                       tile_size=int(self.tile_size.value()),
+                                       tile_cache_mb=int(self.tile_cache_mb.value()),
+                                       tile_cache_dir=self.tile_cache_dir.filePath().strip(),
+                                       decode_budget_mpx=float(self.decode_budget.value()))
         self.rate.store(settings)
         return settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qgis.core import QgsSettings
 
@@ -85,6 +85,12 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "tile_cache_dir", self.tile_cache_dir)
         s.setValue(SETTINGS_PREFIX + "decode_budget_mpx", float(self.decode_budget_mpx))
         s.setValue(SETTINGS_PREFIX + "quality_maps_folder", self.quality_maps_folder)
+
+    @classmethod
+    def remember(cls, **values) -> None:
+        """Save `values` over the settings as they are now. Not over a copy read when a dialog opened: saving that
+        would undo what was saved meanwhile (the device a task that finished remembers)."""
+        replace(cls.load(), **values).save()
 
     def rate_options(self) -> dict:
         """The one CompressOptions keyword the remembered choice sets (quality None: the model's default)."""

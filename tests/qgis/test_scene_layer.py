@@ -4,6 +4,8 @@ rendered canvas equals the rendering of a full reconstruction, zoomed out the st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -562,3 +564,93 @@ def test_reconstruct_dialog_starts_on_the_selected_scene_layers_file(plugin, tes
     state = accept_next_dialog()
     assert plugin.reconstruct_with_dialog() is None
     assert state["error"] == "Choose an existing .sarc file."
+
+
+def _menu_texts(test_iface, layer) -> list[str]:
+    test_iface.layer_tree_view.setCurrentLayer(layer)
+    menu = test_iface.layer_tree_view.menuProvider().createContextMenu()
+    return [a.text() for a in menu.actions()] if menu is not None else []
+
+
+def test_exporting_another_extent_while_the_first_export_runs_writes_both(plugin, test_iface, scene):
+    """Export current extent named its file berlin_extent.tif whatever was running: a second export started
+    before the first had finished was refused ("already being written by a running task"), with no way to
+    choose another output from that action."""
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    canvas = _show_canvas(test_iface, layer)
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    test_iface.layer_tree_view.setCurrentLayer(layer)
+    tasks = []
+    for col, row in ((32, 40), (300, 330)):
+        _view(canvas, gt, col, row, 160)
+        plugin.export_view_action.trigger()  # no event is processed between the two: the first is still running
+        tasks.append(plugin.last_task)
+    assert tasks[0] is not tasks[1]
+    outputs = [Path(task.output_path).name for task in tasks]
+    assert outputs == ["berlin_extent.tif", "berlin_extent_2.tif"]
+    for task in tasks:
+        assert wait_for_task(plugin, task).ok and Path(task.output_path).is_file()
+
+
+def test_a_scene_layer_keeps_decoding_and_its_actions_across_a_plugin_reload(plugin, test_iface, scene):
+    """Plugin reload (an update from the Plugin Manager, or disabled and enabled again) with a scene layer open:
+    the layer stayed, but the new plugin did not know it. It decoded nothing more when panned, had no "SAR
+    style…" nor "Export current extent…" in its menu, and opening its .sarc again added a second layer."""
+    from sar_compress_plugin import classFactory
+
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    canvas = _show_canvas(test_iface, layer)
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    _view(canvas, gt, 32, 40, 160)
+    assert process_events_until(lambda: not plugin.scenes.controllers[layer.id()].busy, 120)
+    before = set(plugin.scenes.controllers[layer.id()].cache.decoded)
+
+    plugin.unload()  # as qgis.utils.reloadPlugin does: unload, then a new instance
+    reloaded = classFactory(test_iface)
+    reloaded.initGui()
+    try:
+        assert {"SAR style…", "Export current extent as GeoTIFF…"} <= set(_menu_texts(test_iface, layer))
+        assert reloaded.scenes.open(str(sarc)) is layer
+        assert [lyr.id() for lyr in QgsProject.instance().mapLayers().values()] == [layer.id()]
+        controller = reloaded.scenes.controllers[layer.id()]
+        _view(canvas, gt, 300, 330, 160)
+        assert process_events_until(lambda: not controller.busy, 120)
+        shown = set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0]))
+        assert before < controller.cache.decoded and shown <= controller.cache.decoded
+        assert not test_iface.messages
+    finally:
+        reloaded.unload()
+
+
+@pytest.mark.parametrize("cache", ["kept", "evicted"])
+def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_iface, scene, tmp_path, cache):
+    """A project saved with a scene layer and opened again (the next morning) gave back a plain layer on the tile
+    cache: only the tiles decoded before showed, the scene actions were missing, and opening its .sarc added it
+    again. Its cache may have been evicted meanwhile (QGIS then reads the layer invalid): it is decoded anew."""
+    import shutil
+
+    sarc, full = scene
+    layer = plugin.scenes.open(str(sarc))
+    canvas = _show_canvas(test_iface, layer)
+    gt = gdal.Open(str(full)).GetGeoTransform()
+    _view(canvas, gt, 32, 40, 160)
+    assert process_events_until(lambda: not plugin.scenes.controllers[layer.id()].busy, 120)
+    folder = plugin.scenes.controllers[layer.id()].cache.folder
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "session.qgz"))
+    project.clear()
+    if cache == "evicted":
+        shutil.rmtree(folder)
+
+    assert project.read(str(tmp_path / "session.qgz"))
+    (read,) = project.mapLayers().values()
+    assert read.isValid() and plugin.scenes.open(str(sarc)) is read
+    assert {"SAR style…", "Export current extent as GeoTIFF…"} <= set(_menu_texts(test_iface, read))
+    controller = plugin.scenes.controllers[read.id()]
+    canvas.setLayers([read])
+    _view(canvas, gt, 300, 330, 160)
+    assert process_events_until(lambda: not controller.busy, 120)
+    assert set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0])) <= controller.cache.decoded
+    assert not test_iface.messages
