@@ -124,16 +124,33 @@ def _refuse_unsafe_out_dir(out_dir: Path, checkpoint: Path | None = None) -> Non
                           f"choose another OUTDIR")
 
 
-def check_out_dir(out_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+def _refuse_decode_only(out_dir: Path) -> None:
+    """A retired model's decode-only copy (export/retire.py) is what decodes the files it wrote: a new model
+    exported over it would leave them undecodable."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        retired = manifest.get("decode_only") is True
+    except (OSError, ValueError, AttributeError):
+        return
+    if retired:
+        raise ExportError(f"{out_dir}: holds the decode-only copy of the retired model {manifest.get('name')!r}, "
+                          f"which the files it wrote need to decode; choose another OUTDIR")
+
+
+def check_out_dir(out_dir: str | Path, checkpoint: str | Path | None = None,
+                  replace_decode_only: bool = False) -> Path:
     """`out_dir` as an absolute path, refused in one line before any work if the export could not write it or
-    would lose something there (a file, other data, the input `checkpoint`)."""
+    would lose something there (a file, other data, the input `checkpoint`, a retired model's decode-only copy
+    unless `replace_decode_only`: export/retire.py renews such copies)."""
     out_dir = Path(os.path.abspath(out_dir))  # "" and "." name the current folder, whose parent is not "."
     _refuse_unsafe_out_dir(out_dir, None if checkpoint is None else Path(checkpoint))
+    if not replace_decode_only:
+        _refuse_decode_only(out_dir)
     writable_folder(out_dir.parent)  # the bundle is assembled beside out_dir, then moved into place
     return out_dir
 
 
-def _swap_in(work: Path, out_dir: Path) -> None:
+def swap_in(work: Path, out_dir: Path) -> None:
     """Move the finished bundle to `out_dir`. A bundle already there is set aside and removed only once the
     new one is in place; the folder is checked again first, as it may have changed during the export."""
     _refuse_unsafe_out_dir(out_dir)
@@ -229,7 +246,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
         rounding = manifest_entry(lambda y: dec_session.run(None, {"y": y})[0], latents)
         manifest = dict(info, files=files, parity=parity, hyperprior=hyperprior, rounding=rounding)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_in(work, out_dir)
+        swap_in(work, out_dir)
         return manifest
     finally:
         if work.exists():

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from export.onnx_export import ExportError, check_out_dir, swap_in
 from sar_compress_plugin.core.bundle_files import PACKED_SUFFIX, is_packed, pack, read_bundle_file
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.hyperprior import load_hyperprior
@@ -28,8 +29,9 @@ from sar_compress_plugin.core.runtime import DECODE_PARTS, MANIFEST_NAME, load_m
 
 def retire_bundle(src: Path, dest: Path) -> dict:
     """Write the decode-only copy of bundle `src` to `dest` (replaced if it exists; `src` may be `dest`)."""
-    src, dest = Path(src), Path(dest)
+    src = Path(src)
     manifest = load_manifest(src, verify=True)
+    dest = check_out_dir(dest, replace_decode_only=True)  # a bundle, or nothing: never a folder of other files
     work = Path(tempfile.mkdtemp(prefix=".retire-", dir=dest.parent))
     try:
         files = {}
@@ -43,10 +45,7 @@ def retire_bundle(src: Path, dest: Path) -> dict:
         (work / MANIFEST_NAME).write_text(json.dumps(kept, indent=2) + "\n")
         load_manifest(work, verify=True)
         load_hyperprior(work / files["hyperprior"]["path"], files["hyperprior"]["sha256"])
-        work.chmod(0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        work.rename(dest)
+        swap_in(work, dest)
         return kept
     finally:
         if work.exists():
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         kept = retire_bundle(a.bundle, a.dest)
-    except (SarCompressError, OSError) as exc:
+    except (SarCompressError, ExportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{a.dest}: {kept.get('name')} kept for decoding ({', '.join(sorted(kept['files']))})")

@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fp16 warm start, or a narrower --latent-channels, which is widened, or a baseline for a "
                         "residual variant, whose units start as the identity); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a checkpoint (no value: <out>/last.pth); a warm-start file (fp16 weights, "
-                        "no optimiser state) continues its step count and history with a fresh optimiser")
+                   help="resume from a checkpoint (no value: <out>/last.pth), with its model shape, level weights, "
+                        "seeds and split unless given; a warm-start file (fp16 weights, no optimiser state) "
+                        "continues its step count and history with a fresh optimiser")
     p.add_argument("--channels", type=int, default=None, help=f"width of g_a and g_s [{d.channels}]")
     p.add_argument("--latent-channels", type=int, default=None, help=f"latent width M [{d.latent_channels}]")
     p.add_argument("--context-slices", type=int, default=None,

@@ -181,6 +181,8 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
                        f"{label}: {totals_text(ckpt)}\n"
                        f"level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("panel_*.png"):  # an earlier evaluation's, of checkpoints results.json will not list
+        stale.unlink()
     for panel in panels:
         save_panel(*panel)
     doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "

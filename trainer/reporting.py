@@ -55,6 +55,26 @@ def append_history(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def reconcile_history(out: Path, history: list[dict]) -> None:
+    """Make history.jsonl (the epochs run in this folder; a warm start's earlier ones are not repeated) agree
+    with the `history` a run goes on from, before it appends to it. Lines that history lacks are another run's
+    (a new run in the folder), epochs after a checkpoint resumed from an earlier one, or a line cut by a kill;
+    epochs of history after the last line kept are those a kill between last.pth and the line lost."""
+    path = out / "history.jsonl"
+    recorded = [json.dumps(h) for h in history]
+    known = set(recorded)
+    kept = [line for line in path.read_text().splitlines() if line in known] if path.is_file() else []
+    if kept:
+        last_epoch = json.loads(kept[-1])["epoch"]
+        kept += [line for h, line in zip(history, recorded) if h["epoch"] > last_epoch]
+    if not kept:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
 def plot_history(history: list[dict], path: Path, title: str = "", before: dict | None = None) -> None:
     """Loss curves and validation PSNR/SSIM per epoch (matplotlib Agg: no display needed), captioned with the
     steps and patches of the last epoch's record: epochs alone do not say how much training the curves show,

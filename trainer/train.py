@@ -47,20 +47,25 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
 
 #: The options that shape the model (its checkpoint's model_config).
 MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas", "context_slices")
+#: The options of a run's config that fix its patch stream and its train/validation split: a resumed run that
+#: fell back to their defaults would draw other patches and validate on other scenes or rows, some trained on.
+RUN_IDENTITY_OPTIONS = ("seed", "split_seed", "val_fraction", "data_fraction")
 
 
 def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
-    """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent) and level
-    weights where the user did not name them: `--resume CKPT` alone continues any run. A shape the user did
-    give must match, and run_training says so in one line if it does not."""
+    """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent), level
+    weights, seeds and split where the user did not name them: `--resume CKPT` alone continues any run. A shape
+    the user did give must match, and run_training says so in one line if it does not."""
     path = _resume_path(cfg)
     if path is None:
         return cfg
     ckpt = load_checkpoint(path)
     shape = _model_config(ckpt)
     adopted = {k: shape[k] for k in MODEL_SHAPE_OPTIONS if k not in given and k in shape}
+    run_config = ckpt.get("config") or {}
+    adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS if k not in given and k in run_config})
     # the training objective goes on too: a run trained with level weights resumes with them
-    weights = (ckpt.get("config") or {}).get("level_weights")
+    weights = run_config.get("level_weights")
     if "level_weights" not in given and weights is not None:
         adopted["level_weights"] = list(weights)
     return dataclasses.replace(cfg, **adopted).validate() if adopted else cfg
@@ -172,6 +177,8 @@ def run_training(cfg: TrainConfig) -> dict:
         if initialised_from:
             summary["initialised_from"] = initialised_from
 
+        if info.is_main:
+            reporting.reconcile_history(out, history)
         drawn = [0]  # batches drawn from the current epoch's patch stream
 
         def checkpoint(epoch_done: int, step_now: int, drawn_in_epoch: int = 0) -> dict:
@@ -234,10 +241,10 @@ def run_training(cfg: TrainConfig) -> dict:
                      record["seconds"], record["skipped_batches"], " *" if improved else "")
             if info.is_main:
                 ckpt = checkpoint(epoch, step)
+                if improved:  # before last.pth: killed between the two, the resumed run redoes this epoch
+                    save_checkpoint(ckpt, out / "best.pth")
                 save_checkpoint(ckpt, out / "last.pth")
                 last_save[0] = time.monotonic()
-                if improved:
-                    save_checkpoint(ckpt, out / "best.pth")
                 reporting.append_history(out, record)
                 reporting.plot_history(history, out / "training_curve.png", f"{cfg.variant} ({cfg.out})",
                                        before=initialised_from)

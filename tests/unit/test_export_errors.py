@@ -3,12 +3,15 @@ not write: the bundle replaces OUTDIR as a whole, so OUTDIR must be new, empty o
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from export.cli import main as export_main
+from export.retire import main as retire_main
+from export.retire import retire_bundle
 from sar_compress_plugin.core.preprocessing import PreprocessingParams
 from trainer.checkpoint import make_checkpoint, save_checkpoint
 from trainer.registry import create_model
@@ -94,3 +97,36 @@ def test_a_failed_export_leaves_no_new_parent_folders(tmp_path, capsys):
     assert _export(tmp_path / "absent.pth", tmp_path / "new" / "models" / "mine") == 2
     assert "no such checkpoint file" in _one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_an_export_does_not_replace_a_retired_models_decode_only_copy(tmp_path, capsys, tiny_bundle):
+    """The decode-only copy a retired model keeps in the plugin (export/retire.py) is all that decodes the files
+    it wrote, and it is a bundle of this format like any other: an export into its folder replaced it."""
+    retired = tmp_path / "models" / "tiny-v1"
+    retired.parent.mkdir()
+    retire_bundle(tiny_bundle, retired)
+    before = _tree(retired)
+    assert _export(_checkpoint(tmp_path / "c.pth"), retired) == 2
+    assert "decode-only copy of the retired model 'tiny'" in _one_error_line(capsys)
+    assert _tree(retired) == before
+    assert sorted(p.name for p in retired.parent.iterdir()) == ["tiny-v1"]
+
+
+def test_retire_replaces_a_bundle_but_never_a_folder_of_other_files(tmp_path, capsys, tiny_bundle):
+    """`python -m export.retire BUNDLE DEST` deleted whatever DEST was (shutil.rmtree) before moving the copy in:
+    a slip of the destination (the models folder itself, a run folder) lost it all."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bundle, models / "default")
+    (models / "notes.txt").write_text("mine")
+    for dest in (models, models / "notes.txt"):
+        assert retire_main([str(models / "default"), str(dest)]) == 2
+        _one_error_line(capsys)
+    assert sorted(p.name for p in models.iterdir()) == ["default", "notes.txt"]
+    assert (models / "notes.txt").read_text() == "mine" and _tree(models / "default") == _tree(tiny_bundle)
+    assert retire_main([str(models / "default"), str(models / "tiny-v1")]) == 0
+    assert retire_main([str(models / "default"), str(models / "tiny-v1")]) == 0  # a decode-only copy is replaced
+    assert sorted(p.name for p in models.iterdir()) == ["default", "notes.txt", "tiny-v1"]

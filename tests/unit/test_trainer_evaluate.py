@@ -86,6 +86,9 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path, drawn_text):
     assert "residual: 2 steps, 8 patches in all\nlevel 1: " in drawn_text[-1]
     assert "after epoch 1: 2 steps, 8 patches in all" in drawn_text[0]
     assert main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
+    # a second evaluation into the same folder: only its own panels beside its results, none of the first's
+    assert main([str(tmp_path / "r" / "best.pth"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["panel_residual_1.png"]
 
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")

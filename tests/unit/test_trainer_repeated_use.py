@@ -1,0 +1,93 @@
+"""sar-train used a second time on the same run folder: rerun, killed between its epoch-end files, resumed
+from an earlier checkpoint, resumed without repeating the options that fix the run's seeds and split."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.cli import main
+
+SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar" / "s1_iw_grd_berlin_512.tif"
+needs_data = pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
+TINY = ["--variant", "baseline", "--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "2",
+        "--channels", "8", "--latent-channels", "16", "--hyper-channels", "8", "--lambdas", "0.001", "0.01",
+        "--steps-per-epoch", "1", "--threads", "1", "--lr", "1e-3", "--no-progress"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main([*TINY, "--out", str(out), *extra])
+
+
+def _history_file(out: Path) -> list[tuple[int, int]]:
+    return [(h["epoch"], h["step"]) for h in map(json.loads, (out / "history.jsonl").read_text().splitlines())]
+
+
+def _checkpoint(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+@needs_data
+def test_history_file_and_best_checkpoint_agree_with_last_after_kills_reruns_and_resumes(tmp_path, monkeypatch):
+    """The epoch-end files of a run killed between them, rerun or resumed from an earlier checkpoint describe the
+    run last.pth continues. Before: best.pth was written after last.pth, so a kill between them left a best.pth
+    older than the best_val_loss recorded in last.pth (nothing rewrote it if no later epoch improved); and
+    history.jsonl was only ever appended to, so it lost the epoch killed before its line, and repeated epochs
+    (and mixed in another run's) when the folder was trained again or resumed from an earlier checkpoint."""
+    import trainer.train as train_module
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(ckpt, path):
+        real_save(ckpt, path)
+        if Path(path).name == "last.pth" and ckpt["step"] == 3:
+            raise _Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        _train(tmp_path, "--max-steps", "3")
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    last = _checkpoint(tmp_path / "last.pth")
+    assert last["best_val_loss"] == last["history"][-1]["val_loss"]  # epoch 3 improved: best.pth must be it
+    assert _checkpoint(tmp_path / "best.pth")["step"] == 3
+
+    assert _train(tmp_path, "--max-steps", "4", "--resume") == 0
+    assert _history_file(tmp_path) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    shutil.copy(tmp_path / "last.pth", tmp_path / "step4.pth")
+    assert _train(tmp_path, "--max-steps", "5", "--resume") == 0
+    assert _train(tmp_path, "--max-steps", "5", "--resume", str(tmp_path / "step4.pth")) == 0  # step 5 again
+    assert _history_file(tmp_path) == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+
+    assert _train(tmp_path, "--max-steps", "2") == 0  # a new run in the folder: its own history only
+    assert _history_file(tmp_path) == [(1, 1), (2, 2)]
+    assert [(h["epoch"], h["step"]) for h in _checkpoint(tmp_path / "last.pth")["history"]] == [(1, 1), (2, 2)]
+
+
+@needs_data
+def test_resume_goes_on_with_the_runs_seed_and_split_unless_given(tmp_path):
+    """`--resume` alone continues a run of --seed 3 --split-seed 2 --val-fraction 0.5 on its own patch stream and
+    validation rows, to the bit as if never stopped. Before, it fell back to the defaults: other patches, and
+    validation on other rows, part of which the run had trained on."""
+    identity = ["--seed", "3", "--split-seed", "2", "--val-fraction", "0.5"]
+    assert _train(tmp_path / "whole", *identity, "--max-steps", "3") == 0
+    assert _train(tmp_path / "resumed", *identity, "--max-steps", "1") == 0
+    assert _train(tmp_path / "resumed", "--max-steps", "3", "--resume") == 0
+
+    whole = _checkpoint(tmp_path / "whole" / "last.pth")
+    resumed = _checkpoint(tmp_path / "resumed" / "last.pth")
+    assert {k: resumed["config"][k] for k in ("seed", "split_seed", "val_fraction")} == {
+        "seed": 3, "split_seed": 2, "val_fraction": 0.5}
+    assert resumed["data_summary"] == whole["data_summary"]
+    for name, tensor in whole["model_state_dict"].items():
+        assert torch.equal(tensor, resumed["model_state_dict"][name]), name
+    assert [h["val_loss"] for h in resumed["history"]] == [h["val_loss"] for h in whole["history"]]
+    assert json.loads((tmp_path / "resumed" / "config.json").read_text())["seed"] == 3
+    # an option given on the command line still wins
+    assert _train(tmp_path / "resumed", "--max-steps", "4", "--resume", "--seed", "5") == 0
+    assert _checkpoint(tmp_path / "resumed" / "last.pth")["config"]["seed"] == 5
