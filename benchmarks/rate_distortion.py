@@ -23,7 +23,9 @@ pixels, metrics with core.evaluation.aggregate), and from those aggregated point
 
 Without --out it prints the summary and writes nothing; with --out DIR it writes DIR/rd_points.json,
 DIR/rd_summary.md and DIR/rd_plot.png. `--replot DIR...` redraws each DIR's rd_plot.png from its rd_points.json
-alone (a figure's captions changed; the measurement did not): nothing is compressed again.
+alone (a figure's captions changed; the measurement did not): nothing is compressed again. `--rebaseline DIR...`
+measures JPEG-2000 again with the current settings (benchmarks/jpeg2000.py) and rewrites each report around the
+learned codec's rows as they were measured.
 
     .venv/bin/python benchmarks/rate_distortion.py --model sar_compress_plugin/models/default --out benchmarks/results
     .venv/bin/python benchmarks/rate_distortion.py --model /tmp/tiny --quick
@@ -456,7 +458,10 @@ def summary_markdown(doc: dict) -> str:
               "Clip bounds: per band, 0.5 / 99.5 percentiles of the valid dB values (PSNR and SSIM on the [0,1] "
               "image within these bounds; each scene-band's bounds are in rd_points.json). ENL ratio: pixel-weighted "
               "mean over scene-bands (finite values), median in brackets.  ",
-              f"JPEG-2000: {jpeg2000.NOTE}.  ",
+              f"JPEG-2000: {doc['settings']['jpeg2000']}.  ",
+              *[f"JPEG-2000 measured again on {r['date']} (`--rebaseline`; the learned rows are this report's own): "
+                f"before, with {r['previous']['jpeg2000']}, the BD-rate was "
+                f"{r['previous']['bd_rate_percent']:+.2f}%.  " for r in doc.get("rebaselined", [])],
               "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
               "included); pixels outside the clip range are coded as sparse corrections.", ""]
     if doc.get("timing_note"):
@@ -547,6 +552,67 @@ def plot(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def statistics(rows: list[dict], subsets: list[str], labels: list[str]) -> dict:
+    """Everything a report derives from its measured rows: the aggregated points, the BD-rates against
+    JPEG-2000, the models against each other (several `labels`), and the matched-bpp Wilcoxon tests."""
+    aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
+    return {"results": rows, "aggregates": aggs,
+            "bd_rate": curve_bd_rates(aggs, subsets, jpeg2000_points, learned_envelope),
+            "model_comparison": model_comparison(aggs, subsets, labels) if len(labels) > 1 else None,
+            "wilcoxon": wilcoxon_matched(rows)}
+
+
+def rebaseline(folders: list[Path], data_dir) -> int:
+    """JPEG-2000 measured again, with this module's settings, on each folder's scenes and rates; the learned
+    codec's rows kept as measured (they do not depend on the baseline). For a baseline whose settings changed:
+    each report is what a full rerun would give, without compressing everything again. A folder's earlier
+    JPEG-2000 settings and BD-rate are kept in the report's `rebaselined` record."""
+    docs = {}
+    for folder in folders:
+        try:
+            docs[folder] = json.loads((folder / "rd_points.json").read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: {folder / 'rd_points.json'}: {exc}", file=sys.stderr)
+            return 2
+    measured: dict = {}  # (scene, band, target) -> row: the same scene-band and rate in several folders
+    with tempfile.TemporaryDirectory(prefix="sarc_rebaseline_") as tmp:
+        for folder, doc in docs.items():
+            settings = doc["settings"]
+            wanted = [(s, float(t)) for s in settings["scenes"] for t in settings["jpeg2000_target_bpp"]]
+            scenes = {s["name"]: s for s in grd_scenes(data_dir, None, sigma0=True)}
+            for name in dict.fromkeys(s for s, _ in wanted):
+                if name not in scenes:
+                    print(f"error: {folder}: scene {name} is not in {data_dir}", file=sys.stderr)
+                    return 2
+                if all((name, b, t) in measured for b in scenes[name]["bands"] for _, t in wanted):
+                    continue
+                for sb in scene_bands(scenes[name], Path(tmp)):
+                    base = {"scene": sb.scene, "band": sb.band, "width": sb.info.width, "height": sb.info.height}
+                    for t in settings["jpeg2000_target_bpp"]:
+                        measured[(name, sb.band, float(t))] = {**base, **sb.jpeg2000(float(t), Path(tmp))}
+            learned = [r for r in doc["results"] if r["codec"] == "learned"]
+            jp2 = [measured[(r["scene"], r["band"], t)] for r in _scene_band_rows(learned)
+                   for t in map(float, settings["jpeg2000_target_bpp"])]
+            previous = {"date": doc.get("date"), "jpeg2000": settings.get("jpeg2000"),
+                        "bd_rate_percent": doc["bd_rate"]["all"]["bd_rate_percent"]}
+            labels = list(dict.fromkeys(r.get("model") for r in learned))  # the run's models, in its order
+            doc.update(statistics(learned + jp2, settings["subsets"], labels))
+            settings["jpeg2000"] = jpeg2000.NOTE
+            doc.setdefault("rebaselined", []).append(
+                {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "previous": previous})
+            md = summary_markdown(doc)
+            write_report(folder, "rd_points.json", "rd_summary.md", doc, md)
+            plot(doc, folder / "rd_plot.png")
+            print(f"{folder}: BD-rate {previous['bd_rate_percent']:+.2f}% -> "
+                  f"{doc['bd_rate']['all']['bd_rate_percent']:+.2f}%", file=sys.stderr)
+    return 0
+
+
+def _scene_band_rows(rows: list[dict]) -> list[dict]:
+    """One row per scene-band, in the rows' order."""
+    return list({(r["scene"], r["band"]): r for r in rows}.values())
+
+
 def replot(folders: list[Path]) -> int:
     """Redraw each folder's figure from its committed points; every folder is checked before one is drawn."""
     missing = [str(f / "rd_points.json") for f in folders if not (f / "rd_points.json").is_file()]
@@ -584,9 +650,14 @@ def main(argv=None) -> int:
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
     p.add_argument("--replot", nargs="+", type=Path, default=None, metavar="DIR",
                    help="only redraw DIR/rd_plot.png from DIR/rd_points.json, for each DIR")
+    p.add_argument("--rebaseline", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="measure JPEG-2000 again (its settings changed) on each DIR's scenes and rates, keep the "
+                        "learned codec's rows, and rewrite DIR's report")
     a = p.parse_args(argv)
     if a.replot:
         return replot(a.replot)
+    if a.rebaseline:
+        return rebaseline(a.rebaseline, a.data)
 
     bundles = [resolve_model(m) for m in (a.model or [None])]
     infos = [model_info(b) for b in bundles]
@@ -614,8 +685,6 @@ def main(argv=None) -> int:
             rows += run_scene(s, qualities, jp2_bpp, models, a.device, Path(tmp), log)
 
     subsets = ["all"] + [pol for pol in POLARISATIONS if any(r["band"] == pol for r in rows)]
-    aggs = [pt for sub in subsets for pt in aggregate_points(rows, sub)]
-    bd = curve_bd_rates(aggs, subsets, jpeg2000_points, learned_envelope)
     providers = [r["provider"] for r in rows if r["codec"] == "learned"]
     doc = {
         "name": "rate_distortion",
@@ -634,11 +703,7 @@ def main(argv=None) -> int:
                      "qualities": list(qualities), "jpeg2000_target_bpp": list(jp2_bpp), "rounding": roundings,
                      "clip_percentiles": [0.5, 99.5], "subsets": subsets, "device_requested": a.device,
                      "jpeg2000": jpeg2000.NOTE},
-        "results": rows,
-        "aggregates": aggs,
-        "bd_rate": bd,
-        "model_comparison": model_comparison(aggs, subsets, labels) if len(configs) > 1 else None,
-        "wilcoxon": wilcoxon_matched(rows),
+        **statistics(rows, subsets, labels),
     }
     md = summary_markdown(doc)
     print(md)
