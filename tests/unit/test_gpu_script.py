@@ -82,12 +82,15 @@ def test_gpu_script_resumes_a_warm_start_with_its_own_model_shape(pack, tmp_path
                                     config={}, data_summary={}), warm)
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1",
-               WARM=str(warm))
+               WARM=str(warm), LR="1e-4", LR_DROP_AFTER="4")
     proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = load_checkpoint(out / "warm_start.pth")
     assert ckpt["model_config"]["context_slices"] == 2 and ckpt["step"] > 7
+    # the call anneals: LR_DROP_AFTER steps after the warm start's step 7, the rate drops by LR_DROP_FACTOR (0.25)
+    lrs = {h["step"]: h["lr"] for h in ckpt["history"]}
+    assert lrs[10] == pytest.approx(1e-4) and lrs[13] == pytest.approx(2.5e-5), lrs
 
 
 def test_gpu_script_without_packed_data_says_what_to_do(tmp_path):
