@@ -12,8 +12,9 @@ Two things JPEG-2000 is *not* charged for, both stated in every result:
 * invalid (nodata) pixels are copied from the original (a mask would have to be sent beside the .jp2).
 
 Wavelet levels: 4 resolutions (three 9/7 decompositions), the best of GDAL's choice and 3-7 on the held-out
-scenes (benchmarks/jpeg2000_settings.py: -1.9% BD-rate against GDAL's choice, which is 3 resolutions for an
-image under 1024 px, all of it at the lowest rates). Until session 18 the baseline ran with GDAL's choice.
+scenes (benchmarks/jpeg2000_settings.py: -1.9% BD-rate against GDAL's choice, which is 3 resolutions for the
+512-px chips and 4 for panama's 700 px, all of it at the lowest rates). Until session 18 the baseline ran with
+GDAL's choice.
 
 Rate control: GDAL's `QUALITY=q` asks OpenJPEG for a compression ratio of 100/q over the raw 16-bit image, i.e.
 about 16 q / 100 bits per pixel; the bpp reported is always the one measured from the file.

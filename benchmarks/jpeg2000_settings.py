@@ -1,13 +1,14 @@
 """Which JPEG-2000 settings the baseline uses: its number of wavelet resolutions, measured on the held-out scenes.
 
 The decisive comparison is only as honest as its baseline. GDAL's JP2OpenJPEG picks the number of resolutions
-from the tile size: 3 (two wavelet levels) for an image under 1024 px, which is every held-out chip here, and 4
-for the 1024-px tiles of a larger raster. Fewer levels leave more low-frequency energy to code, which costs most
-at the lowest rates. This sweeps the setting on the rate-distortion benchmark's 12 held-out scene-bands and
-rates (benchmarks/rate_distortion.py: the same preprocessing, clip bounds and measurement) and reports each
-setting's pooled curve and its BD-rate against GDAL's choice (negative = a stronger JPEG-2000). The baseline
-takes the best (benchmarks/jpeg2000.py, RESOLUTIONS): tuned on the very scenes it is compared on, it can only
-make the learned codec look worse, never better.
+from the tile size, adding levels until the coarsest one has a side of at most 128 px: 3 (two wavelet levels)
+for the 512-px held-out chips, 4 for panama's 700 px and for the 1024-px tiles of a larger raster. Fewer levels
+leave more low-frequency energy to code, which costs most at the lowest rates. This sweeps the setting on the
+rate-distortion benchmark's 12 held-out scene-bands and rates (benchmarks/rate_distortion.py: the same
+preprocessing, clip bounds and measurement) and reports each setting's pooled curve and its BD-rate against
+GDAL's choice (negative = a stronger JPEG-2000). The baseline takes the best (benchmarks/jpeg2000.py,
+RESOLUTIONS): tuned on the very scenes it is compared on, it can only make the learned codec look worse, never
+better.
 
     python benchmarks/jpeg2000_settings.py --out benchmarks/results/jpeg2000_settings
 """

@@ -446,6 +446,10 @@ def _ratio(v) -> str:
     return "-" if v is None else format(v, ".2e" if abs(v) >= 1e4 else ".3f")
 
 
+def _bd_text(percent) -> str:
+    return "n/a (no overlap)" if percent is None else f"{percent:+.2f}%"
+
+
 def summary_markdown(doc: dict) -> str:
     d = doc["device"]
     lines = [f"# Rate-distortion: learned codec vs JPEG-2000 ({doc['date']})", ""]
@@ -461,7 +465,7 @@ def summary_markdown(doc: dict) -> str:
               f"JPEG-2000: {doc['settings']['jpeg2000']}.  ",
               *[f"JPEG-2000 measured again on {r['date']} (`--rebaseline`; the learned rows are this report's own): "
                 f"before, with {r['previous']['jpeg2000']}, the BD-rate was "
-                f"{r['previous']['bd_rate_percent']:+.2f}%.  " for r in doc.get("rebaselined", [])],
+                f"{_bd_text(r['previous']['bd_rate_percent'])}.  " for r in doc.get("rebaselined", [])],
               "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
               "included); pixels outside the clip range are coded as sparse corrections.", ""]
     if doc.get("timing_note"):
@@ -574,16 +578,18 @@ def rebaseline(folders: list[Path], data_dir) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: {folder / 'rd_points.json'}: {exc}", file=sys.stderr)
             return 2
+    scenes = {s["name"]: s for s in grd_scenes(data_dir, None, sigma0=True)}
+    for folder, doc in docs.items():  # every folder checked before one is rewritten
+        for name in doc["settings"]["scenes"]:
+            if name not in scenes:
+                print(f"error: {folder}: scene {name} is not in {data_dir}", file=sys.stderr)
+                return 2
     measured: dict = {}  # (scene, band, target) -> row: the same scene-band and rate in several folders
     with tempfile.TemporaryDirectory(prefix="sarc_rebaseline_") as tmp:
         for folder, doc in docs.items():
             settings = doc["settings"]
             wanted = [(s, float(t)) for s in settings["scenes"] for t in settings["jpeg2000_target_bpp"]]
-            scenes = {s["name"]: s for s in grd_scenes(data_dir, None, sigma0=True)}
             for name in dict.fromkeys(s for s, _ in wanted):
-                if name not in scenes:
-                    print(f"error: {folder}: scene {name} is not in {data_dir}", file=sys.stderr)
-                    return 2
                 if all((name, b, t) in measured for b in scenes[name]["bands"] for _, t in wanted):
                     continue
                 for sb in scene_bands(scenes[name], Path(tmp)):
@@ -599,12 +605,13 @@ def rebaseline(folders: list[Path], data_dir) -> int:
             doc.update(statistics(learned + jp2, settings["subsets"], labels))
             settings["jpeg2000"] = jpeg2000.NOTE
             doc.setdefault("rebaselined", []).append(
-                {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "previous": previous})
+                {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "jpeg2000_versions": jpeg2000.versions(), "previous": previous})
             md = summary_markdown(doc)
             write_report(folder, "rd_points.json", "rd_summary.md", doc, md)
             plot(doc, folder / "rd_plot.png")
-            print(f"{folder}: BD-rate {previous['bd_rate_percent']:+.2f}% -> "
-                  f"{doc['bd_rate']['all']['bd_rate_percent']:+.2f}%", file=sys.stderr)
+            print(f"{folder}: BD-rate {_bd_text(previous['bd_rate_percent'])} -> "
+                  f"{_bd_text(doc['bd_rate']['all']['bd_rate_percent'])}", file=sys.stderr)
     return 0
 
 

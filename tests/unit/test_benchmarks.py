@@ -84,6 +84,22 @@ def test_rebaseline_measures_jpeg2000_again_and_keeps_the_learned_rows(tmp_path,
     assert (tmp_path / "rd_summary.md").is_file() and (tmp_path / "rd_plot.png").stat().st_size > 0
 
 
+def test_rebaseline_refuses_a_scene_missing_from_the_data_before_rewriting_any_report(tmp_path, sar_data, capsys):
+    """Several folders in one call: one whose scene the data folder lacks must fail the call before the others
+    are rewritten, or some reports would carry the new baseline and some the old."""
+    headline = json.loads((BENCH / "results" / "rd_heldout_grd" / "rd_points.json").read_text())
+    for name, scene in (("a", "frankfurt_512"), ("b", "atlantis_512")):
+        rows = [{**r, "scene": scene} for r in headline["results"] if r["scene"] == "frankfurt_512"]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rd_points.json").write_text(json.dumps(
+            {**headline, "results": rows, "settings": {**headline["settings"], "scenes": [scene]}}))
+    before = (tmp_path / "a" / "rd_points.json").read_text()
+    assert rd.main(["--rebaseline", str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(sar_data)]) == 2
+    assert "scene atlantis_512 is not in" in capsys.readouterr().err
+    assert (tmp_path / "a" / "rd_points.json").read_text() == before
+    assert not (tmp_path / "a" / "rd_summary.md").exists()
+
+
 def test_jpeg2000_preprocessing_is_the_codecs_and_inverts(tmp_path):
     from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db
 
