@@ -655,11 +655,12 @@ def main(argv=None) -> int:
                    help="how the encoder picks latent symbols (core/rd_rounding.py); both give an A/B of the two "
                         "(default: %(default)s)")
     p.add_argument("--timing-note", default="", help="free text recorded with the timings (e.g. 'machine busy')")
-    p.add_argument("--replot", nargs="+", type=Path, default=None, metavar="DIR",
-                   help="only redraw DIR/rd_plot.png from DIR/rd_points.json, for each DIR")
-    p.add_argument("--rebaseline", nargs="+", type=Path, default=None, metavar="DIR",
-                   help="measure JPEG-2000 again (its settings changed) on each DIR's scenes and rates, keep the "
-                        "learned codec's rows, and rewrite DIR's report")
+    redo = p.add_mutually_exclusive_group()
+    redo.add_argument("--replot", nargs="+", type=Path, default=None, metavar="DIR",
+                      help="only redraw DIR/rd_plot.png from DIR/rd_points.json, for each DIR")
+    redo.add_argument("--rebaseline", nargs="+", type=Path, default=None, metavar="DIR",
+                      help="measure JPEG-2000 again (its settings changed) on each DIR's scenes and rates, keep "
+                           "the learned codec's rows, and rewrite DIR's report")
     a = p.parse_args(argv)
     if a.replot:
         return replot(a.replot)
