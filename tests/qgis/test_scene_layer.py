@@ -649,7 +649,8 @@ def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_ifac
     assert read.isValid() and plugin.scenes.open(str(sarc)) is read
     assert {"SAR style…", "Export current extent as GeoTIFF…"} <= set(_menu_texts(test_iface, read))
     controller = plugin.scenes.controllers[read.id()]
-    canvas.setLayers([read])
+    # the view is given in EPSG:4326: reading a project may have set the canvas to the project's CRS
+    canvas = _show_canvas(test_iface, read)
     _view(canvas, gt, 300, 330, 160)
     assert process_events_until(lambda: not controller.busy, 120)
     assert set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0])) <= controller.cache.decoded
