@@ -195,21 +195,29 @@ def _decode(args):
     return _CODER.decode(chunk, shape, "benchmark tile")
 
 
+def _pool_round_trip(npz: Path, workers: int, encode, jobs: list, decode, decode_jobs) -> tuple:
+    """(encoded, decoded, encode seconds, decode seconds): `encode` over `jobs`, then `decode` over
+    `decode_jobs(encoded)`, on `workers` forked processes, each warmed up first (imports, tables)."""
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(str(npz),)) as pool:
+        pool.map(encode, jobs[:1] * workers)
+        t0 = time.perf_counter()
+        encoded = pool.map(encode, jobs, chunksize=1)
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = pool.map(decode, decode_jobs(encoded), chunksize=1)
+        t_dec = time.perf_counter() - t0
+    return encoded, decoded, t_enc, t_dec
+
+
 def entropy_rates(npz: Path, ys: np.ndarray, zs: np.ndarray, tile: int, workers: int, rounding) -> dict:
     """MP/s of encoding (with the codec's `rounding`, core/rd_rounding.py) and decoding every tile of (ys, zs), in
     parallel over `workers` processes."""
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(str(npz),)) as pool:
-        pool.map(_encode, [(ys[0], zs[0], rounding)] * workers)  # warm every worker (imports, tables)
-        t0 = time.perf_counter()
-        encoded = pool.map(_encode, [(y, z, rounding) for y, z in zip(ys, zs)], chunksize=1)
-        t_enc = time.perf_counter() - t0
-        chunks = [c for c, _ in encoded]
-        t0 = time.perf_counter()
-        pool.map(_decode, [(c, ys.shape[1:]) for c in chunks], chunksize=1)
-        t_dec = time.perf_counter() - t0
+    encoded, _, t_enc, t_dec = _pool_round_trip(
+        npz, workers, _encode, [(y, z, rounding) for y, z in zip(ys, zs)],
+        _decode, lambda enc: [(c, ys.shape[1:]) for c, _ in enc])
     mp_total = len(ys) * tile * tile / 1e6
-    bits = 8 * sum(len(c) for c in chunks)
+    bits = 8 * sum(len(c) for c, _ in encoded)
     return {"workers": workers, "tiles": len(ys), "tile": tile, "encode_s": t_enc, "decode_s": t_dec,
             "encode_mp_s": mp_total / t_enc, "decode_mp_s": mp_total / t_dec,
             "latent_bpp": bits / (mp_total * 1e6)}
@@ -229,16 +237,8 @@ def _unpack(args):
 def coder_rates(npz: Path, zqs: np.ndarray, idxs: np.ndarray, syms: np.ndarray, tile: int, workers: int) -> dict:
     """MP/s of the range coder alone, the scale indices and symbols given (as the device computes them), in
     parallel over `workers` processes; the decoded symbols are checked against the coded ones."""
-    ctx = mp.get_context("fork")
-    jobs = list(zip(zqs, idxs, syms))
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(str(npz),)) as pool:
-        pool.map(_pack, jobs[:1] * workers)
-        t0 = time.perf_counter()
-        chunks = pool.map(_pack, jobs, chunksize=1)
-        t_enc = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        decoded = pool.map(_unpack, list(zip(chunks, idxs)), chunksize=1)
-        t_dec = time.perf_counter() - t0
+    _, decoded, t_enc, t_dec = _pool_round_trip(npz, workers, _pack, list(zip(zqs, idxs, syms)),
+                                                _unpack, lambda chunks: list(zip(chunks, idxs)))
     wrong = sum(int((np.concatenate(d) != s).sum()) for d, s in zip(decoded, syms))
     mp_total = len(zqs) * tile * tile / 1e6
     return {"workers": workers, "tiles": len(zqs), "tile": tile, "encode_mp_s": mp_total / t_enc,

@@ -38,10 +38,8 @@ def sweep(data_dir, settings=SETTINGS, scenes=HELD_OUT, targets=jpeg2000.DEFAULT
             for sb in rd.scene_bands(scene, Path(tmp)):
                 for s in settings:
                     for t in targets:
-                        r = jpeg2000.run_band(sb.values, sb.domain, t, Path(tmp), f"{sb.scene}_{sb.band}",
-                                              nodata=sb.nodata, clip_db=sb.clip, geotransform=sb.info.geotransform,
-                                              crs_wkt=sb.info.crs_wkt, resolutions=s)
-                        rows[s].append({"scene": sb.scene, "band": sb.band, **r, "setting": f"{t:g} bpp"})
+                        rows[s].append({"scene": sb.scene, "band": sb.band, **sb.jpeg2000(t, Path(tmp), s),
+                                        "setting": f"{t:g} bpp"})
     curves = {s: [p for p in rd.aggregate_points(rows[s]) if p["codec"] == "jpeg2000"] for s in settings}
     ref = curves[None]
     out = {}

@@ -205,11 +205,11 @@ class SceneBand:
     src: Path
     info: object
 
-    def jpeg2000(self, target_bpp: float, work: Path) -> dict:
+    def jpeg2000(self, target_bpp: float, work: Path, resolutions: int | None = jpeg2000.RESOLUTIONS) -> dict:
         """JPEG-2000 at `target_bpp` on this band, measured (benchmarks/jpeg2000.py)."""
         return jpeg2000.run_band(self.values, self.domain, target_bpp, work, f"{self.scene}_{self.band}",
                                  nodata=self.nodata, clip_db=self.clip, geotransform=self.info.geotransform,
-                                 crs_wkt=self.info.crs_wkt)
+                                 crs_wkt=self.info.crs_wkt, resolutions=resolutions)
 
 
 def scene_bands(scene: dict, work: Path):
@@ -588,17 +588,16 @@ def rebaseline(folders: list[Path], data_dir) -> int:
     with tempfile.TemporaryDirectory(prefix="sarc_rebaseline_") as tmp:
         for folder, doc in docs.items():
             settings = doc["settings"]
-            wanted = [(s, float(t)) for s in settings["scenes"] for t in settings["jpeg2000_target_bpp"]]
-            for name in dict.fromkeys(s for s, _ in wanted):
-                if all((name, b, t) in measured for b in scenes[name]["bands"] for _, t in wanted):
+            targets = [float(t) for t in settings["jpeg2000_target_bpp"]]
+            for name in settings["scenes"]:
+                if all((name, b, t) in measured for b in scenes[name]["bands"] for t in targets):
                     continue
                 for sb in scene_bands(scenes[name], Path(tmp)):
                     base = {"scene": sb.scene, "band": sb.band, "width": sb.info.width, "height": sb.info.height}
-                    for t in settings["jpeg2000_target_bpp"]:
-                        measured[(name, sb.band, float(t))] = {**base, **sb.jpeg2000(float(t), Path(tmp))}
+                    for t in targets:
+                        measured[(name, sb.band, t)] = {**base, **sb.jpeg2000(t, Path(tmp))}
             learned = [r for r in doc["results"] if r["codec"] == "learned"]
-            jp2 = [measured[(r["scene"], r["band"], t)] for r in _scene_band_rows(learned)
-                   for t in map(float, settings["jpeg2000_target_bpp"])]
+            jp2 = [measured[(r["scene"], r["band"], t)] for r in _scene_band_rows(learned) for t in targets]
             previous = {"date": doc.get("date"), "jpeg2000": settings.get("jpeg2000"),
                         "bd_rate_percent": doc["bd_rate"]["all"]["bd_rate_percent"]}
             labels = list(dict.fromkeys(r.get("model") for r in learned))  # the run's models, in its order

@@ -593,18 +593,25 @@ def test_exporting_another_extent_while_the_first_export_runs_writes_both(plugin
         assert wait_for_task(plugin, task).ok and Path(task.output_path).is_file()
 
 
-def test_a_scene_layer_keeps_decoding_and_its_actions_across_a_plugin_reload(plugin, test_iface, scene):
-    """Plugin reload (an update from the Plugin Manager, or disabled and enabled again) with a scene layer open:
-    the layer stayed, but the new plugin did not know it. It decoded nothing more when panned, had no "SAR
-    style…" nor "Export current extent…" in its menu, and opening its .sarc again added a second layer."""
-    from sar_compress_plugin import classFactory
-
+def _scene_decoded_in_view(plugin, test_iface, scene):
+    """The scene opened as a layer, shown alone on the canvas, a 160-px view of it decoded: (sarc, layer, canvas,
+    the full raster's geotransform)."""
     sarc, full = scene
     layer = plugin.scenes.open(str(sarc))
     canvas = _show_canvas(test_iface, layer)
     gt = gdal.Open(str(full)).GetGeoTransform()
     _view(canvas, gt, 32, 40, 160)
     assert process_events_until(lambda: not plugin.scenes.controllers[layer.id()].busy, 120)
+    return sarc, layer, canvas, gt
+
+
+def test_a_scene_layer_keeps_decoding_and_its_actions_across_a_plugin_reload(plugin, test_iface, scene):
+    """Plugin reload (an update from the Plugin Manager, or disabled and enabled again) with a scene layer open:
+    the layer stayed, but the new plugin did not know it. It decoded nothing more when panned, had no "SAR
+    style…" nor "Export current extent…" in its menu, and opening its .sarc again added a second layer."""
+    from sar_compress_plugin import classFactory
+
+    sarc, layer, canvas, gt = _scene_decoded_in_view(plugin, test_iface, scene)
     before = set(plugin.scenes.controllers[layer.id()].cache.decoded)
 
     plugin.unload()  # as qgis.utils.reloadPlugin does: unload, then a new instance
@@ -631,12 +638,7 @@ def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_ifac
     again. Its cache may have been evicted meanwhile (QGIS then reads the layer invalid): it is decoded anew."""
     import shutil
 
-    sarc, full = scene
-    layer = plugin.scenes.open(str(sarc))
-    canvas = _show_canvas(test_iface, layer)
-    gt = gdal.Open(str(full)).GetGeoTransform()
-    _view(canvas, gt, 32, 40, 160)
-    assert process_events_until(lambda: not plugin.scenes.controllers[layer.id()].busy, 120)
+    sarc, layer, canvas, gt = _scene_decoded_in_view(plugin, test_iface, scene)
     folder = plugin.scenes.controllers[layer.id()].cache.folder
     project = QgsProject.instance()
     assert project.write(str(tmp_path / "session.qgz"))
