@@ -339,10 +339,14 @@ def learned_envelope(pts: list[dict]) -> list[dict]:
 
 
 def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str) -> Path:
-    """The benchmarks' JSON (non-finite values as null) and markdown files, into `out_dir` (created)."""
+    """The benchmarks' JSON and markdown files, into `out_dir` (created).
+
+    The JSON is written one top-level entry and one point per line, floats to 6 significant digits (far finer
+    than any figure quoted from it): three dozen committed reports must leave room in the 64 MiB a GPU call
+    carries with the checkout."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / json_name).write_text(json.dumps(finite_or_null(doc), indent=1, allow_nan=False))
+    (out / json_name).write_text(compact_json(doc))
     (out / md_name).write_text(md)
     return out
 
@@ -426,15 +430,28 @@ def wilcoxon_matched(rows: list[dict], key: str = "db_rmse") -> list[dict]:
 
 # --- outputs -----------------------------------------------------------------------------------------------
 
-def finite_or_null(obj):
-    """JSON without the non-standard Infinity / NaN: non-finite floats become null."""
+def rounded_finite(obj):
+    """Floats to 6 significant digits, and non-finite ones as null (JSON has no Infinity / NaN)."""
     if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
+        return float(f"{obj:.6g}") if np.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: finite_or_null(v) for k, v in obj.items()}
+        return {k: rounded_finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [finite_or_null(v) for v in obj]
+        return [rounded_finite(v) for v in obj]
     return obj
+
+
+def compact_json(doc: dict) -> str:
+    """`doc` rounded, each top-level entry on its own line and, for lists of dicts, each item on its own line."""
+    lines = []
+    for key, value in rounded_finite(doc).items():
+        head = json.dumps(key) + ": "
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n ".join(json.dumps(v, separators=(",", ":"), allow_nan=False) for v in value)
+            lines.append(head + "[\n " + items + "\n]")
+        else:
+            lines.append(head + json.dumps(value, separators=(",", ":"), allow_nan=False))
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def _f(v, fmt=".3f") -> str:

@@ -197,7 +197,7 @@ def test_rate_distortion_end_to_end_on_one_scene(tiny_bundle, sar_data, tmp_path
     res = doc["results"]
     assert len(res) == 2 * (2 + 3)  # VV and VH, 2 learned points and 3 JPEG-2000 points each
     for r in res:
-        assert r["bpp"] == pytest.approx(8.0 * r["file_bytes"] / r["pixels"])
+        assert r["bpp"] == pytest.approx(8.0 * r["file_bytes"] / r["pixels"], rel=1e-5)  # 6 significant digits
         for k in ("psnr", "ssim", "db_rmse", "db_rmse_in_range", "db_rmse_out_of_range", "enl_ratio", "epi"):
             assert k in r
     learned = [r for r in res if r["codec"] == "learned"]
@@ -661,3 +661,15 @@ def test_result_figures_are_palette_pngs_of_the_same_picture(tmp_path):
     a = np.asarray(saved.convert("RGB"), dtype=np.int16)
     b = np.asarray(original.convert("RGB"), dtype=np.int16)
     assert np.abs(a - b).mean() < 2.0  # the same picture
+
+
+def test_reports_keep_six_significant_digits_and_one_point_per_line():
+    doc = {"name": "x", "settings": {"rate": 0.1234567891}, "bad": float("nan"),
+           "results": [{"bpp": 1.23456789e-3, "db": -2.0}, {"bpp": float("inf"), "db": 123456.789}]}
+    text = rd.compact_json(doc)
+    back = json.loads(text)
+    assert back["settings"]["rate"] == 0.123457 and back["bad"] is None
+    assert back["results"] == [{"bpp": 0.00123457, "db": -2.0}, {"bpp": None, "db": 123457.0}]
+    # a diff of a rerun shows which point moved
+    assert [ln for ln in text.splitlines() if '"bpp"' in ln] == [' {"bpp":0.00123457,"db":-2.0},',
+                                                               ' {"bpp":null,"db":123457.0}']
