@@ -39,6 +39,17 @@ MIN_MEMORY = 2**20
 _TORNADO = logging.getLogger("tornado.application")
 
 
+#: The --help epilog: the single-file CLIs' help says their exit statuses; a script driving a batch needs these,
+#: 1 above all (some inputs failed, the rest done), which those CLIs do not have.
+EXIT_STATUS_HELP = ("exit status: 0 every input done or skipped; 1 some inputs failed (one 'failed:' line each on "
+                    "stderr, and the report, say why; the others are done); 2 the batch could not run (bad "
+                    "arguments, output or report folder not writable, cluster or scheduler) or its report could "
+                    "not be written (one 'error:' line); 3 unexpected error, a bug (one line); 130 interrupted "
+                    "(Ctrl-C), 143 terminated (SIGTERM): the report is written, unfinished inputs marked "
+                    "cancelled. No run leaves a partial file under an output's name: rerun the same command to "
+                    "finish a batch, and what is done is skipped.")
+
+
 def _count(text: str) -> int:
     """argparse type of --workers and --threads: 0 workers silently meant the default, and 0 threads ran."""
     try:
@@ -209,7 +220,8 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
 @cli.entry_point(_Signals)
 def compress_batch_main(argv, signals) -> int:
     p = _parser("sar-compress-batch", "Compress many SAR rasters into .sarc files on dask.distributed, "
-                                      "resumably: a rerun skips outputs that exist and check out.")
+                                      "resumably: a rerun skips outputs that exist and check out.",
+                EXIT_STATUS_HELP)
     _common(p, "raster (.tif/.tiff in folders)")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
     p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16)")
@@ -237,7 +249,8 @@ def compress_batch_main(argv, signals) -> int:
 @cli.entry_point(_Signals)
 def reconstruct_batch_main(argv, signals) -> int:
     p = _parser("sar-reconstruct-batch", "Reconstruct many .sarc files into GeoTIFFs on dask.distributed, "
-                                         "resumably: a rerun skips outputs that exist and check out.")
+                                         "resumably: a rerun skips outputs that exist and check out.",
+                EXIT_STATUS_HELP)
     _common(p, ".sarc")
     p.add_argument("--model-dir", action="append", default=[],
                    help="extra folder searched for decoders (by SHA-256); repeatable; must exist")

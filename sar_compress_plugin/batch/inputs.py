@@ -41,6 +41,22 @@ def _local_path(href: str, base: Path) -> Path | None:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+def _link_problem(path: str, is_link: bool | None = None) -> str | None:
+    """Why the symbolic link `path` cannot be followed, or None when it can or is no link; never raises."""
+    try:
+        if not (os.path.islink(path) if is_link is None else is_link):
+            return None
+        os.stat(path)
+        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    try:
+        target = f" to {os.readlink(path)}"
+    except OSError:
+        target = ""
+    return f"symbolic link{target} cannot be followed ({why})"
+
+
 class _Expander:
     def __init__(self, out_dir: Path, suffixes: tuple[str, ...], out_suffix: str):
         self.out_dir = out_dir.resolve()
@@ -49,8 +65,11 @@ class _Expander:
         self.jobs: list[Job] = []
         self._by_input: set[str] = set()
         self._by_output: dict[str, str] = {}
+        self.found = 0  # files given to add(), for a pattern to tell whether it found any
+        self._broken: dict[str, str] = {}  # links files_below found whose target cannot be read: why
 
     def add(self, src: Path, out_rel: Path) -> None:
+        self.found += 1  # duplicates too: a pattern over files another input named has still found them
         key = str(src.resolve())
         if key in self._by_input:  # named twice (a folder and a pattern over it): one task
             return
@@ -58,7 +77,9 @@ class _Expander:
         out = self.out_dir / out_rel.with_name(_safe(out_rel.stem) + self.out_suffix)
         other = self._by_output.get(str(out))
         if other is not None:
-            self.fail(str(src), f"its output {out} is also the output of {other}; run them in separate batches")
+            self.fail(str(src), f"its output {out} is also the output of {other}; rename one, or run them in "
+                                "separate batches with different --out folders (with the same one, each would "
+                                "replace the other's output)")
             return
         self._by_output[str(out)] = str(src)
         self.jobs.append(Job(input=str(src), output=str(out)))
@@ -91,26 +112,44 @@ class _Expander:
         for entry in entries:
             try:
                 folder, file = entry.is_dir(follow_symlinks=False), entry.is_file()
-            except OSError:  # a link whose target cannot be looked at: not a scene this batch could read
-                continue
+            except OSError:  # a link whose target cannot be looked at (in a folder that cannot be entered)
+                folder = file = False
             if folder:
                 yield from self.files_below(Path(entry.path))
-            elif file:
+            elif file or self._broken_link(entry):
                 yield Path(entry.path)
 
-    def folder(self, d: Path) -> None:
+    def _broken_link(self, entry: os.DirEntry) -> bool:
+        """A symbolic link whose target is gone or cannot be read (a moved scene, an unmounted volume): noted
+        with the reason, so `folder` fails it as an input. It used to be left out without a word, the batch
+        exiting 0 with the scene neither done nor reported. Links to folders are not followed, as before."""
+        try:
+            is_link = entry.is_symlink()
+        except OSError:
+            return False
+        why = _link_problem(entry.path, is_link)
+        if why:
+            self._broken[entry.path] = why
+        return why is not None
+
+    def folder(self, d: Path, empty_fails: bool = True) -> None:
         """Every matching file below `d`; outputs mirror the sub-folders so equal names in two folders differ.
 
         An output folder inside `d` is not searched (earlier outputs are not inputs). One that is `d` itself or
         above it (.sarc files beside their rasters, `--out` the archive's root) does not hide `d`'s files: that
-        used to fail the folder as having none."""
+        used to fail the folder as having none. A folder a pattern matched (`empty_fails` False) is not a failure
+        of its own when empty: the pattern fails when none of its matches had any."""
         inside = d.resolve() in self.out_dir.parents
         failed = len(self.jobs)
         found = sorted(p for p in self.files_below(d) if self.wanted(p, self.out_dir if inside else None))
-        if not found and len(self.jobs) == failed:  # a folder that could not be read has failed already
+        if not found and len(self.jobs) == failed and empty_fails:  # one that cannot be read has failed already
             self.fail(str(d), f"folder has no {'/'.join(self.suffixes)} files")
         for p in found:
-            self.add(p, p.relative_to(d))
+            if str(p) not in self._broken:
+                self.add(p, p.relative_to(d))
+            elif str(p.resolve()) not in self._by_input:  # once, when a pattern's folders overlap (`archive/**`)
+                self._by_input.add(str(p.resolve()))
+                self.fail(str(p), f"{self._broken[str(p)]}; this scene is not in the batch")
 
     def stac(self, path: Path, seen: set | None = None) -> None:
         """Local-file assets of a STAC item, item collection, or catalog / collection (following item and
@@ -182,14 +221,30 @@ class _Expander:
         elif p.is_file():
             self.add(p, Path(p.name))
         elif glob.has_magic(spec):
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
-                self.fail(spec, "pattern matches no file")
-            for m in matches:
-                if Path(m).is_file() and not Path(m).name.startswith("."):
-                    self.spec(m)
+            self.pattern(spec)
         else:
-            self.fail(spec, "no such file or folder")
+            self.fail(spec, _link_problem(spec) or "no such file or folder")
+
+    def pattern(self, spec: str) -> None:
+        """The files and folders a glob pattern matches, each as if given on its own, as the shell would
+        expand it unquoted: a pattern naming folders (`'archive/2024-*'`) found nothing, and the batch ran no
+        scene and exited 0. A pattern that yields no scene and no failure fails as an input of its own."""
+        matches = [m for m in sorted(glob.glob(spec, recursive=True)) if not Path(m).name.startswith(".")]
+        if not matches:
+            self.fail(spec, "pattern matches no file")
+            return
+        found, failed = self.found, len(self.jobs)
+        for m in matches:
+            if Path(m).is_dir():
+                self.folder(Path(m), empty_fails=False)
+            elif Path(m).is_file():
+                self.spec(m)
+            elif (Path(m).suffix.lower() in self.suffixes and (why := _link_problem(m))
+                  and str(Path(m).resolve()) not in self._by_input):
+                self._by_input.add(str(Path(m).resolve()))
+                self.fail(m, f"{why}; this scene is not in the batch")
+        if self.found == found and len(self.jobs) == failed:
+            self.fail(spec, f"pattern matches no {'/'.join(self.suffixes)} file")
 
 
 def expand_inputs(specs, out_dir, suffixes: tuple[str, ...], out_suffix: str) -> list[Job]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,11 +65,27 @@ def _prepare_worker(threads: int) -> None:
     limit_gdal_cache()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def _remove_leftovers(out: Path) -> None:
-    # ours are .NAME.partial-*, and the core's temporaries of those ..NAME.partial-*
+    """Remove what an earlier attempt at `out` left: ours are .NAME.partial-PID-HEX.SUFFIX, and the core's
+    temporaries of those ..NAME.partial-PID-HEX.SUFFIX.partial-*. Not those whose writer (its PID, the first in
+    the name) is still running: a second batch started over the same --out while the first ran (an overlapping
+    cron job, a rerun of a batch thought dead) deleted the first's files mid-write, and its scenes failed."""
+    live = re.compile(r"\.\.?" + re.escape(out.name) + r"\.partial-(\d+)-")
     for pattern in (f".{glob.escape(out.name)}.partial-*", f"..{glob.escape(out.name)}.partial-*"):
         for p in out.parent.glob(pattern):
-            p.unlink(missing_ok=True)
+            m = live.match(p.name)
+            if m is None or not _alive(int(m.group(1))):  # names without a PID are from earlier versions
+                p.unlink(missing_ok=True)
 
 
 def _publish(out: Path, write, check) -> None:

@@ -180,3 +180,121 @@ def test_a_client_killed_outright_leaves_a_report_and_a_rerun_finishes(sar_data,
     assert set(rerun.values()) <= {"ok", "skipped"} and sorted(p.name for p in out.iterdir()) == [
         *sorted(f"{p.stem}.sarc" for p in d.iterdir()), "sar-compress-batch-report.csv",
         "sar-compress-batch-report.json"]
+
+
+#: a scheduler nobody listens on: the batches below have no input to run, so none is started or reached
+NO_SCHEDULER = "tcp://127.0.0.1:1"
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_pattern_naming_folders_searches_them_as_the_shell_would(tmp_path, capsys):
+    """A quoted pattern that matches folders ('archive/2024-*') found no file, ran nothing and exited 0 with
+    "0 inputs"; it now searches each folder, as the same pattern left to the shell does, and one that finds
+    nothing fails in one line."""
+    d = tmp_path / "archive"
+    for rel in ("2024-01/a.tif", "2024-02/sub/b.tif", "2024-02/notes.txt", "2025-01/c.tif"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"")
+    out = tmp_path / "out"
+
+    def jobs(*specs: str) -> list[tuple[str, str, str]]:
+        return [(Path(j.input).relative_to(d).as_posix(), Path(j.output).relative_to(out).as_posix()
+                 if j.output else "", j.error) for j in expand_inputs(specs, out, (".tif", ".tiff"), ".sarc")]
+
+    quoted = jobs(str(d / "2024-*"))
+    assert quoted == [("2024-01/a.tif", "a.sarc", ""), ("2024-02/sub/b.tif", "sub/b.sarc", "")]
+    assert quoted == jobs(str(d / "2024-01"), str(d / "2024-02"))  # what the shell passes for it unquoted
+    # `**/` matches every folder below: each scene once, its sub-folders kept
+    assert jobs(f"{d}/**/") == [("2024-01/a.tif", "2024-01/a.sarc", ""),
+                                        ("2024-02/sub/b.tif", "2024-02/sub/b.sarc", ""),
+                                        ("2025-01/c.tif", "2025-01/c.sarc", "")]
+
+    (tmp_path / "empty" / "2024-03").mkdir(parents=True)
+    spec = str(tmp_path / "empty" / "2024-*")
+    assert compress_batch_main([spec, "--out", str(out), "--scheduler", NO_SCHEDULER, "-q"]) == 1
+    assert _one_line(capsys.readouterr().err) == f"failed: {spec}: pattern matches no .tif/.tiff file"
+    report = json.loads((out / "sar-compress-batch-report.json").read_text())
+    assert report["summary"]["inputs"] == 1 and report["summary"]["failed"] == 1
+
+
+def test_a_broken_symbolic_link_to_a_scene_is_a_failed_input_naming_its_target(tmp_path, capsys):
+    """A link to a scene whose target is gone (moved, an unmounted volume) was left out of a folder's batch
+    without a word: no output, no report row, exit 0. It is now a failed input saying where it points."""
+    d = tmp_path / "archive"
+    d.mkdir()
+    (d / "a.tif").write_bytes(b"")
+    gone = tmp_path / "unmounted" / "b.tif"
+    (d / "b.tif").symlink_to(gone)
+    (d / "c.txt").symlink_to(tmp_path / "unmounted" / "c.txt")  # not a raster: not an input at all
+    why = f"symbolic link to {gone} cannot be followed (No such file or directory)"
+    out = tmp_path / "out"
+    for specs in ([d], [d / "*.tif"], [d, d / "*"]):  # a folder, a pattern, both: the link reported once
+        jobs = expand_inputs([str(s) for s in specs], out, (".tif", ".tiff"), ".sarc")
+        assert [(Path(j.input).name, j.error) for j in jobs] == [
+            ("a.tif", ""), ("b.tif", f"{why}; this scene is not in the batch")], specs
+    assert expand_inputs([str(d / "b.tif")], out, (".tif",), ".sarc") == [Job(input=str(d / "b.tif"), error=why)]
+
+    (d / "a.tif").unlink()  # the link alone: the batch fails it in one line (the folder is not "empty")
+    assert compress_batch_main([str(d), "--out", str(out), "--scheduler", NO_SCHEDULER, "-q"]) == 1
+    assert _one_line(capsys.readouterr().err) == f"failed: {d / 'b.tif'}: {why}; this scene is not in the batch"
+
+
+def test_two_inputs_for_one_output_are_told_to_use_separate_output_folders(tmp_path):
+    """a.tif and a.TIF both want a.sarc; "run them in separate batches" with the same --out made the second
+    batch replace the first one's output (another source: not skipped), so the advice names --out."""
+    d = tmp_path / "archive"
+    d.mkdir()
+    for name in ("a.tif", "a.TIF"):
+        (d / name).write_bytes(b"")
+    jobs = expand_inputs([str(d)], tmp_path / "out", (".tif", ".tiff"), ".sarc")
+    assert [bool(j.error) for j in jobs] == [False, True]
+    assert "also the output of" in jobs[1].error and "different --out folders" in jobs[1].error
+
+
+@pytest.mark.parametrize("main", ["sar-compress-batch", "sar-reconstruct-batch"])
+def test_help_says_what_each_exit_status_means(main, capsys):
+    """The single-file CLIs' --help lists their exit statuses; the batches' did not, and a script needs 1
+    (some inputs failed, the others done) and 130 / 143 (stopped: rerun to finish) told apart from 2."""
+    from sar_compress_plugin.batch import cli
+
+    fn = cli.compress_batch_main if main == "sar-compress-batch" else cli.reconstruct_batch_main
+    with pytest.raises(SystemExit) as stop:
+        fn(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for status in ("exit status: 0 every input done or skipped", "1 some inputs failed", "2 the batch could not run",
+                   "130 interrupted (Ctrl-C)", "143 terminated (SIGTERM)", "rerun the same command"):
+        assert status in text, status
+
+
+def test_a_second_batch_over_the_same_output_leaves_the_first_ones_partial_files(tiny_bundle, sar_data, tmp_path):
+    """Leftovers of a killed attempt are removed before a scene is written again, but every partial file of the
+    output went, a live one too: a second batch started over the same --out while the first still ran (an
+    overlapping cron job, a rerun of a batch thought dead) deleted the first one's files mid-write and failed
+    its scenes. The writer is told by the PID in the name, here real processes: one running, one that ended."""
+    src = _small(sar_data, 1)[0]
+    out = tmp_path / "out" / "a.sarc"
+    out.parent.mkdir()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ended.stdout)
+    try:
+        live = [out.parent / f".a.sarc.partial-{running.pid}-0123abcd.sarc",
+                out.parent / f"..a.sarc.partial-{running.pid}-0123abcd.sarc.partial-{running.pid}-4567cdef"]
+        stale = [out.parent / f".a.sarc.partial-{dead_pid}-89abcdef.sarc",
+                 out.parent / f"..a.sarc.partial-{dead_pid}-89abcdef.sarc.partial-{dead_pid}-01234567",
+                 out.parent / ".a.sarc.partial-deadbeef.sarc"]  # an earlier version's name, without a PID
+        for p in live + stale:
+            p.write_bytes(b"half a file")
+        rec = compress_scene(Job(str(src), str(out)), CompressOptions(model_dir=tiny_bundle))
+        assert rec["status"] == "ok", rec["error"]
+        assert [p.exists() for p in live + stale] == [True, True, False, False, False]
+    finally:
+        running.kill()
+        running.wait()
