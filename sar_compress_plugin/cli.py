@@ -292,6 +292,13 @@ def _given(*paths: tuple[str, str]) -> None:
             raise SarCompressError(f"{what} is an empty path")
 
 
+def _a_file(what: str, path: str) -> None:
+    """SarCompressError for an output named with a trailing slash: Path() drops it, so `sar-compress in.tif
+    out/`, with no folder out/ there, wrote a file named "out" where the user meant a folder."""
+    if path.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
+        raise SarCompressError(f"{path}: {what} ends in {path[-1]!r}, so it names a folder; give a file name")
+
+
 def _run(fn, signals: _Signals) -> int:
     """fn(cancelled) -> exit status, with every way it can end turned into one line and a status."""
     try:
@@ -350,6 +357,7 @@ def compress_main(argv, signals) -> int:
         from .core.codec import CompressOptions, compress  # noqa: PLC0415
 
         _given(("the input", a.input), ("the output", a.output))
+        _a_file("the output", a.output)
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
                                target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain,
                                outlier_margin_db=a.outlier_margin_db, no_clobber=a.no_clobber)
@@ -394,6 +402,7 @@ def reconstruct_main(argv, signals) -> int:
         from .core.runtime import check_model_dirs  # noqa: PLC0415
 
         _given(("the input", a.input), ("the output", a.output))
+        _a_file("the output", a.output)
         check_model_dirs(a.model_dir)
         window = None
         if a.bbox:

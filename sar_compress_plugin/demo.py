@@ -12,10 +12,9 @@ from . import cli
 try:
     import argparse
     import json
+    import math
     import sys
     from pathlib import Path
-
-    from .core.errors import SarCompressError
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -32,9 +31,9 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
     # even one they turn into an ImportError
     from .core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
     from .core.evaluation import aggregate, band_quality  # noqa: PLC0415
-    from .core.raster_io import RasterReader  # noqa: PLC0415
+    from .core.raster_io import RasterReader, writable_folder  # noqa: PLC0415
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(out_dir)  # a --out that is a file or cannot be made: one error line, not a traceback
     compressed, restored = _outputs(input_path, out_dir)
     c = compress(input_path, compressed, CompressOptions(model_dir=model_dir, device=device))
     r = reconstruct(compressed, restored, model_dirs=[model_dir] if model_dir else None, device=device)
@@ -46,12 +45,18 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
             rec = b.read(band, 0, 0, info.width, info.height)
             row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), info.nodata[band])
             row["band"] = info.band_names[band]
-            rows.append(row)
+            rows.append(_finite_or_none(row))
     return {"input": str(input_path), "compressed": str(compressed), "reconstruction": str(restored),
             "domain": c.domain, "input_bytes": c.input_raw_bytes, "compressed_bytes": c.output_bytes,
             "bpp": c.bpp, "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider,
             "compress_seconds": c.seconds, "reconstruct_seconds": r.seconds, "bands": rows,
-            "overall": aggregate(rows)}
+            "overall": _finite_or_none(aggregate(rows))}
+
+
+def _finite_or_none(row: dict) -> dict:
+    """A metric a band cannot have (the ENL ratio or EPI of a constant or 1 x 1 raster) as None: printed as n/a,
+    and null in --json, which wrote NaN, which strict JSON readers refuse."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 def _fmt(v, spec=".3f"):
@@ -69,29 +74,32 @@ def main(argv, signals) -> int:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
     signals.watch(*map(str, _outputs(args.input, args.out)))
-    try:
+
+    def go(_cancelled) -> int:  # in cli._run: a SarCompressError is one "error:" line and 2, a bug one line and 3
         res = run_demo(args.input, args.out, args.model, args.device)
-    except SarCompressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res, indent=2))
+        if args.json:
+            cli._out(json.dumps(res, indent=2))
+            return 0
+        lines = [
+            f"input          {res['input']} ({res['domain']}, {res['input_bytes']:,} raw bytes)",
+            f"compressed     {res['compressed']} ({res['compressed_bytes']:,} bytes, "
+            f"{res['compress_seconds']:.2f} s, provider {res['provider']})",
+            f"reconstruction {res['reconstruction']} ({res['reconstruct_seconds']:.2f} s)",
+            f"rate           {res['bpp']:.3f} bpp ({res['bpp_per_band']:.3f} per band), ratio {res['ratio']:.1f}:1",
+            f"{'band':13} {'clip dB':>12} {'PSNR':>7} {'SSIM':>6} {'dB RMSE':>8} {'in-range':>8} {'out-range':>9} "
+            f"{'ENL ratio':>9} {'EPI':>6}",
+        ]
+        for row in res["bands"] + [dict(res["overall"], band="all", clip_db=None)]:
+            clip = "" if row["clip_db"] is None else f"{row['clip_db'][0]:.1f}..{row['clip_db'][1]:.1f}"
+            lines.append(f"{row['band'][:13]:13} {clip:>12} {_fmt(row['psnr'], '.2f'):>7} {_fmt(row['ssim']):>6} "
+                         f"{_fmt(row['db_rmse']):>8} {_fmt(row['db_rmse_in_range']):>8} "
+                         f"{_fmt(row['db_rmse_out_of_range']):>9} {_fmt(row['enl_ratio']):>9} {_fmt(row['epi']):>6}")
+        lines.append("PSNR/SSIM on the normalised dB image with each band's clip bounds; dB RMSE over valid pixels, "
+                     "split inside/outside the clip range; ENL ratio on linear intensity; EPI on dB.")
+        cli._out("\n".join(lines))
         return 0
-    print(f"input          {res['input']} ({res['domain']}, {res['input_bytes']:,} raw bytes)")
-    print(f"compressed     {res['compressed']} ({res['compressed_bytes']:,} bytes, {res['compress_seconds']:.2f} s, "
-          f"provider {res['provider']})")
-    print(f"reconstruction {res['reconstruction']} ({res['reconstruct_seconds']:.2f} s)")
-    print(f"rate           {res['bpp']:.3f} bpp ({res['bpp_per_band']:.3f} per band), ratio {res['ratio']:.1f}:1")
-    print(f"{'band':13} {'clip dB':>12} {'PSNR':>7} {'SSIM':>6} {'dB RMSE':>8} {'in-range':>8} {'out-range':>9} "
-          f"{'ENL ratio':>9} {'EPI':>6}")
-    for row in res["bands"] + [dict(res["overall"], band="all", clip_db=None)]:
-        clip = "" if row["clip_db"] is None else f"{row['clip_db'][0]:.1f}..{row['clip_db'][1]:.1f}"
-        print(f"{row['band'][:13]:13} {clip:>12} {_fmt(row['psnr'], '.2f'):>7} {_fmt(row['ssim']):>6} "
-              f"{_fmt(row['db_rmse']):>8} {_fmt(row['db_rmse_in_range']):>8} {_fmt(row['db_rmse_out_of_range']):>9} "
-              f"{_fmt(row['enl_ratio']):>9} {_fmt(row['epi']):>6}")
-    print("PSNR/SSIM on the normalised dB image with each band's clip bounds; dB RMSE over valid pixels, "
-          "split inside/outside the clip range; ENL ratio on linear intensity; EPI on dB.")
-    return 0
+
+    return cli._run(go, signals)
 
 
 if __name__ == "__main__":

@@ -53,19 +53,41 @@ class RateTarget:
 
 
 def _sample(model, reader, grid, domain, bounds, pp):
-    """[(band, x (1, H, W) padded to 16, valid (H, W), (lo, hi))] for up to SAMPLE_TILES tiles per band."""
+    """[(band, x (1, H, W) padded to 16, valid (H, W), (lo, hi))] for up to SAMPLE_TILES tiles per band.
+
+    Tiles spread evenly over the raster; where none of them holds a valid pixel (a scene that is mostly
+    no-data, its data in a corner), tiles spread evenly over those that do: the target was refused with "no
+    valid pixels in the sample tiles" for a raster that compresses."""
     info = reader.info
-    picks = sorted({int(round(v)) for v in np.linspace(0, grid.count - 1, min(SAMPLE_TILES, grid.count))})
-    out = []
-    for i in picks:
+
+    def spread(indices):
+        return sorted({indices[int(round(v))] for v in np.linspace(0, len(indices) - 1,
+                                                                    min(SAMPLE_TILES, len(indices)))})
+
+    def read(i):
         c, r, w, h = grid.core_in_raster(i)
         for b in range(info.band_count):
             db, valid = to_db(reader.read(b, c, r, w, h), domain, info.nodata[b], pp.noise_floor_db)
-            if not valid.any():
-                continue
-            x = normalise(db, *bounds[b])
-            x = np.pad(x, ((0, -h % 16), (0, -w % 16)), mode="edge")
-            out.append((b, x[None].astype(np.float32), valid, bounds[b]))
+            yield b, db, valid, h, w
+
+    def take(picks):
+        out = []
+        for i in picks:
+            for b, db, valid, h, w in read(i):
+                if not valid.any():
+                    continue
+                x = normalise(db, *bounds[b])
+                x = np.pad(x, ((0, -h % 16), (0, -w % 16)), mode="edge")
+                out.append((b, x[None].astype(np.float32), valid, bounds[b]))
+        return out
+
+    picks = spread(list(range(grid.count)))
+    out = take(picks)
+    if not out:
+        with_data = [i for i in range(grid.count)
+                     if i not in picks and any(valid.any() for _, _, valid, _, _ in read(i))]
+        if with_data:
+            out = take(spread(with_data))
     return out
 
 

@@ -19,7 +19,7 @@ from sar_compress_plugin import cli
 from sar_compress_plugin.core.codec import CompressOptions, compress, read_header
 from sar_compress_plugin.core.errors import CancelledError
 
-from codec_fixtures import compressed_scene
+from codec_fixtures import compressed_scene, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -468,3 +468,35 @@ def test_an_empty_path_is_called_empty(scene, tiny_bundle, tmp_path, monkeypatch
     assert getattr(cli, which)([a.format(**fill) for a in args] + (["-q"] if which != "info_main" else [])) == 2
     assert _one_line(capsys.readouterr().err, "error: ") == f"error: {what} is an empty path"
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("which, args, exists", [
+    ("compress_main", ["{src}", "{tmp}/out/"], False), ("compress_main", ["{src}", "{tmp}/o.sarc/"], False),
+    ("reconstruct_main", ["{sarc}", "{tmp}/out/"], False), ("reconstruct_main", ["{sarc}", "{tmp}/o.tif/"], True)])
+def test_an_output_ending_in_a_slash_is_refused(scene, tmp_path, which, args, exists, capsys):
+    """Path() drops a trailing slash: `sar-compress in.tif out/` with no folder out/ wrote a file named "out",
+    and `sar-reconstruct a.sarc o.tif/` replaced the file o.tif, where the user named a folder."""
+    if exists:
+        (tmp_path / "o.tif").write_bytes(b"keep")
+    fill = {"tmp": tmp_path, "src": scene[0], "sarc": scene[1]}
+    assert getattr(cli, which)([a.format(**fill) for a in args] + ["-q"]) == 2
+    assert "names a folder" in _one_line(capsys.readouterr().err, "error: ")
+    assert sorted(os.listdir(tmp_path)) == (["o.tif"] if exists else [])
+    if exists:
+        assert (tmp_path / "o.tif").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("target", [["--bpp", "0.5"], ["--target-db-rmse", "3"]])
+def test_a_rate_target_is_searched_where_the_data_is(tiny_bundle, tmp_path, target, capsys):
+    """The quality search samples 4 tiles spread over the raster; a scene whose only data lay in other tiles
+    (here one 32 x 32 tile of 64, the rest no-data) was refused with "no valid pixels in the sample tiles",
+    though it compresses at any --quality."""
+    data = np.zeros((256, 256), np.float32)
+    data[:32, 32:64] = np.random.default_rng(7).gamma(1.0, 100.0, (32, 32))  # tile 1; the samples: 0, 21, 42, 63
+    src = write_geotiff(tmp_path / "sparse.tif", data, nodata=0.0)
+    out = tmp_path / "sparse.sarc"
+    rc = cli.compress_main([str(src), str(out), "--model", str(tiny_bundle), "--device", "cpu", "--tile", "32",
+                            "-q", *target])
+    assert rc == 0, capsys.readouterr().err
+    rate = read_header(out)["rate"]
+    assert rate["chosen_by"] == ("bpp" if target[0] == "--bpp" else "db_rmse") and rate["sample_estimate"] > 0

@@ -47,3 +47,35 @@ def test_demo_reports_missing_model_clearly(tmp_path, capsys):
     rc = demo.main(["--out", str(tmp_path), "--model", str(tmp_path / "nope")])
     assert rc == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/sub"])
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, tiny_bundle, out, capsys):
+    """--out naming a file (or a folder under one) raised FileExistsError / NotADirectoryError from mkdir: a
+    traceback and status 1, where every other command line gives one "error:" line and status 2."""
+    (tmp_path / "a_file").write_text("not a folder")
+    rc = demo.main(["--out", str(tmp_path / out), "--model", str(tiny_bundle), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_a_one_pixel_raster_gives_strict_json_and_n_a(tmp_path, tiny_bundle, capsys):
+    """A 1 x 1 band has no ENL ratio (no window) and no EPI (no edge): --json wrote NaN, which strict JSON readers
+    refuse, and the table printed nan where the overall row said n/a."""
+    from codec_fixtures import write_geotiff
+
+    src = write_geotiff(tmp_path / "flat.tif", np.full((1, 1, 1), 0.05, np.float32))
+
+    def refuse(const):
+        raise ValueError(f"non-standard JSON constant {const}")
+
+    assert demo.main(["--input", str(src), "--out", str(tmp_path / "o"), "--model", str(tiny_bundle),
+                      "--device", "cpu", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert res["bands"][0]["enl_ratio"] is None and res["bands"][0]["epi"] is None
+    assert demo.main(["--input", str(src), "--out", str(tmp_path / "o2"), "--model", str(tiny_bundle),
+                      "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "nan" not in table and "n/a" in table.splitlines()[5]
