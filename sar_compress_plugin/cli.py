@@ -327,8 +327,9 @@ def _run(fn, signals: _Signals) -> int:
 def compress_main(argv, signals) -> int:
     p = _parser("sar-compress", "Compress a SAR raster (GeoTIFF or any GDAL raster) into a .sarc file.",
                 EXIT_STATUS_HELP)
-    p.add_argument("input", help="input raster")
-    p.add_argument("output", help="output .sarc file")
+    p.add_argument("input", help="input raster: a file, or a GDAL virtual path such as "
+                                 "/vsizip/archive.zip/scene.tif or /vsigzip/scene.tif.gz")
+    p.add_argument("output", help="output .sarc file (a local path)")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
     p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16, at most 1024)")

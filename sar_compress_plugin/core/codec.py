@@ -188,17 +188,21 @@ def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -
 
 
 def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
-    """A strided subsample of one band's pixels other than `nodata`, read in row blocks so memory stays bounded.
+    """A strided subsample of one band's pixels other than `nodata` and those its GDAL mask marks invalid, read
+    in row blocks (the mask by the same blocks) so memory stays bounded.
 
     Nodata is dropped here because a fill value such as -9999 on half a linear raster would otherwise make the
-    domain inference call it dB."""
+    domain inference call it dB; masked pixels for the same reason, and because they must not move the clip
+    range."""
     info = reader.info
     stride = max(1, math.ceil(math.sqrt(info.width * info.height / STATS_SAMPLES)))
     rows_per_block = max(stride, (max(1, (8 << 20) // info.width) // stride) * stride)
     parts = []
     for r0 in range(0, info.height, rows_per_block):
         h = min(rows_per_block, info.height - r0)
-        parts.append(reader.read(band, 0, r0, info.width, h)[::stride, ::stride].ravel())
+        part = reader.read(band, 0, r0, info.width, h)[::stride, ::stride].ravel()
+        valid = reader.read_valid(band, 0, r0, info.width, h)
+        parts.append(part if valid is None else part[valid[::stride, ::stride].ravel()])
     sample = np.concatenate(parts)
     return sample if nodata is None or np.isnan(nodata) else sample[sample != nodata]
 
@@ -284,7 +288,8 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                 hint = ""
                 if domain != "db" and (np.nan_to_num(s, nan=0.0) < 0).any():
                     hint = f"; its values are negative: if they are dB, pass --domain db (domain was {domain})"
-                raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata/invalid){hint}")
+                raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata, masked or "
+                                       f"invalid){hint}")
             lo, hi = percentile_bounds(db, valid, percentiles)
             # the reader's schema bound: float32 must still resolve the clip range (a constant 1e20 "dB" band
             # would give lo == hi in float32 and a file nobody can read). Checked on the dB before the noise
@@ -350,7 +355,9 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
             ctx = None
             for b in range(nb):
                 raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
-                db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db)
+                mask = (read_context(lambda c, r, w, h, b=b: reader.read_valid(b, c, r, w, h), grid, i)[0]
+                        if reader.has_mask(b) else None)
+                db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db, mask)
                 xs.append(normalise(db, *bounds[b]))
                 core = (slice(cr0 - ctx[1], cr0 - ctx[1] + ch), slice(cc0 - ctx[0], cc0 - ctx[0] + cw))
                 cores.append((raw[core], db[core], valid[core]))
@@ -409,7 +416,9 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata],
-                   "metadata": dict(info.metadata), "bands": [dict(b) for b in info.bands]},
+                   "metadata": dict(info.metadata), "bands": [dict(b) for b in info.bands],
+                   **({"gdal_mask": info.gdal_mask} if info.gdal_mask else {}),
+                   **({"alpha_band": info.alpha_band} if info.alpha_band else {})},
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
@@ -537,6 +546,8 @@ class CompressedRaster:
             self.dtype = np.dtype(r["dtype"])
             self.domain = canonical_domain(h["domain"])
             self.nodata = [C.decode_nodata(v) for v in r["nodata"]]
+            #: how the source marked invalid pixels beyond nodata (raster_io.RasterInfo.gdal_mask); "" for none
+            self.gdal_mask = str(r.get("gdal_mask") or "")
             self.quality = float(h["rate"]["quality"])
             self.pp = PreprocessingParams.from_dict(h.get("preprocessing") or {})
             t = h["tiling"]
@@ -677,6 +688,19 @@ class CompressedRaster:
             out.ravel()[pos] = vals
         return out
 
+    def dataset_valid(self, tile: int) -> np.ndarray:
+        """Where a tile's core (real pixels only) holds a valid pixel in at least one band (bool): the
+        per-dataset mask a reconstruction writes for a source whose invalid pixels a GDAL mask marked."""
+        _, _, w, h = self.grid.core_in_raster(tile)
+        valid = np.zeros((h, w), dtype=bool)
+        what = f"{self.path}: tile {tile}"
+        for band in range(self.bands):
+            entry = self.info["chunks"]["mask"][band * self.grid.count + tile]
+            if entry is None:  # this band is valid over the whole tile
+                return np.ones((h, w), dtype=bool)
+            valid |= C.decode_mask(self._reader.read_chunk(entry, what), (h, w), self.dtype, what)[0]
+        return valid
+
     @property
     def _work_dtype(self) -> np.dtype:
         """The float precision a tile's dB and values are computed in: float32 when the output holds no more
@@ -761,6 +785,15 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
     scale/offset, plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags,
     and a RECONSTRUCTION_TAG naming the .sarc, so that a reconstruction is told from its original (the plugin's
     quality maps put each in its role).
+
+    When the source marked invalid pixels with a GDAL mask (a mask band, a .msk file or an alpha band; header
+    `raster.gdal_mask`) rather than only a nodata value, the GeoTIFF gets an internal per-dataset mask band
+    (GMF_PER_DATASET, 0 = invalid, 255 = valid; a pixel is valid where any band is): GDAL's GetMaskBand() and
+    rasterio read it, and QGIS shows it as an alpha band that its default renderer uses, so the pixels are
+    transparent. That is what the source had, and it works for every data type: a nodata value chosen for an
+    integer band could collide with real data, and NaN would serve float bands only. The pixels under the mask
+    keep their original values bit for bit, as nodata pixels do (the .sarc stores them), and a band's nodata
+    value, if it had one, is written too. An alpha band comes back as this mask, not as a band (it was not coded).
     """
     t0 = time.perf_counter()
     started = time.time()
@@ -787,12 +820,15 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         metadata[RECONSTRUCTION_SHA256_TAG] = cr.body_sha256
         with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
                            nodata=cr.nodata, band_names=h.get("band_names"), metadata=metadata,
-                           bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber) as wr:
+                           bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber,
+                           mask=bool(cr.gdal_mask)) as wr:
             done = 0
             _check_cancel(is_cancelled, str(input_path))
             for b, t, (tc, tr, tw, th), px in cr.iter_tiles(win):
                 x0, y0, x1, y1 = max(c, tc), max(r, tr), min(c + w, tc + tw), min(r + hh, tr + th)
                 wr.write(b, x0 - c, y0 - r, px[y0 - tr:y1 - tr, x0 - tc:x1 - tc])
+                if cr.gdal_mask and b == cr.bands - 1:  # a tile's bands come together, in order
+                    wr.write_mask(x0 - c, y0 - r, cr.dataset_valid(t)[y0 - tr:y1 - tr, x0 - tc:x1 - tc])
                 done += 1
                 _tick(progress, done / total)
                 _check_cancel(is_cancelled, str(input_path))

@@ -114,6 +114,8 @@ SCHEMA = {
                 "nodata": {"type": "array", "maxItems": MAX_BANDS,
                            "items": {"oneOf": [{"type": "null"}, _NUM, {"enum": ["nan", "inf", "-inf"]}]}},
                 "metadata": _STR_MAP,
+                "gdal_mask": {"type": "string"},
+                "alpha_band": _int(1, MAX_BANDS + 1),
                 "bands": {"type": "array", "maxItems": MAX_BANDS, "items": {
                     "type": "object",
                     "properties": {"description": {"type": "string"}, "metadata": _STR_MAP,

@@ -104,11 +104,16 @@ def validity_mask(values: np.ndarray, domain: str, nodata: float | None = None) 
 
 
 def to_db(values: np.ndarray, domain: str, nodata: float | None = None,
-          noise_floor_db: float = NOISE_FLOOR_DB) -> tuple[np.ndarray, np.ndarray]:
-    """Return (dB as float32, validity mask). Invalid pixels are set to the noise floor."""
+          noise_floor_db: float = NOISE_FLOOR_DB, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (dB as float32, validity mask). Invalid pixels are set to the noise floor.
+
+    `mask` (bool, same shape, True = valid; e.g. `RasterReader.read_valid`, a GDAL mask band) marks more pixels
+    invalid, exactly as a nodata value does."""
     domain = canonical_domain(domain)
     values = np.asarray(values)
     valid = validity_mask(values, domain, nodata)
+    if mask is not None:
+        valid &= mask
     # float32 log10 is twice as fast as float64 and exact to ~1e-6 dB, far below anything the codec resolves;
     # float64 inputs keep float64 so their dB values lose nothing before the final cast.
     work = np.float64 if values.dtype == np.float64 else np.float32

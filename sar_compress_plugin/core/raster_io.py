@@ -7,6 +7,15 @@ Windows are `(col, row, width, height)` in pixels. The reader *clamps*: a window
 (callers such as the tiler compute in-raster windows and pad themselves), and a window that does not is a
 programming error reported as `InputRasterError` rather than silently padded with invented values.
 
+Validity beyond nodata: a GDAL mask (an internal or .msk mask band, per dataset or per band, or an alpha band;
+`GDALRasterBand::GetMaskFlags`) marks pixels invalid just as a nodata value does. The reader reads it by the same
+windows as the pixels (`RasterReader.read_valid`), so memory stays bounded by a window. An alpha band is a mask,
+not data: it is left out of the bands the reader describes and reads (`RasterInfo.band_count` counts the data
+bands; `source_bands` maps them to GDAL's band numbers) and used as the mask of every data band.
+
+Inputs are local files or GDAL virtual file system paths (`/vsizip/archive.zip/scene.tif`, `/vsigzip/`,
+`/vsitar/`, `/vsicurl/`, ...), read through GDAL's own file layer; outputs are always local files.
+
 The writer never leaves a half-written file where the user expects a result: it writes to a temporary name in
 the destination folder (`PartialFile`) and renames it into place only when the `with` block ends without an
 exception and GDAL reported no write error; a run killed outright (SIGKILL) leaves a partial that the next run to
@@ -97,6 +106,13 @@ class RasterInfo:
     metadata: dict = field(default_factory=dict)
     #: per band: description, metadata (default domain), color_interp name, scale, offset
     bands: tuple[dict, ...] = ()
+    #: GDAL band numbers (1-based) of the data bands, in order; empty means 1..band_count
+    source_bands: tuple[int, ...] = ()
+    #: how GDAL marks invalid pixels beyond the nodata value: "" (it does not), "per_dataset" (one mask band for
+    #: all bands: GDAL_TIFF_INTERNAL_MASK, a .msk file), "per_band" (a mask per band) or "alpha" (an alpha band)
+    gdal_mask: str = ""
+    #: GDAL band number (1-based) of the alpha band used as the mask and left out of the data bands, if any
+    alpha_band: int | None = None
 
     @property
     def itemsize(self) -> int:
@@ -107,8 +123,41 @@ class RasterInfo:
         return self.width * self.height * self.band_count * self.itemsize
 
 
-def _open(path: str | os.PathLike):
+#: GDAL virtual file systems that cannot be read in several passes (the codec reads each tile at least twice)
+_SEQUENTIAL_VSI = ("/vsistdin", "/vsistdout")
+
+
+def is_gdal_virtual_path(path) -> bool:
+    """True for a GDAL virtual file system path (`/vsizip/...`, `/vsigzip/...`, `/vsimem/...`, `/vsicurl/...`):
+    a name for GDAL's own file layer, which the local file checks must not judge."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith("/vsi")
+
+
+def _open_virtual(name: str):
+    """Check a GDAL virtual path before GDAL opens it: one clear line for what is missing or cannot be read."""
     gdal = _gdal()
+    if name.startswith(_SEQUENTIAL_VSI):
+        raise InputRasterError(f"{name}: the codec reads the raster in several passes, which "
+                               f"{name.split('/')[1]} cannot give; save the raster to a file first")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        st = gdal.VSIStatL(name)
+    except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
+        st = None
+    finally:
+        gdal.PopErrorHandler()
+    if st is None:
+        raise InputRasterError(f"{name}: not found (a GDAL virtual path: check the archive or URL and the path "
+                               f"inside it, e.g. /vsizip/archive.zip/scene.tif)")
+    if st.IsDirectory():
+        raise InputRasterError(f"{name}: is a folder, not a raster file")
+
+
+def _open(path: str | os.PathLike):
+    if is_gdal_virtual_path(path):  # kept as the string it is: Path() would fold /vsizip//abs/a.zip's "//"
+        name = os.fspath(path)
+        _open_virtual(name)
+        return _open_dataset(name, name)
     p = Path(path)
     if not p.exists():
         raise InputRasterError(f"{p}: file does not exist")
@@ -118,10 +167,15 @@ def _open(path: str | os.PathLike):
         raise InputRasterError(f"{p}: is not a regular file (FIFO, device or socket); copy it to a file first")
     if not os.access(p, os.R_OK):
         raise InputRasterError(f"{p}: file is not readable (permission denied)")
+    return _open_dataset(_gdal_path(p), p)
+
+
+def _open_dataset(name, p):
+    gdal = _gdal()
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         try:
-            ds = gdal.OpenEx(_gdal_path(p), gdal.OF_RASTER | gdal.OF_READONLY)
+            ds = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
         except RuntimeError as exc:  # GDAL with exceptions enabled elsewhere in the process
             raise InputRasterError(f"{p}: not a readable raster ({str(exc).splitlines()[0]})") from None
         if ds is None:
@@ -134,9 +188,22 @@ def _open(path: str | os.PathLike):
 def _info_from_dataset(ds, path: str) -> RasterInfo:
     from osgeo import gdal_array  # noqa: PLC0415
 
+    gdal = _gdal()
     w, h, n = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
     if w <= 0 or h <= 0 or n <= 0:
         raise InputRasterError(f"{path}: raster is empty ({w} x {h} pixels, {n} bands)")
+    alphas = [i for i in range(1, n + 1) if ds.GetRasterBand(i).GetColorInterpretation() == gdal.GCI_AlphaBand]
+    if len(alphas) > 1:
+        raise InputRasterError(f"{path}: has {len(alphas)} alpha bands ({', '.join(map(str, alphas))}); at most one "
+                               "is supported (it becomes the mask of the data bands)")
+    if alphas and n == 1:
+        raise InputRasterError(f"{path}: its only band is an alpha band (a mask); there is no data to compress")
+    alpha = alphas[0] if alphas else None
+    source_bands = tuple(i for i in range(1, n + 1) if i != alpha)
+    kinds = {_mask_kind(ds.GetRasterBand(i).GetMaskFlags()) for i in source_bands} - {""}
+    gdal_mask = "alpha" if alpha else "per_dataset" if "per_dataset" in kinds else "per_band" if kinds else ""
+    if alpha:
+        log.info("%s: band %d is an alpha band: used as the mask of the data bands, not compressed", path, alpha)
     dtypes = set()
     nodata, names, bands = [], [], []
     for i in range(1, n + 1):
@@ -144,6 +211,8 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
         code = gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType)
         dt = np.dtype(code).name if code is not None else _gdal().GetDataTypeName(b.DataType)
         dtypes.add(dt)
+        if i == alpha:
+            continue
         nodata.append(b.GetNoDataValue())
         names.append(b.GetDescription() or "")
         bands.append({"description": b.GetDescription() or "", "metadata": _str_map(b.GetMetadata()),
@@ -158,10 +227,21 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
             f"{path}: data type {dtype} is not supported (need a real numeric type; complex or other data "
             "must be converted to intensity, amplitude or dB first)")
     gt = ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    return RasterInfo(path=str(path), width=w, height=h, band_count=n, dtype=dtype,
+    return RasterInfo(path=str(path), width=w, height=h, band_count=len(source_bands), dtype=dtype,
                       crs_wkt=ds.GetProjection() or "", geotransform=tuple(float(v) for v in gt),
                       nodata=tuple(nodata), band_names=tuple(names), metadata=_str_map(ds.GetMetadata()),
-                      bands=tuple(bands))
+                      bands=tuple(bands), source_bands=source_bands, gdal_mask=gdal_mask, alpha_band=alpha)
+
+
+def _mask_kind(flags: int) -> str:
+    """What a band's GDAL mask flags add to its nodata value: "" when nothing (GMF_ALL_VALID, or a mask that is
+    only the band's own nodata value, GMF_NODATA alone, which `preprocessing.validity_mask` already applies),
+    else "per_dataset" or "per_band". A multi-band NODATA_VALUES mask (GMF_NODATA | GMF_PER_DATASET) counts: its
+    pixels are nodata only where every band holds its value, which no single band's nodata says."""
+    gdal = _gdal()
+    if flags & gdal.GMF_ALL_VALID or flags == gdal.GMF_NODATA:
+        return ""
+    return "per_dataset" if flags & gdal.GMF_PER_DATASET else "per_band"
 
 
 def _str_map(md) -> dict:
@@ -193,9 +273,26 @@ class RasterReader:
         self.path = str(path)
         self._ds = _open(path)
         self.info = _info_from_dataset(self._ds, self.path)
+        self._bands = [self._ds.GetRasterBand(i) for i in self.info.source_bands]
+        self._masks = [self._mask_bands(b) for b in self._bands]
 
-    def read(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray:
-        """Pixels of `band` (0-based) in a window that must lie inside the raster, in the raster's dtype."""
+    def _mask_bands(self, band) -> list:
+        """The GDAL bands whose zeros mark `band`'s invalid pixels beyond its nodata value (see `_mask_kind`)."""
+        gdal = _gdal()
+        flags = band.GetMaskFlags()
+        alpha = self.info.alpha_band
+        masks = []
+        if _mask_kind(flags) and not (alpha and flags & gdal.GMF_ALPHA):  # GMF_ALPHA: GetMaskBand() is the alpha
+            masks.append(band.GetMaskBand())
+        if alpha:
+            masks.append(self._ds.GetRasterBand(alpha))
+        return masks
+
+    def has_mask(self, band: int) -> bool:
+        """Whether a GDAL mask (mask band or alpha band) marks pixels of `band` (0-based) invalid."""
+        return bool(self._masks[band])
+
+    def _check_window(self, band: int, col: int, row: int, width: int, height: int) -> None:
         i = self.info
         if not (0 <= band < i.band_count):
             raise InputRasterError(f"{self.path}: band {band} does not exist ({i.band_count} bands)")
@@ -203,17 +300,35 @@ class RasterReader:
             raise InputRasterError(
                 f"{self.path}: window (col={col}, row={row}, width={width}, height={height}) is outside the "
                 f"{i.width} x {i.height} raster")
+
+    def _read_band(self, gdal_band, what: str, col: int, row: int, width: int, height: int) -> np.ndarray:
         gdal = _gdal()
         gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
-            arr = self._ds.GetRasterBand(band + 1).ReadAsArray(int(col), int(row), int(width), int(height))
+            arr = gdal_band.ReadAsArray(int(col), int(row), int(width), int(height))
         except RuntimeError as exc:
-            raise InputRasterError(f"{self.path}: read failed ({str(exc).splitlines()[0]})") from None
+            raise InputRasterError(f"{self.path}: {what} failed ({str(exc).splitlines()[0]})") from None
         finally:
             gdal.PopErrorHandler()
         if arr is None:
-            raise InputRasterError(f"{self.path}: read failed ({_last_error('I/O error')})")
+            raise InputRasterError(f"{self.path}: {what} failed ({_last_error('I/O error')})")
         return arr
+
+    def read(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray:
+        """Pixels of data band `band` (0-based; an alpha band is not one) in a window that must lie inside the
+        raster, in the raster's dtype."""
+        self._check_window(band, col, row, width, height)
+        return self._read_band(self._bands[band], "read", col, row, width, height)
+
+    def read_valid(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray | None:
+        """Where the GDAL mask of `band` (0-based) marks the pixels of a window valid (bool, non-zero mask or
+        alpha), or None when no mask beyond the nodata value applies. Read by the window, as the pixels are."""
+        self._check_window(band, col, row, width, height)
+        valid = None
+        for m in self._masks[band]:
+            v = self._read_band(m, "reading the mask", col, row, width, height) != 0
+            valid = v if valid is None else valid & v
+        return valid
 
     def close(self) -> None:
         self._ds = None
@@ -257,7 +372,11 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber: bool = False) -> Path:
     """Fail early, before any work, when `output` cannot be written (`write_refusal`), would overwrite an
-    input, or exists while `no_clobber` is set."""
+    input, or exists while `no_clobber` is set. GDAL virtual paths (/vsizip/, /vsimem/, ...) are for inputs only:
+    outputs are published by an atomic rename beside them, which only a local folder gives."""
+    if is_gdal_virtual_path(output):
+        raise OutputPathError(f"{os.fspath(output)}: GDAL virtual paths (/vsi...) can be read but not written; "
+                              "give a local file as the output")
     out = Path(output)
     for src in inputs:
         if src is not None and same_file(out, src):
@@ -446,12 +565,16 @@ class GeoTiffWriter:
 
     `metadata` is the dataset metadata; `bands` per band dicts as `RasterInfo.bands` (description, metadata,
     color_interp, scale, offset), so a reconstruction carries the tags of the original.
+
+    `mask=True` adds an internal per-dataset mask band (GMF_PER_DATASET), every block of which must then be
+    written with `write_mask` (an unwritten block reads as invalid).
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, band_count: int, dtype: str,
                  crs_wkt: str = "", geotransform=None, nodata=None, band_names=None, metadata=None,
-                 block_size: int = 256, bands=None, no_clobber: bool = False):
+                 block_size: int = 256, bands=None, no_clobber: bool = False, mask: bool = False):
         self.path = Path(path)
+        self.mask = bool(mask)
         self.width, self.height, self.band_count = int(width), int(height), int(band_count)
         self.dtype = np.dtype(dtype)
         self._no_clobber = no_clobber
@@ -526,6 +649,19 @@ class GeoTiffWriter:
                 b.SetScale(float(extra["scale"]))
             if extra.get("offset") is not None:
                 b.SetOffset(float(extra["offset"]))
+        if self.mask:  # inside the .tif (GDAL before 3.9 writes a .msk beside it by default), so one rename
+            # publishes both
+            old = gdal.GetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+            gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+            try:
+                err = ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+            except RuntimeError as exc:
+                self._errors.append(str(exc).splitlines()[0])
+            else:
+                if err not in (0, None):
+                    self._errors.append(_last_error("cannot create the mask band"))
+            finally:
+                gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", old)
         self._check("setting up the GeoTIFF")
 
     def write(self, band: int, col: int, row: int, data: np.ndarray) -> None:
@@ -541,6 +677,22 @@ class GeoTiffWriter:
         if err not in (0, None):
             self._errors.append(_last_error("I/O error, disk full?"))
         self._check("write")
+
+    def write_mask(self, col: int, row: int, valid: np.ndarray) -> None:
+        """Write a 2-D block of the per-dataset mask at (col, row): True/non-zero = valid (stored as 255)."""
+        if not self.mask:
+            raise OutputPathError(f"{self.path}: the GeoTIFF was created without a mask band")
+        arr = np.where(np.asarray(valid, dtype=bool), np.uint8(255), np.uint8(0))
+        h, w = arr.shape
+        if col < 0 or row < 0 or col + w > self.width or row + h > self.height:
+            raise OutputPathError(f"{self.path}: mask block at ({col},{row}) of {w}x{h} is outside the output raster")
+        try:
+            err = self._ds.GetRasterBand(1).GetMaskBand().WriteArray(arr, int(col), int(row))
+        except RuntimeError as exc:
+            raise OutputPathError(f"{self.path}: writing the mask failed ({str(exc).splitlines()[0]})") from None
+        if err not in (0, None):
+            self._errors.append(_last_error("I/O error, disk full?"))
+        self._check("writing the mask")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close(success=exc_type is None)

@@ -3,7 +3,8 @@
 Why a GeoTIFF: QGIS 3.22 renders a GDAL raster layer in its own threads with overviews, nodata, styles and
 reprojection for free. The cache file has the scene's size, georeferencing and dtype; tiles not decoded yet are
 sparse (read back as the nodata value, i.e. transparent); tiles are written once, as whole GeoTIFF blocks, when
-the decoder has produced them, so every cached pixel equals the same pixel of a full reconstruction bit for bit.
+the decoder has produced them, so every cached pixel equals the same pixel of a full reconstruction bit for bit
+(except pixels a source's GDAL mask marked invalid: the nodata value here, under the reconstruction's mask band).
 Three overview levels (factor/4, factor/2, factor of the file's stored overview) are filled from the stored
 overview when the cache is created, so the whole scene shows zoomed out before any tile is decoded.
 
@@ -227,6 +228,7 @@ class SceneCache:
                     if is_cancelled is not None and is_cancelled():
                         raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
                     tc, tr, _tw, _th = self.grid.core_in_raster(t)
+                    pixels = self._masked(t, pixels)
                     try:
                         for b, px in enumerate(pixels):
                             ds.GetRasterBand(b + 1).WriteArray(px, tc, tr)
@@ -244,6 +246,23 @@ class SceneCache:
         finally:
             ds = None
         return done
+
+    def _masked(self, tile: int, pixels: list) -> list:
+        """A tile's pixels as the layer shows them. Where the source's GDAL mask (header `raster.gdal_mask`)
+        marked pixels invalid, a reconstruction restores their original values under a mask band; this cache has
+        only the nodata value to hide them, so they become the fill value here (the only pixels that differ from a
+        full reconstruction, and only where it writes 0 in its mask)."""
+        if not self.raster.gdal_mask:
+            return pixels
+        invalid = ~self.raster.dataset_valid(tile)
+        if not invalid.any():
+            return pixels
+        out = []
+        for px, fill in zip(pixels, self.fill_values):
+            px = px.copy()
+            px[invalid] = fill
+            out.append(px)
+        return out
 
     def source_changed(self) -> bool:
         """Whether the .sarc at the path is no longer the file opened (replaced, rewritten or deleted): the

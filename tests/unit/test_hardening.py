@@ -476,7 +476,8 @@ def test_metadata_survives_the_round_trip(tmp_path, tiny_bundle):
     b.SetMetadata({"POLARISATION": "VH"})
     b.SetScale(0.5)
     b.SetOffset(-3.0)
-    b.SetColorInterpretation(gdal.GCI_AlphaBand)  # one a GeoTIFF can store on band 2
+    # one a GeoTIFF can store on band 2; not Alpha: an alpha band is a mask, not data (test_codec_gdal_masks.py)
+    b.SetColorInterpretation(gdal.GCI_GreenBand)
     ds = b = None
     compress(src, tmp_path / "m.sarc", _opts(tiny_bundle))
     reconstruct(tmp_path / "m.sarc", tmp_path / "r.tif", model_dirs=[tiny_bundle], device="cpu")
@@ -486,7 +487,7 @@ def test_metadata_survives_the_round_trip(tmp_path, tiny_bundle):
     assert md[RECONSTRUCTION_TAG] == "m.sarc" and RECONSTRUCTION_TAG not in gdal.Open(str(src)).GetMetadata()
     b = out.GetRasterBand(2)
     assert b.GetDescription() == "VH" and b.GetMetadata()["POLARISATION"] == "VH"
-    assert (b.GetScale(), b.GetOffset()) == (0.5, -3.0) and b.GetColorInterpretation() == gdal.GCI_AlphaBand
+    assert (b.GetScale(), b.GetOffset()) == (0.5, -3.0) and b.GetColorInterpretation() == gdal.GCI_GreenBand
     out = b = None
     r = compress(tmp_path / "r.tif", tmp_path / "again.sarc", _opts(tiny_bundle))  # no --domain needed
     assert r.domain == "db"
