@@ -30,7 +30,7 @@ from osgeo import gdal, gdal_array
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
 from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, from_db, to_db
-from .raster_io import GeoTiffWriter, check_output_path, remove_stale_partials, same_file
+from .raster_io import GeoTiffWriter, check_output_path, mask_kind, remove_stale_partials, same_file
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -121,6 +121,15 @@ def _values(band: gdal.Band, raw: np.ndarray) -> tuple[np.ndarray, float | None]
     if nodata is not None:
         values[raw == nodata] = np.nan
     return values * scaling[0] + scaling[1], None
+
+
+def _mask_valid(band: gdal.Band, x: int, y: int, w: int, h: int) -> np.ndarray | bool:
+    """Where `band`'s GDAL mask (a mask band, per dataset or per band, or an alpha band) marks the window valid,
+    or True when it has none beyond its nodata value. The codec restores masked pixels bit for bit and marks
+    them in the reconstruction's mask: read as data, they entered the maps as perfectly kept speckle."""
+    if not mask_kind(band.GetMaskFlags()):
+        return True
+    return band.GetMaskBand().ReadAsArray(x, y, w, h) != 0
 
 
 def _valid_sample(ds: gdal.Dataset, band: int) -> np.ndarray:
@@ -334,7 +343,8 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                 r, r_nodata = _values(rb, rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0))
                 r_db, r_ok = to_db(r, domain, r_nodata)
                 t_db, t_ok = to_db(t, domain, t_nodata)
-                valid = r_ok & t_ok
+                valid = (r_ok & t_ok & _mask_valid(rb, x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0)
+                         & _mask_valid(tb, hx0, hy0, hx1 - hx0, hy1 - hy0))
                 core = (slice(y - hy0, y - hy0 + h), slice(x - hx0, x - hx0 + w))
                 if valid[core].any():  # nodata margins of geocoded scenes: nothing to compute
                     any_valid = True
@@ -352,7 +362,7 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                     progress(step / n_steps)
             if not any_valid:  # maps without a single value would be added as layers that show nothing
                 raise InputRasterError(f"band {b}: no pixel is valid in both the original {original_path} "
-                                       f"and the reconstruction {reconstruction_path} (all NaN or nodata)")
+                                       f"and the reconstruction {reconstruction_path} (all NaN, nodata or masked)")
 
     def _median(parts: list[np.ndarray]) -> float:
         v = np.concatenate(parts) if parts else np.empty(0)

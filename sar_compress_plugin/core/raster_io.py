@@ -200,7 +200,7 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
         raise InputRasterError(f"{path}: its only band is an alpha band (a mask); there is no data to compress")
     alpha = alphas[0] if alphas else None
     source_bands = tuple(i for i in range(1, n + 1) if i != alpha)
-    kinds = {_mask_kind(ds.GetRasterBand(i).GetMaskFlags()) for i in source_bands} - {""}
+    kinds = {mask_kind(ds.GetRasterBand(i).GetMaskFlags()) for i in source_bands} - {""}
     gdal_mask = "alpha" if alpha else "per_dataset" if "per_dataset" in kinds else "per_band" if kinds else ""
     if alpha:
         log.info("%s: band %d is an alpha band: used as the mask of the data bands, not compressed", path, alpha)
@@ -233,7 +233,7 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
                       bands=tuple(bands), source_bands=source_bands, gdal_mask=gdal_mask, alpha_band=alpha)
 
 
-def _mask_kind(flags: int) -> str:
+def mask_kind(flags: int) -> str:
     """What a band's GDAL mask flags add to its nodata value: "" when nothing (GMF_ALL_VALID, or a mask that is
     only the band's own nodata value, GMF_NODATA alone, which `preprocessing.validity_mask` already applies),
     else "per_dataset" or "per_band". A multi-band NODATA_VALUES mask (GMF_NODATA | GMF_PER_DATASET) counts: its
@@ -277,12 +277,12 @@ class RasterReader:
         self._masks = [self._mask_bands(b) for b in self._bands]
 
     def _mask_bands(self, band) -> list:
-        """The GDAL bands whose zeros mark `band`'s invalid pixels beyond its nodata value (see `_mask_kind`)."""
+        """The GDAL bands whose zeros mark `band`'s invalid pixels beyond its nodata value (see `mask_kind`)."""
         gdal = _gdal()
         flags = band.GetMaskFlags()
         alpha = self.info.alpha_band
         masks = []
-        if _mask_kind(flags) and not (alpha and flags & gdal.GMF_ALPHA):  # GMF_ALPHA: GetMaskBand() is the alpha
+        if mask_kind(flags) and not (alpha and flags & gdal.GMF_ALPHA):  # GMF_ALPHA: GetMaskBand() is the alpha
             masks.append(band.GetMaskBand())
         if alpha:
             masks.append(self._ds.GetRasterBand(alpha))

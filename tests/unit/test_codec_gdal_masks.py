@@ -271,3 +271,22 @@ def test_missing_virtual_paths_and_virtual_outputs_are_one_clear_line(plain, tmp
     assert cli.compress_main([str(plain), "/vsimem/out.sarc", *args]) == 2
     assert "give a local file as the output" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.sarc"))
+
+
+def test_quality_maps_leave_out_what_the_masks_mark_invalid(tmp_path, tiny_bundle):
+    """The codec restores masked pixels bit for bit and marks them in the reconstruction's mask; the quality maps
+    read nodata only, so the garbage under the mask entered them as perfectly kept speckle (ENL ratio 1, EPI 1)."""
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps
+
+    valid = _scene_mask()
+    src = write_geotiff(tmp_path / "masked.tif", _with_garbage(_speckle(1), valid))
+    _add_mask(src, valid)
+    sarc, rec = tmp_path / "m.sarc", tmp_path / "rec.tif"
+    compress(src, sarc, _opts(tiny_bundle, domain="intensity"))
+    reconstruct(sarc, rec, model_dirs=[tiny_bundle], device="cpu")
+    enl, epi = tmp_path / "enl.tif", tmp_path / "epi.tif"
+    compute_quality_maps(src, rec, enl, epi, domain="intensity", window=7)
+    for path in (enl, epi):
+        m = gdal.Open(str(path)).ReadAsArray()
+        assert np.isnan(m[~valid]).all(), path
+        assert np.isfinite(m[valid]).mean() > 0.9, path
