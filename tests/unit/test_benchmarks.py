@@ -452,6 +452,21 @@ def test_rd_pooled_interpolates_jpeg2000_in_log_bpp_and_says_outside_its_range()
     assert gaps[1]["gap_db"] is None
 
 
+def test_rd_pooled_bd_rate_over_the_upper_part_of_the_range():
+    """A learned curve that needs 20% fewer bits above 0.4 bpp and as many below: -20% from 0.4 bpp on."""
+    import rd_pooled  # noqa: PLC0415
+
+    rates = np.array([0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
+    err = 3.0 - np.log2(rates / 0.1) * 0.4  # any monotonic curve
+    rows = [{"codec": "jpeg2000", "setting": str(r), "subset": "all", "bpp": r, "db_rmse": e}
+            for r, e in zip(rates, err)]
+    rows += [{"codec": "learned", "setting": f"q{i}", "subset": "all", "bpp": r * (0.8 if r >= 0.4 else 1.0),
+              "db_rmse": e} for i, (r, e) in enumerate(zip(rates, err))]
+    assert rd_pooled.bd_rate_from(rows, 0.3)["all"] == pytest.approx(-20.0, abs=1e-6)
+    assert rd_pooled.bd_rate_from(rows, 0.0)["all"] > -20.0
+    assert rd_pooled.bd_rate_from(rows, 2.0) == {"all": None}  # one JPEG-2000 point left: no curve
+
+
 def test_rd_trend_orders_runs_by_steps_from_the_record_or_the_folder_name(tmp_path, capsys, drawn_text):
     import rd_trend  # noqa: PLC0415
 
