@@ -140,10 +140,19 @@ def display_image_warning(layer: QgsRasterLayer) -> str:
         return (f"'{layer.name()}' is an {kind} colour image, not SAR backscatter: the codec would compress its "
                 "colour values as if they were radar amplitudes.")
     byte_types = {Qgis.DataType.Byte, Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied}
-    if any(provider.dataType(b) in byte_types for b in bands):
+    if any(provider.dataType(b) in byte_types for b in data_bands(layer)):
         return (f"'{layer.name()}' holds 8-bit values (0-255), typical of a display image or quick-look, not of "
                 "calibrated SAR backscatter: the codec would compress them as if they were radar amplitudes.")
     return ""
+
+
+def data_bands(layer: QgsRasterLayer) -> list[int]:
+    """The layer's bands that hold values, 1-based: all but alpha bands. QGIS's GDAL provider shows a per-dataset
+    mask (a GeoTIFF's internal mask or .msk file, which every reconstruction of a masked scene carries) as one
+    more band, an 8-bit alpha band, after the data bands; the codec neither codes nor compares an alpha band."""
+    provider = layer.dataProvider()
+    return [b for b in range(1, layer.bandCount() + 1)
+            if provider.colorInterpretation(b) != QgsRaster.ColorInterpretation.AlphaBand]
 
 
 def reconstruction_layer_name(sarc_path: str, window) -> str:
@@ -301,13 +310,38 @@ def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = Non
     ds = gdal.Open(layer_file_path(layer))
     domain = domain or guess_domain(ds, band)
     b = ds.GetRasterBand(band)
-    db, ok = to_db(block_sample(b), domain, b.GetNoDataValue())
+    db, ok = to_db(block_sample(_MaskedBand(b)), domain, b.GetNoDataValue())
     lo, hi = (np.percentile(db[ok], (2, 98)) if ok.any() else (-25.0, 0.0))
     hi = max(hi, lo + 1.0)
     stops_db = np.linspace(lo, hi, 9)
     values = from_db(stops_db, domain)
     for each in (layer, *alike):
         _set_grey_ramp(each, band, values, stops_db)
+
+
+class _MaskedBand:
+    """A GDAL band read with the pixels its GDAL mask marks invalid (mask band or alpha band) as NaN, for
+    core.quality_maps.block_sample, which reads windows of it. A reconstruction restores masked pixels bit for
+    bit (often fill or garbage far from the scene's values) and marks them in its mask; read as data, they
+    pulled the grey dB stretch away from the scene."""
+
+    def __init__(self, band):
+        from .core.raster_io import mask_kind
+
+        self.band = band
+        self.XSize, self.YSize = band.XSize, band.YSize  # noqa: N815 (GDAL's names)
+        self.mask = band.GetMaskBand() if mask_kind(band.GetMaskFlags()) else None
+
+    def GetBlockSize(self):  # noqa: N802 (GDAL's name)
+        return self.band.GetBlockSize()
+
+    def ReadAsArray(self, *window):  # noqa: N802 (GDAL's name)
+        values = self.band.ReadAsArray(*window)
+        if self.mask is None:
+            return values
+        values = values.astype(np.float64)
+        values[self.mask.ReadAsArray(*window) == 0] = np.nan
+        return values
 
 
 def _set_grey_ramp(layer: QgsRasterLayer, band: int, values: np.ndarray, stops_db: np.ndarray) -> None:

@@ -360,9 +360,12 @@ class QualityMapsDialog(_FormDialog):
         return combo
 
     def _list_bands(self, layer):
-        """The bands of the chosen reconstruction (none until one is chosen)."""
+        """The data bands of the chosen reconstruction (none until one is chosen): not the alpha band under
+        which QGIS shows the mask a reconstruction of a masked scene carries (qgis_io.data_bands)."""
+        from ..qgis_io import data_bands
+
         self.band.clear()
-        for b in range(1, (layer.bandCount() if layer is not None else 0) + 1):
+        for b in data_bands(layer) if layer is not None else []:
             self.band.addItem(layer.bandName(b), b)
 
     def validate(self) -> str:
