@@ -201,7 +201,7 @@ def export_hyperprior(model: SarCodecModel, work: Path, latents: np.ndarray, exp
     sess = ort.InferenceSession(str(enc_path), providers=["CPUExecutionProvider"])
     z_onnx = sess.run(None, {"y": y_all.numpy()})[0]
     enc_diff = float(np.abs(z_onnx - z_float.numpy()).max()) / max(1.0, float(z_float.abs().max()))
-    if enc_diff > atol:
+    if not enc_diff <= atol:  # NaN too
         raise ValueError(f"hyper-encoder ONNX output differs from PyTorch by {enc_diff:.2e} (relative) > {atol}")
 
     scales = scale_table()

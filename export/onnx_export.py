@@ -98,6 +98,22 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
+def within(tolerance: float, *diffs: float) -> bool:
+    """Every difference at most `tolerance`; a NaN (an output NaN on either side) is not: `nan > tol` is False,
+    and `max(nan, d)` is nan, so `max(...) > tol` let a bundle whose ONNX files give NaN pass its parity check."""
+    return all(d <= tolerance for d in diffs)
+
+
+def _refuse_non_finite_weights(model: torch.nn.Module) -> None:
+    """A checkpoint with NaN or infinite weights (a diverged run, an fp16 copy of a weight over 65504) gives a
+    model that outputs NaN: refused in one line, before the export measures its decoder's reach on it."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ExportError(f"the model has non-finite (NaN or infinite) weights in {shown}; export a checkpoint "
+                          f"from before the run diverged")
+
+
 def _foreign_entries(folder: Path) -> list[str]:
     """What replacing `folder` would lose: all it holds, unless it is a model bundle as this tool writes them
     (a manifest.json of this format and the files it lists, nothing else)."""
@@ -186,6 +202,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
     if tiles.ndim != 4 or tiles.shape[1] != 1 or tiles.shape[2] % 64 or tiles.shape[3] % 64:
         raise ExportError(f"calibration tiles must be (N,1,H,W) with H, W multiples of 64, got {tiles.shape}")
     model = model.eval().cpu().float()
+    _refuse_non_finite_weights(model)
     top = model.levels - 1
     default_quality = top / 2 if default_quality is None else float(default_quality)
     if not 0 <= default_quality <= top:
@@ -217,7 +234,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
                   "decoder_max_abs_diff": _max_abs_diff(_session(dec), latents, recon),
                   "tolerance": FLOAT32_ATOL, "tiles": int(tiles.shape[0]), "tile_shape": list(tiles.shape[2:])}
         log.info("ONNX parity: %s", parity)
-        if max(parity["encoder_max_rel_diff"], parity["decoder_max_abs_diff"]) > FLOAT32_ATOL:
+        if not within(FLOAT32_ATOL, parity["encoder_max_rel_diff"], parity["decoder_max_abs_diff"]):
             raise ExportError(f"ONNX output differs from PyTorch by more than {FLOAT32_ATOL}: {parity}")
         files = {"encoder": {"path": enc.name, "sha256": sha256_of(enc)},
                  "decoder": {"path": dec.name, "sha256": sha256_of(dec)}}
@@ -235,7 +252,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             _float16_copy(dec, dec16)
             fp16_diff = max(_max_abs_diff(_session(enc16), tiles, latents) / scale,
                             _max_abs_diff(_session(dec16), latents, recon))
-            if fp16_diff > FLOAT16_ATOL:
+            if not within(FLOAT16_ATOL, fp16_diff):
                 raise ExportError(f"float16 copy differs from float32 by {fp16_diff:.2e} > {FLOAT16_ATOL}")
             parity["float16_max_diff"] = fp16_diff
             parity["float16_tolerance"] = FLOAT16_ATOL

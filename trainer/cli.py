@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging()
     cli_values = {k: v for k, v in vars(args).items() if k != "config"}
+    out: Path | None = None
     try:
         file_values = read_config_file(args.config) if args.config else {}
         if cli_values.get("data") is None and not file_values.get("data"):
@@ -104,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a traceback before; the epoch's files are written together (train.interrupts_held)
+        last = None if out is None else out / "last.pth"
+        print("interrupted: " + (f"--resume goes on from {last}" if last is not None and last.is_file()
+                                 else "no checkpoint written"), file=sys.stderr)
+        return 130
     if result["rank"] == 0:
         last = result["history"][-1] if result["history"] else {}
         print(f"done: {result['epoch']} epoch(s), {result['step']} step(s), best val loss "
@@ -129,7 +135,7 @@ def _setup_undone_on_early_failure(out: Path):
     trained = {name: _stat(out / name) for name in TRAINING_FILES}
     try:
         yield
-    except SarCompressError:
+    except (SarCompressError, KeyboardInterrupt):  # Ctrl-C while the data loads: no run happened either
         if {name: _stat(out / name) for name in TRAINING_FILES} == trained:
             for name, content in setup.items():
                 if _read(out / name) == content:  # untouched (also where --out was refused)

@@ -153,10 +153,19 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         model, ckpt = load_model(path, map_location="cpu")
         cfg = ckpt["config"]
         split_seed = cfg.get("split_seed", cfg.get("seed", 0))  # runs older than split_seed split by seed
-        key = (data or cfg.get("data"), cfg.get("domain", "intensity"), cfg.get("val_fraction", 0.2),
+        source = data or cfg.get("data")
+        if not source:  # build_datasets(None) was a TypeError traceback; "" would have scanned the current folder
+            raise SarCompressError(f"{path}: the checkpoint does not name its training data; pass --data")
+        key = (source, cfg.get("domain", "intensity"), cfg.get("val_fraction", 0.2),
                split_seed, cfg.get("data_fraction", 1.0))
         if key not in cache:
-            ds = build_datasets(key[0], default_domain=key[1], val_fraction=key[2], seed=key[3], data_fraction=key[4])
+            try:
+                ds = build_datasets(key[0], default_domain=key[1], val_fraction=key[2], seed=key[3],
+                                    data_fraction=key[4])
+            except SarCompressError as exc:
+                if data:
+                    raise
+                raise SarCompressError(f"{path}: its training data: {exc} (pass --data if it moved)") from None
             cache[key] = ds.val_raw[:max_planes] if max_planes else ds.val_raw
         planes = cache[key]
         label = _label(path, ckpt["model_name"], taken)

@@ -6,10 +6,13 @@ same deterministic validation, so early-stopping decisions agree without extra c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +65,8 @@ def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     ckpt = load_checkpoint(path)
     shape = _model_config(ckpt)
     adopted = {k: shape[k] for k in MODEL_SHAPE_OPTIONS if k not in given and k in shape}
+    if "variant" not in given:  # a residual run resumed without --variant was refused as "run asks for 'baseline'"
+        adopted["variant"] = ckpt["model_name"]
     run_config = ckpt.get("config") or {}
     adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS if k not in given and k in run_config})
     # the training objective goes on too: a run trained with level weights resumes with them
@@ -196,7 +201,8 @@ def run_training(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step_now)
             if info.is_main and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_minutes:
-                save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0]), out / "last.pth")
+                with interrupts_held():
+                    save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0]), out / "last.pth")
                 last_save[0] = time.monotonic()
 
         def draw():
@@ -241,11 +247,12 @@ def run_training(cfg: TrainConfig) -> dict:
                      record["seconds"], record["skipped_batches"], " *" if improved else "")
             if info.is_main:
                 ckpt = checkpoint(epoch, step)
-                if improved:  # before last.pth: killed between the two, the resumed run redoes this epoch
-                    save_checkpoint(ckpt, out / "best.pth")
-                save_checkpoint(ckpt, out / "last.pth")
+                with interrupts_held():  # a Ctrl-C here leaves best.pth, last.pth and history.jsonl agreeing
+                    if improved:  # before last.pth: killed between the two, the resumed run redoes this epoch
+                        save_checkpoint(ckpt, out / "best.pth")
+                    save_checkpoint(ckpt, out / "last.pth")
+                    reporting.append_history(out, record)
                 last_save[0] = time.monotonic()
-                reporting.append_history(out, record)
                 reporting.plot_history(history, out / "training_curve.png", f"{cfg.variant} ({cfg.out})",
                                        before=initialised_from)
             distributed.barrier(info)
@@ -259,6 +266,33 @@ def run_training(cfg: TrainConfig) -> dict:
         if handler is not None:
             reporting.detach_log_file(handler)
         distributed.teardown(info)
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """A Ctrl-C (SIGINT) that comes inside waits for the block's end, then interrupts as it would have. The epoch's
+    writes are one block: a KeyboardInterrupt between best.pth and last.pth, or between last.pth and its
+    history.jsonl line, left a run folder whose files disagreed (and a `.pth.tmp` when it cut a save short)
+    until a --resume mended it. A kill that cannot be caught is what the atomic saves and
+    reporting.reconcile_history are for. Only in the main thread, and not where SIGINT is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler: the KeyboardInterrupt, now
+        else:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _resume_state(device: torch.device, drawn_in_epoch: int) -> dict:

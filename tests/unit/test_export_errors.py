@@ -130,3 +130,34 @@ def test_retire_replaces_a_bundle_but_never_a_folder_of_other_files(tmp_path, ca
     assert retire_main([str(models / "default"), str(models / "tiny-v1")]) == 0
     assert retire_main([str(models / "default"), str(models / "tiny-v1")]) == 0  # a decode-only copy is replaced
     assert sorted(p.name for p in models.iterdir()) == ["default", "notes.txt", "tiny-v1"]
+
+
+def _checkpoint_with(path: Path, bad_weight: str) -> Path:
+    torch.manual_seed(0)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    with torch.no_grad():
+        dict(model.named_parameters())[bad_weight].view(-1)[0] = float("nan")
+    save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[],
+                                    preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                                    config={}, data_summary={}), path)
+    return path
+
+
+@pytest.mark.parametrize("bad_weight", ["g_s.6.bias", "g_a.0.bias"])
+def test_a_checkpoint_with_non_finite_weights_is_refused_in_one_line(tmp_path, capsys, bad_weight):
+    """A NaN in g_s (a diverged run, an fp16 warm start of a weight over 65504) ended the export in a
+    StopIteration traceback from the decoder-reach probe; one in g_a in the hyperprior's "cannot convert float
+    NaN to integer"."""
+    ckpt = _checkpoint_with(tmp_path / "c.pth", bad_weight)
+    assert _export(ckpt, tmp_path / "out") == 2
+    assert f"non-finite (NaN or infinite) weights in {bad_weight}" in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+
+
+def test_a_parity_check_giving_nan_fails_the_export(tmp_path, capsys, monkeypatch):
+    """An ONNX file whose outputs are NaN makes the parity difference NaN, and `max(nan, d) > tolerance` is False:
+    the export wrote a bundle that looked verified. Now a NaN difference fails the check like a large one."""
+    monkeypatch.setattr("export.onnx_export._max_abs_diff", lambda *a: float("nan"))
+    assert _export(_checkpoint(tmp_path / "c.pth"), tmp_path / "out") == 2
+    assert "ONNX output differs from PyTorch" in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]  # no bundle, no work folder

@@ -205,3 +205,19 @@ def test_sar_eval_on_a_truncated_scene_prints_one_line_not_gdals_log(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cut.tif" in lines[0], res.stderr
+
+
+def test_sar_eval_of_a_checkpoint_without_its_data_is_one_line(tmp_path, capsys):
+    """A checkpoint whose config names no data (written by a tool, or an old run) was a TypeError traceback from
+    Path(None); one whose data has moved named a path the user never typed, without saying what it was."""
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    for config, message in (({}, "the checkpoint does not name its training data; pass --data"),
+                            ({"data": str(tmp_path / "moved")}, "its training data: ")):
+        path = tmp_path / "c.pth"
+        save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[],
+                                        preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
+                                        config=config, data_summary={}), path)
+        assert eval_main([str(path), "--out", str(tmp_path / "ev")]) == 2
+        err = _one_error_line(capsys)
+        assert f"{path}: {message}" in err and ("pass --data" in err)
+        assert not (tmp_path / "ev").exists()

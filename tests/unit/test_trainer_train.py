@@ -124,6 +124,42 @@ def test_a_run_killed_mid_epoch_and_resumed_takes_the_same_steps_as_one_never_st
 
 
 @needs_data
+def test_ctrl_c_during_the_epochs_writes_leaves_checkpoints_and_history_agreeing(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C right after an epoch's first checkpoint save (best.pth, or last.pth when the epoch did not
+    improve) left best.pth, last.pth and history.jsonl at different epochs, and ended in a KeyboardInterrupt
+    traceback. Now it waits for the epoch's writes, and sar-train says where --resume goes on, with 130."""
+    import os
+    import signal
+
+    import trainer.train as train_module
+
+    real_save = train_module.save_checkpoint
+    sent = []
+
+    def save_then_ctrl_c(ckpt, path):
+        real_save(ckpt, path)
+        if ckpt["epoch"] == 2 and not sent:
+            sent.append(Path(path).name)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
+    capsys.readouterr()
+    try:
+        rc = _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "1")
+    except KeyboardInterrupt:
+        rc = "KeyboardInterrupt out of sar-train"
+    assert sent and rc == 130
+    assert f"interrupted: --resume goes on from {tmp_path / 'last.pth'}" in capsys.readouterr().err
+    last = torch.load(tmp_path / "last.pth", weights_only=True)
+    best = torch.load(tmp_path / "best.pth", weights_only=True)
+    lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert last["epoch"] == 2 and [h["epoch"] for h in lines] == [h["epoch"] for h in last["history"]] == [1, 2]
+    best_epoch = min(last["history"], key=lambda h: h["val_loss"])["epoch"]
+    assert best["epoch"] == best_epoch and best["best_val_loss"] == last["best_val_loss"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@needs_data
 def test_resume_goes_on_with_the_checkpoints_model_shape(tmp_path):
     """--resume without the shape options continues a channel-context run; a shape that contradicts the
     checkpoint is still one clear error."""
@@ -132,6 +168,19 @@ def test_resume_goes_on_with_the_checkpoints_model_shape(tmp_path):
     resumed = torch.load(tmp_path / "last.pth", weights_only=True)
     assert resumed["step"] == 3 and resumed["model_config"]["context_slices"] == 2
     assert _train(tmp_path, "baseline", "--max-steps", "4", "--resume", "--context-slices", "1") == 2
+
+
+@needs_data
+def test_resume_without_variant_goes_on_with_the_checkpoints_variant(tmp_path):
+    """`--resume CKPT` alone continues any run: a residual run resumed without --variant was refused with
+    "checkpoint is variant 'residual', run asks for 'baseline'" (the default). A --variant that contradicts the
+    checkpoint is still one clear error."""
+    assert _train(tmp_path, "residual", "--max-steps", "1", "--steps-per-epoch", "1") == 0
+    assert main(["--data", str(SCENE), "--out", str(tmp_path), *FAST, "--max-steps", "2", "--steps-per-epoch", "1",
+                 "--resume"]) == 0
+    resumed = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (resumed["model_name"], resumed["step"], resumed["config"]["variant"]) == ("residual", 2, "residual")
+    assert _train(tmp_path, "baseline", "--max-steps", "3", "--resume") == 2
 
 
 @needs_data
