@@ -21,7 +21,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 from .inputs import Job
-from .tasks import FAILED, record
+from .tasks import FAILED, input_bytes, record
 
 #: Environment of our LocalCluster's workers: the BLAS libraries read these when they load, before any task.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SAR_COMPRESS_THREADS")
@@ -105,7 +105,7 @@ def open_client(opts: ClusterOptions, held=nullcontext):
 
 def _size(path: str) -> int:
     try:
-        return Path(path).stat().st_size
+        return input_bytes(path)
     except OSError:
         return 0
 

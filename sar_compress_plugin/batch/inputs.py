@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 
@@ -68,9 +68,10 @@ class _Expander:
         self.found = 0  # files given to add(), for a pattern to tell whether it found any
         self._broken: dict[str, str] = {}  # links files_below found whose target cannot be read: why
 
-    def add(self, src: Path, out_rel: Path) -> None:
+    def add(self, src: Path | str, out_rel: Path) -> None:
+        """`src` a local file, or (a str) a GDAL virtual path, kept as given: Path() folds its "//"."""
         self.found += 1  # duplicates too: a pattern over files another input named has still found them
-        key = str(src.resolve())
+        key = src if isinstance(src, str) else str(src.resolve())
         if key in self._by_input:  # named twice (a folder and a pattern over it): one task
             return
         self._by_input.add(key)
@@ -212,7 +213,44 @@ class _Expander:
         if not n:
             self.fail(str(path), f"STAC item {item_id} has no {'/'.join(self.suffixes)} asset")
 
+    def virtual(self, spec: str) -> None:
+        """A file inside a local archive (`/vsizip/archive.zip/scene.tif`), which GDAL reads in place: one file
+        input, its output named after its last component under --out. Other GDAL virtual paths fail: a rerun
+        can tell a scene in a local archive unchanged (raster_io.source_stamp: the archive's size and date), not
+        one behind a URL or in one process's memory (/vsimem/: the workers are other processes)."""
+        if ".sarc" in self.suffixes:  # the batch reconstructs a .sarc read as a plain file, not through GDAL
+            self.fail(spec, "a .sarc inside an archive or behind a GDAL virtual path cannot be read in place; "
+                            "unpack it first")
+            return
+        from ..core.raster_io import local_archive  # noqa: PLC0415  (numpy: not before the CLI's signal handlers)
+
+        if local_archive(spec) is None:
+            self.fail(spec, "only GDAL virtual paths to a file inside a local archive (/vsizip/, /vsitar/, "
+                            "/vsigzip/, /vsi7z/, /vsirar/) are batch inputs: a rerun could not tell whether this "
+                            "one changed; copy or unpack it to a local file first")
+            return
+        from osgeo import gdal  # noqa: PLC0415  (only for virtual paths: listing local files needs no GDAL)
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            st = gdal.VSIStatL(spec)
+        except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
+            st = None
+        finally:
+            gdal.PopErrorHandler()
+        if st is None:
+            self.fail(spec, "not found in its archive (check the archive and the path inside it, e.g. "
+                            "/vsizip/archive.zip/scene.tif)")
+        elif st.IsDirectory():
+            self.fail(spec, "is a folder inside an archive; name each scene in it "
+                            "(e.g. /vsizip/archive.zip/scene.tif), or unpack it and give the folder")
+        else:
+            self.add(spec, Path(_safe(PurePosixPath(spec).name)))
+
     def spec(self, spec: str) -> None:
+        if spec.startswith("/vsi"):  # raster_io.is_gdal_virtual_path, whose module would import numpy here
+            self.virtual(spec)
+            return
         p = Path(spec)
         if p.is_file() and p.suffix.lower() == ".json":
             self.stac(p)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
-from ..core.raster_io import (RasterReader, geotiff_blocks_stored, limit_gdal_cache, read_raster_info,
-                              source_stamp, temp_path_for)
+from ..core.raster_io import (RasterReader, geotiff_blocks_stored, is_gdal_virtual_path, limit_gdal_cache,
+                              read_raster_info, source_stamp, temp_path_for)
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
@@ -185,7 +185,17 @@ def _same_source(header: dict, out: Path, src: str) -> bool:
         return False
     if "source" in header:
         return header["source"] == source_stamp(src)
+    if is_gdal_virtual_path(src):  # no date of its own to hold against the file's: made again
+        return False
     return Path(src).stat().st_mtime <= out.stat().st_mtime
+
+
+def input_bytes(src: str) -> int:
+    """The input's size: a file inside an archive (`/vsizip/a.zip/s.tif`) as the archive lists it."""
+    stamp = source_stamp(src) if is_gdal_virtual_path(src) else None
+    if stamp is not None:
+        return stamp["bytes"]
+    return Path(src).stat().st_size
 
 
 def published_late(rec: dict, since: float) -> dict:
@@ -200,7 +210,7 @@ def published_late(rec: dict, since: float) -> dict:
             return rec
         with CompressedRaster(sarc) as cr:  # header only
             header = cr.info
-        done = {**rec, "status": OK, "error": "", "bytes_in": Path(rec["input"]).stat().st_size,
+        done = {**rec, "status": OK, "error": "", "bytes_in": input_bytes(rec["input"]),
                 "bytes_out": out.stat().st_size}
         return _sized(done, header, sarc.stat().st_size)
     except (OSError, SarCompressError):
@@ -215,7 +225,7 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
         _prepare_worker(threads)
         out = Path(job.output)
         model_dirs = [options.model_dir] if options.model_dir else []
-        rec["bytes_in"] = Path(job.input).stat().st_size
+        rec["bytes_in"] = input_bytes(job.input)
         if out.is_file():
             try:
                 header = check_sarc(out, verify, model_dirs, options.device)

@@ -723,10 +723,62 @@ def source_stamp(path) -> dict | None:
     """The input file's size and modification time, to the nanosecond, as the filesystem gave them when
     compression began: what a batch rerun compares (as rsync's quick check does) to tell the same source from a
     replaced one. A copy that keeps the date (cp -p, rsync -a) of a different file with the same size, grid and
-    metadata passes every other check the header allows; its nanosecond date will not be this one. None for
-    inputs that are not one plain file (a GDAL connection string, /vsi paths), whose parts have no one date."""
+    metadata passes every other check the header allows; its nanosecond date will not be this one. A file inside
+    a local archive (`/vsizip/archive.zip/scene.tif`) is stamped by `_archived_stamp`. None for inputs that are
+    not one plain file (a GDAL connection string, other /vsi paths), whose parts have no one date."""
+    if is_gdal_virtual_path(path):
+        return _archived_stamp(os.fspath(path))
     try:
         st = os.stat(path)
     except (OSError, TypeError, ValueError):
         return None
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns} if stat.S_ISREG(st.st_mode) else None
+
+
+#: GDAL's archive readers: a path under one of them names a file inside an archive, which may be a local file.
+ARCHIVE_VSI = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
+
+
+def local_archive(name: str) -> str | None:
+    """The local archive file a GDAL virtual path reads (`/vsizip//data/a.zip/s.tif` -> `/data/a.zip`), or None
+    when it reads none: another handler (/vsicurl/, /vsis3/, /vsimem/) or an archive inside another /vsi path."""
+    if not name.startswith(ARCHIVE_VSI):
+        return None
+    rest = name.split("/", 2)[2]
+    if rest.startswith("{"):  # /vsizip/{/data/a.zip}/s.tif: GDAL's braces around the archive's name
+        inner = rest[1:].split("}", 1)[0]
+        return inner if os.path.isfile(inner) else None
+    if rest.startswith("/vsi"):
+        return None
+    parts = rest.split("/")
+    for i in range(1, len(parts) + 1):
+        candidate = "/".join(parts[:i])
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _archived_stamp(name: str) -> dict | None:
+    """A file inside a local archive: its size and date as the archive lists them, and the archive's own size and
+    nanosecond date. A member's date is what the archive recorded (a zip keeps it to 2 seconds), so alone it
+    would pass a replaced archive whose scene kept its date; the archive's stamp does not: once the archive is
+    rewritten in any way, its scenes are compressed again. None when no local archive lies under the path."""
+    archive = local_archive(name)
+    if archive is None:
+        return None
+    gdal = _gdal()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        st = gdal.VSIStatL(name)
+    except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
+        st = None
+    finally:
+        gdal.PopErrorHandler()
+    try:
+        a = os.stat(archive)
+    except OSError:
+        return None
+    if st is None or not stat.S_ISREG(st.mode):
+        return None
+    return {"bytes": int(st.size), "mtime_ns": int(st.mtime) * 1_000_000_000,
+            "archive": {"bytes": a.st_size, "mtime_ns": a.st_mtime_ns}}

@@ -172,6 +172,7 @@ class CompressAlgorithm(_SarAlgorithm):
 
         input_path = _layer_path(self, parameters, self.INPUT, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        _refuse_a_project_layers_file(output, context)  # a scene layer reads its .sarc while the map is panned
         options = CompressOptions(
             model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
@@ -327,12 +328,39 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_ENL_RATIO, "Local ENL ratio"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_EPI, "Local EPI"))
 
+    def _alpha_band_error(self, parameters, context) -> str:
+        """Why BAND cannot be mapped ("" when it can): the band list the Toolbox shows is the layer's, in which
+        QGIS's GDAL provider adds a per-dataset mask (internal or .msk, which every reconstruction of a masked
+        scene carries) as an 8-bit alpha band after the data bands; the maps compare data bands only
+        (qgis_io.data_bands, as the plugin's dialog lists them)."""
+        band = self.parameterAsInt(parameters, self.BAND, context)
+        layer = self.parameterAsRasterLayer(parameters, self.RECONSTRUCTION, context)
+        if band <= 0 or layer is None or not layer.isValid() or not 1 <= band <= layer.bandCount():
+            return ""
+        from ..qgis_io import data_bands
+
+        data = data_bands(layer)
+        if band in data:
+            return ""
+        listed = ", ".join(str(b) for b in data)
+        return (f"band {band} of '{layer.name()}' is the alpha band under which QGIS shows the raster's mask, not "
+                f"data: choose one of its data bands ({listed}), or none for every band")
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        """An alpha band chosen as BAND is refused before the run, so the Toolbox says why."""
+        ok, message = super().checkParameterValues(parameters, context)
+        error = self._alpha_band_error(parameters, context) if ok else ""
+        return (False, error) if error else (ok, message)
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         from ..core.quality_maps import compute_quality_maps
 
         window = self.parameterAsInt(parameters, self.WINDOW, context)
         if window % 2 == 0:
             raise QgsProcessingException(f"the window must be an odd number of pixels, got {window}")
+        error = self._alpha_band_error(parameters, context)  # also for callers that skip checkParameterValues
+        if error:
+            raise QgsProcessingException(error)
         progress, is_cancelled = _callbacks(feedback)
         band = self.parameterAsInt(parameters, self.BAND, context)
         enl_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context)

@@ -146,3 +146,36 @@ def test_the_quality_maps_dialog_offers_no_mask_band_of_a_reconstruction_chosen_
     assert [dialog.band.itemData(i) for i in range(dialog.band.count())] == [1, 2]
     click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted, dialog.error_label.text()
+
+
+def test_processing_quality_maps_refuse_the_mask_band_in_one_line(plugin, project, sar_tif, tmp_path):
+    """The Processing algorithm's BAND list is the layer's, where QGIS shows the mask as band 3: chosen, it got
+    the core's "has only 2 band(s)" about a band the Toolbox had just offered. It is refused, naming the data
+    bands, before the run (checkParameterValues, as processing.run and the Toolbox call it) and in
+    processAlgorithm for callers that skip the check; a data band still maps."""
+    import processing
+    from processing.core.Processing import Processing
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    Processing.initialize()
+    masked, _ = _masked_scene(sar_tif)
+    params = {"ORIGINAL": str(masked), "RECONSTRUCTION": str(masked), "BAND": 3, "WINDOW": 15, "DOMAIN": 0,
+              "OUTPUT_ENL_RATIO": str(tmp_path / "enl.tif"), "OUTPUT_EPI": str(tmp_path / "epi.tif")}
+    want = ("band 3 of 'masked' is the alpha band under which QGIS shows the raster's mask, not data: choose one "
+            "of its data bands (1, 2), or none for every band")
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run("sarcompress:qualitymaps", params, feedback=QgsProcessingFeedback(),
+                       context=QgsProcessingContext())
+    assert str(refused.value).splitlines()[-1] == want
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("sarcompress:qualitymaps")
+    context = QgsProcessingContext()
+    assert alg.checkParameterValues(params, context) == (False, want)
+    with pytest.raises(QgsProcessingException) as refused:
+        alg.processAlgorithm(params, context, QgsProcessingFeedback())
+    assert str(refused.value) == want
+    assert not (tmp_path / "enl.tif").exists() and not (tmp_path / "epi.tif").exists()
+
+    done = processing.run("sarcompress:qualitymaps", {**params, "BAND": 2}, feedback=QgsProcessingFeedback(),
+                          context=QgsProcessingContext())
+    assert gdal.Open(done["OUTPUT_EPI"]).RasterCount == 1

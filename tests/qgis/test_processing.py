@@ -223,3 +223,21 @@ def test_processing_compress_meets_a_bpp_target_and_refuses_two_rate_settings(pr
             _run("sarcompress:compress", {"INPUT": str(crop), "DEVICE": 2, "OUTPUT": str(tmp_path / "two.sarc"),
                                           **two})
     assert not (tmp_path / "two.sarc").exists()
+
+
+def test_compress_refuses_to_write_over_the_sarc_of_an_open_scene_layer(processing_ready, sar_tif, compressed,
+                                                                         project, tmp_path):
+    """A compressed scene layer reads its .sarc while the map is panned: Processing compress, given that file as
+    its output, replaced it under the layer (the dialog and Processing reconstruct already refused)."""
+    import processing
+
+    scene = processing_ready.scenes.open(str(compressed))
+    before = compressed.read_bytes()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run("sarcompress:compress", {"INPUT": str(sar_tif), "DEVICE": 2, "TILE_SIZE": 256,
+                                                "OUTPUT": str(compressed)},
+                       feedback=RecordingFeedback(), context=_in_project(project))
+    assert str(refused.value) == (f"{compressed} is the file of layer '{scene.name()}' in this project: choose "
+                                  "another output")
+    assert compressed.read_bytes() == before
+    assert sorted(p.name for p in compressed.parent.iterdir() if p.name.startswith(".")) == []

@@ -270,3 +270,93 @@ def test_a_scene_that_kills_its_workers_is_one_line_naming_the_likely_cause(clie
     error = records[0]["error"]
     assert "\n" not in error and re.match(r"its worker process died on each of \d+ tries \(", error)
     assert "--memory-limit" in error and "out-of-memory killer" in error
+
+
+def _zip_scene(archive: Path, member: str, scene: Path) -> Path:
+    """`scene` stored in `archive` as `member`, with a fixed member date (a zip keeps one, to 2 seconds)."""
+    import zipfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(zipfile.ZipInfo(member, date_time=(2024, 5, 6, 7, 8, 10)), scene.read_bytes())
+        z.writestr(zipfile.ZipInfo("sub/", date_time=(2024, 5, 6, 7, 8, 10)), b"")
+    return archive
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_scene_inside_a_zip_is_an_input_and_a_rerun_skips_it_until_the_archive_changes(client, sar_data,
+                                                                                       tiny_bundle, tmp_path):
+    """`/vsizip/archive.zip/scene.tif`, which single-file sar-compress reads, failed as "no such file or folder".
+    It is a file input named after its last component; a rerun skips it, and compresses it again once the
+    archive is replaced by one holding an equal-looking scene under the same name and member date, copied with
+    its own date kept (cp -p): the member's listed size and date alone would have passed it."""
+    from osgeo import gdal
+
+    from sar_compress_plugin.core.raster_io import source_stamp
+
+    plain = tmp_path / "plain" / "scene.tif"  # uncompressed, so that the twin has the same byte count
+    plain.parent.mkdir()
+    gdal.Translate(str(plain), str(sorted(sar_data.glob("s1_iw_grd_*_512.tif"))[0]))
+    twin = tmp_path / "plain" / "twin.tif"
+    gdal.Translate(str(twin), str(plain))
+    ds = gdal.Open(str(twin), gdal.GA_Update)
+    ds.GetRasterBand(1).WriteArray(ds.GetRasterBand(1).ReadAsArray()[::-1].copy())
+    ds = None
+    assert twin.stat().st_size == plain.stat().st_size and twin.read_bytes() != plain.read_bytes()
+
+    archive = _zip_scene(tmp_path / "in" / "scenes.zip", "S1A scene.tif", plain)
+    inside = f"/vsizip/{archive}/S1A scene.tif"
+    out = tmp_path / "out"
+    argv = [inside, f"/vsizip/{archive}/missing.tif", f"/vsizip/{archive}/sub", "/vsimem/scene.tif",
+            "--out", str(out), "--model", str(tiny_bundle), "--scheduler", client.scheduler.address, "-q"]
+    assert compress_batch_main(argv) == 1  # the three bad inputs
+    doc, rows = _report(out)
+    by_input = {r["input"]: r for r in rows}
+    scene = by_input[inside]
+    sarc = out / "S1A_scene.sarc"
+    assert scene["status"] == "ok" and scene["output"] == str(sarc) and scene["error"] == ""
+    assert int(scene["bytes_in"]) == plain.stat().st_size and int(scene["bytes_out"]) == sarc.stat().st_size
+    header = check_sarc(sarc, decode=True, model_dirs=[tiny_bundle])
+    assert header["source"] == source_stamp(inside)
+    assert header["source"]["archive"]["mtime_ns"] == archive.stat().st_mtime_ns
+    assert by_input[f"/vsizip/{archive}/missing.tif"]["error"].startswith("not found in its archive")
+    assert by_input[f"/vsizip/{archive}/sub"]["error"].startswith("is a folder inside an archive")
+    assert by_input["/vsimem/scene.tif"]["error"].startswith("only GDAL virtual paths to a file inside a local")
+    assert {r["status"] for r in rows if r["input"] != inside} == {"failed"} and _hidden(out) == []
+
+    mtime = sarc.stat().st_mtime_ns
+    assert compress_batch_main(argv[:1] + argv[4:]) == 0
+    doc, rows = _report(out)
+    assert [r["status"] for r in rows] == ["skipped"] and sarc.stat().st_mtime_ns == mtime
+
+    other = _zip_scene(tmp_path / "other" / "scenes.zip", "S1A scene.tif", twin)
+    assert other.stat().st_size == archive.stat().st_size
+    import subprocess
+
+    subprocess.run(["cp", "-p", str(other), str(archive)], check=True)
+    assert compress_batch_main(argv[:1] + argv[4:]) == 0
+    doc, rows = _report(out)
+    assert [r["status"] for r in rows] == ["ok"]
+    assert check_sarc(sarc, decode=False)["source"]["archive"]["mtime_ns"] == other.stat().st_mtime_ns
+
+
+def test_virtual_paths_the_batch_cannot_resume_or_read_fail_in_one_line(tmp_path):
+    """A .sarc is read as a plain file, not through GDAL: sar-reconstruct-batch cannot take one in an archive.
+    A path with no local archive under it (a URL, /vsimem/) cannot be checked unchanged by a rerun."""
+    import zipfile
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("s.sarc", b"x")
+        z.writestr("s.tif", b"x")
+    jobs = expand_inputs([f"/vsizip/{archive}/s.sarc"], tmp_path / "out", (".sarc",), ".tif")
+    assert [(j.output, j.error) for j in jobs] == [
+        ("", "a .sarc inside an archive or behind a GDAL virtual path cannot be read in place; unpack it first")]
+    jobs = expand_inputs([f"/vsizip/{archive}/s.tif", f"/vsizip//{archive}/s.tif", "/vsicurl/https://x/s.tif",
+                          f"/vsizip/{{{archive}}}/s.tif"], tmp_path / "out", (".tif",), ".sarc")
+    assert [(j.input, j.output, bool(j.error)) for j in jobs] == [
+        (f"/vsizip/{archive}/s.tif", str(tmp_path / "out" / "s.sarc"), False),
+        (f"/vsizip//{archive}/s.tif", "", True),  # the same file by another name: one output, named twice
+        ("/vsicurl/https://x/s.tif", "", True), (f"/vsizip/{{{archive}}}/s.tif", "", True)]
+    assert "is also the output of" in jobs[1].error and "local archive" in jobs[2].error
