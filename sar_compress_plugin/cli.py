@@ -299,6 +299,16 @@ def _a_file(what: str, path: str) -> None:
         raise SarCompressError(f"{path}: {what} ends in {path[-1]!r}, so it names a folder; give a file name")
 
 
+def _mask_note(raster: dict) -> str:
+    """What marked the invalid pixels beyond nodata, for sar-info: a reconstruction will carry that mask."""
+    kind = raster.get("gdal_mask")
+    if not kind:
+        return ""
+    alpha = raster.get("alpha_band")
+    return (f" (GDAL mask: {kind.replace('_', ' ')}" + (f", alpha band {alpha} not coded" if alpha else "")
+            + "; the reconstruction carries it)")
+
+
 def _run(fn, signals: _Signals) -> int:
     """fn(cancelled) -> exit status, with every way it can end turned into one line and a status."""
     try:
@@ -475,7 +485,8 @@ def info_main(argv, signals) -> int:
                 f"coders {h['coders']}",
                 f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle",
                 f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
-                f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px",
+                f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px"
+                + _mask_note(ra),
                 "  bytes    " + ", ".join(f"{k} {v} ({100 * v / size:.1f}%)" for k, v in parts.items()),
             ]
         if a.verify:

@@ -181,7 +181,7 @@ def test_nodata_only_and_unmasked_rasters_are_unchanged(tmp_path, tiny_bundle):
 
 
 @pytest.mark.parametrize("bands", [1, 2])
-def test_alpha_band_is_the_mask_and_is_not_coded(tmp_path, tiny_bundle, bands):
+def test_alpha_band_is_the_mask_and_is_not_coded(tmp_path, tiny_bundle, bands, capsys):
     """1 data band + alpha: GDAL itself reports GMF_ALPHA; 2 data bands + alpha: GDAL does not, but the
     band's colour interpretation says alpha all the same."""
     valid = _scene_mask()
@@ -196,7 +196,10 @@ def test_alpha_band_is_the_mask_and_is_not_coded(tmp_path, tiny_bundle, bands):
     assert h["raster"]["alpha_band"] == bands + 1 and h["raster"]["gdal_mask"] == "alpha"
     info = read_raster_info(src)
     assert (info.band_count, info.alpha_band, info.gdal_mask) == (bands, bands + 1, "alpha")
+    capsys.readouterr()
     assert cli.info_main([str(sarc)]) == 0
+    assert (f"invalid {bands * int((~valid).sum())} px (GDAL mask: alpha, alpha band {bands + 1} not coded; "
+            "the reconstruction carries it)") in capsys.readouterr().out
 
     rec = tmp_path / "alpha_rec.tif"
     reconstruct(sarc, rec, model_dirs=[tiny_bundle], device="cpu")
