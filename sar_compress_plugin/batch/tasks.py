@@ -119,16 +119,30 @@ def _blocks_inside(path) -> None:
 
     size = Path(path).stat().st_size
     ds = gdal.Open(str(path))
-    for b in range(1, ds.RasterCount + 1):
+    bands = [(f"band {b}", ds.GetRasterBand(b)) for b in range(1, ds.RasterCount + 1)]
+    if _internal_mask(ds):  # a masked reconstruction's mask blocks come last: a cut copy loses them first
+        bands.append(("mask band", ds.GetRasterBand(1).GetMaskBand()))
+    for what, band in bands:
         try:
-            geotiff_blocks_stored(ds.GetRasterBand(b), (0, 0, ds.RasterXSize, ds.RasterYSize), size)
+            geotiff_blocks_stored(band, (0, 0, ds.RasterXSize, ds.RasterYSize), size)
         except ValueError as exc:
-            raise SarCompressError(f"{path}: band {b} {exc}") from None
+            raise SarCompressError(f"{path}: {what} {exc}") from None
+
+
+def _internal_mask(ds) -> bool:
+    """Whether a GeoTIFF has a per-dataset mask band inside the file (not a .msk beside it), as a
+    reconstruction of a masked source has."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    flags = ds.GetRasterBand(1).GetMaskFlags()
+    other = gdal.GMF_ALL_VALID | gdal.GMF_NODATA | gdal.GMF_ALPHA
+    per_dataset = flags & gdal.GMF_PER_DATASET and not flags & other
+    return bool(per_dataset) and not any(f.lower().endswith(".msk") for f in ds.GetFileList() or [])
 
 
 def check_geotiff(path, raster: dict, decode: bool) -> None:
-    """The GeoTIFF has the shape and type the .sarc header promises and is not truncated; with `decode`, every
-    pixel reads back."""
+    """The GeoTIFF has the shape and type the .sarc header promises, the mask band it promises (`gdal_mask`),
+    and is not truncated (mask blocks included); with `decode`, every pixel and its mask read back."""
     with RasterReader(path) as r:
         i = r.info
         got = (i.width, i.height, i.band_count, i.dtype)
@@ -136,10 +150,16 @@ def check_geotiff(path, raster: dict, decode: bool) -> None:
         if got != want:
             raise SarCompressError(f"{path}: is {got[0]} x {got[1]} x {got[2]} {got[3]}, "
                                    f"expected {want[0]} x {want[1]} x {want[2]} {want[3]}")
+        if raster.get("gdal_mask") and i.gdal_mask != "per_dataset":  # the reconstruction carries the mask
+            raise SarCompressError(f"{path}: has no per-dataset mask band, but the source's invalid pixels "
+                                   f"were marked by a GDAL mask ({raster['gdal_mask']})")
         if decode:
             for b in range(i.band_count):
                 for row in range(0, i.height, CHECK_ROWS):
                     r.read(b, 0, row, i.width, min(CHECK_ROWS, i.height - row))
+            if r.has_mask(0):  # a per-dataset mask: band 1's is every band's
+                for row in range(0, i.height, CHECK_ROWS):
+                    r.read_valid(0, 0, row, i.width, min(CHECK_ROWS, i.height - row))
     _blocks_inside(path)
 
 

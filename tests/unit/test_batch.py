@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sar_compress_plugin.batch.cli import compress_batch_main, reconstruct_batch_main
@@ -360,3 +361,71 @@ def test_virtual_paths_the_batch_cannot_resume_or_read_fail_in_one_line(tmp_path
         (f"/vsizip//{archive}/s.tif", "", True),  # the same file by another name: one output, named twice
         ("/vsicurl/https://x/s.tif", "", True), (f"/vsizip/{{{archive}}}/s.tif", "", True)]
     assert "is also the output of" in jobs[1].error and "local archive" in jobs[2].error
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_reconstruct_batch_of_a_masked_scene_carries_the_mask_and_a_cut_mask_is_redone(client, tiny_bundle,
+                                                                                       tmp_path, capsys):
+    """A .sarc of a source whose invalid pixels a GDAL mask marked reconstructs with an internal mask,
+    passes --verify and is skipped on a rerun. The mask's blocks come last in the GeoTIFF, after every data
+    block, and the truncation check read the data bands only: a copy cut inside the mask (an interrupted cp,
+    a full disk) was skipped as done, even with --verify, and reading its mask failed (TIFFReadEncodedTile).
+    """
+    from osgeo import gdal
+
+    from sar_compress_plugin.core.codec import read_header
+    from test_codec_gdal_masks import _add_mask, _scene_mask, _speckle, _with_garbage
+    from codec_fixtures import write_geotiff
+
+    valid = _scene_mask()
+    src = write_geotiff(tmp_path / "masked.tif", _with_garbage(_speckle(2), valid), names=["VV", "VH"])
+    _add_mask(src, valid)
+    sarc = tmp_path / "sarc" / "masked.sarc"
+    sarc.parent.mkdir()
+    compress(src, sarc, CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64,
+                                        domain="intensity"))
+    assert read_header(sarc)["raster"]["gdal_mask"] == "per_dataset"
+    out = tmp_path / "rec"
+    tif = out / "masked.tif"
+    argv = [str(sarc), "--out", str(out), "--model-dir", str(tiny_bundle), "--scheduler",
+            client.scheduler.address, "--verify", "-q"]
+
+    def statuses():
+        doc = json.loads((out / "sar-reconstruct-batch-report.json").read_text())
+        return [r["status"] for r in doc["scenes"]]
+
+    def mask():
+        ds = gdal.Open(str(tif))
+        band = ds.GetRasterBand(1)
+        return band.GetMaskFlags(), band.GetMaskBand().ReadAsArray()
+
+    assert reconstruct_batch_main(argv) == 0, capsys.readouterr().err
+    assert statuses() == ["ok"]
+    flags, m = mask()
+    assert flags == gdal.GMF_PER_DATASET and np.array_equal(m, np.where(valid, 255, 0))
+    for extra in ([], ["--verify"]):  # the rerun skips it, with or without reading it back
+        mtime = tif.stat().st_mtime_ns
+        assert reconstruct_batch_main([a for a in argv if a != "--verify"] + extra) == 0
+        assert statuses() == ["skipped"] and tif.stat().st_mtime_ns == mtime
+
+    ds = gdal.Open(str(tif))
+    data_end = max(int(b.GetMetadataItem(f"BLOCK_OFFSET_{i}_{j}", "TIFF"))
+                   + int(b.GetMetadataItem(f"BLOCK_SIZE_{i}_{j}", "TIFF"))
+                   for b in (ds.GetRasterBand(k) for k in (1, 2)) for i in range(4) for j in range(3))
+    ds = None
+    whole = tif.read_bytes()
+    assert data_end < len(whole) - 100  # the mask's blocks follow the data's
+    for extra in ([], ["--verify"]):
+        tif.write_bytes(whole[:data_end + 10])  # every data block inside, the mask's cut off
+        assert reconstruct_batch_main([a for a in argv if a != "--verify"] + extra) == 0
+        assert statuses() == ["ok"] and tif.stat().st_size == len(whole)
+        assert np.array_equal(mask()[1], np.where(valid, 255, 0))
+
+    # a reconstruction of the same .sarc without its mask (a reader that does not know raster.gdal_mask):
+    # redone
+    gdal.Translate(str(tmp_path / "nomask.tif"), str(tif), options=["-mask", "none"])
+    (tmp_path / "nomask.tif").replace(tif)
+    assert mask()[0] != gdal.GMF_PER_DATASET
+    assert reconstruct_batch_main([a for a in argv if a != "--verify"]) == 0
+    assert statuses() == ["ok"] and mask()[0] == gdal.GMF_PER_DATASET
