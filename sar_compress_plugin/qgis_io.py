@@ -64,7 +64,9 @@ QUALITY_RANGES = {"enl_ratio": (0.5, 2.0), "epi": (0.0, 1.0)}
 
 
 def layer_file_path(layer: QgsMapLayer | None) -> str:
-    """The local file behind a raster layer, or InputRasterError with a message for the user."""
+    """The GDAL name of the file behind a raster layer: a local file, or a file inside a local archive as GDAL
+    reads it in place (`/vsizip//data/a.zip/scene.tif`, local_output_base names outputs after it); else
+    InputRasterError with a message for the user."""
     if layer is None:
         raise InputRasterError("no layer selected: select a raster layer in the Layers panel")
     if not isinstance(layer, QgsRasterLayer):
@@ -80,22 +82,57 @@ def layer_file_path(layer: QgsMapLayer | None) -> str:
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = parts.get("path") or layer.source()
     kind = _not_plain_file(parts, path)
-    if kind:  # the codec opens a plain file name: it would read another table, or nothing, from this one
+    if kind:  # the codec opens one raster by its name: it would read another table, or nothing, from this one
         raise InputRasterError(f"'{layer.name()}' is not a plain raster file ({kind}); export it as GeoTIFF first")
+    if parts.get("vsiPrefix") or path.startswith("/vsi"):
+        return _archived_file(layer, f"{parts.get('vsiPrefix') or ''}{path}{parts.get('vsiSuffix') or ''}")
     if not os.path.isfile(path):
         raise InputRasterError(f"layer '{layer.name()}': its file {path} does not exist")
     return path
 
 
 def _not_plain_file(parts: dict, path: str) -> str:
-    """What a GDAL layer is when it is not a whole file of its own ("" when it is)."""
-    if parts.get("vsiPrefix"):
-        return "a file inside an archive"
+    """What a GDAL layer is when it is not a whole raster file of its own ("" when it is)."""
     if parts.get("layerName"):
         return "a GeoPackage table" if path.lower().endswith(".gpkg") else "a table of a multi-dataset file"
     if _SUBDATASET.match(path) and not os.path.isfile(path):
         return "a sub-dataset of a multi-dataset file"
     return ""
+
+
+def _archived_file(layer: QgsRasterLayer, name: str) -> str:
+    """`name`, a GDAL virtual path, when it is a file inside a local archive, which the codec reads in place and
+    a rerun can tell unchanged; else InputRasterError: in GDAL's memory (/vsimem/, this QGIS process's alone),
+    remote (/vsicurl/, /vsis3/...) or in an archive that is itself one of those."""
+    from .core.raster_io import ARCHIVE_VSI, local_archive
+
+    if local_archive(name) is not None:
+        return name
+    handler = "/" + name.split("/")[1] + "/"
+    if handler == "/vsimem/":
+        kind = "kept in GDAL's memory by /vsimem/"
+    elif not name.startswith(ARCHIVE_VSI):
+        kind = f"a remote or virtual file read by {handler}"
+    elif not name.split("/", 2)[2].startswith(("/vsi", "{/vsi")):
+        raise InputRasterError(f"layer '{layer.name()}': the archive of {name} does not exist")
+    else:
+        kind = "inside an archive that is not a local file"
+    raise InputRasterError(f"'{layer.name()}' is not a local raster file ({kind}); save it as a GeoTIFF first")
+
+
+def local_output_base(path: str) -> str:
+    """The local file after which outputs made from `path` are named and beside which they go by default: `path`
+    itself, or for a file inside a local archive (`/vsizip//data/a.zip/in/scene.tif`), a file of the member's
+    name beside the archive (`/data/scene.tif`; `/vsigzip//data/scene.tif.gz` -> `/data/scene.tif`)."""
+    from .core.raster_io import is_gdal_virtual_path, local_archive
+
+    archive = local_archive(path) if is_gdal_virtual_path(path) else None
+    if archive is None:
+        return path
+    member = path.rstrip("/").rsplit("/", 1)[-1]
+    if path.startswith("/vsigzip/") and member.lower().endswith(".gz"):
+        member = member[:-3]
+    return str(Path(archive).parent / member)
 
 
 def layer_with_file(project: QgsProject, path: str | os.PathLike) -> QgsMapLayer | None:
@@ -182,7 +219,8 @@ def unique_path(path: str | os.PathLike, taken: set[str] | frozenset[str] = froz
 
 
 def default_compressed_path(input_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    return unique_path(Path(input_path).with_suffix(SARC_SUFFIX), taken)
+    """Beside the input, or beside the archive that holds it, named after it with .sarc."""
+    return unique_path(Path(local_output_base(input_path)).with_suffix(SARC_SUFFIX), taken)
 
 
 def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
@@ -195,7 +233,7 @@ def default_quality_paths(reconstruction_path: str, band: int, folder: str = "")
     both (_2, _3... while either name is taken), so that a run's two maps read as a pair. Not made unique against
     running tasks on purpose: the same band's maps asked for twice at once name the same files, and the plugin
     refuses the second run instead of computing them twice."""
-    p = Path(reconstruction_path)
+    p = Path(local_output_base(reconstruction_path))
     base = Path(folder or p.parent) / f"{p.stem}_band{band}"
     for suffix in itertools.chain([""], (f"_{i}" for i in itertools.count(2))):
         maps = (Path(f"{base}_enl_ratio{suffix}.tif"), Path(f"{base}_epi{suffix}.tif"))
@@ -219,8 +257,9 @@ def find_original_layer(project: QgsProject, compressed_path: str, exclude: QgsM
             continue
         if layer.customProperty(ROLE_PROPERTY):  # our own reconstructions and maps
             continue
-        path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path", "")
-        if path and Path(path).stem == key:
+        parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+        path = f"{parts.get('vsiPrefix') or ''}{parts.get('path') or ''}{parts.get('vsiSuffix') or ''}"
+        if path and Path(local_output_base(path)).stem == key:  # a file in an archive: its own name, not the zip's
             return layer
     return None
 

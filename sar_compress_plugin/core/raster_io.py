@@ -381,6 +381,9 @@ def check_output_path(output: str | os.PathLike, inputs: tuple = (), no_clobber:
     for src in inputs:
         if src is not None and same_file(out, src):
             raise OutputPathError(f"{out}: output is the same file as the input")
+        archive = local_archive(os.fspath(src)) if is_gdal_virtual_path(src) else None
+        if archive is not None and same_file(out, archive):
+            raise OutputPathError(f"{out}: output is the archive the input {os.fspath(src)} is read from")
     parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and out.is_dir():
         raise OutputPathError(f"{out}: output is an existing folder")

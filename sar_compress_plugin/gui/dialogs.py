@@ -192,7 +192,10 @@ class CompressDialog(_FormDialog):
         return ""
 
     def output_path(self) -> str:
-        return resolve_output(self.output.filePath(), Path(self.input_path).parent, ".sarc")
+        """A relative name is taken in the input's folder; for a file inside an archive, the archive's."""
+        from ..qgis_io import local_output_base
+
+        return resolve_output(self.output.filePath(), Path(local_output_base(self.input_path)).parent, ".sarc")
 
     def option_values(self) -> dict:
         """Keyword arguments for core.codec.CompressOptions: one of quality, target_bpp and target_db_rmse."""
@@ -407,9 +410,10 @@ class QualityMapsDialog(_FormDialog):
         return f"{error}: choose another output folder." if error else ""
 
     def _reconstruction_folder(self) -> Path:
-        from ..qgis_io import layer_file_path
+        """The reconstruction's folder (for one inside an archive, the archive's): where the maps go by default."""
+        from ..qgis_io import layer_file_path, local_output_base
 
-        return Path(layer_file_path(self.reconstruction_layer())).parent
+        return Path(local_output_base(layer_file_path(self.reconstruction_layer()))).parent
 
     def output_folder(self) -> str:
         """The folder typed, absolute (a relative one is taken in the reconstruction's folder, as typed output
