@@ -222,22 +222,14 @@ class _Expander:
             self.fail(spec, "a .sarc inside an archive or behind a GDAL virtual path cannot be read in place; "
                             "unpack it first")
             return
-        from ..core.raster_io import local_archive  # noqa: PLC0415  (numpy: not before the CLI's signal handlers)
+        from ..core.raster_io import local_archive, vsi_stat  # noqa: PLC0415  (numpy: not before the CLI's signal handlers)
 
         if local_archive(spec) is None:
             self.fail(spec, "only GDAL virtual paths to a file inside a local archive (/vsizip/, /vsitar/, "
                             "/vsigzip/, /vsi7z/, /vsirar/) are batch inputs: a rerun could not tell whether this "
                             "one changed; copy or unpack it to a local file first")
             return
-        from osgeo import gdal  # noqa: PLC0415  (only for virtual paths: listing local files needs no GDAL)
-
-        gdal.PushErrorHandler("CPLQuietErrorHandler")
-        try:
-            st = gdal.VSIStatL(spec)
-        except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
-            st = None
-        finally:
-            gdal.PopErrorHandler()
+        st = vsi_stat(spec)
         if st is None:
             self.fail(spec, "not found in its archive (check the archive and the path inside it, e.g. "
                             "/vsizip/archive.zip/scene.tif)")

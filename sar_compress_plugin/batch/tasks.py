@@ -23,7 +23,7 @@ from pathlib import Path
 from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
 from ..core.errors import SarCompressError
 from ..core.raster_io import (RasterReader, geotiff_blocks_stored, is_gdal_virtual_path, limit_gdal_cache,
-                              read_raster_info, source_stamp, temp_path_for)
+                              pid_alive, read_raster_info, source_stamp, temp_path_for)
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
@@ -65,16 +65,6 @@ def _prepare_worker(threads: int) -> None:
     limit_gdal_cache()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def _remove_leftovers(out: Path) -> None:
     """Remove what an earlier attempt at `out` left: ours are .NAME.partial-PID-HEX.SUFFIX, and the core's
     temporaries of those ..NAME.partial-PID-HEX.SUFFIX.partial-*. Not those whose writer (its PID, the first in
@@ -84,7 +74,7 @@ def _remove_leftovers(out: Path) -> None:
     for pattern in (f".{glob.escape(out.name)}.partial-*", f"..{glob.escape(out.name)}.partial-*"):
         for p in out.parent.glob(pattern):
             m = live.match(p.name)
-            if m is None or not _alive(int(m.group(1))):  # names without a PID are from earlier versions
+            if m is None or not pid_alive(int(m.group(1))):  # names without a PID are from earlier versions
                 p.unlink(missing_ok=True)
 
 

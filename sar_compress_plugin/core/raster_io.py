@@ -133,19 +133,24 @@ def is_gdal_virtual_path(path) -> bool:
     return isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith("/vsi")
 
 
+def vsi_stat(name: str):
+    """GDAL's stat of a virtual path (`gdal.VSIStatL`), or None when it names nothing; quiet either way."""
+    gdal = _gdal()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return gdal.VSIStatL(name)
+    except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
+        return None
+    finally:
+        gdal.PopErrorHandler()
+
+
 def _open_virtual(name: str):
     """Check a GDAL virtual path before GDAL opens it: one clear line for what is missing or cannot be read."""
-    gdal = _gdal()
     if name.startswith(_SEQUENTIAL_VSI):
         raise InputRasterError(f"{name}: the codec reads the raster in several passes, which "
                                f"{name.split('/')[1]} cannot give; save the raster to a file first")
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        st = gdal.VSIStatL(name)
-    except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
-        st = None
-    finally:
-        gdal.PopErrorHandler()
+    st = vsi_stat(name)
     if st is None:
         raise InputRasterError(f"{name}: not found (a GDAL virtual path: check the archive or URL and the path "
                                f"inside it, e.g. /vsizip/archive.zip/scene.tif)")
@@ -441,7 +446,7 @@ def temp_path_for(output: str | os.PathLike, suffix: str = "") -> Path:
     return out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -469,7 +474,7 @@ def remove_stale_partials(output: str | os.PathLike, older_than: float) -> list[
         return removed
     for name in names:
         m = pattern.fullmatch(name[len(prefix):])
-        if m is None or (m.group(1) and _pid_alive(int(m.group(1)))):
+        if m is None or (m.group(1) and pid_alive(int(m.group(1)))):
             continue
         p = parent / name
         try:
@@ -769,14 +774,7 @@ def _archived_stamp(name: str) -> dict | None:
     archive = local_archive(name)
     if archive is None:
         return None
-    gdal = _gdal()
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        st = gdal.VSIStatL(name)
-    except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
-        st = None
-    finally:
-        gdal.PopErrorHandler()
+    st = vsi_stat(name)
     try:
         a = os.stat(archive)
     except OSError:
