@@ -183,6 +183,11 @@ class _Signals:
     `last`: the process only exits after this scope (the console script's call), so SIGINT is left ignored
     rather than restored: a Ctrl-C pressed again while Python shuts down (its threading and atexit hooks run
     Python code) printed a traceback after the run's own line.
+
+    A signal that lands in code whose exceptions Python cannot propagate (a weakref callback, such as the one
+    the import system runs when a module lock is dropped; a __del__) is printed by sys.unraisablehook as
+    "Exception ignored in ..." with a traceback, and the run goes on. Remembered, it still ends the run at the
+    next cancel check, so inside this scope that report of our own KeyboardInterrupt is dropped.
     """
 
     def __init__(self, last: bool = False):
@@ -201,6 +206,10 @@ class _Signals:
 
     def cancelled(self) -> bool:
         return self.received is not None
+
+    def _unraisable(self, unraisable) -> None:
+        if not (self.received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self._previous_unraisablehook(unraisable)
 
     def watch(self, *outputs: str) -> None:
         """Outputs a signal's line must tell the truth about. Each is published by a rename, so once it is
@@ -244,11 +253,15 @@ class _Signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, signal.SIG_IGN if self._last and sig == signal.SIGINT else handler)
+        sys.unraisablehook = self._previous_unraisablehook
 
 
 def _identity(path: str) -> tuple[int, int] | None:
