@@ -26,6 +26,7 @@ REQUIREMENTS: list[tuple[str, str]] = [
     ("zstandard", "zstandard==0.25.0"),
     ("constriction", "constriction==0.5.0"),
     ("threadpoolctl", "threadpoolctl==3.8.0"),
+    ("jsonschema", "jsonschema==4.10.3"),  # Debian's version; python3-qgis does not pull python3-jsonschema in
 ]
 #: A pip constraint (never a requirement): --target resolves dependencies from scratch and would otherwise fetch
 #: numpy 2 for onnxruntime, which breaks the GDAL bindings QGIS ships.

@@ -111,14 +111,14 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
 
 
 def test_missing_onnxruntime_still_loads_and_opens_the_dependency_dialog(tmp_path, sar_tif):
-    """In a fresh process where onnxruntime, zstandard, constriction and threadpoolctl cannot be imported:
+    """In a fresh process where onnxruntime, zstandard, constriction, threadpoolctl and jsonschema cannot be imported:
     Compress opens the dependency dialog (closed here without installing: the install itself is tested in
     test_dependencies.py)."""
     script = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('onnxruntime', 'zstandard', 'constriction', 'threadpoolctl'):
+        if name.split('.')[0] in ('onnxruntime', 'zstandard', 'constriction', 'threadpoolctl', 'jsonschema'):
             raise ImportError('No module named ' + repr(name))
 sys.meta_path.insert(0, Block())
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
@@ -151,7 +151,7 @@ p.unload()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     seen = eval([x for x in out.stdout.splitlines() if x.startswith("SEEN")][0][5:])  # noqa: S307 (our repr)
-    for module in ("onnxruntime", "zstandard", "constriction", "threadpoolctl"):
+    for module in ("onnxruntime", "zstandard", "constriction", "threadpoolctl", "jsonschema"):
         assert module in seen["status"]
     assert seen["enabled"]
     cmd = seen["cmd"]
@@ -159,6 +159,7 @@ p.unload()
     # No NVIDIA GPU on the test machines: the CPU runtime, never onnxruntime-gpu beside it.
     assert "onnxruntime==1.31.1" in cmd and not any(c.startswith("onnxruntime-gpu") for c in cmd)
     assert "zstandard==0.25.0" in cmd and "constriction==0.5.0" in cmd and "threadpoolctl==3.8.0" in cmd
+    assert "jsonschema==4.10.3" in cmd
     assert "No restart is needed" in seen["plan"]
     assert not list(tmp_path.glob("*.sarc"))
 
