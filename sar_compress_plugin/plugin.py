@@ -47,6 +47,8 @@ from .utils.settings import PluginSettings
 log = logging.getLogger(__name__)
 
 MENU = "&SAR Compress"
+#: Roles of the plugin's layers whose pixels are no SAR scene: a scene layer (tile cache) and the quality maps.
+NOT_SAR_ROLES = (SCENE_ROLE, "enl_ratio", "epi")
 
 
 class SarCompressPlugin:
@@ -129,11 +131,12 @@ class SarCompressPlugin:
         QgsGui.dataItemGuiProviderRegistry().addProvider(self._browser_gui_provider)
 
     def _offer_raster_actions(self, layers) -> None:
-        """Compress and quality maps in the context menu of every raster layer but a scene layer: an action
-        for a whole layer type shows on every layer of it, and a scene layer's file is a sparse cache of
-        decoded tiles, which neither action can use."""
+        """Compress and quality maps in the context menu of every raster layer but a scene layer or a quality
+        map: an action for a whole layer type shows on every layer of it; a scene layer's file is a sparse cache
+        of decoded tiles, which neither action can use, and a quality map holds ratios and correlations, which
+        the codec would compress as radar backscatter without a word and the maps' dialog cannot compare."""
         for layer in layers:
-            if isinstance(layer, QgsRasterLayer) and layer.customProperty(ROLE_PROPERTY) != SCENE_ROLE:
+            if isinstance(layer, QgsRasterLayer) and layer.customProperty(ROLE_PROPERTY) not in NOT_SAR_ROLES:
                 for action in (self.compress_action, self.quality_action):
                     self.iface.addCustomActionForLayer(action, layer)
 
@@ -258,7 +261,8 @@ class SarCompressPlugin:
             from .gui.dialogs import CompressDialog
 
             dialog = CompressDialog(layer.name(), input_path, output_path, settings, self.iface.mainWindow(),
-                                    display_image_warning=display_image_warning(layer))
+                                    display_image_warning=display_image_warning(layer),
+                                    taken=self.running_outputs)
             if dialog.exec() != QDialog.DialogCode.Accepted:
                 return None
             values = dialog.option_values()
@@ -297,7 +301,7 @@ class SarCompressPlugin:
         if not self._ensure_dependencies():  # the dialog reads the file's header for "Current map extent"
             return None
         dialog = ReconstructDialog(sarc_path or self._selected_scene_file(), "", PluginSettings.load(),
-                                   self.iface.mainWindow(), self.iface.mapCanvas(), taken=self.running_outputs())
+                                   self.iface.mainWindow(), self.iface.mapCanvas(), taken=self.running_outputs)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData(),

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from qgis.core import (
     QgsApplication,
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsContrastEnhancement,
     QgsDataProvider,
@@ -96,6 +98,11 @@ def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> Non
         label = f"{db:.1f} dB" if i in (0, DB_STOPS) or i == DB_STOPS // 2 else ""
         items.append(QgsColorRampShader.ColorRampItem(db_values(db, domain), QColor(grey, grey, grey), label))
     ramp.setColorRampItemList(items)
+    # The legend is a continuous bar labelled with its ends' values, linear intensities unless told otherwise.
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setMinimumLabel(items[0].label)
+    legend.setMaximumLabel(items[-1].label)
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
@@ -104,15 +111,16 @@ def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> Non
     layer.setRenderer(renderer)
 
 
-def _vrt_band(index: int, sources, function: str = "", fact: float = 0.0) -> str:
+def _vrt_band(index: int, sources, function: str = "", fact: float = 0.0, description: str = "") -> str:
     """One band of a VRT: a plain copy of one source band, or a GDAL pixel function of its sources."""
     xml_sources = "".join(f'<SimpleSource><SourceFilename relativeToVRT="1">{name}</SourceFilename>'
                           f'<SourceBand>{b}</SourceBand></SimpleSource>' for name, b in sources)
+    about = f"<Description>{escape(description)}</Description>" if description else ""
     if not function:
-        return (f'<VRTRasterBand dataType="Float32" band="{index}"><NoDataValue>nan</NoDataValue>{xml_sources}'
-                f'</VRTRasterBand>')
+        return (f'<VRTRasterBand dataType="Float32" band="{index}">{about}<NoDataValue>nan</NoDataValue>'
+                f'{xml_sources}</VRTRasterBand>')
     args = f'<PixelFunctionArguments fact="{fact:g}"/>' if fact else ""
-    return (f'<VRTRasterBand dataType="Float32" band="{index}" subClass="VRTDerivedRasterBand">'
+    return (f'<VRTRasterBand dataType="Float32" band="{index}" subClass="VRTDerivedRasterBand">{about}'
             f'<NoDataValue>nan</NoDataValue><PixelFunctionType>{function}</PixelFunctionType>{args}'
             f'<SourceTransferType>Float32</SourceTransferType>{xml_sources}</VRTRasterBand>')
 
@@ -136,8 +144,14 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
         db_bands = _vrt_band(1, [(tiff, vv)], "dB", fact) + _vrt_band(2, [(tiff, vh)], "dB", fact)
     (cache.folder / "db.vrt").write_text(head + db_bands + "</VRTDataset>\n")
     composite = cache.folder / COMPOSITE_NAME
-    composite.write_text(head + _vrt_band(1, [("db.vrt", 1)]) + _vrt_band(2, [("db.vrt", 2)])
-                         + _vrt_band(3, [("db.vrt", 1), ("db.vrt", 2)], "diff") + "</VRTDataset>\n")
+    # Named, so that the legend (and Identify) says which channel is which polarisation, not "Band 1, 2, 3".
+    names = cache.header["raster"].get("band_names") or []
+    vv_name, vh_name = (str(names[b - 1]) if b <= len(names) and names[b - 1] else f"band {b}" for b in (vv, vh))
+    composite.write_text(head + _vrt_band(1, [("db.vrt", 1)], description=f"{vv_name} (dB)")
+                         + _vrt_band(2, [("db.vrt", 2)], description=f"{vh_name} (dB)")
+                         + _vrt_band(3, [("db.vrt", 1), ("db.vrt", 2)], "diff",
+                                     description=f"{vv_name} / {vh_name} (dB)")
+                         + "</VRTDataset>\n")
     return composite
 
 

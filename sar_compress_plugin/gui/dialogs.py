@@ -43,8 +43,10 @@ def resolve_output(typed: str, folder: str | Path, suffix: str, also: tuple[str,
     return f"{p}{suffix}"
 
 
-def destination_error(out: str) -> str:
-    """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step."""
+def destination_error(out: str, taken=frozenset()) -> str:
+    """Why `out` cannot be written, or "": checked on OK, so a task never starts only to fail at its last step.
+    `taken`: resolved outputs of running tasks (the plugin starts no second task on one of them), or a function
+    that returns them now (a task may finish while the dialog is open)."""
     from ..qgis_io import layer_with_file
 
     p = Path(out)
@@ -52,6 +54,8 @@ def destination_error(out: str) -> str:
         return "Choose an output file."
     if p.is_dir():
         return f"{p} is a folder: choose a file name in it."
+    if str(p.resolve()) in (taken() if callable(taken) else taken):  # not on disk yet: "Replace it?" misses it
+        return f"{p} is being written by a running task: wait for it to finish or choose another output."
     layer = layer_with_file(QgsProject.instance(), p)
     if layer is not None:  # replacing it would destroy the data that layer shows (often the original scene)
         return f"{p} is the file of layer '{layer.name()}' in this project: choose another output."
@@ -67,6 +71,31 @@ def folder_write_error(folder: Path) -> str:
 
     why = write_refusal(folder)
     return f"Folder {folder} is not writable ({why})" if why else ""
+
+
+def decode_only_error(manifest: dict | None, folder: str = "") -> str:
+    """Why a bundle cannot compress ("" when it can): an earlier default kept under models/ only to decode the
+    files it wrote (manifest "decode_only") has no encoder; the codec refuses it once the task has started."""
+    if not manifest or manifest.get("decode_only") is not True:
+        return ""
+    where = f" in {folder}" if folder else ""
+    return (f"Model '{manifest.get('name', folder)}'{where} is kept only to decode the files it wrote and cannot "
+            f"compress: choose another model folder, or leave it empty for the bundled default model.")
+
+
+def compress_model_error(folder: str) -> str:
+    """Why `folder` cannot be the model that compresses ("" when it can, or when the codec cannot be loaded to
+    tell: the compress dialog checks again once it can)."""
+    try:
+        from ..core.errors import SarCompressError
+        from ..core.runtime import load_manifest
+    except ImportError:  # the codec's dependencies are missing: the compress dialog asks for them first
+        return ""
+    try:
+        manifest = load_manifest(folder, verify=False)
+    except SarCompressError as exc:
+        return str(exc)
+    return decode_only_error(manifest, folder)
 
 
 class _FormDialog(QDialog):
@@ -113,11 +142,13 @@ class _FormDialog(QDialog):
 
 class CompressDialog(_FormDialog):
     def __init__(self, layer_name: str, input_path: str, output_path: str, settings: PluginSettings, parent=None,
-                 display_image_warning: str = ""):
+                 display_image_warning: str = "", taken=frozenset()):
         """`display_image_warning`: why the layer looks like a display image (RGB, 8-bit), not SAR values; the
-        user must tick "compress anyway" to go on, because the codec would silently treat it as amplitude."""
+        user must tick "compress anyway" to go on, because the codec would silently treat it as amplitude.
+        `taken`: resolved outputs of running tasks, refused as this output (or a function returning them)."""
         super().__init__(f"Compress '{layer_name}' with SAR codec", parent)
         self.input_path = input_path
+        self.taken = taken
         self.compress_anyway = QCheckBox("Compress it anyway (its values are treated as SAR amplitude)")
         if display_image_warning:
             warning = QLabel(display_image_warning)
@@ -149,9 +180,11 @@ class CompressDialog(_FormDialog):
         from ..core.errors import SarCompressError
 
         try:
-            self.rate.set_model(self._manifest())
+            manifest = self._manifest()
         except SarCompressError:
-            self.rate.set_model(None)
+            manifest = None
+        # a decode-only bundle cannot compress: a hint of its bits per pixel would promise what it cannot do
+        self.rate.set_model(None if decode_only_error(manifest) else manifest)
 
     def _manifest(self) -> dict:
         from ..core.runtime import default_model_dir, load_manifest
@@ -166,7 +199,7 @@ class CompressDialog(_FormDialog):
             self.output.setFilePath(out)  # the user sees the absolute path that will be written
         if out and Path(out).resolve() == Path(self.input_path).resolve():
             return "The output may not overwrite the input."
-        error = destination_error(out)
+        error = destination_error(out, self.taken)
         if error:
             return error
         if self.tile_size.value() % 16:
@@ -185,6 +218,9 @@ class CompressDialog(_FormDialog):
             manifest = self._manifest()
         except SarCompressError as exc:
             return str(exc)
+        error = decode_only_error(manifest, folder)
+        if error:
+            return error
         top = len(manifest["rate"].get("lambdas") or [None]) - 1  # one trained lambda per quality level
         quality = quality_value(self.quality) if self.rate.current_mode() == "quality" else None
         if quality is not None and quality > top:
@@ -210,10 +246,11 @@ class ReconstructDialog(_FormDialog):
                  taken=frozenset()):
         """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene).
         `taken`: resolved outputs of running tasks, which the default output avoids. `settings`: the device
-        offered first and the model folders a file's model must be found in."""
+        offered first and the model folders a file's model must be found in. `taken` may be a function that
+        returns those outputs now (a task may start or finish while the dialog is open)."""
         super().__init__("Reconstruct SAR raster", parent)
         self.canvas = canvas
-        self.taken = taken
+        self._taken = taken
         self.model_dirs = settings.reconstruct_model_dirs()
         self._window = None
         self.input = file_widget(QgsFileWidget.StorageMode.GetFile, sarc_path, SARC_FILTER, "Compressed SAR file")
@@ -235,6 +272,10 @@ class ReconstructDialog(_FormDialog):
         self.form.addRow("Area", self.area)
         self.form.addRow("Output GeoTIFF", self.output)
         self.form.addRow("Device", self.device)
+
+    @property
+    def taken(self):
+        return self._taken() if callable(self._taken) else self._taken
 
     def _output_edited(self, text: str):
         self._output_follows_input = not text.strip()
@@ -275,7 +316,7 @@ class ReconstructDialog(_FormDialog):
             self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
         if same_file(self.output_path(), src):  # before "exists. Replace it?", which would mean the input
             return "The output may not overwrite the input."
-        return destination_error(self.output_path()) or self._model_error(src, header)
+        return destination_error(self.output_path(), self.taken) or self._model_error(src, header)
 
     def _model_error(self, src: str, header: dict) -> str:
         """Why the model `header` names cannot be found in the model folders ("" when it can): refused here, where
@@ -538,6 +579,10 @@ class SettingsDialog(_FormDialog):
         for p in [self.model_dir.filePath().strip(), *self._dirs()]:
             if p and not Path(p).is_dir():
                 return f"Folder {p} does not exist."
+        model = self.model_dir.filePath().strip()
+        error = compress_model_error(model) if model else ""
+        if error:  # refused here, not by every compression after it
+            return f"Default model: {error}"
         if self.tile_size.value() % 16:
             return "The tile size must be a multiple of 16."
         error = self.rate.error()

@@ -365,6 +365,8 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         band = self.parameterAsInt(parameters, self.BAND, context)
         enl_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context)
         epi_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context)
+        for output in (enl_out, epi_out):  # another scene of the project, say: the core knows only its inputs
+            _refuse_a_project_layers_file(output, context)
         r = self._call(compute_quality_maps,
                        _layer_path(self, parameters, self.ORIGINAL, context),
                        _layer_path(self, parameters, self.RECONSTRUCTION, context),
