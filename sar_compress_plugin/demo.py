@@ -32,6 +32,7 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
     from .core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
     from .core.evaluation import aggregate, band_quality  # noqa: PLC0415
     from .core.raster_io import RasterReader, writable_folder  # noqa: PLC0415
+    from .core.runtime import default_model_dir, load_manifest  # noqa: PLC0415
 
     writable_folder(out_dir)  # a --out that is a file or cannot be made: one error line, not a traceback
     compressed, restored = _outputs(input_path, out_dir)
@@ -46,8 +47,12 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
             row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), info.nodata[band])
             row["band"] = info.band_names[band]
             rows.append(_finite_or_none(row))
+    manifest = load_manifest(model_dir or default_model_dir(), verify=False)
+    training = manifest.get("training") or {}
+    model = {"name": manifest.get("name"), "path": str(model_dir or default_model_dir()),
+             "steps": training.get("steps_total"), "patches": training.get("patches_seen_total")}
     return {"input": str(input_path), "compressed": str(compressed), "reconstruction": str(restored),
-            "domain": c.domain, "input_bytes": c.input_raw_bytes, "compressed_bytes": c.output_bytes,
+            "model": model, "quality": c.quality, "domain": c.domain, "input_bytes": c.input_raw_bytes, "compressed_bytes": c.output_bytes,
             "bpp": c.bpp, "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider,
             "compress_seconds": c.seconds, "reconstruct_seconds": r.seconds, "bands": rows,
             "overall": _finite_or_none(aggregate(rows))}
@@ -57,6 +62,14 @@ def _finite_or_none(row: dict) -> dict:
     """A metric a band cannot have (the ENL ratio or EPI of a constant or 1 x 1 raster) as None: printed as n/a,
     and null in --json, which wrote NaN, which strict JSON readers refuse."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _model_line(model: dict) -> str:
+    """The model a figure came from, with how much it was trained: a figure without them cannot be compared."""
+    seen = ""
+    if isinstance(model["steps"], int) and isinstance(model["patches"], int):
+        seen = f" ({model['steps']:,} steps, {model['patches']:,} patches)"
+    return f"{model['name']}{seen}"
 
 
 def _fmt(v, spec=".3f"):
@@ -85,6 +98,7 @@ def main(argv, signals) -> int:
             f"compressed     {res['compressed']} ({res['compressed_bytes']:,} bytes, "
             f"{res['compress_seconds']:.2f} s, provider {res['provider']})",
             f"reconstruction {res['reconstruction']} ({res['reconstruct_seconds']:.2f} s)",
+            f"model          {_model_line(res['model'])}, quality {res['quality']:g}",
             f"rate           {res['bpp']:.3f} bpp ({res['bpp_per_band']:.3f} per band), ratio {res['ratio']:.1f}:1",
             f"{'band':13} {'clip dB':>12} {'PSNR':>7} {'SSIM':>6} {'dB RMSE':>8} {'in-range':>8} {'out-range':>9} "
             f"{'ENL ratio':>9} {'EPI':>6}",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sar_compress_plugin import demo
+from sar_compress_plugin.core.codec import read_header
 from sar_compress_plugin.core.evaluation import aggregate, band_quality
 
 
@@ -41,6 +42,9 @@ def test_demo_compresses_and_reconstructs_the_sample(tmp_path, tiny_bundle, caps
     assert all(b["validity_mask_identical"] for b in res["bands"])
     assert res["provider"] == "CPUExecutionProvider"
     assert 0 < res["overall"]["db_rmse"] < 20
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert res["model"]["name"] == manifest["name"] and res["model"]["path"] == str(tiny_bundle)
+    assert res["quality"] == read_header(tmp_path / "s1_iw_grd_frankfurt_512.sarc")["rate"]["quality"]
 
 
 def test_demo_reports_missing_model_clearly(tmp_path, capsys):
@@ -78,4 +82,21 @@ def test_a_one_pixel_raster_gives_strict_json_and_n_a(tmp_path, tiny_bundle, cap
     assert demo.main(["--input", str(src), "--out", str(tmp_path / "o2"), "--model", str(tiny_bundle),
                       "--device", "cpu"]) == 0
     table = capsys.readouterr().out
-    assert "nan" not in table and "n/a" in table.splitlines()[5]
+    assert "nan" not in table and "n/a" in table.splitlines()[6]  # the band row, under the header
+
+
+def test_the_demo_says_which_model_and_quality_its_figures_come_from(tmp_path, tiny_bundle, capsys):
+    """The README quotes the demo's figures: without the model, its training and the quality they cannot be
+    told apart from another model's (benchmarks/results/demo_cpu.json recorded neither)."""
+    assert demo.main(["--out", str(tmp_path), "--model", str(tiny_bundle), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    quality = read_header(tmp_path / "s1_iw_grd_frankfurt_512.sarc")["rate"]["quality"]
+    name = json.loads((tiny_bundle / "manifest.json").read_text())["name"]
+    line = [ln for ln in out.splitlines() if ln.startswith("model ")]
+    assert len(line) == 1 and name in line[0] and line[0].endswith(f"quality {quality:g}")
+
+
+def test_the_bundled_models_line_counts_its_training():
+    line = demo._model_line({"name": "m", "steps": 161359, "patches": 1275740})
+    assert line == "m (161,359 steps, 1,275,740 patches)"
+    assert demo._model_line({"name": "m", "steps": None, "patches": None}) == "m"
