@@ -49,6 +49,17 @@ def _default_calibration_paths(ckpt: dict) -> list[Path]:
     return [folder / name for name in summary.get("val_scenes", []) if (folder / name).is_file()]
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """--halo 20 wrote a bundle that the codec then refused to load (its halo must be a multiple of 16); --halo
+    -16 and --max-tiles 0 ended the export in a traceback after the model and the scenes had loaded."""
+    if args.halo < 0 or args.halo % 16:
+        raise ExportError(f"--halo must be a multiple of 16 and >= 0 (the codec's latent grid), got {args.halo}")
+    if args.tile < 64 or args.tile % 64:
+        raise ExportError(f"--tile must be a positive multiple of 64 (the hyperprior's grid), got {args.tile}")
+    if args.max_tiles < 1:
+        raise ExportError(f"--max-tiles must be >= 1, got {args.max_tiles}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
                                      formatter_class=HelpFormatter)
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         with new_folders_removed_on_failure(Path(os.path.abspath(args.outdir)).parent):
+            check_numbers(args)
             check_out_dir(args.outdir, args.checkpoint)  # seconds of work would otherwise end in a traceback
             model, ckpt = load_model(args.checkpoint)
             paths = args.calibration or _default_calibration_paths(ckpt)

@@ -6,6 +6,7 @@ rebuilt from its registry name and constructor arguments.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import zipfile
@@ -49,12 +50,22 @@ def make_checkpoint(model: nn.Module, *, epoch: int, step: int, best_val_loss: f
 
 
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated best.pth/last.pth behind."""
+    """Write atomically: a crash mid-write never leaves a truncated best.pth/last.pth behind. A place that cannot
+    be written (a folder of that name, a read-only or full disk) is one CheckpointError line, not a traceback
+    from torch.save or os.replace (trainer.warm_start and trainer.average into an existing folder), and leaves
+    no `.tmp` beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        if path.is_dir():  # os.replace would only say so after the whole file was written
+            raise IsADirectoryError(f"is a folder: {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({_first_line(exc)})") from None
 
 
 def save_warm_start(ckpt: dict, path: str | Path) -> None:

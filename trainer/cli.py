@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path | None = None
     try:
         file_values = read_config_file(args.config) if args.config else {}
-        if cli_values.get("data") is None and not file_values.get("data"):
+        data_given = cli_values.get("data") is not None or bool(file_values.get("data"))
+        if not data_given:
             if not DEFAULT_MANIFEST.exists():
                 raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
             cli_values["data"] = str(DEFAULT_MANIFEST)
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
 
             given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
+            if not data_given:  # the default manifest: a resumed run goes on with its own data instead
+                given.discard("data")
             result = run_training(adopt_resumed_settings(cfg, given))
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)

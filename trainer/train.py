@@ -53,12 +53,20 @@ MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas
 #: The options of a run's config that fix its patch stream and its train/validation split: a resumed run that
 #: fell back to their defaults would draw other patches and validate on other scenes or rows, some trained on.
 RUN_IDENTITY_OPTIONS = ("seed", "split_seed", "val_fraction", "data_fraction")
+#: The options of a run's config that make its recipe: learning-rate schedule, optimiser, what a step and an epoch
+#: are, which patches qualify and which validation tiles the best checkpoint is chosen on. `--resume` alone fell
+#: back to their defaults: a run at lr 5e-6 went on at 2e-4 without its drop, 500 steps an epoch instead of its
+#: own and 256 px patches instead of 64 (other patches, and validation figures no longer comparable with its
+#: best_val_loss). Stop conditions and machine settings (epochs, max_steps, device, threads, amp, compile) are
+#: this invocation's own.
+RUN_RECIPE_OPTIONS = ("lr", "lr_drop_step", "lr_drop_factor", "weight_decay", "grad_clip", "batch_size",
+                      "patch_size", "steps_per_epoch", "min_valid_fraction", "val_tiles_per_plane", "domain")
 
 
 def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent), level
-    weights, seeds and split where the user did not name them: `--resume CKPT` alone continues any run. A shape
-    the user did give must match, and run_training says so in one line if it does not."""
+    weights, seeds, split and recipe where the user did not name them: `--resume CKPT` alone continues any run.
+    A shape the user did give must match, and run_training says so in one line if it does not."""
     path = _resume_path(cfg)
     if path is None:
         return cfg
@@ -68,7 +76,14 @@ def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     if "variant" not in given:  # a residual run resumed without --variant was refused as "run asks for 'baseline'"
         adopted["variant"] = ckpt["model_name"]
     run_config = ckpt.get("config") or {}
-    adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS if k not in given and k in run_config})
+    adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS + RUN_RECIPE_OPTIONS
+                    if k not in given and k in run_config})
+    # its data too, where it is still there: `--resume` without --data fell back to the default manifest, and a
+    # run of one folder went on training on the whole collection. A run packed for a GPU call names a file of
+    # that machine; the default data then stays, and run_training checks that it splits as the run did.
+    source = run_config.get("data")
+    if "data" not in given and source and Path(source).exists():
+        adopted["data"] = source
     # the training objective goes on too: a run trained with level weights resumes with them
     weights = run_config.get("level_weights")
     if "level_weights" not in given and weights is not None:
@@ -142,6 +157,7 @@ def run_training(cfg: TrainConfig) -> dict:
             ckpt = load_checkpoint(resume, map_location=device)
             _check_variant(ckpt, resume, cfg.variant)
             _check_shape(ckpt, resume, model)
+            _check_validation_split(ckpt, resume, data.summary)
             model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
             if ckpt["optimizer_state_dict"]:
                 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
@@ -333,6 +349,31 @@ def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
     got = {k: _model_config(ckpt).get(k) for k in want}
     if got != want:
         raise ModelMismatchError(f"{path}: checkpoint model {got} differs from this run's {want}")
+
+
+#: What fixes the validation set in a run's data summary (older checkpoints lack some: those are not compared).
+VALIDATION_SPLIT_KEYS = ("split_rule", "val_scenes", "val_planes", "val_pixels")
+
+
+def _check_validation_split(ckpt: dict, path, summary: dict) -> None:
+    """A resumed run must validate on its run's validation set. Another --val-fraction, --split-seed or a changed
+    --data moved scenes (or rows of a single scene) between training and validation: the run then validated on
+    pixels it had trained on, and compared those figures with a best_val_loss measured on other ones, so best.pth
+    and early stopping followed a different yardstick without a word."""
+    before = ckpt.get("data_summary") or {}
+    differs = [k for k in VALIDATION_SPLIT_KEYS if k in before and before[k] != summary.get(k)]
+    if not differs:
+        return
+    old, new = before.get("val_scenes"), summary.get("val_scenes")
+    what = (f"validation scenes {_names(new)} instead of {_names(old)}" if old is not None and old != new
+            else f"other pixels of {_names(new)} than the run did ({', '.join(differs)} differ)")
+    raise ModelMismatchError(f"{path}: resuming with this split would validate on {what}; resume with the run's "
+                             f"own --data, --val-fraction and --split-seed, or start a new run with --init")
+
+
+def _names(scenes: list | None) -> str:
+    scenes = list(scenes or [])
+    return ", ".join(scenes[:3]) + (f" (+{len(scenes) - 3} more)" if len(scenes) > 3 else "") if scenes else "none"
 
 
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict:

@@ -161,3 +161,43 @@ def test_a_parity_check_giving_nan_fails_the_export(tmp_path, capsys, monkeypatc
     assert _export(_checkpoint(tmp_path / "c.pth"), tmp_path / "out") == 2
     assert "ONNX output differs from PyTorch" in _one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]  # no bundle, no work folder
+
+
+def test_a_float16_decoder_giving_nan_fails_the_export(tmp_path, capsys, monkeypatch):
+    """--fp16 took the larger of the encoder's and the decoder's differences with max(), and max(d, nan) is d:
+    a float16 decoder whose outputs were NaN passed its check and shipped in the bundle."""
+    import export.onnx_export as onnx_export
+
+    real_session, real_diff, paths = onnx_export._session, onnx_export._max_abs_diff, {}
+
+    def session(path):
+        made = real_session(path)
+        paths[id(made)] = Path(path).name
+        return made
+
+    def nan_for_the_float16_decoder(session, inputs, reference):
+        diff = real_diff(session, inputs, reference)
+        return float("nan") if paths.get(id(session)) == "decoder_fp16.onnx" else diff
+
+    monkeypatch.setattr(onnx_export, "_session", session)
+    monkeypatch.setattr(onnx_export, "_max_abs_diff", nan_for_the_float16_decoder)
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    args = [str(ckpt), str(tmp_path / "out"), "--calibration", str(SCENE), "--tile", "64", "--max-tiles", "1", "--fp16"]
+    assert export_main(args) == 2
+    assert "float16 copy differs from float32 by nan" in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+
+
+@pytest.mark.parametrize("option, value, says", [("--halo", "20", "--halo must be a multiple of 16"),
+                                                 ("--halo", "-16", "--halo must be a multiple of 16"),
+                                                 ("--max-tiles", "0", "--max-tiles must be >= 1"),
+                                                 ("--tile", "100", "--tile must be a positive multiple of 64")])
+def test_numbers_the_codec_or_the_export_cannot_use_are_one_line_before_any_work(tmp_path, capsys, option, value,
+                                                                                 says):
+    """--halo 20 wrote a bundle the codec then refused to load ("halo a multiple of it"); --halo -16 and
+    --max-tiles 0 ended in StopIteration and ValueError tracebacks once the model and scenes had loaded."""
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    assert export_main([str(ckpt), str(tmp_path / "out"), "--calibration", str(SCENE), "--tile", "64",
+                        "--max-tiles", "1", option, value]) == 2
+    assert says in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]

@@ -221,3 +221,24 @@ def test_sar_eval_of_a_checkpoint_without_its_data_is_one_line(tmp_path, capsys)
         err = _one_error_line(capsys)
         assert f"{path}: {message}" in err and ("pass --data" in err)
         assert not (tmp_path / "ev").exists()
+
+
+def test_warm_start_and_average_into_a_folder_are_one_line(tmp_path, capsys):
+    """OUT naming an existing folder ended trainer.warm_start (and trainer.average) in an IsADirectoryError
+    traceback from os.replace, after the whole copy was written, and left OUT.tmp beside the folder."""
+    from trainer.average import main as average_main
+    from trainer.warm_start import main as warm_start_main
+
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    paths = []
+    for step in (1, 2):
+        paths.append(tmp_path / f"step{step}.pth")
+        save_checkpoint(make_checkpoint(model, epoch=step, step=step, best_val_loss=1.0, history=[],
+                                        preprocessing_params={}, config={}, data_summary={}), paths[-1])
+    (tmp_path / "out").mkdir()
+    for run in (lambda: warm_start_main([str(paths[0]), str(tmp_path / "out")]),
+                lambda: average_main([str(tmp_path / "out"), *map(str, paths)])):
+        assert run() == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "cannot write checkpoint" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "step1.pth", "step2.pth"]

@@ -91,3 +91,41 @@ def test_resume_goes_on_with_the_runs_seed_and_split_unless_given(tmp_path):
     # an option given on the command line still wins
     assert _train(tmp_path / "resumed", "--max-steps", "4", "--resume", "--seed", "5") == 0
     assert _checkpoint(tmp_path / "resumed" / "last.pth")["config"]["seed"] == 5
+
+
+@needs_data
+def test_resume_alone_goes_on_with_the_runs_recipe_and_data(tmp_path):
+    """`--resume` with no other option continues the run as it was set up: its data, learning-rate schedule,
+    batch and patch size and steps per epoch, to the bit as if never stopped. Before, they fell back to the
+    defaults: the default manifest (the whole collection instead of the run's one scene), lr 2e-4 instead of the
+    run's dropped 5e-4, 256 px patches and 500 steps an epoch."""
+    recipe = ["--lr-drop-step", "2", "--lr-drop-factor", "0.5"]
+    assert _train(tmp_path / "whole", *recipe, "--max-steps", "3") == 0
+    assert _train(tmp_path / "resumed", *recipe, "--max-steps", "1") == 0
+    assert main(["--out", str(tmp_path / "resumed"), "--resume", "--max-steps", "3", "--device", "cpu",
+                 "--threads", "1", "--no-progress"]) == 0
+
+    whole = _checkpoint(tmp_path / "whole" / "last.pth")
+    resumed = _checkpoint(tmp_path / "resumed" / "last.pth")
+    assert {k: resumed["config"][k] for k in ("data", "lr", "lr_drop_step", "patch_size", "batch_size",
+                                              "steps_per_epoch")} == {
+        "data": str(SCENE), "lr": 1e-3, "lr_drop_step": 2, "patch_size": 64, "batch_size": 2, "steps_per_epoch": 1}
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]] == [1e-3, 5e-4, 5e-4]
+    assert resumed["data_summary"] == whole["data_summary"]
+    for name, tensor in whole["model_state_dict"].items():
+        assert torch.equal(tensor, resumed["model_state_dict"][name]), name
+
+
+@needs_data
+def test_a_resume_that_would_validate_on_other_pixels_is_refused(tmp_path, capsys):
+    """Another --val-fraction on resume moved rows between training and validation: the run then validated on
+    rows it had trained on and compared the figures with a best_val_loss measured elsewhere, without a word."""
+    assert _train(tmp_path, "--max-steps", "1") == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("last.pth", "config.json", "history.jsonl")}
+    capsys.readouterr()
+    assert _train(tmp_path, "--max-steps", "2", "--resume", "--val-fraction", "0.5") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "would validate on other pixels of s1_iw_grd_berlin_512.tif" in err and "--init" in err
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert _train(tmp_path, "--max-steps", "2", "--resume", "--val-fraction", "0.2") == 0  # its own: goes on
