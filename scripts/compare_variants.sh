@@ -31,8 +31,10 @@ evaluate() {
   mkdir -p "$res"
   for ck in "$runs"/*_s*/best.pth; do
     local run; run=$(basename "$(dirname "$ck")")
-    [[ -f $runs/bundles/$run/manifest.json ]] || .venv/bin/sar-export "$ck" "$runs/bundles/$run" --name "$run" \
-      > "$res/export_$run.json"
+    # exported again when the run has a newer best.pth (trained on since): an older bundle would be measured
+    if [[ $ck -nt $runs/bundles/$run/manifest.json ]]; then
+      .venv/bin/sar-export "$ck" "$runs/bundles/$run" --name "$run" > "$res/export_$run.json"
+    fi
     .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/$run" --sigma0 \
       --scenes frankfurt panama india_900498 mekong srilanka_534068 paraguay_jja10 --device "$device" --out "$res/$run"
   done
