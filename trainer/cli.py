@@ -31,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default=None, help=f"value domain of files missing from the manifest [{d.domain}]")
     p.add_argument("--out", default=None, help=f"run folder [{d.out}]")
     p.add_argument("--epochs", type=int, default=None, help=f"[{d.epochs}]")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimiser steps in total (an epoch cut short is validated and "
+                        "checkpointed; --resume goes on within it, to the bit as if never stopped)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this many minutes of this run (the epoch in progress ends early, is validated "
-                        "and checkpointed)")
+                        "and checkpointed; --resume goes on within it)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimiser steps per epoch, each on --batch-size random patches "
                         "[about one pass over the training pixels]")

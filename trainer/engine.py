@@ -135,6 +135,8 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
         bar.set_postfix(loss=f"{sums['loss'] / n_ok:.4f}", bpp=f"{sums['bpp'] / n_ok:.3f}")
         if on_step is not None:
             on_step(step)
+        if max_steps is not None and step >= max_steps:  # before the next batch is drawn: a run resumed from
+            break                                        # here draws it, as one never stopped does
     bar.close()
     stats = {f"train_{k}": (v / n_ok if n_ok else float("nan")) for k, v in sums.items()}
     stats.setdefault("train_loss", float("nan"))

@@ -64,9 +64,9 @@ def reconcile_history(out: Path, history: list[dict]) -> None:
     recorded = [json.dumps(h) for h in history]
     known = set(recorded)
     kept = [line for line in path.read_text().splitlines() if line in known] if path.is_file() else []
-    if kept:
-        last_epoch = json.loads(kept[-1])["epoch"]
-        kept += [line for h, line in zip(history, recorded) if h["epoch"] > last_epoch]
+    if kept:  # by step: a stop within an epoch records it twice (partial, then whole), under one epoch number
+        last_step = json.loads(kept[-1])["step"]
+        kept += [line for h, line in zip(history, recorded) if h["step"] > last_step]
     if not kept:
         path.unlink(missing_ok=True)
         return

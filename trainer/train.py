@@ -247,22 +247,29 @@ def run_training(cfg: TrainConfig) -> dict:
                                     scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch,
                                     on_step=on_step)
             step = stats["step"]
+            # cut short by --max-steps or --max-minutes: validated and recorded, but resumed it goes on within
+            # this epoch's patch stream, so that a run stopped and resumed takes the same steps as one never
+            # stopped (it started the next epoch's stream instead)
+            partial = drawn[0] < steps_per_epoch
             distributed.sync_buffers(model, info)
             val = evaluate(model, loss_fn, val_batches)
             record = {"epoch": epoch, "step": step, "patches_seen": patches_at(step),
                       "lr": cfg.lr_at(step), **{k: v for k, v in stats.items() if k.startswith("train_")},
-                      **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"]}
+                      **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"],
+                      **({"partial": True} if partial else {})}
             history.append(record)
             improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
             if improved and math.isfinite(val["val_loss"]):
                 best_val = val["val_loss"]
-            since_best = 0 if improved else since_best + 1
+            since_best = 0 if improved else since_best + (not partial)
             curve = " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in val["val_levels"])
-            log.info("epoch %d step %d: train %.4f (bpp %.3f) val %.4f; bpp/PSNR per level %s (%.1fs, %d skipped)%s",
+            log.info("epoch %d step %d: train %.4f (bpp %.3f) val %.4f; bpp/PSNR per level %s (%.1fs, %d skipped)%s%s",
                      epoch, step, record["train_loss"], record.get("train_bpp", math.nan), val["val_loss"], curve,
-                     record["seconds"], record["skipped_batches"], " *" if improved else "")
+                     record["seconds"], record["skipped_batches"], " *" if improved else "",
+                     f" (stopped after {drawn[0]} of its {steps_per_epoch} batches: --resume goes on from there)"
+                     if partial else "")
             if info.is_main:
-                ckpt = checkpoint(epoch, step)
+                ckpt = checkpoint(epoch - 1, step, drawn[0]) if partial else checkpoint(epoch, step)
                 with interrupts_held():  # a Ctrl-C here leaves best.pth, last.pth and history.jsonl agreeing
                     if improved:  # before last.pth: killed between the two, the resumed run redoes this epoch
                         save_checkpoint(ckpt, out / "best.pth")
@@ -412,10 +419,11 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device
 
 
 def _epochs_since_best(history: list[dict]) -> int:
+    """Whole epochs without a better validation loss; a partial epoch's record (a stop within it) is not one."""
     best, since = math.inf, 0
     for h in history:
         if h["val_loss"] < best:
             best, since = h["val_loss"], 0
-        else:
+        elif not h.get("partial"):
             since += 1
     return since

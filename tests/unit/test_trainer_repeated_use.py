@@ -129,3 +129,22 @@ def test_a_resume_that_would_validate_on_other_pixels_is_refused(tmp_path, capsy
     assert "would validate on other pixels of s1_iw_grd_berlin_512.tif" in err and "--init" in err
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert _train(tmp_path, "--max-steps", "2", "--resume", "--val-fraction", "0.2") == 0  # its own: goes on
+
+
+@needs_data
+def test_a_run_stopped_within_an_epoch_by_max_steps_goes_on_within_it(tmp_path):
+    """--max-steps 4 then --resume --max-steps 6, with 3 steps an epoch, ends with the weights of one run of 6
+    steps, to the bit. Before, the stop was saved as the end of epoch 2, so the resumed run drew epoch 3's
+    patches for steps 5 and 6 instead of epoch 2's last batches (and its history had three epochs for two)."""
+    epochs = ["--steps-per-epoch", "3"]
+    assert _train(tmp_path / "whole", *epochs, "--max-steps", "6") == 0
+    assert _train(tmp_path / "stopped", *epochs, "--max-steps", "4") == 0
+    stopped = _checkpoint(tmp_path / "stopped" / "last.pth")
+    assert stopped["epoch"] == 1 and stopped["history"][-1]["partial"] is True
+    assert _train(tmp_path / "stopped", *epochs, "--max-steps", "6", "--resume") == 0
+    whole, resumed = _checkpoint(tmp_path / "whole" / "last.pth"), _checkpoint(tmp_path / "stopped" / "last.pth")
+    for k, v in whole["model_state_dict"].items():
+        assert torch.equal(v, resumed["model_state_dict"][k]), k
+    assert _history_file(tmp_path / "whole") == [(1, 3), (2, 6)]
+    assert _history_file(tmp_path / "stopped") == [(1, 3), (2, 4), (2, 6)]  # the stop's validation, then epoch 2
+    assert "partial" not in resumed["history"][-1] and resumed["epoch"] == whole["epoch"] == 2

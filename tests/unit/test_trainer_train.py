@@ -37,7 +37,9 @@ def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
         assert ckpt["model_name"] == variant
         assert ckpt["model_config"] == {**SMALL_CONFIG, "context_slices": 1}
     last = torch.load(tmp_path / "last.pth", weights_only=True)
-    assert last["step"] == 3 and last["epoch"] == 2  # 2 steps in epoch 1, then max-steps stops epoch 2 after 1
+    # 2 steps in epoch 1, then max-steps stops epoch 2 after 1: recorded, and saved as within epoch 2 (epoch: the
+    # last whole one), so that --resume goes on there
+    assert last["step"] == 3 and last["epoch"] == 1 and last["resume_state"]["drawn_in_epoch"] == 1
     assert [h["epoch"] for h in last["history"]] == [1, 2]
     h = last["history"][-1]
     for key in ("train_loss", "train_bpp", "train_mse", "val_loss", "val_psnr", "val_ssim", "val_bpp", "seconds",
@@ -115,7 +117,7 @@ def test_a_run_killed_mid_epoch_and_resumed_takes_the_same_steps_as_one_never_st
 
     whole = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
     resumed = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
-    assert (resumed["epoch"], resumed["step"]) == (whole["epoch"], whole["step"]) == (2, 5)
+    assert (resumed["epoch"], resumed["step"]) == (whole["epoch"], whole["step"]) == (1, 5)  # within epoch 2
     for name, tensor in whole["model_state_dict"].items():
         assert torch.equal(tensor, resumed["model_state_dict"][name]), name
     for a, b in zip(whole["history"], resumed["history"], strict=True):
@@ -200,7 +202,7 @@ def test_mid_epoch_checkpoint_and_lr_schedule(tmp_path):
     assert _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "10", "--checkpoint-minutes", "0",
                   "--lr", "0.001", "--lr-drop-step", "2", "--lr-drop-factor", "0.5") == 0
     last = torch.load(tmp_path / "last.pth", weights_only=True)
-    assert last["step"] == 3 and last["epoch"] == 1
+    assert last["step"] == 3 and last["epoch"] == 0  # stopped within epoch 1
     assert last["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(0.0005)
     assert last["history"][-1]["lr"] == pytest.approx(0.0005)
 
