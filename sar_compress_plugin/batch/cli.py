@@ -20,6 +20,7 @@ from .. import cli
 try:
     import argparse
     import logging
+    import os
     import signal
     import sys
     import time
@@ -84,7 +85,8 @@ def _common(p, what: str) -> None:
     p.add_argument("--verify", action="store_true",
                    help="decode every new output before it gets its final name (and when deciding to skip one)")
     p.add_argument("--report", default=None,
-                   help="report path without suffix (default: OUT/<command>-report); .json and .csv are written")
+                   help="report path; PATH.json and PATH.csv are written (a .json or .csv suffix is dropped "
+                        "first), inside it as <command>-report when it is a folder (default: OUT/<command>-report)")
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
@@ -151,28 +153,59 @@ def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals
 
 
 def _finish(name: str, a, report: Path, records: list[dict], seconds: float, workers: int,
-            signals: _Signals) -> int:
-    """Write the report, print the failures and one summary line; the exit status."""
-    from .report import summarise, write_report  # noqa: PLC0415
+            signals: _Signals, interim: bool = False) -> int:
+    """Print the failures, write the report and one summary line; the exit status. `interim`: this run wrote
+    the report while it ran (`checkpoint`)."""
+    from .report import report_paths, summarise  # noqa: PLC0415
     from .tasks import FAILED  # noqa: PLC0415
 
     summary = summarise(records, seconds)
     counts = ", ".join(f"{summary[s]} {s}" for s in ("ok", "skipped", "failed", "cancelled") if s in summary)
-    try:
-        paths = write_report(report, name, records, summary, {"workers": workers, "arguments": vars(a)})
-    except OSError as exc:
-        print(f"error: cannot write the report {report.with_suffix('.json')} and .csv ({exc.strerror or exc}); "
-              f"inputs: {counts} of {len(records)}", file=sys.stderr)
-        return EXIT_ERROR
-    for r in records:
+    for r in records:  # before the report: these lines are all a run whose report cannot be written leaves
         if r["status"] == FAILED:
             err = r["error"]
             print(f"failed: {err}" if err.startswith(r["input"]) else f"failed: {r['input']}: {err}", file=sys.stderr)
+    try:
+        paths = _final_report(report, name, records, summary, {"workers": workers, "arguments": vars(a)}, interim)
+    except OSError as exc:
+        print(f"error: cannot write the report {report_paths(report)[0]} and .csv ({exc.strerror or exc}); "
+              f"inputs: {counts} of {len(records)}", file=sys.stderr)
+        return EXIT_ERROR
     line = f"{name}: {counts} of {len(records)} inputs in {seconds:.1f} s; report {paths[0]} and {paths[1]}"
     if signals.cancelled():
         return _stopped(signals.received, line)
     print(line)
     return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
+
+
+def _final_report(report: Path, name: str, records: list[dict], summary: dict, run: dict,
+                  interim: bool) -> tuple[Path, Path]:
+    """write_report, once more after removing the report this run wrote while it ran when that fails. On a
+    full disk the outcome did not fit beside the interim report, which was left saying every scene was
+    "cancelled ... batch interrupted" (and the failed inputs were not printed): the interim one is not the
+    outcome, and its room is often all the outcome needs. Raises OSError when the report cannot be written."""
+    from .report import report_paths, write_report  # noqa: PLC0415
+
+    try:
+        return write_report(report, name, records, summary, run)
+    except OSError:
+        if not interim:
+            raise
+    for path in report_paths(report):
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+    return write_report(report, name, records, summary, run)
+
+
+def _report_base(given: str | None, out: Path, name: str) -> Path:
+    """The report's path without suffix: OUT/<name>-report by default, and inside `--report` when that is a
+    folder (one that exists, or a path ending in a separator): `--report reports/` wrote `reports.json` beside
+    the folder instead of in it."""
+    if not given:
+        return out / f"{name}-report"
+    if given.endswith(("/", os.sep)) or Path(given).is_dir():
+        return Path(given) / f"{name}-report"
+    return Path(given)
 
 
 def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix: str, task,
@@ -191,7 +224,7 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         _given(("--out", a.out), ("--report", a.report),
                *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
         out = Path(a.out)
-        report = Path(a.report) if a.report else out / f"{name}-report"
+        report = _report_base(a.report, out, name)
         for folder in (out, report.parent):
             writable_folder(folder)  # the report used to fail only after every scene had run
         jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
@@ -202,11 +235,14 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
     t0 = time.perf_counter()
 
+    interim = []
+
     def checkpoint(records: list[dict], workers: int) -> None:
         """The report while the batch runs; one that cannot be written is reported by the final write."""
         with suppress(OSError):
             write_report(report, name, records, summarise(records, time.perf_counter() - t0),
                          {"workers": workers, "arguments": vars(a)})
+            interim.append(True)
 
     try:
         records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
@@ -214,7 +250,7 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
-        return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals)
+        return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals, bool(interim))
 
 
 @cli.entry_point(_Signals)

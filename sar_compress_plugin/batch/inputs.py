@@ -76,6 +76,11 @@ class _Expander:
             return
         self._by_input.add(key)
         out = self.out_dir / out_rel.with_name(_safe(out_rel.stem) + self.out_suffix)
+        if key == str(out):  # a.sarc given to sar-compress-batch with --out its folder: not a scene, and
+            # it took the output name of a.tif beside it, which then failed as a duplicate
+            self.fail(str(src), f"is itself the output this batch would write for it ({self.out_suffix}), not "
+                                "an input; leave it out")
+            return
         other = self._by_output.get(str(out))
         if other is not None:
             self.fail(str(src), f"its output {out} is also the output of {other}; rename one, or run them in "
@@ -258,23 +263,36 @@ class _Expander:
     def pattern(self, spec: str) -> None:
         """The files and folders a glob pattern matches, each as if given on its own, as the shell would
         expand it unquoted: a pattern naming folders (`'archive/2024-*'`) found nothing, and the batch ran no
-        scene and exited 0. A pattern that yields no scene and no failure fails as an input of its own."""
+        scene and exited 0. A pattern that yields no scene and no failure fails as an input of its own.
+
+        Files are taken as a folder search takes them (.tif/.tiff, or .sarc) unless the pattern names their
+        suffix itself (`'*.img'`, `'catalogs/*.json'`): `'scenes/*'` over rasters with their .sarc files beside
+        them (`--out scenes`) took every .aux.xml sidecar, .sarc and report as a failed input on every run, and
+        a.sarc, sorted first, took a.tif's output name, so a replaced a.tif was never compressed again."""
         matches = [m for m in sorted(glob.glob(spec, recursive=True)) if not Path(m).name.startswith(".")]
         if not matches:
             self.fail(spec, "pattern matches no file")
             return
         found, failed = self.found, len(self.jobs)
+        chosen = _names_a_suffix(spec)
         for m in matches:
             if Path(m).is_dir():
                 self.folder(Path(m), empty_fails=False)
             elif Path(m).is_file():
-                self.spec(m)
+                if chosen or self.wanted(Path(m), None):
+                    self.spec(m)
             elif (Path(m).suffix.lower() in self.suffixes and (why := _link_problem(m))
                   and str(Path(m).resolve()) not in self._by_input):
                 self._by_input.add(str(Path(m).resolve()))
                 self.fail(m, f"{why}; this scene is not in the batch")
         if self.found == found and len(self.jobs) == failed:
             self.fail(spec, f"pattern matches no {'/'.join(self.suffixes)} file")
+
+
+def _names_a_suffix(spec: str) -> bool:
+    """Whether a pattern's last part ends in a literal suffix (`*.img`), not a wildcard (`*`, `2024-*`, `*.ti?`)."""
+    suffix = PurePosixPath(spec).suffix
+    return bool(suffix) and not glob.has_magic(suffix)
 
 
 def expand_inputs(specs, out_dir, suffixes: tuple[str, ...], out_suffix: str) -> list[Job]:

@@ -35,10 +35,19 @@ def _atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_report(path, name: str, records: list[dict], summary: dict, run: dict) -> tuple[Path, Path]:
-    """`path`.json and `path`.csv (the suffix of `path` is replaced); returns both paths."""
+def report_paths(path) -> tuple[Path, Path]:
+    """`path`.json and `path`.csv; a .json or .csv suffix of `path` is dropped first, any other kept: a name
+    with a dot in it (`--report reports/run.2024-05`) lost what followed its last dot (`reports/run.json`),
+    so runs named by date wrote over one another's reports."""
     base = Path(path)
-    json_path, csv_path = base.with_suffix(".json"), base.with_suffix(".csv")
+    if base.suffix.lower() in (".json", ".csv"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
+
+
+def write_report(path, name: str, records: list[dict], summary: dict, run: dict) -> tuple[Path, Path]:
+    """The report as `report_paths(path)`; returns both paths."""
+    json_path, csv_path = report_paths(path)
     doc = {"name": name, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "run": run, "summary": summary, "scenes": records}
     _atomic_write(json_path, lambda f: json.dump(doc, f, indent=1))

@@ -20,7 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.codec import RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct
+from ..core.codec import (RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, CompressedRaster, CompressOptions,
+                          compress, reconstruct)
 from ..core.errors import SarCompressError
 from ..core.raster_io import (RasterReader, geotiff_blocks_stored, is_gdal_virtual_path, limit_gdal_cache,
                               pid_alive, read_raster_info, source_stamp, temp_path_for)
@@ -79,7 +80,11 @@ def _remove_leftovers(out: Path) -> None:
 
 
 def _publish(out: Path, write, check) -> None:
-    """write(tmp) then check(tmp) then rename to `out`; the temporary is gone whatever fails."""
+    """write(tmp) then check(tmp) then rename to `out`; the temporary is gone whatever fails.
+
+    The core's message names the file it was given, the temporary: a full disk read "failed: a.tif:
+    /archive/.a.sarc.partial-12347-e352ee8c.sarc: cannot write (No space left on device)", a name that no
+    longer exists when the operator reads it. It names the output instead."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     tmp = temp_path_for(out, suffix=out.suffix)
@@ -87,6 +92,10 @@ def _publish(out: Path, write, check) -> None:
         write(tmp)
         check(tmp)
         os.replace(tmp, out)
+    except SarCompressError as exc:
+        if str(tmp) not in str(exc):
+            raise
+        raise SarCompressError(str(exc).replace(str(tmp), str(out))) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -267,6 +276,22 @@ def _reconstruction_of(path: Path) -> str | None:
         return None
 
 
+def _not_a_reconstruction(path: Path) -> str | None:
+    """Why the file under an output's name must not be replaced, or None when it may be: a raster GDAL reads
+    that carries neither reconstruction tag is someone's data, not an earlier output. `--out` the folder of the
+    .sarc files, where the rasters they were compressed from sit beside them (what `sar-compress-batch DIR
+    --out DIR` leaves), had every original replaced by its reconstruction without a word. A file GDAL cannot
+    read (a reconstruction cut short, an empty file) is nothing to keep and is made again."""
+    try:
+        metadata = read_raster_info(path).metadata
+    except SarCompressError:
+        return None
+    if RECONSTRUCTION_TAG in metadata or RECONSTRUCTION_SHA256_TAG in metadata:
+        return None
+    return (f"{path}: exists and is not a reconstruction (no {RECONSTRUCTION_TAG} tag; the raster this .sarc "
+            f"was compressed from?), so it is not replaced; move it away or choose another --out")
+
+
 def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: bool = False,
                       threads: int = 1) -> dict:
     """Reconstruct `job.input` (.sarc, whose SHA-256 the core checks) to `job.output` (GeoTIFF); `verify`
@@ -287,6 +312,8 @@ def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: boo
                 return rec
             except SarCompressError:
                 pass
+        if out.is_file() and (why := _not_a_reconstruction(out)):
+            raise SarCompressError(why)
         _publish(out, lambda tmp: reconstruct(job.input, tmp, model_dirs=list(model_dirs), device=device),
                  lambda tmp: check_geotiff(tmp, header["raster"], verify))
         rec.update(status=OK, bytes_out=out.stat().st_size)
