@@ -29,6 +29,8 @@ def _outputs(input_path: Path, out_dir: Path) -> tuple[Path, Path]:
 def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, device: str = "auto") -> dict:
     # here, inside main's signal handling (cli.entry_point): a Ctrl-C while numpy or GDAL load is one line,
     # even one they turn into an ImportError
+    import numpy as np  # noqa: PLC0415
+
     from .core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
     from .core.evaluation import aggregate, band_quality  # noqa: PLC0415
     from .core.raster_io import RasterReader, writable_folder  # noqa: PLC0415
@@ -44,8 +46,13 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
         for band in range(info.band_count):
             orig = a.read(band, 0, 0, info.width, info.height)
             rec = b.read(band, 0, 0, info.width, info.height)
+            masked = a.read_valid(band, 0, 0, info.width, info.height)
+            if masked is not None:  # pixels a GDAL mask marks invalid come back bit for bit: counted, they made
+                # the figures of a half-masked scene look far better than those of its valid pixels
+                orig, rec = orig.astype(np.float64), rec.astype(np.float64)
+                orig[~masked] = rec[~masked] = np.nan
             row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), info.nodata[band])
-            row["band"] = info.band_names[band]
+            row["band"] = info.band_names[band] or f"band {band + 1}"
             rows.append(_finite_or_none(row))
     manifest = load_manifest(model_dir or default_model_dir(), verify=False)
     training = manifest.get("training") or {}

@@ -42,7 +42,7 @@ from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIAS
                             canonical_domain, denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
-                        same_file, source_stamp)
+                        same_file, shifted_gcps, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
 from .tiling import TileGrid, latent_block, read_context
 
@@ -55,6 +55,8 @@ Cancelled = Callable[[], bool] | None
 #: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from, and that file's body
 #: SHA-256 (its identity whatever its name or date: a batch rerun tells a reconstruction of this very file).
 RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
+#: the geotransform a header holds for a raster that has none (GDAL's default)
+NO_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 RECONSTRUCTION_SHA256_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF_SHA256"
 SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
@@ -418,7 +420,8 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata],
                    "metadata": dict(info.metadata), "bands": [dict(b) for b in info.bands],
                    **({"gdal_mask": info.gdal_mask} if info.gdal_mask else {}),
-                   **({"alpha_band": info.alpha_band} if info.alpha_band else {})},
+                   **({"alpha_band": info.alpha_band} if info.alpha_band else {}),
+                   **({"gcps": info.gcps} if info.gcps else {})},
         "tiling": {"tile_size": grid.tile_size, "halo": grid.halo, "factor": grid.factor,
                    "cols": grid.cols, "rows": grid.rows, "method": "latent-overlap"},
         "chunks": index,
@@ -489,6 +492,9 @@ def window_from_bbox(header: dict, bbox, path="", note=None) -> Window:
     `clip_window` clips (why: there); `note(text)` is told what was cut off."""
     r = header["raster"]
     g0, g1, g2, g3, g4, g5 = r["geotransform"]
+    if r.get("gcps"):  # its geotransform is GDAL's placeholder, pixel coordinates: a box would map to nonsense
+        raise InputRasterError(f"{path}: the raster is georeferenced by ground control points only, not a "
+                               f"geotransform, so --bbox cannot be mapped to pixels; use --window")
     if g2 or g4 or not g1 or not g5:
         raise InputRasterError(f"{path}: --bbox needs a north-up geotransform; use --window")
     try:
@@ -776,6 +782,49 @@ class CompressedRaster:
         self.close()
 
 
+def _warn_per_band_nodata(nodata, out) -> None:
+    """A GeoTIFF holds one nodata value for all its bands (GDAL writes the last one set for every band), so a
+    source whose bands had different ones (a VRT, an ENVI or HDF product) came back with every band claiming the
+    last band's value: pixels of another band that happen to hold it turn into nodata, and that band's own
+    nodata pixels into data, without a word. The pixel values are restored exactly either way; the warning
+    tells which tag the file could not keep."""
+    kinds = [("nan" if isinstance(v, float) and math.isnan(v) else v) for v in nodata]
+    if len(set(kinds)) <= 1:
+        return
+    last = next((v for v in reversed(kinds) if v is not None), None)
+    lost = ", ".join(f"band {i + 1} {'none' if v is None else v}" for i, v in enumerate(kinds) if v != last)
+    log.warning("%s: the bands had different nodata values, which a GeoTIFF cannot hold: every band is tagged "
+                "nodata %s (was: %s); the pixel values themselves are restored as they were", out, last, lost)
+
+
+def refuse_to_replace_data(output_path, replacing: str = "reconstruction") -> None:
+    """OutputPathError when `output_path` is a raster GDAL reads that the output would destroy: for a
+    `replacing="reconstruction"`, one that carries neither reconstruction tag; for a `replacing="sarc"` (a
+    .sarc file, which GDAL never reads), any. Such a raster is someone's data, most often the very original
+    the .sarc was made from (`sar-reconstruct scene.sarc scene.tif` beside it), and a run replaced it by its
+    lossy copy with only a log line. The command lines call it; a file GDAL cannot read (an earlier .sarc, a
+    reconstruction cut short) is replaced as before."""
+    from .raster_io import is_gdal_virtual_path, open_raster_quietly  # noqa: PLC0415
+
+    if is_gdal_virtual_path(output_path) or not Path(output_path).is_file():
+        return
+    ds = open_raster_quietly(output_path)
+    if ds is None:
+        return
+    try:
+        metadata = ds.GetMetadata() or {}
+    finally:
+        ds = None  # noqa: F841  (closes it)
+    if replacing == "sarc":
+        raise OutputPathError(f"{output_path}: exists and is a raster, not a .sarc file (an original?), so it is "
+                              f"not replaced; move it away or choose another output name; nothing written")
+    if RECONSTRUCTION_TAG in metadata or RECONSTRUCTION_SHA256_TAG in metadata:
+        return
+    raise OutputPathError(f"{output_path}: exists and is a raster that is not a reconstruction (no "
+                          f"{RECONSTRUCTION_TAG} tag: an original?), so it is not replaced; move it away or choose "
+                          f"another output name; nothing written")
+
+
 def reconstruct(input_path, output_path, window: Window | None = None, model_dirs=None, device: str = "auto",
                 progress: Progress = None, is_cancelled: Cancelled = None,
                 no_clobber: bool = False) -> ReconstructResult:
@@ -809,6 +858,8 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         c, r, w, hh = win
         g = h["geotransform"]
         gt = (g[0] + c * g[1] + r * g[2], g[1], g[2], g[3] + c * g[4] + r * g[5], g[4], g[5])
+        if [float(v) for v in g] == list(NO_GEOTRANSFORM):  # GDAL's stand-in for a raster without one: written,
+            gt = None  # it made an unreferenced raster look georeferenced (at pixel coordinates, south up)
         model = cr.model  # resolve the decoder before creating any output
         total = max(1, len(cr.grid.tiles_overlapping(win)) * cr.bands)
         _tick(progress, 0.0)
@@ -816,12 +867,13 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
         tag = metadata.get("VALUE_DOMAIN", "")
         if DOMAIN_ALIASES.get(tag.strip().lower()) != cr.domain:  # the values are in the file's domain
             metadata["VALUE_DOMAIN"] = cr.domain
+        _warn_per_band_nodata(cr.nodata, out)
         metadata[RECONSTRUCTION_TAG] = Path(input_path).name
         metadata[RECONSTRUCTION_SHA256_TAG] = cr.body_sha256
         with GeoTiffWriter(out, w, hh, cr.bands, cr.dtype.name, crs_wkt=h.get("crs_wkt", ""), geotransform=gt,
                            nodata=cr.nodata, band_names=h.get("band_names"), metadata=metadata,
                            bands=h.get("bands"), block_size=min(256, cr.grid.tile_size), no_clobber=no_clobber,
-                           mask=bool(cr.gdal_mask)) as wr:
+                           mask=bool(cr.gdal_mask), gcps=shifted_gcps(h.get("gcps"), c, r)) as wr:
             done = 0
             _check_cancel(is_cancelled, str(input_path))
             for b, t, (tc, tr, tw, th), px in cr.iter_tiles(win):
@@ -838,4 +890,4 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 __all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
-           "infer_domain", "explain_domain", "window_from_bbox", "clip_window", "same_file"]
+           "infer_domain", "explain_domain", "window_from_bbox", "clip_window", "same_file", "refuse_to_replace_data"]

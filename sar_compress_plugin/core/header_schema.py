@@ -52,6 +52,9 @@ def _int(lo: int, hi: int, **extra) -> dict:
 
 
 _NUM = {"type": "number"}
+#: ground control points a header may carry (raster.gcps); a Sentinel-1 GRD scene has about 200, an SLC burst
+#: grid about 1,000
+MAX_GCPS = 100_000
 _SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 _DB = {"type": "number", "minimum": -MAX_ABS_DB, "maximum": MAX_ABS_DB}
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -116,6 +119,11 @@ SCHEMA = {
                 "metadata": _STR_MAP,
                 "gdal_mask": {"type": "string"},
                 "alpha_band": _int(1, MAX_BANDS + 1),
+                "gcps": {"type": "object", "required": ["points"],
+                         "properties": {"crs_wkt": {"type": "string"},
+                                        "points": {"type": "array", "maxItems": MAX_GCPS,
+                                                   "items": {"type": "array", "items": _NUM,
+                                                             "minItems": 5, "maxItems": 5}}}},
                 "bands": {"type": "array", "maxItems": MAX_BANDS, "items": {
                     "type": "object",
                     "properties": {"description": {"type": "string"}, "metadata": _STR_MAP,

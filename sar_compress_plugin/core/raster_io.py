@@ -113,6 +113,9 @@ class RasterInfo:
     gdal_mask: str = ""
     #: GDAL band number (1-based) of the alpha band used as the mask and left out of the data bands, if any
     alpha_band: int | None = None
+    #: ground control points of a raster georeferenced by them alone (no geotransform; a Sentinel-1 GRD or SLC
+    #: measurement GeoTIFF): {"crs_wkt": ..., "points": [[pixel, line, x, y, z], ...]}, else None
+    gcps: dict | None = None
 
     @property
     def itemsize(self) -> int:
@@ -190,6 +193,14 @@ def _open_dataset(name, p):
     return ds
 
 
+def open_raster_quietly(path):
+    """The GDAL dataset of a local file opened read-only, or None when GDAL reads no raster there."""
+    try:
+        return _open_dataset(_gdal_path(Path(path)), path)
+    except InputRasterError:
+        return None
+
+
 def _info_from_dataset(ds, path: str) -> RasterInfo:
     from osgeo import gdal_array  # noqa: PLC0415
 
@@ -214,7 +225,9 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
     for i in range(1, n + 1):
         b = ds.GetRasterBand(i)
         code = gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType)
-        dt = np.dtype(code).name if code is not None else _gdal().GetDataTypeName(b.DataType)
+        # complex types by GDAL's name: numpy calls a CInt16 SLC "complex64", a type it never was
+        dt = (np.dtype(code).name if code is not None and np.dtype(code).kind != "c"
+              else _gdal().GetDataTypeName(b.DataType))
         dtypes.add(dt)
         if i == alpha:
             continue
@@ -227,15 +240,40 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
     if len(dtypes) != 1:
         raise InputRasterError(f"{path}: bands have different data types {sorted(dtypes)}; not supported")
     dtype = dtypes.pop()
+    if dtype.startswith("C"):  # CInt16, CInt32, CFloat32, CFloat64
+        raise InputRasterError(
+            f"{path}: data type {dtype} is complex, not supported (a single-look complex product?); the codec "
+            "takes detected SAR data: convert it to intensity (|z|^2), amplitude (|z|) or dB first, e.g. with gdal_translate "
+            "and a VRT pixel function (intensity or mod)")
     if dtype not in _SUPPORTED_DTYPES:
         raise InputRasterError(
             f"{path}: data type {dtype} is not supported (need a real numeric type; complex or other data "
             "must be converted to intensity, amplitude or dB first)")
-    gt = ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    gt = ds.GetGeoTransform(can_return_null=True)
     return RasterInfo(path=str(path), width=w, height=h, band_count=len(source_bands), dtype=dtype,
-                      crs_wkt=ds.GetProjection() or "", geotransform=tuple(float(v) for v in gt),
+                      crs_wkt=ds.GetProjection() or "",
+                      geotransform=tuple(float(v) for v in (gt or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0))),
                       nodata=tuple(nodata), band_names=tuple(names), metadata=_str_map(ds.GetMetadata()),
-                      bands=tuple(bands), source_bands=source_bands, gdal_mask=gdal_mask, alpha_band=alpha)
+                      bands=tuple(bands), source_bands=source_bands, gdal_mask=gdal_mask, alpha_band=alpha,
+                      gcps=None if gt else _gcps(ds))
+
+
+def _gcps(ds) -> dict | None:
+    """The ground control points of a dataset without a geotransform, as plain numbers, or None. A GeoTIFF holds
+    either a geotransform or GCPs, so they are carried only where they are the georeferencing: otherwise a
+    Sentinel-1 GRD measurement GeoTIFF (GCPs only) came back as a raster at pixel coordinates."""
+    points = [[float(g.GCPPixel), float(g.GCPLine), float(g.GCPX), float(g.GCPY), float(g.GCPZ)]
+              for g in (ds.GetGCPs() or ())]
+    points = [p for p in points if all(np.isfinite(p))]
+    return {"crs_wkt": ds.GetGCPProjection() or "", "points": points} if points else None
+
+
+def shifted_gcps(gcps: dict | None, col: int, row: int) -> dict | None:
+    """`gcps` for the window of a raster that starts at pixel (col, row)."""
+    if not gcps:
+        return None
+    return {"crs_wkt": gcps.get("crs_wkt") or "",
+            "points": [[p - col, ln - row, x, y, z] for p, ln, x, y, z in gcps["points"]]}
 
 
 def mask_kind(flags: int) -> str:
@@ -580,7 +618,8 @@ class GeoTiffWriter:
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, band_count: int, dtype: str,
                  crs_wkt: str = "", geotransform=None, nodata=None, band_names=None, metadata=None,
-                 block_size: int = 256, bands=None, no_clobber: bool = False, mask: bool = False):
+                 block_size: int = 256, bands=None, no_clobber: bool = False, mask: bool = False,
+                 gcps: dict | None = None):
         self.path = Path(path)
         self.mask = bool(mask)
         self.width, self.height, self.band_count = int(width), int(height), int(band_count)
@@ -590,6 +629,7 @@ class GeoTiffWriter:
         self._ds = None
         self._errors: list[str] = []
         self._args = (crs_wkt, geotransform, nodata, band_names, metadata, block_size, bands)
+        self._gcps = gcps
 
     def _record(self, err_class, _err_no, msg) -> None:
         """GDAL error handler for the writer's lifetime: failures are kept and fail the run."""
@@ -634,9 +674,12 @@ class GeoTiffWriter:
             raise OutputPathError(f"{self.path}: cannot create output GeoTIFF "
                                   f"({self._errors[0] if self._errors else 'unknown error'})")
         self._ds = ds
-        if gt is not None:
+        if self._gcps:  # a GeoTIFF holds either GCPs or a geotransform (RasterInfo.gcps)
+            points = [gdal.GCP(x, y, z, p, ln) for p, ln, x, y, z in self._gcps["points"]]
+            ds.SetGCPs(points, _gdal_text(self._gcps.get("crs_wkt") or crs_wkt or ""))
+        elif gt is not None:
             ds.SetGeoTransform(tuple(float(v) for v in gt))
-        if crs_wkt:
+        if crs_wkt and not self._gcps:
             ds.SetProjection(_gdal_text(crs_wkt))
         if metadata:
             ds.SetMetadata({_gdal_text(k): _gdal_text(v) for k, v in metadata.items()})
