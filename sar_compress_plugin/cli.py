@@ -322,6 +322,11 @@ def _mask_note(raster: dict) -> str:
             + "; the reconstruction carries it)")
 
 
+def _db(value) -> str:
+    """A dB figure of the header for sar-info: 2.74509819772315 printed as it is stored said nothing more."""
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
 def _overview_chunks(header: dict, size: int) -> list:
     """The index entries of the overview chunks (one per band) inside a file of `size` bytes, [] for a file
     without an overview. They are chunks like the tiles' and must be counted and checked as theirs are:
@@ -520,8 +525,9 @@ def info_main(argv, signals) -> int:
                 f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "
                 f"coders {h['coders']}",
                 f"  entropy  hyperprior sha256 {h['hyperprior']['sha256'][:16]}..., from the model bundle",
-                f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {o.get('margin_db', '?')} dB, "
-                f"coded in {o.get('step_db', '?')} dB steps; invalid {h.get('invalid_pixels', '?')} px"
+                f"  outliers {o.get('pixels', '?')} px beyond the clip range by > {_db(o.get('margin_db'))} dB, "
+                f"coded in {_db(o.get('step_db'))} dB steps; invalid {h.get('invalid_pixels', '?')} px over "
+                f"all bands"
                 + _mask_note(ra),
                 "  bytes    " + ", ".join(f"{k} {v} ({100 * v / size:.1f}%)" for k, v in parts.items()),
             ]

@@ -543,3 +543,13 @@ def test_a_rate_target_is_searched_where_the_data_is(tiny_bundle, tmp_path, targ
     assert rc == 0, capsys.readouterr().err
     rate = read_header(out)["rate"]
     assert rate["chosen_by"] == ("bpp" if target[0] == "--bpp" else "db_rmse") and rate["sample_estimate"] > 0
+
+
+def test_sar_info_rounds_its_db_figures_and_says_what_the_invalid_count_covers(capsys):
+    """It printed the outlier margin as stored ("by > 2.74509819772315 dB") and a count over all bands as if
+    it were per band (10240 px for 5120 per band of a 2-band file)."""
+    chip = Path(__file__).parent / "data" / "frankfurt_chip_sar-baseline-ctx4-cpu-v8.sarc"
+    assert cli.info_main([str(chip)]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("outliers")][0]
+    margin = line.split("by > ")[1].split(" dB")[0]
+    assert len(margin.replace(".", "").lstrip("0")) <= 3 and line.endswith("px over all bands"), line

@@ -198,7 +198,7 @@ def test_alpha_band_is_the_mask_and_is_not_coded(tmp_path, tiny_bundle, bands, c
     assert (info.band_count, info.alpha_band, info.gdal_mask) == (bands, bands + 1, "alpha")
     capsys.readouterr()
     assert cli.info_main([str(sarc)]) == 0
-    assert (f"invalid {bands * int((~valid).sum())} px (GDAL mask: alpha, alpha band {bands + 1} not coded; "
+    assert (f"invalid {bands * int((~valid).sum())} px over all bands (GDAL mask: alpha, alpha band {bands + 1} not coded; "
             "the reconstruction carries it)") in capsys.readouterr().out
 
     rec = tmp_path / "alpha_rec.tif"
