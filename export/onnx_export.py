@@ -255,7 +255,7 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, var
             diffs = (_max_abs_diff(_session(enc16), tiles, latents) / scale,
                      _max_abs_diff(_session(dec16), latents, recon))
             # max() of the two hid a NaN in the second (`nan > d` is False), so a float16 decoder that gives
-            # NaN passed its check; both are checked, and a NaN is what the manifest then records
+            # NaN passed its check; both are checked, and the error names the NaN
             fp16_diff = float("nan") if any(np.isnan(diffs)) else max(diffs)
             if not within(FLOAT16_ATOL, *diffs):
                 raise ExportError(f"float16 copy differs from float32 by {fp16_diff:.2e} > {FLOAT16_ATOL}")

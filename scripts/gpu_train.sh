@@ -62,6 +62,8 @@ if [[ -n $warm && -f $warm ]]; then
   if [[ -n ${LR_DROP_AFTER-9000} ]]; then
     start=$($py -c "import sys; from trainer.checkpoint import load_checkpoint; print(load_checkpoint(sys.argv[1])['step'])" "$warm")
     drop=(--lr-drop-step $((start + ${LR_DROP_AFTER-9000})) --lr-drop-factor "${LR_DROP_FACTOR:-0.25}")
+  else  # no drop, said explicitly, whatever schedule the warm start's config names
+    drop=(--lr-drop-factor 1)
   fi
 fi
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \

@@ -65,8 +65,11 @@ RUN_RECIPE_OPTIONS = ("lr", "lr_drop_step", "lr_drop_factor", "weight_decay", "g
 
 def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """A resumed run goes on with its checkpoint's model shape (a channel context, a wider latent), level
-    weights, seeds, split and recipe where the user did not name them: `--resume CKPT` alone continues any run.
-    A shape the user did give must match, and run_training says so in one line if it does not."""
+    weights, seeds and split where the user did not name them, and, resuming the run's own last.pth (with its
+    optimiser state), its recipe: `--resume CKPT` alone continues any run. A new --lr drops the old rate's
+    drop schedule unless that is given too. A warm start (fp16 weights, no optimiser state) starts a new leg
+    with this command's recipe. A shape the user did give must match, and run_training says so in one line if
+    it does not."""
     path = _resume_path(cfg)
     if path is None:
         return cfg
@@ -76,8 +79,12 @@ def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     if "variant" not in given:  # a residual run resumed without --variant was refused as "run asks for 'baseline'"
         adopted["variant"] = ckpt["model_name"]
     run_config = ckpt.get("config") or {}
-    adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS + RUN_RECIPE_OPTIONS
-                    if k not in given and k in run_config})
+    adopted.update({k: run_config[k] for k in RUN_IDENTITY_OPTIONS if k not in given and k in run_config})
+    if ckpt.get("optimizer_state_dict"):  # the run itself goes on: its recipe too (a warm start is a new leg,
+        # on another machine as often as not: a CPU leg after a GPU call took its batch of 32 and its lr drop)
+        recipe = set(RUN_RECIPE_OPTIONS) - ({"lr_drop_step", "lr_drop_factor"} if "lr" in given else set())
+        adopted.update({k: run_config[k] for k in RUN_RECIPE_OPTIONS
+                        if k in recipe and k not in given and k in run_config})
     # its data too, where it is still there: `--resume` without --data fell back to the default manifest, and a
     # run of one folder went on training on the whole collection. A run packed for a GPU call names a file of
     # that machine; the default data then stays, and run_training checks that it splits as the run did.
@@ -88,6 +95,9 @@ def adopt_resumed_settings(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     weights = run_config.get("level_weights")
     if "level_weights" not in given and weights is not None:
         adopted["level_weights"] = list(weights)
+    recipe_taken = {k: v for k, v in adopted.items() if k in RUN_RECIPE_OPTIONS and v != getattr(cfg, k)}
+    if recipe_taken:
+        log.info("resuming with the run's own %s", ", ".join(f"{k} {v}" for k, v in recipe_taken.items()))
     return dataclasses.replace(cfg, **adopted).validate() if adopted else cfg
 
 

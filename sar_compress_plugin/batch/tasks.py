@@ -20,8 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.codec import (RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, CompressedRaster, CompressOptions,
-                          compress, reconstruct)
+from ..core.codec import (RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct,
+                          refuse_to_replace_data)
 from ..core.errors import SarCompressError
 from ..core.raster_io import (RasterReader, geotiff_blocks_stored, is_gdal_virtual_path, limit_gdal_cache,
                               pid_alive, read_raster_info, source_stamp, temp_path_for)
@@ -276,22 +276,6 @@ def _reconstruction_of(path: Path) -> str | None:
         return None
 
 
-def _not_a_reconstruction(path: Path) -> str | None:
-    """Why the file under an output's name must not be replaced, or None when it may be: a raster GDAL reads
-    that carries neither reconstruction tag is someone's data, not an earlier output. `--out` the folder of the
-    .sarc files, where the rasters they were compressed from sit beside them (what `sar-compress-batch DIR
-    --out DIR` leaves), had every original replaced by its reconstruction without a word. A file GDAL cannot
-    read (a reconstruction cut short, an empty file) is nothing to keep and is made again."""
-    try:
-        metadata = read_raster_info(path).metadata
-    except SarCompressError:
-        return None
-    if RECONSTRUCTION_TAG in metadata or RECONSTRUCTION_SHA256_TAG in metadata:
-        return None
-    return (f"{path}: exists and is not a reconstruction (no {RECONSTRUCTION_TAG} tag; the raster this .sarc "
-            f"was compressed from?), so it is not replaced; move it away or choose another --out")
-
-
 def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: bool = False,
                       threads: int = 1) -> dict:
     """Reconstruct `job.input` (.sarc, whose SHA-256 the core checks) to `job.output` (GeoTIFF); `verify`
@@ -312,8 +296,9 @@ def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: boo
                 return rec
             except SarCompressError:
                 pass
-        if out.is_file() and (why := _not_a_reconstruction(out)):
-            raise SarCompressError(why)
+        # `--out` the folder of the .sarc files, where the rasters they were compressed from sit beside them
+        # (what `sar-compress-batch DIR --out DIR` leaves), had every original replaced by its reconstruction
+        refuse_to_replace_data(out, remedy="choose another --out")
         _publish(out, lambda tmp: reconstruct(job.input, tmp, model_dirs=list(model_dirs), device=device),
                  lambda tmp: check_geotiff(tmp, header["raster"], verify))
         rec.update(status=OK, bytes_out=out.stat().st_size)

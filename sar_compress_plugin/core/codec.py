@@ -797,13 +797,16 @@ def _warn_per_band_nodata(nodata, out) -> None:
                 "nodata %s (was: %s); the pixel values themselves are restored as they were", out, last, lost)
 
 
-def refuse_to_replace_data(output_path, replacing: str = "reconstruction") -> None:
+def refuse_to_replace_data(output_path, replacing: str = "reconstruction",
+                           remedy: str = "choose another output name") -> None:
     """OutputPathError when `output_path` is a raster GDAL reads that the output would destroy: for a
     `replacing="reconstruction"`, one that carries neither reconstruction tag; for a `replacing="sarc"` (a
     .sarc file, which GDAL never reads), any. Such a raster is someone's data, most often the very original
     the .sarc was made from (`sar-reconstruct scene.sarc scene.tif` beside it), and a run replaced it by its
-    lossy copy with only a log line. The command lines call it; a file GDAL cannot read (an earlier .sarc, a
-    reconstruction cut short) is replaced as before."""
+    lossy copy with only a log line. The command lines and the batch call it (`remedy`: what the message
+    advises instead); a file GDAL cannot read (an earlier .sarc, a reconstruction cut short) is replaced as
+    before. GDAL opening it is the test, not whether the codec could take it as input: a complex SLC or a
+    raster of mixed band types is data too."""
     from .raster_io import is_gdal_virtual_path, open_raster_quietly  # noqa: PLC0415
 
     if is_gdal_virtual_path(output_path) or not Path(output_path).is_file():
@@ -817,12 +820,12 @@ def refuse_to_replace_data(output_path, replacing: str = "reconstruction") -> No
         ds = None  # noqa: F841  (closes it)
     if replacing == "sarc":
         raise OutputPathError(f"{output_path}: exists and is a raster, not a .sarc file (an original?), so it is "
-                              f"not replaced; move it away or choose another output name; nothing written")
+                              f"not replaced; move it away or {remedy}; nothing written")
     if RECONSTRUCTION_TAG in metadata or RECONSTRUCTION_SHA256_TAG in metadata:
         return
-    raise OutputPathError(f"{output_path}: exists and is a raster that is not a reconstruction (no "
-                          f"{RECONSTRUCTION_TAG} tag: an original?), so it is not replaced; move it away or choose "
-                          f"another output name; nothing written")
+    raise OutputPathError(f"{output_path}: exists and is not a reconstruction (a raster without the "
+                          f"{RECONSTRUCTION_TAG} tag: an original?), so it is not replaced; move it away or "
+                          f"{remedy}; nothing written")
 
 
 def reconstruct(input_path, output_path, window: Window | None = None, model_dirs=None, device: str = "auto",

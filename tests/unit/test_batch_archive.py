@@ -143,3 +143,22 @@ def test_an_output_that_does_not_fit_on_the_disk_is_one_line_naming_it(tiny_bund
     assert rec["error"].startswith(f"{out}: cannot write (No space left on device)"), rec["error"]
     assert ".partial-" not in rec["error"]
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_an_original_the_codec_cannot_read_is_not_replaced_either(tiny_bundle, sar_data, tmp_path):
+    """The batch asked read_raster_info whether the file under an output's name was an earlier reconstruction,
+    and took every raster that function refuses (a complex SLC, bands of different types) for a leftover it may
+    replace: a CInt16 SLC beside its intensity's .sarc was replaced by the reconstruction. What counts is
+    whether GDAL reads a raster there, as for sar-reconstruct (core.codec.refuse_to_replace_data)."""
+    from osgeo import gdal
+
+    sarc = tmp_path / "a.sarc"
+    compress(_small(sar_data, 1)[0], sarc, CompressOptions(model_dir=tiny_bundle))
+    slc = tmp_path / "a.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(slc), 16, 16, 1, gdal.GDT_CInt16)
+    ds = None  # noqa: F841  (closes it)
+    before = slc.read_bytes()
+    rec = reconstruct_scene(Job(str(sarc), str(slc)), model_dirs=[str(tiny_bundle)])
+    assert rec["status"] == "failed" and slc.read_bytes() == before, rec
+    assert rec["error"].startswith(f"{slc}: exists and is not a reconstruction") and "--out" in rec["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sarc", "a.tif"]

@@ -246,3 +246,22 @@ def test_the_device_integer_network_rounds_its_shifts_as_the_int64_path():
     x = np.arange(-9, 10, dtype=np.int64).reshape(1, 1, 19)
     got = DeviceIntegerNetwork(net, torch.device("cpu"))(torch.from_numpy(x[None].astype(np.float64)))
     assert np.array_equal(got.numpy()[0].astype(np.int64), net(x))
+
+
+@needs_data
+def test_gpu_script_without_a_drop_does_not_take_the_warm_starts_drop(pack, tmp_path):
+    """`LR_DROP_AFTER=` (empty) means no drop. Since `--resume` goes on with the run's recipe where the command
+    line names none, the call took the warm start's own --lr-drop-step (a previous call's, long passed) and
+    trained at LR x its drop factor from the first step."""
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8)
+    warm = tmp_path / "warm.pth"
+    save_warm_start(make_checkpoint(model, epoch=1, step=7, best_val_loss=9.0, history=[], preprocessing_params={},
+                                    config={"lr_drop_step": 3, "lr_drop_factor": 0.25}, data_summary={}), warm)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.2", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1",
+               WARM=str(warm), LR="1e-4", LR_DROP_AFTER="")
+    proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    history = load_checkpoint(out / "warm_start.pth")["history"]
+    assert history and all(h["lr"] == pytest.approx(1e-4) for h in history), [h["lr"] for h in history]

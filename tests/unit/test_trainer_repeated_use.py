@@ -148,3 +148,27 @@ def test_a_run_stopped_within_an_epoch_by_max_steps_goes_on_within_it(tmp_path):
     assert _history_file(tmp_path / "whole") == [(1, 3), (2, 6)]
     assert _history_file(tmp_path / "stopped") == [(1, 3), (2, 4), (2, 6)]  # the stop's validation, then epoch 2
     assert "partial" not in resumed["history"][-1] and resumed["epoch"] == whole["epoch"] == 2
+
+
+@needs_data
+def test_a_warm_start_or_a_new_lr_does_not_carry_the_old_legs_schedule(tmp_path):
+    """A warm start (fp16, no optimiser state) starts a new leg, often on another machine: resumed on the CPU
+    after a GPU call it took that call's batch of 32 and its lr drop, which scaled the trunk's --lr 3.125e-6
+    by 0.25 without a word. And a new --lr given to the run's own last.pth does not take the old rate's drop."""
+    from trainer.checkpoint import load_checkpoint, save_warm_start
+    from trainer.config import TrainConfig
+    from trainer.train import adopt_resumed_settings
+
+    assert _train(tmp_path / "leg", "--lr-drop-step", "1", "--lr-drop-factor", "0.25", "--max-steps", "1") == 0
+    last = tmp_path / "leg" / "last.pth"
+    save_warm_start(load_checkpoint(last), tmp_path / "warm.pth")
+    defaults = TrainConfig()
+
+    warm = adopt_resumed_settings(TrainConfig(resume=str(tmp_path / "warm.pth"), lr=3e-6), {"resume", "lr"})
+    assert (warm.batch_size, warm.patch_size, warm.lr_drop_step) == (defaults.batch_size, defaults.patch_size, None)
+    assert (warm.seed, warm.latent_channels) == (0, 16)  # identity and shape still come with it
+
+    own = adopt_resumed_settings(TrainConfig(resume=str(last), lr=3e-6), {"resume", "lr"})
+    assert (own.lr, own.lr_drop_step, own.batch_size, own.patch_size) == (3e-6, None, 2, 64)
+    again = adopt_resumed_settings(TrainConfig(resume=str(last)), {"resume"})
+    assert (again.lr, again.lr_drop_step, again.lr_drop_factor) == (1e-3, 1, 0.25)
