@@ -86,22 +86,24 @@ def plot_history(history: list[dict], path: Path, title: str = "", before: dict 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
+    # by optimiser step, not epoch: a run stopped within an epoch and resumed records that epoch twice (the
+    # stop's validation, then the whole epoch), and an epoch's steps change with the settings
+    steps = [h["step"] for h in history]
 
     def series(key: str) -> list[float]:
         return [h.get(key, math.nan) for h in history]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, series("train_loss"), "o-", label="train")
-    axes[0].plot(epochs, series("val_loss"), "o-", label="val")
+    axes[0].plot(steps, series("train_loss"), "o-", label="train")
+    axes[0].plot(steps, series("val_loss"), "o-", label="val")
     axes[0].set_title("rate-distortion loss (lambda 255^2 MSE + bpp)")
     axes[0].legend()
-    axes[1].plot(epochs, series("val_psnr"), "o-", color="C2")
+    axes[1].plot(steps, series("val_psnr"), "o-", color="C2")
     axes[1].set_title("val PSNR (dB, normalised)")
-    axes[2].plot(epochs, series("val_ssim"), "o-", color="C3")
+    axes[2].plot(steps, series("val_ssim"), "o-", color="C3")
     axes[2].set_title("val SSIM")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("optimiser step (this run)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}\n{_seen_caption(history[-1], before or {})}" if title
                  else _seen_caption(history[-1], before or {}))
@@ -118,4 +120,5 @@ def _seen_caption(last: dict, before: dict) -> str:
     seen = (f"{steps:,} steps in all, patches not recorded" if patches is None else
             f"{steps:,} steps, {int(patches) + int(before.get('patches_seen_total', 0)):,} patches in all")
     earlier = f" ({before['steps_total']:,} of the steps before this run)" if before.get("steps_total") else ""
-    return f"after epoch {last['epoch']}: {seen}{earlier}"
+    where = f"within epoch {last['epoch']}" if last.get("partial") else f"after epoch {last['epoch']}"
+    return f"{where}: {seen}{earlier}"

@@ -43,8 +43,8 @@ def test_smoothing_is_visible_in_enl_and_epi():
 
 
 def test_training_curve_names_the_steps_and_patches_of_its_last_epoch(tmp_path, drawn_text):
-    """The curves' x axis is epochs, whose steps and patches depend on the settings and the world size: the
-    figure says how many steps and patches its last epoch had reached (a DDP run: 8 patches a step)."""
+    """The figure says how many steps and patches its last record had reached (a DDP run: 8 patches a step),
+    and the curves run over optimiser steps: a stop within an epoch, resumed, records that epoch twice."""
     history = [{"epoch": e, "step": 500 * e, "patches_seen": 4000 * e, "train_loss": 3.0 / e,
                 "val_loss": 2.0 / e, "val_psnr": 20.0 + e, "val_ssim": 0.5} for e in (1, 2, 3)]
     plot_history(history, tmp_path / "training_curve.png", "baseline (runs/x)")
@@ -55,6 +55,10 @@ def test_training_curve_names_the_steps_and_patches_of_its_last_epoch(tmp_path, 
                  before={"steps_total": 36500, "patches_seen_total": 146000})
     assert "after epoch 3: 38,000 steps, 158,000 patches in all (36,500 of the steps before this run)" \
         in drawn_text[-1]
+    stopped = [*history, {**history[-1], "epoch": 4, "step": 1700, "patches_seen": 13600, "partial": True}]
+    plot_history(stopped, tmp_path / "training_curve.png", "baseline (runs/x)")
+    assert "within epoch 4: 1,700 steps, 13,600 patches in all" in drawn_text[-1]
+    assert "optimiser step (this run)" in drawn_text[-1]
 
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
