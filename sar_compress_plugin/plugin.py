@@ -145,8 +145,12 @@ class SarCompressPlugin:
             QgsProject.instance().layersAdded.disconnect(self._offer_raster_actions)
             self._watching_layers = False
         for task in list(self.tasks.values()):
+            # Its end can no longer be reported (the plugin's code is going), so it is said now: a compression
+            # running during a reload or an update vanished without a word and without its file.
             task.on_finished = None
             task.cancel()
+            self.logger.warning(f"{task.description()} cancelled: the plugin was unloaded (reloaded or updated); "
+                                "start it again.")
         self.tasks.clear()
         if self._drop_handler is not None:
             self.iface.unregisterCustomDropHandler(self._drop_handler)

@@ -220,7 +220,8 @@ def restyle_scene_layer(layer: QgsRasterLayer, cache, style: str) -> None:
 
 
 class SceneLayerController(QObject):
-    """Keeps one scene layer's visible tiles decoded; lives in the main thread (all slots run there)."""
+    """Keeps one scene's visible tiles decoded for every layer showing it (the one opened and its copies, e.g. by
+    "Duplicate Layer"): one cache, one writer. Lives in the main thread (all slots run there)."""
 
     idle = pyqtSignal()  # no task running and nothing pending: tests and the benchmark wait on it
     failed = pyqtSignal(str)  # once per failure until a tile is decoded again (see _task_done)
@@ -228,7 +229,8 @@ class SceneLayerController(QObject):
 
     def __init__(self, layer: QgsRasterLayer, cache, canvas, max_decode_pixels: int):
         super().__init__()
-        self.layer, self.cache, self.canvas = layer, cache, canvas
+        self.layers: list[QgsRasterLayer] = [layer]
+        self.cache, self.canvas = cache, canvas
         self.max_decode_pixels = int(max_decode_pixels)
         self.task: DecodeTilesTask | None = None
         self._pending = False
@@ -242,6 +244,22 @@ class SceneLayerController(QObject):
         canvas.layersChanged.connect(self.schedule)
         canvas.mapCanvasRefreshed.connect(self._canvas_refreshed)
 
+    @property
+    def layer(self) -> QgsRasterLayer:
+        """The first layer showing the scene (the one opened, until it is removed)."""
+        return self.layers[0]
+
+    def add_layer(self, layer: QgsRasterLayer) -> None:
+        """Serve a copy of the scene layer too: it reads the same cache, so it needs the same reloads."""
+        if layer not in self.layers:
+            self.layers.append(layer)
+        self.schedule()
+
+    def remove_layer(self, layer_id: str) -> bool:
+        """Stop serving that layer; True when none is left (then close())."""
+        self.layers = [layer for layer in self.layers if layer.id() != layer_id]
+        return not self.layers
+
     def schedule(self) -> None:
         """Update after the view has been still for DEBOUNCE_MS (a drag emits many extent changes)."""
         self._timer.start()
@@ -252,10 +270,12 @@ class SceneLayerController(QObject):
 
     def visible_window(self):
         """(pixel window, raster pixels per screen pixel) of the canvas view in the scene, or None."""
-        if self.layer not in self.canvas.layers():
+        shown = self.canvas.layers()
+        layer = next((layer for layer in self.layers if layer in shown), None)  # a copy alone may be shown
+        if layer is None:
             return None
         settings = self.canvas.mapSettings()
-        extent = settings.mapToLayerCoordinates(self.layer, self.canvas.extent())
+        extent = settings.mapToLayerCoordinates(layer, self.canvas.extent())
         window = self.cache.window_for_bbox((extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                              extent.yMaximum()))
         if window is None:
@@ -311,8 +331,9 @@ class SceneLayerController(QObject):
 
     def _reload(self) -> None:
         """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint."""
-        self.layer.dataProvider().reloadData()
-        self.layer.triggerRepaint()
+        for layer in self.layers:
+            layer.dataProvider().reloadData()
+            layer.triggerRepaint()
         # A render still running holds a handle opened before this tile; QGIS pools it for reuse when the
         # render ends, so the next render would show the tile missing: reload once more after it.
         self._stale_render = self.canvas.isDrawing()
@@ -330,6 +351,12 @@ class SceneLayerController(QObject):
         self.task = None
         if task.error:
             self._pending = False
+            if self.cache.source_changed():
+                # The file was replaced in place (a copy over it) or cut short while its tiles decoded: the
+                # decoder's words ("file is truncated", a checksum) blamed a file that is no longer the one
+                # opened, in a message that stayed until closed. It is reopened as it is now, as after a pan.
+                self.source_changed.emit()
+                return
             if task.error not in self._failures:
                 self._failures.add(task.error)
                 self.failed.emit(f"{self.layer.name()}: {task.error}")
@@ -404,6 +431,7 @@ class SceneLayers:
         self.layer_actions = list(layer_actions)
         project = QgsProject.instance()
         project.layersWillBeRemoved.connect(self._layers_removed)
+        project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._adopt_project_layers)
         self._adopt_project_layers()
 
@@ -418,17 +446,45 @@ class SceneLayers:
             return
         for layer in scenes:
             path = str(layer.customProperty(SARC_PATH_PROPERTY))
-            if self._layer_showing(path) is not None:  # a copy of an open scene layer: one cache, one writer
+            controller = self._controller_showing(path)
+            if controller is not None:  # a copy of an open scene layer: one cache, one writer
+                self._join(layer, controller)
                 continue
             cache = self._open_cache(path)
             if cache is not None:
                 self._attach(layer, cache)
 
-    def _layer_showing(self, sarc_path: str) -> QgsRasterLayer | None:
+    def _layers_added(self, layers) -> None:
+        """A copy of an open scene layer ("Duplicate Layer", a copied layer pasted) is served by the scene's
+        controller. Left alone, the copy showed only the tiles the original had decoded: shown alone it stayed
+        blank where panned, and "Export current extent…" refused it. Other scene layers come from open() or with
+        a project (readProject), which attach them."""
+        for layer in layers:
+            path = layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE and layer.customProperty(SARC_PATH_PROPERTY)
+            if path and layer.id() not in self.controllers:
+                controller = self._controller_showing(str(path))
+                if controller is not None:
+                    self._join(layer, controller)
+
+    def _controller_showing(self, sarc_path: str) -> SceneLayerController | None:
         for c in self.controllers.values():
             if Path(c.cache.raster.path).resolve() == Path(sarc_path).resolve():
-                return c.layer
+                return c
         return None
+
+    def _layer_showing(self, sarc_path: str) -> QgsRasterLayer | None:
+        controller = self._controller_showing(sarc_path)
+        return controller.layer if controller is not None else None
+
+    def _join(self, layer: QgsRasterLayer, controller: SceneLayerController) -> None:
+        """Serve `layer`, another layer of the scene `controller` decodes, from that controller and its cache."""
+        cache = controller.cache
+        if not layer.isValid() or Path(layer.source()).parent != cache.folder:
+            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        self.controllers[layer.id()] = controller
+        controller.add_layer(layer)
+        for action in self.layer_actions:
+            self.iface.addCustomActionForLayer(action, layer)
 
     def open(self, sarc_path: str) -> QgsRasterLayer | None:
         """Add a .sarc file as a layer decoded on demand (or return the layer already showing it)."""
@@ -490,30 +546,37 @@ class SceneLayers:
         budget = int(PluginSettings.load().decode_budget_mpx * 1e6)
         controller = SceneLayerController(layer, cache, self.iface.mapCanvas(), budget)
         controller.failed.connect(lambda msg: self.logger.error(f"Decoding failed: {msg}"))
-        controller.source_changed.connect(lambda: self._reopen(layer))
+        controller.source_changed.connect(lambda: self._reopen(controller))
         controller.idle.connect(self._trim_caches)
         self.controllers[layer.id()] = controller
         controller.schedule()
 
-    def _reopen(self, layer: QgsRasterLayer) -> None:
-        """The layer's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels. The same
-        layer (its place in the tree, its name and its style where the new file has the bands) is pointed at a
-        cache of the file as it is now, or removed with the error when it cannot be opened."""
-        path = layer.customProperty(SARC_PATH_PROPERTY)
+    def _reopen(self, old: SceneLayerController) -> None:
+        """The scene's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels. The same
+        layers (their place in the tree, their names and their styles where the new file has the bands) are
+        pointed at a cache of the file as it is now, or removed with the error when it cannot be opened."""
+        layers = list(old.layers)
+        path = layers[0].customProperty(SARC_PATH_PROPERTY)
         self.logger.warning(f"{Path(path).name} changed on disk since it was opened: showing it as it is now")
-        self.controllers.pop(layer.id()).close()
+        for layer in layers:
+            self.controllers.pop(layer.id(), None)
+        old.close()
         cache = self._open_cache(path)
         if cache is None:
-            QgsProject.instance().removeMapLayer(layer.id())
+            QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
             return
-        restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
-        self._watch(layer, cache)
-        self.iface.layerTreeView().refreshLayerSymbology(layer.id())
+        for layer in layers:
+            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        self._watch(layers[0], cache)
+        for layer in layers[1:]:
+            self._join(layer, self.controllers[layers[0].id()])
+        for layer in layers:
+            self.iface.layerTreeView().refreshLayerSymbology(layer.id())
 
     def _layers_removed(self, layer_ids) -> None:
         for layer_id in layer_ids:
             controller = self.controllers.pop(layer_id, None)
-            if controller is not None:
+            if controller is not None and controller.remove_layer(layer_id):
                 controller.close()
 
     def choose_style(self, layer) -> bool:
@@ -564,9 +627,10 @@ class SceneLayers:
         project = QgsProject.instance()
         try:
             project.layersWillBeRemoved.disconnect(self._layers_removed)
+            project.layersAdded.disconnect(self._layers_added)
             project.readProject.disconnect(self._adopt_project_layers)
         except TypeError:
             pass
-        for controller in self.controllers.values():
+        for controller in {id(c): c for c in self.controllers.values()}.values():  # a copy shares its scene's
             controller.close()
         self.controllers.clear()

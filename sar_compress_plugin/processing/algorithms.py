@@ -3,6 +3,8 @@ feedback.isCanceled -> is_cancelled, feedback.setProgress -> progress; SarCompre
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -75,6 +77,32 @@ def _require_sarc_signature(path: str) -> None:
     if head != MAGIC:
         raise QgsProcessingException(f"{path}: not a SAR compressed file (it does not start with the .sarc "
                                      "signature)")
+
+
+#: The names the quality maps are written under: the core writes GeoTIFF whatever the name says.
+GEOTIFF_SUFFIXES = ("", ".tif", ".tiff")
+
+
+def _geotiff_name_error(output: str) -> str:
+    """Why `output` cannot hold a quality map ("" when it can). The core writes a GeoTIFF under any name, and a
+    GeoTIFF named .img or .vrt is opened by other programs as the format its name says, and fails there; the
+    Toolbox offers .tif only, but a batch row or a script can type any name (reconstruct already refuses)."""
+    suffix = Path(str(output)).suffix
+    if suffix.lower() in GEOTIFF_SUFFIXES:
+        return ""
+    return f"{output}: the quality maps are written as GeoTIFF; name it .tif, not {suffix}"
+
+
+def _name_loaded_layer(context, output: str, generic: str, name: str) -> None:
+    """Name the layer Processing loads for `output` as the plugin's dialogs name theirs, unless it carries a
+    name of its own: a model names its final outputs after the model's outputs, which its author chose."""
+    if not context.willLoadLayerOnCompletion(output):
+        return
+    from ..qgis_io import unique_layer_name
+
+    details = context.layerToLoadOnCompletionDetails(output)
+    if details.name in ("", generic):
+        details.name = unique_layer_name(context.project() or QgsProject.instance(), name)
 
 
 def _refuse_a_project_layers_file(output: str, context) -> None:
@@ -235,13 +263,12 @@ class ReconstructAlgorithm(_SarAlgorithm):
 
         r = self._call(run)
         if context.willLoadLayerOnCompletion(output):
-            from ..qgis_io import reconstruction_layer_name, unique_layer_name
+            from ..qgis_io import reconstruction_layer_name
 
-            details = context.layerToLoadOnCompletionDetails(output)
             # not "Reconstructed raster"; [2], [3]... for repeated runs, as the plugin's dialog names them
-            details.name = unique_layer_name(context.project() or QgsProject.instance(),
-                                             reconstruction_layer_name(src, window))
-            details.setPostProcessor(ReconstructionStyler.kept(src))
+            _name_loaded_layer(context, output, self.parameterDefinition(self.OUTPUT).description(),
+                               reconstruction_layer_name(src, window))
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(ReconstructionStyler.kept(src))
         feedback.pushInfo(f"{r.output_path}: {r.width} x {r.height}, {r.bands} band(s), {r.seconds:.1f} s "
                           f"on {r.provider}")
         return {self.OUTPUT: r.output_path, "SECONDS": r.seconds, "PROVIDER": r.provider}
@@ -313,7 +340,8 @@ class QualityMapsAlgorithm(_SarAlgorithm):
     def shortHelpString(self):  # noqa: N802 (QGIS API)
         return ("Local ENL ratio (ENL of the reconstruction / ENL of the original, on linear intensity; 1 is "
                 "ideal, above 1 means smoothing) and local edge preservation index (correlation of Laplacians "
-                "in dB; 1 is perfect), as float32 rasters aligned with the reconstruction, one band per band.")
+                "in dB; 1 is perfect), as float32 GeoTIFFs (.tif) aligned with the reconstruction, one band per "
+                "band.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.ORIGINAL, "Original SAR raster"))
@@ -350,7 +378,16 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         """An alpha band chosen as BAND is refused before the run, so the Toolbox says why."""
         ok, message = super().checkParameterValues(parameters, context)
         error = self._alpha_band_error(parameters, context) if ok else ""
+        if ok and not error:
+            error = self._output_name_error(parameters, context)
         return (False, error) if error else (ok, message)
+
+    def _output_name_error(self, parameters, context) -> str:
+        for name in (self.OUTPUT_ENL_RATIO, self.OUTPUT_EPI):
+            error = _geotiff_name_error(self.parameterAsOutputLayer(parameters, name, context))
+            if error:
+                return error
+        return ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         from ..core.quality_maps import compute_quality_maps
@@ -366,6 +403,9 @@ class QualityMapsAlgorithm(_SarAlgorithm):
         enl_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_ENL_RATIO, context)
         epi_out = self.parameterAsOutputLayer(parameters, self.OUTPUT_EPI, context)
         for output in (enl_out, epi_out):  # another scene of the project, say: the core knows only its inputs
+            error = _geotiff_name_error(output)
+            if error:
+                raise QgsProcessingException(error)
             _refuse_a_project_layers_file(output, context)
         r = self._call(compute_quality_maps,
                        _layer_path(self, parameters, self.ORIGINAL, context),
@@ -373,8 +413,16 @@ class QualityMapsAlgorithm(_SarAlgorithm):
                        enl_out, epi_out,
                        domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
                        bands=[band] if band > 0 else None, progress=progress, is_cancelled=is_cancelled)
-        for path, kind in ((enl_out, "enl_ratio"), (epi_out, "epi")):
+        # Named as the plugin's dialog names them, after the pair and the band: every run's maps were "Local ENL
+        # ratio" and "Local EPI", so a batch of scenes loaded pairs that nothing told apart.
+        recon = self.parameterAsRasterLayer(parameters, self.RECONSTRUCTION, context)
+        original = self.parameterAsRasterLayer(parameters, self.ORIGINAL, context)
+        what = f"{recon.name()} vs {original.name()} — {recon.bandName(band) + ' ' if band > 0 else ''}"
+        for path, kind, label, name in ((enl_out, "enl_ratio", "local ENL ratio", self.OUTPUT_ENL_RATIO),
+                                        (epi_out, "epi", "local EPI", self.OUTPUT_EPI)):
             if context.willLoadLayerOnCompletion(path):
+                _name_loaded_layer(context, path, self.parameterDefinition(name).description(),
+                                   f"{what}{label} ({window} px)")
                 context.layerToLoadOnCompletionDetails(path).setPostProcessor(QualityStyler.kept(kind))
         feedback.pushInfo(f"median local ENL ratio {r.enl_ratio_median}, median local EPI {r.epi_median}")
         return {self.OUTPUT_ENL_RATIO: r.enl_ratio_path, self.OUTPUT_EPI: r.epi_path}

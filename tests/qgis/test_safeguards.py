@@ -296,9 +296,12 @@ def test_compress_dialog_takes_a_relative_name_beside_the_input_and_refuses_a_fo
 
 # --- messages --------------------------------------------------------------------------------------------------
 
-def test_a_scene_whose_model_is_missing_names_the_settings_entry(plugin, test_iface, compressed):
+def test_a_scene_whose_model_is_missing_names_the_settings_entry(plugin, test_iface, compressed, tmp_path):
     s = PluginSettings.load()
     s.model_dir, s.model_dirs = "", []  # the tiny model the file needs is in none of the searched folders
+    # A cache of its own: the profile's cache is the session's, and another test that opened the same file (it
+    # compresses to the same bytes) had decoded every tile there, so nothing was decoded and nothing failed.
+    s.tile_cache_dir = str(tmp_path / "cache")
     s.save()
     layer = plugin.scenes.open(str(compressed))  # the model is looked for when the first tiles are decoded
     test_iface.canvas.setExtent(layer.extent())
