@@ -129,14 +129,23 @@ def _discard_stdout() -> None:
         pass
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 @contextmanager
 def _progress_bar(desc: str, quiet: bool):
-    """A tqdm bar driven by the core's progress(fraction) callback; silent when tqdm is absent or quiet.
+    """A tqdm bar driven by the core's progress(fraction) callback; silent when tqdm is absent or quiet, and
+    when stderr is no terminal: in a log file the bar's redrawn text ("compress:   0%|...") came before the
+    run's `error:` line, which is then no longer the one line a script reads.
 
     A bar that cannot be drawn (stderr closed, or a log file on a full disk) is dropped, not allowed to fail
     the run it decorates."""
     bar = None
-    if not quiet and sys.stderr is not None:
+    if not quiet and sys.stderr is not None and _is_terminal(sys.stderr):
         try:
             from tqdm import tqdm  # noqa: PLC0415
 

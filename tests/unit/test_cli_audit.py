@@ -358,19 +358,35 @@ def test_stdout_on_a_full_disk_is_one_error_line(scene, tiny_bundle, tmp_path):
     assert "standard output" in _one_line(r.stderr, "error: ")
 
 
-@pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full", "a terminal gone"])
 def test_an_unusable_stderr_does_not_fail_the_run(scene, tiny_bundle, tmp_path, stderr):
-    """The progress bar (on: no -q) writes to stderr; stderr closed (`2>&-`) or a log on a full disk must cost
-    the bar, not the compression. A failure still gives its status, and no error line on stdout."""
+    """The progress bar (on: no -q, stderr a terminal) writes to stderr; stderr closed (`2>&-`), a log on a full
+    disk or a terminal whose window was closed (writes fail with EIO) must cost the bar, not the compression. A
+    failure still gives its status, and no error line on stdout."""
     if stderr == "/dev/full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
     args = _args("compress_main", scene, tmp_path, tiny_bundle)[:-1]
-    with open(os.devnull if stderr == "closed" else stderr, "w") as f:
-        kw = {"preexec_fn": lambda: os.close(2)} if stderr == "closed" else {"stderr": f}
-        r = _cli("compress_main", args, **kw)
-        assert r.returncode == 0 and (tmp_path / "o.sarc").is_file()
-        r = _cli("compress_main", [str(tmp_path / "missing.tif"), *args[1:]], **kw)
+    master, tty = os.openpty()
+    os.close(master)  # the terminal is gone: the bar is drawn (isatty) and every write to it fails
+    try:
+        with open(os.devnull if stderr == "closed" else "/dev/full" if stderr == "/dev/full" else os.devnull,
+                  "w") as f:
+            kw = ({"preexec_fn": lambda: os.close(2)} if stderr == "closed" else
+                  {"stderr": f} if stderr == "/dev/full" else {"stderr": tty})
+            r = _cli("compress_main", args, **kw)
+            assert r.returncode == 0 and (tmp_path / "o.sarc").is_file()
+            r = _cli("compress_main", [str(tmp_path / "missing.tif"), *args[1:]], **kw)
+    finally:
+        os.close(tty)
     assert (r.returncode, r.stdout) == (2, "")
+
+
+def test_without_q_a_log_file_gets_no_progress_bar_before_the_error_line(scene, tiny_bundle, tmp_path):
+    """stderr in a log file, no -q: the bar's text ("compress:   0%|...") came before the `error:` line."""
+    args = _args("compress_main", scene, tmp_path, tiny_bundle)[:-1]
+    assert "-q" not in args
+    r = _cli("compress_main", [str(tmp_path / "missing.tif"), *args[1:]])
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "%|" not in r.stderr, r.stderr
 
 
 # --- file names and strings GDAL's bindings refuse ----------------------------------------------------------
