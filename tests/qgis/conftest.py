@@ -15,7 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything creates
 
 import pytest  # noqa: E402
 
-from qgis_harness import DATA, QGS_APP, REPO, TestIface  # noqa: F401  (creates the QgsApplication)
+from qgis_harness import DATA, QGS_APP, REPO, TestIface, shared_scene_copy  # noqa: F401  (creates the QgsApplication)
 from qgis.core import QgsProject
 from qgis.gui import QgsGui
 
@@ -62,13 +62,7 @@ def test_iface(qgis_app, project):
 @pytest.fixture
 def sar_tif(tmp_path) -> Path:
     """A private copy of a real 2-band float32 Sentinel-1 GRD intensity scene (VV, VH; EPSG:4326)."""
-    src = DATA / "s1_iw_grd_berlin_512.tif"
-    if not src.is_file():
-        # real data is never downloaded; a checkout without ../shared/data/sar cannot run the real-data tests
-        pytest.skip(f"shared SAR data missing: {src} (a checkout without ../shared)")
-    dst = tmp_path / "berlin.tif"
-    shutil.copy(src, dst)
-    return dst
+    return shared_scene_copy(tmp_path, "s1_iw_grd_berlin_512.tif", "berlin.tif")
 
 
 @pytest.fixture

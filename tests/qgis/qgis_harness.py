@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -13,6 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "sar"
+PLUGIN = "sar_compress_plugin"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data/sar")
 ARTIFACTS = REPO / "artifacts"
@@ -256,3 +258,50 @@ def install_plugin_zip(tmp_path: Path) -> Path:
     with zipfile.ZipFile(builder.build(tmp_path / "dist")) as zf:
         zf.extractall(plugins_dir)
     return plugins_dir
+
+
+@contextmanager
+def plugin_installed_from_zip(tmp_path: Path):
+    """The release zip installed in a fresh plugins folder that qgis.utils searches alone, as QGIS finds an
+    installed plugin; yields that folder. The repository's plugin modules are set aside meanwhile and put back
+    after, so the other tests keep one class identity per module."""
+    import qgis.utils
+
+    plugins_dir = install_plugin_zip(tmp_path)
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == PLUGIN or k.startswith(PLUGIN + ".")}
+    saved_paths = list(qgis.utils.plugin_paths)
+    sys.path.insert(0, str(plugins_dir))
+    try:
+        qgis.utils.plugin_paths = [str(plugins_dir)]
+        qgis.utils.updateAvailablePlugins()
+        yield plugins_dir
+    finally:
+        for k in [k for k in sys.modules if k == PLUGIN or k.startswith(PLUGIN + ".")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+        sys.path.remove(str(plugins_dir))
+        qgis.utils.plugin_paths = saved_paths
+        qgis.utils.updateAvailablePlugins()
+
+
+def add_raster(path, name="berlin"):
+    """A raster layer of `path`, valid, added to the project."""
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    assert layer.isValid(), path
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def shared_scene_copy(tmp_path: Path, name: str, as_name: str) -> Path:
+    """A private copy of a real scene of the shared data (the tests write beside it)."""
+    src = DATA / name
+    if not src.is_file():
+        # real data is never downloaded; a checkout without ../shared/data/sar cannot run the real-data tests
+        import pytest
+
+        pytest.skip(f"shared SAR data missing: {src} (a checkout without ../shared)")
+    dst = tmp_path / as_name
+    shutil.copy(src, dst)
+    return dst

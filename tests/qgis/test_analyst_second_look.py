@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from qgis.core import QgsColorRampLegendNode, QgsProject, QgsRasterLayer
+from qgis.core import QgsColorRampLegendNode, QgsProject
 
-from qgis_harness import DATA, REPO, accept_next_dialog, process_events_until, wait_for_task
+from qgis_harness import DATA, REPO, accept_next_dialog, add_raster, process_events_until, wait_for_task
 from sar_compress_plugin.tasks import SarTask
 from sar_compress_plugin.utils.settings import PluginSettings
 
 #: An earlier default kept under models/ only to decode the files it wrote (manifest "decode_only": true).
 RETIRED_MODEL = REPO / "sar_compress_plugin" / "models" / "sar-baseline-ctx4-cpu-v8"
-
-
-def _add_raster(path, name="berlin") -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), name, "gdal")
-    assert layer.isValid(), path
-    QgsProject.instance().addMapLayer(layer)
-    return layer
 
 
 def _retype(qtbot, widget, text):
@@ -40,7 +33,7 @@ def test_a_retired_model_folder_is_refused_where_it_is_chosen(plugin, test_iface
     accepted (its hint even promised a bit rate), the dialog closed, and the task failed afterwards ("kept only
     to decode"); in Settings it was saved as the default model, so every compression after it failed so."""
     assert (RETIRED_MODEL / "manifest.json").is_file()
-    test_iface.layer_tree_view.setCurrentLayer(_add_raster(sar_tif))
+    test_iface.layer_tree_view.setCurrentLayer(add_raster(sar_tif))
     seen = {}
 
     def choose_retired(dialog):
@@ -88,7 +81,7 @@ def test_an_output_a_running_task_writes_is_refused_in_the_dialog(plugin, test_i
     gate = threading.Event()
     report = SarTask.report_progress
     monkeypatch.setattr(SarTask, "report_progress", lambda task, f: (gate.wait(60), report(task, f)))
-    layer = _add_raster(sar_tif)
+    layer = add_raster(sar_tif)
     test_iface.layer_tree_view.setCurrentLayer(layer)
     running = plugin.compress_layer(layer, str(sar_tif.with_name("berlin_q0.sarc")), ask=False)
     assert running is not None and not Path(running.output_path).exists()
@@ -121,7 +114,7 @@ def test_a_quality_map_is_not_offered_compression_or_quality_maps(plugin, test_i
     """Right-clicked, an ENL-ratio map offered "Compress with SAR codec…", which compressed its ratios as radar
     intensity without a word, and "SAR quality maps…", whose dialog opened with neither layer known. Also after
     the project is saved and read again."""
-    original = _add_raster(sar_tif)
+    original = add_raster(sar_tif)
     assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     recon = next(lyr for lyr in QgsProject.instance().mapLayers().values()
                  if lyr.name() == "berlin (reconstructed)")
@@ -173,10 +166,10 @@ def test_processing_quality_maps_refuse_to_write_over_another_layers_file(plugin
 
     Processing.initialize()
     project = QgsProject.instance()
-    original = _add_raster(sar_tif)
+    original = add_raster(sar_tif)
     other = tmp_path / "frankfurt.tif"
     shutil.copy(DATA / "s1_iw_grd_frankfurt_512.tif", other)
-    _add_raster(other, "frankfurt")
+    add_raster(other, "frankfurt")
     assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     recon = next(lyr for lyr in project.mapLayers().values() if lyr.name() == "berlin (reconstructed)")
     context = QgsProcessingContext()

@@ -33,10 +33,9 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
-from qgis_harness import (ARTIFACTS, REPO, TestIface, accept_next_dialog, click_ok, install_plugin_zip, messages,
-                          process_events_until, wait_for_task)
+from qgis_harness import (ARTIFACTS, PLUGIN, REPO, TestIface, accept_next_dialog, add_raster, click_ok, messages,
+                          plugin_installed_from_zip, process_events_until, wait_for_task)
 
-PLUGIN = "sar_compress_plugin"
 COMPRESS_TEXT = "Compress with SAR codec…"
 QUALITY_TEXT = "SAR quality maps…"
 
@@ -47,36 +46,22 @@ def _menu_texts(iface: TestIface, layer) -> list[str]:
     return [a.text() for a in menu.actions()] if menu is not None else []
 
 
-def _add_raster(path, name="berlin") -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), name, "gdal")
-    assert layer.isValid(), path
-    QgsProject.instance().addMapLayer(layer)
-    return layer
-
-
 # --- loading and registration -------------------------------------------------------------------------------
 
 def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(test_iface, sar_tif, tmp_path):
     """As QGIS does it: the built zip unpacked in a plugins folder, found, loaded and started by qgis.utils."""
     import qgis.utils
 
-    plugins_dir = install_plugin_zip(tmp_path)
-
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == PLUGIN or k.startswith(PLUGIN + ".")}
-    saved_paths = list(qgis.utils.plugin_paths)
-    sys.path.insert(0, str(plugins_dir))
-    try:
-        qgis.utils.plugin_paths = [str(plugins_dir)]
-        qgis.utils.updateAvailablePlugins()
+    with plugin_installed_from_zip(tmp_path) as plugins_dir:
         assert PLUGIN in qgis.utils.available_plugins
         assert qgis.utils.pluginMetadata(PLUGIN, "name") == "SAR Compress"
         assert qgis.utils.pluginMetadata(PLUGIN, "qgisMinimumVersion") == "3.22"
-        earlier = _add_raster(sar_tif, "in the project before the plugin started")
+        earlier = add_raster(sar_tif, "in the project before the plugin started")
         assert qgis.utils.loadPlugin(PLUGIN)
         assert qgis.utils.startPlugin(PLUGIN)
         assert qgis.utils.isPluginLoaded(PLUGIN)
         assert sys.modules[PLUGIN].__file__.startswith(str(plugins_dir))  # the installed copy, not the repo
-        raster = _add_raster(sar_tif)
+        raster = add_raster(sar_tif)
         vector = QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory")
         QgsProject.instance().addMapLayer(vector)
 
@@ -100,14 +85,6 @@ def test_install_from_zip_load_through_qgis_utils_registers_and_unload_removes(t
         assert "SAR compressed files" not in [
             p.name() for p in QgsApplication.dataItemProviderRegistry().providers()]
         assert PLUGIN not in sys.modules
-    finally:
-        # Put the repository's modules back so the other tests keep one class identity per module.
-        for k in [k for k in sys.modules if k == PLUGIN or k.startswith(PLUGIN + ".")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-        sys.path.remove(str(plugins_dir))
-        qgis.utils.plugin_paths = saved_paths
-        qgis.utils.updateAvailablePlugins()
 
 
 def test_missing_onnxruntime_still_loads_and_opens_the_dependency_dialog(tmp_path, sar_tif):
@@ -173,7 +150,7 @@ def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_
     # A layer that was fine when loaded but whose file is now garbage: the task fails with a message.
     broken = tmp_path / "broken.tif"
     broken.write_bytes(sar_tif.read_bytes())
-    layer = _add_raster(broken, "broken")
+    layer = add_raster(broken, "broken")
     broken.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
     result = wait_for_task(plugin, plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False))
     assert result.status.value == "failed"
@@ -185,7 +162,7 @@ def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_
 # --- compress ----------------------------------------------------------------------------------------------
 
 def test_compress_from_layer_context_menu(plugin, test_iface, sar_tif, codec):
-    layer = _add_raster(sar_tif)
+    layer = add_raster(sar_tif)
     test_iface.layer_tree_view.setCurrentLayer(layer)
     menu = test_iface.layer_tree_view.menuProvider().createContextMenu()
     action = [a for a in menu.actions() if a.text() == COMPRESS_TEXT][0]
@@ -246,7 +223,7 @@ def plugin_settings_model() -> str:
 # --- reconstruct and quality maps ---------------------------------------------------------------------------
 
 def test_reconstruct_from_browser_and_menu_groups_with_original(plugin, test_iface, sar_tif, compressed):
-    original = _add_raster(sar_tif)
+    original = add_raster(sar_tif)
     project = QgsProject.instance()
 
     # Browser: the folder lists the .sarc file as our item, whose context menu has "Reconstruct".
@@ -438,7 +415,7 @@ def _grey_vv(layer: QgsRasterLayer) -> None:
 
 
 def test_quality_maps_overlays_and_rendered_png(plugin, test_iface, sar_tif, compressed, qtbot):
-    original = _add_raster(sar_tif)
+    original = add_raster(sar_tif)
     _grey_vv(original)
     assert wait_for_task(plugin, plugin.reconstruct_file(str(compressed))).ok
     project = QgsProject.instance()
@@ -538,8 +515,8 @@ def test_quality_map_layers_name_the_reconstruction_and_the_original(plugin, sar
     """The maps were named after the reconstruction alone ("berlin (reconstructed) — Band 1: Intensity_VV local
     ENL ratio (15 px)"): with several originals in the project, maps against two of them read the same. Each
     map names both layers, and the two files of the second run share one suffix."""
-    original = _add_raster(sar_tif)
-    copy = _add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
+    original = add_raster(sar_tif)
+    copy = add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
     recon = _reconstructed(plugin, compressed)
     for against in (original, copy):
         assert wait_for_task(plugin, plugin.quality_maps(recon, against, band=1)).ok
@@ -556,8 +533,8 @@ def test_quality_maps_show_the_original_in_the_reconstructions_grey_db_stretch(p
     """After the maps, the reconstruction showed the mapped band in grey dB while the original kept its own
     style (QGIS's colour composite of both bands): toggling the two compared two stretches. The original picked
     gets the same band and the same dB stops; another layer of the scene, not picked, keeps its style."""
-    original = _add_raster(sar_tif)
-    other = _add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
+    original = add_raster(sar_tif)
+    other = add_raster(shutil.copy(sar_tif, sar_tif.with_name("berlin_copy.tif")), "berlin copy")
     assert original.renderer().type() == other.renderer().type() == "multibandcolor"
     recon = _reconstructed(plugin, compressed)
     assert wait_for_task(plugin, plugin.quality_maps(recon, original, band=2)).ok

@@ -3,15 +3,11 @@ modules dropped, imported and started again), with a task running and a scene la
 
 from __future__ import annotations
 
-import sys
-
 from osgeo import gdal
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 
-from qgis_harness import install_plugin_zip, messages, process_events_until
+from qgis_harness import PLUGIN, messages, plugin_installed_from_zip, process_events_until
 from test_scene_layer import _show_canvas, _view
-
-PLUGIN = "sar_compress_plugin"
 
 
 def test_a_reload_with_a_compression_running_says_it_was_cancelled_and_keeps_the_scene(
@@ -28,50 +24,39 @@ def test_a_reload_with_a_compression_running_says_it_was_cancelled_and_keeps_the
             python_errors.append(message)
 
     QgsApplication.messageLog().messageReceived.connect(record)
-    plugins_dir = install_plugin_zip(tmp_path / "install")
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == PLUGIN or k.startswith(PLUGIN + ".")}
-    saved_paths = list(qgis.utils.plugin_paths)
-    sys.path.insert(0, str(plugins_dir))
     try:
-        qgis.utils.plugin_paths = [str(plugins_dir)]
-        qgis.utils.updateAvailablePlugins()
-        from sar_compress_plugin.utils.settings import PluginSettings  # the installed copy's
+        with plugin_installed_from_zip(tmp_path / "install"):
+            from sar_compress_plugin.utils.settings import PluginSettings  # the installed copy's
 
-        settings = PluginSettings(model_dir=str(model_bundle), model_dirs=[str(model_bundle)], device="cpu",
-                                  tile_size=64, tile_cache_dir=str(tmp_path / "cache"))
-        settings.save()
-        assert qgis.utils.loadPlugin(PLUGIN) and qgis.utils.startPlugin(PLUGIN)
-        plugin = qgis.utils.plugins[PLUGIN]
-        scene = plugin.scenes.open(str(compressed))
-        canvas = _show_canvas(test_iface, scene)
-        original = QgsRasterLayer(str(sar_tif), "berlin original", "gdal")
-        QgsProject.instance().addMapLayer(original)
-        output = tmp_path / "out" / "berlin.sarc"
-        output.parent.mkdir()
-        task = plugin.compress_layer(original, str(output), ask=False)  # no event processed: it is running
-        assert task is not None and plugin.tasks
+            settings = PluginSettings(model_dir=str(model_bundle), model_dirs=[str(model_bundle)], device="cpu",
+                                      tile_size=64, tile_cache_dir=str(tmp_path / "cache"))
+            settings.save()
+            assert qgis.utils.loadPlugin(PLUGIN) and qgis.utils.startPlugin(PLUGIN)
+            plugin = qgis.utils.plugins[PLUGIN]
+            scene = plugin.scenes.open(str(compressed))
+            canvas = _show_canvas(test_iface, scene)
+            original = QgsRasterLayer(str(sar_tif), "berlin original", "gdal")
+            QgsProject.instance().addMapLayer(original)
+            output = tmp_path / "out" / "berlin.sarc"
+            output.parent.mkdir()
+            task = plugin.compress_layer(original, str(output), ask=False)  # no event processed: it is running
+            assert task is not None and plugin.tasks
 
-        assert qgis.utils.reloadPlugin(PLUGIN)
-        assert any(m.startswith("SAR compress berlin.tif cancelled: the plugin was unloaded")
-                   for m in messages(test_iface, Qgis.MessageLevel.Warning)), test_iface.messages
-        assert process_events_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, 120)
-        assert list(output.parent.iterdir()) == []  # neither the file nor a partial one
-        assert PluginSettings.load() == settings
-        reloaded = qgis.utils.plugins[PLUGIN]
-        assert reloaded is not plugin and scene.id() in reloaded.scenes.controllers
-        controller = reloaded.scenes.controllers[scene.id()]
-        gt = gdal.Open(str(sar_tif)).GetGeoTransform()
-        _view(canvas, gt, 300, 330, 160)
-        assert process_events_until(lambda: not controller.busy, 120)
-        shown = set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0]))
-        assert shown <= controller.cache.decoded
-        assert python_errors == []
-        assert qgis.utils.unloadPlugin(PLUGIN)
+            assert qgis.utils.reloadPlugin(PLUGIN)
+            assert any(m.startswith("SAR compress berlin.tif cancelled: the plugin was unloaded")
+                       for m in messages(test_iface, Qgis.MessageLevel.Warning)), test_iface.messages
+            assert process_events_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, 120)
+            assert list(output.parent.iterdir()) == []  # neither the file nor a partial one
+            assert PluginSettings.load() == settings
+            reloaded = qgis.utils.plugins[PLUGIN]
+            assert reloaded is not plugin and scene.id() in reloaded.scenes.controllers
+            controller = reloaded.scenes.controllers[scene.id()]
+            gt = gdal.Open(str(sar_tif)).GetGeoTransform()
+            _view(canvas, gt, 300, 330, 160)
+            assert process_events_until(lambda: not controller.busy, 120)
+            shown = set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0]))
+            assert shown <= controller.cache.decoded
+            assert python_errors == []
+            assert qgis.utils.unloadPlugin(PLUGIN)
     finally:
         QgsApplication.messageLog().messageReceived.disconnect(record)
-        for k in [k for k in sys.modules if k == PLUGIN or k.startswith(PLUGIN + ".")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-        sys.path.remove(str(plugins_dir))
-        qgis.utils.plugin_paths = saved_paths
-        qgis.utils.updateAvailablePlugins()

@@ -3,8 +3,6 @@ dialog, a graphical model chaining Compress -> Reconstruct -> Quality maps, temp
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from osgeo import gdal
 from qgis.core import (
@@ -22,7 +20,7 @@ from qgis.core import (
 
 from qgis.PyQt import sip
 
-from qgis_harness import DATA, process_events_until
+from qgis_harness import process_events_until, shared_scene_copy
 
 
 @pytest.fixture
@@ -37,12 +35,7 @@ def processing_ready(plugin):
 
 @pytest.fixture
 def frankfurt(tmp_path):
-    src = DATA / "s1_iw_grd_frankfurt_512.tif"
-    if not src.is_file():
-        pytest.skip(f"shared SAR data missing: {src}")
-    dst = tmp_path / "frankfurt.tif"
-    shutil.copy(src, dst)
-    return dst
+    return shared_scene_copy(tmp_path, "s1_iw_grd_frankfurt_512.tif", "frankfurt.tif")
 
 
 def run_batch(qtbot, alg_id: str, rows: list[dict]):
