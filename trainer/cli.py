@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from sar_compress_plugin.core.errors import SarCompressError
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-channels", type=int, default=None, help=f"latent width M [{d.latent_channels}]")
     p.add_argument("--context-slices", type=int, default=None,
                    help=f"latent slices of the channel context; 1 = none [{d.context_slices}]")
+    p.add_argument("--decoder-channels", type=int, default=None,
+                   help="width of g_s at 1/2 resolution, for a cheaper decoder; with --init of a wider model its "
+                        "strongest channels are kept (trainer/narrow.py) [same as --channels]")
+    p.add_argument("--decoder-only", action="store_true", default=None,
+                   help="train only g_s and the inverse gains: the encoder and entropy model stay the --init "
+                        "model's, so files its bundle wrote decode with the new decoder")
     p.add_argument("--hyper-channels", type=int, default=None, help=f"width of z and h_a [{d.hyper_channels}]")
     p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 64 [{d.patch_size}]")
     p.add_argument("--threads", type=int, default=None,
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     cli_values = {k: v for k, v in vars(args).items() if k != "config"}
     out: Path | None = None
+    terminated: list[int] = []
     try:
         file_values = read_config_file(args.config) if args.config else {}
         data_given = cli_values.get("data") is not None or bool(file_values.get("data"))
@@ -106,21 +115,45 @@ def main(argv: list[str] | None = None) -> int:
             given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
             if not data_given:  # the default manifest: a resumed run goes on with its own data instead
                 given.discard("data")
-            result = run_training(adopt_resumed_settings(cfg, given))
+            with _sigterm_interrupts(terminated):
+                result = run_training(adopt_resumed_settings(cfg, given))
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a traceback before; the epoch's files are written together (train.interrupts_held)
         last = None if out is None else out / "last.pth"
-        print("interrupted: " + (f"--resume goes on from {last}" if last is not None and last.is_file()
-                                 else "no checkpoint written"), file=sys.stderr)
-        return 130
+        print(("terminated" if terminated else "interrupted") + ": "
+              + (f"--resume goes on from {last}" if last is not None and last.is_file() else "no checkpoint written"),
+              file=sys.stderr)
+        return 143 if terminated else 130
     if result["rank"] == 0:
         last = result["history"][-1] if result["history"] else {}
         print(f"done: {result['epoch']} epoch(s), {result['step']} step(s), best val loss "
               f"{result['best_val_loss']:.4f}, last val PSNR {last.get('val_psnr', float('nan')):.2f} dB, "
               f"{result['skipped_batches']} skipped batch(es); checkpoints in {result['out']}")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts(received: list[int]):
+    """SIGTERM (`kill`, a job scheduler's stop, a timeout) ends a run as Ctrl-C does: after the epoch's writes
+    (train.interrupts_held), with one line saying where --resume goes on, exit 143. By default it killed the run
+    on the spot, silently, losing the steps since the last checkpoint. Main thread only; left alone where the
+    caller ignores it."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def on_term(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read(path: Path) -> bytes | None:

@@ -55,6 +55,8 @@ class TrainConfig:
     latent_channels: int = 128       # M
     hyper_channels: int = 64         # width of z and h_a
     context_slices: int = 1          # latent slices of the channel context (1: none)
+    decoder_channels: int | None = None  # width of g_s at 1/2 resolution (None: channels); trainer/narrow.py
+    decoder_only: bool = False       # train g_s and the inverse gains only: the init model's files still decode
     patch_size: int = 256
     min_valid_fraction: float = 0.9
     val_tiles_per_plane: int = 4
@@ -82,8 +84,10 @@ class TrainConfig:
                                                or not all(float(w) > 0 for w in self.level_weights)):
             raise ConfigError(f"level_weights must be {len(lambdas)} positive numbers (one per lambda), "
                               f"got {self.level_weights}")
-        if min(self.channels, self.latent_channels, self.hyper_channels, self.context_slices) < 1:
-            raise ConfigError("channels, latent_channels, hyper_channels and context_slices must be positive")
+        if min(self.channels, self.latent_channels, self.hyper_channels, self.context_slices,
+               1 if self.decoder_channels is None else self.decoder_channels) < 1:
+            raise ConfigError("channels, latent_channels, hyper_channels, context_slices and decoder_channels "
+                              "must be positive")
         if self.latent_channels % self.context_slices:
             raise ConfigError(f"context_slices ({self.context_slices}) must divide latent_channels "
                               f"({self.latent_channels})")

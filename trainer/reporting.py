@@ -117,8 +117,10 @@ def plot_history(history: list[dict], path: Path, title: str = "", before: dict 
 def _seen_caption(last: dict, before: dict) -> str:
     steps = int(last["step"]) + int(before.get("steps_total", 0))
     patches = last.get("patches_seen")
+    if patches is not None and "patches_seen_total" in before:  # an --init run from weights that did not count
+        patches = None if before["patches_seen_total"] is None else int(patches) + int(before["patches_seen_total"])
     seen = (f"{steps:,} steps in all, patches not recorded" if patches is None else
-            f"{steps:,} steps, {int(patches) + int(before.get('patches_seen_total', 0)):,} patches in all")
+            f"{steps:,} steps, {int(patches):,} patches in all")
     earlier = f" ({before['steps_total']:,} of the steps before this run)" if before.get("steps_total") else ""
     where = f"within epoch {last['epoch']}" if last.get("partial") else f"after epoch {last['epoch']}"
     return f"{where}: {seen}{earlier}"

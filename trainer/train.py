@@ -27,6 +27,7 @@ from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.deepen import deepen_from_baseline
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
 from trainer.losses import RateDistortionLoss
+from trainer.narrow import narrow_decoder
 from trainer.registry import create_model
 from trainer.widen import widen_latent
 
@@ -49,10 +50,13 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
 
 
 #: The options that shape the model (its checkpoint's model_config).
-MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas", "context_slices")
+MODEL_SHAPE_OPTIONS = ("channels", "latent_channels", "hyper_channels", "lambdas", "context_slices",
+                       "decoder_channels")
 #: The options of a run's config that fix its patch stream and its train/validation split: a resumed run that
 #: fell back to their defaults would draw other patches and validate on other scenes or rows, some trained on.
-RUN_IDENTITY_OPTIONS = ("seed", "split_seed", "val_fraction", "data_fraction")
+#: And what trains: a decoder-only run resumed from its warm start would otherwise move the encoder and the
+#: entropy model, and its decoder would no longer read the files of the bundle it was made for.
+RUN_IDENTITY_OPTIONS = ("seed", "split_seed", "val_fraction", "data_fraction", "decoder_only")
 #: The options of a run's config that make its recipe: learning-rate schedule, optimiser, what a step and an epoch
 #: are, which patches qualify and which validation tiles the best checkpoint is chosen on. `--resume` alone fell
 #: back to their defaults: a run at lr 5e-6 went on at 2e-4 without its drop, 500 steps an epoch instead of its
@@ -151,10 +155,13 @@ def run_training(cfg: TrainConfig) -> dict:
         val_batches = validation_tiles(data.val, cfg.patch_size, cfg.val_tiles_per_plane)
         model = create_model(cfg.variant, channels=cfg.channels, latent_channels=cfg.latent_channels,
                              hyper_channels=cfg.hyper_channels, lambdas=cfg.lambdas,
-                             context_slices=cfg.context_slices)
+                             context_slices=cfg.context_slices, decoder_channels=cfg.decoder_channels)
         loss_fn = RateDistortionLoss(cfg.level_weights)
         model.to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.decoder_only:
+            freeze_all_but_decoder(model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                      weight_decay=cfg.weight_decay)
 
         epoch, step, best_val, history = 0, 0, math.inf, []
         drawn_before = 0  # batches of the current epoch's patch stream a resumed run had used already
@@ -303,29 +310,30 @@ def run_training(cfg: TrainConfig) -> dict:
 
 @contextlib.contextmanager
 def interrupts_held():
-    """A Ctrl-C (SIGINT) that comes inside waits for the block's end, then interrupts as it would have. The epoch's
-    writes are one block: a KeyboardInterrupt between best.pth and last.pth, or between last.pth and its
-    history.jsonl line, left a run folder whose files disagreed (and a `.pth.tmp` when it cut a save short)
-    until a --resume mended it. A kill that cannot be caught is what the atomic saves and
-    reporting.reconcile_history are for. Only in the main thread, and not where SIGINT is ignored."""
+    """A Ctrl-C (SIGINT) or a kill (SIGTERM) that comes inside waits for the block's end, then interrupts as it
+    would have. The epoch's writes are one block: a KeyboardInterrupt between best.pth and last.pth, or between
+    last.pth and its history.jsonl line, left a run folder whose files disagreed (and a `.pth.tmp` when it cut a
+    save short) until a --resume mended it. A kill that cannot be caught is what the atomic saves and
+    reporting.reconcile_history are for. Only in the main thread, and not for a signal left ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):
-        yield
-        return
+    held = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = {s: h for s, h in held.items() if h not in (signal.SIG_IGN, None)}
     received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    for s in held:
+        signal.signal(s, lambda signum, _frame: received.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, previous in held.items():
+            signal.signal(s, previous)
     if received:
+        first, previous = received[0], held[received[0]]
         if callable(previous):
-            previous(signal.SIGINT, None)  # Python's default handler: the KeyboardInterrupt, now
+            previous(first, None)  # the handler it would have met: the KeyboardInterrupt, now
         else:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(first)
 
 
 def _resume_state(device: torch.device, drawn_in_epoch: int) -> dict:
@@ -358,7 +366,18 @@ def _check_variant(ckpt: dict, path, variant: str) -> None:
 
 def _model_config(ckpt: dict) -> dict:
     """The checkpoint's model config, with the defaults of options added after it was written."""
-    return {"context_slices": 1, **ckpt["model_config"]}
+    return {"context_slices": 1, "decoder_channels": None, **ckpt["model_config"]}
+
+
+#: What a --decoder-only run trains: everything after the coded symbols. The rest (g_a, the gains, h_a, h_s,
+#: the prior, the channel context) decides the symbols and how they are coded, so it stays as initialised and
+#: files written with the init model's bundle decode with the new decoder.
+DECODER_PARAMETERS = ("g_s.", "log_inverse_gain")
+
+
+def freeze_all_but_decoder(model: torch.nn.Module) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(DECODER_PARAMETERS))
 
 
 def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
@@ -409,6 +428,12 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device
                  cfg.init, ckpt.get("step"), cfg.variant)
         return source
     _check_variant(ckpt, cfg.init, cfg.variant)
+    if got["decoder_channels"] != model.config["decoder_channels"] \
+            and got == {**model.config, "decoder_channels": got["decoder_channels"]}:
+        kept = narrow_decoder(model, weights, got["decoder_channels"])
+        log.info("initialised from %s (step %s of that run), decoder narrowed to %d channels at 1/2 resolution "
+                 "(kept %s)", cfg.init, ckpt.get("step"), len(kept), ", ".join(map(str, kept)))
+        return source
     narrow_m = got["latent_channels"]
     if narrow_m != model.latent_channels and got == {**model.config, "latent_channels": narrow_m}:
         widen_latent(model, weights, narrow_m)

@@ -19,9 +19,10 @@ from trainer.registry import available_models, create_model
 SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "sar" / "s1_iw_grd_berlin_512.tif"
 
 
-def small_checkpoint(tmp_path: Path, variant: str) -> Path:
+def small_checkpoint(tmp_path: Path, variant: str, **shape) -> Path:
     torch.manual_seed(0)
-    model = create_model(variant, channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01, 0.1])
+    model = create_model(variant, channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01, 0.1],
+                         **shape)
     ckpt = make_checkpoint(model, epoch=1, step=3, best_val_loss=0.5,
                            history=[{"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_psnr": 20.0, "val_ssim": 0.4}],
                            preprocessing_params=PreprocessingParams(clip_db=(20.0, 60.0)).to_dict(),
@@ -71,6 +72,22 @@ def test_export_writes_verified_bundle(tmp_path, variant):
     # dynamic batch and spatial axes: a shape never seen at export time runs
     sess = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"x": np.zeros((3, 1, 48, 80), np.float32)})[0].shape == (3, 16, 3, 5)
+
+
+def test_a_narrowed_decoder_exports_with_its_width_and_parity(tmp_path):
+    """A --decoder-channels model (trainer/narrow.py) exports like any other: the manifest records the width,
+    the decoder graph has it, and the parity checks hold."""
+    out = tmp_path / "bundle"
+    rc = export_main([str(small_checkpoint(tmp_path, "baseline", decoder_channels=3)), str(out), "--calibration",
+                      str(SCENE), "--tile", "64", "--max-tiles", "2"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_config"]["decoder_channels"] == 3
+    assert manifest["parity"]["decoder_max_abs_diff"] <= 1e-4
+    graph = onnx.load(str(out / manifest["files"]["decoder"]["path"])).graph
+    last = next(n for n in graph.node if n.op_type == "ConvTranspose")
+    weight = next(t for t in graph.initializer if t.name == last.input[1])
+    assert list(weight.dims)[:2] == [3, 1]
 
 
 def test_float16_copy_is_checked(tmp_path):

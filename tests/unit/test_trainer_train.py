@@ -35,7 +35,7 @@ def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert set(REQUIRED_KEYS) <= set(ckpt)
         assert ckpt["model_name"] == variant
-        assert ckpt["model_config"] == {**SMALL_CONFIG, "context_slices": 1}
+        assert ckpt["model_config"] == {**SMALL_CONFIG, "context_slices": 1, "decoder_channels": None}
     last = torch.load(tmp_path / "last.pth", weights_only=True)
     # 2 steps in epoch 1, then max-steps stops epoch 2 after 1: recorded, and saved as within epoch 2 (epoch: the
     # last whole one), so that --resume goes on there
@@ -126,10 +126,13 @@ def test_a_run_killed_mid_epoch_and_resumed_takes_the_same_steps_as_one_never_st
 
 
 @needs_data
-def test_ctrl_c_during_the_epochs_writes_leaves_checkpoints_and_history_agreeing(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signame, expected_rc, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_ctrl_c_during_the_epochs_writes_leaves_checkpoints_and_history_agreeing(tmp_path, monkeypatch, capsys,
+                                                                                  signame, expected_rc, word):
     """A Ctrl-C right after an epoch's first checkpoint save (best.pth, or last.pth when the epoch did not
     improve) left best.pth, last.pth and history.jsonl at different epochs, and ended in a KeyboardInterrupt
-    traceback. Now it waits for the epoch's writes, and sar-train says where --resume goes on, with 130."""
+    traceback. Now it waits for the epoch's writes, and sar-train says where --resume goes on, with 130. A kill
+    (SIGTERM) killed the run silently on the spot; it now ends the same way, with 143."""
     import os
     import signal
 
@@ -142,7 +145,7 @@ def test_ctrl_c_during_the_epochs_writes_leaves_checkpoints_and_history_agreeing
         real_save(ckpt, path)
         if ckpt["epoch"] == 2 and not sent:
             sent.append(Path(path).name)
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, signame))
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
     capsys.readouterr()
@@ -150,8 +153,8 @@ def test_ctrl_c_during_the_epochs_writes_leaves_checkpoints_and_history_agreeing
         rc = _train(tmp_path, "baseline", "--max-steps", "3", "--steps-per-epoch", "1")
     except KeyboardInterrupt:
         rc = "KeyboardInterrupt out of sar-train"
-    assert sent and rc == 130
-    assert f"interrupted: --resume goes on from {tmp_path / 'last.pth'}" in capsys.readouterr().err
+    assert sent and rc == expected_rc
+    assert f"{word}: --resume goes on from {tmp_path / 'last.pth'}" in capsys.readouterr().err
     last = torch.load(tmp_path / "last.pth", weights_only=True)
     best = torch.load(tmp_path / "best.pth", weights_only=True)
     lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
@@ -373,3 +376,16 @@ def test_amp_is_ignored_on_a_cpu_without_bf16_kernels(monkeypatch, caplog):
         assert train._amp(TrainConfig(amp=True), torch.device("cpu")) == (None, None)
     assert "no fast bf16 kernels" in caplog.text
     assert train._amp(TrainConfig(amp=False), torch.device("cpu")) == (None, None)
+
+
+def test_curve_caption_of_a_branch_from_weights_that_did_not_count_patches():
+    """An --init from a checkpoint without patches_seen (training_totals: None) crashed the training-curve
+    plot with a TypeError after the first epoch; the caption says the patches are not recorded."""
+    from trainer.reporting import _seen_caption
+
+    last = {"step": 2, "epoch": 1, "patches_seen": 8}
+    assert _seen_caption(last, {"steps_total": 10, "patches_seen_total": None}) == (
+        "after epoch 1: 12 steps in all, patches not recorded (10 of the steps before this run)")
+    assert _seen_caption(last, {"steps_total": 10, "patches_seen_total": 40}) == (
+        "after epoch 1: 12 steps, 48 patches in all (10 of the steps before this run)")
+    assert _seen_caption(last, {}) == "after epoch 1: 2 steps, 8 patches in all"

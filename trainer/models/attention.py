@@ -20,5 +20,7 @@ def _unit(channels: int) -> nn.Module:
 
 @register_model("attention")
 class AttentionCodec(SarCodecModel):
-    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
-        return analysis(channels, latent_channels, _unit), synthesis(channels, latent_channels, _unit)
+    def _build_transforms(self, channels: int, latent_channels: int, decoder_channels: int | None
+                          ) -> tuple[nn.Module, nn.Module]:
+        return analysis(channels, latent_channels, _unit), synthesis(channels, latent_channels, _unit,
+                                                                     last=decoder_channels)

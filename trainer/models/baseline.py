@@ -11,5 +11,6 @@ from trainer.registry import register_model
 
 @register_model("baseline")
 class BaselineCodec(SarCodecModel):
-    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
-        return analysis(channels, latent_channels), synthesis(channels, latent_channels)
+    def _build_transforms(self, channels: int, latent_channels: int, decoder_channels: int | None
+                          ) -> tuple[nn.Module, nn.Module]:
+        return analysis(channels, latent_channels), synthesis(channels, latent_channels, last=decoder_channels)

@@ -98,9 +98,10 @@ class SarCodecModel(nn.Module):
     hyper_factor = 4           # and the latent grid to multiples of this
 
     def __init__(self, channels: int = 64, latent_channels: int = 128, hyper_channels: int = 64,
-                 lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS, context_slices: int = 1):
+                 lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS, context_slices: int = 1,
+                 decoder_channels: int | None = None):
         super().__init__()
-        if min(channels, latent_channels, hyper_channels, context_slices) < 1:
+        if min(channels, latent_channels, hyper_channels, context_slices, decoder_channels or 1) < 1:
             raise ValueError("channel and slice counts must be positive")
         if latent_channels % context_slices:
             raise ValueError(f"{context_slices} context slices do not divide {latent_channels} latent channels")
@@ -109,9 +110,11 @@ class SarCodecModel(nn.Module):
             raise ValueError("lambdas must be positive and strictly increasing")
         self.config = {"channels": int(channels), "latent_channels": int(latent_channels),
                        "hyper_channels": int(hyper_channels), "lambdas": lambdas,
-                       "context_slices": int(context_slices)}
+                       "context_slices": int(context_slices),
+                       "decoder_channels": None if decoder_channels is None else int(decoder_channels)}
         self.latent_channels = int(latent_channels)
-        self.g_a, self.g_s = self._build_transforms(int(channels), self.latent_channels)
+        self.g_a, self.g_s = self._build_transforms(int(channels), self.latent_channels,
+                                                    self.config["decoder_channels"])
         self.h_a = hyper_analysis(self.latent_channels, int(hyper_channels))
         self.h_s = hyper_synthesis(self.latent_channels, int(hyper_channels))
         self.prior = FactorizedPrior(int(hyper_channels))
@@ -126,7 +129,9 @@ class SarCodecModel(nn.Module):
         self.log_gain = nn.Parameter(start[:, None].repeat(1, self.latent_channels))
         self.log_inverse_gain = nn.Parameter(-start[:, None].repeat(1, self.latent_channels))
 
-    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
+    def _build_transforms(self, channels: int, latent_channels: int, decoder_channels: int | None
+                          ) -> tuple[nn.Module, nn.Module]:
+        """(g_a, g_s); `decoder_channels` is g_s's width at 1/2 resolution (None: `channels`)."""
         raise NotImplementedError
 
     @property

@@ -122,11 +122,16 @@ def analysis(n: int, m: int, unit=None) -> nn.Sequential:
                          conv(n, m, 5, 2))
 
 
-def synthesis(n: int, m: int, unit=None) -> nn.Sequential:
+def synthesis(n: int, m: int, unit=None, last: int | None = None) -> nn.Sequential:
     """g_s: the mirror of `analysis` (transposed convolutions, inverse GDN); the output is unbounded (the
-    codec clips to [0, 1]), so the loss sees the error the clip would hide."""
+    codec clips to [0, 1]), so the loss sees the error the clip would hide.
+
+    `last` (default n) is the width at 1/2 resolution. The N -> N layer into it does most of the decoder's
+    multiply-adds (64 -> 4 x 64 sub-pixel at 1/4 resolution: 9,216 of 14,416 per pixel at N = 64), so a
+    narrower `last` is what makes a cheaper decoder (trainer/narrow.py)."""
+    last = n if last is None else last
     extra = (lambda: [unit(n)]) if unit is not None else (lambda: [])
     return nn.Sequential(deconv(m, n), GDN(n, inverse=True), *extra(),
                          deconv(n, n), GDN(n, inverse=True), *extra(),
-                         deconv(n, n), GDN(n, inverse=True),
-                         deconv(n, 1))
+                         deconv(n, last), GDN(last, inverse=True),
+                         deconv(last, 1))

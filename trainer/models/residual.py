@@ -11,6 +11,7 @@ from trainer.registry import register_model
 
 @register_model("residual")
 class PreActResidualCodec(SarCodecModel):
-    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
+    def _build_transforms(self, channels: int, latent_channels: int, decoder_channels: int | None
+                          ) -> tuple[nn.Module, nn.Module]:
         return (analysis(channels, latent_channels, PreActResidualUnit),
-                synthesis(channels, latent_channels, PreActResidualUnit))
+                synthesis(channels, latent_channels, PreActResidualUnit, last=decoder_channels))

@@ -11,5 +11,7 @@ from trainer.registry import register_model
 
 @register_model("resnet_lite")
 class ResNetLiteCodec(SarCodecModel):
-    def _build_transforms(self, channels: int, latent_channels: int) -> tuple[nn.Module, nn.Module]:
-        return analysis(channels, latent_channels, ResidualUnit), synthesis(channels, latent_channels, ResidualUnit)
+    def _build_transforms(self, channels: int, latent_channels: int, decoder_channels: int | None
+                          ) -> tuple[nn.Module, nn.Module]:
+        return (analysis(channels, latent_channels, ResidualUnit),
+                synthesis(channels, latent_channels, ResidualUnit, last=decoder_channels))
