@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 from qgis.core import (
     QgsApplication,
@@ -125,6 +125,18 @@ def _vrt_band(index: int, sources, function: str = "", fact: float = 0.0, descri
             f'<SourceTransferType>Float32</SourceTransferType>{xml_sources}</VRTRasterBand>')
 
 
+def _vrt_georeferencing(raster: dict) -> str:
+    """The cache GeoTIFF's georeferencing as VRT elements (a VRT takes none from its sources): the scene's GCPs
+    where it has them, else its geotransform."""
+    gcps = raster.get("gcps")
+    if not gcps:
+        return f'<GeoTransform>{", ".join(repr(float(v)) for v in raster["geotransform"])}</GeoTransform>'
+    points = "".join('<GCP Id="{}" Pixel="{!r}" Line="{!r}" X="{!r}" Y="{!r}" Z="{!r}"/>'.format(
+        i, *(float(v) for v in point)) for i, point in enumerate(gcps["points"], 1))
+    crs = quoteattr(gcps.get("crs_wkt") or raster.get("crs_wkt") or "")
+    return f"<GCPList Projection={crs}>{points}</GCPList>"
+
+
 def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     """VRTs beside the cache GeoTIFF: bands dB(VV), dB(VH), dB(VV) - dB(VH) = VV/VH in dB.
 
@@ -133,8 +145,7 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     output of another: `db.vrt` holds the dB bands, `composite.vrt` copies them and takes their difference.
     """
     r = cache.header["raster"]
-    head = (f'<VRTDataset rasterXSize="{r["width"]}" rasterYSize="{r["height"]}">'
-            f'<GeoTransform>{", ".join(repr(float(v)) for v in r["geotransform"])}</GeoTransform>')
+    head = f'<VRTDataset rasterXSize="{r["width"]}" rasterYSize="{r["height"]}">{_vrt_georeferencing(r)}'
     domain = cache.header["domain"]
     tiff = cache.tiff_path.name
     if domain == "db":
@@ -280,8 +291,7 @@ class SceneLayerController(QObject):
                                              extent.yMaximum()))
         if window is None:
             return None
-        px = abs(self.cache.header["raster"]["geotransform"][1])
-        return window, extent.width() / px / max(1, settings.outputSize().width())
+        return window, extent.width() / self.cache.pixel_size / max(1, settings.outputSize().width())
 
     def tiles_to_decode(self) -> list[int]:
         """Missing tiles of the view, centre first, within the pixel budget; none when the overview suffices."""
@@ -403,8 +413,14 @@ def tile_cache_root() -> Path:
     return Path(QgsApplication.qgisSettingsDirPath()) / "sar_compress" / "tile_cache"
 
 
+#: providerKey of the "custom" mime uri of a .sarc Browser item (gui/browser.py): QGIS hands a drop of that
+#: uri to the drop handler whose customUriProviderKey() is the same.
+SCENE_URI_KEY = "sar_compress_scene"
+
+
 class SarcDropHandler(QgsCustomDropHandler):
-    """Dropping a .sarc file on the QGIS window opens it as a scene layer (other files: QGIS as usual)."""
+    """Dropping a .sarc file on the QGIS window, from the file manager or the Browser, opens it as a scene
+    layer (other files: QGIS as usual)."""
 
     def __init__(self, open_scene):
         super().__init__()
@@ -415,6 +431,12 @@ class SarcDropHandler(QgsCustomDropHandler):
             return False
         self.open_scene(str(file))
         return True
+
+    def customUriProviderKey(self):  # noqa: N802 (QGIS API)
+        return SCENE_URI_KEY
+
+    def handleCustomUriDrop(self, uri):  # noqa: N802 (QGIS API)
+        self.open_scene(uri.uri)
 
 
 class SceneLayers:

@@ -268,6 +268,19 @@ def _gcps(ds) -> dict | None:
     return {"crs_wkt": ds.GetGCPProjection() or "", "points": points} if points else None
 
 
+def set_georeferencing(ds, crs_wkt: str = "", geotransform=None, gcps: dict | None = None) -> None:
+    """Place a new dataset as its source was: by `gcps` (RasterInfo.gcps) where it had them, since a GeoTIFF holds
+    either GCPs or a geotransform, else by the geotransform and CRS."""
+    if gcps:
+        points = [_gdal().GCP(x, y, z, p, ln) for p, ln, x, y, z in gcps["points"]]
+        ds.SetGCPs(points, _gdal_text(gcps.get("crs_wkt") or crs_wkt or ""))
+        return
+    if geotransform is not None:
+        ds.SetGeoTransform(tuple(float(v) for v in geotransform))
+    if crs_wkt:
+        ds.SetProjection(_gdal_text(crs_wkt))
+
+
 def shifted_gcps(gcps: dict | None, col: int, row: int) -> dict | None:
     """`gcps` for the window of a raster that starts at pixel (col, row)."""
     if not gcps:
@@ -674,13 +687,7 @@ class GeoTiffWriter:
             raise OutputPathError(f"{self.path}: cannot create output GeoTIFF "
                                   f"({self._errors[0] if self._errors else 'unknown error'})")
         self._ds = ds
-        if self._gcps:  # a GeoTIFF holds either GCPs or a geotransform (RasterInfo.gcps)
-            points = [gdal.GCP(x, y, z, p, ln) for p, ln, x, y, z in self._gcps["points"]]
-            ds.SetGCPs(points, _gdal_text(self._gcps.get("crs_wkt") or crs_wkt or ""))
-        elif gt is not None:
-            ds.SetGeoTransform(tuple(float(v) for v in gt))
-        if crs_wkt and not self._gcps:
-            ds.SetProjection(_gdal_text(crs_wkt))
+        set_georeferencing(ds, crs_wkt, gt, self._gcps)
         if metadata:
             ds.SetMetadata({_gdal_text(k): _gdal_text(v) for k, v in metadata.items()})
         for i in range(self.band_count):

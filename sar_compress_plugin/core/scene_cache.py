@@ -29,7 +29,7 @@ from osgeo import gdal
 
 from .codec import CompressedRaster, window_from_bbox
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .raster_io import geotiff_blocks_stored, write_refusal
+from .raster_io import geotiff_blocks_stored, set_georeferencing, write_refusal
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class SceneCache:
             os.utime(self._state_path)  # least-recently-used order for evict()
         else:
             self._create()
+        self._footprint = self._gcp_footprint() if self.header["raster"].get("gcps") else None
 
     @property
     def header(self) -> dict:
@@ -118,6 +119,8 @@ class SceneCache:
         ds = gdal.Open(str(path))
         if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != (r.width, r.height, r.bands):
             raise ValueError("its size or band count is not the scene's")
+        if ds.GetGCPCount() != len((r.info["raster"].get("gcps") or {}).get("points", ())):
+            raise ValueError("its georeferencing is not the scene's")  # a cache made before GCPs were kept
         stored = set()
         for b in range(r.bands):
             band = ds.GetRasterBand(b + 1)
@@ -166,9 +169,7 @@ class SceneCache:
             str(tmp), r.width, r.height, r.bands, _GDAL_TYPES[r.dtype.name],
             ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER",
              "INTERLEAVE=BAND"])
-        ds.SetGeoTransform(tuple(h["geotransform"]))
-        if h.get("crs_wkt"):
-            ds.SetProjection(h["crs_wkt"])
+        set_georeferencing(ds, h.get("crs_wkt") or "", h["geotransform"], h.get("gcps"))
         for b, fill in enumerate(self.fill_values):
             band = ds.GetRasterBand(b + 1)
             band.SetNoDataValue(float(fill))
@@ -190,12 +191,52 @@ class SceneCache:
         ds.FlushCache()
         ds = None
 
-    def window_for_bbox(self, bbox) -> tuple[int, int, int, int] | None:
-        """Pixel window of a map box in the scene's CRS, None when it misses the scene."""
+    def _gcp_footprint(self) -> tuple:
+        """(pixel columns, pixel rows, map x and y where they cross) of a grid over a scene placed by its GCPs,
+        through GDAL's GCP transformer on the cache GeoTIFF: the transform of the warped VRT QGIS shows the layer
+        through. A view is mapped to pixels through these forward positions, not the inverse polynomial, which
+        GDAL fits separately and which far from the GCPs may fold back into the scene."""
+        w, h = self.raster.width, self.raster.height
+        step = max(16, math.ceil(max(w, h) / 256))
+        cols = np.unique(np.r_[np.arange(0, w, step), w])
+        rows = np.unique(np.r_[np.arange(0, h, step), h])
+        grid = [(float(c), float(r)) for r in rows for c in cols]
         try:
-            return window_from_bbox(self.header, bbox, self.raster.path)
-        except InputRasterError:
+            transformer = gdal.Transformer(gdal.Open(str(self.tiff_path)), None, [])
+        except RuntimeError as exc:  # under 3 GCPs, or all on a line: QGIS would show it at pixel coordinates
+            self.raster.close()
+            raise InputRasterError(f"{self.raster.path}: its ground control points cannot place it on the map "
+                                   f"({str(exc).splitlines()[0]})") from None
+        points, _ok = transformer.TransformPoints(0, grid)
+        return cols, rows, np.array(points)[:, :2].reshape(len(rows), len(cols), 2)
+
+    def window_for_bbox(self, bbox) -> tuple[int, int, int, int] | None:
+        """Pixel window of a map box in the scene's CRS (its GCPs' where it has them: to within the grid cells
+        of `_gcp_footprint`), None when it misses the scene."""
+        if self._footprint is None:
+            try:
+                return window_from_bbox(self.header, bbox, self.raster.path)
+            except InputRasterError:
+                return None
+        cols, rows, xy = self._footprint
+        corners = np.stack([xy[:-1, :-1], xy[:-1, 1:], xy[1:, :-1], xy[1:, 1:]])  # of each grid cell
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        xmin, ymin, xmax, ymax = bbox
+        hit = (low[..., 0] <= xmax) & (high[..., 0] >= xmin) & (low[..., 1] <= ymax) & (high[..., 1] >= ymin)
+        r, c = np.nonzero(hit)
+        if not r.size:
             return None
+        c0, r0, c1, r1 = cols[c.min()], rows[r.min()], cols[c.max() + 1], rows[r.max() + 1]
+        return int(c0), int(r0), int(c1 - c0), int(r1 - r0)
+
+    @property
+    def pixel_size(self) -> float:
+        """Map units per pixel, to tell how far the view is zoomed out: with GCPs the scene's diagonal in map
+        units over its diagonal in pixels, as GDAL sizes the warped VRT's pixels."""
+        if self._footprint is None:
+            return abs(self.header["raster"]["geotransform"][1])
+        xy = self._footprint[2]
+        return math.dist(xy[0, 0], xy[-1, -1]) / math.hypot(self.raster.width, self.raster.height)
 
     def missing_tiles(self, window) -> list[int]:
         """Tiles of `window` not decoded yet, the nearest to the window's centre first."""

@@ -1,6 +1,6 @@
-"""Browser integration: .sarc files show up as items; double-click or "Open as layer" adds the scene as a layer
-decoded on demand, "Reconstruct" writes a GeoTIFF beside the file, "Reconstruct…" opens the Reconstruct dialog on
-it (another output, a window, a device)."""
+"""Browser integration: .sarc files show up as items; double-click, "Open as layer" or a drag onto the map or
+the layers panel adds the scene as a layer decoded on demand, "Reconstruct" writes a GeoTIFF beside the file,
+"Reconstruct…" opens the Reconstruct dialog on it (another output, a window, a device)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from qgis.core import Qgis, QgsDataItem, QgsDataItemProvider, QgsDataProvider
+from qgis.core import Qgis, QgsDataItem, QgsDataItemProvider, QgsDataProvider, QgsMimeDataUtils
 from qgis.gui import QgsDataItemGuiProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..__about__ import __icon_path__
 from ..qgis_io import SARC_SUFFIX
+from ..scene_layer import SCENE_URI_KEY
 from .compat import QAction
 
 PROVIDER_NAME = "SAR compressed files"
@@ -34,7 +35,17 @@ class SarcDataItem(QgsDataItem):
                         f"(beside it) or Reconstruct… (choose the output)")
 
     def hasDragEnabled(self):  # noqa: N802 (QGIS API)
-        return False
+        return True
+
+    def mimeUris(self):  # noqa: N802 (QGIS API)
+        """A "custom" uri, which QGIS hands to the drop handler whose key it carries (SarcDropHandler): a drop
+        from the Browser carries no file URL, so without it the scene could not be dragged onto the map."""
+        uri = QgsMimeDataUtils.Uri()
+        uri.layerType = "custom"
+        uri.providerKey = SCENE_URI_KEY
+        uri.name = Path(self.path()).stem
+        uri.uri = self.path()
+        return [uri]
 
 
 class SarcDataItemProvider(QgsDataItemProvider):

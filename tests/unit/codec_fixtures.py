@@ -131,3 +131,19 @@ def compressed_scene(folder: Path, bundle: Path, height: int, width: int, seed: 
     sarc = folder / "in.sarc"
     compress(src, sarc, CompressOptions(model_dir=bundle, device="cpu", tile_size=64))
     return src, sarc
+
+
+def gcp_georeferenced_copy(src: Path, dst: Path) -> Path:
+    """A copy of the north-up EPSG:4326 scene `src` georeferenced as Sentinel-1 GRD measurement GeoTIFFs are: a
+    3 x 3 grid of ground control points in EPSG:4326 and no geotransform. The points follow `src`'s
+    geotransform turned by about 8 degrees, as a satellite track is, so that neither pixel coordinates nor
+    `src`'s own box would place the copy where its GCPs do."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    ds = gdal.Open(str(src))
+    g0, g1, _, g3, _, g5 = ds.GetGeoTransform()
+    turn = 0.15
+    gcps = [gdal.GCP(g0 + p * g1 + ln * g1 * turn, g3 + ln * g5 - p * g5 * turn, 0.0, p, ln)
+            for p in (0, ds.RasterXSize // 2, ds.RasterXSize) for ln in (0, ds.RasterYSize // 2, ds.RasterYSize)]
+    gdal.Translate(str(dst), ds, GCPs=gcps, outputSRS="EPSG:4326")
+    return dst

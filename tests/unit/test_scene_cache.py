@@ -1,5 +1,6 @@
-"""The scene layer's tile cache (core/scene_cache.py) when its folder is damaged, full or deleted, and its
-eviction: what is shown as decoded must be in the file, and a cache that cannot be trusted is rebuilt."""
+"""The scene layer's tile cache (core/scene_cache.py) when its folder is damaged, full or deleted, its eviction,
+and a scene georeferenced by ground control points: what is shown as decoded must be in the file, where the
+scene's reconstruction is, and a cache that cannot be trusted is rebuilt."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from osgeo import gdal
+from codec_fixtures import gcp_georeferenced_copy
+from osgeo import gdal, osr
 
 from sar_compress_plugin.core import codec
-from sar_compress_plugin.core.errors import OutputPathError
+from sar_compress_plugin.core.errors import InputRasterError, OutputPathError
 from sar_compress_plugin.core.scene_cache import SceneCache, evict, folder_size
 
 
@@ -28,6 +30,19 @@ def sarc(tiny_bundle, sar_data, tmp_path_factory):
                    codec.CompressOptions(model_dir=str(tiny_bundle), device="cpu", tile_size=128, overview=True))
     codec.reconstruct(str(out), str(d / "full.tif"), model_dirs=[str(tiny_bundle)], device="cpu")
     return out, gdal.Open(str(d / "full.tif")).ReadAsArray()
+
+
+@pytest.fixture(scope="module")
+def gcp_sarc(tiny_bundle, sar_data, tmp_path_factory):
+    """The same scene georeferenced by GCPs only (as a Sentinel-1 GRD measurement GeoTIFF), compressed as `sarc`,
+    and its full reconstruction."""
+    d = tmp_path_factory.mktemp("gcp_scene")
+    src = gcp_georeferenced_copy(sar_data / "s1_iw_grd_berlin_512.tif", d / "berlin_gcps.tif")
+    out = d / "berlin_gcps.sarc"
+    codec.compress(str(src), str(out),
+                   codec.CompressOptions(model_dir=str(tiny_bundle), device="cpu", tile_size=128, overview=True))
+    codec.reconstruct(str(out), str(d / "full.tif"), model_dirs=[str(tiny_bundle)], device="cpu")
+    return out, gdal.Open(str(d / "full.tif")).ReadAsArray(), d / "full.tif"
 
 
 def _open(sarc, root, tiny_bundle):
@@ -135,3 +150,60 @@ def test_evict_deletes_least_recently_used_scenes_only(sarc, tiny_bundle, tmp_pa
     assert evict(tmp_path, 0, keep=[cache.folder]) == []
     assert evict(tmp_path, 0) == [cache.folder]
     assert (own / "beach.jpg").is_file()
+
+
+def _gcps(path) -> list:
+    return [(g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY, g.GCPZ) for g in gdal.Open(str(path)).GetGCPs()]
+
+
+def test_a_scene_georeferenced_by_gcps_is_cached_with_them_as_its_reconstruction_is(gcp_sarc, tiny_bundle,
+                                                                                       tmp_path):
+    """The cache GeoTIFF had only the header's placeholder geotransform, so QGIS showed the scene layer of a
+    Sentinel-1 GRD measurement file at pixel coordinates, and no view mapped to pixels, so nothing was decoded."""
+    cache = _open(gcp_sarc, tmp_path, tiny_bundle)
+    ds = gdal.Open(str(cache.tiff_path))
+    assert ds.GetGeoTransform(can_return_null=True) is None
+    assert len(_gcps(cache.tiff_path)) == 9 and _gcps(cache.tiff_path) == _gcps(gcp_sarc[2])
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    assert osr.SpatialReference(ds.GetGCPProjection()).IsSame(wgs84)
+
+    # Views map to pixels through the GCPs: a box about the GCP of pixel (256, 256) takes the tiles around it.
+    _p, _ln, x, y, _z = next(g for g in _gcps(cache.tiff_path) if g[:2] == (256, 256))
+    c, r, w, h = cache.window_for_bbox((x - 0.001, y - 0.001, x + 0.001, y + 0.001))
+    assert c < 256 < c + w and r < 256 < r + h and w < 100 and h < 100
+    assert cache.window_for_bbox((-180, -90, 180, 90)) == (0, 0, 512, 512)
+    assert cache.window_for_bbox((x + 1, y, x + 2, y + 1)) is None
+    shown = gdal.AutoCreateWarpedVRT(gdal.Open(str(gcp_sarc[2])))  # what QGIS shows a GCP raster through
+    assert cache.pixel_size == pytest.approx(shown.GetGeoTransform()[1], rel=0.01)
+
+    assert cache.decode(cache.missing_tiles((c, r, w, h))) == 4
+    _assert_shows_only_true_pixels(cache, gcp_sarc[1])
+    cache.close()
+
+
+def test_a_gcp_scene_cache_made_before_gcps_were_kept_is_rebuilt(gcp_sarc, tiny_bundle, tmp_path):
+    old = _open(gcp_sarc, tmp_path, tiny_bundle)
+    old.decode([0, 1])
+    old.close()
+    ds = gdal.Open(str(old.tiff_path), gdal.GA_Update)  # as caches were written: the placeholder geotransform
+    ds.SetGCPs([], "")
+    ds.SetGeoTransform(tuple(codec.read_header(gcp_sarc[0])["raster"]["geotransform"]))
+    ds = None
+
+    again = _open(gcp_sarc, tmp_path, tiny_bundle)
+    assert again.decoded == set()
+    assert _gcps(again.tiff_path) == _gcps(gcp_sarc[2])
+    again.close()
+
+
+def test_a_scene_whose_gcps_cannot_place_it_is_refused_in_one_line(tiny_bundle, sar_data, tmp_path):
+    """Two GCPs fit no transform: QGIS would show the layer at pixel coordinates, where no view maps to pixels."""
+    src = tmp_path / "two_gcps.tif"
+    gdal.Translate(str(src), str(sar_data / "s1_iw_grd_berlin_512.tif"), outputSRS="EPSG:4326",
+                   GCPs=[gdal.GCP(13.38, 52.57, 0.0, 0, 0), gdal.GCP(13.43, 52.52, 0.0, 512, 512)])
+    sarc = tmp_path / "two_gcps.sarc"
+    codec.compress(str(src), str(sarc), codec.CompressOptions(model_dir=str(tiny_bundle), device="cpu"))
+    with pytest.raises(InputRasterError, match=r"two_gcps.sarc: its ground control points cannot place it on "
+                                               r"the map \(.*\)$"):
+        SceneCache(sarc, tmp_path / "cache", model_dirs=[str(tiny_bundle)], device="cpu")

@@ -1,0 +1,81 @@
+"""A compressed scene georeferenced by ground control points only (a Sentinel-1 GRD measurement GeoTIFF) opened as
+a scene layer in real QGIS: it sits where its GCPs put it, as its reconstruction does, and decodes what is shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsRasterLayer, QgsRectangle
+
+from qgis_harness import process_events_until
+from test_scene_layer import _pixels, _render, _show_canvas
+
+
+@pytest.fixture
+def gcp_scene(plugin, sar_tif, model_bundle, codec, tmp_path):
+    """berlin 512 x 512 x 2 georeferenced by a 3 x 3 grid of GCPs in EPSG:4326, compressed in 128-px tiles, its
+    full reconstruction, a private cache."""
+    from codec_fixtures import gcp_georeferenced_copy  # tests/unit, on the path once model_bundle is built
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    src = gcp_georeferenced_copy(sar_tif, tmp_path / "berlin_gcps.tif")
+    sarc = src.with_suffix(".sarc")
+    codec.compress(str(src), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                tile_size=128, overview=True))
+    full = tmp_path / "full.tif"
+    codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
+    s = PluginSettings.load()
+    s.tile_cache_dir = str(tmp_path / "cache")
+    s.save()
+    return sarc, full
+
+
+# QGIS warns "Creating Warped VRT." from the canvas's render threads whenever they open the layer; pytest-qt's
+# Python message handler then waits for the GIL, which the main thread holds while a QImage conversion waits for
+# those same pool threads (a run of the scene-layer tests hung so, in _pixels).
+@pytest.mark.no_qt_log
+def test_a_gcp_scene_layer_sits_at_its_gcps_and_decodes_what_is_shown(plugin, test_iface, gcp_scene, tmp_path):
+    """Its cache had GDAL's placeholder geotransform: the layer lay at pixel coordinates (0..512), and since no
+    view could be mapped to pixels through the GCPs, nothing was ever decoded nor exported."""
+    from sar_compress_plugin.scene_layer import style_scene_composite, style_scene_grey
+
+    sarc, full = gcp_scene
+    gcps = gdal.Open(str(full)).GetGCPs()
+    xs, ys = [g.GCPX for g in gcps], [g.GCPY for g in gcps]
+    layer = plugin.scenes.open(str(sarc))
+    reference = QgsRasterLayer(str(full), "full", "gdal")
+    extent = layer.extent()
+    assert layer.crs().authid() == "EPSG:4326" and extent == reference.extent()
+    assert [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()] == pytest.approx(
+        [min(xs), min(ys), max(xs), max(ys)], abs=1e-4)  # the GCPs' box, to a pixel (9e-5 degrees)
+
+    # A view about the middle GCP (pixel 256, 256): its tiles are decoded and it renders as the reconstruction.
+    centre = next(g for g in gcps if (g.GCPPixel, g.GCPLine) == (256, 256))
+    canvas = _show_canvas(test_iface, layer)
+    canvas.setExtent(QgsRectangle(centre.GCPX - 0.004, centre.GCPY - 0.004, centre.GCPX + 0.004,
+                                  centre.GCPY + 0.004))
+    canvas.refresh()
+    controller = plugin.scenes.controllers[layer.id()]
+    assert process_events_until(lambda: not controller.busy, 120)
+    window = controller.visible_window()[0]
+    assert window[0] < 256 < window[0] + window[2] and window[1] < 256 < window[1] + window[3]
+    assert set(controller.cache.grid.tiles_overlapping(window)) <= controller.cache.decoded
+    assert len(controller.cache.decoded) < controller.cache.grid.count
+    reference.setRenderer(layer.renderer().clone())
+    got = _pixels(_render(canvas.mapSettings(), [layer]))
+    assert (got[..., 3] == 255).all() and np.array_equal(got, _pixels(_render(canvas.mapSettings(), [reference])))
+
+    # The VV/VH composite (a VRT over the cache) sits at the GCPs too.
+    style_scene_composite(layer, controller.cache, 1, 2)
+    assert layer.crs().authid() == "EPSG:4326" and layer.extent() == extent
+    style_scene_grey(layer, controller.cache, 1)
+
+    # "Export current extent…": that window of the full reconstruction, with its GCPs shifted to the window.
+    task = plugin.scenes.export_view(layer, str(tmp_path / "view.tif"))
+    assert task is not None and process_events_until(lambda: task.result is not None, 120) and task.result.ok
+    c, r, w, h = window
+    view = gdal.Open(str(tmp_path / "view.tif"))
+    assert np.array_equal(view.ReadAsArray(), gdal.Open(str(full)).ReadAsArray()[:, r:r + h, c:c + w])
+    assert [(g.GCPPixel, g.GCPLine) for g in view.GetGCPs()] == [(g.GCPPixel - c, g.GCPLine - r) for g in gcps]
+    assert not [m for m in test_iface.messages if m[2] >= 1 and "view.tif" not in m[1]], test_iface.messages
