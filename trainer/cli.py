@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if terminated else 130
     if result["rank"] == 0:
         last = result["history"][-1] if result["history"] else {}
-        print(f"done: {result['epoch']} epoch(s), {result['step']} step(s), best val loss "
+        # a stop within an epoch (--max-steps, --max-minutes) was counted as a whole epoch
+        epochs = (f"{result['epoch'] - 1} epoch(s) and part of the next" if last.get("partial")
+                  else f"{result['epoch']} epoch(s)")
+        print(f"done: {epochs}, {result['step']} step(s), best val loss "
               f"{result['best_val_loss']:.4f}, last val PSNR {last.get('val_psnr', float('nan')):.2f} dB, "
               f"{result['skipped_batches']} skipped batch(es); checkpoints in {result['out']}")
     return 0

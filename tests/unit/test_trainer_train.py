@@ -29,8 +29,9 @@ def _train(out, variant="baseline", *extra):
 
 @needs_data
 @pytest.mark.parametrize("variant", available_models())
-def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path):
+def test_sar_train_writes_complete_safe_checkpoints(variant, tmp_path, capsys):
     assert _train(tmp_path, variant, "--max-steps", "3", "--steps-per-epoch", "2") == 0
+    assert "done: 1 epoch(s) and part of the next, 3 step(s)" in capsys.readouterr().out
     for name in ("best.pth", "last.pth"):
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert set(REQUIRED_KEYS) <= set(ckpt)
