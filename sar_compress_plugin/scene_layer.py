@@ -208,9 +208,9 @@ def style_scene_composite(layer: QgsRasterLayer, cache, vv: int, vh: int) -> Non
 
 
 def style_scene_grey(layer: QgsRasterLayer, cache, band: int) -> None:
-    """Back to the grey dB style of one band, on the cache GeoTIFF itself."""
-    if layer.source() != str(cache.tiff_path) or not layer.isValid():
-        layer.setDataSource(str(cache.tiff_path), layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+    """Back to the grey dB style of one band, on the cache GeoTIFF itself, opened anew: the layer may hold a file
+    the cache has replaced since (one rebuilt when a project is read), placed as that one was."""
+    layer.setDataSource(str(cache.tiff_path), layer.name(), "gdal", QgsDataProvider.ProviderOptions())
     style_scene_layer(layer, cache.header, band)
     layer.triggerRepaint()
 
@@ -439,6 +439,12 @@ class SarcDropHandler(QgsCustomDropHandler):
         self.open_scene(uri.uri)
 
 
+def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
+    """`layer` on `cache` in its own style, where it shows another file, none, or (`reopen`) any."""
+    if reopen or not layer.isValid() or Path(layer.source()).parent != cache.folder:
+        restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+
+
 class SceneLayers:
     """The open scene layers of the plugin: open (menu, Browser, drop), close on layer removal, export the view."""
 
@@ -466,15 +472,17 @@ class SceneLayers:
                   and layer.id() not in self.controllers]
         if not scenes or check_dependencies():  # no dialog here: without the codec they show what is cached
             return
+        # A cache made now (for one damaged, or one from before GCPs were kept) is not the file QGIS opened for
+        # the layers: they are pointed at it anew.
         for layer in scenes:
             path = str(layer.customProperty(SARC_PATH_PROPERTY))
             controller = self._controller_showing(path)
             if controller is not None:  # a copy of an open scene layer: one cache, one writer
-                self._join(layer, controller)
+                self._join(layer, controller, reopen=controller.cache.created)
                 continue
             cache = self._open_cache(path)
             if cache is not None:
-                self._attach(layer, cache)
+                self._attach(layer, cache, reopen=cache.created)
 
     def _layers_added(self, layers) -> None:
         """A copy of an open scene layer ("Duplicate Layer", a copied layer pasted) is served by the scene's
@@ -498,11 +506,10 @@ class SceneLayers:
         controller = self._controller_showing(sarc_path)
         return controller.layer if controller is not None else None
 
-    def _join(self, layer: QgsRasterLayer, controller: SceneLayerController) -> None:
-        """Serve `layer`, another layer of the scene `controller` decodes, from that controller and its cache."""
-        cache = controller.cache
-        if not layer.isValid() or Path(layer.source()).parent != cache.folder:
-            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+    def _join(self, layer: QgsRasterLayer, controller: SceneLayerController, reopen: bool = False) -> None:
+        """Serve `layer`, another layer of the scene `controller` decodes, from that controller and its cache
+        (pointed at it as `_attach` says)."""
+        _point(layer, controller.cache, reopen)
         self.controllers[layer.id()] = controller
         controller.add_layer(layer)
         for action in self.layer_actions:
@@ -527,12 +534,12 @@ class SceneLayers:
         self._attach(layer, cache)
         return layer
 
-    def _attach(self, layer: QgsRasterLayer, cache) -> None:
+    def _attach(self, layer: QgsRasterLayer, cache, reopen: bool = False) -> None:
         """Decode `layer`'s view from `cache` on demand and offer the scene actions in its menu. A layer that shows
-        another file (the cache folder changed in the settings) or none (its cache was evicted meanwhile) is
-        pointed at `cache` first, in its own style."""
-        if not layer.isValid() or Path(layer.source()).parent != cache.folder:
-            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        another file (the cache folder changed in the settings), none (its cache was evicted meanwhile) or, with
+        `reopen`, files of the cache folder as they were before `cache` made its own, is pointed at `cache`
+        first, in its own style."""
+        _point(layer, cache, reopen)
         self._watch(layer, cache)
         for action in self.layer_actions:
             self.iface.addCustomActionForLayer(action, layer)

@@ -41,8 +41,8 @@ from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams,
                             canonical_domain, denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
-from .raster_io import (GeoTiffWriter, PartialFile, RasterReader, check_output_path, remove_stale_partials,
-                        same_file, shifted_gcps, source_stamp)
+from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, check_output_path,
+                        remove_stale_partials, same_file, shifted_gcps, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
 from .tiling import TileGrid, latent_block, read_context
 
@@ -487,15 +487,20 @@ def clip_window(header: dict, window, path="", note=None) -> Window:
     return inside
 
 
+def map_crs_wkt(raster: dict) -> str:
+    """The CRS of a header's `raster` on the map, in which `window_from_bbox` takes a box: that of its ground
+    control points where they place it (its own is then empty)."""
+    return (raster.get("gcps") or {}).get("crs_wkt") or raster.get("crs_wkt") or ""
+
+
 def window_from_bbox(header: dict, bbox, path="", note=None) -> Window:
-    """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax), clipped to the raster as
-    `clip_window` clips (why: there); `note(text)` is told what was cut off."""
+    """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax) in `map_crs_wkt`, clipped to the
+    raster as `clip_window` clips (why: there); `note(text)` is told what was cut off. A raster placed by ground
+    control points is mapped through them as QGIS places it (`GcpGrid`, to within its grid's cells): its
+    geotransform is then GDAL's placeholder, pixel coordinates."""
     r = header["raster"]
     g0, g1, g2, g3, g4, g5 = r["geotransform"]
-    if r.get("gcps"):  # its geotransform is GDAL's placeholder, pixel coordinates: a box would map to nonsense
-        raise InputRasterError(f"{path}: the raster is georeferenced by ground control points only, not a "
-                               f"geotransform, so --bbox cannot be mapped to pixels; use --window")
-    if g2 or g4 or not g1 or not g5:
+    if not r.get("gcps") and (g2 or g4 or not g1 or not g5):
         raise InputRasterError(f"{path}: --bbox needs a north-up geotransform; use --window")
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in bbox)
@@ -503,21 +508,30 @@ def window_from_bbox(header: dict, bbox, path="", note=None) -> Window:
         raise InputRasterError(f"{path}: bbox {bbox!r} must be four numbers") from None
     if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
         raise InputRasterError(f"{path}: bbox {tuple(bbox)} must be four finite numbers")
-    cols = sorted(((xmin - g0) / g1, (xmax - g0) / g1))
-    rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
-    if not all(math.isfinite(v) for v in cols + rows):  # e.g. -1e308 - xmin overflows
-        raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
-    covered = (math.floor(cols[0]), math.floor(rows[0]), math.ceil(cols[1]), math.ceil(rows[1]))
-    c0, r0 = max(0, covered[0]), max(0, covered[1])
-    c1, r1 = min(r["width"], covered[2]), min(r["height"], covered[3])
-    xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
+    if r.get("gcps"):
+        grid = GcpGrid(r["gcps"], r["width"], r["height"], path)
+        xmin, xmax, ymin, ymax = *sorted((xmin, xmax)), *sorted((ymin, ymax))
+        inside = grid.window((xmin, ymin, xmax, ymax))
+        x0, y0, x1, y1 = grid.bounds
+        xs, ys = (x0, x1), (y0, y1)
+        clipped = not (x0 <= xmin and xmax <= x1 and y0 <= ymin and ymax <= y1)
+    else:
+        cols = sorted(((xmin - g0) / g1, (xmax - g0) / g1))
+        rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
+        if not all(math.isfinite(v) for v in cols + rows):  # e.g. -1e308 - xmin overflows
+            raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
+        covered = (math.floor(cols[0]), math.floor(rows[0]), math.ceil(cols[1]), math.ceil(rows[1]))
+        c0, r0 = max(0, covered[0]), max(0, covered[1])
+        c1, r1 = min(r["width"], covered[2]), min(r["height"], covered[3])
+        inside = (c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+        xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
+        clipped = (c0, r0, c1, r1) != covered
     extent = f"x {xs[0]:.10g}..{xs[1]:.10g}, y {ys[0]:.10g}..{ys[1]:.10g}"
-    if c1 <= c0 or r1 <= r0:  # most often a box in another CRS (degrees for a UTM raster): say which one
-        crs = re.match(r'\s*\w+\[\s*"([^"]*)"', r.get("crs_wkt") or "")
+    if inside is None:  # most often a box in another CRS (degrees for a UTM raster): say which one
+        crs = re.match(r'\s*\w+\[\s*"([^"]*)"', map_crs_wkt(r))
         raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans {extent} "
                                f"in its CRS ({crs.group(1) if crs else 'none given'}); give the box in that CRS")
-    inside = (c0, r0, c1 - c0, r1 - r0)
-    if note is not None and (c0, r0, c1, r1) != covered:
+    if note is not None and clipped:
         note(f"bbox {tuple(bbox)} reaches past the raster ({extent}); clipped to the pixel window "
              f"{_describe(inside)}")
     return inside
@@ -893,4 +907,5 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 __all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
-           "infer_domain", "explain_domain", "window_from_bbox", "clip_window", "same_file", "refuse_to_replace_data"]
+           "infer_domain", "explain_domain", "map_crs_wkt", "window_from_bbox", "clip_window", "same_file",
+           "refuse_to_replace_data"]

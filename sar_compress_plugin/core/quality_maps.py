@@ -30,7 +30,8 @@ from osgeo import gdal, gdal_array
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
 from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, from_db, to_db
-from .raster_io import GeoTiffWriter, check_output_path, mask_kind, remove_stale_partials, same_file
+from .raster_io import (GeoTiffWriter, check_output_path, mask_kind, placing_gcps, remove_stale_partials,
+                        same_file)
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -218,10 +219,20 @@ def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test
 
 
 def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tuple[int, int]:
-    """Pixel offset (col, row) of `test` inside `ref`; both must share CRS and pixel grid. Neither having a CRS
-    is a pair in pixel coordinates; one without, against one with, is not known to be the same place."""
-    gr, gt = ref.GetGeoTransform(), test.GetGeoTransform()
-    pr, pt = ref.GetProjection(), test.GetProjection()
+    """Pixel offset (col, row) of `test` inside `ref`; both must share CRS and pixel grid, that of a geotransform
+    or of ground control points (a window's are the original's moved by its offset, as a reconstruction or
+    gdal_translate -srcwin writes them: GDAL's placeholder geotransform of both would put every window at the
+    original's corner). Neither having a CRS is a pair in pixel coordinates; one without, against one with, is
+    not known to be the same place."""
+    ref_gcps, test_gcps = placing_gcps(ref), placing_gcps(test)
+    if bool(ref_gcps) != bool(test_gcps):
+        why = f"it is placed by ground control points, the original {ref_path} is not" if test_gcps \
+            else f"it is not placed by ground control points, the original {ref_path} is"
+        raise InputRasterError(f"reconstruction {test_path}: {why}")
+    if ref_gcps:
+        pr, pt = ref_gcps["crs_wkt"], test_gcps["crs_wkt"]
+    else:
+        pr, pt = ref.GetProjection(), test.GetProjection()
     if bool(pr) != bool(pt):
         why = f"it has no CRS, the original {ref_path} has one" if pr else \
             f"it has a CRS, the original {ref_path} has none"
@@ -232,20 +243,33 @@ def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tu
         sr, st = osr.SpatialReference(wkt=pr), osr.SpatialReference(wkt=pt)
         if not sr.IsSame(st):
             raise InputRasterError(f"reconstruction {test_path}: its CRS differs from the original {ref_path}")
-    px = abs(gr[1]) or 1.0
-    py = abs(gr[5]) or 1.0
-    if gr[2] or gr[4] or gt[2] or gt[4] or not math.isclose(gr[1], gt[1], rel_tol=1e-6) \
-            or not math.isclose(gr[5], gt[5], rel_tol=1e-6):
-        raise InputRasterError(
-            f"reconstruction {test_path}: its pixel grid differs from the original {ref_path}")
-    col = (gt[0] - gr[0]) / gr[1]
-    row = (gt[3] - gr[3]) / gr[5]
-    if abs(col - round(col)) * px > 1e-3 * px or abs(row - round(row)) * py > 1e-3 * py:
+    if ref_gcps:
+        col, row = _gcp_offset(ref_gcps, test_gcps, ref_path, test_path)
+    else:
+        gr, gt = ref.GetGeoTransform(), test.GetGeoTransform()
+        if gr[2] or gr[4] or gt[2] or gt[4] or not math.isclose(gr[1], gt[1], rel_tol=1e-6) \
+                or not math.isclose(gr[5], gt[5], rel_tol=1e-6):
+            raise InputRasterError(
+                f"reconstruction {test_path}: its pixel grid differs from the original {ref_path}")
+        col = (gt[0] - gr[0]) / gr[1]
+        row = (gt[3] - gr[3]) / gr[5]
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         raise InputRasterError(f"reconstruction {test_path}: not aligned on the pixel grid of {ref_path}")
     col, row = int(round(col)), int(round(row))
     if col < 0 or row < 0 or col + test.RasterXSize > ref.RasterXSize or row + test.RasterYSize > ref.RasterYSize:
         raise InputRasterError(f"reconstruction {test_path}: its extent is not inside the original {ref_path}")
     return col, row
+
+
+def _gcp_offset(ref_gcps: dict, test_gcps: dict, ref_path, test_path) -> tuple[float, float]:
+    """How far (col, row) every ground control point of `test` is moved from the same point of `ref`."""
+    at = {tuple(p[2:]): p[:2] for p in ref_gcps["points"]}
+    moves = {(round(at[tuple(q[2:])][0] - q[0], 6), round(at[tuple(q[2:])][1] - q[1], 6))
+             if tuple(q[2:]) in at else None for q in test_gcps["points"]}
+    if len(moves) != 1 or None in moves:
+        raise InputRasterError(f"reconstruction {test_path}: its ground control points are not those of the "
+                               f"original {ref_path} moved by one offset")
+    return moves.pop()
 
 
 def _blocks(width: int, height: int, block: int):
@@ -295,9 +319,10 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                          is_cancelled: Callable[[], bool] | None = None) -> QualityMapsResult:
     """Write the local ENL-ratio and EPI maps of `reconstruction_path` against `original_path`.
 
-    The maps take the reconstruction's grid (size, geotransform, CRS); the reconstruction may be a window of
-    the original on the same pixel grid. `domain` is the value domain of both rasters (None: the one they
-    state, see `pair_domain`). `bands` are 1-based band numbers (None: all); each gives one band in each output.
+    The maps take the reconstruction's grid (size, geotransform or ground control points, CRS); the
+    reconstruction may be a window of the original on the same pixel grid. `domain` is the value domain of both
+    rasters (None: the one they state, see `pair_domain`). `bands` are 1-based band numbers (None: all); each
+    gives one band in each output.
     """
     t0, started = time.perf_counter(), time.time()
     if window < 3:
@@ -322,7 +347,7 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     enl_samples: list[list[np.ndarray]] = [[] for _ in bands]
     epi_samples: list[list[np.ndarray]] = [[] for _ in bands]
     like = {"width": width, "height": height, "band_count": len(bands), "dtype": "float32",
-            "crs_wkt": test.GetProjection(), "geotransform": test.GetGeoTransform(),
+            "crs_wkt": test.GetProjection(), "geotransform": test.GetGeoTransform(), "gcps": placing_gcps(test),
             "nodata": [float("nan")] * len(bands)}
     with ExitStack() as outputs:
         out_enl = outputs.enter_context(GeoTiffWriter(

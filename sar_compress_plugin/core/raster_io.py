@@ -25,6 +25,7 @@ the same output, or `sar-info` on it, removes (`remove_stale_partials`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat
@@ -255,13 +256,15 @@ def _info_from_dataset(ds, path: str) -> RasterInfo:
                       geotransform=tuple(float(v) for v in (gt or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0))),
                       nodata=tuple(nodata), band_names=tuple(names), metadata=_str_map(ds.GetMetadata()),
                       bands=tuple(bands), source_bands=source_bands, gdal_mask=gdal_mask, alpha_band=alpha,
-                      gcps=None if gt else _gcps(ds))
+                      gcps=placing_gcps(ds))
 
 
-def _gcps(ds) -> dict | None:
+def placing_gcps(ds) -> dict | None:
     """The ground control points of a dataset without a geotransform, as plain numbers, or None. A GeoTIFF holds
     either a geotransform or GCPs, so they are carried only where they are the georeferencing: otherwise a
     Sentinel-1 GRD measurement GeoTIFF (GCPs only) came back as a raster at pixel coordinates."""
+    if ds.GetGeoTransform(can_return_null=True):
+        return None
     points = [[float(g.GCPPixel), float(g.GCPLine), float(g.GCPX), float(g.GCPY), float(g.GCPZ)]
               for g in (ds.GetGCPs() or ())]
     points = [p for p in points if all(np.isfinite(p))]
@@ -287,6 +290,61 @@ def shifted_gcps(gcps: dict | None, col: int, row: int) -> dict | None:
         return None
     return {"crs_wkt": gcps.get("crs_wkt") or "",
             "points": [[p - col, ln - row, x, y, z] for p, ln, x, y, z in gcps["points"]]}
+
+
+class GcpGrid:
+    """Where a raster placed by ground control points lies on the map: the map positions of a grid of pixel
+    positions over it (at most 257 x 257), through GDAL's GCP transformer, the transform of the warped VRT QGIS
+    shows such a raster through. A map box is mapped to pixels through these forward positions, not the inverse
+    polynomial, which GDAL fits separately and which far from the GCPs may fold back into the raster."""
+
+    def __init__(self, gcps: dict, width: int, height: int, path=""):
+        gdal = _gdal()
+        ds = gdal.GetDriverByName("MEM").Create("", width, height, 0)  # no band: no pixel is allocated
+        set_georeferencing(ds, "", None, gcps)
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            transformer = gdal.Transformer(ds, None, [])
+        except RuntimeError:  # GDAL with exceptions enabled elsewhere in the process
+            transformer = None
+        finally:
+            gdal.PopErrorHandler()
+        if transformer is None:  # under 3 GCPs, or all on a line: QGIS would show it at pixel coordinates
+            raise InputRasterError(f"{path}: its ground control points cannot place it on the map "
+                                   f"({_last_error('no transform fits them')})")
+        step = max(16, math.ceil(max(width, height) / 256))
+        self.cols = np.unique(np.r_[np.arange(0, width, step), width])
+        self.rows = np.unique(np.r_[np.arange(0, height, step), height])
+        points, _ok = transformer.TransformPoints(0, [(float(c), float(r)) for r in self.rows for c in self.cols])
+        #: map (x, y) of each grid position, by row and column
+        self.xy = np.array(points)[:, :2].reshape(len(self.rows), len(self.cols), 2)
+        self.width, self.height = width, height
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the raster on the map."""
+        points = self.xy.reshape(-1, 2)
+        (xmin, ymin), (xmax, ymax) = points.min(axis=0), points.max(axis=0)
+        return float(xmin), float(ymin), float(xmax), float(ymax)
+
+    def window(self, bbox) -> Window | None:
+        """Pixel window of a map box (xmin, ymin, xmax, ymax), to within the grid's cells; None when it misses
+        the raster."""
+        corners = np.stack([self.xy[:-1, :-1], self.xy[:-1, 1:], self.xy[1:, :-1], self.xy[1:, 1:]])  # per cell
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        xmin, ymin, xmax, ymax = bbox
+        hit = (low[..., 0] <= xmax) & (high[..., 0] >= xmin) & (low[..., 1] <= ymax) & (high[..., 1] >= ymin)
+        r, c = np.nonzero(hit)
+        if not r.size:
+            return None
+        c0, r0, c1, r1 = self.cols[c.min()], self.rows[r.min()], self.cols[c.max() + 1], self.rows[r.max() + 1]
+        return int(c0), int(r0), int(c1 - c0), int(r1 - r0)
+
+    @property
+    def pixel_size(self) -> float:
+        """Map units per pixel: the raster's diagonal in map units over its diagonal in pixels, as GDAL sizes
+        the warped VRT's pixels."""
+        return math.dist(self.xy[0, 0], self.xy[-1, -1]) / math.hypot(self.width, self.height)
 
 
 def mask_kind(flags: int) -> str:

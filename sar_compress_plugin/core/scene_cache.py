@@ -29,7 +29,7 @@ from osgeo import gdal
 
 from .codec import CompressedRaster, window_from_bbox
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .raster_io import geotiff_blocks_stored, set_georeferencing, write_refusal
+from .raster_io import GcpGrid, geotiff_blocks_stored, set_georeferencing, write_refusal
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -56,17 +56,26 @@ class SceneCache:
         self.raster = CompressedRaster(sarc_path, model_dirs=model_dirs, device=device)
         self._source = _identity(self.raster.path)
         self.grid = self.raster.grid
+        gcps = self.raster.info["raster"].get("gcps")
+        try:  # before the cache is made: a scene its GCPs cannot place leaves no cache folder behind
+            self._gcp_grid = GcpGrid(gcps, self.raster.width, self.raster.height, self.raster.path) if gcps else None
+        except InputRasterError:
+            self.raster.close()
+            raise
         self.folder = Path(cache_root) / cache_key(self.raster)
         self.tiff_path = self.folder / TIFF_NAME
         self._state_path = self.folder / STATE_NAME
         ov = self.raster.info.get("overview")
         self.overview_factor = int(ov["factor"]) if isinstance(ov, dict) and "factor" in ov else 0
         self.decoded: set[int] = set()
-        if self.tiff_path.is_file() and self._load_state() and self._check_tiff():
-            os.utime(self._state_path)  # least-recently-used order for evict()
-        else:
+        #: whether opening made the GeoTIFF (none was there, or it could not serve): a layer QGIS opened on the
+        #: folder's files before shows what was there then
+        self.created = not (self.tiff_path.is_file() and self._load_state() and self._check_tiff())
+        if self.created:
             self._create()
-        self._footprint = self._gcp_footprint() if self.header["raster"].get("gcps") else None
+            self._drop_views()
+        else:
+            os.utime(self._state_path)  # least-recently-used order for evict()
 
     @property
     def header(self) -> dict:
@@ -155,6 +164,16 @@ class SceneCache:
             tmp.unlink(missing_ok=True)
             raise self._write_error(exc) from None
 
+    def _drop_views(self) -> None:
+        """Delete the VRTs beside the GeoTIFF (the layer's composite) when opening made it anew: they carry the
+        georeferencing of the file they were written for (a cache made before GCPs were kept was at pixel
+        coordinates), and a project's layer on one is pointed at the new cache only when it cannot read it."""
+        try:
+            for view in self.folder.glob("*.vrt"):
+                view.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
     @property
     def _block(self) -> int:
         """The GeoTIFF's block side: codec tiles are whole blocks."""
@@ -191,52 +210,22 @@ class SceneCache:
         ds.FlushCache()
         ds = None
 
-    def _gcp_footprint(self) -> tuple:
-        """(pixel columns, pixel rows, map x and y where they cross) of a grid over a scene placed by its GCPs,
-        through GDAL's GCP transformer on the cache GeoTIFF: the transform of the warped VRT QGIS shows the layer
-        through. A view is mapped to pixels through these forward positions, not the inverse polynomial, which
-        GDAL fits separately and which far from the GCPs may fold back into the scene."""
-        w, h = self.raster.width, self.raster.height
-        step = max(16, math.ceil(max(w, h) / 256))
-        cols = np.unique(np.r_[np.arange(0, w, step), w])
-        rows = np.unique(np.r_[np.arange(0, h, step), h])
-        grid = [(float(c), float(r)) for r in rows for c in cols]
-        try:
-            transformer = gdal.Transformer(gdal.Open(str(self.tiff_path)), None, [])
-        except RuntimeError as exc:  # under 3 GCPs, or all on a line: QGIS would show it at pixel coordinates
-            self.raster.close()
-            raise InputRasterError(f"{self.raster.path}: its ground control points cannot place it on the map "
-                                   f"({str(exc).splitlines()[0]})") from None
-        points, _ok = transformer.TransformPoints(0, grid)
-        return cols, rows, np.array(points)[:, :2].reshape(len(rows), len(cols), 2)
-
     def window_for_bbox(self, bbox) -> tuple[int, int, int, int] | None:
-        """Pixel window of a map box in the scene's CRS (its GCPs' where it has them: to within the grid cells
-        of `_gcp_footprint`), None when it misses the scene."""
-        if self._footprint is None:
-            try:
-                return window_from_bbox(self.header, bbox, self.raster.path)
-            except InputRasterError:
-                return None
-        cols, rows, xy = self._footprint
-        corners = np.stack([xy[:-1, :-1], xy[:-1, 1:], xy[1:, :-1], xy[1:, 1:]])  # of each grid cell
-        low, high = corners.min(axis=0), corners.max(axis=0)
-        xmin, ymin, xmax, ymax = bbox
-        hit = (low[..., 0] <= xmax) & (high[..., 0] >= xmin) & (low[..., 1] <= ymax) & (high[..., 1] >= ymin)
-        r, c = np.nonzero(hit)
-        if not r.size:
+        """Pixel window of a map box in the scene's CRS (its GCPs' where it has them: to within the cells of their
+        `GcpGrid`, made once per scene rather than once per view), None when it misses the scene."""
+        if self._gcp_grid is not None:
+            return self._gcp_grid.window(bbox)
+        try:
+            return window_from_bbox(self.header, bbox, self.raster.path)
+        except InputRasterError:
             return None
-        c0, r0, c1, r1 = cols[c.min()], rows[r.min()], cols[c.max() + 1], rows[r.max() + 1]
-        return int(c0), int(r0), int(c1 - c0), int(r1 - r0)
 
     @property
     def pixel_size(self) -> float:
-        """Map units per pixel, to tell how far the view is zoomed out: with GCPs the scene's diagonal in map
-        units over its diagonal in pixels, as GDAL sizes the warped VRT's pixels."""
-        if self._footprint is None:
-            return abs(self.header["raster"]["geotransform"][1])
-        xy = self._footprint[2]
-        return math.dist(xy[0, 0], xy[-1, -1]) / math.hypot(self.raster.width, self.raster.height)
+        """Map units per pixel, to tell how far the view is zoomed out."""
+        if self._gcp_grid is not None:
+            return self._gcp_grid.pixel_size
+        return abs(self.header["raster"]["geotransform"][1])
 
     def missing_tiles(self, window) -> list[int]:
         """Tiles of `window` not decoded yet, the nearest to the window's centre first."""

@@ -334,10 +334,10 @@ class ReconstructDialog(_FormDialog):
         """The canvas extent as a pixel window of the scene: transformed to the scene's CRS, clipped to it."""
         from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException, QgsProject
 
-        from ..core.codec import window_from_bbox
+        from ..core.codec import map_crs_wkt, window_from_bbox
         from ..core.errors import InputRasterError
 
-        crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
+        crs = QgsCoordinateReferenceSystem.fromWkt(map_crs_wkt(header["raster"]))
         rect = self.canvas.extent()
         canvas_crs = self.canvas.mapSettings().destinationCrs()
         if crs.isValid() and canvas_crs.isValid() and crs != canvas_crs:

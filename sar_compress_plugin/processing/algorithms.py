@@ -277,11 +277,11 @@ class ReconstructAlgorithm(_SarAlgorithm):
         """The pixel window of the EXTENT parameter, taken in the scene's CRS (whatever CRS it was given in)."""
         from qgis.core import QgsCoordinateReferenceSystem
 
-        from ..core.codec import read_header, window_from_bbox
+        from ..core.codec import map_crs_wkt, read_header, window_from_bbox
 
         header = read_header(src)
-        crs = QgsCoordinateReferenceSystem.fromWkt(header["raster"].get("crs_wkt") or "")
-        rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs if crs.isValid() else None)
+        crs = QgsCoordinateReferenceSystem.fromWkt(map_crs_wkt(header["raster"]))
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs)  # invalid: the extent as given
         return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
 
 

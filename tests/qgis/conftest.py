@@ -122,3 +122,14 @@ def compressed(sar_tif, codec, model_bundle):
     codec.compress(str(sar_tif), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
                                                                    tile_size=256))
     return out
+
+
+@pytest.fixture
+def gcp_compressed(sar_tif, codec, model_bundle, tmp_path):
+    """The test raster georeferenced by a 3 x 3 grid of ground control points only, as a Sentinel-1 GRD
+    measurement GeoTIFF is (codec_fixtures.gcp_georeferenced_copy), and its .sarc (256-px tiles) beside it."""
+    src = _unit_fixtures().gcp_georeferenced_copy(sar_tif, tmp_path / "berlin_gcps.tif")
+    out = src.with_suffix(".sarc")
+    codec.compress(str(src), str(out), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                               tile_size=256))
+    return src, out

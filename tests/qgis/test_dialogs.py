@@ -110,6 +110,42 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
     assert part.GetGeoTransform()[3] == pytest.approx(gt[3] + r0 * gt[5])
 
 
+def test_reconstruct_current_map_extent_of_a_scene_placed_by_gcps(plugin, test_iface, gcp_compressed, qtbot,
+                                                                  tmp_path):
+    """A Sentinel-1 GRD scene is placed by ground control points only: "Current map extent" said the map extent
+    did not overlap it and to pan to the scene, wherever the map showed. The view about one of its GCPs, in
+    another CRS (EPSG:3857), reconstructs the pixels under it, placed by the GCPs moved to the window."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsRectangle
+
+    src, sarc = gcp_compressed
+    gcps = gdal.Open(str(src)).GetGCPs()
+    centre = next(g for g in gcps if (g.GCPPixel, g.GCPLine) == (256, 256))
+    wgs84, merc = QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas = test_iface.canvas
+    test_iface.main_window.show()
+    canvas.setDestinationCrs(merc)
+    canvas.setExtent(QgsCoordinateTransform(wgs84, merc, QgsProject.instance()).transformBoundingBox(QgsRectangle(
+        centre.GCPX - 0.004, centre.GCPY - 0.004, centre.GCPX + 0.004, centre.GCPY + 0.004)))
+    out = tmp_path / "part.tif"
+
+    def configure(dialog):
+        qtbot.keyClicks(dialog.input.lineEdit(), str(sarc))
+        qtbot.keyClicks(dialog.area, "Current")
+        dialog.output.lineEdit().clear()
+        qtbot.keyClicks(dialog.output.lineEdit(), str(out))
+
+    state = accept_next_dialog(configure)
+    task = plugin.reconstruct_with_dialog()
+    assert "error" not in state, state["error"]
+    c, r, w, h = task.window
+    assert c < 256 < c + w and r < 256 < r + h and w < 512 and h < 512
+    assert wait_for_task(plugin, task).ok
+    assert [(g.GCPPixel, g.GCPLine) for g in gdal.Open(str(out)).GetGCPs()] == \
+        [(g.GCPPixel - c, g.GCPLine - r) for g in gcps]
+    shown = QgsCoordinateTransform(merc, wgs84, QgsProject.instance()).transformBoundingBox(canvas.extent())
+    assert QgsRasterLayer(str(out), "part", "gdal").extent().contains(shown)
+
+
 def _unreadable(kind: str, compressed: Path, sar_tif: Path) -> tuple[Path, str]:
     """A file an analyst may pick by mistake, and why the dialog refuses it."""
     if kind == "empty":

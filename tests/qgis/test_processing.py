@@ -187,6 +187,27 @@ def test_an_extent_loaded_by_processing_is_named_as_the_plugin_names_one(process
                                                   "berlin (reconstructed, extent) [2]"]
 
 
+def test_an_extent_of_a_scene_placed_by_gcps_is_mapped_through_them(processing_ready, gcp_compressed, tmp_path):
+    """The EXTENT of a Sentinel-1 GRD scene, placed by ground control points only, was refused in the command
+    line's words ("--bbox cannot be mapped to pixels; use --window"). A box about one of its GCPs reconstructs
+    the pixels under it."""
+    import processing
+    from qgis.core import QgsRasterLayer, QgsRectangle
+
+    src, sarc = gcp_compressed
+    centre = next(g for g in gdal.Open(str(src)).GetGCPs() if (g.GCPPixel, g.GCPLine) == (256, 256))
+    box = QgsRectangle(centre.GCPX - 0.003, centre.GCPY - 0.002, centre.GCPX + 0.003, centre.GCPY + 0.002)
+    out = tmp_path / "r.tif"
+    processing.run("sarcompress:reconstruct", {
+        "INPUT": str(sarc), "DEVICE": 2, "OUTPUT": str(out),
+        "EXTENT": f"{box.xMinimum()!r},{box.xMaximum()!r},{box.yMinimum()!r},{box.yMaximum()!r} [EPSG:4326]"},
+        feedback=RecordingFeedback())
+    layer = QgsRasterLayer(str(out), "r", "gdal")
+    assert layer.extent().contains(box) and layer.width() < 256 and layer.height() < 256
+    moved = next(g for g in gdal.Open(str(out)).GetGCPs() if (g.GCPX, g.GCPY) == (centre.GCPX, centre.GCPY))
+    assert 0 < moved.GCPPixel < layer.width() and 0 < moved.GCPLine < layer.height()
+
+
 def test_quality_maps_loaded_by_processing_get_the_plugin_style(processing_ready, sar_tif, tmp_path, project):
     """As from the Toolbox: outputs loaded into the project come styled (classes, overlay opacity), one band;
     and so does a second run's (QGIS frees each run's styler once it has used it)."""

@@ -451,3 +451,39 @@ def test_the_domain_and_stretch_sample_reads_a_grid_of_whole_blocks_not_every_bl
     corners = np.concatenate([data[:256, :256].ravel(), data[:256, -256:].ravel()])
     assert np.isin(corners, sample).all()  # the grid reaches the scene's edges
     assert np.array_equal(block_sample(band, min_pixels=1 << 25), data)
+
+
+def test_quality_maps_of_a_pair_placed_by_gcps_lie_over_it(plugin, sar_tif, gcp_compressed, codec, model_bundle,
+                                                            tmp_path):
+    """A Sentinel-1 GRD measurement GeoTIFF and its reconstruction are placed by ground control points only. Their
+    maps were written with GDAL's placeholder geotransform, at pixel coordinates instead of over the layers; and
+    the reconstruction of a window was compared with the original's top-left corner, where that placeholder put
+    it too. A reconstruction placed otherwise than its original is refused."""
+    from qgis.core import QgsProject
+    from qgis_harness import add_raster, wait_for_task
+
+    src, sarc = gcp_compressed
+    rec = tmp_path / "window.tif"
+    c, r, w, h = 100, 150, 200, 160
+    codec.reconstruct(str(sarc), str(rec), window=(c, r, w, h), model_dirs=[str(model_bundle)], device="cpu")
+    original, recon = add_raster(src, "original"), add_raster(rec, "window")
+    assert recon.crs().authid() == "EPSG:4326"
+    assert wait_for_task(plugin, plugin.quality_maps(recon, original, band=1)).ok
+    maps = [lyr for lyr in QgsProject.instance().mapLayers().values()
+            if lyr.customProperty("sar_compress/role") in ("enl_ratio", "epi")]
+    assert len(maps) == 2
+    for layer in maps:
+        assert layer.crs() == recon.crs() and layer.extent() == recon.extent()
+
+    # The same numbers as the maps of the original's pixels under the window (gdal_translate shifts its GCPs).
+    gdal.Translate(str(tmp_path / "under.tif"), str(src), srcWin=[c, r, w, h])
+    direct = compute_quality_maps(tmp_path / "under.tif", rec, tmp_path / "enl.tif", tmp_path / "epi.tif",
+                                  bands=[1])
+    enl = next(lyr for lyr in maps if lyr.customProperty("sar_compress/role") == "enl_ratio")
+    np.testing.assert_array_equal(gdal.Open(enl.source()).ReadAsArray(),
+                                  gdal.Open(direct.enl_ratio_path).ReadAsArray())
+
+    with pytest.raises(InputRasterError) as err:  # the scene's own copy, placed by a geotransform
+        compute_quality_maps(sar_tif, rec, tmp_path / "enl.tif", tmp_path / "epi.tif")
+    assert str(err.value) == (f"reconstruction {rec}: it is placed by ground control points, the original "
+                              f"{sar_tif} is not")

@@ -79,3 +79,47 @@ def test_a_gcp_scene_layer_sits_at_its_gcps_and_decodes_what_is_shown(plugin, te
     assert np.array_equal(view.ReadAsArray(), gdal.Open(str(full)).ReadAsArray()[:, r:r + h, c:c + w])
     assert [(g.GCPPixel, g.GCPLine) for g in view.GetGCPs()] == [(g.GCPPixel - c, g.GCPLine - r) for g in gcps]
     assert not [m for m in test_iface.messages if m[2] >= 1 and "view.tif" not in m[1]], test_iface.messages
+
+
+@pytest.mark.no_qt_log  # "Creating Warped VRT." from the render threads: see above
+@pytest.mark.parametrize("rebuilt", ["as the project is read", "before"])
+def test_a_project_saved_before_gcps_were_kept_reopens_its_scene_layers_at_the_gcps(plugin, test_iface, gcp_scene,
+                                                                                    tmp_path, rebuilt):
+    """A project saved before the cache kept GCPs: its cache GeoTIFF and the VV/VH composite's VRTs beside it were
+    placed by GDAL's placeholder geotransform, at pixel coordinates. The cache was rebuilt with the GCPs, as the
+    project was read or when its .sarc was opened before, but the composite's VRTs were left in place, and the
+    layers kept the files as QGIS had opened them: the composite and the grey copy lay at pixel coordinates."""
+    import re
+
+    from qgis.core import QgsProject
+
+    from sar_compress_plugin.scene_layer import style_scene_composite
+
+    sarc, _full = gcp_scene
+    layer = plugin.scenes.open(str(sarc))
+    cache = plugin.scenes.controllers[layer.id()].cache
+    placed = layer.extent()
+    grey = layer.clone()
+    grey.setName("grey")
+    QgsProject.instance().addMapLayer(grey)
+    style_scene_composite(layer, cache, 1, 2)
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "old.qgz"))
+    project.clear()
+    ds = gdal.Open(str(cache.tiff_path), gdal.GA_Update)  # as the cache was written then
+    ds.SetGCPs([], "")
+    ds.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    ds = None
+    for vrt in (cache.folder / "db.vrt", cache.folder / "composite.vrt"):
+        vrt.write_text(re.sub(r"<GCPList.*</GCPList>", "<GeoTransform>0.0, 1.0, 0.0, 0.0, 0.0, 1.0</GeoTransform>",
+                              vrt.read_text(), flags=re.DOTALL))
+    if rebuilt == "before":
+        plugin.scenes.open(str(sarc))
+
+    assert project.read(str(tmp_path / "old.qgz"))
+    layers = {lyr.name(): lyr for lyr in project.mapLayers().values()}
+    assert sorted(layers) == ["berlin_gcps", "grey"]
+    assert all(lyr.id() in plugin.scenes.controllers for lyr in layers.values())
+    assert layers["berlin_gcps"].source().endswith("composite.vrt") and layers["grey"].source().endswith("scene.tif")
+    for read in layers.values():
+        assert read.isValid() and read.crs().authid() == "EPSG:4326" and read.extent() == placed, read.name()

@@ -5,6 +5,7 @@ different nodata values. Real GeoTIFFs and the tiny test model."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -13,6 +14,8 @@ import pytest
 from osgeo import gdal, osr
 
 from sar_compress_plugin import cli
+from sar_compress_plugin.batch.inputs import Job
+from sar_compress_plugin.batch.tasks import compress_scene, reconstruct_scene
 from sar_compress_plugin.core.codec import CompressOptions, compress, read_header, reconstruct
 from sar_compress_plugin.core.errors import InputRasterError
 
@@ -51,7 +54,7 @@ def _points(ds) -> list:
     return [(g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY, g.GCPZ) for g in ds.GetGCPs()]
 
 
-def test_ground_control_points_come_back_in_full_and_window_reconstructions(tmp_path, tiny_bundle, capsys):
+def test_ground_control_points_come_back_in_full_and_window_reconstructions(tmp_path, tiny_bundle):
     """A raster whose only georeferencing is its GCPs (a Sentinel-1 GRD measurement GeoTIFF) came back at pixel
     coordinates: the GCPs were dropped and GDAL's placeholder geotransform written instead."""
     src = _gcp_raster(tmp_path / "s1.tif", _speckle())
@@ -69,11 +72,34 @@ def test_ground_control_points_come_back_in_full_and_window_reconstructions(tmp_
     win = gdal.Open(str(tmp_path / "win.tif"))
     assert _points(win) == [(p - 10, ln - 20, x, y, z) for p, ln, x, y, z in _points(original)]
 
-    # a map box cannot be mapped through GDAL's placeholder geotransform: refused in one line, not misplaced
-    assert cli.reconstruct_main([str(sarc), str(tmp_path / "box.tif"), "--bbox", "500000", "5799500", "500300",
-                                 "5800000", "--model-dir", str(tiny_bundle), "-q"]) == 2
-    assert "ground control points" in capsys.readouterr().err
-    assert not (tmp_path / "box.tif").exists()
+    # A map box is mapped through the GCPs (GDAL's placeholder geotransform would map it to nonsense; it was
+    # refused): the window reconstructed covers it, with the GCPs moved to the window.
+    assert cli.reconstruct_main([str(sarc), str(tmp_path / "box.tif"), "--bbox", "500150", "5799600", "500350",
+                                 "5799800", "--model-dir", str(tiny_bundle), "-q"]) == 0
+    box = gdal.Open(str(tmp_path / "box.tif"))
+    assert box.RasterXSize < W and box.RasterYSize < H
+    [(c, r)] = {(p - q, ln - m) for (p, ln, *_), (q, m, *_) in zip(_points(original), _points(box))}
+    assert _points(box) == [(p - c, ln - r, x, y, z) for p, ln, x, y, z in _points(original)]
+    corners, _ok = gdal.Transformer(box, None, []).TransformPoints(
+        0, [(0.0, 0.0), (box.RasterXSize, 0.0), (0.0, box.RasterYSize), (box.RasterXSize, box.RasterYSize)])
+    xs, ys = [x for x, _y, _z in corners], [y for _x, y, _z in corners]
+    assert min(xs) <= 500150 and max(xs) >= 500350 and min(ys) <= 5799600 and max(ys) >= 5799800
+
+
+def test_the_batches_and_sar_info_keep_ground_control_points(tmp_path, tiny_bundle, capsys):
+    """What sar-compress-batch and sar-reconstruct-batch run per scene (their workers' tasks, here in process) on
+    a raster placed by GCPs only: the reconstruction has them back, a rerun skips both, and sar-info shows them."""
+    src = _gcp_raster(tmp_path / "s1.tif", _speckle())
+    sarc = tmp_path / "out" / "s1.sarc"
+    compressed, rebuilt = Job(str(src), str(sarc)), Job(str(sarc), str(tmp_path / "rec" / "s1.tif"))
+    for status in ("ok", "skipped"):
+        assert compress_scene(compressed, _opts(tiny_bundle))["status"] == status
+        assert reconstruct_scene(rebuilt, model_dirs=[tiny_bundle], device="cpu", verify=True)["status"] == status
+    assert _points(gdal.Open(rebuilt.output)) == _points(gdal.Open(str(src)))
+    assert cli.info_main([compressed.output, "--json"]) == 0
+    gcps = json.loads(capsys.readouterr().out)["raster"]["gcps"]
+    assert [tuple(p) for p in gcps["points"]] == _points(gdal.Open(str(src)))
+    assert osr.SpatialReference(gcps["crs_wkt"]).IsSame(osr.SpatialReference(_utm_wkt()))
 
 
 def test_a_raster_without_georeferencing_gets_none_invented(tmp_path, tiny_bundle):

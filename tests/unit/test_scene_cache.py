@@ -207,3 +207,4 @@ def test_a_scene_whose_gcps_cannot_place_it_is_refused_in_one_line(tiny_bundle, 
     with pytest.raises(InputRasterError, match=r"two_gcps.sarc: its ground control points cannot place it on "
                                                r"the map \(.*\)$"):
         SceneCache(sarc, tmp_path / "cache", model_dirs=[str(tiny_bundle)], device="cpu")
+    assert not (tmp_path / "cache").exists()
