@@ -439,7 +439,8 @@ def reconstruct_main(argv, signals) -> int:
                    help="pixel window; one reaching past the raster's edge is clipped to it, with a note on "
                         "stderr (one with nothing inside is an error giving the raster's size)")
     g.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                   help="window in the raster's map coordinates (its CRS), clipped to the raster as --window is")
+                   help="window in the raster's map coordinates (its CRS; for one placed by ground control points, "
+                        "theirs), clipped to the raster as --window is")
     p.add_argument("--model-dir", action="append", default=[],
                    help="extra folder searched for the decoder (by SHA-256); repeatable; must exist; the "
                         "bundled default model is always searched")

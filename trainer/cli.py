@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "strongest channels are kept (trainer/narrow.py) [same as --channels]")
     p.add_argument("--decoder-only", action="store_true", default=None,
                    help="train only g_s and the inverse gains: the encoder and entropy model stay the --init "
-                        "model's, so files its bundle wrote decode with the new decoder")
+                        "model's, so the new decoder reads the very symbols that model's encoder writes")
     p.add_argument("--hyper-channels", type=int, default=None, help=f"width of z and h_a [{d.hyper_channels}]")
     p.add_argument("--patch-size", type=int, default=None, help=f"multiple of 64 [{d.patch_size}]")
     p.add_argument("--threads", type=int, default=None,
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if terminated else 130
     if result["rank"] == 0:
         last = result["history"][-1] if result["history"] else {}
-        # a stop within an epoch (--max-steps, --max-minutes) was counted as a whole epoch
-        epochs = (f"{result['epoch'] - 1} epoch(s) and part of the next" if last.get("partial")
+        # a stop within an epoch (--max-steps, --max-minutes) was counted as a whole epoch; its record is of the
+        # epoch it stopped in (result["epoch"], the checkpoint's, counts whole ones)
+        epochs = (f"{last['epoch'] - 1} epoch(s) and part of the next" if last.get("partial")
                   else f"{result['epoch']} epoch(s)")
         print(f"done: {epochs}, {result['step']} step(s), best val loss "
               f"{result['best_val_loss']:.4f}, last val PSNR {last.get('val_psnr', float('nan')):.2f} dB, "

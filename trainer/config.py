@@ -56,7 +56,7 @@ class TrainConfig:
     hyper_channels: int = 64         # width of z and h_a
     context_slices: int = 1          # latent slices of the channel context (1: none)
     decoder_channels: int | None = None  # width of g_s at 1/2 resolution (None: channels); trainer/narrow.py
-    decoder_only: bool = False       # train g_s and the inverse gains only: the init model's files still decode
+    decoder_only: bool = False       # train g_s and the inverse gains only: the init model's symbols stay
     patch_size: int = 256
     min_valid_fraction: float = 0.9
     val_tiles_per_plane: int = 4

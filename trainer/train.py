@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from sar_compress_plugin.core.errors import ModelMismatchError
 from trainer import distributed, reporting
 from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, training_totals
-from trainer.config import TrainConfig, save_config
+from trainer.config import ConfigError, TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.deepen import deepen_from_baseline
 from trainer.engine import NonFiniteGuard, evaluate, train_one_epoch
@@ -168,6 +168,8 @@ def run_training(cfg: TrainConfig) -> dict:
         resumed_patches = None  # patches the resumed checkpoint had seen: its batch or world size may differ
         initialised_from = None  # the totals of the run an --init branch starts from
         resume = _resume_path(cfg)
+        if cfg.decoder_only and resume is None and not cfg.init:  # it would train behind a random, frozen encoder
+            raise ConfigError("--decoder-only trains the decoder of a trained model: give it with --init CKPT")
         if resume is None and cfg.init:
             initialised_from = _init_weights(model, cfg, device)
         if resume is not None:
@@ -177,6 +179,12 @@ def run_training(cfg: TrainConfig) -> dict:
             _check_validation_split(ckpt, resume, data.summary)
             model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
             if ckpt["optimizer_state_dict"]:
+                trained = bool((ckpt.get("config") or {}).get("decoder_only"))
+                if cfg.decoder_only != trained:  # its state holds other weights: a ValueError traceback
+                    what = {True: "only the decoder", False: "every weight"}
+                    raise ModelMismatchError(
+                        f"{resume}: the run trained {what[trained]}, this one would train {what[cfg.decoder_only]}, "
+                        f"which its optimiser state does not fit; branch from it with --init {resume}")
                 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
             resumed_patches = ckpt["data_summary"].get("patches_seen")
@@ -321,9 +329,9 @@ def interrupts_held():
     held = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     held = {s: h for s, h in held.items() if h not in (signal.SIG_IGN, None)}
     received: list[int] = []
-    for s in held:
-        signal.signal(s, lambda signum, _frame: received.append(signum))
-    try:
+    try:  # a signal between two of these (its KeyboardInterrupt) still restores those held before it
+        for s in held:
+            signal.signal(s, lambda signum, _frame: received.append(signum))
         yield
     finally:
         for s, previous in held.items():

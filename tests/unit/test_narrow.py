@@ -25,7 +25,6 @@ def _silence(model, channels: list[int]) -> None:
     gdn, out = model.g_s[-2], model.g_s[-1]
     others = [c for c in range(out.weight.shape[0]) if c not in channels]
     out.weight[channels] = 0
-    gdn.gamma_root[others][:, channels] = 0  # advanced indexing copies: write through index_put_ below
     rows = torch.tensor(others)[:, None]
     gdn.gamma_root.index_put_((rows, torch.tensor(channels)[None, :]), torch.zeros(()))
 
@@ -88,3 +87,47 @@ def test_decoder_only_run_trains_the_decoder_alone_and_resumes_so(tmp_path):
     assert not torch.equal(after["g_s.0.weight"], before["g_s.0.weight"])
     assert all(after[k].shape == before[k].shape for k in after if not k.startswith("g_s.4.")
                and not k.startswith(("g_s.5.", "g_s.6.")))
+
+
+def test_a_decoder_as_wide_as_the_transforms_starts_from_the_init_model_as_it_is(tmp_path):
+    """--decoder-channels N equal to --channels builds the same network as none (e.g. the full-width arm of a
+    --decoder-only comparison), but was recorded as another model shape, so its --init was refused ("cannot
+    narrow a decoder of N channels at 1/2 resolution to N")."""
+    from trainer.config import TrainConfig
+    from trainer.train import _init_weights
+
+    wide = create_model("baseline", **CONFIG)
+    save_checkpoint(make_checkpoint(wide, epoch=1, step=10, best_val_loss=1.0, history=[], preprocessing_params={},
+                                    config={}, data_summary={}), tmp_path / "wide.pth")
+    model = create_model("baseline", **{**CONFIG, "decoder_channels": 8})
+    _init_weights(model, TrainConfig(init=str(tmp_path / "wide.pth")), torch.device("cpu"))
+    assert all(torch.equal(v, wide.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@needs_data
+def test_decoder_only_is_refused_where_no_trained_model_is_given_or_its_optimiser_does_not_fit(tmp_path, capsys):
+    """Without --init (and nothing to resume) --decoder-only trained a decoder behind a random, frozen encoder;
+    resuming a run that trained every weight with --decoder-only, or a decoder-only run with a config file
+    saying `decoder_only: false` (another run's config.yaml), ended in a ValueError traceback from the
+    optimiser's state. They are one line now."""
+    args = ["--variant", "baseline", "--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size",
+            "2", "--channels", "8", "--latent-channels", "8", "--hyper-channels", "6", "--lambdas", "0.001", "0.01",
+            "--no-progress", "--steps-per-epoch", "2", "--max-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "fresh"), "--decoder-only"]) == 2
+    assert capsys.readouterr().err.startswith("error: --decoder-only trains the decoder of a trained model")
+    assert not (tmp_path / "fresh" / "last.pth").exists()
+
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "full"), "--resume", "--max-steps", "2", "--decoder-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--init" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+    branch = tmp_path / "branch"
+    assert main([*args, "--out", str(branch), "--init", str(tmp_path / "full" / "last.pth"), "--decoder-only"]) == 0
+    capsys.readouterr()
+    (tmp_path / "all.yaml").write_text("decoder_only: false\n")
+    assert main([*args, "--out", str(branch), "--resume", "--max-steps", "2", "--config",
+                 str(tmp_path / "all.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "trained only the decoder" in err and len(err.splitlines()) == 1

@@ -390,3 +390,38 @@ def test_curve_caption_of_a_branch_from_weights_that_did_not_count_patches():
     assert _seen_caption(last, {"steps_total": 10, "patches_seen_total": 40}) == (
         "after epoch 1: 12 steps, 48 patches in all (10 of the steps before this run)")
     assert _seen_caption(last, {}) == "after epoch 1: 2 steps, 8 patches in all"
+
+
+@needs_data
+def test_done_counts_the_epochs_of_a_resumed_run_that_stops_at_once(tmp_path, capsys):
+    """A run stopped within its first epoch, resumed with the same --max-steps, stops before a step: 'done:' said
+    "-1 epoch(s) and part of the next" (the checkpoint counts the whole epochs, its last record the one it is in)."""
+    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "2") == 0
+    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "2", "--resume") == 0
+    assert capsys.readouterr().out.count("done: 0 epoch(s) and part of the next, 1 step(s)") == 2
+
+
+def test_a_kill_as_the_writes_are_held_leaves_ctrl_c_as_it_was(monkeypatch):
+    """interrupts_held holds SIGINT, then SIGTERM. A SIGTERM between the two (sar-train's handler raises the
+    KeyboardInterrupt) left SIGINT held for good: every later Ctrl-C of the process was swallowed."""
+    import signal
+
+    from trainer.train import interrupts_held
+
+    real, before, term = signal.signal, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    arrived = []
+
+    def kill_arrives_as_sigterm_is_held(signum, handler):
+        if signum == signal.SIGTERM and not arrived:
+            arrived.append(signum)
+            raise KeyboardInterrupt  # what sar-train's SIGTERM handler raises, here before SIGTERM is held
+        return real(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", kill_arrives_as_sigterm_is_held)
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts_held():
+            pass
+        assert arrived and signal.getsignal(signal.SIGINT) is before
+    finally:
+        real(signal.SIGINT, before)
+        real(signal.SIGTERM, term)

@@ -111,7 +111,8 @@ class SarCodecModel(nn.Module):
         self.config = {"channels": int(channels), "latent_channels": int(latent_channels),
                        "hyper_channels": int(hyper_channels), "lambdas": lambdas,
                        "context_slices": int(context_slices),
-                       "decoder_channels": None if decoder_channels is None else int(decoder_channels)}
+                       # as wide as `channels` is the same network: one shape, so --init and --resume match it
+                       "decoder_channels": None if decoder_channels in (None, channels) else int(decoder_channels)}
         self.latent_channels = int(latent_channels)
         self.g_a, self.g_s = self._build_transforms(int(channels), self.latent_channels,
                                                     self.config["decoder_channels"])
