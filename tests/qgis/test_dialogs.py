@@ -110,6 +110,7 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
     assert part.GetGeoTransform()[3] == pytest.approx(gt[3] + r0 * gt[5])
 
 
+@pytest.mark.no_qt_log  # a GCP layer: "Creating Warped VRT." from render threads (test_quality_maps.py)
 def test_reconstruct_current_map_extent_of_a_scene_placed_by_gcps(plugin, test_iface, gcp_compressed, qtbot,
                                                                   tmp_path):
     """A Sentinel-1 GRD scene is placed by ground control points only: "Current map extent" said the map extent

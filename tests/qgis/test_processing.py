@@ -187,6 +187,7 @@ def test_an_extent_loaded_by_processing_is_named_as_the_plugin_names_one(process
                                                   "berlin (reconstructed, extent) [2]"]
 
 
+@pytest.mark.no_qt_log  # a GCP layer: "Creating Warped VRT." from render threads (test_quality_maps.py)
 def test_an_extent_of_a_scene_placed_by_gcps_is_mapped_through_them(processing_ready, gcp_compressed, tmp_path):
     """The EXTENT of a Sentinel-1 GRD scene, placed by ground control points only, was refused in the command
     line's words ("--bbox cannot be mapped to pixels; use --window"). A box about one of its GCPs reconstructs

@@ -453,6 +453,10 @@ def test_the_domain_and_stretch_sample_reads_a_grid_of_whole_blocks_not_every_bl
     assert np.array_equal(block_sample(band, min_pixels=1 << 25), data)
 
 
+# QGIS logs "Creating Warped VRT." for a GCP layer from its render threads; pytest-qt's Python message handler,
+# swapped out at teardown while such a message was in flight, was called as None (a CI teardown error; see
+# tests/qgis/test_scene_layer_gcps.py for the hang the same handler caused there)
+@pytest.mark.no_qt_log
 def test_quality_maps_of_a_pair_placed_by_gcps_lie_over_it(plugin, sar_tif, gcp_compressed, codec, model_bundle,
                                                             tmp_path):
     """A Sentinel-1 GRD measurement GeoTIFF and its reconstruction are placed by ground control points only. Their
