@@ -305,3 +305,18 @@ def shared_scene_copy(tmp_path: Path, name: str, as_name: str) -> Path:
     dst = tmp_path / as_name
     shutil.copy(src, dst)
     return dst
+
+
+def scene_with_private_cache(codec, model_bundle, source: Path, full: Path, tile: int) -> tuple[Path, Path]:
+    """(`source` compressed beside it in `tile`-px tiles with a stored overview, its whole reconstruction at `full`),
+    with the plugin's tile cache moved into `full`'s folder: what a scene-layer test opens and compares with."""
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    sarc = source.with_suffix(".sarc")
+    codec.compress(str(source), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
+                                                                   tile_size=tile, overview=True))
+    codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
+    settings = PluginSettings.load()
+    settings.tile_cache_dir = str(full.parent / "cache")
+    settings.save()
+    return sarc, full

@@ -20,23 +20,14 @@ from qgis.core import (
 from qgis.gui import QgsDataItemGuiContext
 from qgis.PyQt.QtCore import QSize
 
-from qgis_harness import ARTIFACTS, accept_next_dialog, process_events_until, wait_for_task
+from qgis_harness import (ARTIFACTS, accept_next_dialog, process_events_until, scene_with_private_cache,
+                          wait_for_task)
 
 
 @pytest.fixture
 def scene(plugin, sar_tif, model_bundle, codec, tmp_path):
     """berlin 512 x 512 x 2 compressed in 128-px tiles (16 tiles), its full reconstruction, a private cache."""
-    from sar_compress_plugin.utils.settings import PluginSettings
-
-    sarc = sar_tif.with_suffix(".sarc")
-    codec.compress(str(sar_tif), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                    tile_size=128, overview=True))
-    full = tmp_path / "full.tif"
-    codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
-    s = PluginSettings.load()
-    s.tile_cache_dir = str(tmp_path / "cache")
-    s.save()
-    return sarc, full
+    return scene_with_private_cache(codec, model_bundle, sar_tif, tmp_path / "full.tif", tile=128)
 
 
 def _render(settings, layers, size=None):

@@ -13,15 +13,13 @@ from qgis.core import Qgis, QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMapToolIdentify
 from qgis.PyQt.QtCore import Qt
 
-from qgis_harness import messages, process_events_until
+from qgis_harness import messages, process_events_until, scene_with_private_cache
 from test_scene_layer import _pixels, _render, _show_canvas, _view
 
 
 @pytest.fixture
 def big_scene(plugin, sar_tif, model_bundle, codec, tmp_path):
     """(.sarc, its full reconstruction, the source GeoTIFF): 2 bands, 2048 x 2048, 64 tiles, a stored overview."""
-    from sar_compress_plugin.utils.settings import PluginSettings
-
     ds = gdal.Open(str(sar_tif))
     px = ds.ReadAsArray()
     row = np.concatenate([px, px[:, :, ::-1]] * 2, axis=2)
@@ -34,14 +32,7 @@ def big_scene(plugin, sar_tif, model_bundle, codec, tmp_path):
     for b in range(2):
         out.GetRasterBand(b + 1).WriteArray(mosaic[b])
     out = None
-    sarc = tmp_path / "big.sarc"
-    codec.compress(str(source), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                   tile_size=256, overview=True))
-    full = tmp_path / "big_full.tif"
-    codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
-    settings = PluginSettings.load()
-    settings.tile_cache_dir = str(tmp_path / "cache")
-    settings.save()
+    sarc, full = scene_with_private_cache(codec, model_bundle, source, tmp_path / "big_full.tif", tile=256)
     return sarc, full, source
 
 

@@ -8,7 +8,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsRasterLayer, QgsRectangle
 
-from qgis_harness import process_events_until
+from qgis_harness import process_events_until, scene_with_private_cache
 from test_scene_layer import _pixels, _render, _show_canvas
 
 
@@ -17,18 +17,9 @@ def gcp_scene(plugin, sar_tif, model_bundle, codec, tmp_path):
     """berlin 512 x 512 x 2 georeferenced by a 3 x 3 grid of GCPs in EPSG:4326, compressed in 128-px tiles, its
     full reconstruction, a private cache."""
     from codec_fixtures import gcp_georeferenced_copy  # tests/unit, on the path once model_bundle is built
-    from sar_compress_plugin.utils.settings import PluginSettings
 
     src = gcp_georeferenced_copy(sar_tif, tmp_path / "berlin_gcps.tif")
-    sarc = src.with_suffix(".sarc")
-    codec.compress(str(src), str(sarc), codec.CompressOptions(model_dir=str(model_bundle), device="cpu",
-                                                                tile_size=128, overview=True))
-    full = tmp_path / "full.tif"
-    codec.reconstruct(str(sarc), str(full), model_dirs=[str(model_bundle)], device="cpu")
-    s = PluginSettings.load()
-    s.tile_cache_dir = str(tmp_path / "cache")
-    s.save()
-    return sarc, full
+    return scene_with_private_cache(codec, model_bundle, src, tmp_path / "full.tif", tile=128)
 
 
 # QGIS warns "Creating Warped VRT." from the canvas's render threads whenever they open the layer; pytest-qt's
