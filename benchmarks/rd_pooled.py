@@ -15,7 +15,6 @@ lead is, for a target stated over part of the range.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rate_distortion import bd_rate, lower_envelope  # noqa: E402
+from results_files import points_file, read_json  # noqa: E402
 
 
 def pooled_gaps(aggregates: list[dict]) -> dict[str, list[dict]]:
@@ -58,13 +58,13 @@ def bd_rate_from(aggregates: list[dict], min_bpp: float) -> dict[str, float | No
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("rd_points", help="rd_points.json of a rate_distortion.py run")
+    ap.add_argument("rd_points", help="a rate_distortion.py run's folder or its rd_points.json(.gz)")
     ap.add_argument("--from-bpp", type=float, default=None, metavar="R",
                     help="also the BD-rate over the points at or above R bpp")
     a = ap.parse_args(argv)
     try:
-        aggregates = json.loads(open(a.rd_points).read())["aggregates"]
-    except (OSError, ValueError, KeyError) as exc:
+        aggregates = read_json(points_file(a.rd_points))["aggregates"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:  # a cut .gz: EOFError
         print(f"error: {a.rd_points}: not a rate_distortion.py result ({exc})", file=sys.stderr)
         return 2
     for subset, rows in pooled_gaps(aggregates).items():

@@ -1,8 +1,8 @@
 """BD-rate against JPEG-2000 as training went on: one point per rate_distortion.py run of the same benchmark.
 
-Each run is a folder (or its rd_points.json) of `benchmarks/rate_distortion.py` on the same scenes; the steps come
-from the model's export record (`training.steps_total`), or, for runs exported before it was recorded, from a
-folder named `stepN`. Prints the table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against
+Each run is a folder (or its rd_points.json, plain or archived as .json.gz: `results_files.py`) of
+`benchmarks/rate_distortion.py` on the same scenes; the steps come from the model's export record
+(`training.steps_total`), or, for runs exported before it was recorded, from a folder named `stepN`. Prints the table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against
 steps on a log axis, all scene-bands and per polarisation), so a researcher can see how much each doubling of
 the steps bought. Every point is of one rounding of the latents (`rounding`): the nearest curve of a run that
 coded both ways, else the run's own.
@@ -22,11 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import save_figure  # noqa: E402
+from results_files import points_file, read_json  # noqa: E402
 
 
 def trend_point(path: Path) -> dict:
-    f = path / "rd_points.json" if path.is_dir() else path
-    d = json.loads(f.read_text())
+    f = points_file(path)
+    d = read_json(f)
     training = d.get("model", {}).get("training") or {}
     steps = training.get("steps_total")
     if steps is None:
@@ -88,12 +89,13 @@ def plot(points: list[dict], out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="rate_distortion.py output folders (or rd_points.json)")
+    ap.add_argument("runs", type=Path, nargs="+",
+                    help="rate_distortion.py output folders (or their rd_points.json(.gz))")
     ap.add_argument("--out", type=Path, help="write rd_trend.json and rd_trend.png here")
     a = ap.parse_args(argv)
     try:
         points = sorted((trend_point(p) for p in a.runs), key=lambda p: p["steps"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError) as exc:  # a cut .gz: EOFError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{'steps':>8} {'patches':>9} {'all':>8} {'VV':>8} {'VH':>8}  {'rounding':<15}  model")

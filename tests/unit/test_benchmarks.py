@@ -709,3 +709,23 @@ def test_int8_decoder_quantises_g_s_and_measures_it_through_the_codec(tiny_bundl
     model = onnx.load(int8_decoder.quantise(tiny_bundle / "decoder.onnx", inputs[:2], tmp_path / "q.onnx"))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") >= ops.count("Conv") > 0
+
+
+def test_archived_reports_read_as_the_plain_ones(tmp_path, capsys):
+    """A trend point archived with gzip (results_files.py) gives the same trend and pooled figures as written."""
+    import gzip  # noqa: PLC0415
+
+    import rd_pooled  # noqa: PLC0415
+    import rd_trend  # noqa: PLC0415
+
+    plain = BENCH / "results" / "rd_heldout_grd" / "rd_points.json"
+    archived = tmp_path / "step5" / "rd_points.json.gz"
+    archived.parent.mkdir()
+    archived.write_bytes(gzip.compress(plain.read_bytes()))
+    assert rd_trend.trend_point(archived.parent) == {**rd_trend.trend_point(plain), "run": str(archived)}
+    assert rd_pooled.main([str(plain)]) == 0
+    expected = capsys.readouterr().out
+    assert rd_pooled.main([str(archived.parent)]) == 0 and capsys.readouterr().out == expected
+    archived.write_bytes(archived.read_bytes()[:100])  # cut short: one line, no traceback
+    assert rd_pooled.main([str(archived)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {archived}: not a rate_distortion.py result")
