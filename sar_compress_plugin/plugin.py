@@ -97,20 +97,26 @@ class SarCompressPlugin:
                                                self.reconstruct_with_dialog, parent)
         self.settings_action = self._action(QIcon(), "Settings…", "sar_compress_settings",
                                             self.show_settings, parent)
-        from .scene_layer import SarcDropHandler, SceneLayers
+        from .scene_layer import SAVE_SCENE_TEXT, SarcDropHandler, SceneLayers
 
         self.open_scene_action = self._action(icon, "Open compressed scene…", "sar_compress_open_scene",
                                               self.open_scene_with_dialog, parent)
         self.export_view_action = self._action(icon, "Export current extent as GeoTIFF…",
                                                "sar_compress_export_extent",
                                                lambda: self.scenes.export_view(self._active_layer()), parent)
+        # QGIS's own Save As writes only the tiles decoded so far: the whole scene is the codec's reconstruction,
+        # in the Reconstruct dialog on the layer's file (whole scene, output next to it unless chosen).
+        self.save_scene_action = self._action(icon, SAVE_SCENE_TEXT, "sar_compress_save_scene",
+                                              lambda: self.reconstruct_with_dialog(self._selected_scene_file()),
+                                              parent)
         self.style_action = self._action(icon, "SAR style…", "sar_compress_scene_style",
                                          lambda: self.scenes.choose_style(self._active_layer()), parent)
-        for action in (self.export_view_action, self.style_action):  # on scene layers only
+        scene_actions = [self.save_scene_action, self.export_view_action, self.style_action]
+        for action in scene_actions:  # on scene layers only
             self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER_TYPE, False)
             self.layer_actions.append(action)
         self.scenes = SceneLayers(self.iface, self.logger, self._ensure_dependencies, self.reconstruct_file,
-                                  self.running_outputs, [self.export_view_action, self.style_action])
+                                  self.running_outputs, scene_actions)
         self._drop_handler = SarcDropHandler(self.scenes.open)
         self.iface.registerCustomDropHandler(self._drop_handler)
 

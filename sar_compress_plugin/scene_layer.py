@@ -16,10 +16,13 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from qgis.core import (
+    Qgis,
     QgsApplication,
     QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsContrastEnhancement,
+    QgsCoordinateTransform,
+    QgsCsException,
     QgsDataProvider,
     QgsMultiBandColorRenderer,
     QgsProject,
@@ -47,6 +50,8 @@ COMPOSITE_PERCENTILES = (2.0, 98.0)
 #: Grey ramp stops across the band's clip range: piecewise linear in value, so close to linear in dB.
 DB_STOPS = 16
 DEBOUNCE_MS = 150
+#: The scene layer action that writes the whole scene (QGIS's own Save As writes only the tiles decoded so far).
+SAVE_SCENE_TEXT = "Save whole scene as GeoTIFF…"
 
 
 class DecodeTilesTask(QgsTask):
@@ -445,6 +450,22 @@ def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
         restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
 
 
+def _saved_window(layer: QgsRasterLayer, cache, path: str):
+    """The scene's pixel window under a file written from `layer` (QGIS's Save As may write the map view's
+    extent only, in another CRS); the whole scene where the file cannot tell."""
+    saved = QgsRasterLayer(path, "saved", "gdal")
+    if saved.isValid():
+        try:
+            box = QgsCoordinateTransform(saved.crs(), layer.crs(), QgsProject.instance()).transformBoundingBox(
+                saved.extent())
+        except QgsCsException:
+            box = None
+        window = box and cache.window_for_bbox((box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()))
+        if window:
+            return window
+    return 0, 0, cache.raster.width, cache.raster.height
+
+
 class SceneLayers:
     """The open scene layers of the plugin: open (menu, Browser, drop), close on layer removal, export the view."""
 
@@ -461,6 +482,7 @@ class SceneLayers:
         project.layersWillBeRemoved.connect(self._layers_removed)
         project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._adopt_project_layers)
+        iface.layerSavedAs.connect(self._saved_as)
         self._adopt_project_layers()
 
     def _adopt_project_layers(self, *_) -> None:
@@ -652,12 +674,33 @@ class SceneLayers:
             self.logger.warning(f"Export current extent: {exc}")
             return None
 
+    def _saved_as(self, layer, path: str) -> None:
+        """QGIS's own "Export > Save As…" of a scene layer writes what the layer's file holds: the tiles decoded so
+        far, and the cache's declared nodata (which the writer copies) where none is yet. QGIS 3.22 gives no way to
+        decode the rest before its writer reads (docs/architecture.md), so a file that lacks tiles is named at once,
+        with the action that writes the whole scene: it would otherwise pass for the scene with no data there.
+        Shown after QGIS's own "Successfully saved" (pushed right after this signal), which would cover it."""
+        controller = self.controllers.get(layer.id()) if layer is not None else None
+        if controller is None:
+            return
+        cache = controller.cache
+        window = _saved_window(layer, cache, path)
+        missing = len(cache.missing_tiles(window))
+        if not missing:
+            return
+        covered = len(cache.grid.tiles_overlapping(window))
+        message = (f"{Path(path).name} holds only {covered - missing} of the {covered} tiles of '{layer.name()}' "
+                   f"it covers: QGIS's Save As writes the tiles decoded so far, the other {missing} are nodata in "
+                   f"it. \"{SAVE_SCENE_TEXT}\" in the layer's menu writes the whole scene.")
+        QTimer.singleShot(0, lambda: self.logger.log(message, Qgis.MessageLevel.Warning, push=True, duration=0))
+
     def unload(self) -> None:
         project = QgsProject.instance()
         try:
             project.layersWillBeRemoved.disconnect(self._layers_removed)
             project.layersAdded.disconnect(self._layers_added)
             project.readProject.disconnect(self._adopt_project_layers)
+            self.iface.layerSavedAs.disconnect(self._saved_as)
         except TypeError:
             pass
         for controller in {id(c): c for c in self.controllers.values()}.values():  # a copy shares its scene's

@@ -42,8 +42,16 @@ from qgis.gui import (  # noqa: E402
     QgsMapCanvas,
     QgsMessageBar,
 )
-from qgis.core import QgsLayerTreeModel  # noqa: E402
+from qgis.core import QgsLayerTreeModel, QgsMapLayer  # noqa: E402
+from qgis.PyQt.QtCore import QObject, pyqtSignal  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar  # noqa: E402
+
+
+class IfaceSignals(QObject):
+    """QgisInterface's signals the plugin listens to (TestIface is no QObject)."""
+
+    layerSavedAs = pyqtSignal(QgsMapLayer, str)  # noqa: N815 (QGIS API): emitted by QGIS's Save As when written
+
 
 class LayerActionsMenuProvider(QgsLayerTreeViewMenuProvider):
     """Context menu of the layer tree: the actions registered for the current layer's type, as QgisApp does."""
@@ -97,6 +105,8 @@ class TestIface:
         self.custom_layer_actions: list = []
         self.messages: list[tuple[str, str, int]] = []
         self.message_bar.widgetAdded.connect(self._record_message)
+        self.signals = IfaceSignals()
+        self.layerSavedAs = self.signals.layerSavedAs  # noqa: N815 (QGIS API)
 
     def _record_message(self, _widget):
         item = self.message_bar.currentItem()  # the QgsMessageBarItem just pushed
