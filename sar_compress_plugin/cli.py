@@ -38,6 +38,7 @@ try:
     import functools
     import json
     import logging
+    import math
     import os
     import re
     import signal
@@ -331,6 +332,26 @@ def _mask_note(raster: dict) -> str:
             + "; the reconstruction carries it)")
 
 
+def _georeferencing(raster: dict) -> str:
+    """Where a file's raster lies on the map, for sar-info: whether a reconstruction will land where the
+    original did is the first thing an archive operator checks, and the header's WKT is pages long."""
+    from .core.codec import NO_GEOTRANSFORM, crs_name, geotransform_extent, map_crs_wkt  # noqa: PLC0415
+
+    crs = f"CRS {crs_name(map_crs_wkt(raster))}"
+    gcps = (raster.get("gcps") or {}).get("points")
+    if gcps:
+        xs, ys = [p[2] for p in gcps], [p[3] for p in gcps]
+        return (f"{crs}; {len(gcps)} ground control points, extent about x {min(xs):.10g}..{max(xs):.10g}, "
+                f"y {min(ys):.10g}..{max(ys):.10g}")
+    g = [float(v) for v in raster["geotransform"]]
+    if g == list(NO_GEOTRANSFORM):
+        return f"{crs}; no geotransform (pixel coordinates)"
+    x0, y0, x1, y1 = geotransform_extent(g, raster["width"], raster["height"])
+    turned = " (rotated)" if g[2] or g[4] else ""
+    return (f"{crs}; pixel {math.hypot(g[1], g[4]):.6g} x {math.hypot(g[2], g[5]):.6g}{turned}, extent "
+            f"x {x0:.10g}..{x1:.10g}, y {y0:.10g}..{y1:.10g}")
+
+
 def _db(value) -> str:
     """A dB figure of the header for sar-info: 2.74509819772315 printed as it is stored said nothing more."""
     return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
@@ -440,7 +461,8 @@ def reconstruct_main(argv, signals) -> int:
                         "stderr (one with nothing inside is an error giving the raster's size)")
     g.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                    help="window in the raster's map coordinates (its CRS; for one placed by ground control points, "
-                        "theirs), clipped to the raster as --window is")
+                        "theirs): the pixels under the box, also for a rotated geotransform, clipped to the raster "
+                        "as --window is")
     p.add_argument("--model-dir", action="append", default=[],
                    help="extra folder searched for the decoder (by SHA-256); repeatable; must exist; the "
                         "bundled default model is always searched")
@@ -527,6 +549,7 @@ def info_main(argv, signals) -> int:
                 f"{a.file}: sarc format {h['format_version']}, {size} bytes",
                 f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
                 f"bands {ra['band_names']} domain {h['domain']}",
+                f"  georef   {_georeferencing(ra)}",
                 f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1",
                 f"  model    {m['name']} ({m.get('variant', '?')}) decoder sha256 {m['decoder_sha256']}",
                 f"  clip dB  {clip}",

@@ -32,8 +32,8 @@ import numpy as np
 
 from . import container as C
 from .blas_threads import single_threaded_blas
-from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, OutputPathError,
-                     SarCompressError)
+from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, NoOverlapError,
+                     OutputPathError, SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
@@ -493,44 +493,89 @@ def map_crs_wkt(raster: dict) -> str:
     return (raster.get("gcps") or {}).get("crs_wkt") or raster.get("crs_wkt") or ""
 
 
+def crs_name(wkt: str) -> str:
+    """A CRS as a person names it ("WGS 84 / UTM zone 33N": the first quoted string of WKT 1 or 2): a box in
+    the wrong CRS is the usual reason a box misses a raster, and the whole WKT is too long for one line."""
+    if not wkt.strip():
+        return "none"
+    name = re.match(r'\s*\w+\[\s*"([^"]*)"', wkt)
+    return name.group(1) if name else "unnamed"
+
+
+def geotransform_extent(geotransform, width: int, height: int) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of a raster's four corners on the map, rotated or sheared as it may be."""
+    g0, g1, g2, g3, g4, g5 = geotransform
+    xs = [g0 + c * g1 + r * g2 for c in (0, width) for r in (0, height)]
+    ys = [g3 + c * g4 + r * g5 for c in (0, width) for r in (0, height)]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _on_pixel_edge(v: float) -> float:
+    """A pixel coordinate within rounding of a pixel edge taken as that edge: a box drawn on pixel edges (or
+    touching the raster's side) must not take in the next pixel row because the inverse geotransform rounded
+    it to 99.9999999 or 0.000000001."""
+    return round(v) if abs(v - round(v)) < 1e-6 else v
+
+
+def _inside_part(polygon: list, width: int, height: int) -> list:
+    """The part of a convex polygon in pixel coordinates inside the raster's rectangle (Sutherland-Hodgman):
+    with a rotated geotransform the pixels under a box are those of this part, not of the box's whole pixel
+    rectangle, whose corners may lie on the raster while the box misses it."""
+    for axis, edge, side in ((0, 0, 1), (0, width, -1), (1, 0, 1), (1, height, -1)):
+        kept = []
+        for a, b in zip(polygon, polygon[1:] + polygon[:1]):
+            da, db = side * (a[axis] - edge), side * (b[axis] - edge)
+            if da >= 0:
+                kept.append(a)
+            if da * db < 0:
+                t = da / (da - db)
+                kept.append(tuple(edge if i == axis else a[i] + t * (b[i] - a[i]) for i in (0, 1)))
+        polygon = kept
+    return polygon
+
+
 def window_from_bbox(header: dict, bbox, path="", note=None) -> Window:
     """Pixel window covering a map-coordinate box (xmin, ymin, xmax, ymax) in `map_crs_wkt`, clipped to the
-    raster as `clip_window` clips (why: there); `note(text)` is told what was cut off. A raster placed by ground
-    control points is mapped through them as QGIS places it (`GcpGrid`, to within its grid's cells): its
-    geotransform is then GDAL's placeholder, pixel coordinates."""
+    raster as `clip_window` clips (why: there); `note(text)` is told what was cut off. A box that only touches
+    the raster has no pixel under it: it does not overlap. A rotated or sheared geotransform is inverted
+    exactly, as GDAL places the pixels. A raster placed by ground control points is mapped through them as
+    QGIS places it (`GcpGrid`, to within its grid's cells): its geotransform is then GDAL's placeholder, pixel
+    coordinates."""
     r = header["raster"]
-    g0, g1, g2, g3, g4, g5 = r["geotransform"]
-    if not r.get("gcps") and (g2 or g4 or not g1 or not g5):
-        raise InputRasterError(f"{path}: --bbox needs a north-up geotransform; use --window")
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in bbox)
     except (TypeError, ValueError):
         raise InputRasterError(f"{path}: bbox {bbox!r} must be four numbers") from None
     if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
         raise InputRasterError(f"{path}: bbox {tuple(bbox)} must be four finite numbers")
+    xmin, xmax, ymin, ymax = *sorted((xmin, xmax)), *sorted((ymin, ymax))
     if r.get("gcps"):
         grid = GcpGrid(r["gcps"], r["width"], r["height"], path)
-        xmin, xmax, ymin, ymax = *sorted((xmin, xmax)), *sorted((ymin, ymax))
         inside = grid.window((xmin, ymin, xmax, ymax))
         x0, y0, x1, y1 = grid.bounds
-        xs, ys = (x0, x1), (y0, y1)
         clipped = not (x0 <= xmin and xmax <= x1 and y0 <= ymin and ymax <= y1)
     else:
-        cols = sorted(((xmin - g0) / g1, (xmax - g0) / g1))
-        rows = sorted(((ymax - g3) / g5, (ymin - g3) / g5))
-        if not all(math.isfinite(v) for v in cols + rows):  # e.g. -1e308 - xmin overflows
+        g0, g1, g2, g3, g4, g5 = r["geotransform"]
+        det = g1 * g5 - g2 * g4
+        if not det or not math.isfinite(det):
+            raise InputRasterError(f"{path}: its geotransform {tuple(r['geotransform'])} is degenerate (it puts "
+                                   f"every pixel on one line), so no map box can be placed on its pixels")
+        i1, i2, i4, i5 = g5 / det, -g2 / det, -g4 / det, g1 / det  # the inverse's terms: 1e308 boxes stay finite
+        box = [(i1 * (x - g0) + i2 * (y - g3), i4 * (x - g0) + i5 * (y - g3))
+               for x, y in ((xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax))]
+        if not all(math.isfinite(v) for p in box for v in p):  # e.g. -1e308 - xmin overflows
             raise InputRasterError(f"{path}: bbox {tuple(bbox)} is too far from the raster to map to pixels")
-        covered = (math.floor(cols[0]), math.floor(rows[0]), math.ceil(cols[1]), math.ceil(rows[1]))
-        c0, r0 = max(0, covered[0]), max(0, covered[1])
-        c1, r1 = min(r["width"], covered[2]), min(r["height"], covered[3])
+        box = [(_on_pixel_edge(c), _on_pixel_edge(row)) for c, row in box]
+        part = list(zip(*_inside_part(box, r["width"], r["height"]))) or [(0.0,), (0.0,)]  # cols, rows
+        c0, r0 = (math.floor(_on_pixel_edge(min(v))) for v in part)
+        c1, r1 = (math.ceil(_on_pixel_edge(max(v))) for v in part)
         inside = (c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
-        xs, ys = sorted((g0, g0 + r["width"] * g1)), sorted((g3, g3 + r["height"] * g5))
-        clipped = (c0, r0, c1, r1) != covered
-    extent = f"x {xs[0]:.10g}..{xs[1]:.10g}, y {ys[0]:.10g}..{ys[1]:.10g}"
+        x0, y0, x1, y1 = geotransform_extent(r["geotransform"], r["width"], r["height"])
+        clipped = not all(0 <= c <= r["width"] and 0 <= row <= r["height"] for c, row in box)
+    extent = f"x {x0:.10g}..{x1:.10g}, y {y0:.10g}..{y1:.10g}"
     if inside is None:  # most often a box in another CRS (degrees for a UTM raster): say which one
-        crs = re.match(r'\s*\w+\[\s*"([^"]*)"', map_crs_wkt(r))
-        raise InputRasterError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans {extent} "
-                               f"in its CRS ({crs.group(1) if crs else 'none given'}); give the box in that CRS")
+        raise NoOverlapError(f"{path}: bbox {tuple(bbox)} does not overlap the raster, which spans {extent} in "
+                             f"its CRS ({crs_name(map_crs_wkt(r))}); give the box in that CRS")
     if note is not None and clipped:
         note(f"bbox {tuple(bbox)} reaches past the raster ({extent}); clipped to the pixel window "
              f"{_describe(inside)}")
@@ -907,5 +952,5 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 __all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
-           "infer_domain", "explain_domain", "map_crs_wkt", "window_from_bbox", "clip_window", "same_file",
-           "refuse_to_replace_data"]
+           "infer_domain", "explain_domain", "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
+           "clip_window", "same_file", "refuse_to_replace_data"]

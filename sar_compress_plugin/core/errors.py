@@ -13,6 +13,11 @@ class InputRasterError(SarCompressError):
     """The input raster cannot be compressed (unreadable, empty, all nodata, unsupported type...)."""
 
 
+class NoOverlapError(InputRasterError):
+    """A map box misses the raster: the plugin tells its user to pan to the scene rather than quoting the box,
+    and any other InputRasterError about a box is told as it is."""
+
+
 class ContainerFormatError(SarCompressError):
     """A compressed file is corrupt, truncated, of another format or of an unsupported version."""
 

@@ -329,11 +329,13 @@ class GcpGrid:
 
     def window(self, bbox) -> Window | None:
         """Pixel window of a map box (xmin, ymin, xmax, ymax), to within the grid's cells; None when it misses
-        the raster."""
+        the raster or only touches it (no pixel lies under it, as for a raster placed by a geotransform). An
+        overlap under a millionth of a pixel is the GCP fit's rounding: a box ending on the GCPs' own west edge
+        touches the raster, though the fit puts that edge 1e-15 degrees further west."""
         corners = np.stack([self.xy[:-1, :-1], self.xy[:-1, 1:], self.xy[1:, :-1], self.xy[1:, 1:]])  # per cell
-        low, high = corners.min(axis=0), corners.max(axis=0)
+        low, high = corners.min(axis=0) + 1e-6 * self.pixel_size, corners.max(axis=0) - 1e-6 * self.pixel_size
         xmin, ymin, xmax, ymax = bbox
-        hit = (low[..., 0] <= xmax) & (high[..., 0] >= xmin) & (low[..., 1] <= ymax) & (high[..., 1] >= ymin)
+        hit = (low[..., 0] < xmax) & (high[..., 0] > xmin) & (low[..., 1] < ymax) & (high[..., 1] > ymin)
         r, c = np.nonzero(hit)
         if not r.size:
             return None

@@ -222,10 +222,12 @@ class SceneCache:
 
     @property
     def pixel_size(self) -> float:
-        """Map units per pixel, to tell how far the view is zoomed out."""
+        """Map units per pixel, to tell how far the view is zoomed out: the length of a pixel's step along a row,
+        which for a rotated geotransform is not its x term alone (that would be cos(angle) too small)."""
         if self._gcp_grid is not None:
             return self._gcp_grid.pixel_size
-        return abs(self.header["raster"]["geotransform"][1])
+        g = self.header["raster"]["geotransform"]
+        return math.hypot(g[1], g[4])
 
     def missing_tiles(self, window) -> list[int]:
         """Tiles of `window` not decoded yet, the nearest to the window's centre first."""

@@ -294,7 +294,7 @@ class ReconstructDialog(_FormDialog):
 
     def validate(self) -> str:
         from ..core.codec import read_header, same_file
-        from ..core.errors import InputRasterError, SarCompressError
+        from ..core.errors import NoOverlapError, SarCompressError
 
         src = self.input.filePath().strip()
         if not src or not Path(src).is_file():
@@ -307,11 +307,11 @@ class ReconstructDialog(_FormDialog):
         if self.area.currentData() == "extent":
             try:
                 self._window = self._canvas_window(src, header)
-            except InputRasterError:
+            except NoOverlapError:  # its message quotes the box in the scene's CRS, which the user never typed
                 return (f"The current map extent does not overlap {Path(src).name}: pan to the scene or choose "
                         f"\"Whole scene\".")
             except SarCompressError as exc:
-                return str(exc)
+                return qgis_wording(str(exc))
         if self.output.filePath().strip():
             self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
         if same_file(self.output_path(), src):  # before "exists. Replace it?", which would mean the input
@@ -344,7 +344,8 @@ class ReconstructDialog(_FormDialog):
             try:
                 rect = QgsCoordinateTransform(canvas_crs, crs, QgsProject.instance()).transformBoundingBox(rect)
             except QgsCsException:  # e.g. a world view that the scene's projection cannot represent
-                raise InputRasterError(f"{src}: the map extent cannot be transformed to the scene's CRS") from None
+                raise InputRasterError(f"{src}: the map extent cannot be transformed to the scene's CRS; zoom in "
+                                       f"to the scene or choose \"Whole scene\"") from None
         return window_from_bbox(header, (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), src)
 
     def window(self):

@@ -95,12 +95,17 @@ def test_reconstruct_current_map_extent_writes_that_window_only(plugin, test_ifa
     assert "error" not in state
     assert seen["error"] == ('The current map extent does not overlap berlin.sarc: pan to the scene or choose '
                              '"Whole scene".')
-    # What the canvas shows (its extent follows the widget's aspect ratio), in the scene's CRS and pixels.
+    # What the canvas shows (its extent follows the widget's aspect ratio), in the scene's CRS and pixels; an
+    # edge within rounding of a pixel edge is that edge (the round trip through EPSG:3857 moves it 1e-10 px).
     shown = QgsCoordinateTransform(merc, wgs84, QgsProject.instance()).transformBoundingBox(canvas.extent())
-    c0, c1 = max(0, int(np.floor((shown.xMinimum() - gt[0]) / gt[1]))), min(512, int(np.ceil(
-        (shown.xMaximum() - gt[0]) / gt[1])))
-    r0, r1 = max(0, int(np.floor((shown.yMaximum() - gt[3]) / gt[5]))), min(512, int(np.ceil(
-        (shown.yMinimum() - gt[3]) / gt[5])))
+
+    def pixel(v):
+        return round(v) if abs(v - round(v)) < 1e-6 else v
+
+    c0, c1 = max(0, int(np.floor(pixel((shown.xMinimum() - gt[0]) / gt[1])))), min(512, int(np.ceil(
+        pixel((shown.xMaximum() - gt[0]) / gt[1]))))
+    r0, r1 = max(0, int(np.floor(pixel((shown.yMaximum() - gt[3]) / gt[5])))), min(512, int(np.ceil(
+        pixel((shown.yMinimum() - gt[3]) / gt[5]))))
     assert task.window == (c0, r0, c1 - c0, r1 - r0) and c1 - c0 < 512 and r1 - r0 < 512
     assert wait_for_task(plugin, task).ok
     part = gdal.Open(str(out))
@@ -145,6 +150,68 @@ def test_reconstruct_current_map_extent_of_a_scene_placed_by_gcps(plugin, test_i
         [(g.GCPPixel - c, g.GCPLine - r) for g in gcps]
     shown = QgsCoordinateTransform(merc, wgs84, QgsProject.instance()).transformBoundingBox(canvas.extent())
     assert QgsRasterLayer(str(out), "part", "gdal").extent().contains(shown)
+
+
+def _placed_copy(sar_tif: Path, codec, model_bundle, gt) -> Path:
+    """The test scene placed by geotransform `gt` instead of its own, compressed beside it (256-px tiles)."""
+    src = sar_tif.with_name("placed.tif")
+    ds = gdal.Translate(str(src), str(sar_tif))
+    ds.SetGeoTransform(gt)
+    ds = None
+    codec.compress(str(src), str(src.with_suffix(".sarc")), codec.CompressOptions(
+        model_dir=str(model_bundle), device="cpu", tile_size=256))
+    return src.with_suffix(".sarc")
+
+
+def _extent_dialog(qtbot, test_iface, sarc: Path, model_bundle, extent) -> ReconstructDialog:
+    """The Reconstruct dialog on `sarc`, "Current map extent" of a canvas showing `extent` (EPSG:4326), OK
+    clicked."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    canvas = test_iface.canvas
+    test_iface.main_window.show()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    canvas.setExtent(QgsRectangle(*extent))
+    dialog = ReconstructDialog(str(sarc), "", PluginSettings(model_dirs=[str(model_bundle)]), None, canvas=canvas)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.keyClicks(dialog.area, "Current")
+    click_ok(qtbot, dialog)
+    return dialog
+
+
+def test_reconstruct_current_map_extent_of_a_turned_scene(qtbot, test_iface, sar_tif, codec, model_bundle):
+    """A scene turned off north-up (a raster in a satellite's geometry) was told "The current map extent does
+    not overlap" wherever the map showed. A view inside it gives the pixel window enclosing the view's corners,
+    as GDAL's inverse geotransform places them."""
+    g0, s, _, g3, _, _ = gdal.Open(str(sar_tif)).GetGeoTransform()
+    turn = np.radians(25)
+    gt = (g0, s * np.cos(turn), s * np.sin(turn), g3, s * np.sin(turn), -s * np.cos(turn))
+    centre = gdal.ApplyGeoTransform(gt, 256, 256)
+    dialog = _extent_dialog(qtbot, test_iface, _placed_copy(sar_tif, codec, model_bundle, gt), model_bundle,
+                            (centre[0] - 30 * s, centre[1] - 20 * s, centre[0] + 30 * s, centre[1] + 20 * s))
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+    shown = test_iface.canvas.extent()
+    inverse = gdal.InvGeoTransform(gt)
+    cols, rows = zip(*(gdal.ApplyGeoTransform(inverse, x, y) for x in (shown.xMinimum(), shown.xMaximum())
+                       for y in (shown.yMinimum(), shown.yMaximum())))
+    c0, r0, c1, r1 = int(np.floor(min(cols))), int(np.floor(min(rows))), int(np.ceil(max(cols))), int(np.ceil(
+        max(rows)))
+    assert 0 < c0 < c1 < 512 and 0 < r0 < r1 < 512  # the view is inside the scene
+    assert dialog.window() == (c0, r0, c1 - c0, r1 - r0)
+
+
+def test_reconstruct_current_map_extent_tells_why_a_scene_cannot_take_it(qtbot, test_iface, sar_tif, codec,
+                                                                         model_bundle):
+    """Every error mapping the view to pixels read "does not overlap ...: pan to the scene"; a geotransform
+    that puts every pixel on one line is told as it is, in no command line's words."""
+    g0, s, _, g3, _, _ = gdal.Open(str(sar_tif)).GetGeoTransform()
+    gt = (g0, s, 2 * s, g3, s, 2 * s)
+    sarc = _placed_copy(sar_tif, codec, model_bundle, gt)
+    dialog = _extent_dialog(qtbot, test_iface, sarc, model_bundle, (g0, g3, g0 + 50 * s, g3 + 50 * s))
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.error_label.text() == (f"{sarc}: its geotransform {gt} is degenerate (it puts every pixel on "
+                                         f"one line), so no map box can be placed on its pixels")
 
 
 def _unreadable(kind: str, compressed: Path, sar_tif: Path) -> tuple[Path, str]:
