@@ -86,7 +86,9 @@ def _common(p, what: str) -> None:
                    help="decode every new output before it gets its final name (and when deciding to skip one)")
     p.add_argument("--report", default=None,
                    help="report path; PATH.json and PATH.csv are written (a .json or .csv suffix is dropped "
-                        "first), inside it as <command>-report when it is a folder (default: OUT/<command>-report)")
+                        "first), inside it as <command>-report when it is a folder (default: OUT/<command>-report); "
+                        "every input's status, error, bytes, bpp, ratio and seconds, written while the batch runs; "
+                        "rows of earlier runs about other inputs are kept")
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
@@ -127,9 +129,11 @@ def _stopped(signum: int | None, line: str) -> int:
 def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals) -> tuple[list[dict], int]:
     """(records, workers) of running `jobs` on the cluster; checkpoint(records, workers) writes the report so far
     (`run_jobs` says when). A signal, whatever exception it led to, still leaves a record per job, so what
-    finished is reported; no cluster is started when no input could be resolved."""
+    finished is reported, and the temporaries of the scenes it cut short are removed: a hidden partial of a
+    whole scene stayed on disk until a rerun that might never come. No cluster is started when no input could
+    be resolved."""
     from .engine import CANCELLED, ClusterOptions, open_client, pending_records, run_jobs  # noqa: PLC0415
-    from .tasks import published_late  # noqa: PLC0415
+    from .tasks import published_late, remove_leftovers  # noqa: PLC0415
 
     started = time.time()
     records, workers = pending_records(jobs), 0
@@ -149,13 +153,15 @@ def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals
             raise
     if signals.cancelled():  # the workers are stopped now: nothing more can be published
         records = [published_late(r, started) if r["status"] == CANCELLED else r for r in records]
+        if not a.scheduler:  # our own workers, so no writer is left; a remote one's PID means nothing here
+            remove_leftovers(r["output"] for r in records if r["status"] == CANCELLED and r["output"])
     return records, workers
 
 
-def _finish(name: str, a, report: Path, records: list[dict], seconds: float, workers: int,
+def _finish(name: str, report: Path, records: list[dict], seconds: float, workers: int, write,
             signals: _Signals, interim: bool = False) -> int:
-    """Print the failures, write the report and one summary line; the exit status. `interim`: this run wrote
-    the report while it ran (`checkpoint`)."""
+    """Print the failures, write the report (write(records, seconds, workers)) and one summary line; the exit
+    status. `interim`: this run wrote the report while it ran (`checkpoint`)."""
     from .report import report_paths, summarise  # noqa: PLC0415
     from .tasks import FAILED  # noqa: PLC0415
 
@@ -166,7 +172,7 @@ def _finish(name: str, a, report: Path, records: list[dict], seconds: float, wor
             err = r["error"]
             print(f"failed: {err}" if err.startswith(r["input"]) else f"failed: {r['input']}: {err}", file=sys.stderr)
     try:
-        paths = _final_report(report, name, records, summary, {"workers": workers, "arguments": vars(a)}, interim)
+        paths = _final_report(report, lambda: write(records, seconds, workers), interim)
     except OSError as exc:
         print(f"error: cannot write the report {report_paths(report)[0]} and .csv ({exc.strerror or exc}); "
               f"inputs: {counts} of {len(records)}", file=sys.stderr)
@@ -178,23 +184,22 @@ def _finish(name: str, a, report: Path, records: list[dict], seconds: float, wor
     return EXIT_SOME_FAILED if any(r["status"] == FAILED for r in records) else 0
 
 
-def _final_report(report: Path, name: str, records: list[dict], summary: dict, run: dict,
-                  interim: bool) -> tuple[Path, Path]:
-    """write_report, once more after removing the report this run wrote while it ran when that fails. On a
+def _final_report(report: Path, write, interim: bool) -> tuple[Path, Path]:
+    """write(), once more after removing the report this run wrote while it ran when that fails. On a
     full disk the outcome did not fit beside the interim report, which was left saying every scene was
     "cancelled ... batch interrupted" (and the failed inputs were not printed): the interim one is not the
     outcome, and its room is often all the outcome needs. Raises OSError when the report cannot be written."""
-    from .report import report_paths, write_report  # noqa: PLC0415
+    from .report import report_paths  # noqa: PLC0415
 
     try:
-        return write_report(report, name, records, summary, run)
+        return write()
     except OSError:
         if not interim:
             raise
     for path in report_paths(report):
         with suppress(OSError):
             path.unlink(missing_ok=True)
-    return write_report(report, name, records, summary, run)
+    return write()
 
 
 def _report_base(given: str | None, out: Path, name: str) -> Path:
@@ -218,7 +223,7 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
             fn, kwargs = task(a)
             from ..core.raster_io import writable_folder  # noqa: PLC0415
             from .engine import ClusterError  # noqa: PLC0415
-            from .report import summarise, write_report  # noqa: PLC0415
+            from .report import carried, earlier_rows, now, summarise, write_report  # noqa: PLC0415
         if signals.cancelled():  # a signal held during the imports
             raise KeyboardInterrupt
         _given(("--out", a.out), ("--report", a.report),
@@ -227,21 +232,25 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         report = _report_base(a.report, out, name)
         for folder in (out, report.parent):
             writable_folder(folder)  # the report used to fail only after every scene had run
+        earlier = earlier_rows(report, name)
         jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
-    t0 = time.perf_counter()
-
+    t0, started = time.perf_counter(), now("milliseconds")  # what tells two runs' rows apart
     interim = []
+
+    def write(records: list[dict], seconds: float, workers: int):
+        return write_report(report, name, records, summarise(records, seconds),
+                            {"started": started, "workers": workers, "arguments": vars(a)},
+                            carried(earlier, records))
 
     def checkpoint(records: list[dict], workers: int) -> None:
         """The report while the batch runs; one that cannot be written is reported by the final write."""
         with suppress(OSError):
-            write_report(report, name, records, summarise(records, time.perf_counter() - t0),
-                         {"workers": workers, "arguments": vars(a)})
+            write(records, time.perf_counter() - t0, workers)
             interim.append(True)
 
     try:
@@ -250,7 +259,8 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
-        return _finish(name, a, report, records, time.perf_counter() - t0, workers, signals, bool(interim))
+        return _finish(name, report, records, time.perf_counter() - t0, workers, write, signals,
+                       bool(interim))
 
 
 @cli.entry_point(_Signals)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
@@ -58,7 +59,10 @@ def _start(what: str, start):
 
 
 def _local_cluster(opts: ClusterOptions):
-    """A started LocalCluster sized as the module docstring says; its workers ignore SIGINT (worker_setup.py)."""
+    """A started LocalCluster sized as the module docstring says; its workers ignore SIGINT (worker_setup.py).
+
+    With the dashboard's port taken (a second batch on the machine) dask serves it on another and says so in
+    a four-line UserWarning naming its own source file; the line the CLI prints names the port it got."""
     import psutil  # noqa: PLC0415  (a dependency of distributed)
     from dask.distributed import LocalCluster  # noqa: PLC0415
     from dask.utils import format_bytes  # noqa: PLC0415
@@ -69,10 +73,12 @@ def _local_cluster(opts: ClusterOptions):
     what = (f"cannot start a dask LocalCluster (--workers {n}, --threads {threads}, --memory-limit "
             f"{memory if isinstance(memory, str) else format_bytes(memory)}, "
             f"--dashboard-address {opts.dashboard_address})")
-    return _start(what, lambda: LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory,
-        env={k: str(threads) for k in THREAD_VARIABLES}, preload=[f"{__package__}.worker_setup"],
-        dashboard_address=opts.dashboard_address, silence_logs=logging.ERROR))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+        return _start(what, lambda: LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory,
+            env={k: str(threads) for k in THREAD_VARIABLES}, preload=[f"{__package__}.worker_setup"],
+            dashboard_address=opts.dashboard_address, silence_logs=logging.ERROR))
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""The batch report: every input with its status, error, bytes, bpp, seconds and worker, as JSON (with a
-summary) and as CSV (for a spreadsheet). Both are written under temporary names and renamed, like outputs."""
+"""The batch report: every input with its status, error, bytes, bpp, ratio, seconds, worker and run, as JSON
+(with a summary of this run) and as CSV (for a spreadsheet). Both are written under temporary names and renamed,
+like outputs. Rows of earlier runs into the same report about inputs this run does not have are kept."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from ..core.errors import SarCompressError
 from ..core.raster_io import temp_path_for
 from .tasks import FIELDS, OK
+
+#: A scene's record and `run`, when the run that made the row started (rows of earlier runs are kept).
+COLUMNS = (*FIELDS, "run")
+#: The commands that write reports: a report of either may be replaced by the other's.
+COMMANDS = ("sar-compress-batch", "sar-reconstruct-batch")
 
 
 def summarise(records: list[dict], wall_seconds: float) -> dict:
@@ -45,17 +52,66 @@ def report_paths(path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
 
 
-def write_report(path, name: str, records: list[dict], summary: dict, run: dict) -> tuple[Path, Path]:
-    """The report as `report_paths(path)`; returns both paths."""
+def now(timespec: str = "seconds") -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec)
+
+
+def _not_ours(path: Path) -> SarCompressError:
+    return SarCompressError(f"{path}: exists and is not a batch report, so it is not replaced; choose another "
+                            "--report")
+
+
+def earlier_rows(path, name: str) -> list[dict]:
+    """The rows of this command's report already at `path`, each with its run; [] when there is none.
+
+    Raises SarCompressError when a file under the report's names is not a batch report: `--report
+    catalog.json` over a STAC input replaced the catalog with the report, as it did any file of those names."""
     json_path, csv_path = report_paths(path)
-    doc = {"name": name, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "run": run, "summary": summary, "scenes": records}
+    doc = None
+    if json_path.is_file():  # a folder under the name is not replaced either: writing fails in one line
+        try:
+            doc = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            raise _not_ours(json_path) from None
+        if not (isinstance(doc, dict) and doc.get("name") in COMMANDS and isinstance(doc.get("scenes"), list)):
+            raise _not_ours(json_path)
+    if csv_path.is_file():
+        try:
+            with open(csv_path, newline="") as f:
+                header = f.readline()
+        except (OSError, ValueError):
+            raise _not_ours(csv_path) from None
+        if not header.startswith("input,output,status,"):
+            raise _not_ours(csv_path)
+    if doc is None or doc["name"] != name:
+        return []
+    started = (doc.get("run") or {}).get("started") or doc.get("created", "")
+    return [{**dict.fromkeys(COLUMNS, ""), "run": started, **{k: v for k, v in row.items() if k in COLUMNS}}
+            for row in doc["scenes"] if isinstance(row, dict)]
+
+
+def carried(earlier: list[dict], records: list[dict]) -> list[dict]:
+    """The earlier rows about inputs and outputs this run does not have: an archive done folder by folder
+    into one --out kept the last folder's rows only, and a rerun of the inputs that failed lost every other."""
+    inputs = {r["input"] for r in records}
+    outputs = {r["output"] for r in records if r["output"]}
+    return [r for r in earlier if r["input"] not in inputs and r["output"] not in outputs]
+
+
+def write_report(path, name: str, records: list[dict], summary: dict, run: dict,
+                 earlier: list[dict] = ()) -> tuple[Path, Path]:
+    """The report as `report_paths(path)`: this run's `records` (`run["started"]` their run), then `earlier`
+    rows (`carried`); the summary is this run's. Returns both paths."""
+    json_path, csv_path = report_paths(path)
+    scenes = [{**r, "run": run["started"]} for r in records] + list(earlier)
+    doc = {"name": name, "created": now(), "run": run,
+           "summary": {**summary, "rows_of_earlier_runs": len(earlier)}, "scenes": scenes}
     _atomic_write(json_path, lambda f: json.dump(doc, f, indent=1))
 
     def rows(f):
-        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
-        w.writerows(records)
+        w.writerows(scenes)
 
     _atomic_write(csv_path, rows)
     return json_path, csv_path

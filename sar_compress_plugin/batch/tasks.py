@@ -13,12 +13,13 @@ kill and rerun.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from ..core.codec import (RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct,
                           refuse_to_replace_data)
@@ -29,8 +30,8 @@ from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
 #: The columns of the report, in order (report.py writes them; the CLI counts statuses).
-FIELDS = ("input", "output", "status", "error", "bytes_in", "bytes_out", "pixels", "bands", "bpp", "seconds",
-          "worker")
+FIELDS = ("input", "output", "status", "error", "bytes_in", "bytes_out", "pixels", "bands", "bpp", "ratio",
+          "seconds", "worker")
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 #: Rows read at once when a GeoTIFF output is checked by reading it back (bounded memory on huge scenes).
 CHECK_ROWS = 512
@@ -66,17 +67,28 @@ def _prepare_worker(threads: int) -> None:
     limit_gdal_cache()
 
 
-def _remove_leftovers(out: Path) -> None:
-    """Remove what an earlier attempt at `out` left: ours are .NAME.partial-PID-HEX.SUFFIX, and the core's
-    temporaries of those ..NAME.partial-PID-HEX.SUFFIX.partial-*. Not those whose writer (its PID, the first in
-    the name) is still running: a second batch started over the same --out while the first ran (an overlapping
-    cron job, a rerun of a batch thought dead) deleted the first's files mid-write, and its scenes failed."""
-    live = re.compile(r"\.\.?" + re.escape(out.name) + r"\.partial-(\d+)-")
-    for pattern in (f".{glob.escape(out.name)}.partial-*", f"..{glob.escape(out.name)}.partial-*"):
-        for p in out.parent.glob(pattern):
-            m = live.match(p.name)
-            if m is None or not pid_alive(int(m.group(1))):  # names without a PID are from earlier versions
-                p.unlink(missing_ok=True)
+#: A temporary of an output NAME: ours .NAME.partial-PID-HEX.SUFFIX, the core's of those ..NAME.partial-PID-...;
+#: names without a PID are from earlier versions.
+_LEFTOVER = re.compile(r"\.\.?(.+?)\.partial-(?:(\d+)-)?")
+
+
+def remove_leftovers(outputs) -> None:
+    """Remove what earlier attempts at `outputs` left, listing each folder once (the CLI passes every scene an
+    interrupt cancelled). Not those whose writer (its PID, the first in the name) is still running: a second
+    batch started over the same --out while the first ran (an overlapping cron job, a rerun of a batch thought
+    dead) deleted the first's files mid-write, and its scenes failed."""
+    names: dict[Path, set[str]] = {}
+    for out in map(Path, outputs):
+        names.setdefault(out.parent, set()).add(out.name)
+    for folder, wanted in names.items():
+        try:
+            with os.scandir(folder) as it:
+                entries = [e.path for e in it if (m := _LEFTOVER.match(e.name)) and m.group(1) in wanted
+                           and (m.group(2) is None or not pid_alive(int(m.group(2))))]
+        except OSError:  # not made yet, or gone
+            continue
+        for path in entries:
+            Path(path).unlink(missing_ok=True)
 
 
 def _publish(out: Path, write, check) -> None:
@@ -86,7 +98,7 @@ def _publish(out: Path, write, check) -> None:
     /archive/.a.sarc.partial-12347-e352ee8c.sarc: cannot write (No space left on device)", a name that no
     longer exists when the operator reads it. It names the output instead."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out)
+    remove_leftovers([out])
     tmp = temp_path_for(out, suffix=out.suffix)
     try:
         write(tmp)
@@ -163,9 +175,14 @@ def check_geotiff(path, raster: dict, decode: bool) -> None:
 
 
 def _sized(rec: dict, header: dict, sarc_bytes: int) -> dict:
+    """Pixels, bands, bpp and the compression ratio as sar-compress prints it (the raster's raw bytes over the
+    .sarc's): the report had no ratio, and bytes_in, the GeoTIFF file's size, is no raw size when that file is
+    itself compressed."""
     ra = header["raster"]
     pixels = ra["width"] * ra["height"]
-    rec.update(pixels=pixels, bands=ra["band_count"], bpp=round(8.0 * sarc_bytes / pixels, 6))
+    raw = pixels * ra["band_count"] * np.dtype(ra["dtype"]).itemsize
+    rec.update(pixels=pixels, bands=ra["band_count"], bpp=round(8.0 * sarc_bytes / pixels, 6),
+               ratio=round(raw / sarc_bytes, 2))
     return rec
 
 

@@ -210,6 +210,20 @@ def _session_alive(sid: int, within: float = 15.0) -> list[int]:
         time.sleep(0.1)
 
 
+def _writing_batch(inputs: Path, out: Path) -> subprocess.Popen:
+    """sar-compress-batch of `inputs` in a fresh process and session, once it writes its first partial."""
+    code = "import sys; from sar_compress_plugin.batch.cli import compress_batch_main as m; sys.exit(m())"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(inputs), "--out", str(out), "--workers", "1",
+                             "--dashboard-address", ":0", "-q"], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 90
+    while not list(out.glob(".*.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -220,15 +234,7 @@ def test_interrupt_mid_scene_reports_what_finished_in_one_line(sig, tmp_path):
     for i, resampling in enumerate(("near", "bilinear", "cubic")):
         _scene(tmp_path / "in" / f"b{i}.tif", size=1024, resampling=resampling)
     out = tmp_path / "out"
-    code = "import sys; from sar_compress_plugin.batch.cli import compress_batch_main as m; sys.exit(m())"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "in"), "--out", str(out), "--workers", "1",
-                             "--dashboard-address", ":0", "-q"], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 90
-    while not list(out.glob(".*.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.communicate()
+    proc = _writing_batch(tmp_path / "in", out)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)
     else:
@@ -248,6 +254,23 @@ def test_interrupt_mid_scene_reports_what_finished_in_one_line(sig, tmp_path):
     for r in done:
         assert check_sarc(r["output"], decode=False)["raster"]["width"] == 1024
     assert _session_alive(proc.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_interrupt_removes_the_partial_of_the_scene_it_cut_short(tmp_path):
+    """A scene longer than the workers take to stop (a full Sentinel-1 scene takes minutes) is cut short: its
+    hidden partial, as large as the scene's .sarc so far, stayed on disk until a rerun that might never come."""
+    _scene(tmp_path / "in" / "big.tif", size=3072)
+    out = tmp_path / "out"
+    proc = _writing_batch(tmp_path / "in", out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert [r["status"] for r in json.loads((out / "sar-compress-batch-report.json").read_text())["scenes"]] == [
+        "cancelled"]
+    assert sorted(p.name for p in out.iterdir()) == ["sar-compress-batch-report.csv",
+                                                     "sar-compress-batch-report.json"]
 
 
 def _batch(args: list[str], prelude: str = "") -> tuple[subprocess.CompletedProcess, list[int]]:
