@@ -33,6 +33,7 @@ from .qgis_io import (
     group_for_layer,
     is_reconstruction,
     layer_file_path,
+    layer_nodata,
     reconstruction_layer_name,
     show_only_quality_map,
     style_db_grey,
@@ -91,6 +92,7 @@ class SarCompressPlugin:
         project = QgsProject.instance()
         self._offer_raster_actions(project.mapLayers().values())
         project.layersAdded.connect(self._offer_raster_actions)
+        project.layersWillBeRemoved.connect(self._cancel_maps_of_removed_layers)
         self._watching_layers = True
 
         self.reconstruct_action = self._action(icon, "Reconstruct SAR raster…", "sar_compress_reconstruct",
@@ -146,9 +148,19 @@ class SarCompressPlugin:
                 for action in (self.compress_action, self.quality_action):
                     self.iface.addCustomActionForLayer(action, layer)
 
+    def _cancel_maps_of_removed_layers(self, layer_ids) -> None:
+        """Cancel the quality maps of a pair one layer of which leaves the project (removed, or the project
+        closed): they were added over nothing, or into the next project opened, and reported as a success."""
+        for task in list(self.tasks.values()):  # a task not started yet ends (and leaves self.tasks) on cancel()
+            if isinstance(task, QualityMapsTask) and not task.removed:
+                task.removed = next((name for i, name in task.layers.items() if i in layer_ids), "")
+                if task.removed:
+                    task.cancel()
+
     def unload(self):
         if self._watching_layers:
             QgsProject.instance().layersAdded.disconnect(self._offer_raster_actions)
+            QgsProject.instance().layersWillBeRemoved.disconnect(self._cancel_maps_of_removed_layers)
             self._watching_layers = False
         for task in list(self.tasks.values()):
             # Its end can no longer be reported (the plugin's code is going), so it is said now: a compression
@@ -258,6 +270,7 @@ class SarCompressPlugin:
         """Compress a raster layer's file. With `ask`, a dialog collects output path and options first."""
         try:
             input_path = layer_file_path(layer)
+            nodata = layer_nodata(layer)
         except SarCompressError as exc:
             self.logger.warning(f"Cannot compress: {exc}")
             return None
@@ -284,10 +297,10 @@ class SarCompressPlugin:
             chosen.tile_size = values["tile_size"]
             dialog.rate.store(chosen)
             chosen.save()
-            options = CompressOptions(**values)
+            options = CompressOptions(**values, nodata=nodata)
         elif options is None:
             options = CompressOptions(model_dir=settings.model_dir or None, device=settings.device,
-                                      tile_size=settings.tile_size, **settings.rate_options())
+                                      tile_size=settings.tile_size, nodata=nodata, **settings.rate_options())
         task = CompressTask(input_path, output_path, options, layer_id=layer.id())
         return self._start(task, functools.partial(self._compress_done, layer.name(), options.device if ask else None))
 
@@ -440,7 +453,7 @@ class SarCompressPlugin:
             return None
         enl_path, epi_path = default_quality_paths(recon_path, band, folder)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
-                               bands=[band], reconstruction_layer_id=reconstruction.id())
+                               bands=[band], layers={layer.id(): layer.name() for layer in (reconstruction, original)})
         return self._start(task, functools.partial(self._quality_done, reconstruction.id(), original.id(),
                                                    (reconstruction.name(), original.name()),
                                                    band, reconstruction.bandName(band)))
@@ -451,6 +464,12 @@ class SarCompressPlugin:
         project, a map alone says which pair it compares."""
         pair_name = " vs ".join(names)
         quoted = " vs ".join(f"'{name}'" for name in names)
+        if task.removed and result.status is not TaskStatus.FAILED:  # it may have ended before it saw the cancel
+            written = (f"its maps are {result.value.enl_ratio_path} and {result.value.epi_path}" if result.ok
+                       else "no file was written")
+            self.logger.warning(f"Quality maps of {quoted} not added: '{task.removed}' was removed from the "
+                                f"project; {written}.")
+            return
         if self._report_failure(f"Quality maps of {quoted}", result):
             return
         r = result.value

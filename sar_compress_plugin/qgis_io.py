@@ -192,6 +192,33 @@ def data_bands(layer: QgsRasterLayer) -> list[int]:
             if provider.colorInterpretation(b) != QgsRaster.ColorInterpretation.AlphaBand]
 
 
+def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
+    """Per data band, the no-data value set on the layer in QGIS (Layer Properties > Transparency) where it adds
+    one to its file's, for the codec to read as the file's (CompressOptions.nodata); None when no band has one.
+    The codec reads the file: a fill value known to QGIS alone was coded as backscatter, stretching the clip
+    range over it (a -9999 border spoilt the whole scene) and coming back as data. A .sarc keeps one nodata value
+    per band, so a range, or a value beside the file's own, is refused (InputRasterError)."""
+    provider = layer.dataProvider()
+    values: list[float | None] = []
+    for b in data_bands(layer):
+        ranges = provider.userNoDataValues(b)
+        if not ranges:
+            values.append(None)
+            continue
+        if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
+            raise InputRasterError(f"'{layer.name()}': band {b} has a no-data range set in QGIS, and a compressed "
+                                   f"file keeps one no-data value per band; set a single value in Layer "
+                                   f"Properties > Transparency")
+        value = ranges[0].min()
+        if provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b) \
+                and provider.sourceNoDataValue(b) != value:
+            raise InputRasterError(f"'{layer.name()}': band {b} has no-data value {provider.sourceNoDataValue(b):g} "
+                                   f"in its file and {value:g} set in QGIS, and a compressed file keeps one per "
+                                   f"band; remove one in Layer Properties > Transparency")
+        values.append(value)
+    return values if any(v is not None for v in values) else None
+
+
 def reconstruction_layer_name(sarc_path: str, window) -> str:
     """A window's name says so: named as the whole scene's, a part of the scene could not be told from all of it
     in the Layers panel (unique_layer_name then adds [2], [3]... to repeated runs of either)."""

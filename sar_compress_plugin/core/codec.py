@@ -32,8 +32,8 @@ import numpy as np
 
 from . import container as C
 from .blas_threads import single_threaded_blas
-from .errors import (CancelledError, InputRasterError, ModelBundleError, ModelMismatchError, NoOverlapError,
-                     OutputPathError, SarCompressError)
+from .errors import (DB_DOMAIN_ADVICE, DOMAIN_DOUBT, CancelledError, InputRasterError, ModelBundleError,
+                     ModelMismatchError, NoOverlapError, OutputPathError, SarCompressError)
 from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
 from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
@@ -91,6 +91,8 @@ class CompressOptions:
     target_db_rmse: float | None = None
     domain: str | None = None
     band_names: list | None = None
+    #: per band, a nodata value that replaces the file's (None: the file's; raster_io.RasterReader)
+    nodata: list | None = None
     #: None: from the operating point (`outlier_margin_db`)
     outlier_margin_db: float | None = None
     outlier_step_db: float = OUTLIER_STEP_DB
@@ -264,7 +266,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
     # before the first read: a source changed while it is read looks changed
     source = source_stamp(input_path) if opts.stamp_source else None
-    with RasterReader(input_path) as reader, single_threaded_blas():
+    with RasterReader(input_path, opts.nodata) as reader, single_threaded_blas():
         info = reader.info
         if info.band_count > C.MAX_BANDS:
             raise InputRasterError(f"{input_path}: {info.band_count} bands; a .sarc file holds at most "
@@ -289,7 +291,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
             if not valid.any():
                 hint = ""
                 if domain != "db" and (np.nan_to_num(s, nan=0.0) < 0).any():
-                    hint = f"; its values are negative: if they are dB, pass --domain db (domain was {domain})"
+                    hint = f"; its values are negative: if they are dB, {DB_DOMAIN_ADVICE} (domain was {domain})"
                 raise InputRasterError(f"{input_path}: band {b + 1} has no valid pixels (all nodata, masked or "
                                        f"invalid){hint}")
             lo, hi = percentile_bounds(db, valid, percentiles)
@@ -300,7 +302,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
             if not (max(abs(lo), abs(hi), abs(t_lo), abs(t_hi)) <= MAX_ABS_DB and np.float32(hi) > np.float32(lo)):
                 raise InputRasterError(f"{input_path}: band {b + 1} spans {min(lo, t_lo):.4g}..{max(hi, t_hi):.4g} "
                                        f"dB in domain {domain}, beyond the +-{MAX_ABS_DB:g} dB a .sarc file holds; "
-                                       f"wrong --domain?")
+                                       f"{DOMAIN_DOUBT}")
             bounds.append((lo, hi))
         del samples
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)

@@ -28,6 +28,9 @@ class ModelMismatchError(SarCompressError):
 
 #: How a missing-model error says where to look (the plugin words it for QGIS, utils.settings.qgis_wording).
 MODEL_FOLDER_ADVICE = "pass its folder with --model-dir / model_dirs"
+#: How compress errors say that the value domain may be wrong (worded for QGIS as MODEL_FOLDER_ADVICE is).
+DB_DOMAIN_ADVICE = "pass --domain db"
+DOMAIN_DOUBT = "wrong --domain?"
 
 
 class ModelBundleError(SarCompressError):

@@ -32,7 +32,7 @@ import stat
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -385,10 +385,18 @@ def read_raster_info(path: str | os.PathLike) -> RasterInfo:
 class RasterReader:
     """Windowed reads from one raster; keeps the GDAL dataset open between reads (GDAL caches blocks)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, nodata=None):
+        """`nodata`: per data band, a value read as that band's nodata instead of the file's (None keeps the
+        file's): the no-data value a QGIS layer sets on top of its file, which GDAL never sees."""
         self.path = str(path)
         self._ds = _open(path)
         self.info = _info_from_dataset(self._ds, self.path)
+        if nodata is not None:
+            if len(nodata) != self.info.band_count:
+                raise InputRasterError(f"{self.path}: {len(nodata)} no-data values given for "
+                                       f"{self.info.band_count} bands")
+            self.info = replace(self.info, nodata=tuple(
+                own if given is None else float(given) for own, given in zip(self.info.nodata, nodata)))
         self._bands = [self._ds.GetRasterBand(i) for i in self.info.source_bands]
         self._masks = [self._mask_bands(b) for b in self._bands]
 

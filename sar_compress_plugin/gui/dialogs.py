@@ -23,7 +23,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, qgis_wording
-from .widgets import RateChooser, device_combo, file_widget, output_widget, quality_value, tile_size_spin
+from .widgets import (RateChooser, device_combo, domain_combo, file_widget, output_widget, quality_value,
+                      tile_size_spin)
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -165,7 +166,10 @@ class CompressDialog(_FormDialog):
         self.tile_size = tile_size_spin(settings.tile_size)
         self.rate = RateChooser(settings)
         self.quality = self.rate.quality
+        # Not remembered: it says what one raster holds (a mislabelled one is refused until it is chosen here).
+        self.domain = domain_combo()
         self.form.addRow("Input", QLabel(input_path))
+        self.form.addRow("Values are", self.domain)
         self.form.addRow("Output (.sarc)", self.output)
         self.form.addRow("Model folder", self.model_dir)
         self.form.addRow("Device", self.device)
@@ -236,7 +240,8 @@ class CompressDialog(_FormDialog):
     def option_values(self) -> dict:
         """Keyword arguments for core.codec.CompressOptions: one of quality, target_bpp and target_db_rmse."""
         return {"model_dir": self.model_dir.filePath().strip() or None, "device": self.device.currentData(),
-                "tile_size": int(self.tile_size.value()), **self.rate.option_values()}
+                "tile_size": int(self.tile_size.value()), "domain": self.domain.currentData(),
+                **self.rate.option_values()}
 
 
 class ReconstructDialog(_FormDialog):
@@ -365,9 +370,6 @@ class ReconstructDialog(_FormDialog):
 
 
 class QualityMapsDialog(_FormDialog):
-    DOMAINS = (("auto", "Automatic (from metadata or values)"), ("intensity", "Linear intensity"),
-               ("amplitude", "Linear amplitude"), ("db", "Decibels"))
-
     def __init__(self, reconstruction_layer=None, original_layer=None, parent=None, folder: str = ""):
         """Either layer may be None: the user then chooses it (a guessed role could swap the two). `folder`: where
         the maps go ("": beside the reconstruction)."""
@@ -380,9 +382,7 @@ class QualityMapsDialog(_FormDialog):
         self.window.setSingleStep(2)
         self.window.setValue(15)
         self.window.setSuffix(" px")
-        self.domain = QComboBox()
-        for key, label in self.DOMAINS:
-            self.domain.addItem(label, key)
+        self.domain = domain_combo()
         self.folder = file_widget(QgsFileWidget.StorageMode.GetDirectory, folder,
                                   dialog_title="Folder for the quality maps")
         self.folder.lineEdit().setPlaceholderText("beside the reconstruction")
@@ -406,12 +406,18 @@ class QualityMapsDialog(_FormDialog):
 
     def _list_bands(self, layer):
         """The data bands of the chosen reconstruction (none until one is chosen): not the alpha band under
-        which QGIS shows the mask a reconstruction of a masked scene carries (qgis_io.data_bands)."""
+        which QGIS shows the mask a reconstruction of a masked scene carries (qgis_io.data_bands). The band it
+        shows is chosen: band 1 was, and the maps of VV came over a layer the analyst was viewing in VH, which
+        the maps' grey restyle then switched to VV."""
         from ..qgis_io import data_bands
 
         self.band.clear()
-        for b in data_bands(layer) if layer is not None else []:
+        bands = data_bands(layer) if layer is not None else []
+        for b in bands:
             self.band.addItem(layer.bandName(b), b)
+        shown = [b for b in (layer.renderer().usesBands() if bands and layer.renderer() else []) if b in bands]
+        if shown:
+            self.band.setCurrentIndex(self.band.findData(shown[0]))
 
     def validate(self) -> str:
         if self.reconstruction_layer() is None:
@@ -479,8 +485,7 @@ class QualityMapsDialog(_FormDialog):
         return int(self.band.currentData())
 
     def value_domain(self) -> str | None:
-        key = self.domain.currentData()
-        return None if key == "auto" else key
+        return self.domain.currentData()
 
 
 class SarStyleDialog(_FormDialog):

@@ -22,6 +22,20 @@ FLOAT32_BITS = 32
 TYPICAL = "typical, on the model's validation scenes"
 
 
+#: What a raster's values are, as the codec and the quality maps take it (None: from its metadata or values).
+VALUE_DOMAINS = ((None, "Automatic (from metadata or values)"), ("intensity", "Linear intensity"),
+                 ("amplitude", "Linear amplitude"), ("db", "Decibels"))
+
+
+def domain_combo() -> QComboBox:
+    """"Values are": the value domain, automatic unless the user knows better (a mislabelled or untagged
+    raster); its currentData() is the codec's `domain` argument."""
+    combo = QComboBox()
+    for key, label in VALUE_DOMAINS:
+        combo.addItem(label, key)
+    return combo
+
+
 def device_combo(current: str = "auto") -> QComboBox:
     combo = QComboBox()
     for key in DEVICES:

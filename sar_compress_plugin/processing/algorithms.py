@@ -28,7 +28,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..__about__ import __icon_path__
 from ..core.errors import CancelledError, SarCompressError
 from ..utils.deps import check_dependencies, install_hint
-from ..utils.settings import model_folders_hint
+from ..utils.settings import model_folders_hint, qgis_wording
 
 DEVICES = ("auto", "cuda", "cpu")
 DEVICE_LABELS = ["Automatic (GPU if available)", "GPU (CUDA)", "CPU"]
@@ -136,12 +136,12 @@ class _SarAlgorithm(QgsProcessingAlgorithm):
         except CancelledError as exc:
             raise QgsProcessingException(f"Cancelled: {exc}") from None
         except SarCompressError as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(qgis_wording(str(exc))) from None
 
 
 class CompressAlgorithm(_SarAlgorithm):
-    INPUT, MODEL_DIR, DEVICE, TILE_SIZE, QUALITY, TARGET_BPP, TARGET_DB_RMSE, OUTPUT = (
-        "INPUT", "MODEL_DIR", "DEVICE", "TILE_SIZE", "QUALITY", "TARGET_BPP", "TARGET_DB_RMSE", "OUTPUT")
+    INPUT, DOMAIN, MODEL_DIR, DEVICE, TILE_SIZE, QUALITY, TARGET_BPP, TARGET_DB_RMSE, OUTPUT = (
+        "INPUT", "DOMAIN", "MODEL_DIR", "DEVICE", "TILE_SIZE", "QUALITY", "TARGET_BPP", "TARGET_DB_RMSE", "OUTPUT")
     #: The ways to set the rate -> CompressOptions keywords; at most one may be given.
     RATE_PARAMETERS = {QUALITY: "quality", TARGET_BPP: "target_bpp", TARGET_DB_RMSE: "target_db_rmse"}
 
@@ -155,11 +155,15 @@ class CompressAlgorithm(_SarAlgorithm):
         return ("Compresses a SAR raster (intensity, amplitude or dB) into a .sarc file with the learned codec. "
                 "The rate is set by at most one of QUALITY, TARGET_BPP (bits per pixel per band) and "
                 "TARGET_DB_RMSE (error in dB); for a target the codec searches the quality on sample tiles, and "
-                "with none it uses the model's default quality. Bits per pixel and ratio are measured from the "
+                "with none it uses the model's default quality. DOMAIN says what the values are where the "
+                "raster's VALUE_DOMAIN tag is wrong. Bits per pixel and ratio are measured from the "
                 "file written; PROVIDER says which onnxruntime execution provider actually ran.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
+        # a raster whose VALUE_DOMAIN tag is wrong cannot be compressed without it
+        self.addParameter(QgsProcessingParameterEnum(self.DOMAIN, "Values are", options=DOMAIN_LABELS,
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.MODEL_DIR, "Model bundle folder (empty: bundled default)",
                                                      behavior=QgsProcessingParameterFile.Behavior.Folder,
                                                      optional=True))
@@ -197,14 +201,20 @@ class CompressAlgorithm(_SarAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         _require_codec_dependencies()
         from ..core.codec import CompressOptions, compress
+        from ..qgis_io import layer_nodata
 
         input_path = _layer_path(self, parameters, self.INPUT, context)
+        try:  # the no-data value set on a project layer in QGIS, which its file lacks
+            nodata = layer_nodata(self.parameterAsRasterLayer(parameters, self.INPUT, context))
+        except SarCompressError as exc:
+            raise QgsProcessingException(str(exc)) from None
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         _refuse_a_project_layers_file(output, context)  # a scene layer reads its .sarc while the map is panned
         options = CompressOptions(
             model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), nodata=nodata,
+            domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)],
             **{keyword: self.parameterAsDouble(parameters, name, context)
                for name, keyword in self.RATE_PARAMETERS.items() if parameters.get(name) not in (None, "")})
         progress, is_cancelled = _callbacks(feedback)

@@ -42,7 +42,8 @@ class ReconstructTask(SarTask):
 class QualityMapsTask(SarTask):
     def __init__(self, original_path: str, reconstruction_path: str, enl_ratio_path: str, epi_path: str,
                  window: int = 15, domain: str | None = None, bands=None, on_finished=None,
-                 reconstruction_layer_id: str = ""):
+                 layers: dict[str, str] | None = None):
+        """`layers`: {layer id: name} of the pair in the project, whose removal cancels the task (plugin.py)."""
         super().__init__(f"SAR quality maps of {Path(reconstruction_path).name}", on_finished,
                          outputs=(enl_ratio_path, epi_path))
         self.original_path = str(original_path)
@@ -52,7 +53,9 @@ class QualityMapsTask(SarTask):
         self.window = int(window)
         self.domain = domain
         self.bands = bands
-        self.reconstruction_layer_id = reconstruction_layer_id
+        self.layers = dict(layers or {})
+        #: the name of the pair's layer whose removal from the project cancelled the task, else ""
+        self.removed = ""
 
     def _run(self):
         from ..core.quality_maps import compute_quality_maps

@@ -122,12 +122,15 @@ def _target(v, default: float) -> float:
 
 
 def qgis_wording(message: str) -> str:
-    """A codec message as QGIS users should read it: the plugin setting that lists model folders instead of the
-    command-line flag (the codec stays QGIS-free; the plugin rewords where it shows messages)."""
-    from ..core.errors import MODEL_FOLDER_ADVICE  # noqa: PLC0415
+    """A codec message as QGIS users should read it: the plugin setting that lists model folders, or the compress
+    dialog's "Values are", instead of the command-line flag (the codec stays QGIS-free; the plugin rewords where
+    it shows messages)."""
+    from ..core.errors import DB_DOMAIN_ADVICE, DOMAIN_DOUBT, MODEL_FOLDER_ADVICE  # noqa: PLC0415
 
-    return message.replace(MODEL_FOLDER_ADVICE, f'add the folder that holds it under Raster > SAR Compress > '
-                                                f'Settings… > "{MODEL_FOLDERS_LABEL}"')
+    return (message.replace(MODEL_FOLDER_ADVICE, f'add the folder that holds it under Raster > SAR Compress > '
+                                                 f'Settings… > "{MODEL_FOLDERS_LABEL}"')
+            .replace(DB_DOMAIN_ADVICE, 'compress it again with "Values are: Decibels"')
+            .replace(DOMAIN_DOUBT, 'wrong value domain? Choose it under "Values are"'))
 
 
 @contextlib.contextmanager
