@@ -15,19 +15,19 @@ from export.onnx_export import ExportError, check_out_dir, export_bundle
 from sar_compress_plugin.cli import HelpFormatter
 from sar_compress_plugin.core.errors import SarCompressError
 from trainer.checkpoint import load_model, training_totals
-from trainer.reporting import new_folders_removed_on_failure
+from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 
 log = logging.getLogger(__name__)
 
 
 def calibration_tiles(paths: list[Path], tile: int, max_tiles: int, domain: str = "intensity") -> np.ndarray:
     """Non-overlapping normalised tiles from real scenes, normalised exactly as training and the codec do."""
-    from trainer.data import discover, normalise_plane, read_planes
+    from trainer.data import normalise_plane, read_collection
 
     tiles: list[np.ndarray] = []
     for path in paths:
-        for file, entry in discover(path, domain):
-            for raw in read_planes(file, entry, domain):
+        for _, planes in read_collection(path, domain):
+            for raw in planes:
                 x = normalise_plane(raw).x.numpy()
                 h, w = x.shape
                 size = min(tile, h // 16 * 16, w // 16 * 16)
@@ -63,14 +63,16 @@ def check_numbers(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
                                      formatter_class=HelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("outdir", type=Path)
+    parser.add_argument("checkpoint", type=Path,
+                        help="a sar-train checkpoint file (a run folder's best.pth or last.pth)")
+    parser.add_argument("outdir", type=Path,
+                        help="bundle folder to write: a new one, or an earlier bundle to replace")
     parser.add_argument("--name", help="model name recorded in the bundle (default: variant + checkpoint folder)")
     parser.add_argument("--calibration", type=Path, nargs="+",
                         help="real rasters for quantiser calibration and the parity check "
                              "(default: the checkpoint's validation scenes)")
     parser.add_argument("--tile", type=int, default=256, help="calibration tile size (multiple of 64)")
-    parser.add_argument("--max-tiles", type=int, default=32)
+    parser.add_argument("--max-tiles", type=int, default=32, help="calibration tiles used at most")
     parser.add_argument("--halo", type=int, default=32,
                         help="context pixels the codec adds around each tile (multiple of 16). The GDN transforms reach "
                              "about 30 px: with the first variable-rate model, halos 32 and 64 gave identical "
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the quality the codec uses when the user gives none [middle of the trained levels]")
     parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_cli_logging("%(message)s")
     try:
         with new_folders_removed_on_failure(Path(os.path.abspath(args.outdir)).parent):
             check_numbers(args)

@@ -103,6 +103,10 @@ def _verify_archive(path: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The one way a checkpoint is read: every CLI that takes one gets the same one-line errors."""
     path = Path(path)
+    if path.is_dir():  # a run folder given for its checkpoint was "no such checkpoint file", which it is not
+        inside = sorted(p.name for p in path.glob("*.pth"))
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file"
+                              + (f" (it holds {', '.join(inside)})" if inside else ""))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:

@@ -1,4 +1,8 @@
-"""`sar-train`: train one model variant (also `python -m trainer`, and under `torchrun` for DDP)."""
+"""`sar-train`: train one model variant (also `python -m trainer`, and under `torchrun` for DDP).
+
+Checkpoints go to --out: last.pth (written each epoch and every --checkpoint-minutes) and best.pth (lowest
+validation loss). A stopped run (Ctrl-C, a kill, --max-minutes) goes on with the same command plus --resume;
+after --max-steps, with a larger --max-steps."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 from sar_compress_plugin.core.errors import SarCompressError
 from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.config import TrainConfig, read_config_file, resolve
-from trainer.registry import available_models
+from trainer.registry import available_models, model_summaries
 from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
@@ -27,11 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     # every default is None until the config file and the flags are resolved, so each help names its real one
     p = argparse.ArgumentParser(prog="sar-train", description=__doc__)
     p.add_argument("--config", help="YAML file of TrainConfig options (flags override it)")
-    p.add_argument("--variant", choices=available_models(), default=None, help=f"model variant [{d.variant}]")
+    variants = "; ".join(model_summaries().values()).replace("%", "%%")
+    p.add_argument("--variant", choices=available_models(), default=None,
+                   help=f"model variant [{d.variant}]: {variants}")
     p.add_argument("--data", default=None,
                    help=f"GeoTIFF/.npy file, folder, or MANIFEST.json [{DEFAULT_MANIFEST} if it exists]")
     p.add_argument("--domain", default=None, help=f"value domain of files missing from the manifest [{d.domain}]")
-    p.add_argument("--out", default=None, help=f"run folder [{d.out}]")
+    p.add_argument("--out", default=None,
+                   help=f"run folder: last.pth, best.pth, config.yaml, train.log, history.jsonl, "
+                        f"training_curve.png [{d.out}]")
     p.add_argument("--epochs", type=int, default=None, help=f"[{d.epochs}]")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many optimiser steps in total (an epoch cut short is validated and "

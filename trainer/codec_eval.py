@@ -59,7 +59,8 @@ def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: s
     """A bundle on its training run's validation scenes (or the named ones), through the codec."""
     bundle = Path(bundle)
     manifest = load_manifest(bundle, verify=False)  # the codec verifies the files when it loads them
-    summary = manifest.get("training", {}).get("data_summary", {})
+    training = manifest.get("training", {})
+    summary = training.get("data_summary", {})
     data = Path(data or summary.get("data", ""))
     wanted = set(scenes or summary.get("val_scenes", []))
     if not wanted:
@@ -83,4 +84,6 @@ def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: s
     return {"bundle": str(bundle), "name": manifest.get("name"), "variant": manifest.get("variant"),
             "decoder_sha256": manifest["files"]["decoder"]["sha256"],
             "quality": per_file[0]["quality"] if per_file else quality,
-            "params": manifest.get("training", {}).get("parameters", {}), "files": per_file, "aggregate": agg}
+            "params": training.get("parameters", {}),
+            "steps_total": training.get("steps_total", training.get("steps")),
+            "patches_seen_total": training.get("patches_seen_total"), "files": per_file, "aggregate": agg}

@@ -36,6 +36,7 @@ def load_runs(runs_dir: Path) -> list[dict]:
         runs.append({"run": d.name, "variant": cfg.get("variant", d.name.rsplit("_s", 1)[0]),
                      "seed": cfg.get("seed"), "history": history,
                      "steps": history[-1]["step"] if history else 0,
+                     "patches": history[-1].get("patches_seen") if history else None,
                      "best_val_loss": min((h["val_loss"] for h in history), default=math.nan),
                      "skipped_batches": sum(int(h.get("skipped_batches", 0)) for h in history),
                      "wall_s": round(sum(h["seconds"] for h in history), 1),
@@ -79,10 +80,14 @@ def _pm(s: dict, digits: int) -> str:
 
 
 def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
-    lines = ["| Run | Variant | Seed | Steps | Best val loss | Skipped batches | Median s/step | Wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    # patches beside steps, as in every figure: runs of one comparison may differ in batch and world size
+    lines = ["| Run | Variant | Seed | Steps | Patches | Best val loss | Skipped batches | Median s/step "
+             "| Wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {r['best_val_loss']:.4f} | "
+        patches = "?" if r["patches"] is None else r["patches"]
+        lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {patches} | "
+                     f"{r['best_val_loss']:.4f} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
     lines += ["", "BD-rate against JPEG-2000 (dB RMSE; negative = fewer bits), through the real codec, mean ± "
               "sample std over seeds:", "",

@@ -16,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -168,16 +169,34 @@ def read_planes(path: str | Path, entry: dict | None = None, default_domain: str
         return []
     if arr.shape[-1] < 16 or arr.shape[-2] < 16:
         raise TrainingDataError(f"{path}: image {arr.shape[-2]}x{arr.shape[-1]} is smaller than 16x16")
-    planes = []
+    planes, empty = [], []
     for band, name in zip(arr, names):
         db, valid = to_db(band, domain, nodata)
-        if not valid.any():
-            log.warning("%s band %s: all pixels invalid, skipped", path.name, name)
-            continue
-        planes.append(RawPlane(path.name, name, domain, db, valid))
+        if valid.any():
+            planes.append(RawPlane(path.name, name, domain, db, valid))
+        else:
+            empty.append(name)
     if not planes:
         raise TrainingDataError(f"{path}: all pixels are invalid (nodata/NaN/non-positive) in every band")
+    if empty:  # only where the file is used: an empty file is one line, the error above
+        log.warning("%s band(s) %s: all pixels invalid, skipped", path.name, ", ".join(empty))
     return planes
+
+
+def read_collection(data: str | Path,
+                    default_domain: str = "intensity") -> Iterator[tuple[Path, list[RawPlane]]]:
+    """(file, its planes) for every file of `data` (discover). In a folder or a manifest, a file that cannot
+    be used (unreadable, all nodata, under 16 px) is skipped with one warning line and no planes: one such file
+    in a user's folder stopped the whole run. A single file given alone still fails with its error."""
+    sources = discover(data, default_domain)
+    for path, entry in sources:
+        try:
+            yield path, read_planes(path, entry, default_domain)
+        except TrainingDataError as exc:
+            if len(sources) == 1:
+                raise
+            log.warning("skipping %s", exc)
+            yield path, []
 
 
 # --- split --------------------------------------------------------------------------------------------
@@ -282,11 +301,14 @@ def build_datasets(data: str | Path, *, default_domain: str = "intensity", val_f
     if str(data).endswith(".npz"):
         planes = read_pack(data)
     else:
-        for path, entry in discover(data, default_domain):
-            got = read_planes(path, entry, default_domain)
+        files = 0
+        for path, got in read_collection(data, default_domain):
+            files += 1
             if not got:
                 skipped.append(path.name)
             planes.extend(got)
+        if skipped:
+            log.info("%d of %d file(s) used; skipped: %s", files - len(skipped), files, ", ".join(skipped))
     if not planes:
         raise TrainingDataError(f"{data}: no usable single-band images found")
     scenes = sorted({p.scene for p in planes})

@@ -116,15 +116,23 @@ def _fmt(value, spec: str) -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
+def _seen(r: dict) -> str:
+    """Steps and patches the weights saw in all, for a table cell: the project's figures all say both, and a
+    table of steps alone cannot tell a batch-32 GPU leg from a batch-4 CPU one."""
+    seen = (r.get("steps_total", r.get("step")), r.get("patches_seen_total"))
+    return " / ".join("?" if v is None else f"{v:,}" for v in seen)
+
+
 def markdown_table(results: dict) -> str:
-    lines = ["| Model | Steps (in all) | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
+    lines = ["| Model | Steps / patches (in all) | Level | bpp (estimated) | PSNR (dB) | SSIM | dB RMSE "
+             "| ENL ratio | EPI |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
         for lv in r["levels"]:
             a = lv["aggregate"]
             cells = [_fmt(a[k], s) for k, s in (("bpp_estimated", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
                                                  ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
-            lines.append(f"| {label} | {r.get('steps_total', r['step'])} | {lv['level']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {_seen(r)} | {lv['level']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("PyTorch, rounded latents, whole validation scenes; bpp estimated from the entropy model's "
                  "likelihoods (the codec's files add headers and masks); PSNR/SSIM on the normalised dB image, "
@@ -204,15 +212,16 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
 
 
 def codec_markdown_table(results: dict) -> str:
-    lines = ["| Model | Params | Quality | bpp (file) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Model | Params | Steps / patches (in all) | Quality | bpp (file) | PSNR (dB) | SSIM "
+             "| dB RMSE | ENL ratio | EPI |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results.items():
         a = r["aggregate"]
         params = r["params"].get("total")
         params_s = f"{params / 1e6:.2f}M" if params else "?"
         cells = [_fmt(a[k], s) for k, s in (("bpp_per_band", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
                                              ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
-        lines.append(f"| {label} | {params_s} | {r['quality']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {params_s} | {_seen(r)} | {r['quality']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Through the codec: range-coded latents, file on disk; bpp = 8 x file bytes / band pixels; "
                  "pixel-weighted means over the validation scene-bands; PSNR/SSIM on the normalised dB image with "

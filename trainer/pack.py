@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sar_compress_plugin.core.errors import SarCompressError
-from trainer.data import PACK_FORMAT, RawPlane, discover, read_planes
+from trainer.data import PACK_FORMAT, RawPlane, read_collection
 from trainer.reporting import configure_cli_logging
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli_logging("%(message)s")
     try:
         planes = []
-        for path, entry in discover(a.data, a.domain):
-            planes += [q for q in read_planes(path, entry, a.domain) if min(q.db.shape) >= a.min_side]
+        for _, got in read_collection(a.data, a.domain):  # skips what sar-train skips, so both split alike
+            planes += [q for q in got if min(q.db.shape) >= a.min_side]
             if a.max_planes is not None and len(planes) >= a.max_planes:
                 planes = planes[:a.max_planes]
                 break

@@ -5,6 +5,7 @@ A checkpoint stores only the variant name and constructor arguments; the registr
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from torch import nn
@@ -33,6 +34,14 @@ def _ensure_loaded() -> None:
 def available_models() -> list[str]:
     _ensure_loaded()
     return sorted(MODELS)
+
+
+def model_summaries() -> dict[str, str]:
+    """The first line of each variant's module docstring, for `sar-train --help`: the names alone do not say
+    what a variant is."""
+    _ensure_loaded()
+    return {name: (sys.modules[MODELS[name].__module__].__doc__ or name).strip().splitlines()[0].rstrip(".")
+            for name in sorted(MODELS)}
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

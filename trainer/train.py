@@ -391,8 +391,13 @@ def freeze_all_but_decoder(model: torch.nn.Module) -> None:
 def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
     want = dict(model.config)
     got = {k: _model_config(ckpt).get(k) for k in want}
-    if got != want:
-        raise ModelMismatchError(f"{path}: checkpoint model {got} differs from this run's {want}")
+    if got != want:  # only the options that differ, as flags: both whole dicts hid the one that did
+        differs = [k for k in want if got[k] != want[k]]
+
+        def flags(values: dict) -> str:
+            return ", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in differs)
+
+        raise ModelMismatchError(f"{path}: checkpoint has {flags(got)}, this run {flags(want)}")
 
 
 #: What fixes the validation set in a run's data summary (older checkpoints lack some: those are not compared).

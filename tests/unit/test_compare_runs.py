@@ -48,6 +48,7 @@ def test_runs_and_seed_statistics(tmp_path, drawn_text):
     assert doc["by_variant"]["baseline"]["bd_rate_percent"]["std"] is None
     assert "attention" not in doc["by_variant"]  # no BD-rate (no overlap): left out, not counted as 0
     assert "| residual | 2 | 0.00M | 20.5 ± 0.7 |" in (out / "runs.md").read_text()
+    assert "| residual_s1 | residual | 1 | 12 | 48 | 0.2100 |" in (out / "runs.md").read_text()  # patches too
     assert (out / "training_curves.png").stat().st_size > 1000
     assert "residual s1 (12 steps, 48 patches)" in drawn_text[-1]  # each run says how far it trained
 

@@ -192,6 +192,63 @@ def test_sar_train_help_shows_the_real_defaults(capsys):
     assert "--epochs EPOCHS [1000]" in text and "--patch-size PATCH_SIZE multiple of 64 [256]" in text
 
 
+def test_sar_train_help_says_what_each_variant_is_and_where_checkpoints_go(capsys):
+    """The help listed the variant names alone and called --out "run folder", without last.pth or --resume."""
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "`baseline`: Ballé et al. 2018's transforms" in text and "`residual` (\"Variant B\"): pre-activation" in text
+    assert "`attention` (\"Variant C\")" in text and "`resnet_lite`: the baseline plus" in text
+    assert "run folder: last.pth, best.pth" in text and "same command plus --resume" in text
+
+
+def test_a_run_folder_given_for_a_checkpoint_says_so(tmp_path, capsys):
+    """A folder was "no such checkpoint file", though it exists: say what it is and what it holds."""
+    from export.cli import main as export_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _checkpoint(run / "best.pth")
+    for call in (lambda: eval_main([str(run), "--out", str(tmp_path / "ev")]),
+                 lambda: train_main(["--resume", str(run), "--data", str(SCENE), "--out", str(tmp_path / "tr")]),
+                 lambda: export_main([str(run), str(tmp_path / "bundle")])):
+        assert call() == 2
+        assert f"{run}: is a folder, not a checkpoint file (it holds best.pth)" in _one_error_line(capsys)
+
+
+def test_resuming_with_another_shape_names_only_the_options_that_differ(tmp_path, capsys):
+    """The refusal printed both whole model configs (lambdas and all), leaving the reader to find the difference."""
+    ckpt = _checkpoint(tmp_path / "last.pth")
+    assert train_main(["--resume", str(ckpt), "--channels", "16", "--context-slices", "2", "--data", str(SCENE),
+                       "--out", str(tmp_path / "tr"), "--patch-size", "64", "--no-progress"]) == 2
+    assert _one_error_line(capsys).rstrip().endswith(
+        "last.pth: checkpoint has --channels 8, --context-slices 1, this run --channels 16, --context-slices 2")
+
+
+def test_warm_start_help_describes_it(capsys):
+    """`--help` was the usage line as an error, exit 2."""
+    from trainer.warm_start import main as warm_start_main
+
+    with pytest.raises(SystemExit) as stop:
+        warm_start_main(["--help"])
+    assert stop.value.code == 0 and "fp16 warm-start copy" in " ".join(capsys.readouterr().out.split())
+
+
+def test_sar_export_skips_an_unreadable_calibration_file_without_gdals_log(tmp_path):
+    """A --calibration folder with one broken file stopped the export, after GDAL's own log line: sar-export
+    logged rasterio's INFO records (trainer.reporting.configure_cli_logging leaves them out)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "scene.tif").write_bytes(SCENE.read_bytes())
+    (data / "cut.tif").write_bytes(SCENE.read_bytes()[:300])
+    ckpt = _checkpoint(tmp_path / "c.pth")
+    res = subprocess.run([sys.executable, "-m", "export.cli", str(ckpt), str(tmp_path / "bundle"), "--calibration",
+                          str(data), "--tile", "64", "--max-tiles", "1"], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert f"skipping {data / 'cut.tif'}: cannot read raster" in res.stderr and "GDAL" not in res.stderr, res.stderr
+
+
 def test_sar_eval_on_a_truncated_scene_prints_one_line_not_gdals_log(tmp_path):
     """rasterio logs each GDAL error at INFO before it raises, and the CLIs log INFO: the GDAL lines came ahead of
     the one error line. In a subprocess: pytest's own log handler would swallow them in-process."""

@@ -1,6 +1,7 @@
 """Reading, splitting and sampling training data (real shared scenes where cheap, tiny synthetic files otherwise)."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,32 @@ def test_bad_inputs_name_the_file(tmp_path):
     junk.write_bytes(b"not a tiff")
     with pytest.raises(InputRasterError, match="junk.tif: cannot read raster"):
         read_planes(junk)
+
+
+def test_a_folder_trains_on_what_it_can_use_and_names_each_file_it_skips(synthetic_folder, caplog, tmp_path):
+    """One unreadable, all-nodata or too small file in a user's folder stopped the whole run (and trainer.pack)
+    with its error; now each is one warning line and the run says how many files it uses."""
+    from trainer.data import read_pack
+    from trainer.pack import main as pack_main
+
+    (synthetic_folder / "junk.tif").write_bytes(b"not a tiff")
+    _npy(synthetic_folder, "zeros.npy", np.zeros((2, 32, 32), np.float32))
+    _npy(synthetic_folder, "tiny.npy", np.ones((8, 8), np.float32))
+    with caplog.at_level(logging.INFO, logger="trainer.data"):
+        data = build_datasets(synthetic_folder, seed=1)
+    s = data.summary
+    assert s["skipped_files"] == ["cov.npy", "junk.tif", "tiny.npy", "zeros.npy"]
+    assert len(s["train_scenes"]) + len(s["val_scenes"]) == 6
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned  # one line per file, not one per empty band as well
+    for name, why in (("junk.tif", "cannot read raster"), ("zeros.npy", "all pixels are invalid"),
+                      ("tiny.npy", "smaller than 16x16")):
+        assert any(f"skipping {synthetic_folder / name}: " in w and why in w for w in warned), (name, warned)
+    assert "6 of 10 file(s) used; skipped: cov.npy, junk.tif, tiny.npy, zeros.npy" in caplog.text
+    with pytest.raises(TrainingDataError, match="junk.tif: cannot read raster"):  # given alone: its error
+        build_datasets(synthetic_folder / "junk.tif")
+    assert pack_main(["--data", str(synthetic_folder), "--out", str(tmp_path / "p.npz")]) == 0
+    assert {p.scene for p in read_pack(tmp_path / "p.npz")} == set(s["train_scenes"]) | set(s["val_scenes"])
 
 
 @needs_data

@@ -82,8 +82,11 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path, drawn_text):
             assert math.isfinite(a[k])
         assert 3 < a["psnr"] < 40 and a["db_rmse"] > 0 and a["bpp_estimated"] > 0
     md = (out / "results.md").read_text().splitlines()
-    assert md[0].startswith("| Model | Steps (in all) | Level | bpp (estimated) | PSNR | SSIM | dB RMSE | ENL ratio | EPI |")
+    # every table says the steps and patches the model saw, as the figures do, and PSNR its unit
+    assert md[0].startswith("| Model | Steps / patches (in all) | Level | bpp (estimated) | PSNR (dB) | SSIM "
+                            "| dB RMSE | ENL ratio | EPI |")
     assert [line.split("|")[1].strip() for line in md[2:6]] == ["baseline", "baseline", "residual", "residual"]
+    assert {line.split("|")[2].strip() for line in md[2:6]} == {"2 / 8"}
     assert sorted(p.name for p in out.glob("*.png")) == ["panel_baseline_1.png", "panel_residual_2.png"]
     # each panel says how far its checkpoint had trained (2 steps of 4 patches); sar-train's curves say it too
     assert "baseline: 2 steps, 8 patches in all\nlevel 1: " in drawn_text[-2]
@@ -113,4 +116,7 @@ def test_sar_eval_through_the_codec_counts_file_bytes(tmp_path, tiny_bundle):
     assert all(r["validity_mask_identical"] for f in res["files"] for r in f["per_band"])
     assert 0 < res["aggregate"]["db_rmse"] < 10
     assert res["quality"] == 1.0  # the bundle's default
-    assert "| bpp (file) |" in (out / "codec_results.md").read_text()
+    md = (out / "codec_results.md").read_text().splitlines()
+    assert "| Steps / patches (in all) | Quality | bpp (file) | PSNR (dB) |" in md[0]
+    assert md[2].split("|")[3].strip() == "? / ?"  # the tiny bundle records no training
+    assert res["steps_total"] is None and res["patches_seen_total"] is None
