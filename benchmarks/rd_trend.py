@@ -2,10 +2,11 @@
 
 Each run is a folder (or its rd_points.json, plain or archived as .json.gz: `results_files.py`) of
 `benchmarks/rate_distortion.py` on the same scenes; the steps come from the model's export record
-(`training.steps_total`), or, for runs exported before it was recorded, from a folder named `stepN`. Prints the table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against
-steps on a log axis, all scene-bands and per polarisation), so a researcher can see how much each doubling of
-the steps bought. Every point is of one rounding of the latents (`rounding`): the nearest curve of a run that
-coded both ways, else the run's own.
+(`training.steps_total`), or, for runs exported before it was recorded, from a folder named `stepN`. Prints the
+table, and with `--out` writes rd_trend.json and rd_trend.png (BD-rate against steps on a log axis, all
+scene-bands and per polarisation), so a researcher can see how much each doubling of the steps bought. Every
+point is of one rounding of the latents (`rounding`): the nearest curve of a run that coded both ways, else the
+run's own.
 
     python benchmarks/rd_trend.py benchmarks/results/rd_heldout_grd_trend_format4/step* \\
         --out benchmarks/results/rd_trend

@@ -197,7 +197,7 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
     one to its file's, for the codec to read as the file's (CompressOptions.nodata); None when no band has one.
     The codec reads the file: a fill value known to QGIS alone was coded as backscatter, stretching the clip
     range over it (a -9999 border spoilt the whole scene) and coming back as data. A .sarc keeps one nodata value
-    per band, so a range, or a value beside the file's own, is refused (InputRasterError)."""
+    per band, so a range, or a value beside the file's own (other than NaN), is refused (InputRasterError)."""
     provider = layer.dataProvider()
     values: list[float | None] = []
     for b in data_bands(layer):
@@ -210,8 +210,9 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
                                    f"file keeps one no-data value per band; set a single value in Layer "
                                    f"Properties > Transparency")
         value = ranges[0].min()
+        # a file's NaN is no second value: NaN is never a measurement to the codec, whatever the nodata value
         if provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b) \
-                and provider.sourceNoDataValue(b) != value:
+                and not math.isnan(provider.sourceNoDataValue(b)) and provider.sourceNoDataValue(b) != value:
             raise InputRasterError(f"'{layer.name()}': band {b} has no-data value {provider.sourceNoDataValue(b):g} "
                                    f"in its file and {value:g} set in QGIS, and a compressed file keeps one per "
                                    f"band; remove one in Layer Properties > Transparency")

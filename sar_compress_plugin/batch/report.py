@@ -90,12 +90,20 @@ def earlier_rows(path, name: str) -> list[dict]:
             for row in doc["scenes"] if isinstance(row, dict)]
 
 
+def _input_key(spec) -> str:
+    """An input as one file: a row without an output (a broken link) is told apart by its input alone, which one
+    run names `scenes/b.tif` and the next /archive/scenes/b.tif (a relative one taken from this run's folder; a
+    GDAL virtual path as given)."""
+    spec = str(spec)
+    return spec if not spec or spec.startswith("/vsi") else os.path.abspath(spec)
+
+
 def carried(earlier: list[dict], records: list[dict]) -> list[dict]:
     """The earlier rows about inputs and outputs this run does not have: an archive done folder by folder
     into one --out kept the last folder's rows only, and a rerun of the inputs that failed lost every other."""
-    inputs = {r["input"] for r in records}
+    inputs = {_input_key(r["input"]) for r in records}
     outputs = {r["output"] for r in records if r["output"]}
-    return [r for r in earlier if r["input"] not in inputs and r["output"] not in outputs]
+    return [r for r in earlier if _input_key(r["input"]) not in inputs and r["output"] not in outputs]
 
 
 def write_report(path, name: str, records: list[dict], summary: dict, run: dict,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import QgsProject, QgsRasterRange
@@ -66,6 +67,32 @@ def test_a_no_data_value_set_on_the_layer_in_qgis_is_kept_by_the_compression(plu
     assert messages(test_iface)[-1] == (
         "Cannot compress: 'ghana': band 1 has a no-data range set in QGIS, and a compressed file keeps one no-data "
         "value per band; set a single value in Layer Properties > Transparency")
+
+
+def test_a_no_data_value_set_in_qgis_on_a_file_whose_own_is_nan_is_kept_too(plugin, test_iface, tmp_path):
+    """A float file whose own no-data value is NaN (as gdalwarp writes it), with -9999 set in QGIS for its border:
+    NaN is never a measurement to the codec, so nothing is lost by taking -9999 as the band's no-data value. It
+    was refused as a second no-data value ("remove one")."""
+    path = _db_copy(tmp_path, fill_columns=100)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    for b in (1, 2):
+        band = ds.GetRasterBand(b)
+        pixels = band.ReadAsArray()
+        pixels[:10] = float("nan")
+        band.WriteArray(pixels)
+        band.SetNoDataValue(float("nan"))
+    ds = None
+    layer = add_raster(path, "ghana")
+    for b in (1, 2):
+        layer.dataProvider().setUserNoDataValue(b, [QgsRasterRange(FILL, FILL)])
+    assert wait_for_task(plugin, plugin.compress_layer(layer, ask=False)).ok, messages(test_iface)
+    sarc = tmp_path / "ghana.sarc"
+    assert all(lo > -60 for lo, _hi in read_header(sarc)["clip_db"])
+    assert wait_for_task(plugin, plugin.reconstruct_file(str(sarc))).ok
+    recon = gdal.Open(str(tmp_path / "ghana_reconstructed.tif"))
+    assert recon.GetRasterBand(1).GetNoDataValue() == FILL
+    px = recon.ReadAsArray()
+    assert np.isnan(px[:, :10]).all() and (px[:, 10:, :100] == FILL).all()  # as they were in the file
 
 
 def test_a_raster_whose_domain_tag_is_wrong_is_compressed_as_the_dialog_says(plugin, test_iface, tmp_path, qtbot):

@@ -55,6 +55,21 @@ def test_a_run_over_other_inputs_keeps_the_earlier_rows_with_their_run(tiny_bund
         assert r["ratio"] == round(raw / Path(r["output"]).stat().st_size, 2)
 
 
+def test_an_input_named_relative_then_absolute_is_one_input_in_the_report(tiny_bundle, tmp_path, monkeypatch):
+    """A scene the batch cannot reach (a broken link) has no output, so its row is told from other inputs by its
+    name alone: `scenes` in one run and /archive/scenes in the next kept both failures, and once the link was
+    mended, a "failed" row beside the "ok" one, about the same file, for good."""
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "b.tif").symlink_to(tmp_path / "gone.tif")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    for given in ("scenes", str(tmp_path / "scenes")):
+        assert compress_batch_main(_argv(tiny_bundle, out, given)) == 1
+    doc = json.loads((out / f"{REPORT}.json").read_text())
+    assert [(r["input"], r["status"]) for r in doc["scenes"]] == [(str(tmp_path / "scenes" / "b.tif"), "failed")]
+    assert doc["summary"]["rows_of_earlier_runs"] == 0
+
+
 def test_a_report_over_an_input_or_a_foreign_file_is_refused_before_any_work(tiny_bundle, sar_data, tmp_path,
                                                                            capsys):
     """`--report item.json`, the STAC item the batch reads, replaced the item with the report (the rerun then
