@@ -394,8 +394,14 @@ def _check_shape(ckpt: dict, path, model: torch.nn.Module) -> None:
     if got != want:  # only the options that differ, as flags: both whole dicts hid the one that did
         differs = [k for k in want if got[k] != want[k]]
 
+        def flag(k: str, v) -> str:  # as typed: a list as its values, an option left at its default unnamed
+            name = f"--{k.replace('_', '-')}"
+            if v is None:
+                return f"no {name}"
+            return f"{name} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+
         def flags(values: dict) -> str:
-            return ", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in differs)
+            return ", ".join(flag(k, values[k]) for k in differs)
 
         raise ModelMismatchError(f"{path}: checkpoint has {flags(got)}, this run {flags(want)}")
 

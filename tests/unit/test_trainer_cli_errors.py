@@ -223,6 +223,11 @@ def test_resuming_with_another_shape_names_only_the_options_that_differ(tmp_path
                        "--out", str(tmp_path / "tr"), "--patch-size", "64", "--no-progress"]) == 2
     assert _one_error_line(capsys).rstrip().endswith(
         "last.pth: checkpoint has --channels 8, --context-slices 1, this run --channels 16, --context-slices 2")
+    # an option the checkpoint left at its default is not "--decoder-channels None", which no one can type
+    assert train_main(["--resume", str(ckpt), "--decoder-channels", "4", "--data", str(SCENE),
+                       "--out", str(tmp_path / "tr"), "--patch-size", "64", "--no-progress"]) == 2
+    assert _one_error_line(capsys).rstrip().endswith(
+        "last.pth: checkpoint has no --decoder-channels, this run --decoder-channels 4")
 
 
 def test_warm_start_help_describes_it(capsys):
