@@ -246,13 +246,16 @@ def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tu
     if ref_gcps:
         col, row = _gcp_offset(ref_gcps, test_gcps, ref_path, test_path)
     else:
+        # a rotated or sheared grid too (a scene in its satellite's geometry): same pixel axes, origin moved
         gr, gt = ref.GetGeoTransform(), test.GetGeoTransform()
-        if gr[2] or gr[4] or gt[2] or gt[4] or not math.isclose(gr[1], gt[1], rel_tol=1e-6) \
-                or not math.isclose(gr[5], gt[5], rel_tol=1e-6):
+        size = math.hypot(gr[1], gr[4]) + math.hypot(gr[2], gr[5])
+        det = gr[1] * gr[5] - gr[2] * gr[4]
+        if not det or any(abs(gr[i] - gt[i]) > 1e-6 * size for i in (1, 2, 4, 5)):
             raise InputRasterError(
                 f"reconstruction {test_path}: its pixel grid differs from the original {ref_path}")
-        col = (gt[0] - gr[0]) / gr[1]
-        row = (gt[3] - gr[3]) / gr[5]
+        dx, dy = gt[0] - gr[0], gt[3] - gr[3]
+        col = (gr[5] * dx - gr[2] * dy) / det
+        row = (gr[1] * dy - gr[4] * dx) / det
     if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         raise InputRasterError(f"reconstruction {test_path}: not aligned on the pixel grid of {ref_path}")
     col, row = int(round(col)), int(round(row))

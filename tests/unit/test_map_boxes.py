@@ -202,3 +202,25 @@ def test_a_turned_scene_layer_measures_its_pixels_along_their_rows(turned, tiny_
         assert cache.pixel_size == pytest.approx(10.0)
     finally:
         cache.close()
+
+
+def test_quality_maps_compare_a_turned_scene_with_a_window_of_its_reconstruction(turned, tiny_bundle, tmp_path):
+    """A turned grid was refused as "pixel grid differs" even against its own reconstruction; a window cut by
+    --bbox is placed at its pixel offset in the original, as on a north-up grid."""
+    from sar_compress_plugin.core.errors import InputRasterError  # noqa: PLC0415
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps, open_pair  # noqa: PLC0415
+
+    original = turned.with_name("in.tif")
+    assert open_pair(original, turned.with_name("full.tif")).offset == (0, 0)
+    box = _box(TURNED, 50, 35, 70, 55)
+    part = tmp_path / "box.tif"
+    assert _reconstruct(turned, part, tiny_bundle, box) == 0
+    c0, r0 = (round(v) for v in gdal.ApplyGeoTransform(gdal.InvGeoTransform(TURNED),
+                                                     *gdal.Open(str(part)).GetGeoTransform()[::3]))
+    assert open_pair(original, part).offset == (c0, r0)
+    result = compute_quality_maps(original, part, tmp_path / "enl.tif", tmp_path / "epi.tif", bands=[1])
+    assert gdal.Open(str(result.epi_path)).GetGeoTransform() == pytest.approx(gdal.Open(str(part)).GetGeoTransform())
+    other = write_geotiff(tmp_path / "other.tif", np.ones((1, 8, 8), np.float32),
+                          gt=(TURNED[0], TURNED[1], -TURNED[2], TURNED[3], TURNED[4], TURNED[5]))
+    with pytest.raises(InputRasterError, match="pixel grid differs"):  # turned the other way: not the same grid
+        open_pair(original, other)
