@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
-import sys
-from pathlib import Path
+from sar_compress_plugin import cli
 
-import numpy as np
+try:  # a Ctrl-C while torch and onnx load (seconds) is one line, as during the export (cli.entry_point)
+    import argparse
+    import json
+    import logging
+    import os
+    import sys
+    from pathlib import Path
 
-from export.onnx_export import ExportError, check_out_dir, export_bundle
-from sar_compress_plugin.cli import HelpFormatter
-from sar_compress_plugin.core.errors import SarCompressError
-from trainer.checkpoint import load_model, training_totals
-from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+    import numpy as np
+
+    from export.onnx_export import ExportError, check_out_dir, export_bundle
+    from sar_compress_plugin.core.errors import SarCompressError
+    from trainer.checkpoint import load_model, training_totals
+    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+except KeyboardInterrupt:
+    cli.stop_while_starting()
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +64,10 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise ExportError(f"--max-tiles must be >= 1, got {args.max_tiles}")
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.entry_point()
+def main(argv: list[str] | None, signals) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("checkpoint", type=Path,
                         help="a sar-train checkpoint file (a run folder's best.pth or last.pth)")
     parser.add_argument("outdir", type=Path,
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the quality the codec uses when the user gives none [middle of the trained levels]")
     parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
     args = parser.parse_args(argv)
+    signals.watch(str(args.outdir))  # the bundle is published by one rename: a signal after it says so
     configure_cli_logging("%(message)s")
     try:
         with new_folders_removed_on_failure(Path(os.path.abspath(args.outdir)).parent):

@@ -6,18 +6,23 @@ after --max-steps, with a larger --max-steps."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import signal
-import sys
-import threading
-from pathlib import Path
+from sar_compress_plugin import cli
 
-from sar_compress_plugin.core.errors import SarCompressError
-from sar_compress_plugin.core.raster_io import writable_folder
-from trainer.config import TrainConfig, read_config_file, resolve
-from trainer.registry import available_models, model_summaries
-from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+try:  # a Ctrl-C while torch loads (seconds) is one line, as during the run
+    import argparse
+    import contextlib
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+
+    from sar_compress_plugin.core.errors import SarCompressError
+    from sar_compress_plugin.core.raster_io import writable_folder
+    from trainer.config import TrainConfig, read_config_file, resolve
+    from trainer.registry import available_models, model_summaries
+    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+except KeyboardInterrupt:
+    cli.stop_while_starting()
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar" / "MANIFEST.json"
 
@@ -102,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # --variant's help loads every model's module
+    except KeyboardInterrupt:
+        cli.stop_while_starting()
     configure_cli_logging()
     cli_values = {k: v for k, v in vars(args).items() if k != "config"}
     out: Path | None = None

@@ -9,30 +9,46 @@ evaluation through the ONNX codec (`--bundle`) counts the bits of real files.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import re
-import sys
-from pathlib import Path
-from typing import Callable
+from sar_compress_plugin import cli
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+try:  # a Ctrl-C while torch loads (seconds) is one line, as during the evaluation (cli.entry_point)
+    import argparse
+    import json
+    import logging
+    import os
+    import re
+    import sys
+    from pathlib import Path
+    from typing import Callable
 
-from sar_compress_plugin.cli import HelpFormatter
-from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
-from sar_compress_plugin.core.evaluation import db_quality
-from sar_compress_plugin.core.errors import SarCompressError
-from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
-from sar_compress_plugin.core.raster_io import writable_folder
-from sar_compress_plugin.core.runtime import load_manifest
-from trainer.checkpoint import load_model, totals_text, training_totals
-from trainer.data import RawPlane, build_datasets
-from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
+    from sar_compress_plugin.core.evaluation import db_quality
+    from sar_compress_plugin.core.errors import SarCompressError
+    from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
+    from sar_compress_plugin.core.raster_io import writable_folder
+    from sar_compress_plugin.core.runtime import load_manifest
+    from trainer.checkpoint import load_model, totals_text, training_totals
+    from trainer.data import RawPlane, build_datasets
+    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+except KeyboardInterrupt:
+    cli.stop_while_starting()
 
 log = logging.getLogger(__name__)
+
+#: What a run writes, published by renames, so a signal's line can say whether they were written (cli._Signals)
+RESULT_FILES = ("results.json", "results.md", "codec_results.json", "codec_results.md")
+
+
+def _publish_text(path: Path, text: str) -> None:
+    """`text` as `path`, written under a temporary name and renamed: a run stopped mid-write left a cut-off
+    table that looked whole."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]
 
@@ -206,8 +222,8 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",
            "results": results}
-    (out / "results.json").write_text(json.dumps(doc, indent=2, default=float))
-    (out / "results.md").write_text(markdown_table(results))
+    _publish_text(out / "results.json", json.dumps(doc, indent=2, default=float))
+    _publish_text(out / "results.md", markdown_table(results))
     return doc
 
 
@@ -241,8 +257,8 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     doc = {"name": "sar-eval --bundle", "description": "model bundles through the real codec on their validation "
            "scenes; metrics from sar_compress_plugin.core.evaluation", "results": results}
-    (out / "codec_results.json").write_text(json.dumps(doc, indent=2, default=float))
-    (out / "codec_results.md").write_text(codec_markdown_table(results))
+    _publish_text(out / "codec_results.json", json.dumps(doc, indent=2, default=float))
+    _publish_text(out / "codec_results.md", codec_markdown_table(results))
     return doc
 
 
@@ -269,9 +285,10 @@ def check_torch_device(name: str) -> None:
         raise SarCompressError(f"--device {name}: this torch has no CUDA device")
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.entry_point()
+def main(argv: list[str] | None, signals) -> int:
     p = argparse.ArgumentParser(prog="sar-eval", description=__doc__,
-                                formatter_class=HelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (best.pth of each run)")
     p.add_argument("--bundle", nargs="+", default=[], help="exported model bundles: evaluate through the real codec")
     p.add_argument("--scenes", nargs="+", default=None,
@@ -286,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.checkpoints and not args.bundle:
         p.error("give checkpoints and/or --bundle folders")
+    signals.watch(*(str(Path(args.out) / name) for name in RESULT_FILES))
     configure_cli_logging()
     try:
         with new_folders_removed_on_failure(Path(args.out)):

@@ -304,3 +304,52 @@ def test_warm_start_and_average_into_a_folder_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "cannot write checkpoint" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "step1.pth", "step2.pth"]
+
+
+#: The process signals itself when `module` is first imported (a Ctrl-C while torch and onnx load), or when
+#: `function` of `module` is first called (a Ctrl-C in the middle of the work), then runs `main` of `entry` as
+#: its console script does.
+_CTRL_C = """
+import os, signal, sys
+if {function!r}:
+    import importlib
+    owner = importlib.import_module({module!r})
+    real = getattr(owner, {function!r})
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    setattr(owner, {function!r}, interrupted)
+else:
+    class SignalInImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == {module!r}:
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+    sys.meta_path.insert(0, SignalInImport())
+from {entry} import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("entry, module, function, line", [
+    ("trainer.cli", "trainer.registry", "", "interrupted: stopped while starting; no output written"),
+    ("trainer.cli", "trainer.models.baseline", "", "interrupted: stopped while starting; no output written"),
+    ("export.cli", "export.onnx_export", "", "interrupted: stopped while starting; no output written"),
+    ("export.cli", "export.onnx_export", "export_bundle", "interrupted: no output written"),
+    ("trainer.evaluate", "trainer.data", "", "interrupted: stopped while starting; no output written"),
+    ("trainer.evaluate", "trainer.evaluate", "evaluate_checkpoints", "interrupted: no output written")])
+def test_a_ctrl_c_while_a_training_command_loads_or_works_is_one_line(tmp_path, entry, module, function, line):
+    """sar-export and sar-eval had no Ctrl-C handling (a KeyboardInterrupt traceback wherever it landed), and
+    sar-train's started only after its imports and argparse, which load torch and every model (seconds)."""
+    (tmp_path / "in").mkdir()
+    ckpt = _checkpoint(tmp_path / "in" / "last.pth")
+    out = tmp_path / "out"
+    args = {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
+            "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
+            "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
+    r = subprocess.run([sys.executable, "-c", _CTRL_C.format(entry=entry, module=module, function=function),
+                        *args], cwd=REPO, text=True, capture_output=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
