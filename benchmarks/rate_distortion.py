@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
 from figures import model_caption, save_figure  # noqa: E402
+from results_files import points_file, read_json  # noqa: E402
 from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
                                             reconstruct)
 from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
@@ -637,13 +638,14 @@ def _scene_band_rows(rows: list[dict]) -> list[dict]:
 
 
 def replot(folders: list[Path]) -> int:
-    """Redraw each folder's figure from its committed points; every folder is checked before one is drawn."""
-    missing = [str(f / "rd_points.json") for f in folders if not (f / "rd_points.json").is_file()]
+    """Redraw each folder's figure from its committed points (plain or archived); every folder is checked before
+    one is drawn."""
+    missing = [str(f / "rd_points.json") for f in folders if not points_file(f).is_file()]
     if missing:
         print(f"error: no rd_points.json: {', '.join(missing)}", file=sys.stderr)
         return 2
     for folder in folders:
-        plot(json.loads((folder / "rd_points.json").read_text()), folder / "rd_plot.png")
+        plot(read_json(points_file(folder)), folder / "rd_plot.png")
         print(f"wrote {folder / 'rd_plot.png'}", file=sys.stderr)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -639,6 +640,10 @@ def test_replot_redraws_each_figure_from_its_points_and_refuses_a_folder_without
     assert rd.main(["--replot", str(tmp_path / "a")]) == 0
     assert (tmp_path / "a" / "rd_plot.png").stat().st_size > 0
     assert "learned: step144491 (144,491 steps, 861,964 patches)" in drawn_text[-1]
+    (tmp_path / "c").mkdir()  # a report archived as results_files.py reads it
+    (tmp_path / "c" / "rd_points.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    assert rd.main(["--replot", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "rd_plot.png").stat().st_size > 0
 
 
 def test_residual_layer_plot_names_the_models_steps_and_patches(tmp_path, drawn_text):
@@ -713,8 +718,6 @@ def test_int8_decoder_quantises_g_s_and_measures_it_through_the_codec(tiny_bundl
 
 def test_archived_reports_read_as_the_plain_ones(tmp_path, capsys):
     """A trend point archived with gzip (results_files.py) gives the same trend and pooled figures as written."""
-    import gzip  # noqa: PLC0415
-
     import rd_pooled  # noqa: PLC0415
     import rd_trend  # noqa: PLC0415
 
