@@ -32,6 +32,7 @@ from .qgis_io import (
     find_original_layer,
     group_for_layer,
     is_reconstruction,
+    layer_band_nodata,
     layer_file_path,
     layer_nodata,
     reconstruction_layer_name,
@@ -448,12 +449,14 @@ class SarCompressPlugin:
         try:
             recon_path = layer_file_path(reconstruction)
             original_path = layer_file_path(original)
+            original_nodata, recon_nodata = layer_band_nodata(original), layer_band_nodata(reconstruction)
         except SarCompressError as exc:
             self.logger.warning(f"Cannot make quality maps: {exc}")
             return None
         enl_path, epi_path = default_quality_paths(recon_path, band, folder)
         task = QualityMapsTask(original_path, recon_path, enl_path, epi_path, window=window, domain=domain,
-                               bands=[band], layers={layer.id(): layer.name() for layer in (reconstruction, original)})
+                               bands=[band], layers={layer.id(): layer.name() for layer in (reconstruction, original)},
+                               original_nodata=original_nodata, reconstruction_nodata=recon_nodata)
         return self._start(task, functools.partial(self._quality_done, reconstruction.id(), original.id(),
                                                    (reconstruction.name(), original.name()),
                                                    band, reconstruction.bandName(band)))

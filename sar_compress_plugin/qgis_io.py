@@ -220,6 +220,12 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
     return values if any(v is not None for v in values) else None
 
 
+def layer_band_nodata(layer: QgsRasterLayer) -> dict[int, float]:
+    """`layer_nodata` by band number, for the quality maps, which read bands by number (core.quality_maps):
+    its fill, a -9999 border say, entered their windows as backscatter."""
+    return {b: v for b, v in zip(data_bands(layer), layer_nodata(layer) or []) if v is not None}
+
+
 def reconstruction_layer_name(sarc_path: str, window) -> str:
     """A window's name says so: named as the whole scene's, a part of the scene could not be told from all of it
     in the Layers panel (unique_layer_name then adds [2], [3]... to repeated runs of either)."""

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,42 +133,50 @@ def _mask_valid(band: gdal.Band, x: int, y: int, w: int, h: int) -> np.ndarray |
     return band.GetMaskBand().ReadAsArray(x, y, w, h) != 0
 
 
-def _valid_sample(ds: gdal.Dataset, band: int) -> np.ndarray:
-    """The band's finite values other than nodata, in a block sample."""
+def _other_than(values: np.ndarray, extra: float | None) -> np.ndarray | None:
+    """Where `values` (as `_values` gives them) differ from `extra`, a no-data value set beyond the file's (a
+    QGIS layer's, which QGIS compares with the values after scale and offset); None when there is none."""
+    return None if extra is None else values != extra
+
+
+def _valid_sample(ds: gdal.Dataset, band: int, extra: float | None = None) -> np.ndarray:
+    """The band's finite values other than nodata (the file's and `extra`), in a block sample."""
     b = ds.GetRasterBand(band)
     values, nodata = _values(b, block_sample(b))
     sample = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(sample)
-    if nodata is not None and np.isfinite(nodata):
-        ok &= sample != nodata
+    for value in (nodata, extra):
+        if value is not None and np.isfinite(value):
+            ok &= sample != value
     return sample[ok]
 
 
-def stated_domain(ds: gdal.Dataset, band: int = 1) -> tuple[str, str] | None:
+def stated_domain(ds: gdal.Dataset, band: int = 1, extra: float | None = None) -> tuple[str, str] | None:
     """(domain, what says so) when the raster names its value domain in its metadata or its data implies one,
     else None. Implied: integers are amplitude (as the codec reads them), and a share of negative values only dB
     can hold. A float raster of positive values states nothing: linear intensity and uncalibrated dB both look
-    so, and the range they span (see `guess_domain`) narrows when a reconstruction smooths the speckle."""
+    so, and the range they span (see `guess_domain`) narrows when a reconstruction smooths the speckle. `extra`:
+    a no-data value beyond the file's, whose fill (a -9999 border) would read as the negative values of dB."""
     named = _named_domain(ds)
     if named is not None:
         return named
     data_type = ds.GetRasterBand(band).DataType
     if np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(data_type)).kind in "iu":
         return "amplitude", f"its {gdal.GetDataTypeName(data_type)} integers"
-    values = _valid_sample(ds, band)
+    values = _valid_sample(ds, band, extra)
     if values.size and np.mean(values < 0) >= DB_NEGATIVE_SHARE:
         return "db", "its negative values"
     return None
 
 
-def guess_domain(ds: gdal.Dataset, band: int = 1) -> str:
+def guess_domain(ds: gdal.Dataset, band: int = 1, extra: float | None = None) -> str:
     """The value domain of a raster: the one it states (`stated_domain`), else guessed from its values ('db'
     when negative or within a narrow range, else 'intensity'; float amplitude cannot be told from intensity by
-    values, pass it explicitly)."""
-    stated = stated_domain(ds, band)
+    values, pass it explicitly); `extra` as for `stated_domain`."""
+    stated = stated_domain(ds, band, extra)
     if stated is not None:
         return stated[0]
-    v = _valid_sample(ds, band)
+    v = _valid_sample(ds, band, extra)
     if v.size == 0 or np.any(v < 0):
         return "db"
     # Linear SAR intensity spans decades (speckle alone puts p99/p1 in the hundreds); dB values, even
@@ -199,23 +207,25 @@ def _refuse_a_display_stretch(ds: gdal.Dataset, band: int, what: str, path) -> N
         "domain if the tag is wrong)")
 
 
-def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test_path) -> str:
+def pair_domain(ref: gdal.Dataset, test: gdal.Dataset, band: int, ref_path, test_path,
+                extra: tuple[float | None, float | None] = (None, None)) -> str:
     """The one value domain both rasters are read in: the one either states, else guessed from the original.
 
     Two rasters that state different domains are refused rather than each read in its own: reading each in its
     own would be as simple (the maps go through dB either way) but is not correct for the copies that state
     another domain, such as an 8-bit display copy of an intensity scene, which states amplitude only because
     it holds integers, while its values are a display stretch that no domain turns back into backscatter.
+    `extra`: the no-data values of the band beyond the files' (original's, reconstruction's), see `stated_domain`.
     """
     for ds, what, path in ((ref, "original", ref_path), (test, "reconstruction", test_path)):
         _refuse_a_display_stretch(ds, band, what, path)
-    ref_says, test_says = stated_domain(ref, band), stated_domain(test, band)
+    ref_says, test_says = stated_domain(ref, band, extra[0]), stated_domain(test, band, extra[1])
     if ref_says and test_says and ref_says[0] != test_says[0]:
         raise InputRasterError(
             f"reconstruction {test_path}: it holds {DOMAIN_WORDS[test_says[0]]} ({test_says[1]}), the original "
             f"{ref_path} holds {DOMAIN_WORDS[ref_says[0]]} ({ref_says[1]}); the maps need both in one value "
             "domain (choose it if one of them is mislabelled)")
-    return (ref_says or test_says or (guess_domain(ref, band),))[0]
+    return (ref_says or test_says or (guess_domain(ref, band, extra[0]),))[0]
 
 
 def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tuple[int, int]:
@@ -294,11 +304,14 @@ class Pair(NamedTuple):
 
 
 def open_pair(original_path: str | os.PathLike, reconstruction_path: str | os.PathLike,
-              bands: list[int] | None = None, domain: str | None = None) -> Pair:
+              bands: list[int] | None = None, domain: str | None = None, *,
+              original_nodata: Mapping[int, float] | None = None,
+              reconstruction_nodata: Mapping[int, float] | None = None) -> Pair:
     """The pair, if it can be compared, else InputRasterError in one line. The quality-maps dialog calls it on
     OK, so that a pair that cannot be compared is refused there, not by a task after the dialog has closed.
     `bands`: None for all bands of both. `domain`: the domain of both as the user gives it (taken unchecked: it
-    is how a wrong tag is overridden), None to take the one they state (`pair_domain`)."""
+    is how a wrong tag is overridden), None to take the one they state (`pair_domain`), which the no-data values
+    beyond the files' (as in `compute_quality_maps`) keep out of its sample."""
     ref = _open(original_path, "original")
     test = _open(reconstruction_path, "reconstruction")
     offset = _offset_of(ref, test, original_path, reconstruction_path)
@@ -309,8 +322,9 @@ def open_pair(original_path: str | os.PathLike, reconstruction_path: str | os.Pa
                                (test, "reconstruction", reconstruction_path)):
             if not 1 <= b <= ds.RasterCount:
                 raise InputRasterError(f"band {b}: the {what} {path} has only {ds.RasterCount} band(s)")
+    extra = ((original_nodata or {}).get(bands[0]), (reconstruction_nodata or {}).get(bands[0]))
     domain = canonical_domain(domain) if domain else pair_domain(ref, test, bands[0], original_path,
-                                                                   reconstruction_path)
+                                                                   reconstruction_path, extra)
     return Pair(ref, test, offset, bands, domain)
 
 
@@ -318,6 +332,8 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                          enl_ratio_path: str | os.PathLike, epi_path: str | os.PathLike, *,
                          domain: str | None = None, window: int = DEFAULT_WINDOW, bands: list[int] | None = None,
                          block_size: int = DEFAULT_BLOCK,
+                         original_nodata: Mapping[int, float] | None = None,
+                         reconstruction_nodata: Mapping[int, float] | None = None,
                          progress: Callable[[float], None] | None = None,
                          is_cancelled: Callable[[], bool] | None = None) -> QualityMapsResult:
     """Write the local ENL-ratio and EPI maps of `reconstruction_path` against `original_path`.
@@ -325,7 +341,9 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     The maps take the reconstruction's grid (size, geotransform or ground control points, CRS); the
     reconstruction may be a window of the original on the same pixel grid. `domain` is the value domain of both
     rasters (None: the one they state, see `pair_domain`). `bands` are 1-based band numbers (None: all); each
-    gives one band in each output.
+    gives one band in each output. `original_nodata`, `reconstruction_nodata`: band number -> a no-data value
+    beyond the file's (qgis_io.layer_band_nodata: one set on the layer in QGIS, which GDAL never sees), masked
+    as the file's is: its fill (a -9999 border) entered the windows as backscatter.
     """
     t0, started = time.perf_counter(), time.time()
     if window < 3:
@@ -338,7 +356,10 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
     for p in (enl_ratio_path, epi_path):
         check_output_path(p, inputs=(original_path, reconstruction_path))
         remove_stale_partials(p, older_than=started)  # the plugin reruns onto the names a killed run had
-    ref, test, (x0, y0), bands, domain = open_pair(original_path, reconstruction_path, bands, domain)
+    original_nodata, reconstruction_nodata = original_nodata or {}, reconstruction_nodata or {}
+    ref, test, (x0, y0), bands, domain = open_pair(original_path, reconstruction_path, bands, domain,
+                                                   original_nodata=original_nodata,
+                                                   reconstruction_nodata=reconstruction_nodata)
     width, height = test.RasterXSize, test.RasterYSize
     halo = metrics.local_map_radius(window) + 1  # Gaussian window + the Laplacian's one-pixel reach
     names = [test.GetRasterBand(b).GetDescription() or ref.GetRasterBand(b).GetDescription() or f"band {b}"
@@ -359,6 +380,7 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
             epi_path, band_names=[f"{n} local EPI (window {window})" for n in names], **like))
         for bi, b in enumerate(bands):
             rb, tb = ref.GetRasterBand(b), test.GetRasterBand(b)
+            r_extra, t_extra = original_nodata.get(b), reconstruction_nodata.get(b)
             any_valid = False
             for x, y, w, h in blocks:
                 if is_cancelled is not None and is_cancelled():
@@ -369,8 +391,8 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                 hx1, hy1 = min(width, x + w + halo), min(height, y + h + halo)
                 t, t_nodata = _values(tb, tb.ReadAsArray(hx0, hy0, hx1 - hx0, hy1 - hy0))
                 r, r_nodata = _values(rb, rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0))
-                r_db, r_ok = to_db(r, domain, r_nodata)
-                t_db, t_ok = to_db(t, domain, t_nodata)
+                r_db, r_ok = to_db(r, domain, r_nodata, mask=_other_than(r, r_extra))
+                t_db, t_ok = to_db(t, domain, t_nodata, mask=_other_than(t, t_extra))
                 valid = (r_ok & t_ok & _mask_valid(rb, x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0)
                          & _mask_valid(tb, hx0, hy0, hx1 - hx0, hy1 - hy0))
                 core = (slice(y - hy0, y - hy0 + h), slice(x - hx0, x - hx0 + w))

@@ -435,11 +435,13 @@ class QualityMapsDialog(_FormDialog):
         chosen, and not by the task once the dialog has closed."""
         from ..core.errors import SarCompressError
         from ..core.quality_maps import open_pair
-        from ..qgis_io import layer_file_path
+        from ..qgis_io import layer_band_nodata, layer_file_path
 
+        original, reconstruction = self.original_layer(), self.reconstruction_layer()
         try:
-            open_pair(layer_file_path(self.original_layer()), layer_file_path(self.reconstruction_layer()),
-                      [self.band_number()], self.value_domain())
+            open_pair(layer_file_path(original), layer_file_path(reconstruction), [self.band_number()],
+                      self.value_domain(), original_nodata=layer_band_nodata(original),
+                      reconstruction_nodata=layer_band_nodata(reconstruction))
         except SarCompressError as exc:
             return str(exc)[:1].upper() + str(exc)[1:]
         return ""

@@ -401,6 +401,7 @@ class QualityMapsAlgorithm(_SarAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         from ..core.quality_maps import compute_quality_maps
+        from ..qgis_io import layer_band_nodata
 
         window = self.parameterAsInt(parameters, self.WINDOW, context)
         if window % 2 == 0:
@@ -417,16 +418,18 @@ class QualityMapsAlgorithm(_SarAlgorithm):
             if error:
                 raise QgsProcessingException(error)
             _refuse_a_project_layers_file(output, context)
-        r = self._call(compute_quality_maps,
-                       _layer_path(self, parameters, self.ORIGINAL, context),
-                       _layer_path(self, parameters, self.RECONSTRUCTION, context),
-                       enl_out, epi_out,
-                       domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
-                       bands=[band] if band > 0 else None, progress=progress, is_cancelled=is_cancelled)
-        # Named as the plugin's dialog names them, after the pair and the band: every run's maps were "Local ENL
-        # ratio" and "Local EPI", so a batch of scenes loaded pairs that nothing told apart.
+        original_path = _layer_path(self, parameters, self.ORIGINAL, context)
+        recon_path = _layer_path(self, parameters, self.RECONSTRUCTION, context)
         recon = self.parameterAsRasterLayer(parameters, self.RECONSTRUCTION, context)
         original = self.parameterAsRasterLayer(parameters, self.ORIGINAL, context)
+        r = self._call(compute_quality_maps, original_path, recon_path, enl_out, epi_out,
+                       domain=DOMAINS[self.parameterAsEnum(parameters, self.DOMAIN, context)], window=window,
+                       bands=[band] if band > 0 else None,
+                       original_nodata=self._call(layer_band_nodata, original),
+                       reconstruction_nodata=self._call(layer_band_nodata, recon),
+                       progress=progress, is_cancelled=is_cancelled)
+        # Named as the plugin's dialog names them, after the pair and the band: every run's maps were "Local ENL
+        # ratio" and "Local EPI", so a batch of scenes loaded pairs that nothing told apart.
         what = f"{recon.name()} vs {original.name()} — {recon.bandName(band) + ' ' if band > 0 else ''}"
         for path, kind, label, name in ((enl_out, "enl_ratio", "local ENL ratio", self.OUTPUT_ENL_RATIO),
                                         (epi_out, "epi", "local EPI", self.OUTPUT_EPI)):

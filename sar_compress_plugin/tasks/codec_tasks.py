@@ -42,8 +42,11 @@ class ReconstructTask(SarTask):
 class QualityMapsTask(SarTask):
     def __init__(self, original_path: str, reconstruction_path: str, enl_ratio_path: str, epi_path: str,
                  window: int = 15, domain: str | None = None, bands=None, on_finished=None,
-                 layers: dict[str, str] | None = None):
-        """`layers`: {layer id: name} of the pair in the project, whose removal cancels the task (plugin.py)."""
+                 layers: dict[str, str] | None = None, original_nodata: dict[int, float] | None = None,
+                 reconstruction_nodata: dict[int, float] | None = None):
+        """`layers`: {layer id: name} of the pair in the project, whose removal cancels the task (plugin.py).
+        `original_nodata`, `reconstruction_nodata`: the layers' no-data values beyond their files'
+        (qgis_io.layer_band_nodata), read on the main thread, where the layers live."""
         super().__init__(f"SAR quality maps of {Path(reconstruction_path).name}", on_finished,
                          outputs=(enl_ratio_path, epi_path))
         self.original_path = str(original_path)
@@ -53,6 +56,8 @@ class QualityMapsTask(SarTask):
         self.window = int(window)
         self.domain = domain
         self.bands = bands
+        self.original_nodata = dict(original_nodata or {})
+        self.reconstruction_nodata = dict(reconstruction_nodata or {})
         self.layers = dict(layers or {})
         #: the name of the pair's layer whose removal from the project cancelled the task, else ""
         self.removed = ""
@@ -62,4 +67,6 @@ class QualityMapsTask(SarTask):
 
         return compute_quality_maps(self.original_path, self.reconstruction_path, self.enl_ratio_path,
                                     self.epi_path, domain=self.domain, window=self.window, bands=self.bands,
+                                    original_nodata=self.original_nodata,
+                                    reconstruction_nodata=self.reconstruction_nodata,
                                     progress=self.report_progress, is_cancelled=self.is_cancelled)

@@ -170,3 +170,86 @@ def test_processing_compress_takes_the_value_domain_and_the_layers_no_data(plugi
                    context=context)
     header = read_header(tmp_path / "ghana.sarc")
     assert header["domain"] == "db" and header["clip_db"][0][0] > -60
+
+
+def _smoothed_copy(source: Path, out: Path, domain: str, fill_columns: int = 0) -> Path:
+    """A stand-in reconstruction of `source` (a 3x3 box mean of its intensity, back in its `domain`) without a
+    nodata value in its file; its first `fill_columns` columns hold FILL."""
+    from sar_compress_plugin.core.metrics import box_mean
+    from sar_compress_plugin.core.preprocessing import from_db, to_db
+
+    ds = gdal.Translate(str(out), str(source))
+    for b in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(b)
+        intensity = from_db(to_db(band.ReadAsArray(), domain)[0], "intensity")
+        pixels = from_db(to_db(box_mean(intensity, 3), "intensity")[0], domain)
+        pixels[:, :fill_columns] = FILL
+        band.WriteArray(pixels)
+        band.DeleteNoDataValue()
+    ds = None
+    return out
+
+
+@pytest.mark.parametrize("filled", ["original", "reconstruction"])
+def test_quality_maps_keep_a_no_data_value_set_on_a_layer_in_qgis_out_of_their_windows(
+        plugin, test_iface, project, tmp_path, filled):
+    """A -9999 border known to QGIS alone (Layer Properties > Transparency), on the original or on the
+    reconstruction: the maps read the files, so the border entered the windows as -9999 dB backscatter and the
+    maps showed values over it, through the plugin and Processing alike. They must be the maps of the same pair
+    with -9999 as that file's own no-data value."""
+    import processing
+    from processing.core.Processing import Processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    from sar_compress_plugin.core.quality_maps import compute_quality_maps
+
+    columns = {"original": 0, "reconstruction": 0, filled: 100}
+    paths = {"original": _db_copy(tmp_path, fill_columns=columns["original"]),
+             "reconstruction": _smoothed_copy(DATA / DB_SCENE, tmp_path / "ghana_reconstructed.tif", "db",
+                                              fill_columns=columns["reconstruction"])}
+    in_file = {**paths, filled: tmp_path / "nodata_in_file.tif"}
+    gdal.Translate(str(in_file[filled]), str(paths[filled]), noData=FILL)
+    want = compute_quality_maps(in_file["original"], in_file["reconstruction"], tmp_path / "want_enl.tif",
+                                tmp_path / "want_epi.tif", bands=[1])
+
+    layers = {"original": add_raster(paths["original"], "ghana"),
+              "reconstruction": add_raster(paths["reconstruction"], "ghana (reconstructed)")}
+    for b in (1, 2):
+        layers[filled].dataProvider().setUserNoDataValue(b, [QgsRasterRange(FILL, FILL)])
+    result = wait_for_task(plugin, plugin.quality_maps(layers["reconstruction"], layers["original"]))
+    assert result.ok, messages(test_iface)
+    Processing.initialize()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    done = processing.run("sarcompress:qualitymaps", {
+        "ORIGINAL": layers["original"].id(), "RECONSTRUCTION": layers["reconstruction"].id(), "BAND": 1,
+        "WINDOW": 15, "OUTPUT_ENL_RATIO": str(tmp_path / "alg_enl.tif"), "OUTPUT_EPI": str(tmp_path / "alg_epi.tif")},
+        feedback=QgsProcessingFeedback(), context=context)
+
+    for enl, epi in ((result.value.enl_ratio_path, result.value.epi_path),
+                     (done["OUTPUT_ENL_RATIO"], done["OUTPUT_EPI"])):
+        for got, expected in ((enl, want.enl_ratio_path), (epi, want.epi_path)):
+            pixels = gdal.Open(got).ReadAsArray()
+            assert np.isnan(pixels[:, :100]).all()
+            np.testing.assert_array_equal(pixels, gdal.Open(expected).ReadAsArray())
+
+
+def test_quality_maps_read_an_intensity_scene_with_a_no_data_border_known_to_qgis_as_intensity(
+        plugin, test_iface, tmp_path):
+    """An untagged intensity original whose -9999 border QGIS alone knows as no-data: its border, a fifth of its
+    values, negative, said dB, and the maps of linear intensity were computed as if it were dB."""
+    clean = tmp_path / "berlin_clean.tif"
+    gdal.Translate(str(clean), str(DATA / "s1_iw_grd_berlin_512.tif")).SetMetadata({})  # the values decide
+    recon = _smoothed_copy(clean, tmp_path / "berlin_reconstructed.tif", "intensity")
+    original = tmp_path / "berlin.tif"
+    ds = gdal.Translate(str(original), str(clean))
+    for b in (1, 2):
+        pixels = ds.GetRasterBand(b).ReadAsArray()
+        pixels[:, :100] = FILL
+        ds.GetRasterBand(b).WriteArray(pixels)
+    ds = None
+    layer = add_raster(original)
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(FILL, FILL)])
+    result = wait_for_task(plugin, plugin.quality_maps(add_raster(recon, "berlin (reconstructed)"), layer))
+    assert result.ok, messages(test_iface)
+    assert result.value.domain == "intensity"
