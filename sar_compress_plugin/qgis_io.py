@@ -192,6 +192,18 @@ def data_bands(layer: QgsRasterLayer) -> list[int]:
             if provider.colorInterpretation(b) != QgsRaster.ColorInterpretation.AlphaBand]
 
 
+def _user_nodata(layer: QgsRasterLayer, band: int, why: str) -> float | None:
+    """The single no-data value set on `band` of the layer in QGIS (Layer Properties > Transparency), None when
+    there is none; a range is refused (InputRasterError), `why` saying what takes one value."""
+    ranges = layer.dataProvider().userNoDataValues(band)
+    if not ranges:
+        return None
+    if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
+        raise InputRasterError(f"'{layer.name()}': band {band} has a no-data range set in QGIS, and {why}; set a "
+                               f"single value in Layer Properties > Transparency")
+    return ranges[0].min()
+
+
 def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
     """Per data band, the no-data value set on the layer in QGIS (Layer Properties > Transparency) where it adds
     one to its file's, for the codec to read as the file's (CompressOptions.nodata); None when no band has one.
@@ -201,17 +213,9 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
     provider = layer.dataProvider()
     values: list[float | None] = []
     for b in data_bands(layer):
-        ranges = provider.userNoDataValues(b)
-        if not ranges:
-            values.append(None)
-            continue
-        if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
-            raise InputRasterError(f"'{layer.name()}': band {b} has a no-data range set in QGIS, and a compressed "
-                                   f"file keeps one no-data value per band; set a single value in Layer "
-                                   f"Properties > Transparency")
-        value = ranges[0].min()
+        value = _user_nodata(layer, b, "a compressed file keeps one no-data value per band")
         # a file's NaN is no second value: NaN is never a measurement to the codec, whatever the nodata value
-        if provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b) \
+        if value is not None and provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b) \
                 and not math.isnan(provider.sourceNoDataValue(b)) and provider.sourceNoDataValue(b) != value:
             raise InputRasterError(f"'{layer.name()}': band {b} has no-data value {provider.sourceNoDataValue(b):g} "
                                    f"in its file and {value:g} set in QGIS, and a compressed file keeps one per "
@@ -221,9 +225,12 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
 
 
 def layer_band_nodata(layer: QgsRasterLayer) -> dict[int, float]:
-    """`layer_nodata` by band number, for the quality maps, which read bands by number (core.quality_maps):
-    its fill, a -9999 border say, entered their windows as backscatter."""
-    return {b: v for b, v in zip(data_bands(layer), layer_nodata(layer) or []) if v is not None}
+    """The no-data value set on the layer in QGIS by band number, for the quality maps, which read bands by
+    number (core.quality_maps): its fill, a -9999 border say, entered their windows as backscatter. The maps
+    mask it beside the file's own, so, unlike `layer_nodata`, a value beside the file's is taken."""
+    values = {b: _user_nodata(layer, b, "the quality maps take one no-data value per band")
+              for b in data_bands(layer)}
+    return {b: v for b, v in values.items() if v is not None}
 
 
 def reconstruction_layer_name(sarc_path: str, window) -> str:

@@ -47,8 +47,12 @@ def _publish_text(path: Path, text: str) -> None:
     """`text` as `path`, written under a temporary name and renamed: a run stopped mid-write left a cut-off
     table that looked whole."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a Ctrl-C mid-write: no hidden cut-off copy left in --out
+        tmp.unlink(missing_ok=True)
+        raise
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]
 
@@ -214,10 +218,20 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
                        f"{label}: {totals_text(ckpt)}\n"
                        f"level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
     out.mkdir(parents=True, exist_ok=True)
+    # drawn under temporary names first: a failure or a signal while they were drawn had already removed the
+    # earlier evaluation's panels, beside its results.json, which stays
+    drawn = [(panel[4], panel[4].with_name(f".{panel[4].stem}.partial.png")) for panel in panels]
+    try:
+        for panel, (_path, tmp) in zip(panels, drawn):
+            save_panel(*panel[:4], tmp, panel[5])
+    except BaseException:
+        for _path, tmp in drawn:
+            tmp.unlink(missing_ok=True)
+        raise
     for stale in out.glob("panel_*.png"):  # an earlier evaluation's, of checkpoints results.json will not list
         stale.unlink()
-    for panel in panels:
-        save_panel(*panel)
+    for path, tmp in drawn:
+        os.replace(tmp, path)
     doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",

@@ -253,3 +253,33 @@ def test_quality_maps_read_an_intensity_scene_with_a_no_data_border_known_to_qgi
     result = wait_for_task(plugin, plugin.quality_maps(add_raster(recon, "berlin (reconstructed)"), layer))
     assert result.ok, messages(test_iface)
     assert result.value.domain == "intensity"
+
+
+def test_quality_maps_take_a_no_data_value_set_in_qgis_beside_the_files_own(plugin, test_iface, project, tmp_path):
+    """The original's file has a no-data value of its own (-32768) and the analyst set -9999, its border, on the
+    layer too. The maps mask both (each is masked where it is found), yet the pair was refused with the
+    compression's rule: "a compressed file keeps one per band; remove one"."""
+    import processing
+    from processing.core.Processing import Processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    path = _db_copy(tmp_path, fill_columns=100)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    for b in (1, 2):
+        ds.GetRasterBand(b).SetNoDataValue(-32768.0)
+    ds = None
+    recon = _smoothed_copy(DATA / DB_SCENE, tmp_path / "ghana_reconstructed.tif", "db")
+    original = add_raster(path, "ghana")
+    for b in (1, 2):
+        original.dataProvider().setUserNoDataValue(b, [QgsRasterRange(FILL, FILL)])
+    result = wait_for_task(plugin, plugin.quality_maps(add_raster(recon, "ghana (reconstructed)"), original))
+    assert result.ok, messages(test_iface)
+    assert np.isnan(gdal.Open(result.value.epi_path).ReadAsArray()[:, :100]).all()
+    Processing.initialize()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    done = processing.run("sarcompress:qualitymaps", {
+        "ORIGINAL": original.id(), "RECONSTRUCTION": str(recon), "BAND": 1, "WINDOW": 15,
+        "OUTPUT_ENL_RATIO": str(tmp_path / "alg_enl.tif"), "OUTPUT_EPI": str(tmp_path / "alg_epi.tif")},
+        feedback=QgsProcessingFeedback(), context=context)
+    assert np.isnan(gdal.Open(done["OUTPUT_EPI"]).ReadAsArray()[:, :100]).all()

@@ -120,3 +120,45 @@ def test_sar_eval_through_the_codec_counts_file_bytes(tmp_path, tiny_bundle):
     assert "| Steps / patches (in all) | Quality | bpp (file) | PSNR (dB) |" in md[0]
     assert md[2].split("|")[3].strip() == "? / ?"  # the tiny bundle records no training
     assert res["steps_total"] is None and res["patches_seen_total"] is None
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_a_results_file_cut_short_leaves_neither_it_nor_its_temporary(tmp_path, monkeypatch, failure):
+    """sar-eval writes each results file under a temporary name and renames it: a Ctrl-C (or a full disk) between
+    the two left the hidden cut-off copy in --out, and --out itself, which was then no longer empty."""
+    import trainer.evaluate as evaluate
+
+    def stopped(src, dst):
+        raise failure()
+
+    monkeypatch.setattr(evaluate.os, "replace", stopped)
+    with pytest.raises(failure):
+        evaluate._publish_text(tmp_path / "results.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
+def test_an_evaluation_stopped_while_it_draws_its_panels_leaves_the_earlier_ones(tmp_path, monkeypatch):
+    """The earlier evaluation's panels were removed before the new ones were drawn: a Ctrl-C (or a failure) while
+    they were drawn left its results.json without them, and sar-eval said "no output written"."""
+    import trainer.evaluate as evaluate
+
+    fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8",
+            "--latent-channels", "16", "--hyper-channels", "8", "--lambdas", "0.001", "0.01", "--max-steps", "1",
+            "--steps-per-epoch", "1", "--no-progress"]
+    assert train_main(["--variant", "baseline", "--out", str(tmp_path / "b"), *fast]) == 0
+    out, ckpt = tmp_path / "eval", str(tmp_path / "b" / "best.pth")
+    assert main([ckpt, "--out", str(out), "--max-planes", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "panel_baseline_1.png" in before
+    real, calls = evaluate.save_panel, []
+
+    def stopped_in_the_second(*args):
+        real(*args)
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "save_panel", stopped_in_the_second)
+    assert main([ckpt, ckpt, "--out", str(out), "--max-planes", "1"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
