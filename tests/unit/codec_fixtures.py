@@ -147,3 +147,16 @@ def gcp_georeferenced_copy(src: Path, dst: Path) -> Path:
             for p in (0, ds.RasterXSize // 2, ds.RasterXSize) for ln in (0, ds.RasterYSize // 2, ds.RasterYSize)]
     gdal.Translate(str(dst), ds, GCPs=gcps, outputSRS="EPSG:4326")
     return dst
+
+
+#: A prelude after which the process signals itself when `module` is first imported: a real SIGINT, landing where
+#: a Ctrl-C in the first second lands, inside the imports of the module a console script imports.
+SIGNAL_IN_IMPORT = """
+import os, signal, sys
+class SignalInImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, SignalInImport())
+"""

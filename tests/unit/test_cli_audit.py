@@ -19,7 +19,7 @@ from sar_compress_plugin import cli
 from sar_compress_plugin.core.codec import CompressOptions, compress, read_header
 from sar_compress_plugin.core.errors import CancelledError
 
-from codec_fixtures import compressed_scene, write_geotiff
+from codec_fixtures import SIGNAL_IN_IMPORT, compressed_scene, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -245,17 +245,6 @@ def _console_script(module: str, main: str, args: list, prelude: str = "") -> su
                           capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-#: The process signals itself when `module` is first imported: a real SIGINT, landing where a Ctrl-C in the
-#: first tenth of a second lands, inside the imports of the module the console script imports.
-_SIGNAL_IN_IMPORT = """
-import os, signal
-class SignalInImport:
-    def find_spec(self, name, path=None, target=None):
-        if name == {module!r}:
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-sys.meta_path.insert(0, SignalInImport())
-"""
 
 
 @pytest.mark.parametrize("module, main, imported, line", [
@@ -273,7 +262,7 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line(scene, tiny_bundle, tmp_pa
             "info_main": _args("info_main", scene, tmp_path, tiny_bundle),
             "compress_batch_main": [str(scene[0]), "--out", str(tmp_path / "out")],
             "main": ["--out", str(tmp_path / "demo"), "--model", str(tiny_bundle), "--device", "cpu"]}[main]
-    r = _console_script(module, main, args, _SIGNAL_IN_IMPORT.format(module=imported))
+    r = _console_script(module, main, args, SIGNAL_IN_IMPORT.format(module=imported))
     assert r.returncode == 130, r.stderr
     _one_line(r.stderr, f"interrupted: {line}")
     assert os.listdir(tmp_path) == []

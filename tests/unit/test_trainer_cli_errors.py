@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from codec_fixtures import SIGNAL_IN_IMPORT
 from sar_compress_plugin.core.preprocessing import PreprocessingParams
 from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from trainer.cli import main as train_main
@@ -306,28 +307,16 @@ def test_warm_start_and_average_into_a_folder_are_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "step1.pth", "step2.pth"]
 
 
-#: The process signals itself when `module` is first imported (a Ctrl-C while torch and onnx load), or when
-#: `function` of `module` is first called (a Ctrl-C in the middle of the work), then runs `main` of `entry` as
-#: its console script does.
-_CTRL_C = """
-import os, signal, sys
-if {function!r}:
-    import importlib
-    owner = importlib.import_module({module!r})
-    real = getattr(owner, {function!r})
-    def interrupted(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-    setattr(owner, {function!r}, interrupted)
-else:
-    class SignalInImport:
-        def find_spec(self, name, path=None, target=None):
-            if name == {module!r}:
-                sys.meta_path.remove(self)
-                os.kill(os.getpid(), signal.SIGINT)
-    sys.meta_path.insert(0, SignalInImport())
-from {entry} import main
-sys.exit(main())
+#: A prelude after which the process signals itself when `function` of `module` is first called: a Ctrl-C in
+#: the middle of the work.
+_SIGNAL_IN_CALL = """
+import importlib, os, signal, sys
+owner = importlib.import_module({module!r})
+real = getattr(owner, {function!r})
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+setattr(owner, {function!r}, interrupted)
 """
 
 
@@ -347,8 +336,9 @@ def test_a_ctrl_c_while_a_training_command_loads_or_works_is_one_line(tmp_path, 
     args = {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
             "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
             "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
-    r = subprocess.run([sys.executable, "-c", _CTRL_C.format(entry=entry, module=module, function=function),
-                        *args], cwd=REPO, text=True, capture_output=True, timeout=300,
+    prelude = (_SIGNAL_IN_CALL if function else SIGNAL_IN_IMPORT).format(module=module, function=function)
+    code = f"{prelude}\nfrom {entry} import main\nsys.exit(main())"
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, text=True, capture_output=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr, r.stderr
