@@ -345,9 +345,14 @@ class SceneLayerController(QObject):
             self._reload()
 
     def _reload(self) -> None:
-        """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint."""
+        """Reopen the GeoTIFF (GDAL handles opened before a tile was written do not see it) and repaint. A
+        layer that cannot reopen its file is pointed at the cache anew, in its style: its composite VRT went
+        with a cache folder deleted in use (by hand, or evicted by another QGIS), which decode() built again
+        without it, and the layer stayed blank for good."""
         for layer in self.layers:
             layer.dataProvider().reloadData()
+            if not layer.dataProvider().isValid():
+                restyle_scene_layer(layer, self.cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
             layer.triggerRepaint()
         # A render still running holds a handle opened before this tile; QGIS pools it for reuse when the
         # render ends, so the next render would show the tile missing: reload once more after it.
@@ -445,9 +450,15 @@ class SarcDropHandler(QgsCustomDropHandler):
 
 
 def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
-    """`layer` on `cache` in its own style, where it shows another file, none, or (`reopen`) any."""
+    """`layer` on `cache` in its own style, where it shows another file, none, or (`reopen`) any. The renderer
+    it has (read with a project: the analyst's opacity and stretch) stays where it reads the same bands as the
+    style's: the cache is the same scene's, and one made anew lost them."""
     if reopen or not layer.isValid() or Path(layer.source()).parent != cache.folder:
+        kept = layer.renderer().clone() if layer.renderer() is not None else None
         restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        made = layer.renderer()
+        if kept is not None and (kept.type(), kept.usesBands()) == (made.type(), made.usesBands()):
+            layer.setRenderer(kept)
 
 
 def _saved_window(layer: QgsRasterLayer, cache, path: str):
@@ -519,14 +530,23 @@ class SceneLayers:
                     self._join(layer, controller)
 
     def _controller_showing(self, sarc_path: str) -> SceneLayerController | None:
-        for c in self.controllers.values():
-            if Path(c.cache.raster.path).resolve() == Path(sarc_path).resolve():
-                return c
-        return None
+        """The controller of `sarc_path`'s scene: of that file, or of the same scene at another path (a copy
+        under the same name elsewhere), whose tiles go to the same cache folder. Two controllers on one folder
+        were two writers of one GeoTIFF and one tile list ("cannot write the tile cache", tiles listed by
+        neither)."""
+        from .core.scene_cache import cache_folder  # noqa: PLC0415 - lazy, as SceneCache
 
-    def _layer_showing(self, sarc_path: str) -> QgsRasterLayer | None:
-        controller = self._controller_showing(sarc_path)
-        return controller.layer if controller is not None else None
+        path = Path(sarc_path).resolve()
+        for c in self.controllers.values():
+            if Path(c.cache.raster.path).resolve() == path:
+                return c
+        if not self.controllers:
+            return None
+        try:
+            folder = cache_folder(sarc_path, _cache_root(PluginSettings.load()))
+        except (OSError, SarCompressError):  # unreadable: opening it says why
+            return None
+        return next((c for c in self.controllers.values() if c.cache.folder == folder), None)
 
     def _join(self, layer: QgsRasterLayer, controller: SceneLayerController, reopen: bool = False) -> None:
         """Serve `layer`, another layer of the scene `controller` decodes, from that controller and its cache
@@ -538,10 +558,13 @@ class SceneLayers:
             self.iface.addCustomActionForLayer(action, layer)
 
     def open(self, sarc_path: str) -> QgsRasterLayer | None:
-        """Add a .sarc file as a layer decoded on demand (or return the layer already showing it)."""
-        layer = self._layer_showing(sarc_path)
-        if layer is not None:
-            return layer
+        """Add a .sarc file as a layer decoded on demand (or return the layer already showing its scene)."""
+        shown = self._controller_showing(sarc_path)
+        if shown is not None:
+            if Path(shown.cache.raster.path).resolve() != Path(sarc_path).resolve():
+                self.logger.info(f"{sarc_path}: the same scene as the layer '{shown.layer.name()}' (opened from "
+                                 f"{shown.cache.raster.path}), which shows it", push=True)
+            return shown.layer
         if not self.ensure_dependencies():
             return None
         cache = self._open_cache(sarc_path)
@@ -647,10 +670,15 @@ class SceneLayers:
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return False
         kind, bands = dialog.choice()
-        if kind == "composite":
-            style_scene_composite(layer, controller.cache, *bands)
-        else:
-            style_scene_grey(layer, controller.cache, bands[0])
+        try:
+            if kind == "composite":
+                style_scene_composite(layer, controller.cache, *bands)
+            else:
+                style_scene_grey(layer, controller.cache, bands[0])
+        except (OSError, RuntimeError) as exc:  # the composite's VRTs, written beside the cache, read by GDAL
+            self.logger.error(f"SAR style: cannot write the composite of '{layer.name()}' beside its tile "
+                              f"cache ({exc}); is the cache folder deleted or read-only?")
+            return False
         self.iface.layerTreeView().refreshLayerSymbology(layer.id())
         return True
 
@@ -660,6 +688,15 @@ class SceneLayers:
         if controller is None:
             self.logger.warning("Export current extent: select a layer opened from a .sarc file")
             return None
+        if controller.cache.source_changed():
+            # The view maps to the old file's pixels: a file replaced by another scene gave a window of that
+            # scene cut where the old one was, reported as a success. The layer shows the file as it is now
+            # first (or goes, with the error), as after a pan.
+            layer_id = layer.id()
+            self._reopen(controller)
+            controller = self.controllers.get(layer_id)
+            if controller is None:  # the layer is deleted
+                return None
         view = controller.visible_window()
         if view is None:
             self.logger.warning(f"Export current extent: '{layer.name()}' is not in the current view")

@@ -22,12 +22,14 @@ import math
 import os
 import shutil
 from contextlib import closing
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 
 from .codec import CompressedRaster, window_from_bbox
+from .container import ContainerReader
 from .errors import CancelledError, InputRasterError, OutputPathError
 from .raster_io import GcpGrid, geotiff_blocks_stored, set_georeferencing, write_refusal
 
@@ -44,9 +46,16 @@ _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GD
                "float64": gdal.GDT_Float64}
 
 
-def cache_key(raster: CompressedRaster) -> str:
+def cache_key(path, body_sha256: str) -> str:
     """Folder name: file stem + start of the body SHA-256 from the footer (no full read needed)."""
-    return f"{raster.path.stem[:40]}-{raster.body_sha256[:16]}"
+    return f"{Path(path).stem[:40]}-{body_sha256[:16]}"
+
+
+def cache_folder(sarc_path, cache_root) -> Path:
+    """The folder a SceneCache of `sarc_path` under `cache_root` keeps its tiles in, from the file's footer
+    alone: the same scene at two paths (a copy under the same name elsewhere) has the same one."""
+    with ContainerReader(sarc_path) as reader:
+        return Path(cache_root) / cache_key(sarc_path, reader.body_sha256.hex())
 
 
 class SceneCache:
@@ -62,7 +71,7 @@ class SceneCache:
         except InputRasterError:
             self.raster.close()
             raise
-        self.folder = Path(cache_root) / cache_key(self.raster)
+        self.folder = Path(cache_root) / cache_key(self.raster.path, self.raster.body_sha256)
         self.tiff_path = self.folder / TIFF_NAME
         self._state_path = self.folder / STATE_NAME
         ov = self.raster.info.get("overview")
@@ -253,12 +262,15 @@ class SceneCache:
         except RuntimeError as exc:
             raise self._write_error(exc) from None
         done = 0
+        cancelled = is_cancelled or (lambda: False)
         try:
-            wanted = [t for t in dict.fromkeys(tiles) if t not in self.decoded]
+            # A cancel stops handing tiles to the decoder, and the tiles it has started are written: a pan
+            # cancels while tiles decode, and a tile dropped then, decoded or half-way, was decoded again by
+            # the next view's task (the decoder works a few tiles ahead, and stopping waits for them anyway).
+            missing = (t for t in dict.fromkeys(tiles) if t not in self.decoded)
+            wanted = takewhile(lambda _t: not cancelled(), missing)
             with closing(self.raster.decode_tiles(wanted, range(self.raster.bands))) as decoded:
                 for t, pixels in decoded:
-                    if is_cancelled is not None and is_cancelled():
-                        raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
                     tc, tr, _tw, _th = self.grid.core_in_raster(t)
                     pixels = self._masked(t, pixels)
                     try:
@@ -275,6 +287,8 @@ class SceneCache:
                     done += 1
                     if on_tile is not None:
                         on_tile(t)
+            if cancelled():
+                raise CancelledError(f"{self.raster.path}: tile decoding cancelled")
         finally:
             ds = None
         return done
@@ -370,4 +384,4 @@ def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
     return removed
 
 
-__all__ = ["SceneCache", "evict", "folder_size", "cache_key"]
+__all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder"]

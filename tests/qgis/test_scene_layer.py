@@ -626,11 +626,13 @@ def test_a_scene_layer_keeps_decoding_and_its_actions_across_a_plugin_reload(plu
 def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_iface, scene, tmp_path, cache):
     """A project saved with a scene layer and opened again (the next morning) gave back a plain layer on the tile
     cache: only the tiles decoded before showed, the scene actions were missing, and opening its .sarc added it
-    again. Its cache may have been evicted meanwhile (QGIS then reads the layer invalid): it is decoded anew."""
+    again. Its cache may have been evicted meanwhile (QGIS then reads the layer invalid): it is decoded anew, and
+    its renderer is the one saved (made anew, it lost the analyst's opacity and stretch)."""
     import shutil
 
     sarc, layer, canvas, gt = _scene_decoded_in_view(plugin, test_iface, scene)
     folder = plugin.scenes.controllers[layer.id()].cache.folder
+    layer.renderer().setOpacity(0.5)
     project = QgsProject.instance()
     assert project.write(str(tmp_path / "session.qgz"))
     project.clear()
@@ -640,6 +642,7 @@ def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_ifac
     assert project.read(str(tmp_path / "session.qgz"))
     (read,) = project.mapLayers().values()
     assert read.isValid() and plugin.scenes.open(str(sarc)) is read
+    assert read.renderer().type() == "singlebandpseudocolor" and read.renderer().opacity() == 0.5
     assert {"SAR style…", "Export current extent as GeoTIFF…"} <= set(_menu_texts(test_iface, read))
     controller = plugin.scenes.controllers[read.id()]
     # the view is given in EPSG:4326: reading a project may have set the canvas to the project's CRS
