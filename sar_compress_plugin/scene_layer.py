@@ -452,9 +452,11 @@ class SarcDropHandler(QgsCustomDropHandler):
 def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
     """`layer` on `cache` in its own style, where it shows another file, none, or (`reopen`) any. The renderer
     it has (read with a project: the analyst's opacity and stretch) stays where it reads the same bands as the
-    style's: the cache is the same scene's, and one made anew lost them."""
+    style's and its file was a cache of the same scene (a folder of the same name: file stem and body SHA-256),
+    and one made anew lost them; a .sarc replaced by another scene since gets that scene's clip range."""
     if reopen or not layer.isValid() or Path(layer.source()).parent != cache.folder:
-        kept = layer.renderer().clone() if layer.renderer() is not None else None
+        same_scene = Path(layer.source()).parent.name == cache.folder.name
+        kept = layer.renderer().clone() if layer.renderer() is not None and same_scene else None
         restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
         made = layer.renderer()
         if kept is not None and (kept.type(), kept.usesBands()) == (made.type(), made.usesBands()):
@@ -533,15 +535,16 @@ class SceneLayers:
         """The controller of `sarc_path`'s scene: of that file, or of the same scene at another path (a copy
         under the same name elsewhere), whose tiles go to the same cache folder. Two controllers on one folder
         were two writers of one GeoTIFF and one tile list ("cannot write the tile cache", tiles listed by
-        neither)."""
-        from .core.scene_cache import cache_folder  # noqa: PLC0415 - lazy, as SceneCache
-
+        neither). Imports the codec only when a scene is open: without its dependencies (no scene can be open
+        then) opening a .sarc raised an ImportError here, before the dependency dialog could be shown."""
         path = Path(sarc_path).resolve()
         for c in self.controllers.values():
             if Path(c.cache.raster.path).resolve() == path:
                 return c
         if not self.controllers:
             return None
+        from .core.scene_cache import cache_folder  # noqa: PLC0415 - lazy, as SceneCache
+
         try:
             folder = cache_folder(sarc_path, _cache_root(PluginSettings.load()))
         except (OSError, SarCompressError):  # unreadable: opening it says why
@@ -628,24 +631,38 @@ class SceneLayers:
     def _reopen(self, old: SceneLayerController) -> None:
         """The scene's .sarc was replaced, rewritten or deleted: its cache holds the old file's pixels. The same
         layers (their place in the tree, their names and their styles where the new file has the bands) are
-        pointed at a cache of the file as it is now, or removed with the error when it cannot be opened."""
+        pointed at a cache of the file as it is now, or removed with the error when it cannot be opened. Each
+        layer goes with its own file: one of the same scene at another path (served by this controller, see
+        `_controller_showing`) was pointed at the changed file, or removed with it, while its own was intact."""
         layers = list(old.layers)
-        path = layers[0].customProperty(SARC_PATH_PROPERTY)
-        self.logger.warning(f"{Path(path).name} changed on disk since it was opened: showing it as it is now")
+        changed = Path(old.cache.raster.path).resolve()
         for layer in layers:
             self.controllers.pop(layer.id(), None)
         old.close()
-        cache = self._open_cache(path)
-        if cache is None:
-            QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
-            return
+        files: dict[Path, tuple[str, list[QgsRasterLayer]]] = {}
         for layer in layers:
-            restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
-        self._watch(layers[0], cache)
-        for layer in layers[1:]:
-            self._join(layer, self.controllers[layers[0].id()])
-        for layer in layers:
-            self.iface.layerTreeView().refreshLayerSymbology(layer.id())
+            path = str(layer.customProperty(SARC_PATH_PROPERTY))
+            files.setdefault(Path(path).resolve(), (path, []))[1].append(layer)
+        for resolved, (path, group) in files.items():
+            if resolved == changed:
+                self.logger.warning(f"{Path(path).name} changed on disk since it was opened: showing it as it is now")
+            controller = self._controller_showing(path)  # the changed file may hold the other path's scene now
+            cache = controller.cache if controller is not None else self._open_cache(path)
+            if cache is None:
+                QgsProject.instance().removeMapLayers([layer.id() for layer in group])
+                continue
+            for layer in group:
+                if resolved == changed:
+                    restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+                else:
+                    _point(layer, cache, cache.created)
+            if controller is None:
+                self._watch(group[0], cache)
+                controller = self.controllers[group[0].id()]
+            for layer in group:
+                if layer.id() not in self.controllers:
+                    self._join(layer, controller)
+                self.iface.layerTreeView().refreshLayerSymbology(layer.id())
 
     def _layers_removed(self, layer_ids) -> None:
         for layer_id in layer_ids:

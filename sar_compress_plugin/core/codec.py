@@ -34,7 +34,7 @@ from . import container as C
 from .blas_threads import single_threaded_blas
 from .errors import (DB_DOMAIN_ADVICE, DOMAIN_DOUBT, CancelledError, InputRasterError, ModelBundleError,
                      ModelMismatchError, NoOverlapError, OutputPathError, SarCompressError)
-from .header_schema import MAX_ABS_DB, MAX_WRITE_TILE
+from .header_schema import MAX_ABS_DB
 from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
@@ -44,7 +44,7 @@ from .rate_control import RateTarget, choose_quality
 from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, check_output_path,
                         remove_stale_partials, same_file, shifted_gcps, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
-from .tiling import TileGrid, latent_block, read_context
+from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
 
 log = logging.getLogger(__name__)
 

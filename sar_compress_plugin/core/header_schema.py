@@ -25,13 +25,11 @@ import numpy as np
 
 from .errors import ContainerFormatError
 from .preprocessing import DOMAIN_ALIASES
+from .tiling import MAX_WRITE_TILE
 
 MAX_BANDS = 4096
 MAX_PIXELS = 10**11  # per band; ~300k x 300k, far beyond any SAR product
 MAX_SIDE = 1 << 31
-#: Largest tile the writer produces: decoder memory grows with the tile (the retired model needed 0.85 GB at
-#: 1024 px and 3.45 GB at 2048); memory must follow the window asked for, not a number in a header.
-MAX_WRITE_TILE = 1024
 #: Largest tile a reader accepts: every readable file (format 3) comes from a writer capped at MAX_WRITE_TILE.
 MAX_READ_TILE = MAX_WRITE_TILE
 MAX_HALO = 1 << 12

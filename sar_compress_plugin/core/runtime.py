@@ -140,6 +140,20 @@ def _providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def cuda_unavailable() -> str:
+    """Why device 'cuda' cannot run on this machine, or "" when it may (whether CUDA's libraries load is known
+    only once a session tries). Without a session, so a settings form can refuse a default device that every
+    task would then fail on."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        return f"this onnxruntime has no CUDAExecutionProvider (available: {', '.join(available)})"
+    if not _nvidia_driver_present():
+        return "no NVIDIA driver is installed"
+    return ""
+
+
 class OnnxCodecModel:
     """Encoder and decoder sessions of one verified bundle; created once, reused for every tile."""
 
@@ -337,7 +351,7 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
     Raises ModelMismatchError naming the model the file needs when none matches.
     """
     want = str(decoder_sha256).lower()
-    seen = []
+    seen, damaged = [], []
     for d in _candidate_dirs(search_dirs):
         try:
             m = load_manifest(d, verify=False)
@@ -350,12 +364,17 @@ def find_bundle(decoder_sha256: str, search_dirs, model_name: str = "") -> Path:
         f = d / m["files"]["decoder"]["path"]
         if f.is_file() and content_sha256(f) == want:
             return d
-        log.warning("%s: manifest names decoder %s but the file does not match", d, want[:12])
+        damaged.append(str(f))
     label = f"model {model_name!r} " if model_name else "model "
     missing = [str(d) for d in search_dirs if d is not None and not Path(d).exists()]
+    # A copy whose decoder is missing or altered is named as damaged: listed with the folders searched, it read
+    # as "not found in <the folder that holds it>", and the advice to add that folder sent the user in a circle.
+    broken = (f"; damaged copy (its decoder is missing or altered; copy it again): {', '.join(damaged)}"
+              if damaged else "")
     raise ModelMismatchError(f"{label}with decoder SHA-256 {want} is needed but was not found in "
                              f"{', '.join(seen) if seen else 'any model folder searched'}"
-                             f"{'; no such folder: ' + ', '.join(missing) if missing else ''}; {MODEL_FOLDER_ADVICE}")
+                             f"{'; no such folder: ' + ', '.join(missing) if missing else ''}{broken}; "
+                             f"{MODEL_FOLDER_ADVICE}")
 
 
 def find_file_bundle(header: dict, model_dirs=None) -> Path:

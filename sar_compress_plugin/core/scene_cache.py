@@ -52,8 +52,9 @@ def cache_key(path, body_sha256: str) -> str:
 
 
 def cache_folder(sarc_path, cache_root) -> Path:
-    """The folder a SceneCache of `sarc_path` under `cache_root` keeps its tiles in, from the file's footer
-    alone: the same scene at two paths (a copy under the same name elsewhere) has the same one."""
+    """The folder a SceneCache of `sarc_path` under `cache_root` keeps its tiles in, from the body SHA-256 in
+    the file's footer (no model, no tile decoded; the header is read and checked as on any open): the same scene
+    at two paths (a copy under the same name elsewhere) has the same one."""
     with ContainerReader(sarc_path) as reader:
         return Path(cache_root) / cache_key(sarc_path, reader.body_sha256.hex())
 

@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, qgis_wording
 from .widgets import (RateChooser, device_combo, domain_combo, file_widget, output_widget, quality_value,
-                      tile_size_spin)
+                      tile_size_error, tile_size_spin)
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -66,6 +66,15 @@ def destination_error(out: str, taken=frozenset()) -> str:
     return f"{error}: choose another output." if error else ""
 
 
+def folder_error(path: str) -> str:
+    """Why a typed folder cannot be used as one ("" when it is a folder): a file typed there (a bundle's
+    manifest.json rather than its folder, say) was called a folder that "does not exist"."""
+    p = Path(path)
+    if p.is_dir():
+        return ""
+    return f"{p} is a file, not a folder." if p.exists() else f"Folder {p} does not exist."
+
+
 def folder_write_error(folder: Path) -> str:
     """"Folder … is not writable (reason)" or "" (core.raster_io.write_refusal: a real file is tried)."""
     from ..core.raster_io import write_refusal  # noqa: PLC0415 (the dialogs load before the codec's dependencies)
@@ -97,6 +106,16 @@ def compress_model_error(folder: str) -> str:
     except SarCompressError as exc:
         return str(exc)
     return decode_only_error(manifest, folder)
+
+
+def cuda_error() -> str:
+    """Why device "cuda" cannot run here ("" when it may, or when the codec cannot be loaded to tell: an action
+    asks for its dependencies first)."""
+    try:
+        from ..core.runtime import cuda_unavailable
+    except ImportError:
+        return ""
+    return cuda_unavailable()
 
 
 class _FormDialog(QDialog):
@@ -206,8 +225,9 @@ class CompressDialog(_FormDialog):
         error = destination_error(out, self.taken)
         if error:
             return error
-        if self.tile_size.value() % 16:
-            return "The tile size must be a multiple of 16."
+        error = tile_size_error(self.tile_size)
+        if error:
+            return error
         return self.rate.error() or self._model_error()
 
     def _model_error(self) -> str:
@@ -216,8 +236,9 @@ class CompressDialog(_FormDialog):
         from ..core.errors import SarCompressError
 
         folder = self.model_dir.filePath().strip()
-        if folder and not Path(folder).is_dir():
-            return f"Folder {folder} does not exist."
+        error = folder_error(folder) if folder else ""
+        if error:
+            return error
         try:
             manifest = self._manifest()
         except SarCompressError as exc:
@@ -585,21 +606,27 @@ class SettingsDialog(_FormDialog):
 
     def validate(self) -> str:
         for p in [self.model_dir.filePath().strip(), *self._dirs()]:
-            if p and not Path(p).is_dir():
-                return f"Folder {p} does not exist."
+            error = folder_error(p) if p else ""
+            if error:
+                return error
         model = self.model_dir.filePath().strip()
         error = compress_model_error(model) if model else ""
         if error:  # refused here, not by every compression after it
             return f"Default model: {error}"
-        if self.tile_size.value() % 16:
-            return "The tile size must be a multiple of 16."
+        error = cuda_error() if self.device.currentData() == "cuda" else ""
+        if error:  # saved, it failed every compression, reconstruction and scene layer until changed back
+            return f"Device: GPU (CUDA) cannot run on this machine ({error}): choose Automatic or CPU."
+        error = tile_size_error(self.tile_size)
+        if error:
+            return error
         error = self.rate.error()
         if error:
             return error
         cache = self.tile_cache_dir.filePath().strip()
         if cache:  # refused here rather than when the next scene is opened, far from this setting
-            if not Path(cache).is_dir():
-                return f"Scene tile cache: folder {cache} does not exist."
+            error = folder_error(cache)
+            if error:
+                return f"Scene tile cache: {error}"
             error = folder_write_error(Path(cache))
             if error:
                 return f"Scene tile cache: {error}; choose another folder or leave it empty for the default."

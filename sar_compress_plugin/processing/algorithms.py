@@ -27,6 +27,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..__about__ import __icon_path__
 from ..core.errors import CancelledError, SarCompressError
+from ..core.tiling import MAX_WRITE_TILE
 from ..utils.deps import check_dependencies, install_hint
 from ..utils.settings import model_folders_hint, qgis_wording
 
@@ -157,7 +158,9 @@ class CompressAlgorithm(_SarAlgorithm):
                 "TARGET_DB_RMSE (error in dB); for a target the codec searches the quality on sample tiles, and "
                 "with none it uses the model's default quality. DOMAIN says what the values are where the "
                 "raster's VALUE_DOMAIN tag is wrong. Bits per pixel and ratio are measured from the "
-                "file written; PROVIDER says which onnxruntime execution provider actually ran.")
+                "file written: BPP counts all bands together (twice the per-band figure for VV+VH), RATIO is "
+                "the raster's raw bytes over the file's. PROVIDER says which onnxruntime execution provider "
+                "actually ran.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
@@ -168,9 +171,11 @@ class CompressAlgorithm(_SarAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Behavior.Folder,
                                                      optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels, multiple of 16)",
+        # the codec's own limit, so that the Toolbox refuses a larger tile before the run, not the run after it
+        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, f"Tile size (pixels, multiple of 16, 64 to "
+                                                       f"{MAX_WRITE_TILE})",
                                                        QgsProcessingParameterNumber.Type.Integer, 512,
-                                                       minValue=64, maxValue=8192))
+                                                       minValue=64, maxValue=MAX_WRITE_TILE))
         self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level; "
                                                        "empty: the model's default)",
                                                        QgsProcessingParameterNumber.Type.Double, None,
@@ -185,7 +190,9 @@ class CompressAlgorithm(_SarAlgorithm):
                                                        optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Compressed file",
                                                                 "SAR compressed raster (*.sarc)"))
-        for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel"), ("SECONDS", "Seconds")):
+        # BPP counts every band of a pixel, TARGET_BPP one band: "Bits per pixel" alone read as the target's unit
+        for name, desc in (("RATIO", "Compression ratio"), ("BPP", "Bits per pixel, all bands together"),
+                           ("SECONDS", "Seconds")):
             self.addOutput(QgsProcessingOutputNumber(name, desc))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
 
@@ -219,8 +226,8 @@ class CompressAlgorithm(_SarAlgorithm):
                for name, keyword in self.RATE_PARAMETERS.items() if parameters.get(name) not in (None, "")})
         progress, is_cancelled = _callbacks(feedback)
         r = self._call(compress, input_path, output, options, progress=progress, is_cancelled=is_cancelled)
-        feedback.pushInfo(f"{r.output_path}: ratio {r.ratio:.2f}:1, {r.bpp:.4f} bpp, {r.seconds:.1f} s "
-                          f"on {r.provider}")
+        feedback.pushInfo(f"{r.output_path}: ratio {r.ratio:.2f}:1, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per "
+                          f"band), {r.seconds:.1f} s on {r.provider}")
         return {self.OUTPUT: r.output_path, "RATIO": r.ratio, "BPP": r.bpp, "SECONDS": r.seconds,
                 "PROVIDER": r.provider}
 

@@ -25,11 +25,16 @@ for _p in ("/usr/share/qgis/python/plugins", "/usr/lib/qgis/python/plugins"):
         sys.path.append(_p)
 
 from qgis.core import QgsApplication, QgsProject  # noqa: E402
+from qgis.PyQt.QtCore import QSettings  # noqa: E402
 
 import tempfile  # noqa: E402
 
-# A throw-away QGIS profile: QgsSettings written by the tests never touch the user's real profile.
+# A throw-away QGIS profile: QgsSettings written by the tests never touch the user's real profile. The profile
+# folder alone does not move QgsSettings, which went to ~/.config/Unknown Organization.conf, shared by every test
+# run at once: one run's plugin settings (model folders, tile cache) were read by another's tasks.
 _PROFILE = tempfile.mkdtemp(prefix="sar_compress_qgis_profile_")
+for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(_format, QSettings.Scope.UserScope, _PROFILE)
 QGS_APP = QgsApplication([], True, _PROFILE)
 QgsApplication.setPrefixPath("/usr", True)
 QGS_APP.initQgis()

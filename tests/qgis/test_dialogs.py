@@ -456,7 +456,7 @@ def test_scene_cache_settings_are_validated_saved_and_used_by_the_next_scene(plu
     assert plugin.show_settings() is True and "error" not in state
     assert seen["still_open"]
     assert seen["error"].startswith("Scene tile cache: Folder /proc is not writable")
-    assert seen["missing"] == f"Scene tile cache: folder {tmp_path / 'my_cache'} does not exist."
+    assert seen["missing"] == f"Scene tile cache: Folder {tmp_path / 'my_cache'} does not exist."
     saved = PluginSettings.load()
     assert (saved.tile_cache_dir, saved.tile_cache_mb, saved.decode_budget_mpx) == (
         str(tmp_path / "my_cache"), 512, 0.5)

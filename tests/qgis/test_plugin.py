@@ -550,10 +550,13 @@ def test_quality_maps_show_the_original_in_the_reconstructions_grey_db_stretch(p
     assert other.renderer().type() == "multibandcolor"
 
 
-def test_settings_dialog_saves_to_qgssettings(plugin, tmp_path):
+def test_settings_dialog_saves_to_qgssettings(plugin, tmp_path, monkeypatch):
     from qgis.core import QgsSettings
 
+    from sar_compress_plugin.core import runtime
     from sar_compress_plugin.utils.settings import PluginSettings
+
+    monkeypatch.setattr(runtime, "cuda_unavailable", lambda: "")  # a machine where CUDA can run
 
     def configure(dialog):
         dialog.model_dirs.setText(str(tmp_path))

@@ -4,6 +4,8 @@ project read again: test_scene_layer.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import QgsProject, QgsRasterLayer
 
 from qgis_harness import accept_next_dialog, process_events_until, wait_for_task
@@ -97,3 +99,14 @@ def test_a_device_remembered_while_the_quality_maps_dialog_is_open_is_kept(plugi
     assert seen == {"original": original, "finished": True, "device": "cpu"} and running.result.ok
     assert "error" not in state and wait_for_task(plugin, plugin.last_task).ok
     assert PluginSettings.load().device == "cpu"
+
+
+def test_the_tests_settings_are_their_own_not_the_users_nor_another_runs():
+    """QgsSettings of the tests went to ~/.config/Unknown Organization.conf despite the throw-away profile: two
+    test runs at once read each other's plugin settings (a reconstruct task looked for the model in the other
+    run's folders and failed), and a run left its folders in the user's settings."""
+    from qgis.core import QgsSettings
+
+    import qgis_harness
+
+    assert Path(QgsSettings().fileName()).parent == Path(qgis_harness._PROFILE)

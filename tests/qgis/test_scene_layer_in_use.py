@@ -136,3 +136,66 @@ def test_the_same_scene_at_two_paths_is_one_layer_and_one_writer(plugin, test_if
     assert process_events_until(lambda: not controller.busy, 120)
     assert len(controller.cache.decoded) == controller.cache.grid.count
     assert messages(test_iface) == [note]
+
+
+def _second_layer_of(layer, sarc_path):
+    """Another layer of `layer`'s scene, naming `sarc_path` (what a project that names both paths reads back)."""
+    from qgis.core import QgsRasterLayer
+
+    from sar_compress_plugin.qgis_io import ROLE_PROPERTY, SARC_PATH_PROPERTY, SCENE_ROLE
+
+    second = QgsRasterLayer(layer.source(), "backup", "gdal")
+    second.setCustomProperty(ROLE_PROPERTY, SCENE_ROLE)
+    second.setCustomProperty(SARC_PATH_PROPERTY, str(sarc_path))
+    QgsProject.instance().addMapLayer(second)
+    return second
+
+
+def test_a_layer_of_the_same_scene_at_another_path_outlives_the_first_paths_deletion(plugin, test_iface, scene,
+                                                                                     tmp_path):
+    """Two layers of one scene at two paths (a project naming both) share one controller. When the first path's
+    file was deleted, both layers went with it, though the second's file was there; replaced by another scene,
+    the second layer showed that scene. Each layer goes with its own file."""
+    sarc, full = scene
+    copy = tmp_path / "backup" / sarc.name
+    copy.parent.mkdir()
+    shutil.copy(sarc, copy)
+    layer = plugin.scenes.open(str(sarc))
+    second = _second_layer_of(layer, copy)
+    assert plugin.scenes.controllers[second.id()] is plugin.scenes.controllers[layer.id()]
+    layer_id, second_id = layer.id(), second.id()
+    os.remove(sarc)
+    canvas = _show_canvas(test_iface, second)
+    _view(canvas, gdal.Open(str(full)).GetGeoTransform(), 32, 40, 160)
+    assert process_events_until(lambda: layer_id not in plugin.scenes.controllers and (
+        second_id not in plugin.scenes.controllers or not plugin.scenes.controllers[second_id].busy), 120)
+    assert list(QgsProject.instance().mapLayers()) == [second_id]
+    controller = plugin.scenes.controllers[second_id]
+    assert controller.cache.raster.path == copy and second.isValid()
+    assert set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0])) <= controller.cache.decoded
+    assert _shows_the_reconstruction(canvas, second, full)
+
+
+def test_a_project_read_after_its_sarc_became_another_scene_stretches_over_that_scenes_range(
+        plugin, test_iface, scene, codec, model_bundle, sar_tif, tmp_path):
+    """A project is read back with its layer's saved renderer where the cache was evicted (the same scene); but a
+    .sarc replaced by another scene meanwhile kept the old scene's stretch and legend (40.7 .. 66.0 dB over a
+    scene clipped to 50.1 .. 75.8 dB)."""
+    sarc, _full = scene
+    plugin.scenes.open(str(sarc))
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "session.qgz"))
+    project.clear()
+    brighter = tmp_path / "brighter.tif"
+    gdal.Translate(str(brighter), str(sar_tif), srcWin=[100, 100, 300, 200],
+                   scaleParams=[[0, 1, 0, 10]] * gdal.Open(str(sar_tif)).RasterCount)
+    codec.compress(str(brighter), str(tmp_path / "brighter.sarc"), codec.CompressOptions(
+        model_dir=str(model_bundle), device="cpu", tile_size=128, overview=True))
+    os.replace(tmp_path / "brighter.sarc", sarc)
+
+    assert project.read(str(tmp_path / "session.qgz"))
+    (read,) = project.mapLayers().values()
+    cache = plugin.scenes.controllers[read.id()].cache
+    labels = [i.label for i in read.renderer().shader().rasterShaderFunction().colorRampItemList() if i.label]
+    lo, hi = cache.header["clip_db"][0]
+    assert (labels[0], labels[-1]) == (f"{lo:.1f} dB", f"{hi:.1f} dB")
