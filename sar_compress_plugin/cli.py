@@ -62,9 +62,10 @@ EXIT_STATUS_HELP = ("exit status: 0 done; 2 bad input, output or arguments (one 
                     "its reader; 143 terminated (SIGTERM). No run leaves a partial file under the output's name.")
 
 #: argparse takes "-1e308" or "-inf" for an option (its own pattern knows only "-12" and "-1.5"), so
-#: `--bbox -1e308 ...` failed with "expected 4 arguments". None of our options looks like a number.
-_NEGATIVE_NUMBER = re.compile(r"^-(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|infinity|nan)$",
-                              re.IGNORECASE)
+#: `--bbox -1e308 ...` failed with "expected 4 arguments". None of our options looks like a number. Compiled in
+#: `_parser`, inside the run's signal scope: compiled as this module loaded, it took a millisecond in which a
+#: Ctrl-C was a traceback.
+_NEGATIVE_NUMBER = r"^-(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|infinity|nan)$"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,7 +80,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=HelpFormatter)
-    p._negative_number_matcher = _NEGATIVE_NUMBER  # the attribute argparse consults (3.11-3.13)
+    p._negative_number_matcher = re.compile(_NEGATIVE_NUMBER, re.IGNORECASE)  # argparse 3.11-3.13
     return p
 
 
@@ -374,8 +375,13 @@ def _run(fn, signals: _Signals) -> int:
     """fn(cancelled) -> exit status, with every way it can end turned into one line and a status."""
     try:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-        from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
-
+        # Held: a KeyboardInterrupt landing in numpy's first import, made by GDAL's array module (numpy's
+        # import_array), is printed there with a traceback before it becomes an ImportError.
+        with signals.held():
+            from .core import codec  # noqa: F401, PLC0415  (numpy and GDAL)
+            from .core.raster_io import limit_gdal_cache  # noqa: PLC0415
+        if signals.cancelled():
+            raise KeyboardInterrupt
         limit_gdal_cache()
         status = fn(signals.cancelled)
         return signals.stopped() if signals.cancelled() else status
