@@ -52,6 +52,41 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar  # noqa: E402
 
 
+
+#: The codec's pip packages (requirements.txt), which a fresh QGIS lacks until the dependency dialog installs them.
+CODEC_PACKAGES = ("onnxruntime", "zstandard", "constriction", "threadpoolctl", "jsonschema")
+
+
+def plugin_without_codec_packages() -> str:
+    """Python source for a fresh process: the codec's packages made unimportable, the harness's QGIS started,
+    the plugin loaded and its GUI made as `p` on `iface`, and a modal DependencyDialog answered by
+    `answer_dependency_dialog(record)`, which passes the open dialog to `record` and closes it."""
+    return f"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {CODEC_PACKAGES!r}:
+            raise ImportError('No module named ' + repr(name))
+sys.meta_path.insert(0, Block())
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
+import qgis_harness
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication
+from sar_compress_plugin import classFactory
+from sar_compress_plugin.gui.dependencies import DependencyDialog
+iface = qgis_harness.TestIface()
+p = classFactory(iface)
+p.initGui()
+def answer_dependency_dialog(record):
+    d = QApplication.activeModalWidget()
+    if not isinstance(d, DependencyDialog):
+        QTimer.singleShot(20, lambda: answer_dependency_dialog(record))
+        return
+    record(d)
+    d.buttons.button(d.buttons.StandardButton.Close).click()
+"""
+
+
 class IfaceSignals(QObject):
     """QgisInterface's signals the plugin listens to (TestIface is no QObject)."""
 

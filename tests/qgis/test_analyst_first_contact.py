@@ -16,12 +16,10 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsProcessingContext
 from qgis.PyQt.QtWidgets import QDialog
 
-from qgis_harness import REPO, click_ok
+from qgis_harness import CODEC_PACKAGES, REPO, click_ok, plugin_without_codec_packages
 from sar_compress_plugin.core import runtime
 from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog, SettingsDialog
 from sar_compress_plugin.utils.settings import PluginSettings
-
-CODEC_PACKAGES = ("onnxruntime", "zstandard", "constriction", "threadpoolctl", "jsonschema")
 
 
 def _settings_dialog(qtbot, settings: PluginSettings | None = None) -> SettingsDialog:
@@ -136,33 +134,11 @@ def test_opening_a_scene_before_the_packages_are_installed_asks_for_them(tmp_pat
     """Without zstandard (and the codec's other packages), "Open compressed scene…", a Browser double-click or a
     drop raised an ImportError traceback before the dependency dialog could open; a scene layer added to the
     project (a project read) did the same. In a fresh process where the packages cannot be imported."""
-    script = f"""
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in {CODEC_PACKAGES!r}:
-            raise ImportError('No module named ' + repr(name))
-sys.meta_path.insert(0, Block())
-sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
-import qgis_harness
+    script = plugin_without_codec_packages() + f"""
 from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
-from sar_compress_plugin import classFactory
-from sar_compress_plugin.gui.dependencies import DependencyDialog
 from sar_compress_plugin.qgis_io import ROLE_PROPERTY, SARC_PATH_PROPERTY, SCENE_ROLE
-iface = qgis_harness.TestIface()
-p = classFactory(iface)
-p.initGui()
 seen = []
-def answer():
-    d = QApplication.activeModalWidget()
-    if not isinstance(d, DependencyDialog):
-        QTimer.singleShot(20, answer)
-        return
-    seen.append(d.status.text())
-    d.buttons.button(d.buttons.StandardButton.Close).click()
-QTimer.singleShot(0, answer)
+QTimer.singleShot(0, lambda: answer_dependency_dialog(lambda d: seen.append(d.status.text())))
 assert p.scenes.open({str(compressed)!r}) is None
 layer = QgsRasterLayer({str(sar_tif)!r}, 'a scene layer read with a project')
 layer.setCustomProperty(ROLE_PROPERTY, SCENE_ROLE)

@@ -34,7 +34,8 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QMenu
 
 from qgis_harness import (ARTIFACTS, PLUGIN, REPO, TestIface, accept_next_dialog, add_raster, click_ok, messages,
-                          plugin_installed_from_zip, process_events_until, wait_for_task)
+                          plugin_installed_from_zip, plugin_without_codec_packages, process_events_until,
+                          wait_for_task)
 
 COMPRESS_TEXT = "Compress with SAR codec…"
 QUALITY_TEXT = "SAR quality maps…"
@@ -91,34 +92,13 @@ def test_missing_onnxruntime_still_loads_and_opens_the_dependency_dialog(tmp_pat
     """In a fresh process where onnxruntime, zstandard, constriction, threadpoolctl and jsonschema cannot be imported:
     Compress opens the dependency dialog (closed here without installing: the install itself is tested in
     test_dependencies.py)."""
-    script = f"""
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('onnxruntime', 'zstandard', 'constriction', 'threadpoolctl', 'jsonschema'):
-            raise ImportError('No module named ' + repr(name))
-sys.meta_path.insert(0, Block())
-sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]
-import qgis_harness
+    script = plugin_without_codec_packages() + f"""
 from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
-from sar_compress_plugin import classFactory
-from sar_compress_plugin.gui.dependencies import DependencyDialog
-iface = qgis_harness.TestIface()
-p = classFactory(iface)
-p.initGui()
 layer = QgsRasterLayer({str(sar_tif)!r}, 'berlin')
 QgsProject.instance().addMapLayer(layer)
 seen = {{}}
-def answer():
-    d = QApplication.activeModalWidget()
-    if not isinstance(d, DependencyDialog):
-        QTimer.singleShot(20, answer)
-        return
-    seen.update(status=d.status.text(), plan=d.plan.text(), cmd=d.command(), enabled=d.install_button.isEnabled())
-    d.buttons.button(d.buttons.StandardButton.Close).click()
-QTimer.singleShot(0, answer)
+QTimer.singleShot(0, lambda: answer_dependency_dialog(lambda d: seen.update(
+    status=d.status.text(), plan=d.plan.text(), cmd=d.command(), enabled=d.install_button.isEnabled())))
 assert p.compress_layer(layer) is None
 assert 'onnxruntime' not in sys.modules
 print('SEEN', repr(seen))

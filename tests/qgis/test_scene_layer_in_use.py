@@ -12,7 +12,7 @@ from osgeo import gdal
 from qgis.core import QgsProject
 
 from qgis_harness import accept_next_dialog, messages, process_events_until
-from test_scene_layer import _pixels, _render, _show_canvas, _view, scene  # noqa: F401 (fixture)
+from test_scene_layer import _pixels, _render, _scene_decoded_in_view, _show_canvas, _view, scene  # noqa: F401
 from test_scene_layer_copies import _shows_the_reconstruction
 
 
@@ -53,13 +53,8 @@ def test_a_composite_layer_whose_cache_folder_is_deleted_fills_in_again(plugin, 
     reopen its file and stayed blank for good, without a word."""
     from sar_compress_plugin.scene_layer import STYLE_PROPERTY, style_scene_composite
 
-    sarc, full = scene
-    layer = plugin.scenes.open(str(sarc))
+    sarc, layer, canvas, gt = _scene_decoded_in_view(plugin, test_iface, scene)
     controller = plugin.scenes.controllers[layer.id()]
-    canvas = _show_canvas(test_iface, layer)
-    gt = gdal.Open(str(full)).GetGeoTransform()
-    _view(canvas, gt, 32, 40, 160)
-    assert process_events_until(lambda: not controller.busy, 120)
     style_scene_composite(layer, controller.cache, 1, 2)
     shutil.rmtree(controller.cache.folder)
 
@@ -91,13 +86,7 @@ def test_export_current_extent_of_a_replaced_sarc_cuts_the_file_as_it_is_now(plu
     """A .sarc replaced by another scene (a smaller cut of it) before "Export current extent…": the view was
     mapped to pixels through the old file, and the new file was cut there, reported as a success. The layer
     first shows the file as it is now (as a pan would), and the export is the view's window of that file."""
-    sarc, full = scene
-    layer = plugin.scenes.open(str(sarc))
-    controller = plugin.scenes.controllers[layer.id()]
-    canvas = _show_canvas(test_iface, layer)
-    gt = gdal.Open(str(full)).GetGeoTransform()
-    _view(canvas, gt, 32, 40, 160)
-    assert process_events_until(lambda: not controller.busy, 120)
+    sarc, layer, _canvas, _gt = _scene_decoded_in_view(plugin, test_iface, scene)
     cut = tmp_path / "cut.tif"
     gdal.Translate(str(cut), str(sar_tif), srcWin=[100, 100, 300, 200])
     codec.compress(str(cut), str(tmp_path / "cut.sarc"), codec.CompressOptions(
