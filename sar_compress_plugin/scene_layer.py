@@ -352,7 +352,7 @@ class SceneLayerController(QObject):
         for layer in self.layers:
             layer.dataProvider().reloadData()
             if not layer.dataProvider().isValid():
-                restyle_scene_layer(layer, self.cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+                _restyle(layer, self.cache)
             layer.triggerRepaint()
         # A render still running holds a handle opened before this tile; QGIS pools it for reuse when the
         # render ends, so the next render would show the tile missing: reload once more after it.
@@ -449,6 +449,11 @@ class SarcDropHandler(QgsCustomDropHandler):
         self.open_scene(uri.uri)
 
 
+def _restyle(layer: QgsRasterLayer, cache) -> None:
+    """`layer` on `cache` in the SAR style it was given (STYLE_PROPERTY)."""
+    restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+
+
 def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
     """`layer` on `cache` in its own style, where it shows another file, none, or (`reopen`) any. The renderer
     it has (read with a project: the analyst's opacity and stretch) stays where it reads the same bands as the
@@ -457,7 +462,7 @@ def _point(layer: QgsRasterLayer, cache, reopen: bool) -> None:
     if reopen or not layer.isValid() or Path(layer.source()).parent != cache.folder:
         same_scene = Path(layer.source()).parent.name == cache.folder.name
         kept = layer.renderer().clone() if layer.renderer() is not None and same_scene else None
-        restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+        _restyle(layer, cache)
         made = layer.renderer()
         if kept is not None and (kept.type(), kept.usesBands()) == (made.type(), made.usesBands()):
             layer.setRenderer(kept)
@@ -653,7 +658,7 @@ class SceneLayers:
                 continue
             for layer in group:
                 if resolved == changed:
-                    restyle_scene_layer(layer, cache, str(layer.customProperty(STYLE_PROPERTY, "grey:1")))
+                    _restyle(layer, cache)
                 else:
                     _point(layer, cache, cache.created)
             if controller is None:

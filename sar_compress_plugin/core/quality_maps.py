@@ -259,13 +259,11 @@ def _offset_of(ref: gdal.Dataset, test: gdal.Dataset, ref_path, test_path) -> tu
         # a rotated or sheared grid too (a scene in its satellite's geometry): same pixel axes, origin moved
         gr, gt = ref.GetGeoTransform(), test.GetGeoTransform()
         size = math.hypot(gr[1], gr[4]) + math.hypot(gr[2], gr[5])
-        det = gr[1] * gr[5] - gr[2] * gr[4]
-        if not det or any(abs(gr[i] - gt[i]) > 1e-6 * size for i in (1, 2, 4, 5)):
+        inverse = gdal.InvGeoTransform(gr)  # None for a degenerate grid
+        if inverse is None or any(abs(gr[i] - gt[i]) > 1e-6 * size for i in (1, 2, 4, 5)):
             raise InputRasterError(
                 f"reconstruction {test_path}: its pixel grid differs from the original {ref_path}")
-        dx, dy = gt[0] - gr[0], gt[3] - gr[3]
-        col = (gr[5] * dx - gr[2] * dy) / det
-        row = (gr[1] * dy - gr[4] * dx) / det
+        col, row = gdal.ApplyGeoTransform(inverse, gt[0], gt[3])
     if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         raise InputRasterError(f"reconstruction {test_path}: not aligned on the pixel grid of {ref_path}")
     col, row = int(round(col)), int(round(row))
