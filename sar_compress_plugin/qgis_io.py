@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,15 +194,78 @@ def data_bands(layer: QgsRasterLayer) -> list[int]:
 
 
 def _user_nodata(layer: QgsRasterLayer, band: int, why: str) -> float | None:
-    """The single no-data value set on `band` of the layer in QGIS (Layer Properties > Transparency), None when
-    there is none; a range is refused (InputRasterError), `why` saying what takes one value."""
+    """The single no-data value set on `band` of the layer in QGIS (Layer Properties > Transparency), in the
+    band's stored values (`_stored_value`), None when there is none; a range is refused (InputRasterError),
+    `why` saying what takes one value."""
     ranges = layer.dataProvider().userNoDataValues(band)
     if not ranges:
         return None
     if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
         raise InputRasterError(f"'{layer.name()}': band {band} has a no-data range set in QGIS, and {why}; set a "
                                f"single value in Layer Properties > Transparency")
-    return ranges[0].min()
+    return _stored_value(layer, band, ranges[0].min(), why)
+
+
+def _stored_value(layer: QgsRasterLayer, band: int, value: float, why: str) -> float:
+    """The value stored in the file that QGIS shows as `value`, a no-data value set on the layer; InputRasterError
+    when none or several do.
+
+    QGIS compares a layer's no-data value with the band's values after the file's scale and offset (applied in
+    float32, float64 for a float64 file; equal within 4 machine epsilons, qgsDoubleNear); the codec with the
+    stored values. On an int16 product scaled by 0.01 with offset -50, -50 set in QGIS hid the stored 0s on the
+    map while the codec took the stored -50s for no-data and coded the 0s as backscatter."""
+    provider = layer.dataProvider()
+    scale, offset = provider.bandScale(band), provider.bandOffset(band)
+    if (scale, offset) == (1.0, 0.0):
+        return value
+    from osgeo import gdal, gdal_array
+
+    ds = gdal.OpenEx(layer_file_path(layer), gdal.OF_RASTER)
+    stored = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(band).DataType))
+    shown = np.float64 if provider.dataType(band) == Qgis.DataType.Float64 else np.float32
+
+    def shows(x) -> float:
+        return float(shown(float(shown(x)) * scale + offset))
+
+    def hides(x) -> bool:
+        return x is not None and abs(shows(x) - value) <= 4 * sys.float_info.epsilon
+
+    guess = (value - offset) / scale if scale else 0.0
+    if stored.kind == "f":
+        nearest = stored.type(guess)
+    else:
+        limits = np.iinfo(stored)
+        nearest = stored.type(min(max(round(guess) if math.isfinite(guess) else 0, limits.min), limits.max))
+    # shows() is monotonic in the stored value: the values QGIS hides are consecutive ones
+    around, below, above = [nearest], nearest, nearest
+    for _ in range(3):
+        below, above = _next_stored(below, stored, -1), _next_stored(above, stored, 1)
+        around += [x for x in (below, above) if x is not None]
+    hidden = [x for x in around if hides(x)]
+    said = f"'{layer.name()}': band {band} has no-data value {_exact(value)} set in QGIS, which QGIS compares " \
+           f"with its file's values times {_exact(scale)} plus {_exact(offset)}"
+    if not hidden:
+        raise InputRasterError(f"{said}: none shows as it (the nearest as {_exact(shows(nearest))}); set the "
+                               f"value its no-data pixels show in Layer Properties > Transparency")
+    if len(hidden) > 1 or hides(_next_stored(hidden[0], stored, -1)) or hides(_next_stored(hidden[0], stored, 1)):
+        raise InputRasterError(f"{said}: several show as it, and {why}")
+    return float(hidden[0])
+
+
+def _next_stored(x, stored: np.dtype, step: int):
+    """The stored value after `x` (`step` 1) or before it (-1), None past the type's range."""
+    if x is None:
+        return None
+    if stored.kind == "f":
+        return np.nextafter(x, stored.type(math.inf * step))
+    limits = np.iinfo(stored)
+    return None if not limits.min <= int(x) + step <= limits.max else stored.type(int(x) + step)
+
+
+def _exact(value: float) -> str:
+    """`value` as short as it reads back as itself: a user compares it with what QGIS shows."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
@@ -218,8 +282,9 @@ def layer_nodata(layer: QgsRasterLayer) -> list[float | None] | None:
         if value is not None and provider.sourceHasNoDataValue(b) and provider.useSourceNoDataValue(b) \
                 and not math.isnan(provider.sourceNoDataValue(b)) and provider.sourceNoDataValue(b) != value:
             raise InputRasterError(f"'{layer.name()}': band {b} has no-data value {provider.sourceNoDataValue(b):g} "
-                                   f"in its file and {value:g} set in QGIS, and a compressed file keeps one per "
-                                   f"band; remove one in Layer Properties > Transparency")
+                                   f"in its file and {provider.userNoDataValues(b)[0].min():g} set in QGIS, and a "
+                                   f"compressed file keeps one per band; remove one in Layer Properties > "
+                                   f"Transparency")
         values.append(value)
     return values if any(v is not None for v in values) else None
 
@@ -228,9 +293,11 @@ def layer_band_nodata(layer: QgsRasterLayer) -> dict[int, float]:
     """The no-data value set on the layer in QGIS by band number, for the quality maps, which read bands by
     number (core.quality_maps): its fill, a -9999 border say, entered their windows as backscatter. The maps
     mask it beside the file's own, so, unlike `layer_nodata`, a value beside the file's is taken."""
+    provider = layer.dataProvider()
     values = {b: _user_nodata(layer, b, "the quality maps take one no-data value per band")
               for b in data_bands(layer)}
-    return {b: v for b, v in values.items() if v is not None}
+    # the maps compare it with the values after scale and offset, as core.quality_maps computes them
+    return {b: v * provider.bandScale(b) + provider.bandOffset(b) for b, v in values.items() if v is not None}
 
 
 def reconstruction_layer_name(sarc_path: str, window) -> str:
