@@ -39,7 +39,7 @@ from qgis.gui import QgsMapCanvas  # noqa: E402
 
 from sar_compress_plugin.core.codec import CompressOptions, compress  # noqa: E402
 from sar_compress_plugin.core.scene_cache import SceneCache  # noqa: E402
-from sar_compress_plugin.scene_layer import SceneLayerController, add_scene_layer  # noqa: E402
+from sar_compress_plugin.scene_layer import SceneLayerController, scene_layer  # noqa: E402
 
 
 
@@ -64,7 +64,8 @@ def make_sarc(work: Path, size: int, bundle: str | None, tile: int) -> Path:
 
 def open_layer(canvas, sarc: Path, cache_root: Path, bundle: str | None):
     cache = SceneCache(sarc, cache_root, model_dirs=[bundle] if bundle else None, device="cpu")
-    layer = add_scene_layer(QgsProject.instance(), cache)
+    layer = scene_layer(cache)
+    QgsProject.instance().addMapLayer(layer)
     canvas.setDestinationCrs(layer.crs())
     canvas.setLayers([layer])
     controller = SceneLayerController(layer, cache, canvas, max_decode_pixels=16_000_000)

@@ -401,8 +401,9 @@ class SceneLayerController(QObject):
         self.cache.close()
 
 
-def add_scene_layer(project: QgsProject, cache, name: str | None = None) -> QgsRasterLayer:
-    """A GDAL layer on the cache GeoTIFF, named after the scene, styled as SAR, marked with its .sarc path."""
+def scene_layer(cache, name: str | None = None) -> QgsRasterLayer:
+    """A GDAL layer on the cache GeoTIFF, named after the scene, styled as SAR, marked with its .sarc path (not
+    in a project yet)."""
     path = cache.raster.path
     layer = QgsRasterLayer(str(cache.tiff_path), name or Path(path).stem, "gdal")
     if not layer.isValid():
@@ -410,7 +411,6 @@ def add_scene_layer(project: QgsProject, cache, name: str | None = None) -> QgsR
     layer.setCustomProperty(ROLE_PROPERTY, SCENE_ROLE)
     layer.setCustomProperty(SARC_PATH_PROPERTY, str(path))
     style_scene_layer(layer, cache.header)
-    project.addMapLayer(layer)
     return layer
 
 
@@ -515,20 +515,17 @@ class SceneLayers:
         # A cache made now (for one damaged, or one from before GCPs were kept) is not the file QGIS opened for
         # the layers: they are pointed at it anew.
         for layer in scenes:
-            path = str(layer.customProperty(SARC_PATH_PROPERTY))
-            controller = self._controller_showing(path)
+            controller, cache = self._open_scene(str(layer.customProperty(SARC_PATH_PROPERTY)))
             if controller is not None:  # a copy of an open scene layer: one cache, one writer
                 self._join(layer, controller, reopen=controller.cache.created)
-                continue
-            cache = self._open_cache(path)
-            if cache is not None:
+            elif cache is not None:
                 self._attach(layer, cache, reopen=cache.created)
 
     def _layers_added(self, layers) -> None:
         """A copy of an open scene layer ("Duplicate Layer", a copied layer pasted) is served by the scene's
         controller. Left alone, the copy showed only the tiles the original had decoded: shown alone it stayed
-        blank where panned, and "Export current extent…" refused it. Other scene layers come from open() or with
-        a project (readProject), which attach them."""
+        blank where panned, and "Export current extent…" refused it. Other scene layers come from open() (served
+        before they are added) or with a project (readProject), which attach them."""
         for layer in layers:
             path = layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE and layer.customProperty(SARC_PATH_PROPERTY)
             if path and layer.id() not in self.controllers:
@@ -542,12 +539,9 @@ class SceneLayers:
         were two writers of one GeoTIFF and one tile list ("cannot write the tile cache", tiles listed by
         neither). Imports the codec only when a scene is open: without its dependencies (no scene can be open
         then) opening a .sarc raised an ImportError here, before the dependency dialog could be shown."""
-        path = Path(sarc_path).resolve()
-        for c in self.controllers.values():
-            if Path(c.cache.raster.path).resolve() == path:
-                return c
-        if not self.controllers:
-            return None
+        shown = self._controller_of_file(sarc_path)
+        if shown is not None or not self.controllers:
+            return shown
         from .core.scene_cache import cache_folder  # noqa: PLC0415 - lazy, as SceneCache
 
         try:
@@ -555,6 +549,11 @@ class SceneLayers:
         except (OSError, SarCompressError):  # unreadable: opening it says why
             return None
         return next((c for c in self.controllers.values() if c.cache.folder == folder), None)
+
+    def _controller_of_file(self, sarc_path: str) -> SceneLayerController | None:
+        """The controller of the file at `sarc_path` (no read of it)."""
+        path = Path(sarc_path).resolve()
+        return next((c for c in self.controllers.values() if Path(c.cache.raster.path).resolve() == path), None)
 
     def _join(self, layer: QgsRasterLayer, controller: SceneLayerController, reopen: bool = False) -> None:
         """Serve `layer`, another layer of the scene `controller` decodes, from that controller and its cache
@@ -567,24 +566,28 @@ class SceneLayers:
 
     def open(self, sarc_path: str) -> QgsRasterLayer | None:
         """Add a .sarc file as a layer decoded on demand (or return the layer already showing its scene)."""
-        shown = self._controller_showing(sarc_path)
+        shown, cache = self._controller_of_file(sarc_path), None
+        if shown is None:
+            if not self.ensure_dependencies():
+                return None
+            shown, cache = self._open_scene(sarc_path)
         if shown is not None:
             if Path(shown.cache.raster.path).resolve() != Path(sarc_path).resolve():
                 self.logger.info(f"{sarc_path}: the same scene as the layer '{shown.layer.name()}' (opened from "
                                  f"{shown.cache.raster.path}), which shows it", push=True)
             return shown.layer
-        if not self.ensure_dependencies():
-            return None
-        cache = self._open_cache(sarc_path)
         if cache is None:
             return None
         try:
-            layer = add_scene_layer(QgsProject.instance(), cache)
+            layer = scene_layer(cache)
         except SarCompressError as exc:
             cache.close()
             self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
             return None
+        # Served before it is added: `_layers_added` would otherwise read the file's header once more to tell
+        # whether it is a copy of an open scene's layer.
         self._attach(layer, cache)
+        QgsProject.instance().addMapLayer(layer)
         return layer
 
     def _attach(self, layer: QgsRasterLayer, cache, reopen: bool = False) -> None:
@@ -597,21 +600,36 @@ class SceneLayers:
         for action in self.layer_actions:
             self.iface.addCustomActionForLayer(action, layer)
 
-    def _open_cache(self, sarc_path: str):
-        """The file's SceneCache under the settings' cache folder (None, the error shown, when it cannot open),
-        then the other scenes' caches trimmed to the size limit."""
-        from .core.scene_cache import SceneCache  # lazy: onnxruntime may be missing
+    def _open_scene(self, sarc_path: str):
+        """(the controller showing `sarc_path`'s scene, None), else (None, the file's SceneCache under the settings'
+        cache folder), the other scenes' caches then trimmed to the size limit; (None, None), the error shown, when
+        it cannot open. One open answers both: opened to find its cache folder and again for its cache, the
+        file's header and tile index were parsed twice on QGIS's main thread."""
+        shown = self._controller_of_file(sarc_path)
+        if shown is not None:
+            return shown, None
+        from .core.codec import CompressedRaster  # lazy: onnxruntime may be missing
+        from .core.scene_cache import SceneCache, raster_cache_folder
 
         settings = PluginSettings.load()
+        root = _cache_root(settings)
+        raster = None
         try:
-            cache = SceneCache(sarc_path, _cache_root(settings), model_dirs=settings.reconstruct_model_dirs(),
-                               device=settings.device)
+            raster = CompressedRaster(sarc_path, model_dirs=settings.reconstruct_model_dirs(), device=settings.device)
+            folder = raster_cache_folder(raster, root)
+            shown = next((c for c in self.controllers.values() if c.cache.folder == folder), None)
+            if shown is not None:  # the same scene at another path: one cache, one writer
+                raster.close()
+                return shown, None
+            cache = SceneCache(sarc_path, root, raster=raster)
         except SarCompressError as exc:
+            if raster is not None:
+                raster.close()
             self.logger.error(f"Cannot open {Path(sarc_path).name}: {exc}")
-            return None
+            return None, None
         # after opening, not before: the scene's own cache, until now the least recently used, must not go
         self._trim_caches(cache.folder)
-        return cache
+        return None, cache
 
     def _trim_caches(self, *also_keep) -> None:
         """Delete the least recently used caches of scenes not open until the cache folder is under its limit.
@@ -651,8 +669,8 @@ class SceneLayers:
         for resolved, (path, group) in files.items():
             if resolved == changed:
                 self.logger.warning(f"{Path(path).name} changed on disk since it was opened: showing it as it is now")
-            controller = self._controller_showing(path)  # the changed file may hold the other path's scene now
-            cache = controller.cache if controller is not None else self._open_cache(path)
+            controller, cache = self._open_scene(path)  # the changed file may hold the other path's scene now
+            cache = controller.cache if controller is not None else cache
             if cache is None:
                 QgsProject.instance().removeMapLayers([layer.id() for layer in group])
                 continue

@@ -59,11 +59,21 @@ def cache_folder(sarc_path, cache_root) -> Path:
         return Path(cache_root) / cache_key(sarc_path, reader.body_sha256.hex())
 
 
+def raster_cache_folder(raster: CompressedRaster, cache_root) -> Path:
+    """`cache_folder` of a file open already: its header is not read again."""
+    return Path(cache_root) / cache_key(raster.path, raster.body_sha256)
+
+
 class SceneCache:
     """The decoded-tile cache of one .sarc file. Not thread-safe: one decode at a time (the layer ensures it)."""
 
-    def __init__(self, sarc_path, cache_root, model_dirs=None, device: str = "auto"):
-        self.raster = CompressedRaster(sarc_path, model_dirs=model_dirs, device=device)
+    def __init__(self, sarc_path, cache_root, model_dirs=None, device: str = "auto",
+                 raster: CompressedRaster | None = None):
+        """`raster`: `sarc_path` open already, taken over (closed with the cache). The plugin opens a file to
+        tell whether a layer shows its scene already; opened again here, its header (with the tile index, large
+        for a big scene) was parsed twice on QGIS's main thread."""
+        self.raster = raster if raster is not None else CompressedRaster(sarc_path, model_dirs=model_dirs,
+                                                                         device=device)
         self._source = _identity(self.raster.path)
         self.grid = self.raster.grid
         gcps = self.raster.info["raster"].get("gcps")
@@ -72,7 +82,7 @@ class SceneCache:
         except InputRasterError:
             self.raster.close()
             raise
-        self.folder = Path(cache_root) / cache_key(self.raster.path, self.raster.body_sha256)
+        self.folder = raster_cache_folder(self.raster, cache_root)
         self.tiff_path = self.folder / TIFF_NAME
         self._state_path = self.folder / STATE_NAME
         ov = self.raster.info.get("overview")
@@ -385,4 +395,4 @@ def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
     return removed
 
 
-__all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder"]
+__all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder", "raster_cache_folder"]
