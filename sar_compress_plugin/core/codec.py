@@ -5,6 +5,12 @@ them over files or windows. Both stream tile by tile: memory is bounded by a til
 latent chunks, never by the raster size. Outputs are written under a temporary name and renamed into place at
 the end, so a failure or a cancel never leaves a partial file, and the input is only ever opened read-only.
 
+Values are GDAL's physical values, stored * scale + offset for a band with a scale or offset (a quantized
+sigma0 product: int16 hundredths of a dB; raster_io.physical_values), so that the domain, the clip range, the
+outlier margins and every dB figure (a --target-db-rmse, the reported estimates) are in the units the product
+measures. The nodata value, which GDAL compares with the stored values, marks pixels before the scaling; a
+reconstruction writes the stored values back under the same scale and offset (`CompressedRaster.scaling`).
+
 What goes through the network and what does not:
 * valid pixels inside the band's clip range [lo, hi] dB: encoder -> gain-scaled latents, range-coded under the
   mean-scale hyperprior at the chosen quality (core/hyperprior.py) -> decoder;
@@ -41,7 +47,7 @@ from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams,
                             canonical_domain, denormalise, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
-from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, check_output_path,
+from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, band_scaling, check_output_path,
                         remove_stale_partials, same_file, shifted_gcps, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
 from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
@@ -158,11 +164,14 @@ def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
 
 # --- domain and statistics -------------------------------------------------------------------------------
 
-def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> tuple[str, str]:
-    """(domain, why) when the user gives no domain; robust to a few odd pixels.
+def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None,
+                   scaled: bool = False) -> tuple[str, str]:
+    """(domain, why) when the user gives no domain; robust to a few odd pixels. `sample`: physical values
+    (raster_io.physical_values); `scaled`: the band has a GDAL scale or offset.
 
     1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection and our reconstructions carry) wins;
-    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes);
+    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes), except scaled ones
+       whose physical values are at least 5% negative, which amplitude cannot be: dB (int16 hundredths of a dB);
     3. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
        One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
        user can see the call was sensible.
@@ -173,27 +182,30 @@ def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None)
             return canonical_domain(tag), f"VALUE_DOMAIN tag {tag!r}"
         except SarCompressError:
             log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
-    if np.dtype(dtype).kind in "iu":
+    integer = np.dtype(dtype).kind in "iu"
+    if integer and not scaled:
         return "amplitude", f"integer data type {dtype}"
     finite = sample[np.isfinite(sample)]
     if not finite.size:
-        return "intensity", "no finite values sampled"
+        return ("amplitude", f"integer data type {dtype}") if integer else ("intensity", "no finite values sampled")
     share = float((finite < 0).mean())
     p1, p99 = (float(v) for v in np.percentile(finite, (1, 99)))
     stats = f"{100 * share:.1f}% negative values, 1st-99th percentile {p1:.3g}..{p99:.3g}"
+    kind = f"{dtype} data with a scale/offset" if integer else "float data"
     if share >= DB_NEGATIVE_SHARE:
-        return "db", f"float data with {stats}"
-    return "intensity", f"float data with {stats}"
+        return "db", f"{kind} with {stats}"
+    return ("amplitude" if integer else "intensity"), f"{kind} with {stats}"
 
 
-def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None) -> str:
+def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None, scaled: bool = False) -> str:
     """The domain `explain_domain` chooses, without the reason."""
-    return explain_domain(dtype, sample, metadata)[0]
+    return explain_domain(dtype, sample, metadata, scaled)[0]
 
 
 def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
     """A strided subsample of one band's pixels other than `nodata` and those its GDAL mask marks invalid, read
-    in row blocks (the mask by the same blocks) so memory stays bounded.
+    in row blocks (the mask by the same blocks) so memory stays bounded; physical values (`RasterReader.physical`:
+    float64 through a scale/offset, where the stored ones are compared with `nodata` first).
 
     Nodata is dropped here because a fill value such as -9999 on half a linear raster would otherwise make the
     domain inference call it dB; masked pixels for the same reason, and because they must not move the clip
@@ -208,7 +220,8 @@ def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
         valid = reader.read_valid(band, 0, r0, info.width, h)
         parts.append(part if valid is None else part[valid[::stride, ::stride].ravel()])
     sample = np.concatenate(parts)
-    return sample if nodata is None or np.isnan(nodata) else sample[sample != nodata]
+    sample = sample if nodata is None or np.isnan(nodata) else sample[sample != nodata]
+    return reader.physical(band, sample)[0]
 
 
 def _true_db(values: np.ndarray, domain: str) -> np.ndarray:
@@ -274,20 +287,24 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         names = list(opts.band_names) if opts.band_names else list(info.band_names)
         if len(names) != info.band_count:
             raise InputRasterError(f"{input_path}: {len(names)} band names given for {info.band_count} bands")
+        for b in range(info.band_count):
+            if (info.scaling(b) or (1.0,))[0] == 0:  # (a non-finite one reads as none: raster_io._finite_or_none)
+                raise InputRasterError(f"{input_path}: band {b + 1} has GDAL scale 0, so every pixel would mean "
+                                       "its offset alone; fix the band's scale first")
         samples = [_band_samples(reader, b, info.nodata[b]) for b in range(info.band_count)]
         if opts.domain:
             domain, why = canonical_domain(opts.domain), "given by the user"
         else:
-            domain, why = explain_domain(info.dtype, samples[0], info.metadata)
+            domain, why = explain_domain(info.dtype, samples[0], info.metadata, info.scaling(0) is not None)
         log.info("%s: value domain %s (%s)", input_path, domain, why)
-        if np.dtype(info.dtype).kind in "iu" and domain == "db":
+        if np.dtype(info.dtype).kind in "iu" and domain == "db" and info.scaling(0) is None:
             log.warning("%s: integer raster treated as dB", input_path)
         model = _load_model(opts.model_dir, opts.device)
         pp = replace(model.preprocessing, input_domain=domain)
         percentiles = tuple(pp.clip_percentiles) or DEFAULT_PERCENTILES
         bounds = []
         for b, s in enumerate(samples):
-            db, valid = to_db(s, domain, info.nodata[b], pp.noise_floor_db)
+            db, valid = to_db(s, domain, None, pp.noise_floor_db)  # the nodata pixels are out of the sample
             if not valid.any():
                 hint = ""
                 if domain != "db" and (np.nan_to_num(s, nan=0.0) < 0).any():
@@ -340,7 +357,8 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
     gain = coder.gain(rate["quality"])
     rounding = model.rounding_weights(rate["quality"]) if rate["rounding"] == "rate_distortion" else None
     nb, dtype = info.band_count, np.dtype(info.dtype)
-    writer = C.ContainerWriter(f)
+    version = C.version_for(any(info.scaling(b) is not None for b in range(nb)))
+    writer = C.ContainerWriter(f, version)
     n_entries = grid.count * nb
     index = {"latent": [None] * n_entries, "mask": [None] * n_entries, "outlier": [None] * n_entries}
     outlier_pixels = invalid_pixels = 0
@@ -361,10 +379,11 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
                 raw, ctx = read_context(lambda c, r, w, h, b=b: reader.read(b, c, r, w, h), grid, i)
                 mask = (read_context(lambda c, r, w, h, b=b: reader.read_valid(b, c, r, w, h), grid, i)[0]
                         if reader.has_mask(b) else None)
-                db, valid = to_db(raw, domain, info.nodata[b], pp.noise_floor_db, mask)
+                values, nodata = reader.physical(b, raw)
+                db, valid = to_db(values, domain, nodata, pp.noise_floor_db, mask)
                 xs.append(normalise(db, *bounds[b]))
                 core = (slice(cr0 - ctx[1], cr0 - ctx[1] + ch), slice(cc0 - ctx[0], cc0 - ctx[0] + cw))
-                cores.append((raw[core], db[core], valid[core]))
+                cores.append((raw[core], values[core], db[core], valid[core]))
             yield i, np.stack(xs)[:, None], ctx, cores
 
     def analyse(item):  # on a network worker: the latents and side information of every band of one tile
@@ -382,7 +401,7 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
             for b, (ys, z) in enumerate(latents):
                 k = b * grid.count + i
                 index["latent"][k] = writer.add_chunk(coder.encode(ys, z, rounding)[0])
-                raw, db, valid = cores[b]
+                raw, values, db, valid = cores[b]
                 if overview is not None:
                     overview.add(b, cc0, cr0, db, valid)
                 if not valid.all():
@@ -397,14 +416,14 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
                     tdb = dbf[pos].astype(np.float64)
                     floor = tdb <= pp.noise_floor_db  # to_db clamps there; outliers keep their true value
                     if floor.any():
-                        tdb[floor] = _true_db(raw.ravel()[pos[floor]], domain)
+                        tdb[floor] = _true_db(values.ravel()[pos[floor]], domain)
                     vals = np.clip(np.rint(tdb / ostep), -2**31 + 1, 2**31 - 1).astype(np.int32)
                     index["outlier"][k] = writer.add_chunk(C.encode_outliers(pos, vals))
                     outlier_pixels += int(pos.size)
             _tick(progress, (i + 1) / grid.count)
     header = {
         "format": "sarc",
-        "format_version": C.FORMAT_VERSION,
+        "format_version": version,
         "software": SOFTWARE,
         "coders": {"latent": C.LATENT_CODER, "mask": C.MASK_CODER, "outlier": C.OUTLIER_CODER},
         "model": {"name": model.name, "variant": model.variant, "decoder_sha256": model.decoder_sha256,
@@ -420,7 +439,9 @@ def _write_tiles(f, reader, model, grid, rate, pp, domain, bounds, names, opts, 
         "raster": {"width": info.width, "height": info.height, "band_count": nb, "dtype": info.dtype,
                    "band_names": [str(n) for n in names], "crs_wkt": info.crs_wkt,
                    "geotransform": list(info.geotransform), "nodata": [C.encode_nodata(v) for v in info.nodata],
-                   "metadata": dict(info.metadata), "bands": [dict(b) for b in info.bands],
+                   "metadata": dict(info.metadata),
+                   "bands": [{**band, **({"coded": "physical"} if info.scaling(b) is not None else {})}
+                             for b, band in enumerate(info.bands)],
                    **({"gdal_mask": info.gdal_mask} if info.gdal_mask else {}),
                    **({"alpha_band": info.alpha_band} if info.alpha_band else {}),
                    **({"gcps": info.gcps} if info.gcps else {})},
@@ -613,6 +634,12 @@ class CompressedRaster:
             self.dtype = np.dtype(r["dtype"])
             self.domain = canonical_domain(h["domain"])
             self.nodata = [C.decode_nodata(v) for v in r["nodata"]]
+            #: per band, (scale, offset) when the band was coded as physical values (raster_io.physical_values:
+            #: header `raster.bands[b].coded` is "physical"), else None: decoded values are turned back into
+            #: stored ones, (v - offset) / scale, which a reconstruction writes under that scale and offset.
+            #: Files written before the codec read scale and offset coded the stored values: None, as they were.
+            bands = list(r.get("bands") or [])
+            self.scaling = [_coded_scaling(bands[b]) if b < len(bands) else None for b in range(self.bands)]
             #: how the source marked invalid pixels beyond nodata (raster_io.RasterInfo.gdal_mask); "" for none
             self.gdal_mask = str(r.get("gdal_mask") or "")
             self.quality = float(h["rate"]["quality"])
@@ -694,8 +721,9 @@ class CompressedRaster:
         return read_overview(self._reader, band)
 
     def to_raster_values(self, db: np.ndarray, band: int) -> np.ndarray:
-        """dB values (NaN = invalid) in the file's domain and dtype, invalid as the band's fill value."""
-        out = self._cast(from_db(np.nan_to_num(db, nan=0.0).astype(np.float64), self.domain))
+        """dB values (NaN = invalid) in the file's domain and dtype (as stored: `scaling`), invalid as the band's
+        fill value."""
+        out = self._cast(from_db(np.nan_to_num(db, nan=0.0).astype(np.float64), self.domain), band)
         out[np.isnan(db)] = _fill_value(self.dtype, self.nodata[band])
         return out
 
@@ -724,7 +752,7 @@ class CompressedRaster:
                 self.latents(b, t)
 
     def decode_tile(self, band: int, tile: int) -> np.ndarray:
-        """One tile's core (real pixels only), in the original domain and dtype."""
+        """One tile's core (real pixels only), in the original domain and dtype, as stored (`scaling`)."""
         g, f = self.grid, self.grid.factor
         (lc0, lr0, lw, lh), tiles = latent_block(g, tile, self.model.decoder_reach)
         block = np.zeros((self.channels, lh, lw), dtype=np.float32)
@@ -739,15 +767,16 @@ class CompressedRaster:
         c0, r0, w, h = g.core_in_raster(tile)
         xc = x[r0 - lr0 * f:r0 - lr0 * f + h, c0 - lc0 * f:c0 - lc0 * f + w]
         lo, hi = self.info["clip_db"][band]
-        db = denormalise(xc, lo, hi).astype(self._work_dtype)
+        work = self._work_dtype(band)
+        db = denormalise(xc, lo, hi).astype(work)
         k = band * g.count + tile
         what = f"{self.path}: tile {tile} band {band + 1}"
         entry = self.info["chunks"]["outlier"][k]
         if entry is not None:
             pos, vals = C.decode_outliers(self._reader.read_chunk(entry, what), w * h, what)
             db.ravel()[pos] = vals.astype(np.float64) * self.outlier_step
-        values = from_db(db, self.domain, self._work_dtype)
-        out = self._cast(values)
+        values = from_db(db, self.domain, work)
+        out = self._cast(values, band)
         entry = self.info["chunks"]["mask"][k]
         if entry is not None:
             valid, pos, vals = C.decode_mask(self._reader.read_chunk(entry, what), (h, w), self.dtype, what)
@@ -768,22 +797,39 @@ class CompressedRaster:
             valid |= C.decode_mask(self._reader.read_chunk(entry, what), (h, w), self.dtype, what)[0]
         return valid
 
-    @property
-    def _work_dtype(self) -> np.dtype:
+    def _work_dtype(self, band: int) -> np.dtype:
         """The float precision a tile's dB and values are computed in: float32 when the output holds no more
-        (float32, 8- and 16-bit integers), float64 for float64 and 32-bit integer outputs."""
+        (float32, 8- and 16-bit integers), float64 for float64 and 32-bit integer outputs and for a band coded
+        through a scale and offset (an offset may hold most of a value's digits)."""
         dt = self.dtype
-        return np.dtype(np.float32) if dt == np.float32 or (dt.kind in "iu" and dt.itemsize <= 2) \
-            else np.dtype(np.float64)
+        return np.dtype(np.float32) if self.scaling[band] is None and (
+            dt == np.float32 or (dt.kind in "iu" and dt.itemsize <= 2)) else np.dtype(np.float64)
 
-    def _cast(self, values: np.ndarray) -> np.ndarray:
-        dt = self.dtype
+    def _cast(self, values: np.ndarray, band: int) -> np.ndarray:
+        """Decoded values of `band` in the file's dtype: through its `scaling` back to stored values, then for
+        integers rounded and clipped so that a valid pixel stays valid (> 0 in a linear domain, after the
+        scaling; and, through a scaling, off the band's nodata value)."""
+        dt, scaling = self.dtype, self.scaling[band]
+        if scaling is not None:
+            values = (np.asarray(values, dtype=np.float64) - scaling[1]) / scaling[0]
         if dt.kind == "f":
             with np.errstate(over="ignore", invalid="ignore"):
-                return values.astype(dt)
+                out = values.astype(dt)
+            return out if scaling is None or self.domain == "db" else _keep_positive(out, scaling)
         ii = np.iinfo(dt)
-        lo = max(ii.min, 1) if self.domain != "db" else ii.min  # a valid linear pixel must stay > 0
-        return np.clip(np.rint(values), lo, ii.max).astype(dt)
+        lo, hi = ii.min, ii.max
+        if self.domain != "db":  # a valid linear pixel must stay > 0
+            lo, hi = _positive_stored_range(lo, hi, scaling)
+        out = np.clip(np.rint(values), lo, hi).astype(dt)
+        nodata = self.nodata[band]
+        if scaling is not None and nodata is not None and np.isfinite(nodata) and lo <= nodata <= hi:
+            # a pixel rounded onto the nodata value would read as nodata: the next stored value towards its own
+            hit = out == nodata
+            if hit.any():
+                up = values[hit] > nodata
+                up = np.where(nodata + 1 > hi, False, np.where(nodata - 1 < lo, True, up))
+                out[hit] = np.where(up, nodata + 1, nodata - 1).astype(dt)
+        return out
 
     def iter_tiles(self, window: Window | None = None, bands=None):
         """(band, tile, core window in raster, pixels) for each tile overlapping `window`, streaming."""
@@ -843,6 +889,47 @@ class CompressedRaster:
         self.close()
 
 
+def _coded_scaling(band: dict) -> tuple[float, float] | None:
+    """(scale, offset) of a header's `raster.bands` entry whose values were coded physical, else None."""
+    if not isinstance(band, dict) or band.get("coded") != "physical":
+        return None
+    scaling = band_scaling(band)
+    if scaling is not None and not (scaling[0] != 0 and all(math.isfinite(v) for v in scaling)):
+        raise ValueError(f"band scale {scaling[0]} and offset {scaling[1]}")
+    return scaling
+
+
+def _positive_stored_range(lo: int, hi: int, scaling) -> tuple[int, int]:
+    """The stored integers within lo..hi whose physical value is > 0: from 1 without a scaling; through one,
+    those above (scale > 0) or below (scale < 0) -offset / scale. Left at lo..hi when none is."""
+    if scaling is None:
+        return max(lo, 1), hi
+    scale, offset = scaling
+    edge = -offset / scale
+    if scale > 0:
+        first = math.floor(edge) + 1 if math.isfinite(edge) and edge > lo else lo
+        while first <= hi and first * scale + offset <= 0:  # rounding of -offset / scale
+            first += 1
+        return (first, hi) if first <= hi else (lo, hi)
+    last = math.ceil(edge) - 1 if math.isfinite(edge) and edge < hi else hi
+    while last >= lo and last * scale + offset <= 0:
+        last -= 1
+    return (lo, last) if last >= lo else (lo, hi)
+
+
+def _keep_positive(out: np.ndarray, scaling) -> np.ndarray:
+    """Float stored values whose physical value (`stored * scale + offset`, float64) is <= 0, moved by ulps
+    towards a positive one: a large offset may leave a small linear value no room in the stored float."""
+    scale, offset = scaling
+    towards = np.array(math.copysign(np.inf, scale), dtype=out.dtype)
+    for _ in range(64):
+        bad = ~(out.astype(np.float64) * scale + offset > 0) & np.isfinite(out)
+        if not bad.any():
+            break
+        out[bad] = np.nextafter(out[bad], towards)
+    return out
+
+
 def _warn_per_band_nodata(nodata, out) -> None:
     """A GeoTIFF holds one nodata value for all its bands (GDAL writes the last one set for every band), so a
     source whose bands had different ones (a VRT, an ENVI or HDF product) came back with every band claiming the
@@ -895,7 +982,8 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
     """Write a GeoTIFF reconstruction of a .sarc file (or of a window of it), tile by tile.
 
     The GeoTIFF carries the original's dataset and band metadata, descriptions, colour interpretation and
-    scale/offset, plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags,
+    scale/offset (the pixels of a band coded through them written back as stored values: GDAL reads them as the
+    original's physical values, `CompressedRaster.scaling`), plus a `VALUE_DOMAIN` tag naming the file's domain, so that recompressing it needs no flags,
     and a RECONSTRUCTION_TAG naming the .sarc, so that a reconstruction is told from its original (the plugin's
     quality maps put each in its role).
 

@@ -34,7 +34,9 @@ from .errors import ContainerFormatError, OutputPathError
 log = logging.getLogger(__name__)
 
 MAGIC = b"SARC\x89\r\n\x1a"
-FORMAT_VERSION = 4  # 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization"); 4: header dictionary
+FORMAT_VERSION = 5  # the newest read. 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization");
+#                     4: header dictionary; 5: bands coded as physical values (`version_for`)
+PHYSICAL_BANDS_SINCE = 5  # a band coded as stored * scale + offset (header raster.bands[b].coded == "physical")
 ZSTD_HEADER_SINCE = 2  # versions before this store the header as plain JSON
 DICTIONARY_HEADER_SINCE = 4  # from this version the header's zstd frame uses HEADER_DICTIONARY
 PREAMBLE = struct.Struct("<8sHHI")  # magic, version, flags, reserved
@@ -159,14 +161,21 @@ def decode_outliers(data: bytes, npx: int, what: str) -> tuple[np.ndarray, np.nd
 
 # --- writing ----------------------------------------------------------------------------------------------
 
+def version_for(physical_bands: bool) -> int:
+    """The version a file is written as: the lowest that reads it right. A version-4 reader would write a band
+    coded as physical values back as stored ones, under its scale and offset a second time; every other file
+    stays version 4, which such readers decode as before."""
+    return PHYSICAL_BANDS_SINCE if physical_bands else PHYSICAL_BANDS_SINCE - 1
+
+
 class ContainerWriter:
     """Streams chunks into an open (temporary) file, then the header and footer."""
 
-    def __init__(self, fileobj):
+    def __init__(self, fileobj, version: int = FORMAT_VERSION):
         self._f = fileobj
         self._sha = hashlib.sha256()
         self._pos = 0
-        self._write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 0))
+        self._write(PREAMBLE.pack(MAGIC, version, 0, 0))
 
     def _write(self, b: bytes) -> None:
         self._f.write(b)

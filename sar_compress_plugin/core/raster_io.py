@@ -13,6 +13,12 @@ windows as the pixels (`RasterReader.read_valid`), so memory stays bounded by a 
 not data: it is left out of the bands the reader describes and reads (`RasterInfo.band_count` counts the data
 bands; `source_bands` maps them to GDAL's band numbers) and used as the mask of every data band.
 
+Stored and physical values: GDAL's scale and offset (`GetScale`, `GetOffset`) say what a band's stored numbers
+mean, physical = stored * scale + offset (a quantized sigma0 product: int16 hundredths of a dB). `read` gives the
+stored values, in the raster's dtype; `physical_values` turns them into what they measure, in float64, after
+masking the band's nodata value, which GDAL compares with the stored values. The codec codes physical values and
+its reconstruction writes them back as stored values under the same scale and offset.
+
 Inputs are local files or GDAL virtual file system paths (`/vsizip/archive.zip/scene.tif`, `/vsigzip/`,
 `/vsitar/`, `/vsicurl/`, ...), read through GDAL's own file layer; outputs are always local files.
 
@@ -121,6 +127,12 @@ class RasterInfo:
     @property
     def itemsize(self) -> int:
         return np.dtype(self.dtype).itemsize
+
+    def scaling(self, band: int) -> tuple[float, float] | None:
+        """(scale, offset) of data band `band` (0-based) when GDAL gives it either, else None: physical values
+        are then `stored * scale + offset` (see `physical_values`)."""
+        extra = self.bands[band] if band < len(self.bands) else {}
+        return band_scaling(extra)
 
     @property
     def raw_bytes(self) -> int:
@@ -373,6 +385,29 @@ def _finite_or_none(v, identity: float):
     return float(v) if v is not None and np.isfinite(v) and v != identity else None
 
 
+def band_scaling(band: dict) -> tuple[float, float] | None:
+    """(scale, offset) from a band's description (`RasterInfo.bands`, a header's `raster.bands`), or None when
+    it has neither (both are stored as None when they are GDAL's identity, 1 and 0)."""
+    scale, offset = band.get("scale"), band.get("offset")
+    if scale is None and offset is None:
+        return None
+    return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
+
+
+def physical_values(stored: np.ndarray, nodata,
+                    scaling: tuple[float, float] | None) -> tuple[np.ndarray, float | None]:
+    """(values, nodata) of pixels read from a band with `scaling` (`RasterInfo.scaling`): without one, `stored`
+    and `nodata` as they are; with one, GDAL's physical values `stored * scale + offset` in float64, the pixels
+    equal to `nodata` (which GDAL compares with the stored values) as NaN, and no nodata value, as a scaled fill
+    value means nothing. What the codec measures, codes and reports in dB."""
+    if scaling is None:
+        return stored, nodata
+    values = np.asarray(stored, dtype=np.float64) * scaling[0] + scaling[1]
+    if nodata is not None and not np.isnan(nodata):
+        values[stored == nodata] = np.nan
+    return values, None
+
+
 def read_raster_info(path: str | os.PathLike) -> RasterInfo:
     """Open, describe and close a raster; raises InputRasterError with the reason when it cannot be used."""
     ds = _open(path)
@@ -439,10 +474,15 @@ class RasterReader:
         return arr
 
     def read(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray:
-        """Pixels of data band `band` (0-based; an alpha band is not one) in a window that must lie inside the
-        raster, in the raster's dtype."""
+        """Stored pixels of data band `band` (0-based; an alpha band is not one) in a window that must lie inside
+        the raster, in the raster's dtype (no scale or offset applied: `physical`)."""
         self._check_window(band, col, row, width, height)
         return self._read_band(self._bands[band], "read", col, row, width, height)
+
+    def physical(self, band: int, stored: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """(values, nodata) of pixels `read` from data band `band`: `physical_values` with the band's nodata and
+        scale/offset (nodata as `RasterInfo.nodata` has it, a value given to the constructor included)."""
+        return physical_values(stored, self.info.nodata[band], self.info.scaling(band))
 
     def read_valid(self, band: int, col: int, row: int, width: int, height: int) -> np.ndarray | None:
         """Where the GDAL mask of `band` (0-based) marks the pixels of a window valid (bool, non-zero mask or

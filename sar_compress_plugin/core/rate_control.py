@@ -67,8 +67,8 @@ def _sample(model, reader, grid, domain, bounds, pp):
     def read(i):
         c, r, w, h = grid.core_in_raster(i)
         for b in range(info.band_count):
-            db, valid = to_db(reader.read(b, c, r, w, h), domain, info.nodata[b], pp.noise_floor_db,
-                              reader.read_valid(b, c, r, w, h))
+            values, nodata = reader.physical(b, reader.read(b, c, r, w, h))  # through a scale/offset, as coded
+            db, valid = to_db(values, domain, nodata, pp.noise_floor_db, reader.read_valid(b, c, r, w, h))
             yield b, db, valid, h, w
 
     def take(picks):

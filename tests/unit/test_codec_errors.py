@@ -309,7 +309,7 @@ def test_cli_happy_path_prints_measured_figures(small, tmp_path, tiny_bundle, ca
     assert cli.info_main([str(out), "--verify"]) == 0
     assert "verify: OK" in capsys.readouterr().out
     assert cli.info_main([str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["format_version"] == container.FORMAT_VERSION
+    assert json.loads(capsys.readouterr().out)["format_version"] == container.version_for(physical_bands=False)
     rec = tmp_path / "cli.tif"
     assert cli.reconstruct_main([str(out), str(rec), "--model-dir", str(tiny_bundle), "--device", "cpu",
                                  "--window", "8", "8", "20", "16", "-q"]) == 0

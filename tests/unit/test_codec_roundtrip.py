@@ -314,7 +314,7 @@ def test_compressed_raster_is_picklable(berlin_sarc, tiny_bundle):
 def test_header_records_everything_needed(berlin_sarc):
     sarc, res = berlin_sarc
     h = codec.read_header(sarc)
-    assert h["format_version"] == container.FORMAT_VERSION
+    assert h["format_version"] == container.version_for(physical_bands=False) == 4
     assert h["coders"]["latent"] == container.LATENT_CODER == "range-meanscale-int16"
     assert h["rate"] == {"quality": 1.0, "levels": 3, "chosen_by": "default", "rounding": "rate_distortion"}
     assert "quantization" not in h
@@ -333,7 +333,7 @@ def test_header_is_zstd_framed_against_the_frozen_dictionary(berlin_sarc):
 
     sarc, _ = berlin_sarc
     raw = sarc.read_bytes()
-    assert container.PREAMBLE.unpack(raw[:container.PREAMBLE.size])[1] == container.FORMAT_VERSION == 4
+    assert container.PREAMBLE.unpack(raw[:container.PREAMBLE.size])[1] == container.version_for(physical_bands=False) == 4
     off, length, *_ = container.FOOTER.unpack(raw[-container.FOOTER.size:])
     body = raw[off:off + length]
     assert body[:4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
