@@ -7,6 +7,13 @@ the visible window are still missing and decodes them in a `DecodeTilesTask` (a 
 first; after every tile the layer's GDAL dataset is reopened (`reloadData`) and repainted, so the picture fills
 in while the user keeps working. Zoomed out past the overview's resolution nothing is decoded: the overview is
 what the screen can show. Why this and not a Python QgsRasterDataProvider: see docs/architecture.md.
+
+A project keeps a scene layer as a GDAL layer on a file of the cache, which `evict()` may have deleted by the time
+the project is read again. QGIS would read the layer invalid and stop at its modal "Handle Unavailable Layers"
+dialog (whose "Remove Unavailable Layers" deletes the layer) before the plugin could repair it at readProject;
+a custom bad-layer handler would replace QGIS's own for every other layer. So `rebuild_evicted_cache`, a path
+preprocessor QGIS calls before it opens any layer, makes such a file again from the scene's .sarc, which the
+cache root's registry names (core/scene_cache.py).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from qgis.core import (
     QgsCsException,
     QgsDataProvider,
     QgsMultiBandColorRenderer,
+    QgsPathResolver,
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
@@ -45,6 +53,9 @@ log = logging.getLogger(__name__)
 #: The layer's SAR style: "grey:<band>" or "composite:<vv band>,<vh band>" (the style dialog starts from it).
 STYLE_PROPERTY = "sar_compress/style"
 COMPOSITE_NAME = "composite.vrt"
+#: The files of a cache folder a layer shows: the cache GeoTIFF (core.scene_cache.TIFF_NAME, not imported here: see
+#: `_controller_showing`) or the VV/VH composite over it.
+CACHE_VIEW_NAMES = frozenset({"scene.tif", COMPOSITE_NAME})
 #: Percentile stretch of each composite channel (of the pixels decoded or in the stored overview).
 COMPOSITE_PERCENTILES = (2.0, 98.0)
 #: Grey ramp stops across the band's clip range: piecewise linear in value, so close to linear in dB.
@@ -158,6 +169,9 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     else:
         fact = 10.0 if domain == "intensity" else 20.0
         db_bands = _vrt_band(1, [(tiff, vv)], "dB", fact) + _vrt_band(2, [(tiff, vh)], "dB", fact)
+    from .core.scene_cache import register_scene  # noqa: PLC0415 - lazy, as SceneCache
+
+    register_scene(cache.folder, cache.raster.path, composite=(vv, vh))  # to write them again once evicted
     (cache.folder / "db.vrt").write_text(head + db_bands + "</VRTDataset>\n")
     composite = cache.folder / COMPOSITE_NAME
     # Named, so that the legend (and Identify) says which channel is which polarisation, not "Band 1, 2, 3".
@@ -423,6 +437,62 @@ def tile_cache_root() -> Path:
     return Path(QgsApplication.qgisSettingsDirPath()) / "sar_compress" / "tile_cache"
 
 
+def rebuild_evicted_cache(path: str) -> str:
+    """QgsPathResolver path preprocessor: `path` (a stored layer source, maybe relative to the project file) when it
+    is not a missing file of a scene's cache folder; else that file made again from the .sarc the registry names
+    for the folder, under the settings' cache root, as an absolute path (the stored one, relative, need not lead
+    to that root). QGIS calls it for every path of every project read, so a path of no cache file costs a string
+    split, and it never raises: what cannot be made is left to the repair at readProject, as before (one line in
+    the log). A composite's VRTs are made only where the registry knows its bands; a .sarc that has become another
+    scene makes nothing here: the layer must take that scene's stretch, which the repair gives it."""
+    head, _, name = path.replace("\\", "/").rpartition("/")
+    if name not in CACHE_VIEW_NAMES or not head:
+        return path
+    try:
+        return _rebuild_cache_file(path, head.rpartition("/")[2], name)
+    except Exception as exc:  # noqa: BLE001 - QGIS is reading a project: it must go on as before
+        log.warning("%s: cannot make the scene's tile cache again (%s: %s)", path, type(exc).__name__, exc)
+        return path
+
+
+def _rebuild_cache_file(path: str, folder_name: str, name: str) -> str:
+    stored = Path(path)
+    if not stored.is_absolute():
+        home = QgsProject.instance().absolutePath()  # what QGIS resolves a project's relative paths against
+        stored = Path(home) / stored if home else None
+    if (stored is not None and stored.is_file()) or check_dependencies():
+        return path
+    from .core.scene_cache import registered_scene  # noqa: PLC0415 - lazy, as SceneCache
+
+    settings = PluginSettings.load()
+    root = _cache_root(settings)
+    entry = registered_scene(root, folder_name)
+    if entry is None:  # no scene's folder, a damaged registry, or a folder of another cache root
+        return path
+    made = root / folder_name / name
+    if made.is_file():
+        return str(made)
+    bands = entry.get("composite")
+    if name == COMPOSITE_NAME and bands is None:
+        return path
+    from .core.codec import CompressedRaster  # noqa: PLC0415
+    from .core.scene_cache import SceneCache, raster_cache_folder  # noqa: PLC0415
+
+    raster = CompressedRaster(entry["sarc"], model_dirs=settings.reconstruct_model_dirs(), device=settings.device)
+    try:
+        if raster_cache_folder(raster, root).name != folder_name:
+            log.info("%s: %s is another scene now; its layers are pointed at it as the project is read", path,
+                     entry["sarc"])
+            return path
+        cache = SceneCache(raster.path, root, raster=raster)
+        if name == COMPOSITE_NAME:
+            write_composite_vrt(cache, *bands)
+    finally:
+        raster.close()
+    log.info("%s: tile cache deleted (evicted); made again from %s", path, entry["sarc"])
+    return str(made)
+
+
 #: providerKey of the "custom" mime uri of a .sarc Browser item (gui/browser.py): QGIS hands a drop of that
 #: uri to the drop handler whose customUriProviderKey() is the same.
 SCENE_URI_KEY = "sar_compress_scene"
@@ -501,6 +571,7 @@ class SceneLayers:
         project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._adopt_project_layers)
         iface.layerSavedAs.connect(self._saved_as)
+        self._path_hook = QgsPathResolver.setPathPreprocessor(rebuild_evicted_cache)
         self._adopt_project_layers()
 
     def _adopt_project_layers(self, *_) -> None:
@@ -772,6 +843,7 @@ class SceneLayers:
         QTimer.singleShot(0, lambda: self.logger.log(message, Qgis.MessageLevel.Warning, push=True, duration=0))
 
     def unload(self) -> None:
+        QgsPathResolver.removePathPreprocessor(self._path_hook)
         project = QgsProject.instance()
         try:
             project.layersWillBeRemoved.disconnect(self._layers_removed)

@@ -12,6 +12,11 @@ The set of decoded tiles is kept beside the GeoTIFF (`tiles.json`, written under
 so a scene opened again reuses what was decoded before. Cache folders are keyed by the .sarc body SHA-256, so a
 changed file never shows stale pixels. `evict()` keeps the whole cache under a size limit (least recently used
 scene first). No QGIS here: the plugin's layer (scene_layer.py) drives this from a QgsTask.
+
+The cache root also holds the scene registry (`REGISTRY_NAME`), which `evict()` never deletes: each cache folder's
+name and the .sarc it is made from (and the bands of its VV/VH composite, when one was written). A project read
+after its scene's folder was evicted names only the folder's files; the registry tells which .sarc makes them
+again (`registered_scene`), before QGIS opens the layer and finds it unavailable.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import logging
 import math
 import os
 import shutil
-from contextlib import closing
+import threading
+from contextlib import closing, suppress
 from itertools import takewhile
 from pathlib import Path
 
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 STATE_NAME = "tiles.json"
 TIFF_NAME = "scene.tif"
 TMP_TIFF_NAME = TIFF_NAME + ".tmp.tif"
+#: In the cache root, beside the scene folders: a name of the plugin's own, for the root may be a folder of the user's.
+REGISTRY_NAME = "sar_compress_scenes.json"
 
 _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16,
                "int16": gdal.GDT_Int16, "uint32": gdal.GDT_UInt32, "int32": gdal.GDT_Int32,
@@ -96,6 +104,7 @@ class SceneCache:
             self._drop_views()
         else:
             os.utime(self._state_path)  # least-recently-used order for evict()
+        register_scene(self.folder, self.raster.path)
 
     @property
     def header(self) -> dict:
@@ -366,10 +375,74 @@ def folder_size(folder: Path) -> int:
     return total
 
 
+def _read_registry(root: Path) -> dict[str, dict] | None:
+    """The registry's scenes, well-formed entries only; None when the file is missing or is no registry."""
+    try:
+        scenes = json.loads((root / REGISTRY_NAME).read_text(encoding="utf-8"))["scenes"]
+        if not isinstance(scenes, dict):
+            raise TypeError("not a mapping")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("%s: unreadable scene registry (%s)", root / REGISTRY_NAME, exc)
+        return None
+    out = {}
+    for name, entry in scenes.items():
+        if isinstance(entry, dict) and isinstance(entry.get("sarc"), str) and entry["sarc"]:
+            bands = entry.get("composite")
+            ok = isinstance(bands, list) and len(bands) == 2 and all(type(b) is int and b >= 1 for b in bands)
+            out[name] = {"sarc": entry["sarc"], **({"composite": bands} if ok else {})}
+    return out
+
+
+def registered_scene(cache_root, folder_name: str) -> dict | None:
+    """The registry's entry of a cache folder: {"sarc": path, "composite": [vv, vh] (where one was written)}; None
+    when the folder is not registered, or there is no readable registry (a damaged one is made anew at the next
+    register_scene)."""
+    return (_read_registry(Path(cache_root)) or {}).get(folder_name)
+
+
+_registry_lock = threading.Lock()
+
+
+def register_scene(folder, sarc_path, composite: tuple[int, int] | None = None) -> None:
+    """Record in the registry of `folder`'s cache root that `folder` is made from `sarc_path` (with `composite`:
+    its VV/VH composite's bands too). Entries of .sarc files that are gone, or whose file is now another scene's
+    (an entry of the same path under another folder), are dropped, so the registry stays as small as the set of
+    scenes. Written under a temporary name and renamed; never raises (a registry that cannot be written only
+    means an evicted cache is rebuilt as the project's layers are repaired, as before there was one)."""
+    folder = Path(folder)
+    root, name, sarc = folder.parent, folder.name, os.path.abspath(sarc_path)
+    path = root / REGISTRY_NAME
+    tmp = path.with_name(f"{REGISTRY_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with _registry_lock:
+        try:
+            scenes = _read_registry(root)
+            if scenes is None and path.exists():
+                log.warning("%s: unreadable scene registry; making it anew", path)
+            old = dict(scenes or {})
+            entry = {"sarc": sarc}
+            previous = old.get(name)
+            if composite is not None:
+                entry["composite"] = [int(composite[0]), int(composite[1])]
+            elif previous is not None and previous["sarc"] == sarc and "composite" in previous:
+                entry["composite"] = previous["composite"]
+            kept = {k: v for k, v in old.items() if k != name and v["sarc"] != sarc and os.path.isfile(v["sarc"])}
+            kept[name] = entry
+            if kept == old and scenes is not None:
+                return
+            tmp.write_text(json.dumps({"scenes": kept}, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: cannot write the scene registry (%s)", path, exc)
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
 def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
     """Delete least recently used scene folders until the cache is under `limit_bytes`; `keep` (open scenes)
     are never deleted, nor is any folder that is not a scene's (the cache folder is a setting: a user may
-    point it at a folder of their own). Returns the folders removed."""
+    point it at a folder of their own), nor the scene registry (a file). Returns the folders removed."""
     root = Path(cache_root)
     if not root.is_dir():
         return []
@@ -395,4 +468,5 @@ def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
     return removed
 
 
-__all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder", "raster_cache_folder"]
+__all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder", "raster_cache_folder", "register_scene",
+           "registered_scene", "REGISTRY_NAME"]

@@ -18,7 +18,14 @@ from osgeo import gdal, osr
 
 from sar_compress_plugin.core import codec
 from sar_compress_plugin.core.errors import InputRasterError, OutputPathError
-from sar_compress_plugin.core.scene_cache import SceneCache, evict, folder_size
+from sar_compress_plugin.core.scene_cache import (
+    REGISTRY_NAME,
+    SceneCache,
+    evict,
+    folder_size,
+    register_scene,
+    registered_scene,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +157,53 @@ def test_evict_deletes_least_recently_used_scenes_only(sarc, tiny_bundle, tmp_pa
     assert evict(tmp_path, 0, keep=[cache.folder]) == []
     assert evict(tmp_path, 0) == [cache.folder]
     assert (own / "beach.jpg").is_file()
+
+
+def test_the_scene_registry_names_each_folders_sarc_and_outlives_eviction(sarc, tiny_bundle, tmp_path):
+    """A project read after eviction names only the deleted folder's files: the registry beside the folders says
+    which .sarc makes them again. Kept small: entries of .sarc files that are gone, or that became another
+    scene, are dropped at the next write."""
+    copy = tmp_path / "copies" / "copy.sarc"
+    copy.parent.mkdir()
+    shutil.copy(sarc[0], copy)
+    root = tmp_path / "cache"
+    for path in (sarc[0], copy):
+        _open((path,), root, tiny_bundle).close()
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir())
+    assert [registered_scene(root, f)["sarc"] for f in folders] == [str(sarc[0]), str(copy)]
+    register_scene(root / folders[0], sarc[0], composite=(1, 2))
+    assert registered_scene(root, folders[0]) == {"sarc": str(sarc[0]), "composite": [1, 2]}
+    _open(sarc, root, tiny_bundle).close()  # opened again: the composite's bands are kept
+    assert registered_scene(root, folders[0])["composite"] == [1, 2]
+
+    assert sorted(d.name for d in evict(root, 0)) == folders
+    assert registered_scene(root, folders[0])["sarc"] == str(sarc[0])
+    copy.unlink()
+    register_scene(root / "other-0123456789abcdef", sarc[0])  # the file at sarc[0] is another scene now
+    assert json.loads((root / REGISTRY_NAME).read_text()) == {"scenes": {"other-0123456789abcdef": {
+        "sarc": str(sarc[0])}}}
+    assert sorted(p.name for p in root.iterdir()) == [REGISTRY_NAME]  # no temporary file left
+
+
+@pytest.mark.parametrize("damage", [b"\x00{garbage", b"[1, 2]", b'{"scenes": [1]}',
+                                    b'{"scenes": {"berlin-0": 3, "b-1": {"sarc": 4}, "b-2": {"sarc": ""}}}'])
+def test_a_damaged_scene_registry_is_no_registry_and_is_made_anew(sarc, tiny_bundle, tmp_path, damage):
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / REGISTRY_NAME).write_bytes(damage)
+    assert all(registered_scene(root, name) is None for name in ("berlin-0", "b-1", "b-2"))
+    cache = _open(sarc, root, tiny_bundle)
+    cache.close()
+    assert json.loads((root / REGISTRY_NAME).read_text()) == {"scenes": {cache.folder.name: {"sarc": str(sarc[0])}}}
+
+
+def test_a_scene_registry_that_cannot_be_written_leaves_the_cache_working(sarc, tiny_bundle, tmp_path):
+    root = tmp_path / "cache"
+    (root / REGISTRY_NAME).mkdir(parents=True)  # in the way: neither read nor replaced
+    cache = _open(sarc, root, tiny_bundle)
+    assert cache.decode([0]) == 1 and registered_scene(root, cache.folder.name) is None
+    cache.close()
+    assert sorted(p.name for p in root.iterdir()) == sorted([REGISTRY_NAME, cache.folder.name])
 
 
 def _gcps(path) -> list:
