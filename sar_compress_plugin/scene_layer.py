@@ -578,7 +578,13 @@ class SceneLayers:
         """Decode on demand, and offer the scene actions, in the scene layers already in the project: left by the
         plugin before it was reloaded, or read with a project. Unknown to this object, they showed only the tiles
         decoded before, and opening their .sarc again added it a second time."""
-        scenes = [layer for layer in QgsProject.instance().mapLayers().values()
+        project = QgsProject.instance()
+        # the Layers panel's order, top first: the first layer of a scene is the one its controller names and
+        # open() returns; the project's own order of layers is by id, which is random
+        tree = [layer.id() for layer in project.layerTreeRoot().layerOrder()]
+        ordered = sorted(project.mapLayers().values(),
+                         key=lambda layer: tree.index(layer.id()) if layer.id() in tree else len(tree))
+        scenes = [layer for layer in ordered
                   if layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE and layer.customProperty(SARC_PATH_PROPERTY)
                   and layer.id() not in self.controllers]
         if not scenes or check_dependencies():  # no dialog here: without the codec they show what is cached

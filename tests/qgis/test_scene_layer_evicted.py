@@ -69,7 +69,7 @@ def test_a_project_whose_scene_cache_was_evicted_reads_its_scene_layers_valid(pl
     assert grey.source() == str(folder / "scene.tif") and colour.source() == str(folder / "composite.vrt")
     assert grey.renderer().type() == "singlebandpseudocolor" and grey.renderer().opacity() == 0.5
     assert colour.renderer().type() == "multibandcolor" and colour.customProperty(STYLE_PROPERTY) == "composite:1,2"
-    assert plugin.scenes.open(str(sarc)) is grey
+    assert plugin.scenes.open(str(sarc)) is colour  # the top one in the Layers panel (the copy, added last)
     controller = plugin.scenes.controllers[grey.id()]
     assert plugin.scenes.controllers[colour.id()] is controller and controller.cache.folder == folder
 
