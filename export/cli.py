@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from sar_compress_plugin import cli
 
-try:  # a Ctrl-C while torch and onnx load (seconds) is one line, as during the export (cli.entry_point)
-    import argparse
-    import json
-    import logging
-    import os
-    import sys
-    from pathlib import Path
+try:  # a Ctrl-C or SIGTERM while torch and onnx load (seconds) is one line, as in the export (cli.entry_point)
+    with cli.SigtermWhileStarting():
+        import argparse
+        import json
+        import logging
+        import os
+        import sys
+        from pathlib import Path
 
-    import numpy as np
+        import numpy as np
 
-    from export.onnx_export import ExportError, check_out_dir, export_bundle
-    from sar_compress_plugin.core.errors import SarCompressError
-    from trainer.checkpoint import load_model, training_totals
-    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+        from export.onnx_export import ExportError, check_out_dir, export_bundle
+        from sar_compress_plugin.core.errors import SarCompressError
+        from trainer.checkpoint import load_model, training_totals
+        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -68,13 +69,14 @@ def check_numbers(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None, signals) -> int:
     parser = argparse.ArgumentParser(prog="sar-export", description=__doc__,
                                      formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint", type=Path,
+    parser.add_argument("checkpoint",
                         help="a sar-train checkpoint file (a run folder's best.pth or last.pth)")
-    parser.add_argument("outdir", type=Path,
+    parser.add_argument("outdir",
                         help="bundle folder to write: a new one, or an earlier bundle to replace")
     parser.add_argument("--name", help="model name recorded in the bundle (default: variant + checkpoint folder)")
-    parser.add_argument("--calibration", type=Path, nargs="+",
-                        help="real rasters for quantiser calibration and the parity check "
+    parser.add_argument("--calibration", nargs="+",
+                        help="real rasters for quantiser calibration and the parity check, in the value domain "
+                             "the run trained with unless a MANIFEST.json beside them names theirs "
                              "(default: the checkpoint's validation scenes)")
     parser.add_argument("--tile", type=int, default=256, help="calibration tile size (multiple of 64)")
     parser.add_argument("--max-tiles", type=int, default=32, help="calibration tiles used at most")
@@ -86,10 +88,17 @@ def main(argv: list[str] | None, signals) -> int:
                         help="the quality the codec uses when the user gives none [middle of the trained levels]")
     parser.add_argument("--fp16", action="store_true", help="also write float16 copies for GPU inference")
     args = parser.parse_args(argv)
+    given = [("checkpoint", args.checkpoint), ("outdir", args.outdir),
+             *(("--calibration", path) for path in args.calibration or [])]
+    args.checkpoint, args.outdir = Path(args.checkpoint), Path(args.outdir)
+    args.calibration = [Path(path) for path in args.calibration] if args.calibration else None
     signals.watch(str(args.outdir))  # the bundle is published by one rename: a signal after it says so
     configure_cli_logging("%(message)s")
     try:
         with new_folders_removed_on_failure(Path(os.path.abspath(args.outdir)).parent):
+            # "" is the current folder to Path: `sar-export CKPT "$OUT"` with OUT unset, in an empty folder,
+            # replaced that folder (the shell's current one) with the bundle
+            cli._given(*given)
             check_numbers(args)
             check_out_dir(args.outdir, args.checkpoint)  # seconds of work would otherwise end in a traceback
             model, ckpt = load_model(args.checkpoint)
@@ -97,7 +106,11 @@ def main(argv: list[str] | None, signals) -> int:
             if not paths:
                 raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; "
                                        f"pass --calibration FILE")
-            tiles = calibration_tiles(paths, args.tile, args.max_tiles)
+            # read as the run read its data: files its manifest does not list are in the run's --domain (a
+            # folder of dB chips trained with --domain sigma0_db was calibrated as linear intensity, its negative
+            # dB values invalid: bands skipped, the others' tiles mostly noise floor)
+            domain = (ckpt.get("config") or {}).get("domain") or "intensity"
+            tiles = calibration_tiles(paths, args.tile, args.max_tiles, domain)
             history = ckpt.get("history") or []
             # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
             # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights

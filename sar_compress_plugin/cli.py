@@ -17,20 +17,50 @@ Ctrl-C there is Python's traceback.
 from __future__ import annotations
 
 
-def stop_while_starting() -> None:
-    """A Ctrl-C while a command's modules load: one line and 130 (SystemExit), not a KeyboardInterrupt
-    traceback. Used by the entry-point modules around their imports. SIGINT is ignored from here: the process
-    only exits now, and a second Ctrl-C would cut this line short with a traceback."""
+def stop_while_starting(signum: int | None = None) -> None:
+    """A Ctrl-C (or, with `signum` SIGTERM, a kill) while a command's modules load: one line and 130 (143)
+    (SystemExit), not a KeyboardInterrupt traceback. Used by the entry-point modules around their imports.
+    SIGINT is ignored from here: the process only exits now, and a second Ctrl-C would cut this line short with
+    a traceback."""
     import signal  # noqa: PLC0415 (here: the Ctrl-C may have cut short this module's import of it)
     import sys  # noqa: PLC0415
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signum = signum or signal.SIGINT
     if sys.stderr is not None:  # as _say writes, which is not defined yet
         try:
-            print("interrupted: stopped while starting; no output written", file=sys.stderr, flush=True)
+            print(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopped while starting; "
+                  "no output written", file=sys.stderr, flush=True)
         except (OSError, ValueError):
             pass
-    raise SystemExit(128 + signal.SIGINT)
+    raise SystemExit(128 + signum)
+
+
+class SigtermWhileStarting:
+    """Around an entry-point module's imports (torch and onnx: seconds), where a SIGTERM (`kill`, a job
+    scheduler's stop) killed the command without a word: there it gets a Ctrl-C's line, as "terminated", and
+    143. The handler ends the process on the spot (os._exit) rather than raising: an exception landing inside
+    an extension module's import can be swallowed by it, and the command would go on after its kill, and no
+    output exists yet to tidy up. Only in the main thread, and only where SIGTERM has its default action (an
+    ignored one stays ignored, a caller's own handler stays)."""
+
+    def __enter__(self) -> "SigtermWhileStarting":
+        self._previous = None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._previous = signal.signal(signal.SIGTERM, self._stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    @staticmethod
+    def _stop(signum, _frame) -> None:
+        try:
+            stop_while_starting(signum)
+        except SystemExit as exc:
+            os._exit(exc.code)
 
 
 try:

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from sar_compress_plugin import cli
 
-try:  # a Ctrl-C while torch loads (seconds) is one line, as during the run
-    import argparse
-    import contextlib
-    import signal
-    import sys
-    import threading
-    from pathlib import Path
+try:  # a Ctrl-C or a SIGTERM while torch loads (seconds) is one line, as during the run
+    with cli.SigtermWhileStarting():
+        import argparse
+        import contextlib
+        import signal
+        import sys
+        import threading
+        from pathlib import Path
 
-    from sar_compress_plugin.core.errors import SarCompressError
-    from sar_compress_plugin.core.raster_io import writable_folder
-    from trainer.config import TrainConfig, read_config_file, resolve
-    from trainer.registry import available_models, model_summaries
-    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+        from sar_compress_plugin.core.errors import SarCompressError
+        from sar_compress_plugin.core.raster_io import writable_folder
+        from trainer.config import TrainConfig, read_config_file, resolve
+        from trainer.registry import available_models, model_summaries
+        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -107,41 +108,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)  # --variant's help loads every model's module
-    except KeyboardInterrupt:
-        cli.stop_while_starting()
-    configure_cli_logging()
-    cli_values = {k: v for k, v in vars(args).items() if k != "config"}
-    out: Path | None = None
     terminated: list[int] = []
-    try:
-        file_values = read_config_file(args.config) if args.config else {}
-        data_given = cli_values.get("data") is not None or bool(file_values.get("data"))
-        if not data_given:
-            if not DEFAULT_MANIFEST.exists():
-                raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
-            cli_values["data"] = str(DEFAULT_MANIFEST)
-        cfg = resolve(file_values, cli_values)
-        out = Path(cfg.out)
-        with new_folders_removed_on_failure(out), _setup_undone_on_early_failure(out):
-            writable_folder(out)  # an unusable --out fails here, before the data and the model load
-            from trainer.train import adopt_resumed_settings, run_training  # heavy imports once the arguments are valid
+    # SIGTERM is a KeyboardInterrupt from the first line on: a kill while argparse loads every model's module,
+    # the config resolves or the trainer's modules load (seconds of torch) ended the run silently, and could
+    # leave the new --out folder behind
+    with _sigterm_interrupts(terminated):
+        try:
+            args = build_parser().parse_args(argv)  # --variant's help loads every model's module
+        except KeyboardInterrupt:
+            cli.stop_while_starting(signal.SIGTERM if terminated else None)
+        out: Path | None = None
+        try:
+            configure_cli_logging()
+            # "" is the current folder to Path: `--out "$RUN"` with RUN unset trained into it, `--resume "$CKPT"`
+            # started a new run over the folder's own (as no --resume does)
+            cli._given(*((f"--{k}", getattr(args, k)) for k in ("out", "data", "config", "resume", "init")))
+            cli_values = {k: v for k, v in vars(args).items() if k != "config"}
+            file_values = read_config_file(args.config) if args.config else {}
+            data_given = cli_values.get("data") is not None or bool(file_values.get("data"))
+            if not data_given:
+                if not DEFAULT_MANIFEST.exists():
+                    raise SarCompressError("no --data given and no default manifest at " + str(DEFAULT_MANIFEST))
+                cli_values["data"] = str(DEFAULT_MANIFEST)
+            cfg = resolve(file_values, cli_values)
+            out = Path(cfg.out)
+            with new_folders_removed_on_failure(out), _setup_undone_on_early_failure(out):
+                writable_folder(out)  # an unusable --out fails here, before the data and the model load
+                from trainer.train import adopt_resumed_settings, run_training  # heavy imports once args are valid
 
-            given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
-            if not data_given:  # the default manifest: a resumed run goes on with its own data instead
-                given.discard("data")
-            with _sigterm_interrupts(terminated):
+                given = set(file_values) | {k for k, v in cli_values.items() if v is not None}
+                if not data_given:  # the default manifest: a resumed run goes on with its own data instead
+                    given.discard("data")
                 result = run_training(adopt_resumed_settings(cfg, given))
-    except SarCompressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # a traceback before; the epoch's files are written together (train.interrupts_held)
-        last = None if out is None else out / "last.pth"
-        print(("terminated" if terminated else "interrupted") + ": "
-              + (f"--resume goes on from {last}" if last is not None and last.is_file() else "no checkpoint written"),
-              file=sys.stderr)
-        return 143 if terminated else 130
+        except SarCompressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # a traceback before; the epoch's files are written together (train.interrupts_held)
+            last = None if out is None else out / "last.pth"
+            print(("terminated" if terminated else "interrupted") + ": "
+                  + (f"--resume goes on from {last}" if last is not None and last.is_file()
+                     else "no checkpoint written"), file=sys.stderr)
+            return 143 if terminated else 130
     if result["rank"] == 0:
         last = result["history"][-1] if result["history"] else {}
         # a stop within an epoch (--max-steps, --max-minutes) was counted as a whole epoch; its record is of the

@@ -22,12 +22,32 @@ from pathlib import Path
 METRICS = ("bd_rate_percent",)
 
 
+#: What sar-train writes into a run folder as it starts (config.json), within its first epoch (last.pth) and
+#: after each validation (history.jsonl).
+RUN_FILES = ("config.json", "last.pth", "history.jsonl")
+
+
+def _history(d: Path) -> list[dict]:
+    path = d / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def not_validated(runs_dir: Path) -> list[str]:
+    """Run folders without a validated epoch yet (started, or stopped within their first epoch): they have no
+    figures to compare, and the table says so rather than leaving them out without a word."""
+    return [d.name for d in sorted(p for p in runs_dir.iterdir() if p.is_dir())
+            if any((d / name).is_file() for name in RUN_FILES) and not _history(d)]
+
+
 def load_runs(runs_dir: Path) -> list[dict]:
-    """Every run folder holding a history.jsonl: its config, epoch history and time per optimiser step."""
+    """Every run folder with a validated epoch in its history.jsonl: its config, epoch history and time per
+    optimiser step."""
     runs = []
     for d in sorted(p for p in runs_dir.iterdir() if (p / "history.jsonl").is_file()):
         cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
-        history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines() if line.strip()]
+        history = _history(d)
+        if not history:  # an empty history.jsonl: not validated yet (plot_curves failed on it, IndexError)
+            continue
         # seconds per optimiser step of each epoch (the last one may be cut short by max_steps); the first epoch
         # includes start-up, so the median of the rest is the steady cost of a step (plus its validation)
         per_step = [h["seconds"] / (h["step"] - prev) for h, prev in zip(history, [0] + [g["step"] for g in history])
@@ -79,7 +99,7 @@ def _pm(s: dict, digits: int) -> str:
     return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
 
 
-def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
+def markdown(runs: list[dict], stats: dict[str, dict], pending: tuple[str, ...] | list[str] = ()) -> str:
     # patches beside steps, as in every figure: runs of one comparison may differ in batch and world size
     lines = ["| Run | Variant | Seed | Steps | Patches | Best val loss | Skipped batches | Median s/step "
              "| Wall s |",
@@ -89,6 +109,8 @@ def markdown(runs: list[dict], stats: dict[str, dict]) -> str:
         lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {patches} | "
                      f"{r['best_val_loss']:.4f} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
+    if pending:
+        lines += ["", f"Not validated yet (no epoch ended), so not in the table: {', '.join(pending)}"]
     lines += ["", "BD-rate against JPEG-2000 (dB RMSE; negative = fewer bits), through the real codec, mean ± "
               "sample std over seeds:", "",
               "| Variant | Seeds | Params | BD-rate (%) |",
@@ -136,17 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")
     a = p.parse_args(argv)
     runs = load_runs(Path(a.runs)) if Path(a.runs).is_dir() else []
+    pending = not_validated(Path(a.runs)) if Path(a.runs).is_dir() else []
     if not runs:  # said before --out is made, so a typo leaves no empty results folder
-        print(f"no runs with history.jsonl under {a.runs}", file=sys.stderr)
+        print(f"no runs with history.jsonl under {a.runs}"
+              + (f" (not validated yet: {', '.join(pending)})" if pending else ""), file=sys.stderr)
         return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stats = seed_statistics(runs, eval_by_run(out))
     plot_curves(runs, out / "training_curves.png")
-    doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats}
+    doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats,
+           "not_validated": pending}
     (out / "runs.json").write_text(json.dumps(doc, indent=2))
-    (out / "runs.md").write_text(markdown(runs, stats))
-    print(markdown(runs, stats))
+    (out / "runs.md").write_text(markdown(runs, stats, pending))
+    print(markdown(runs, stats, pending))
     return 0
 
 

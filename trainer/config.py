@@ -102,8 +102,9 @@ class TrainConfig:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", self.device):
+            # "cuda:x" passed, to a torch.device traceback on a machine with CUDA
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         return self
 
     def _check_types(self) -> None:

@@ -31,10 +31,14 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
+        from trainer.config import ConfigError
         if not torch.cuda.is_available():
-            from trainer.config import ConfigError
             raise ConfigError("--device cuda requested but CUDA is not available")
-        return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
+        device = torch.device(requested if ":" in requested else f"cuda:{local_rank}")
+        if device.index >= torch.cuda.device_count():  # torch's "invalid device ordinal" traceback, data loaded
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0")
+        return device
     return torch.device("cpu")
 
 

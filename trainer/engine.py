@@ -85,16 +85,24 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
                     max_steps: int | None = None, grad_clip: float | None = 1.0,
                     amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                     progress: bool = False, total: int | None = None,
-                    on_step: Callable[[int], None] | None = None) -> dict:
+                    on_step: Callable[[int], None] | None = None, running: dict | None = None) -> dict:
     """One pass over `batches` of (patches, quality levels); returns mean loss terms, steps taken, skipped
     batches and the new step count. `on_step(step)` runs after every optimiser step (the caller's periodic
     checkpoint).
+
+    `running`: the epoch's totals so far ({"sums": {term: sum}, "steps": n, "skipped": n}), updated in place
+    before each on_step, so a checkpoint within the epoch can carry them. A run resumed from such a checkpoint
+    passes them back, and the epoch's train_ figures and skipped batches cover the steps before the stop too,
+    as an uninterrupted run's do (they covered only the steps after it). The mean terms returned are over all
+    of them; `steps` counts this call's.
 
     Mixed precision (CUDA only) covers the model's forward; the loss always runs in float32.
     """
     model.train()
     device = next(model.parameters()).device
-    sums: dict[str, float] = {}
+    running = {"sums": {}, "steps": 0, "skipped": 0} if running is None else running
+    sums: dict[str, float] = running.setdefault("sums", {})
+    carried_steps, carried_skipped = int(running.setdefault("steps", 0)), int(running.setdefault("skipped", 0))
     n_ok = 0
     skipped_before = guard.total
     bar = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
@@ -132,15 +140,17 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
         n_ok += 1
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        bar.set_postfix(loss=f"{sums['loss'] / n_ok:.4f}", bpp=f"{sums['bpp'] / n_ok:.3f}")
+        running.update(steps=carried_steps + n_ok, skipped=carried_skipped + guard.total - skipped_before)
+        bar.set_postfix(loss=f"{sums['loss'] / running['steps']:.4f}", bpp=f"{sums['bpp'] / running['steps']:.3f}")
         if on_step is not None:
             on_step(step)
         if max_steps is not None and step >= max_steps:  # before the next batch is drawn: a run resumed from
             break                                        # here draws it, as one never stopped does
     bar.close()
-    stats = {f"train_{k}": (v / n_ok if n_ok else float("nan")) for k, v in sums.items()}
+    running.update(steps=carried_steps + n_ok, skipped=carried_skipped + guard.total - skipped_before)
+    stats = {f"train_{k}": (v / running["steps"] if running["steps"] else float("nan")) for k, v in sums.items()}
     stats.setdefault("train_loss", float("nan"))
-    stats.update(steps=n_ok, skipped_batches=guard.total - skipped_before, step=step)
+    stats.update(steps=n_ok, skipped_batches=running["skipped"], step=step)
     return stats
 
 

@@ -11,29 +11,30 @@ from __future__ import annotations
 
 from sar_compress_plugin import cli
 
-try:  # a Ctrl-C while torch loads (seconds) is one line, as during the evaluation (cli.entry_point)
-    import argparse
-    import json
-    import logging
-    import os
-    import re
-    import sys
-    from pathlib import Path
-    from typing import Callable
+try:  # a Ctrl-C or SIGTERM while torch loads (seconds) is one line, as in the evaluation (cli.entry_point)
+    with cli.SigtermWhileStarting():
+        import argparse
+        import json
+        import logging
+        import os
+        import re
+        import sys
+        from pathlib import Path
+        from typing import Callable
 
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
 
-    from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
-    from sar_compress_plugin.core.evaluation import db_quality
-    from sar_compress_plugin.core.errors import SarCompressError
-    from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
-    from sar_compress_plugin.core.raster_io import writable_folder
-    from sar_compress_plugin.core.runtime import load_manifest
-    from trainer.checkpoint import load_model, totals_text, training_totals
-    from trainer.data import RawPlane, build_datasets
-    from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+        from sar_compress_plugin.core.evaluation import aggregate as aggregate_bands
+        from sar_compress_plugin.core.evaluation import db_quality
+        from sar_compress_plugin.core.errors import SarCompressError
+        from sar_compress_plugin.core.preprocessing import denormalise, normalise, percentile_bounds
+        from sar_compress_plugin.core.raster_io import writable_folder
+        from sar_compress_plugin.core.runtime import load_manifest
+        from trainer.checkpoint import load_model, totals_text, training_totals
+        from trainer.data import RawPlane, build_datasets
+        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -297,6 +298,9 @@ def check_torch_device(name: str) -> None:
         raise SarCompressError(f"--device must be cpu or cuda, got {name!r}")
     if name != "cpu" and not torch.cuda.is_available():
         raise SarCompressError(f"--device {name}: this torch has no CUDA device")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():  # "invalid device ordinal"
+        raise SarCompressError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                               f"numbered from 0")
 
 
 @cli.entry_point()
@@ -321,6 +325,7 @@ def main(argv: list[str] | None, signals) -> int:
     configure_cli_logging()
     try:
         with new_folders_removed_on_failure(Path(args.out)):
+            cli._given(("--out", args.out), ("--data", args.data))  # "": the current folder, to Path
             check_arguments(args)
             if args.checkpoints:
                 doc = evaluate_checkpoints(args.checkpoints, args.out, args.data, args.device, args.max_planes)

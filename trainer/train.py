@@ -165,6 +165,7 @@ def run_training(cfg: TrainConfig) -> dict:
 
         epoch, step, best_val, history = 0, 0, math.inf, []
         drawn_before = 0  # batches of the current epoch's patch stream a resumed run had used already
+        carried = None  # and the epoch's running totals up to its stop (engine.train_one_epoch's `running`)
         resumed_patches = None  # patches the resumed checkpoint had seen: its batch or world size may differ
         initialised_from = None  # the totals of the run an --init branch starts from
         resume = _resume_path(cfg)
@@ -189,7 +190,7 @@ def run_training(cfg: TrainConfig) -> dict:
             epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
             resumed_patches = ckpt["data_summary"].get("patches_seen")
             initialised_from = ckpt["data_summary"].get("initialised_from")
-            drawn_before = _restore_resume_state(ckpt.get("resume_state"), device)
+            drawn_before, carried = _restore_resume_state(ckpt.get("resume_state"), device)
             log.info("resumed from %s at epoch %d, step %d%s", resume, epoch, step,
                      "" if ckpt["optimizer_state_dict"] else " (warm start: fresh optimiser state)")
 
@@ -212,6 +213,8 @@ def run_training(cfg: TrainConfig) -> dict:
         steps_per_epoch = cfg.steps_per_epoch or max(
             1, math.ceil(data.summary["train_valid_pixels"] / cfg.patch_size**2 / patches_per_step))
         guard = NonFiniteGuard(cfg.max_bad_batches)
+        if resume is not None:  # a total over the run, as the steps and patches are, not since the last resume
+            guard.total = int(ckpt["data_summary"].get("skipped_batches_total") or 0)
         n_params = model.count_parameters()
         log.info("variant %s, %s parameters, device %s, world size %d, %d steps/epoch of %d patches; "
                  "train scenes %d (%d planes, %d px), val scenes %d", cfg.variant, f"{n_params['total']:,}",
@@ -227,12 +230,12 @@ def run_training(cfg: TrainConfig) -> dict:
             reporting.reconcile_history(out, history)
         drawn = [0]  # batches drawn from the current epoch's patch stream
 
-        def checkpoint(epoch_done: int, step_now: int, drawn_in_epoch: int = 0) -> dict:
+        def checkpoint(epoch_done: int, step_now: int, drawn_in_epoch: int = 0, totals: dict | None = None) -> dict:
             return make_checkpoint(model, epoch=epoch_done, step=step_now, best_val_loss=best_val, history=history,
                                    preprocessing_params=data.params.to_dict(), config=cfg.to_dict(),
                                    data_summary={**summary, "patches_seen": patches_at(step_now),
                                                  "skipped_batches_total": guard.total},
-                                   optimizer=optimizer, resume_state=_resume_state(device, drawn_in_epoch))
+                                   optimizer=optimizer, resume_state=_resume_state(device, drawn_in_epoch, totals))
 
         last_save = [time.monotonic()]
 
@@ -242,8 +245,10 @@ def run_training(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step_now)
             if info.is_main and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_minutes:
+                # the epoch's record is not written yet: the checkpoint carries its totals so far
+                totals = dict(running, sums=dict(running["sums"]), seconds=seconds_before + time.time() - t0)
                 with interrupts_held():
-                    save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0]), out / "last.pth")
+                    save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0], totals), out / "last.pth")
                 last_save[0] = time.monotonic()
 
         def draw():
@@ -262,6 +267,8 @@ def run_training(cfg: TrainConfig) -> dict:
                and time.monotonic() < deadline):
             epoch += 1
             t0 = time.time()
+            running, carried = carried or {"sums": {}, "steps": 0, "skipped": 0}, None
+            seconds_before = float(running.pop("seconds", 0.0))  # the epoch's time before a stop within it
             sampler.set_epoch(epoch)
             drawn[0] = 0
             for group in optimizer.param_groups:
@@ -270,7 +277,7 @@ def run_training(cfg: TrainConfig) -> dict:
             stats = train_one_epoch(train_model, loss_fn, optimizer, batches, guard=guard, step=step,
                                     max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
                                     scaler=scaler, progress=cfg.progress and info.is_main, total=steps_per_epoch,
-                                    on_step=on_step)
+                                    on_step=on_step, running=running)
             step = stats["step"]
             # cut short by --max-steps or --max-minutes: validated and recorded, but resumed it goes on within
             # this epoch's patch stream, so that a run stopped and resumed takes the same steps as one never
@@ -280,7 +287,7 @@ def run_training(cfg: TrainConfig) -> dict:
             val = evaluate(model, loss_fn, val_batches)
             record = {"epoch": epoch, "step": step, "patches_seen": patches_at(step),
                       "lr": cfg.lr_at(step), **{k: v for k, v in stats.items() if k.startswith("train_")},
-                      **val, "seconds": time.time() - t0, "skipped_batches": stats["skipped_batches"],
+                      **val, "seconds": seconds_before + time.time() - t0, "skipped_batches": stats["skipped_batches"],
                       **({"partial": True} if partial else {})}
             history.append(record)
             improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
@@ -344,27 +351,34 @@ def interrupts_held():
             signal.raise_signal(first)
 
 
-def _resume_state(device: torch.device, drawn_in_epoch: int) -> dict:
+def _resume_state(device: torch.device, drawn_in_epoch: int, epoch_totals: dict | None = None) -> dict:
     """The random state a run goes on from: torch's generators (the training noise; every rank starts from the
     same seed and draws the same amounts, so rank 0's state is every rank's) and how far into its epoch's patch
     stream it was (the stream is a function of seed, rank and epoch: the batches are drawn again and dropped).
     With them a run stopped and resumed takes the same steps, to the bit, as one never stopped, on the same
-    machine and settings."""
+    machine and settings. `epoch_totals` (a checkpoint within an epoch whose record is not written yet): its
+    running loss sums, steps, skipped batches and seconds, which the resumed epoch's record goes on from."""
     state = {"torch_rng": torch.get_rng_state(), "drawn_in_epoch": int(drawn_in_epoch)}
+    if epoch_totals is not None:
+        state["epoch_totals"] = epoch_totals
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _restore_resume_state(state: dict | None, device: torch.device) -> int:
-    """Batches of the interrupted epoch already used; 0 for checkpoints from before the resume state (they go
-    on from the start of the epoch's stream, with fresh noise)."""
+def _restore_resume_state(state: dict | None, device: torch.device) -> tuple[int, dict | None]:
+    """Batches of the interrupted epoch already used (0 for checkpoints from before the resume state: they go
+    on from the start of the epoch's stream, with fresh noise), and the epoch's running totals up to the stop
+    (None where a record of the epoch so far was written, a stop by --max-steps or --max-minutes, or the
+    checkpoint is older)."""
     if not state:
-        return 0
+        return 0, None
     torch.set_rng_state(state["torch_rng"].cpu())
     if device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    return int(state["drawn_in_epoch"])
+    totals = state.get("epoch_totals")
+    return int(state["drawn_in_epoch"]), (None if totals is None else
+                                          dict(totals, sums={k: float(v) for k, v in totals["sums"].items()}))
 
 
 def _check_variant(ckpt: dict, path, variant: str) -> None:

@@ -64,3 +64,34 @@ def test_a_missing_or_empty_runs_folder_is_one_line_and_makes_no_out_folder(tmp_
         err = capsys.readouterr().err
         assert err == f"no runs with history.jsonl under {runs}\n"
         assert not (tmp_path / "new").exists()
+
+
+def test_a_run_not_validated_yet_is_named_not_dropped_or_a_traceback(tmp_path, capsys):
+    """A run folder without a validated epoch (sar-train writes config.json as it starts, last.pth within the
+    first epoch) was left out of the table without a word, and one with an empty history.jsonl ended the
+    comparison in an IndexError traceback while drawing the curves."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    runs_dir.mkdir()
+    _run(runs_dir, "baseline", 0, [0.4, 0.35])
+    started = runs_dir / "residual_s0"
+    started.mkdir()
+    (started / "config.json").write_text(json.dumps({"variant": "residual", "seed": 0}))
+    empty = _run(runs_dir, "attention", 0, [0.3])
+    (empty / "history.jsonl").write_text("")
+    (runs_dir / "notes").mkdir()  # not a run folder
+
+    assert compare_runs.main([str(runs_dir), "--out", str(out)]) == 0
+    doc = json.loads((out / "runs.json").read_text())
+    assert [r["run"] for r in doc["runs"]] == ["baseline_s0"]
+    assert doc["not_validated"] == ["attention_s0", "residual_s0"]
+    assert "Not validated yet (no epoch ended), so not in the table: attention_s0, residual_s0" in \
+        (out / "runs.md").read_text()
+    # with no validated run at all, the one-line error names them
+    for name in ("baseline_s0", "notes"):
+        for f in (runs_dir / name).iterdir():
+            f.unlink()
+        (runs_dir / name).rmdir()
+    capsys.readouterr()
+    assert compare_runs.main([str(runs_dir), "--out", str(tmp_path / "o2")]) == 1
+    assert capsys.readouterr().err == (f"no runs with history.jsonl under {runs_dir} "
+                                       f"(not validated yet: attention_s0, residual_s0)\n")

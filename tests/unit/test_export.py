@@ -142,3 +142,25 @@ def test_manifest_validation_is_that_of_the_exported_weights(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["validation"]["step"] == 3 and manifest["validation"]["val_loss"] == 0.5
     assert manifest["training"]["steps"] == manifest["training"]["steps_total"] == 3  # not a branch
+
+
+def test_default_calibration_reads_the_runs_scenes_in_the_runs_domain(tmp_path):
+    """A run trained on a folder of dB chips without a manifest (`sar-train --domain sigma0_db`) was calibrated
+    on its validation scenes read as linear intensity: their negative dB values invalid, bands skipped or
+    all noise floor (here: no usable tile at all, the export refused). They are read in the run's --domain."""
+    data = tmp_path / "chips"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(data / "chip.npy", rng.uniform(-25.0, -5.0, (128, 128)).astype(np.float32))  # sigma0 in dB
+    torch.manual_seed(0)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, lambdas=[0.001, 0.01])
+    ckpt = tmp_path / "last.pth"
+    save_checkpoint(make_checkpoint(model, epoch=1, step=1, best_val_loss=0.5, history=[],
+                                    preprocessing_params=PreprocessingParams(input_domain="db",
+                                                                             clip_db=(-25.0, -5.0)).to_dict(),
+                                    config={"data": str(data), "domain": "sigma0_db"},
+                                    data_summary={"data": str(data), "val_scenes": ["chip.npy"]}), ckpt)
+    out = tmp_path / "bundle"
+    assert export_main([str(ckpt), str(out), "--tile", "64", "--max-tiles", "8"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"]["tiles"] == 4  # the whole 128 x 128 chip, valid, in 64-px tiles

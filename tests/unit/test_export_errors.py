@@ -56,7 +56,8 @@ def test_a_folder_with_other_files_is_refused(tmp_path, capsys, monkeypatch, out
     (here / "notes.txt").write_text("mine")
     monkeypatch.chdir(here if outdir != "here" else tmp_path)
     assert _export(ckpt, outdir) == 2
-    assert "is not a model bundle to replace (it holds notes.txt)" in _one_error_line(capsys)
+    assert ("outdir is an empty path" if outdir == "" else "is not a model bundle to replace (it holds notes.txt)") \
+        in _one_error_line(capsys)
     assert (here / "notes.txt").read_text() == "mine"
 
 
@@ -201,3 +202,17 @@ def test_numbers_the_codec_or_the_export_cannot_use_are_one_line_before_any_work
                         "--max-tiles", "1", option, value]) == 2
     assert says in _one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+
+
+def test_an_empty_outdir_or_checkpoint_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    """`sar-export CKPT "$OUT"` with OUT unset: Path("") is ".", and run in an empty folder the export replaced
+    that folder, the shell's current one, with the bundle (a new folder under its name)."""
+    ckpt = _checkpoint(tmp_path / "last.pth")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    for args in ([str(ckpt), ""], ["", "bundle"], [str(ckpt), "bundle", "--calibration", ""]):
+        assert export_main([*args, "--tile", "64", "--max-tiles", "1"]) == 2
+        assert _one_error_line(capsys).rstrip().endswith("is an empty path")
+    assert here.stat().st_ino == inode and os.listdir(here) == []

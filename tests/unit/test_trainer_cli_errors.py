@@ -343,3 +343,95 @@ def test_a_ctrl_c_while_a_training_command_loads_or_works_is_one_line(tmp_path, 
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip().splitlines()[-1] == line and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("entry, module", [
+    ("trainer.cli", "trainer.registry"),  # the entry module's own imports: torch and every model
+    ("trainer.cli", "trainer.train"),  # sar-train's heavy imports once its arguments are valid, --out made
+    ("export.cli", "export.onnx_export"),
+    ("trainer.evaluate", "trainer.data")])
+def test_a_sigterm_while_a_training_command_loads_is_one_line_and_143(tmp_path, entry, module):
+    """A SIGTERM (`kill`, a job scheduler's stop) while sar-train, sar-export or sar-eval loaded torch ended the
+    command without a word (killed by the signal), and in sar-train's case left the --out folder it had just
+    made. Now it is the one line a Ctrl-C there gets, as "terminated", and 143."""
+    (tmp_path / "in").mkdir()
+    ckpt = _checkpoint(tmp_path / "in" / "last.pth")
+    out = tmp_path / "out"
+    args = {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
+            "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
+            "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
+    prelude = SIGNAL_IN_IMPORT.replace("signal.SIGINT", "signal.SIGTERM").format(module=module)
+    assert "signal.SIGTERM" in prelude
+    code = f"{prelude}\nfrom {entry} import main\nsys.exit(main())"
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, text=True, capture_output=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last in ("terminated: stopped while starting; no output written", "terminated: no checkpoint written")
+    assert "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
+
+
+#: A SIGTERM that lands in code run by exec() of a string (as a dataclass's generated methods are, which torch's
+#: lazy imports create by the hundred) while trainer.train loads.
+_SIGTERM_IN_EXEC = """
+import sys
+class SigtermInExec:
+    def find_spec(self, name, path=None, target=None):
+        if name == "trainer.train":
+            sys.meta_path.remove(self)
+            exec("import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**7): pass")
+sys.meta_path.insert(0, SigtermInExec())
+"""
+
+
+def test_python_m_trainer_ends_a_sigterm_with_143_not_as_a_ctrl_c(tmp_path):
+    """`python -m trainer` (and torchrun's `-m trainer`) printed "terminated" for a SIGTERM and returned 143,
+    and yet the process ended killed by SIGINT (130) when the KeyboardInterrupt had passed through exec()'d code:
+    CPython's mark for an unhandled Ctrl-C, which it checks after a module run by -m returns."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_SIGTERM_IN_EXEC)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "trainer", "--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
+                       cwd=REPO, text=True, capture_output=True, timeout=300, env=env, check=False)
+    assert r.stderr.strip().splitlines()[-1] == "terminated: no checkpoint written", r.stderr
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    assert not out.exists()
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    """Path("") is ".": `sar-train --out "$RUN"` with RUN unset trained into the current folder, `--resume
+    "$CKPT"` with CKPT unset started a new run over the run folder's own checkpoints, and `sar-eval --out ""`
+    wrote its results into the current folder. Each is one error line now, before any work."""
+    ckpt = _checkpoint(tmp_path / "last.pth")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    train = ["--data", str(SCENE), "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    for run, args, what in [
+            (train_main, [*train, "--out", ""], "--out"),
+            (train_main, [*train, "--data", ""], "--data"),
+            (train_main, [*train, "--resume", ""], "--resume"),
+            (train_main, [*train, "--init", ""], "--init"),
+            (eval_main, [str(ckpt), "--out", ""], "--out"),
+            (eval_main, [str(ckpt), "--out", str(tmp_path / "eval"), "--data", ""], "--data")]:
+        assert run(args) == 2
+        assert capsys.readouterr().err == f"error: {what} is an empty path\n"
+    assert os.listdir(here) == [] and sorted(os.listdir(tmp_path)) == ["here", "last.pth"]
+
+
+def test_a_cuda_device_the_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch):
+    """`--device cuda:1` on a one-GPU machine passed the checks and ended sar-train and sar-eval in torch's
+    "invalid device ordinal" traceback once the data had loaded; `cuda:x` in torch.device's."""
+    ckpt = _checkpoint(tmp_path / "best.pth")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    assert train_main(["--data", str(SCENE), "--out", str(tmp_path / "run"), "--device", "cuda:1"]) == 2
+    assert "--device cuda:1: this machine has 1 CUDA device(s), numbered from 0" in _one_error_line(capsys)
+    assert train_main(["--data", str(SCENE), "--out", str(tmp_path / "run"), "--device", "cuda:x"]) == 2
+    assert "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'" in _one_error_line(capsys)
+    assert eval_main([str(ckpt), "--device", "cuda:1", "--out", str(tmp_path / "ev")]) == 2
+    assert "--device cuda:1: this machine has 1 CUDA device(s), numbered from 0" in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ev").exists()

@@ -124,6 +124,27 @@ def test_a_run_killed_mid_epoch_and_resumed_takes_the_same_steps_as_one_never_st
     for a, b in zip(whole["history"], resumed["history"], strict=True):
         assert (a["epoch"], a["step"], a["patches_seen"], a["val_loss"]) == (b["epoch"], b["step"],
                                                                               b["patches_seen"], b["val_loss"])
+    # the epoch the kill cut (epoch 2, here stopped by --max-steps) is recorded over all its steps, as the
+    # uninterrupted run's: its train figures averaged only the steps after the mid-epoch checkpoint
+    train = [k for k in whole["history"][-1] if k.startswith("train_")]
+    assert train and [[h[k] for k in train] for h in whole["history"]] == \
+        [[h[k] for k in train] for h in resumed["history"]]
+
+
+@needs_data
+def test_skipped_batches_are_counted_over_the_whole_run_through_resumes(tmp_path, capsys):
+    """The checkpoint's skipped_batches_total (and the bundle manifest's copy of it) started again from 0 at
+    every --resume, while its steps and patches count the whole run."""
+    from trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "1") == 0
+    ckpt = load_checkpoint(tmp_path / "last.pth")
+    ckpt["data_summary"]["skipped_batches_total"] = 5  # as if five non-finite batches had been skipped
+    save_checkpoint(ckpt, tmp_path / "last.pth")
+    capsys.readouterr()
+    assert _train(tmp_path, "baseline", "--max-steps", "2", "--steps-per-epoch", "1", "--resume") == 0
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["data_summary"]["skipped_batches_total"] == 5
+    assert "5 skipped batch(es)" in capsys.readouterr().out
 
 
 @needs_data
