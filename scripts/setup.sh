@@ -26,3 +26,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+# Debian's python3-matplotlib (a QGIS dependency) makes mpl_toolkits, at start-up (its nspkg .pth), a namespace
+# package of its own 3.6 copy alone: the venv's matplotlib then warned "Unable to import Axes3D" on every plot.
+# Imported first, from the venv's .pth (processed before the system's), its own copy leads the package's path.
+site=$(.venv/bin/python -c "import matplotlib, pathlib; print(pathlib.Path(matplotlib.__file__).parent.parent)")
+if [ -d "$site/mpl_toolkits" ] && [ ! -f "$site/sar_compress_mpl_toolkits.pth" ]; then
+  echo "import mpl_toolkits" > "$site/sar_compress_mpl_toolkits.pth"
+fi

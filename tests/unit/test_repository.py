@@ -62,3 +62,15 @@ def test_the_plugin_offers_every_package_the_codec_core_imports():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "sar_compress_plugin"}
     assert "jsonschema" in third_party and "onnxruntime" in third_party  # the scan sees the core's imports
     assert third_party - offered - ships_with_qgis == set()
+
+
+def test_the_venvs_matplotlib_plots_without_the_system_copys_mpl_toolkits():
+    """Debian's python3-matplotlib (pulled in by QGIS) put its own mpl_toolkits in front of the venv's, and every
+    plot of the trainer and benchmarks warned "Unable to import Axes3D" (scripts/setup.sh)."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
+            "plt.figure().add_subplot(111, projection='3d')")
+    run = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr.strip().splitlines()[-1:]
