@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from trainer.reporting import strict_json
+
 #: From each run's RD benchmark (subset "all"): BD-rate against JPEG-2000 in dB RMSE, in percent.
 METRICS = ("bd_rate_percent",)
 
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_curves(runs, out / "training_curves.png")
     doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats,
            "not_validated": pending}
-    (out / "runs.json").write_text(json.dumps(doc, indent=2))
+    (out / "runs.json").write_text(strict_json(doc))
     (out / "runs.md").write_text(markdown(runs, stats, pending))
     print(markdown(runs, stats, pending))
     return 0

@@ -14,7 +14,6 @@ from sar_compress_plugin import cli
 try:  # a Ctrl-C or SIGTERM while torch loads (seconds) is one line, as in the evaluation (cli.entry_point)
     with cli.SigtermWhileStarting():
         import argparse
-        import json
         import logging
         import os
         import re
@@ -34,7 +33,7 @@ try:  # a Ctrl-C or SIGTERM while torch loads (seconds) is one line, as in the e
         from sar_compress_plugin.core.runtime import load_manifest
         from trainer.checkpoint import load_model, totals_text, training_totals
         from trainer.data import RawPlane, build_datasets
-        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
+        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure, strict_json
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -237,7 +236,7 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",
            "results": results}
-    _publish_text(out / "results.json", json.dumps(doc, indent=2, default=float))
+    _publish_text(out / "results.json", strict_json(doc))
     _publish_text(out / "results.md", markdown_table(results))
     return doc
 
@@ -272,7 +271,7 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     doc = {"name": "sar-eval --bundle", "description": "model bundles through the real codec on their validation "
            "scenes; metrics from sar_compress_plugin.core.evaluation", "results": results}
-    _publish_text(out / "codec_results.json", json.dumps(doc, indent=2, default=float))
+    _publish_text(out / "codec_results.json", strict_json(doc))
     _publish_text(out / "codec_results.md", codec_markdown_table(results))
     return doc
 

@@ -25,6 +25,22 @@ def new_folders_removed_on_failure(folder: Path):
         raise
 
 
+def strict_json(doc) -> str:
+    """`doc` as standard JSON, a non-finite number (the ENL ratio of a model that codes flat patches, a loss that
+    diverged) as null: Python's NaN and Infinity tokens are refused by strict parsers (jq, JavaScript, pandas'
+    json engine) that read a results file."""
+    def finite(v):
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0):  # numpy scalars too
+            v = v.item() if hasattr(v, "item") else v
+            return v if not isinstance(v, float) or math.isfinite(v) else None
+        return v
+    return json.dumps(finite(doc), indent=2, allow_nan=False)
+
+
 def configure_cli_logging(fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
     """INFO for our loggers, WARNING for rasterio's: rasterio logs every GDAL error at INFO before raising it,
     so a corrupt scene printed GDAL's lines ahead of the one error line the command gives for it."""

@@ -62,6 +62,21 @@ def test_training_curve_names_the_steps_and_patches_of_its_last_epoch(tmp_path, 
 
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
+def _refuse(token: str):
+    raise ValueError(f"{token} is not standard JSON")
+
+
+def test_results_are_standard_json_a_non_finite_figure_null():
+    """An untrained model's ENL ratio is infinite on flat patches; Python wrote it as Infinity, which jq, JavaScript
+    and pandas refuse."""
+    from trainer.reporting import strict_json
+
+    doc = {"enl_ratio": float("inf"), "loss": np.float32("nan"), "levels": [np.float64(1.5), -math.inf],
+           "steps": np.int64(3), "ok": np.bool_(True), "name": "x"}
+    assert json.loads(strict_json(doc), parse_constant=_refuse) == {
+        "enl_ratio": None, "loss": None, "levels": [1.5, None], "steps": 3, "ok": True, "name": "x"}
+
+
 def test_sar_eval_writes_json_markdown_and_panels(tmp_path, drawn_text):
     fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8",
             "--latent-channels", "16", "--hyper-channels", "8", "--lambdas", "0.001", "0.01", "--max-steps", "2",
@@ -70,7 +85,7 @@ def test_sar_eval_writes_json_markdown_and_panels(tmp_path, drawn_text):
     assert train_main(["--variant", "residual", "--out", str(tmp_path / "r"), *fast]) == 0
     out = tmp_path / "eval"
     assert main([str(tmp_path / "b" / "best.pth"), str(tmp_path / "r" / "best.pth"), "--out", str(out)]) == 0
-    doc = json.loads((out / "results.json").read_text())
+    doc = json.loads((out / "results.json").read_text(), parse_constant=_refuse)  # standard JSON: no NaN
     assert doc["name"] == "sar-eval" and set(doc["results"]) == {"baseline", "residual"}
     r = doc["results"]["residual"]
     assert [lv["level"] for lv in r["levels"]] == [0, 1] and r["step"] == r["steps_total"] == 2 and r["patches_seen"] == 8
