@@ -44,14 +44,16 @@ def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, dev
     with RasterReader(input_path) as a, RasterReader(restored) as b:
         info = a.info
         for band in range(info.band_count):
-            orig = a.read(band, 0, 0, info.width, info.height)
-            rec = b.read(band, 0, 0, info.width, info.height)
+            # physical values, as the codec codes them: an int16 sigma0 product's stored hundredths of a dB, taken
+            # for dB, all sat at the noise floor and came out "perfect" (SSIM 1, RMSE 0.03 dB against 2.1 dB)
+            orig, nodata = a.physical(band, a.read(band, 0, 0, info.width, info.height))
+            rec, _ = b.physical(band, b.read(band, 0, 0, info.width, info.height))
             masked = a.read_valid(band, 0, 0, info.width, info.height)
             if masked is not None:  # pixels a GDAL mask marks invalid come back bit for bit: counted, they made
                 # the figures of a half-masked scene look far better than those of its valid pixels
                 orig, rec = orig.astype(np.float64), rec.astype(np.float64)
                 orig[~masked] = rec[~masked] = np.nan
-            row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), info.nodata[band])
+            row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), nodata)
             row["band"] = info.band_names[band] or f"band {band + 1}"
             rows.append(_finite_or_none(row))
     manifest = load_manifest(model_dir or default_model_dir(), verify=False)

@@ -447,17 +447,20 @@ def style_db_grey(layer: QgsRasterLayer, band: int = 1, domain: str | None = Non
 
     SAR intensity spans decades: a linear stretch shows a few bright targets on black, and an RGB composite of
     VV/VH fights with the overlay's colours. Grey ramp stops placed at dB steps converted back to the layer's
-    own values give the dB look without writing a dB copy of the raster.
+    own values give the dB look without writing a dB copy of the raster. The sample is read through the band's
+    GDAL scale and offset, as QGIS reads the values the stops apply to (an int16 sigma0 product in hundredths
+    of a dB: its stored values were dB to the stretch, every stop at the noise floor).
     """
     from osgeo import gdal
 
     from .core.preprocessing import from_db, to_db
-    from .core.quality_maps import block_sample, guess_domain
+    from .core.quality_maps import band_values, block_sample, guess_domain
 
     ds = gdal.Open(layer_file_path(layer))
     domain = domain or guess_domain(ds, band)
     b = ds.GetRasterBand(band)
-    db, ok = to_db(block_sample(_MaskedBand(b)), domain, b.GetNoDataValue())
+    values, nodata = band_values(b, block_sample(_MaskedBand(b)))
+    db, ok = to_db(values, domain, nodata)
     lo, hi = (np.percentile(db[ok], (2, 98)) if ok.any() else (-25.0, 0.0))
     hi = max(hi, lo + 1.0)
     stops_db = np.linspace(lo, hi, 9)

@@ -19,6 +19,7 @@ cache root's registry names (core/scene_cache.py).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -127,10 +128,24 @@ def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> Non
     layer.setRenderer(renderer)
 
 
+def _vrt_source(name: str, band: int, scaling: tuple[float, float] | None = None, fill: float | None = None) -> str:
+    """A VRT source reading `band` of the file `name` beside the VRT. With `scaling` (the band's GDAL scale and
+    offset), through it: a VRT reads a source's stored values, and a cache band coded as physical values holds
+    stored ones under its scale and offset (core/scene_cache.py). A finite `fill`, a stored value, is left out
+    (the VRT band's NaN): read through, a uint16 amplitude's fill 0 came out of the dB pixel function as -inf
+    and a scaled band's fill as a value."""
+    where = f'<SourceFilename relativeToVRT="1">{escape(name)}</SourceFilename><SourceBand>{band}</SourceBand>'
+    nodata = f"<NODATA>{float(fill)!r}</NODATA>" if fill is not None and math.isfinite(fill) else ""
+    if scaling is None and not nodata:
+        return f"<SimpleSource>{where}</SimpleSource>"
+    scale = "" if scaling is None else (f"<ScaleOffset>{float(scaling[1])!r}</ScaleOffset>"
+                                        f"<ScaleRatio>{float(scaling[0])!r}</ScaleRatio>")
+    return f"<ComplexSource>{where}{scale}{nodata}</ComplexSource>"
+
+
 def _vrt_band(index: int, sources, function: str = "", fact: float = 0.0, description: str = "") -> str:
-    """One band of a VRT: a plain copy of one source band, or a GDAL pixel function of its sources."""
-    xml_sources = "".join(f'<SimpleSource><SourceFilename relativeToVRT="1">{name}</SourceFilename>'
-                          f'<SourceBand>{b}</SourceBand></SimpleSource>' for name, b in sources)
+    """One band of a VRT: a plain copy of one source, or a GDAL pixel function of its sources (`_vrt_source`)."""
+    xml_sources = "".join(sources)
     about = f"<Description>{escape(description)}</Description>" if description else ""
     if not function:
         return (f'<VRTRasterBand dataType="Float32" band="{index}">{about}<NoDataValue>nan</NoDataValue>'
@@ -154,7 +169,8 @@ def _vrt_georeferencing(raster: dict) -> str:
 
 
 def write_composite_vrt(cache, vv: int, vh: int) -> Path:
-    """VRTs beside the cache GeoTIFF: bands dB(VV), dB(VH), dB(VV) - dB(VH) = VV/VH in dB.
+    """VRTs beside the cache GeoTIFF: bands dB(VV), dB(VH), dB(VV) - dB(VH) = VV/VH in dB, of the physical
+    values of bands with a scale and offset (`_vrt_source`).
 
     GDAL's built-in pixel functions compute them on the fly from the cache, so tiles decoded later show up, and
     zoomed out they are read from the cache's overviews. Two files because a pixel function cannot take the
@@ -163,12 +179,13 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     r = cache.header["raster"]
     head = f'<VRTDataset rasterXSize="{r["width"]}" rasterYSize="{r["height"]}">{_vrt_georeferencing(r)}'
     domain = cache.header["domain"]
-    tiff = cache.tiff_path.name
+    tiff, fills = cache.tiff_path.name, cache.fill_values
+    vv_source, vh_source = (_vrt_source(tiff, b, cache.raster.scaling[b - 1], fills[b - 1]) for b in (vv, vh))
     if domain == "db":
-        db_bands = _vrt_band(1, [(tiff, vv)]) + _vrt_band(2, [(tiff, vh)])
+        db_bands = _vrt_band(1, [vv_source]) + _vrt_band(2, [vh_source])
     else:
         fact = 10.0 if domain == "intensity" else 20.0
-        db_bands = _vrt_band(1, [(tiff, vv)], "dB", fact) + _vrt_band(2, [(tiff, vh)], "dB", fact)
+        db_bands = _vrt_band(1, [vv_source], "dB", fact) + _vrt_band(2, [vh_source], "dB", fact)
     from .core.scene_cache import register_scene  # noqa: PLC0415 - lazy, as SceneCache
 
     register_scene(cache.folder, cache.raster.path, composite=(vv, vh))  # to write them again once evicted
@@ -177,9 +194,10 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     # Named, so that the legend (and Identify) says which channel is which polarisation, not "Band 1, 2, 3".
     names = cache.header["raster"].get("band_names") or []
     vv_name, vh_name = (str(names[b - 1]) if b <= len(names) and names[b - 1] else f"band {b}" for b in (vv, vh))
-    composite.write_text(head + _vrt_band(1, [("db.vrt", 1)], description=f"{vv_name} (dB)")
-                         + _vrt_band(2, [("db.vrt", 2)], description=f"{vh_name} (dB)")
-                         + _vrt_band(3, [("db.vrt", 1), ("db.vrt", 2)], "diff",
+    db_vv, db_vh = _vrt_source("db.vrt", 1), _vrt_source("db.vrt", 2)
+    composite.write_text(head + _vrt_band(1, [db_vv], description=f"{vv_name} (dB)")
+                         + _vrt_band(2, [db_vh], description=f"{vh_name} (dB)")
+                         + _vrt_band(3, [db_vv, db_vh], "diff",
                                      description=f"{vv_name} / {vh_name} (dB)")
                          + "</VRTDataset>\n")
     return composite

@@ -9,6 +9,7 @@ sees anything at compress time that it was not trained on.
 
 from __future__ import annotations
 
+import logging
 import math
 
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .errors import InputRasterError
+
+log = logging.getLogger(__name__)
 
 DOMAIN_ALIASES = {
     "intensity": "intensity",
@@ -169,3 +172,36 @@ def normalise(db: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def denormalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """[0,1] -> dB (float32)."""
     return np.asarray(x, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
+
+
+def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None,
+                   scaled: bool = False) -> tuple[str, str]:
+    """(domain, why) when the user gives no domain; robust to a few odd pixels. `sample`: physical values
+    (raster_io.physical_values); `scaled`: the band has a GDAL scale or offset.
+
+    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection and our reconstructions carry) wins;
+    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes), except scaled ones
+       whose physical values are at least 5% negative, which amplitude cannot be: dB (int16 hundredths of a dB);
+    3. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
+       One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
+       user can see the call was sensible.
+    """
+    tag = (metadata or {}).get("VALUE_DOMAIN")
+    if tag:
+        try:
+            return canonical_domain(tag), f"VALUE_DOMAIN tag {tag!r}"
+        except InputRasterError:
+            log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
+    integer = np.dtype(dtype).kind in "iu"
+    if integer and not scaled:
+        return "amplitude", f"integer data type {dtype}"
+    finite = sample[np.isfinite(sample)]
+    if not finite.size:
+        return ("amplitude", f"integer data type {dtype}") if integer else ("intensity", "no finite values sampled")
+    share = float((finite < 0).mean())
+    p1, p99 = (float(v) for v in np.percentile(finite, (1, 99)))
+    stats = f"{100 * share:.1f}% negative values, 1st-99th percentile {p1:.3g}..{p99:.3g}"
+    kind = f"{dtype} data with a scale/offset" if integer else "float data"
+    if share >= DB_NEGATIVE_SHARE:
+        return "db", f"{kind} with {stats}"
+    return ("amplitude" if integer else "intensity"), f"{kind} with {stats}"

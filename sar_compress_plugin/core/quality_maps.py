@@ -29,9 +29,9 @@ from osgeo import gdal, gdal_array
 
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, from_db, to_db
-from .raster_io import (GeoTiffWriter, check_output_path, mask_kind, placing_gcps, remove_stale_partials,
-                        same_file)
+from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, explain_domain, from_db, to_db
+from .raster_io import (GeoTiffWriter, check_output_path, mask_kind, physical_values, placing_gcps,
+                        remove_stale_partials, same_file)
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -111,17 +111,12 @@ def _scaling(band: gdal.Band) -> tuple[float, float] | None:
     return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
 
 
-def _values(band: gdal.Band, raw: np.ndarray) -> tuple[np.ndarray, float | None]:
+def band_values(band: gdal.Band, raw: np.ndarray) -> tuple[np.ndarray, float | None]:
     """(values, nodata) of pixels read from `band`, in what its domain tag describes: GDAL's scale and offset
     say how the stored integers of a quantized product turn back into the measurement, so they are applied
-    (nodata then becomes NaN, as a scaled fill value means nothing)."""
-    nodata, scaling = band.GetNoDataValue(), _scaling(band)
-    if scaling is None:
-        return raw, nodata
-    values = raw.astype(np.float64)
-    if nodata is not None:
-        values[raw == nodata] = np.nan
-    return values * scaling[0] + scaling[1], None
+    (nodata then becomes NaN, as a scaled fill value means nothing): raster_io.physical_values, as the codec
+    reads a band."""
+    return physical_values(raw, band.GetNoDataValue(), _scaling(band))
 
 
 def _mask_valid(band: gdal.Band, x: int, y: int, w: int, h: int) -> np.ndarray | bool:
@@ -134,15 +129,15 @@ def _mask_valid(band: gdal.Band, x: int, y: int, w: int, h: int) -> np.ndarray |
 
 
 def _other_than(values: np.ndarray, extra: float | None) -> np.ndarray | None:
-    """Where `values` (as `_values` gives them) differ from `extra`, a no-data value set beyond the file's (a
-    QGIS layer's, which QGIS compares with the values after scale and offset); None when there is none."""
+    """Where `values` (as `band_values` gives them) differ from `extra`, a no-data value set beyond the file's
+    (a QGIS layer's, which QGIS compares with the values after scale and offset); None when there is none."""
     return None if extra is None else values != extra
 
 
 def _valid_sample(ds: gdal.Dataset, band: int, extra: float | None = None) -> np.ndarray:
     """The band's finite values other than nodata (the file's and `extra`), in a block sample."""
     b = ds.GetRasterBand(band)
-    values, nodata = _values(b, block_sample(b))
+    values, nodata = band_values(b, block_sample(b))
     sample = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(sample)
     for value in (nodata, extra):
@@ -153,16 +148,21 @@ def _valid_sample(ds: gdal.Dataset, band: int, extra: float | None = None) -> np
 
 def stated_domain(ds: gdal.Dataset, band: int = 1, extra: float | None = None) -> tuple[str, str] | None:
     """(domain, what says so) when the raster names its value domain in its metadata or its data implies one,
-    else None. Implied: integers are amplitude (as the codec reads them), and a share of negative values only dB
-    can hold. A float raster of positive values states nothing: linear intensity and uncalibrated dB both look
-    so, and the range they span (see `guess_domain`) narrows when a reconstruction smooths the speckle. `extra`:
-    a no-data value beyond the file's, whose fill (a -9999 border) would read as the negative values of dB."""
+    else None. Implied, as the codec reads a raster without a tag (preprocessing.explain_domain): integers are
+    amplitude, except those with a scale or offset, which the codec's rule decides from their physical values (an int16
+    sigma0 product in hundredths of a dB is dB); and a share of negative values only dB can hold. A float raster
+    of positive values states nothing: linear intensity and uncalibrated dB both look so, and the range they
+    span (see `guess_domain`) narrows when a reconstruction smooths the speckle. `extra`: a no-data value beyond
+    the file's, whose fill (a -9999 border) would read as the negative values of dB."""
     named = _named_domain(ds)
     if named is not None:
         return named
-    data_type = ds.GetRasterBand(band).DataType
-    if np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(data_type)).kind in "iu":
-        return "amplitude", f"its {gdal.GetDataTypeName(data_type)} integers"
+    b = ds.GetRasterBand(band)
+    dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType))
+    if dtype.kind in "iu" and _scaling(b) is not None:
+        return explain_domain(dtype.name, _valid_sample(ds, band, extra), scaled=True)
+    if dtype.kind in "iu":
+        return "amplitude", f"its {gdal.GetDataTypeName(b.DataType)} integers"
     values = _valid_sample(ds, band, extra)
     if values.size and np.mean(values < 0) >= DB_NEGATIVE_SHARE:
         return "db", "its negative values"
@@ -192,7 +192,7 @@ def _refuse_a_display_stretch(ds: gdal.Dataset, band: int, what: str, path) -> N
     decades), so such a band is a display stretch whose tag survived the conversion (gdal_translate -ot Byte
     -scale copies it). Amplitude is let through, as the codec reads integers, so its reconstructions of 8-bit
     amplitude scenes (same data type, same tag) still compare; a quantized product with a scale and offset is
-    read through them (`_values`)."""
+    read through them (`band_values`)."""
     named = _named_domain(ds)
     b = ds.GetRasterBand(band)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType))
@@ -387,8 +387,8 @@ def compute_quality_maps(original_path: str | os.PathLike, reconstruction_path: 
                 # whole-image computation does).
                 hx0, hy0 = max(0, x - halo), max(0, y - halo)
                 hx1, hy1 = min(width, x + w + halo), min(height, y + h + halo)
-                t, t_nodata = _values(tb, tb.ReadAsArray(hx0, hy0, hx1 - hx0, hy1 - hy0))
-                r, r_nodata = _values(rb, rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0))
+                t, t_nodata = band_values(tb, tb.ReadAsArray(hx0, hy0, hx1 - hx0, hy1 - hy0))
+                r, r_nodata = band_values(rb, rb.ReadAsArray(x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0))
                 r_db, r_ok = to_db(r, domain, r_nodata, mask=_other_than(r, r_extra))
                 t_db, t_ok = to_db(t, domain, t_nodata, mask=_other_than(t, t_extra))
                 valid = (r_ok & t_ok & _mask_valid(rb, x0 + hx0, y0 + hy0, hx1 - hx0, hy1 - hy0)

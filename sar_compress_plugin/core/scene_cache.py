@@ -6,7 +6,10 @@ sparse (read back as the nodata value, i.e. transparent); tiles are written once
 the decoder has produced them, so every cached pixel equals the same pixel of a full reconstruction bit for bit
 (except pixels a source's GDAL mask marked invalid: the nodata value here, under the reconstruction's mask band).
 Three overview levels (factor/4, factor/2, factor of the file's stored overview) are filled from the stored
-overview when the cache is created, so the whole scene shows zoomed out before any tile is decoded.
+overview when the cache is created, so the whole scene shows zoomed out before any tile is decoded. A band coded
+as its physical values (`CompressedRaster.scaling`: a GDAL scale and offset) holds stored values under the same
+scale and offset as its reconstruction, its overview levels too, so that GDAL and QGIS read the physical values
+the file's clip range and the layer's dB stretch are in.
 
 The set of decoded tiles is kept beside the GeoTIFF (`tiles.json`, written under a temporary name and renamed),
 so a scene opened again reuses what was decoded before. Cache folders are keyed by the .sarc body SHA-256, so a
@@ -162,6 +165,9 @@ class SceneCache:
         stored = set()
         for b in range(r.bands):
             band = ds.GetRasterBand(b + 1)
+            if _band_scaling(band) != (r.scaling[b] or (1.0, 0.0)):
+                # a cache made before bands were coded as physical values: its stored values read as dB
+                raise ValueError("its scale and offset are not the scene's")
             if band.GetOverviewCount() != len(self._overview_levels):
                 raise ValueError("its overviews are missing")
             for level in (band, *(band.GetOverview(i) for i in range(band.GetOverviewCount()))):
@@ -220,7 +226,10 @@ class SceneCache:
         set_georeferencing(ds, h.get("crs_wkt") or "", h["geotransform"], h.get("gcps"))
         for b, fill in enumerate(self.fill_values):
             band = ds.GetRasterBand(b + 1)
-            band.SetNoDataValue(float(fill))
+            band.SetNoDataValue(float(fill))  # a stored value, as GDAL compares it before the scale and offset
+            if r.scaling[b] is not None:  # the decoded tiles and the overview below are stored values
+                band.SetScale(r.scaling[b][0])
+                band.SetOffset(r.scaling[b][1])
             names = h.get("band_names") or []
             if b < len(names):
                 band.SetDescription(str(names[b]))
@@ -356,6 +365,12 @@ class SceneCache:
 
     def close(self) -> None:
         self.raster.close()
+
+
+def _band_scaling(band: gdal.Band) -> tuple[float, float]:
+    """(scale, offset) of a GDAL band, (1, 0) where it has none."""
+    scale, offset = band.GetScale(), band.GetOffset()
+    return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
 
 
 def _identity(path: Path) -> tuple:

@@ -651,3 +651,39 @@ def test_a_scene_layer_read_with_its_project_decodes_on_demand(plugin, test_ifac
     assert process_events_until(lambda: not controller.busy, 120)
     assert set(controller.cache.grid.tiles_overlapping(controller.visible_window()[0])) <= controller.cache.decoded
     assert not test_iface.messages
+
+
+def test_the_composite_of_a_uint16_amplitude_scene_leaves_its_nodata_out(plugin, test_iface, sar_tif, model_bundle,
+                                                                          codec, tmp_path):
+    """A uint16 amplitude scene with nodata 0 (a GRD product's border): the composite's VRT read the cache's fill
+    0 as a value, which GDAL's dB pixel function made -inf, where the grey layer shows nodata."""
+    from sar_compress_plugin.scene_layer import style_scene_composite
+
+    source = gdal.Open(str(sar_tif))
+    amplitude = np.sqrt(source.ReadAsArray().astype(np.float64)).round().clip(1, 65535)
+    amplitude[:, :, :40] = 0  # the border
+    src = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "grd_uint16.tif"), source.RasterXSize,
+                                               source.RasterYSize, 2, gdal.GDT_UInt16)
+    src.SetGeoTransform(source.GetGeoTransform())
+    src.SetProjection(source.GetProjection())
+    for b in (1, 2):
+        src.GetRasterBand(b).SetNoDataValue(0)
+        src.GetRasterBand(b).WriteArray(amplitude[b - 1].astype(np.uint16))
+    src = None
+    sarc, full = scene_with_private_cache(codec, model_bundle, tmp_path / "grd_uint16.tif", tmp_path / "full.tif",
+                                          tile=128)
+    layer = plugin.scenes.open(str(sarc))
+    controller = plugin.scenes.controllers[layer.id()]
+    canvas = _show_canvas(test_iface, layer)
+    _view(canvas, gdal.Open(str(full)).GetGeoTransform(), 0, 0, 160)
+    assert process_events_until(lambda: not controller.busy, 120)
+    style_scene_composite(layer, controller.cache, 1, 2)
+
+    c, r, w, h = controller.visible_window()[0]
+    assert c == r == 0 and w >= 160 and h >= 160
+    got = gdal.Open(layer.source()).ReadAsArray(0, 0, 160, 160)
+    full_px = gdal.Open(str(full)).ReadAsArray(0, 0, 160, 160).astype(np.float64)
+    assert (full_px[:, :, :40] == 0).all() and (full_px[:, :, 40:] > 0).all()
+    assert np.isnan(got[:, :, :40]).all()
+    db = 20 * np.log10(full_px[:, :, 40:])
+    np.testing.assert_allclose(got[:, :, 40:], np.stack([db[0], db[1], db[0] - db[1]]), atol=1e-4)

@@ -149,6 +149,37 @@ def gcp_georeferenced_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+#: The shared collection's float32 sigma0 dB chip (VV, VH; 512 x 512, EPSG:4326), the source of `int16_db_product`.
+GHANA_DB = "s1_iw_grd_sen1floods11_ghana_53713_vv_vh_db.tif"
+#: Where `int16_db_product` puts its nodata block: rows and columns 64..95.
+INT16_DB_NODATA_BLOCK = (slice(64, 96), slice(64, 96))
+
+
+def int16_db_product(src: Path, dst: Path) -> Path:
+    """The float dB GeoTIFF `src` as a quantized sigma0 product: int16 hundredths of a dB under a GDAL scale of
+    0.01, nodata -32768 (`src`'s NaNs and the block INT16_DB_NODATA_BLOCK), with `src`'s georeferencing and band
+    descriptions and no metadata: no VALUE_DOMAIN tag, so the domain is told from the values through the scale."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    ds = gdal.Open(str(src))
+    db = ds.ReadAsArray().astype(np.float64).reshape(ds.RasterCount, ds.RasterYSize, ds.RasterXSize)
+    stored = np.where(np.isfinite(db), np.clip(np.rint(np.nan_to_num(db) / 0.01), -32767, 32767), -32768)
+    stored[(slice(None), *INT16_DB_NODATA_BLOCK)] = -32768
+    out = gdal.GetDriverByName("GTiff").Create(str(dst), ds.RasterXSize, ds.RasterYSize, ds.RasterCount,
+                                               gdal.GDT_Int16)
+    out.SetGeoTransform(ds.GetGeoTransform())
+    out.SetProjection(ds.GetProjection())
+    for b in range(ds.RasterCount):
+        band = out.GetRasterBand(b + 1)
+        band.SetNoDataValue(-32768)
+        band.SetScale(0.01)
+        band.SetDescription(ds.GetRasterBand(b + 1).GetDescription())
+        band.WriteArray(stored[b].astype(np.int16))
+        band = None
+    out = None
+    return dst
+
+
 #: A prelude after which the process signals itself when `module` is first imported: a real SIGINT, landing where
 #: a Ctrl-C in the first second lands, inside the imports of the module a console script imports.
 SIGNAL_IN_IMPORT = """

@@ -17,10 +17,10 @@ import pytest
 from osgeo import gdal
 
 from sar_compress_plugin.core import codec, container
-from sar_compress_plugin.core.codec import (CompressedRaster, CompressOptions, compress, explain_domain,
-                                            read_header, reconstruct)
+from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress, read_header, reconstruct
 from sar_compress_plugin.core.container import ContainerFormatError
 from sar_compress_plugin.core.metrics import db_rmse
+from sar_compress_plugin.core.preprocessing import explain_domain
 from sar_compress_plugin.core.raster_io import RasterReader, physical_values
 
 from codec_fixtures import write_geotiff

@@ -100,3 +100,29 @@ def test_the_bundled_models_line_counts_its_training():
     line = demo._model_line({"name": "m", "steps": 161359, "patches": 1275740})
     assert line == "m (161,359 steps, 1,275,740 patches)"
     assert demo._model_line({"name": "m", "steps": None, "patches": None}) == "m"
+
+
+def test_the_demo_of_an_int16_db_product_gives_the_figures_of_its_db(tmp_path, tiny_bundle, sar_data, capsys):
+    """An int16 sigma0 product (hundredths of a dB under a GDAL scale of 0.01) is coded as its dB; the demo took its
+    stored values for dB: all at the -100 dB noise floor, "perfect" (SSIM 1.0, 0.03 and 0.0 dB RMSE where the
+    same dB as float32 gave 2.1 and 2.3). Its figures are those of the same values stored as float32 dB."""
+    from codec_fixtures import GHANA_DB, int16_db_product, write_geotiff
+    from osgeo import gdal
+
+    scaled = int16_db_product(sar_data / GHANA_DB, tmp_path / "int16.tif")
+    stored = gdal.Open(str(scaled)).ReadAsArray()
+    floats = write_geotiff(tmp_path / "float32.tif", np.where(stored == -32768, np.nan, stored * 0.01).astype(
+        np.float32), nodata=float("nan"))
+    results = []
+    for src in (scaled, floats):
+        assert demo.main(["--input", str(src), "--out", str(tmp_path / src.stem), "--model", str(tiny_bundle),
+                          "--device", "cpu", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    got, want = results
+    assert got["domain"] == want["domain"] == "db"
+    for g, w in zip(got["bands"] + [got["overall"]], want["bands"] + [want["overall"]]):
+        assert g["valid_pixels"] == w["valid_pixels"]
+        for key in ("db_rmse", "psnr", "ssim", "enl_ratio", "epi"):
+            assert g[key] == pytest.approx(w[key], rel=0.02, abs=1e-3), key  # the int16 rounding
+    assert got["overall"]["valid_pixels"] == 2 * (512 * 512 - 32 * 32)  # the nodata block
+    assert got["overall"]["db_rmse"] > 0.5

@@ -19,9 +19,10 @@ import pytest
 from sar_compress_plugin import cli
 from sar_compress_plugin.core import container
 from sar_compress_plugin.core.codec import (RECONSTRUCTION_TAG, CompressedRaster, CompressOptions, compress,
-                                            explain_domain, read_header, reconstruct)
+                                            read_header, reconstruct)
 from sar_compress_plugin.core.errors import (ContainerFormatError, InputRasterError, OutputPathError,
                                              SarCompressError)
+from sar_compress_plugin.core.preprocessing import explain_domain
 
 from codec_fixtures import compressed_scene, write_geotiff
 

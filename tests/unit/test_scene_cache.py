@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from codec_fixtures import gcp_georeferenced_copy
+from codec_fixtures import GHANA_DB, gcp_georeferenced_copy, int16_db_product
 from osgeo import gdal, osr
 
 from sar_compress_plugin.core import codec
@@ -46,6 +46,19 @@ def gcp_sarc(tiny_bundle, sar_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("gcp_scene")
     src = gcp_georeferenced_copy(sar_data / "s1_iw_grd_berlin_512.tif", d / "berlin_gcps.tif")
     out = d / "berlin_gcps.sarc"
+    codec.compress(str(src), str(out),
+                   codec.CompressOptions(model_dir=str(tiny_bundle), device="cpu", tile_size=128, overview=True))
+    codec.reconstruct(str(out), str(d / "full.tif"), model_dirs=[str(tiny_bundle)], device="cpu")
+    return out, gdal.Open(str(d / "full.tif")).ReadAsArray(), d / "full.tif"
+
+
+@pytest.fixture(scope="module")
+def scaled_sarc(tiny_bundle, sar_data, tmp_path_factory):
+    """An int16 sigma0 dB product (hundredths of a dB under a GDAL scale of 0.01, a nodata block) compressed as
+    `sarc` (its bands coded as physical values), its full reconstruction and that file's path."""
+    d = tmp_path_factory.mktemp("scaled_scene")
+    src = int16_db_product(sar_data / GHANA_DB, d / "ghana_int16.tif")
+    out = d / "ghana_int16.sarc"
     codec.compress(str(src), str(out),
                    codec.CompressOptions(model_dir=str(tiny_bundle), device="cpu", tile_size=128, overview=True))
     codec.reconstruct(str(out), str(d / "full.tif"), model_dirs=[str(tiny_bundle)], device="cpu")
@@ -262,3 +275,60 @@ def test_a_scene_whose_gcps_cannot_place_it_is_refused_in_one_line(tiny_bundle, 
                                                r"the map \(.*\)$"):
         SceneCache(sarc, tmp_path / "cache", model_dirs=[str(tiny_bundle)], device="cpu")
     assert not (tmp_path / "cache").exists()
+
+
+def _scale_offset_nodata(path) -> list[tuple]:
+    ds = gdal.Open(str(path))
+    return [(b.GetScale(), b.GetOffset(), b.GetNoDataValue())
+            for b in (ds.GetRasterBand(i + 1) for i in range(ds.RasterCount))]
+
+
+def test_a_scaled_scene_is_cached_under_its_scale_so_gdal_reads_the_db_of_its_clip_range(scaled_sarc, tiny_bundle,
+                                                                                          tmp_path):
+    """The cache held the stored hundredths of a dB with no scale, where the layer's grey stretch is the file's clip
+    range in dB (about -16..-5): the whole scene showed black. Tiles and overview levels hold stored values under
+    the reconstruction's scale and nodata, so GDAL and QGIS read them as dB."""
+    sarc, full, full_path = scaled_sarc
+    cache = _open(scaled_sarc, tmp_path, tiny_bundle)
+    assert cache.raster.scaling == [(0.01, 0.0), (0.01, 0.0)]
+    cache.decode([0, 5])
+    assert _scale_offset_nodata(cache.tiff_path) == _scale_offset_nodata(full_path) == [(0.01, 0.0, -32768.0)] * 2
+    _assert_shows_only_true_pixels(cache, full)
+    ds = gdal.Open(str(cache.tiff_path))
+    for b in range(2):
+        lo, hi = codec.read_header(sarc)["clip_db"][b]
+        overview = ds.GetRasterBand(b + 1).GetOverview(2)  # the stored overview's own resolution
+        stored = overview.ReadAsArray()
+        db = cache.raster.overview(b)[:overview.YSize, :overview.XSize]
+        assert np.array_equal(stored == -32768, np.isnan(db)) and np.isnan(db).any()  # the nodata block
+        physical = stored[~np.isnan(db)] * 0.01
+        assert np.abs(physical - db[~np.isnan(db)]).max() <= 0.005 + 1e-6  # to the hundredth of a dB stored
+        assert lo - 3 < np.median(physical) < hi + 3
+    cache.close()
+
+
+def test_a_scaled_scene_cache_made_without_its_scale_is_rebuilt(scaled_sarc, tiny_bundle, tmp_path):
+    """A cache made before bands were coded as physical values has no scale: its pixels read as hundredths of a
+    dB, so it is made anew rather than shown."""
+    old = _open(scaled_sarc, tmp_path, tiny_bundle)
+    old.decode([0, 1])
+    old.close()
+    ds = gdal.Open(str(old.tiff_path), gdal.GA_Update)
+    for b in range(ds.RasterCount):
+        band = ds.GetRasterBand(b + 1)
+        band.SetScale(1.0)  # as caches were written: GDAL's identity, no tag
+        band.SetOffset(0.0)
+        band = None
+    ds = None
+    assert _scale_offset_nodata(old.tiff_path) == [(None, None, -32768.0)] * 2
+
+    again = _open(scaled_sarc, tmp_path, tiny_bundle)
+    assert again.created and again.decoded == set()
+    assert _scale_offset_nodata(again.tiff_path) == [(0.01, 0.0, -32768.0)] * 2
+    assert again.decode([0, 1]) == 2
+    _assert_shows_only_true_pixels(again, scaled_sarc[1])
+    again.close()
+    reopened = _open(scaled_sarc, tmp_path, tiny_bundle)  # and a cache made so is kept
+    assert not reopened.created and reopened.decoded == {0, 1}
+    reopened.close()
+
