@@ -383,6 +383,39 @@ def _georeferencing(raster: dict) -> str:
             f"x {x0:.10g}..{x1:.10g}, y {y0:.10g}..{y1:.10g}")
 
 
+def _band_labels(raster: dict) -> list[str]:
+    """Each band's name for sar-info's per-band figures, "band N" for an unnamed one: a raster without band
+    descriptions printed its clip ranges as " 40.00..61.20,  34.57..56.52"."""
+    names = list(raster.get("band_names") or [])
+    return [str(names[b]) if b < len(names) and str(names[b]).strip() else f"band {b + 1}"
+            for b in range(raster["band_count"])]
+
+
+def _scaling_line(raster: dict, scaling: list) -> str | None:
+    """What sar-info says of bands with a GDAL scale or offset, None when none has one: a band coded as its
+    physical values (format 5, `scaling` from codec.coded_scaling) has its clip range and outlier figures in dB
+    of stored * scale + offset, and its reconstruction comes back as stored values under the same scale and
+    offset; a band of a file from before (coded as its stored values) has them in the stored numbers' units."""
+    from .core.raster_io import band_scaling  # noqa: PLC0415
+
+    bands = list(raster.get("bands") or [])
+    physical, stored = [], []
+    for b, label in enumerate(_band_labels(raster)):
+        given = band_scaling(bands[b]) if b < len(bands) and isinstance(bands[b], dict) else None
+        if given is not None:
+            scale, offset = given
+            (physical if scaling[b] is not None else stored).append(
+                f"{label} = stored * {scale:.10g} {'-' if offset < 0 else '+'} {abs(offset):.10g}")
+    parts = []
+    if physical:
+        parts.append(", ".join(physical) + f" coded as physical values (the dB figures are theirs; reconstructed "
+                                           f"as stored {raster['dtype']} under the same scale and offset)")
+    if stored:
+        parts.append(", ".join(stored) + " coded as stored values (written before format 5: the dB figures are "
+                                         "of the stored numbers)")
+    return "  scaling  " + "; ".join(parts) if parts else None
+
+
 def _db(value) -> str:
     """A dB figure of the header for sar-info: 2.74509819772315 printed as it is stored said nothing more."""
     return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
@@ -462,7 +495,8 @@ def compress_main(argv, signals) -> int:
     signals.watch(a.output)
 
     def go(cancelled) -> int:
-        from .core.codec import CompressOptions, compress, refuse_to_replace_data  # noqa: PLC0415
+        from .core.codec import (CompressOptions, coded_scaling, compress, read_header,  # noqa: PLC0415
+                                 refuse_to_replace_data)
 
         _given(("the input", a.input), ("the output", a.output))
         _a_file("the output", a.output)
@@ -472,8 +506,11 @@ def compress_main(argv, signals) -> int:
                                outlier_margin_db=a.outlier_margin_db, no_clobber=a.no_clobber)
         with _progress_bar("compress", a.quiet) as bar:
             r = compress(a.input, a.output, opts, progress=bar, is_cancelled=cancelled)
-        if a.json:
-            _out(json.dumps(r.__dict__, indent=1, default=str))
+        if a.json:  # plus what only the header says: a target met or not, and what an older reader can read
+            h = read_header(r.output_path)
+            _out(json.dumps({**r.__dict__, "format_version": h["format_version"], "rate": h["rate"],
+                             "coded_physical": [s is not None for s in coded_scaling(h)]},
+                            indent=1, default=str))
         else:
             mp_s = r.pixels * r.bands / 1e6 / max(r.seconds, 1e-9)
             _out(f"{r.output_path}: {r.output_bytes} bytes, {r.bpp:.4f} bpp ({r.bpp_per_band:.4f} per band), "
@@ -546,13 +583,18 @@ def info_main(argv, signals) -> int:
     started = time.time()
 
     def go(cancelled) -> int:
-        from .core.container import ContainerReader  # noqa: PLC0415
+        from .core.codec import coded_scaling  # noqa: PLC0415
+        from .core.container import ContainerFormatError, ContainerReader  # noqa: PLC0415
         from .core.raster_io import remove_stale_partials  # noqa: PLC0415
 
         _given(("the input", a.file))
         remove_stale_partials(a.file, older_than=started)  # a killed sar-compress of this file left them
         with ContainerReader(a.file) as r:
             h = r.header
+            try:  # what the reconstruction refuses, sar-info must not describe (nor --verify call OK)
+                scaling = coded_scaling(h)
+            except ValueError as exc:
+                raise ContainerFormatError(f"{a.file}: header field is invalid ({exc})") from None
             if a.verify:  # chunk by chunk first: damage is named by tile and band, as the decoder names it
                 tiles = h["tiling"]["cols"] * h["tiling"]["rows"]
                 for kind, entries in h["chunks"].items():
@@ -576,7 +618,7 @@ def info_main(argv, signals) -> int:
             px = ra["width"] * ra["height"]
             raw = px * ra["band_count"] * __import__("numpy").dtype(ra["dtype"]).itemsize
             rate, o = h["rate"], h.get("outliers", {})
-            clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(ra["band_names"], h["clip_db"]))
+            clip = ", ".join(f"{n} {lo:.2f}..{hi:.2f}" for n, (lo, hi) in zip(_band_labels(ra), h["clip_db"]))
             parts = {kind: sum(e[1] for e in entries if e) for kind, entries in h["chunks"].items()}
             if _overview_chunks(h, size):
                 parts["overview"] = sum(e[1] for e in _overview_chunks(h, size))
@@ -589,6 +631,7 @@ def info_main(argv, signals) -> int:
                 f"  rate     {8 * size / px:.4f} bpp, ratio {raw / size:.1f}:1",
                 f"  model    {m['name']} ({m.get('variant', '?')}) decoder sha256 {m['decoder_sha256']}",
                 f"  clip dB  {clip}",
+                *filter(None, [_scaling_line(ra, scaling)]),
                 f"  quality  {rate['quality']} of 0..{rate.get('levels', 0) - 1} (chosen by "
                 f"{rate.get('chosen_by', '?')}" + (f", target {rate['target']}" if "target" in rate else "") + ")",
                 f"  tiles    {t['cols']} x {t['rows']} of {t['tile_size']} px, halo {t['halo']}; "

@@ -282,11 +282,12 @@ def compress_batch_main(argv, signals) -> int:
                    help="value domain of every input (default: inferred per scene, see sar-compress)")
 
     def task(a):
-        from ..core.codec import CompressOptions  # noqa: PLC0415
+        from ..core.codec import CompressOptions, check_compress_options  # noqa: PLC0415
         from .tasks import compress_scene  # noqa: PLC0415
 
         opts = CompressOptions(model_dir=a.model, device=a.device, tile_size=a.tile, quality=a.quality,
                                target_bpp=a.target_bpp, target_db_rmse=a.target_db_rmse, domain=a.domain)
+        check_compress_options(opts)  # before the cluster starts: every scene would fail alike
         return compress_scene, {"options": opts, "verify": a.verify, "threads": a.threads}
 
     return _run_batch("sar-compress-batch", p, argv, RASTER_SUFFIXES, ".sarc", task, signals)

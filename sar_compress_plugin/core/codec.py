@@ -44,12 +44,12 @@ from .header_schema import MAX_ABS_DB
 from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
-from .preprocessing import (DB_NEGATIVE_SHARE, DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams,
-                            canonical_domain, denormalise, from_db, normalise, percentile_bounds, to_db)
+from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
+                            denormalise, explain_domain, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, band_scaling, check_output_path,
                         remove_stale_partials, same_file, shifted_gcps, source_stamp)
-from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle
+from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle, load_manifest
 from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ OUTLIER_STEP_DB = 0.25
 
 @dataclass
 class CompressOptions:
-    """How to compress. `domain=None` infers it (see `infer_domain`).
+    """How to compress. `domain=None` infers it (see `preprocessing.explain_domain`).
 
     The operating point is one of: `quality` (a float between 0 and the model's top level; higher spends more
     bits), `target_bpp` (bits per pixel per band) or `target_db_rmse`, which the codec meets by a search on
@@ -164,42 +164,22 @@ def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
 
 # --- domain and statistics -------------------------------------------------------------------------------
 
-def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None,
-                   scaled: bool = False) -> tuple[str, str]:
-    """(domain, why) when the user gives no domain; robust to a few odd pixels. `sample`: physical values
-    (raster_io.physical_values); `scaled`: the band has a GDAL scale or offset.
-
-    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection and our reconstructions carry) wins;
-    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes), except scaled ones
-       whose physical values are at least 5% negative, which amplitude cannot be: dB (int16 hundredths of a dB);
-    3. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
-       One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
-       user can see the call was sensible.
-    """
-    tag = (metadata or {}).get("VALUE_DOMAIN")
-    if tag:
-        try:
-            return canonical_domain(tag), f"VALUE_DOMAIN tag {tag!r}"
-        except SarCompressError:
-            log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
-    integer = np.dtype(dtype).kind in "iu"
-    if integer and not scaled:
-        return "amplitude", f"integer data type {dtype}"
-    finite = sample[np.isfinite(sample)]
-    if not finite.size:
-        return ("amplitude", f"integer data type {dtype}") if integer else ("intensity", "no finite values sampled")
-    share = float((finite < 0).mean())
-    p1, p99 = (float(v) for v in np.percentile(finite, (1, 99)))
-    stats = f"{100 * share:.1f}% negative values, 1st-99th percentile {p1:.3g}..{p99:.3g}"
-    kind = f"{dtype} data with a scale/offset" if integer else "float data"
-    if share >= DB_NEGATIVE_SHARE:
-        return "db", f"{kind} with {stats}"
-    return ("amplitude" if integer else "intensity"), f"{kind} with {stats}"
-
-
-def infer_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None, scaled: bool = False) -> str:
-    """The domain `explain_domain` chooses, without the reason."""
-    return explain_domain(dtype, sample, metadata, scaled)[0]
+def _warn_other_domains(input_path, info, samples, domain: str, why: str) -> set[int]:
+    """A file has one value domain, inferred from its first band: a band whose own values say another (one of
+    int16 hundredths of a dB under a scale beside one of plain digital numbers) was coded in the wrong one
+    without a word. Not when a VALUE_DOMAIN tag decided, which speaks for every band. The bands (1-based)
+    warned of."""
+    told: set[int] = set()
+    if why.startswith("VALUE_DOMAIN"):
+        return told
+    for b in range(1, info.band_count):
+        other, other_why = explain_domain(info.dtype, samples[b], None, info.scaling(b) is not None)
+        if other != domain:
+            log.warning("%s: band %d looks like %s (%s), but a file has one value domain and band 1 gives %s (%s); "
+                        "pass the domain if that is wrong, or compress the bands apart", input_path, b + 1, other,
+                        other_why, domain, why)
+            told.add(b + 1)
+    return told
 
 
 def _band_samples(reader: RasterReader, band: int, nodata) -> np.ndarray:
@@ -258,6 +238,37 @@ def _load_model(model_dir, device: str) -> OnnxCodecModel:
     return model
 
 
+def _checked_options(opts: CompressOptions) -> RateTarget:
+    """The options' rate target, once the tile size, the outlier margin and the rate are in range."""
+    if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
+        raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
+                               f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
+    if opts.outlier_margin_db is not None and not (math.isfinite(opts.outlier_margin_db)
+                                                   and 0 <= opts.outlier_margin_db <= MAX_ABS_DB):
+        raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
+                               f"{MAX_ABS_DB:g}")
+    return RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
+
+
+def check_compress_options(opts: CompressOptions) -> None:
+    """Raise SarCompressError for options `compress` would refuse whatever the input: the tile size, the outlier
+    margin, the rate (a finite quality within the model's levels, a finite positive target), and a model folder
+    that is no bundle or one kept only to decode. Reads the bundle's manifest only (no ONNX session), so a batch
+    can refuse them in one line before it starts a cluster: every scene failed alike, with a report whose JSON
+    held NaN for `--quality nan`."""
+    target = _checked_options(opts)
+    d = Path(opts.model_dir) if opts.model_dir is not None else default_model_dir()
+    if opts.model_dir is None and not (d / "manifest.json").is_file():
+        raise ModelBundleError(f"the bundled default model is not installed ({d}); pass a model folder")
+    m = load_manifest(d, verify=False)
+    if m.get("decode_only") is True:
+        raise ModelBundleError(f"{d}: model {m.get('name')} is kept only to decode the files it wrote; compress "
+                               "with the default model")
+    levels = (m.get("rate") or {}).get("levels")
+    if target.quality is not None and isinstance(levels, int) and not target.quality <= levels - 1:
+        raise SarCompressError(f"quality {target.quality} must be between 0 and {levels - 1} for this model")
+
+
 def compress(input_path, output_path, options: CompressOptions | None = None, progress: Progress = None,
              is_cancelled: Cancelled = None) -> CompressResult:
     """Compress a raster into a .sarc file; see the module docstring for what is stored how."""
@@ -269,14 +280,7 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
     if out.suffix.lower() in (".tif", ".tiff"):  # a loop `sar-compress $f out/$f` over *.tif would fill an
         # archive with .sarc files that every GIS takes for GeoTIFFs and then fails to open
         raise OutputPathError(f"{out}: a .sarc file named {out.suffix} would pass for a GeoTIFF; name it .sarc")
-    if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
-        raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
-                               f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
-    if opts.outlier_margin_db is not None and not (math.isfinite(opts.outlier_margin_db)
-                                                   and 0 <= opts.outlier_margin_db <= MAX_ABS_DB):
-        raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
-                               f"{MAX_ABS_DB:g}")
-    target = RateTarget.from_options(opts.quality, opts.target_bpp, opts.target_db_rmse)
+    target = _checked_options(opts)
     # before the first read: a source changed while it is read looks changed
     source = source_stamp(input_path) if opts.stamp_source else None
     with RasterReader(input_path, opts.nodata) as reader, single_threaded_blas():
@@ -297,8 +301,11 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         else:
             domain, why = explain_domain(info.dtype, samples[0], info.metadata, info.scaling(0) is not None)
         log.info("%s: value domain %s (%s)", input_path, domain, why)
-        if np.dtype(info.dtype).kind in "iu" and domain == "db" and info.scaling(0) is None:
-            log.warning("%s: integer raster treated as dB", input_path)
+        told = set() if opts.domain else _warn_other_domains(input_path, info, samples, domain, why)
+        unscaled = [b + 1 for b in range(info.band_count) if info.scaling(b) is None and b + 1 not in told]
+        if np.dtype(info.dtype).kind in "iu" and domain == "db" and unscaled:
+            log.warning("%s: integer raster treated as dB%s", input_path, "" if len(unscaled) == info.band_count
+                        else f" (band {', '.join(map(str, unscaled))} without a scale or offset)")
         model = _load_model(opts.model_dir, opts.device)
         pp = replace(model.preprocessing, input_domain=domain)
         percentiles = tuple(pp.clip_percentiles) or DEFAULT_PERCENTILES
@@ -638,8 +645,7 @@ class CompressedRaster:
             #: header `raster.bands[b].coded` is "physical"), else None: decoded values are turned back into
             #: stored ones, (v - offset) / scale, which a reconstruction writes under that scale and offset.
             #: Files written before the codec read scale and offset coded the stored values: None, as they were.
-            bands = list(r.get("bands") or [])
-            self.scaling = [_coded_scaling(bands[b]) if b < len(bands) else None for b in range(self.bands)]
+            self.scaling = coded_scaling(h)
             #: how the source marked invalid pixels beyond nodata (raster_io.RasterInfo.gdal_mask); "" for none
             self.gdal_mask = str(r.get("gdal_mask") or "")
             self.quality = float(h["rate"]["quality"])
@@ -810,8 +816,9 @@ class CompressedRaster:
         integers rounded and clipped so that a valid pixel stays valid (> 0 in a linear domain, after the
         scaling; and, through a scaling, off the band's nodata value)."""
         dt, scaling = self.dtype, self.scaling[band]
-        if scaling is not None:
-            values = (np.asarray(values, dtype=np.float64) - scaling[1]) / scaling[0]
+        if scaling is not None:  # (an extreme scale overflows to inf, clipped below: no RuntimeWarning lines)
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = (np.asarray(values, dtype=np.float64) - scaling[1]) / scaling[0]
         if dt.kind == "f":
             with np.errstate(over="ignore", invalid="ignore"):
                 out = values.astype(dt)
@@ -889,13 +896,28 @@ class CompressedRaster:
         self.close()
 
 
-def _coded_scaling(band: dict) -> tuple[float, float] | None:
+def coded_scaling(header: dict) -> list[tuple[float, float] | None]:
+    """Per band of a .sarc header, (scale, offset) when the band was coded as physical values (`raster.bands[b]`
+    `coded` is "physical"), else None (no scale or offset, or a file from before the codec read them, which
+    coded the stored values). Raises ValueError naming the band for a `coded` this codec does not know (a
+    reader that took it for stored values would write wrong pixels without a word) and for a scale of 0 (no
+    value comes back through it), as the reconstruction and sar-info both refuse such a file."""
+    r = header["raster"]
+    bands = list(r.get("bands") or [])
+    return [_coded_scaling(bands[b], b) if b < len(bands) else None for b in range(r["band_count"])]
+
+
+def _coded_scaling(band: dict, index: int) -> tuple[float, float] | None:
     """(scale, offset) of a header's `raster.bands` entry whose values were coded physical, else None."""
-    if not isinstance(band, dict) or band.get("coded") != "physical":
+    coded = band.get("coded") if isinstance(band, dict) else None
+    if coded is None:
         return None
+    if coded != "physical":
+        raise ValueError(f"band {index + 1} is coded {coded!r}, which this codec does not know (only 'physical')")
     scaling = band_scaling(band)
     if scaling is not None and not (scaling[0] != 0 and all(math.isfinite(v) for v in scaling)):
-        raise ValueError(f"band scale {scaling[0]} and offset {scaling[1]}")
+        raise ValueError(f"band {index + 1} is coded physical with scale {scaling[0]:g} and offset "
+                         f"{scaling[1]:g}, through which no stored value comes back")
     return scaling
 
 
@@ -1042,5 +1064,5 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 
 __all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
-           "infer_domain", "explain_domain", "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
-           "clip_window", "same_file", "refuse_to_replace_data"]
+           "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
+           "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options"]

@@ -188,7 +188,22 @@ def _open(path: str | os.PathLike):
         raise InputRasterError(f"{p}: is not a regular file (FIFO, device or socket); copy it to a file first")
     if not os.access(p, os.R_OK):
         raise InputRasterError(f"{p}: file is not readable (permission denied)")
-    return _open_dataset(_gdal_path(p), p)
+    try:
+        return _open_dataset(_gdal_path(p), p)
+    except InputRasterError:
+        if _is_sarc(p):  # `sar-compress scene.sarc ...`: said "not a readable raster (unknown format)"
+            raise InputRasterError(f"{p}: is a compressed .sarc file, not a raster; reconstruct it with "
+                                   "sar-reconstruct (or sar-info to describe it)") from None
+        raise
+
+
+def _is_sarc(path: Path) -> bool:
+    """Whether a local file starts with the .sarc magic bytes (core/container.py's MAGIC)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"SARC\x89\r\n\x1a"
+    except OSError:
+        return False
 
 
 def _open_dataset(name, p):
