@@ -36,6 +36,8 @@ from .qgis_io import (
     layer_file_path,
     layer_nodata,
     reconstruction_layer_name,
+    reconstruction_source,
+    remember_compressed,
     show_only_quality_map,
     style_db_grey,
     style_quality_layer,
@@ -269,9 +271,14 @@ class SarCompressPlugin:
 
     def compress_layer(self, layer, output_path: str | None = None, options=None, ask: bool = True):
         """Compress a raster layer's file. With `ask`, a dialog collects output path and options first."""
+        from .core.raster_io import read_raster_info
+
         try:
             input_path = layer_file_path(layer)
             nodata = layer_nodata(layer)
+            # a raster the codec cannot take (complex SLC, bands of mixed types...) is refused before the dialog:
+            # it opened, was filled in, and the task failed once it had closed
+            read_raster_info(input_path)
         except SarCompressError as exc:
             self.logger.warning(f"Cannot compress: {exc}")
             return None
@@ -311,6 +318,10 @@ class SarCompressPlugin:
         if remember_device:
             PluginSettings.remember(device=remember_device)
         r = result.value
+        project = QgsProject.instance()
+        layer = project.mapLayer(task.layer_id)
+        if layer is not None:  # its reconstructions find it by this, whatever the file is called
+            remember_compressed(project, layer, r.output_path)
         extra = f", {r.outlier_pixels} out-of-range pixels coded exactly" if getattr(r, "outlier_pixels", 0) else ""
         self.logger.success(
             f"'{layer_name}' compressed to {Path(r.output_path).name}: ratio {r.ratio:.1f}:1, "
@@ -356,7 +367,8 @@ class SarCompressPlugin:
         if not self._ensure_dependencies():
             return None
         settings = PluginSettings.load()
-        output_path = output_path or default_reconstruction_path(sarc_path, self.running_outputs())
+        output_path = output_path or default_reconstruction_path(sarc_path, self.running_outputs(),
+                                                                 window=window is not None)
         task = ReconstructTask(sarc_path, output_path,
                                model_dirs=settings.reconstruct_model_dirs(), device=device or settings.device,
                                window=window)
@@ -438,9 +450,13 @@ class SarCompressPlugin:
         original = project.mapLayer(layer.customProperty(ORIGINAL_PROPERTY) or "")
         if original is None:
             try:
-                original = find_original_layer(project, layer_file_path(layer), exclude=layer)
+                path = layer_file_path(layer)
             except SarCompressError:
-                original = None
+                return None
+            # the .sarc its tag names, beside it (as the plugin and Processing write it), then its own name
+            sarc = reconstruction_source(path)
+            original = find_original_layer(project, sarc, exclude=layer) if sarc else None
+            original = original or find_original_layer(project, path, exclude=layer)
         return original
 
     def quality_maps(self, reconstruction: QgsRasterLayer, original: QgsRasterLayer, window: int = 15,

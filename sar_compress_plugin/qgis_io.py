@@ -29,6 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from .core.errors import InputRasterError
+from .core.raster_io import RECONSTRUCTION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ SARC_SUFFIX = ".sarc"
 GROUP_PROPERTY = "sar_compress/group"
 ROLE_PROPERTY = "sar_compress/role"
 ORIGINAL_PROPERTY = "sar_compress/original_layer_id"
+#: Custom property of a layer the plugin compressed: the .sarc files it wrote of it (absolute paths), by which
+#: their reconstructions find it whatever their names (the default name of a second compression is `<stem>_2`).
+COMPRESSED_TO_PROPERTY = "sar_compress/compressed_to"
 #: A .sarc opened as a layer (scene_layer.py): its GDAL source is the plugin's tile cache, not the scene's file.
 SCENE_ROLE = "scene"
 SARC_PATH_PROPERTY = "sar_compress/sarc_path"
@@ -149,17 +153,28 @@ def layer_with_file(project: QgsProject, path: str | os.PathLike) -> QgsMapLayer
 
 
 def is_reconstruction(layer: QgsMapLayer) -> bool:
-    """True when the layer's file is a reconstruction (the codec tags each with core.codec.RECONSTRUCTION_TAG;
+    """True when the layer's file is a reconstruction (the codec tags each with core.raster_io.RECONSTRUCTION_TAG;
     it copies the original's other metadata, VALUE_DOMAIN included, so nothing else tells the two apart)."""
     from osgeo import gdal
-
-    from .core.codec import RECONSTRUCTION_TAG
 
     try:
         ds = gdal.OpenEx(layer_file_path(layer), gdal.OF_RASTER)
     except (InputRasterError, RuntimeError):
         return False
     return ds is not None and bool(ds.GetMetadataItem(RECONSTRUCTION_TAG))
+
+
+def reconstruction_source(path: str) -> str:
+    """The .sarc that the reconstruction `path` names in its tag (core.raster_io.RECONSTRUCTION_TAG, a file name),
+    taken beside it; "" when it names none."""
+    from osgeo import gdal
+
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    except RuntimeError:
+        return ""
+    name = (ds.GetMetadataItem(RECONSTRUCTION_TAG) or "") if ds is not None else ""
+    return str(Path(local_output_base(path)).parent / Path(name).name) if name else ""
 
 
 def display_image_warning(layer: QgsRasterLayer) -> str:
@@ -331,9 +346,13 @@ def default_compressed_path(input_path: str, taken: set[str] | frozenset[str] = 
     return unique_path(Path(local_output_base(input_path)).with_suffix(SARC_SUFFIX), taken)
 
 
-def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str] = frozenset(),
+                                window: bool = False) -> str:
+    """Beside the .sarc: `<stem>_reconstructed.tif`, or for a `window` of it `<stem>_extent.tif`, as "Export
+    current extent" names one. A window named as the whole scene took its name, and the whole scene reconstructed
+    after it became `_reconstructed_2.tif`: on disk the part passed for all of it."""
     p = Path(sarc_path)
-    return unique_path(p.with_name(f"{p.stem}_reconstructed.tif"), taken)
+    return unique_path(p.with_name(f"{p.stem}_{'extent' if window else 'reconstructed'}.tif"), taken)
 
 
 def default_quality_paths(reconstruction_path: str, band: int, folder: str = "") -> tuple[str, str]:
@@ -357,8 +376,31 @@ def _stem_key(path: str) -> str:
     return stem
 
 
+def _compressed_to(layer: QgsMapLayer) -> list[str]:
+    value = layer.customProperty(COMPRESSED_TO_PROPERTY) or []
+    return [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+
+def remember_compressed(project: QgsProject, layer: QgsMapLayer, sarc_path: str) -> None:
+    """Note on `layer` that the plugin compressed it to `sarc_path` (find_original_layer), and on no other layer:
+    a file written again holds the last layer compressed to it."""
+    path = str(Path(sarc_path).absolute())
+    for other in project.mapLayers().values():
+        if other is not layer and path in _compressed_to(other):
+            other.setCustomProperty(COMPRESSED_TO_PROPERTY, [p for p in _compressed_to(other) if p != path])
+    if path not in _compressed_to(layer):
+        layer.setCustomProperty(COMPRESSED_TO_PROPERTY, [*_compressed_to(layer), path])
+
+
 def find_original_layer(project: QgsProject, compressed_path: str, exclude: QgsMapLayer | None = None):
-    """The project raster layer a .sarc (or its reconstruction) was made from: same file stem, else None."""
+    """The project raster layer a .sarc (or its reconstruction) was made from: the layer the plugin compressed to
+    that file (remember_compressed), else one of the same file stem, else None. By stem alone, the reconstruction
+    of a second compression (`berlin_2.sarc`, the name the plugin gives it beside `berlin.sarc`) lost its original:
+    put outside its group, in another stretch, and the quality maps' dialog asked which layer it was."""
+    path = str(Path(compressed_path).absolute())
+    for layer in project.mapLayers().values():
+        if layer is not exclude and isinstance(layer, QgsRasterLayer) and path in _compressed_to(layer):
+            return layer
     key = _stem_key(compressed_path)
     for layer in project.mapLayers().values():
         if layer is exclude or not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.codec import (RECONSTRUCTION_SHA256_TAG, CompressedRaster, CompressOptions, compress, reconstruct,
-                          refuse_to_replace_data)
+from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct, refuse_to_replace_data
 from ..core.errors import SarCompressError
-from ..core.raster_io import (RasterReader, geotiff_blocks_stored, is_gdal_virtual_path, limit_gdal_cache,
-                              pid_alive, read_raster_info, source_stamp, temp_path_for)
+from ..core.raster_io import (RECONSTRUCTION_SHA256_TAG, RasterReader, geotiff_blocks_stored, is_gdal_virtual_path,
+                              limit_gdal_cache, pid_alive, read_raster_info, source_stamp, temp_path_for)
 from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 

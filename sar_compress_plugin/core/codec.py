@@ -47,8 +47,9 @@ from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
                             denormalise, explain_domain, from_db, normalise, percentile_bounds, to_db)
 from .rate_control import RateTarget, choose_quality
-from .raster_io import (GcpGrid, GeoTiffWriter, PartialFile, RasterReader, band_scaling, check_output_path,
-                        remove_stale_partials, same_file, shifted_gcps, source_stamp)
+from .raster_io import (RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, GcpGrid, GeoTiffWriter, PartialFile,
+                        RasterReader, band_scaling, check_output_path, remove_stale_partials, same_file,
+                        shifted_gcps, source_stamp)
 from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle, load_manifest
 from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
 
@@ -58,12 +59,8 @@ Window = tuple[int, int, int, int]
 Progress = Callable[[float], None] | None
 Cancelled = Callable[[], bool] | None
 
-#: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from, and that file's body
-#: SHA-256 (its identity whatever its name or date: a batch rerun tells a reconstruction of this very file).
-RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
 #: the geotransform a header holds for a raster that has none (GDAL's default)
 NO_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-RECONSTRUCTION_SHA256_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF_SHA256"
 SOFTWARE = "sar-compress 0.1.0"
 #: Pixels sampled per band to estimate the clip percentiles (strided, so huge rasters stay streaming).
 STATS_SAMPLES = 4_000_000
@@ -1062,7 +1059,7 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
                                  seconds=time.perf_counter() - t0, provider=model.provider)
 
 
-__all__ = ["RECONSTRUCTION_TAG", "RECONSTRUCTION_SHA256_TAG", "outlier_margin_db", "CompressOptions",
+__all__ = ["outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
            "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
            "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options"]

@@ -45,6 +45,13 @@ import numpy as np
 
 from .errors import InputRasterError, OutputPathError
 
+#: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from, and that file's body
+#: SHA-256 (its identity whatever its name or date: a batch rerun tells a reconstruction of this very file). Here,
+#: not in core.codec, whose packages (zstandard, constriction...) telling a reconstruction from its original does
+#: not need: the plugin's "SAR quality maps…" reads it in a QGIS without them.
+RECONSTRUCTION_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF"
+RECONSTRUCTION_SHA256_TAG = "SAR_COMPRESS_RECONSTRUCTION_OF_SHA256"
+
 log = logging.getLogger(__name__)
 
 Window = tuple[int, int, int, int]

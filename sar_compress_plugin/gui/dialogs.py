@@ -66,6 +66,28 @@ def destination_error(out: str, taken=frozenset()) -> str:
     return f"{error}: choose another output." if error else ""
 
 
+def typed_path(widget) -> str:
+    """The path typed in a QgsFileWidget, stripped and with "~" expanded, as the output fields take it: typed in a
+    folder field ("~/models/mine"), it was refused as a folder that "does not exist", which it did."""
+    typed = widget.filePath().strip()
+    return str(Path(typed).expanduser()) if typed else ""
+
+
+def _data_raster_error(out: str) -> str:
+    """Why `out`, an existing raster, may not be replaced by a reconstruction ("" when it may): one without the
+    codec's reconstruction tag is someone's data, most often the very original the .sarc was made from, not loaded
+    in the project. The dialog asked "Replace it?", and a Yes replaced the original by its lossy copy, which
+    sar-reconstruct and the batch refuse (core.codec.refuse_to_replace_data)."""
+    from ..core.codec import refuse_to_replace_data
+    from ..core.errors import OutputPathError
+
+    try:
+        refuse_to_replace_data(out, remedy="choose another output")
+    except OutputPathError as exc:
+        return str(exc).removesuffix("; nothing written") + "."
+    return ""
+
+
 def folder_error(path: str) -> str:
     """Why a typed folder cannot be used as one ("" when it is a folder): a file typed there (a bundle's
     manifest.json rather than its folder, say) was called a folder that "does not exist"."""
@@ -212,7 +234,7 @@ class CompressDialog(_FormDialog):
     def _manifest(self) -> dict:
         from ..core.runtime import default_model_dir, load_manifest
 
-        return load_manifest(self.model_dir.filePath().strip() or default_model_dir(), verify=False)
+        return load_manifest(typed_path(self.model_dir) or default_model_dir(), verify=False)
 
     def validate(self) -> str:
         if self.display_image_warning and not self.compress_anyway.isChecked():
@@ -235,7 +257,7 @@ class CompressDialog(_FormDialog):
         after the dialog has closed (and the quality has been saved as the default)."""
         from ..core.errors import SarCompressError
 
-        folder = self.model_dir.filePath().strip()
+        folder = typed_path(self.model_dir)
         error = folder_error(folder) if folder else ""
         if error:
             return error
@@ -260,7 +282,7 @@ class CompressDialog(_FormDialog):
 
     def option_values(self) -> dict:
         """Keyword arguments for core.codec.CompressOptions: one of quality, target_bpp and target_db_rmse."""
-        return {"model_dir": self.model_dir.filePath().strip() or None, "device": self.device.currentData(),
+        return {"model_dir": typed_path(self.model_dir) or None, "device": self.device.currentData(),
                 "tile_size": int(self.tile_size.value()), "domain": self.domain.currentData(),
                 **self.rate.option_values()}
 
@@ -294,6 +316,7 @@ class ReconstructDialog(_FormDialog):
         if canvas is None:
             self.area.model().item(1).setEnabled(False)
             self.area.setToolTip("No map canvas: only the whole scene can be reconstructed.")
+        self.area.currentIndexChanged.connect(self._area_changed)
         self.form.addRow("Compressed file", self.input)
         self.form.addRow("Area", self.area)
         self.form.addRow("Output GeoTIFF", self.output)
@@ -306,6 +329,15 @@ class ReconstructDialog(_FormDialog):
     def _output_edited(self, text: str):
         self._output_follows_input = not text.strip()
 
+    def _extent_chosen(self) -> bool:
+        return self.area.currentData() == "extent"
+
+    def _area_changed(self, *_):
+        """A window is named `<stem>_extent.tif` (qgis_io.default_reconstruction_path) while the output follows
+        the input."""
+        if self._output_follows_input and self.output.filePath().strip():
+            self._input_changed(self.input.filePath())
+
     def _input_changed(self, path: str):
         """Called on every keystroke while a path is typed: "/" or "/da" are normal intermediate states."""
         from ..qgis_io import default_reconstruction_path
@@ -314,7 +346,7 @@ class ReconstructDialog(_FormDialog):
             return
         path = path.strip()
         if path and Path(path).name and not Path(path).is_dir():
-            self.output.setFilePath(default_reconstruction_path(path, self.taken))
+            self.output.setFilePath(default_reconstruction_path(path, self.taken, window=self._extent_chosen()))
         else:
             self.output.setFilePath("")
 
@@ -322,7 +354,7 @@ class ReconstructDialog(_FormDialog):
         from ..core.codec import read_header, same_file
         from ..core.errors import NoOverlapError, SarCompressError
 
-        src = self.input.filePath().strip()
+        src = self.sarc_path()
         if not src or not Path(src).is_file():
             return "Choose an existing .sarc file."
         try:  # a wrong, empty or truncated file is refused here, where another can be chosen, not by the task
@@ -342,7 +374,8 @@ class ReconstructDialog(_FormDialog):
             self.output.setFilePath(self.output_path())  # the user sees the absolute path that will be written
         if same_file(self.output_path(), src):  # before "exists. Replace it?", which would mean the input
             return "The output may not overwrite the input."
-        return destination_error(self.output_path(), self.taken) or self._model_error(src, header)
+        return (destination_error(self.output_path(), self.taken) or _data_raster_error(self.output_path())
+                or self._model_error(src, header))
 
     def _model_error(self, src: str, header: dict) -> str:
         """Why the model `header` names cannot be found in the model folders ("" when it can): refused here, where
@@ -379,14 +412,14 @@ class ReconstructDialog(_FormDialog):
         return self._window
 
     def sarc_path(self) -> str:
-        return self.input.filePath().strip()
+        return typed_path(self.input)
 
     def output_path(self) -> str:
         from ..qgis_io import default_reconstruction_path
 
         out = self.output.filePath().strip()
         if not out:
-            return default_reconstruction_path(self.sarc_path(), self.taken)
+            return default_reconstruction_path(self.sarc_path(), self.taken, window=self._extent_chosen())
         return resolve_output(out, Path(self.sarc_path()).parent, ".tif", also=(".tiff",))
 
 
@@ -605,11 +638,11 @@ class SettingsDialog(_FormDialog):
         self.form.addRow("Decode per pan/zoom", self.decode_budget)
 
     def validate(self) -> str:
-        for p in [self.model_dir.filePath().strip(), *self._dirs()]:
+        for p in [typed_path(self.model_dir), *self._dirs()]:
             error = folder_error(p) if p else ""
             if error:
                 return error
-        model = self.model_dir.filePath().strip()
+        model = typed_path(self.model_dir)
         error = compress_model_error(model) if model else ""
         if error:  # refused here, not by every compression after it
             return f"Default model: {error}"
@@ -622,7 +655,7 @@ class SettingsDialog(_FormDialog):
         error = self.rate.error()
         if error:
             return error
-        cache = self.tile_cache_dir.filePath().strip()
+        cache = typed_path(self.tile_cache_dir)
         if cache:  # refused here rather than when the next scene is opened, far from this setting
             error = folder_error(cache)
             if error:
@@ -633,14 +666,14 @@ class SettingsDialog(_FormDialog):
         return ""
 
     def _dirs(self) -> list[str]:
-        return [p.strip() for p in self.model_dirs.text().split(";") if p.strip()]
+        return [str(Path(p.strip()).expanduser()) for p in self.model_dirs.text().split(";") if p.strip()]
 
     def settings(self) -> PluginSettings:
-        settings = dataclasses.replace(self._loaded, model_dir=self.model_dir.filePath().strip(),
+        settings = dataclasses.replace(self._loaded, model_dir=typed_path(self.model_dir),
                                        model_dirs=self._dirs(), device=self.device.currentData(),
                                        tile_size=int(self.tile_size.value()),
                                        tile_cache_mb=int(self.tile_cache_mb.value()),
-                                       tile_cache_dir=self.tile_cache_dir.filePath().strip(),
+                                       tile_cache_dir=typed_path(self.tile_cache_dir),
                                        decode_budget_mpx=float(self.decode_budget.value()))
         self.rate.store(settings)
         return settings

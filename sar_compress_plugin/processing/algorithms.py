@@ -106,9 +106,12 @@ def _name_loaded_layer(context, output: str, generic: str, name: str) -> None:
         details.name = unique_layer_name(context.project() or QgsProject.instance(), name)
 
 
-def _refuse_a_project_layers_file(output: str, context) -> None:
+def _refuse_a_project_layers_file(output: str, context, replacing: str = "reconstruction") -> None:
     """Processing replaces an existing output without asking: the file of a project layer, often the original
-    scene itself, would be destroyed under that layer."""
+    scene itself, would be destroyed under that layer; and so would a raster that is not the codec's earlier
+    output (`replacing`, core.codec.refuse_to_replace_data), an original not loaded in the project: a batch row
+    naming its reconstruction after its .sarc in the originals' folder replaced the original by its lossy copy,
+    which sar-reconstruct and the batch refuse."""
     from ..qgis_io import layer_with_file
 
     project = context.project()
@@ -116,6 +119,13 @@ def _refuse_a_project_layers_file(output: str, context) -> None:
     if layer is not None:
         raise QgsProcessingException(f"{output} is the file of layer '{layer.name()}' in this project: choose "
                                      "another output")
+    if replacing:  # (the codec's packages: the quality maps, which pass none, run without them)
+        from ..core.codec import refuse_to_replace_data
+
+        try:
+            refuse_to_replace_data(output, replacing=replacing, remedy="choose another output")
+        except SarCompressError as exc:
+            raise QgsProcessingException(str(exc)) from None
 
 
 class _SarAlgorithm(QgsProcessingAlgorithm):
@@ -203,6 +213,9 @@ class CompressAlgorithm(_SarAlgorithm):
         if ok and len(given) > 1:
             return False, (f"Set at most one of QUALITY, TARGET_BPP and TARGET_DB_RMSE, not "
                            f"{' and '.join(given)}: a target makes the codec search the quality.")
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if ok else 0
+        if ok and tile % 16:  # the run failed once started, saying "between 16 and" where the Toolbox says 64
+            return False, f"TILE_SIZE {tile} is not a multiple of 16 (64 to {MAX_WRITE_TILE} pixels)."
         return ok, message
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
@@ -216,7 +229,8 @@ class CompressAlgorithm(_SarAlgorithm):
         except SarCompressError as exc:
             raise QgsProcessingException(str(exc)) from None
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        _refuse_a_project_layers_file(output, context)  # a scene layer reads its .sarc while the map is panned
+        # a scene layer reads its .sarc while the map is panned; a raster under the name is someone's data
+        _refuse_a_project_layers_file(output, context, replacing="sarc")
         options = CompressOptions(
             model_dir=self.parameterAsFile(parameters, self.MODEL_DIR, context) or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
@@ -424,7 +438,7 @@ class QualityMapsAlgorithm(_SarAlgorithm):
             error = _geotiff_name_error(output)
             if error:
                 raise QgsProcessingException(error)
-            _refuse_a_project_layers_file(output, context)
+            _refuse_a_project_layers_file(output, context, replacing="")
         original_path = _layer_path(self, parameters, self.ORIGINAL, context)
         recon_path = _layer_path(self, parameters, self.RECONSTRUCTION, context)
         recon = self.parameterAsRasterLayer(parameters, self.RECONSTRUCTION, context)

@@ -127,16 +127,16 @@ def test_unreadable_layers_give_messages_not_exceptions(plugin, test_iface, tmp_
     assert any("cannot be read" in m for m in messages(test_iface, Qgis.MessageLevel.Warning))
     assert plugin.compress_layer(None) is None
 
-    # A layer that was fine when loaded but whose file is now garbage: the task fails with a message.
+    # A layer that was fine when loaded but whose file is now garbage: refused in one line before any dialog or
+    # task (the codec cannot read it; test_analyst_fourth_look: a complex layer).
     broken = tmp_path / "broken.tif"
     broken.write_bytes(sar_tif.read_bytes())
     layer = add_raster(broken, "broken")
     broken.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
-    result = wait_for_task(plugin, plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False))
-    assert result.status.value == "failed"
-    errors = messages(test_iface, Qgis.MessageLevel.Critical)
-    assert errors and "broken" in errors[-1] and "failed" in errors[-1]
-    assert not (tmp_path / "broken.sarc").exists()
+    assert plugin.compress_layer(layer, str(tmp_path / "broken.sarc"), ask=False) is None
+    warning = messages(test_iface, Qgis.MessageLevel.Warning)[-1]
+    assert warning.startswith(f"Cannot compress: {broken}: not a readable raster") and "\n" not in warning
+    assert plugin.last_task is None and not (tmp_path / "broken.sarc").exists()
 
 
 # --- compress ----------------------------------------------------------------------------------------------

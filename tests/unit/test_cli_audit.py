@@ -385,7 +385,7 @@ def test_file_names_that_are_not_utf8_work_end_to_end(scene, tiny_bundle, tmp_pa
     bindings refused ("not a string") as an input, as an output, and in the reconstruction's tag."""
     from osgeo import gdal  # noqa: PLC0415
 
-    from sar_compress_plugin.core.codec import RECONSTRUCTION_TAG  # noqa: PLC0415
+    from sar_compress_plugin.core.raster_io import RECONSTRUCTION_TAG  # noqa: PLC0415
 
     src = os.fsdecode(os.fsencode(tmp_path) + b"/Stra\xdfe.tif")
     try:

@@ -18,11 +18,12 @@ import pytest
 
 from sar_compress_plugin import cli
 from sar_compress_plugin.core import container
-from sar_compress_plugin.core.codec import (RECONSTRUCTION_TAG, CompressedRaster, CompressOptions, compress,
+from sar_compress_plugin.core.codec import (CompressedRaster, CompressOptions, compress,
                                             read_header, reconstruct)
 from sar_compress_plugin.core.errors import (ContainerFormatError, InputRasterError, OutputPathError,
                                              SarCompressError)
 from sar_compress_plugin.core.preprocessing import explain_domain
+from sar_compress_plugin.core.raster_io import RECONSTRUCTION_TAG
 
 from codec_fixtures import compressed_scene, write_geotiff
 
