@@ -327,7 +327,8 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
             bounds.append((lo, hi))
         del samples
         grid = TileGrid(info.width, info.height, opts.tile_size, model.halo, model.factor)
-        rate = choose_quality(target, model, reader, grid, domain, bounds, pp, opts.rd_rounding)
+        rate = choose_quality(target, model, reader, grid, domain, bounds, pp, opts.rd_rounding,
+                              lambda: _check_cancel(is_cancelled, str(input_path)))
         rate["rounding"] = ("rate_distortion" if opts.rd_rounding and model.distortion_weights is not None
                             else "nearest")
         partial = PartialFile(out, no_clobber=opts.no_clobber)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,9 +131,13 @@ class _Probe:
         return math.sqrt(sum(se for se, _ in sums) / sum(n for _, n in sums))
 
 
-def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, rd_rounding: bool = True) -> dict:
+def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, rd_rounding: bool = True,
+                   check_cancel: Callable[[], None] | None = None) -> dict:
     """The file header's "rate" section: the quality used, and how it was chosen (with the sample estimate).
-    `rd_rounding` as the file will be coded."""
+    `rd_rounding` as the file will be coded. `check_cancel` raises when the user has cancelled: called between
+    the search's steps, each of which codes (and, for a dB target, decodes) every sample tile, so a cancel
+    during a search is heard within one step, not after all ten (seconds each with large tiles)."""
+    check_cancel = check_cancel or (lambda: None)
     coder = model.hyperprior
     top = float(coder.levels - 1)
     if target.bpp is None and target.db_rmse is None:
@@ -141,16 +146,23 @@ def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, 
     samples = _sample(model, reader, grid, domain, bounds, pp)
     if not samples:
         raise SarCompressError("no valid pixels in the sample tiles to search a quality for the target")
+    check_cancel()
     with thread_pool(model.workers, "sarc-rate") as pool:
-        return _search(target, _Probe(model, samples, pool, rd_rounding), coder, top)
+        return _search(target, _Probe(model, samples, pool, rd_rounding), coder, top, check_cancel)
 
 
-def _search(target: RateTarget, probe: _Probe, coder, top: float) -> dict:
+def _search(target: RateTarget, probe: _Probe, coder, top: float, check_cancel: Callable[[], None]) -> dict:
+    def measured(by):
+        def at(quality: float) -> float:
+            check_cancel()
+            return by(quality)
+        return at
+
     if target.bpp is not None:
-        measure, goal, kind = probe.bpp, target.bpp, "bpp"
+        measure, goal, kind = measured(probe.bpp), target.bpp, "bpp"
         ok = lambda v: v <= goal  # noqa: E731 (the largest quality within the budget)
     else:
-        measure, goal, kind = probe.db_rmse, target.db_rmse, "db_rmse"
+        measure, goal, kind = measured(probe.db_rmse), target.db_rmse, "db_rmse"
         ok = lambda v: v > goal  # noqa: E731 (the smallest quality that reaches the error: search its complement)
     lo, hi = 0.0, top
     v_lo, v_hi = measure(lo), measure(hi)

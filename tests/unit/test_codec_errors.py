@@ -282,6 +282,26 @@ def test_cancellation_leaves_no_file(small, tmp_path, tiny_bundle):
     assert os.listdir(out_dir) == []
 
 
+@pytest.mark.parametrize("target", [{"target_db_rmse": 0.5}, {"target_bpp": 1.0}])
+def test_a_cancel_during_a_quality_search_is_heard_at_its_next_step(small, tmp_path, tiny_bundle, monkeypatch,
+                                                                      target):
+    """The search for a --bpp or --target-db-rmse codes (and decodes) every sample tile at each of its ten steps,
+    seconds each with large tiles; a cancel was only heard once the file was being written."""
+    from sar_compress_plugin.core import rate_control
+
+    src, _ = small
+    steps, cancelled = [], []
+    for name in ("bpp", "db_rmse"):
+        measure = getattr(rate_control._Probe, name)
+        monkeypatch.setattr(rate_control._Probe, name,
+                            lambda self, q, measure=measure: (steps.append(q), cancelled.append(True),
+                                                              measure(self, q))[-1])
+    with pytest.raises(CancelledError, match="cancelled; no output was written"):
+        compress(src, tmp_path / "x.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=16,
+                                                           **target), is_cancelled=lambda: bool(cancelled))
+    assert len(steps) == 1 and os.listdir(tmp_path) == []
+
+
 def test_keyboard_interrupt_exit_130(small, tmp_path, tiny_bundle, monkeypatch):
     src, _ = small
     import sar_compress_plugin.core.codec as codec_mod
