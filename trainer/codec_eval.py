@@ -45,9 +45,12 @@ def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: fl
     with RasterReader(src) as a, RasterReader(restored) as b:
         info = a.info
         for band in range(info.band_count):
-            row = band_quality(a.read(band, 0, 0, info.width, info.height),
-                               b.read(band, 0, 0, info.width, info.height), domain, tuple(c.clip_db[band]),
-                               info.nodata[band])
+            # physical values, as the codec codes them and as its clip range is (a band with a GDAL scale or
+            # offset: an int16 sigma0 product's stored hundredths of a dB, taken for dB, sat at the noise
+            # floor and scored as kept perfectly)
+            orig, nodata = a.physical(band, a.read(band, 0, 0, info.width, info.height))
+            rec, _ = b.physical(band, b.read(band, 0, 0, info.width, info.height))
+            row = band_quality(orig, rec, domain, tuple(c.clip_db[band]), nodata)
             rows.append(dict(row, scene=path.name, band=info.band_names[band], bpp=c.bpp_per_band))
     return {"scene": path.name, "bytes": c.output_bytes, "pixels": c.pixels, "bands": c.bands, "bpp": c.bpp,
             "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider, "quality": c.quality,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.codec import CompressedRaster, CompressOptions, compress, reconstruct, refuse_to_replace_data
+from ..core.codec import (CompressedRaster, CompressOptions, coded_scaling, compress, reconstruct,
+                          refuse_to_replace_data)
 from ..core.errors import SarCompressError
 from ..core.raster_io import (RECONSTRUCTION_SHA256_TAG, RasterReader, geotiff_blocks_stored, is_gdal_virtual_path,
                               limit_gdal_cache, pid_alive, read_raster_info, source_stamp, temp_path_for)
@@ -211,7 +212,8 @@ def _same_source(header: dict, out: Path, src: str) -> bool:
     nanosecond (its `source` stamp, as rsync's quick check). A different scene under the same name, even an
     equal-looking twin copied with its older date kept (cp -p, rsync -a), is compressed again instead of
     "skipped". Files from before the stamp can only ask that `src` is not newer than them. Its bands with a GDAL
-    scale or offset must have been coded as their physical values, as the codec codes them now."""
+    scale or offset must have been coded as their physical values, through the scale and offset `src` has
+    now."""
     with RasterReader(src) as r:
         i = r.info
     ra = header["raster"]
@@ -219,11 +221,10 @@ def _same_source(header: dict, out: Path, src: str) -> bool:
             ra.get("metadata", dict(i.metadata)))  # files from before raster.metadata: not compared
     if made != (i.width, i.height, i.band_count, i.dtype, i.crs_wkt, list(i.geotransform), dict(i.metadata)):
         return False
-    bands = [b if isinstance(b, dict) else {} for b in ra.get("bands") or []]
-    if [b < len(bands) and bands[b].get("coded") == "physical" for b in range(i.band_count)] \
-            != [i.scaling(b) is not None for b in range(i.band_count)]:
+    if coded_scaling(header) != [i.scaling(b) for b in range(i.band_count)]:
         # a band with a GDAL scale or offset coded as its stored values, by a codec from before format 5 (an
-        # int16 sigma0 product in hundredths of a dB: 8.8 dB RMSE where 0.4 is due), was skipped for good
+        # int16 sigma0 product in hundredths of a dB: 8.8 dB RMSE where 0.4 is due), was skipped for good; and
+        # so was one coded through a scale since changed beside the file (a .aux.xml), its stamp unchanged
         return False
     if "source" in header:
         return header["source"] == source_stamp(src)

@@ -30,8 +30,8 @@ from osgeo import gdal, gdal_array
 from . import metrics
 from .errors import CancelledError, InputRasterError, OutputPathError
 from .preprocessing import DB_NEGATIVE_SHARE, canonical_domain, explain_domain, from_db, to_db
-from .raster_io import (GeoTiffWriter, check_output_path, mask_kind, physical_values, placing_gcps,
-                        remove_stale_partials, same_file)
+from .raster_io import (GeoTiffWriter, check_output_path, gdal_band_scaling, mask_kind, physical_values,
+                        placing_gcps, remove_stale_partials, same_file)
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -103,20 +103,12 @@ def block_sample(band: gdal.Band, min_pixels: int = 1 << 20, min_blocks: int = 6
     return np.concatenate(parts)
 
 
-def _scaling(band: gdal.Band) -> tuple[float, float] | None:
-    """(scale, offset) when the band has them, else None."""
-    scale, offset = band.GetScale(), band.GetOffset()
-    scale = 1.0 if scale is None else scale
-    offset = 0.0 if offset is None else offset
-    return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
-
-
 def band_values(band: gdal.Band, raw: np.ndarray) -> tuple[np.ndarray, float | None]:
     """(values, nodata) of pixels read from `band`, in what its domain tag describes: GDAL's scale and offset
     say how the stored integers of a quantized product turn back into the measurement, so they are applied
     (nodata then becomes NaN, as a scaled fill value means nothing): raster_io.physical_values, as the codec
     reads a band."""
-    return physical_values(raw, band.GetNoDataValue(), _scaling(band))
+    return physical_values(raw, band.GetNoDataValue(), gdal_band_scaling(band))
 
 
 def _mask_valid(band: gdal.Band, x: int, y: int, w: int, h: int) -> np.ndarray | bool:
@@ -159,7 +151,7 @@ def stated_domain(ds: gdal.Dataset, band: int = 1, extra: float | None = None) -
         return named
     b = ds.GetRasterBand(band)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType))
-    if dtype.kind in "iu" and _scaling(b) is not None:
+    if dtype.kind in "iu" and gdal_band_scaling(b) is not None:
         return explain_domain(dtype.name, _valid_sample(ds, band, extra), scaled=True)
     if dtype.kind in "iu":
         return "amplitude", f"its {gdal.GetDataTypeName(b.DataType)} integers"
@@ -197,7 +189,7 @@ def _refuse_a_display_stretch(ds: gdal.Dataset, band: int, what: str, path) -> N
     b = ds.GetRasterBand(band)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(b.DataType))
     if named is None or named[0] == "amplitude" or dtype.kind not in "iu" or dtype.itemsize != 1 \
-            or _scaling(b) is not None:
+            or gdal_band_scaling(b) is not None:
         return
     words = DOMAIN_WORDS[named[0]]
     raise InputRasterError(

@@ -416,6 +416,13 @@ def band_scaling(band: dict) -> tuple[float, float] | None:
     return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
 
 
+def gdal_band_scaling(band) -> tuple[float, float] | None:
+    """`band_scaling` of an open GDAL band, as RasterInfo describes it: a non-finite scale or offset is none, so
+    every reader (the codec, the scene cache's check, the quality maps) takes the same values as physical."""
+    return band_scaling({"scale": _finite_or_none(band.GetScale(), identity=1.0),
+                         "offset": _finite_or_none(band.GetOffset(), identity=0.0)})
+
+
 def physical_values(stored: np.ndarray, nodata,
                     scaling: tuple[float, float] | None) -> tuple[np.ndarray, float | None]:
     """(values, nodata) of pixels read from a band with `scaling` (`RasterInfo.scaling`): without one, `stored`

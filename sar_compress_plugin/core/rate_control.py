@@ -53,12 +53,13 @@ class RateTarget:
         return cls(*(None if v is None else float(v) for v in (quality, bpp, db_rmse)))
 
 
-def _sample(model, reader, grid, domain, bounds, pp):
+def _sample(model, reader, grid, domain, bounds, pp, check_cancel: Callable[[], None] = lambda: None):
     """[(band, x (1, H, W) padded to 16, valid (H, W), (lo, hi))] for up to SAMPLE_TILES tiles per band.
 
     Tiles spread evenly over the raster; where none of them holds a valid pixel (a scene that is mostly
     no-data, its data in a corner), tiles spread evenly over those that do: the target was refused with "no
-    valid pixels in the sample tiles" for a raster that compresses."""
+    valid pixels in the sample tiles" for a raster that compresses. `check_cancel` before each tile read: that
+    search for tiles with data reads every tile of the raster."""
     info = reader.info
 
     def spread(indices):
@@ -66,6 +67,7 @@ def _sample(model, reader, grid, domain, bounds, pp):
                                                                     min(SAMPLE_TILES, len(indices)))})
 
     def read(i):
+        check_cancel()
         c, r, w, h = grid.core_in_raster(i)
         for b in range(info.band_count):
             values, nodata = reader.physical(b, reader.read(b, c, r, w, h))  # through a scale/offset, as coded
@@ -143,7 +145,7 @@ def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, 
     if target.bpp is None and target.db_rmse is None:
         q = model.default_quality if target.quality is None else coder.check_quality(target.quality)
         return {"quality": q, "levels": coder.levels, "chosen_by": "default" if target.quality is None else "quality"}
-    samples = _sample(model, reader, grid, domain, bounds, pp)
+    samples = _sample(model, reader, grid, domain, bounds, pp, check_cancel)
     if not samples:
         raise SarCompressError("no valid pixels in the sample tiles to search a quality for the target")
     check_cancel()

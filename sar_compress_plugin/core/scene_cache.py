@@ -40,7 +40,7 @@ from osgeo import gdal
 from .codec import CompressedRaster, window_from_bbox
 from .container import ContainerReader
 from .errors import CancelledError, InputRasterError, OutputPathError
-from .raster_io import GcpGrid, geotiff_blocks_stored, set_georeferencing, write_refusal
+from .raster_io import GcpGrid, gdal_band_scaling, geotiff_blocks_stored, set_georeferencing, write_refusal
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class SceneCache:
         stored = set()
         for b in range(r.bands):
             band = ds.GetRasterBand(b + 1)
-            if _band_scaling(band) != (r.scaling[b] or (1.0, 0.0)):
+            if gdal_band_scaling(band) != r.scaling[b]:
                 # a cache made before bands were coded as physical values: its stored values read as dB
                 raise ValueError("its scale and offset are not the scene's")
             if band.GetOverviewCount() != len(self._overview_levels):
@@ -365,12 +365,6 @@ class SceneCache:
 
     def close(self) -> None:
         self.raster.close()
-
-
-def _band_scaling(band: gdal.Band) -> tuple[float, float]:
-    """(scale, offset) of a GDAL band, (1, 0) where it has none."""
-    scale, offset = band.GetScale(), band.GetOffset()
-    return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
 
 
 def _identity(path: Path) -> tuple:

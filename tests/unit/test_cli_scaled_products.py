@@ -240,3 +240,29 @@ def test_a_sarc_given_to_sar_compress_is_told_to_be_reconstructed(products, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "is a compressed .sarc file" in err[0] and "sar-reconstruct" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_rerun_recompresses_a_scene_whose_scale_changed_beside_the_file(tmp_path, tiny_bundle):
+    """A band's scale kept in a GDAL .aux.xml beside the file (a product whose format cannot hold it, a scale
+    set with GDAL on a read-only file) changes without the file's size or date: the rerun skipped the .sarc
+    coded through the old scale, whose values mean other physical values now (100 times off here)."""
+    from osgeo import gdal
+
+    def scale_beside(path: Path, scale: float) -> None:
+        ds = gdal.Open(str(path))  # read-only: GDAL keeps the scale in <name>.aux.xml
+        ds.GetRasterBand(1).SetScale(scale)
+        ds = None
+
+    scene = write_geotiff(tmp_path / "db.tif", _db_hundredths(bands=1)[0], nodata=-32768)
+    scale_beside(scene, 0.01)
+    out = tmp_path / "out" / "db.sarc"
+    opts = CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=64, domain="db")
+    assert compress_scene(Job(str(scene), str(out)), opts)["status"] == "ok"
+    assert read_header(out)["raster"]["bands"][0]["scale"] == 0.01
+    assert compress_scene(Job(str(scene), str(out)), opts)["status"] == "skipped"
+    stamp = scene.stat()
+    scale_beside(scene, 0.0001)
+    assert (scene.stat().st_size, scene.stat().st_mtime_ns) == (stamp.st_size, stamp.st_mtime_ns)
+    assert compress_scene(Job(str(scene), str(out)), opts)["status"] == "ok"
+    assert read_header(out)["raster"]["bands"][0]["scale"] == 0.0001
+    assert compress_scene(Job(str(scene), str(out)), opts)["status"] == "skipped"

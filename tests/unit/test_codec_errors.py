@@ -302,6 +302,43 @@ def test_a_cancel_during_a_quality_search_is_heard_at_its_next_step(small, tmp_p
     assert len(steps) == 1 and os.listdir(tmp_path) == []
 
 
+def test_a_cancel_while_the_search_looks_for_tiles_with_data_is_heard_at_the_next_tile(tmp_path, tiny_bundle,
+                                                                                         monkeypatch):
+    """A scene that is mostly no-data, its data in one corner tile: none of the search's spread sample tiles
+    has a valid pixel, so it reads every tile of the raster to find those that do (minutes on a large scene),
+    and a cancel was only heard at the search's first step, after all of them."""
+    from sar_compress_plugin.core.raster_io import RasterReader
+
+    rng = np.random.default_rng(0)
+    arr = np.full((256, 256), np.nan, np.float32)
+    arr[:16, 240:] = rng.gamma(4.0, 0.25, (16, 16)).astype(np.float32)  # tile 15; 0, 85, 170, 255 are sampled
+    src = write_geotiff(tmp_path / "corner.tif", arr, nodata=float("nan"))
+    reads = []
+    read = RasterReader.read
+
+    def counting(self, band, c, r, w, h):
+        reads.append((c, r))
+        return read(self, band, c, r, w, h)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = CompressOptions(model_dir=tiny_bundle, device="cpu", tile_size=16, target_bpp=1.0,
+                           domain="intensity")
+    compress(src, out / "a.sarc", opts)  # it compresses: the scan finds the corner tile
+    import sar_compress_plugin.core.rate_control as rate_control
+
+    sample = rate_control._sample
+
+    def cancel_once_the_scan_starts(*args, **kw):
+        monkeypatch.setattr(RasterReader, "read", counting)
+        return sample(*args, **kw)
+
+    monkeypatch.setattr(rate_control, "_sample", cancel_once_the_scan_starts)
+    with pytest.raises(CancelledError):
+        compress(src, out / "b.sarc", opts, is_cancelled=lambda: len(reads) > 4)  # the 4 spread tiles read
+    assert len(reads) == 5 and not (out / "b.sarc").exists()  # not the 256 tiles
+
+
 def test_keyboard_interrupt_exit_130(small, tmp_path, tiny_bundle, monkeypatch):
     src, _ = small
     import sar_compress_plugin.core.codec as codec_mod

@@ -177,3 +177,26 @@ def test_an_evaluation_stopped_while_it_draws_its_panels_leaves_the_earlier_ones
     monkeypatch.setattr(evaluate, "save_panel", stopped_in_the_second)
     assert main([ckpt, ckpt, "--out", str(out), "--max-planes", "1"]) == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_sar_eval_through_the_codec_measures_an_int16_db_product_in_its_db(tmp_path, tiny_bundle, sar_data):
+    """The codec codes a band with a GDAL scale as its physical values, and its clip range is in their dB;
+    sar-eval took the stored values (hundredths of a dB) for dB: every one at the noise floor against a clip
+    range in dB, so an int16 sigma0 product scored as if kept perfectly (0.03 dB RMSE where its dB as float32
+    gives 2.1). Its figures are those of the same dB as float32."""
+    from codec_fixtures import GHANA_DB, int16_db_product, write_geotiff
+    from osgeo import gdal
+
+    from trainer.codec_eval import evaluate_file
+
+    scaled = int16_db_product(sar_data / GHANA_DB, tmp_path / "int16.tif")
+    stored = gdal.Open(str(scaled)).ReadAsArray()
+    floats = write_geotiff(tmp_path / "float32.tif", np.where(stored == -32768, np.nan, stored * 0.01).astype(
+        np.float32), nodata=float("nan"))
+    got, want = (evaluate_file(src, "db", tiny_bundle, tmp_path, quality=1.0, tile_size=256)
+                 for src in (scaled, floats))
+    for g, w in zip(got["per_band"], want["per_band"]):
+        assert g["valid_pixels"] == w["valid_pixels"] == 512 * 512 - 32 * 32  # the nodata block
+        for key in ("db_rmse", "psnr", "ssim"):
+            assert g[key] == pytest.approx(w[key], rel=0.02, abs=1e-3), key  # the int16 rounding
+        assert g["db_rmse"] > 0.3
