@@ -149,3 +149,20 @@ def test_real_geotiff_bands_from_manifest():
     assert 20 < float(np.median(planes[0].db)) < 70  # uncalibrated DN^2 in dB
     entries = dict((p.name, e) for p, e in discover(SAR / "MANIFEST.json"))
     assert entries["s1_iw_grd_sen1floods11_ghana_53713_vv_vh_db.tif"]["value_domain"] == "sigma0_db"
+
+
+@needs_data
+def test_a_scaled_product_trains_on_its_physical_values(tmp_path):
+    """The codec codes a band with a GDAL scale and offset as stored * scale + offset; training read the stored
+    numbers, so an int16 sigma0 product in hundredths of a dB became dB planes 100 times too wide."""
+    from codec_fixtures import GHANA_DB, INT16_DB_NODATA_BLOCK, int16_db_product
+
+    entry = {"value_domain": "sigma0_db"}
+    scaled = read_planes(int16_db_product(SAR / GHANA_DB, tmp_path / "int16.tif"), entry)
+    plain = read_planes(SAR / GHANA_DB, entry)
+    assert [p.band for p in scaled] == [p.band for p in plain]
+    for s, p in zip(scaled, plain):
+        assert not s.valid[INT16_DB_NODATA_BLOCK].any()  # the stored nodata, -32768, is no -327.68 dB
+        both = s.valid & p.valid
+        assert both.sum() > 0.9 * p.valid.sum()
+        np.testing.assert_allclose(s.db[both], p.db[both], atol=0.006)  # hundredths of a dB
