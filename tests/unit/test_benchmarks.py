@@ -732,3 +732,33 @@ def test_archived_reports_read_as_the_plain_ones(tmp_path, capsys):
     archived.write_bytes(archived.read_bytes()[:100])  # cut short: one line, no traceback
     assert rd_pooled.main([str(archived)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {archived}: not a rate_distortion.py result")
+
+
+def test_cross_pol_context_codes_as_the_model_does_until_it_has_learned_and_pairs_vv_with_vh():
+    """The probe's own slice-by-slice coding must be the model's, or its BD-rates would measure the copy; a
+    context that has learned nothing (its last layer starts at zero) leaves every symbol and bit unchanged."""
+    import torch
+
+    import cross_pol_context as xpol
+    from trainer.data import Plane
+    from trainer.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, context_slices=4).eval()
+    x = torch.rand(1, 1, 64, 64)
+    level = torch.tensor([1.0])
+    with torch.no_grad():
+        gain, inverse = model.gains(level)
+        want = model.code(x, level)
+        got = xpol.code(model, model.g_a(x) * gain)
+        silent = xpol.code(model, model.g_a(x) * gain, xpol.CrossPolContext(16, 8), want["y_hat"] * inverse, gain)
+    assert torch.equal(got["y_hat"], want["y_hat"]) and torch.equal(silent["y_hat"], want["y_hat"])
+    bits = float(-torch.log2(want["likelihoods"]).sum())
+    assert float(got["y_bits"]) == pytest.approx(bits, rel=1e-6) == float(silent["y_bits"])
+
+    plane = lambda scene, band, shape: Plane(scene, band, torch.zeros(shape), torch.ones(shape, dtype=torch.bool),  # noqa: E731
+                                             (0.0, 10.0))
+    pairs = xpol.pairs_of([plane("a", "VH", (100, 130)), plane("a", "VV", (100, 130)), plane("b", "HH", (64, 64)),
+                           plane("c", "VV", (64, 64)), plane("d", "Sigma0_VV", (64, 64)),
+                           plane("d", "Sigma0_VH", (64, 64))])
+    assert [(p[0], tuple(p[1].shape)) for p in pairs] == [("a", (64, 128)), ("d", (64, 64))]
