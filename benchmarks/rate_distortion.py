@@ -347,8 +347,19 @@ def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str) -> P
     carries with the checkout."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / json_name).write_text(compact_json(doc))
-    (out / md_name).write_text(md)
+    # under temporary names, renamed once both are whole: a Ctrl-C or a full disk mid-write left a cut-off
+    # report in place of the last one (compare_runs then failed on it, or read half a rerun beside the old table)
+    texts = {out / json_name: compact_json(doc), out / md_name: md}
+    tmps = {path: path.with_name(f".{path.name}.partial") for path in texts}
+    try:
+        for path, text in texts.items():
+            tmps[path].write_text(text)
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for path, tmp in tmps.items():
+        os.replace(tmp, path)
     return out
 
 

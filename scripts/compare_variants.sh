@@ -10,7 +10,13 @@
 # default lambdas, lr 2e-4); THREADS (1) torch threads. Evaluation: each run exported and run through the real
 # codec against JPEG-2000 on the GRD validation scenes of seed 0's split (Frankfurt and Panama intensity, four
 # sigma0 dB chips: benchmarks/rate_distortion.py --sigma0), so every variant's BD-rate is measured on the same
-# pixels.
+# pixels. Each run's best.pth (lowest validation loss) is exported: the table gives each one's steps and patches.
+# Toy scale (on one core about 20 s a run to train, 1-2 minutes a run to export and measure; runs and results
+# outside the committed ones):
+#   export RUNS=/tmp/cv/runs RESULTS=/tmp/cv/res STEPS=3 PATCH=64 BATCH=2 QUICK=1
+#   bash scripts/compare_variants.sh train 0 baseline attention && bash scripts/compare_variants.sh evaluate
+# QUICK=1 measures two quality levels against three JPEG-2000 rates (rate_distortion.py --quick) instead of every
+# level against nine: minutes less per run, a cruder BD-rate; not for figures to keep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/compare}
@@ -33,10 +39,14 @@ evaluate() {
     local run; run=$(basename "$(dirname "$ck")")
     # exported again when the run has a newer best.pth (trained on since): an older bundle would be measured
     if [[ $ck -nt $runs/bundles/$run/manifest.json ]]; then
-      .venv/bin/sar-export "$ck" "$runs/bundles/$run" --name "$run" > "$res/export_$run.json"
+      # the export's report under a temporary name: a failed export emptied the earlier one as it started
+      .venv/bin/sar-export "$ck" "$runs/bundles/$run" --name "$run" > "$res/.export_$run.json.partial" \
+        || { rm -f "$res/.export_$run.json.partial"; exit 1; }
+      mv "$res/.export_$run.json.partial" "$res/export_$run.json"
     fi
     .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/$run" --sigma0 \
-      --scenes frankfurt panama india_900498 mekong srilanka_534068 paraguay_jja10 --device "$device" --out "$res/$run"
+      --scenes frankfurt panama india_900498 mekong srilanka_534068 paraguay_jja10 --device "$device" \
+      ${QUICK:+--quick} --out "$res/$run"
   done
   .venv/bin/python -m trainer.compare_runs "$runs" --out "$res"
 }

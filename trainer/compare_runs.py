@@ -7,6 +7,18 @@ module only groups them by variant, so a difference between two variants can be 
 between seeds. "Does CBAM help, in bits?" is then the attention row against the residual row.
 
     python -m trainer.compare_runs runs/compare --out benchmarks/results/variant_comparison_rd
+
+The BD-rate of a run is that of the checkpoint its bundle was exported from (compare_variants.sh exports
+best.pth, the lowest validation loss, which may be an earlier epoch than the run's last): the table states the
+steps and patches of every evaluated checkpoint, says when they differ, and leaves out (naming them) runs without
+a current BD-rate: not evaluated, no overlap with JPEG-2000's range, or evaluated before their best.pth changed.
+
+With the run folders gone (a committed comparison), `runs` may be an earlier runs.json: its runs' rows are kept as
+recorded and the BD-rates read again from <out>/<run>/rd_points.json (after `rate_distortion.py --rebaseline`);
+training_curves.png, which needs the histories, is left as it was.
+
+    python -m trainer.compare_runs benchmarks/results/variant_comparison_rd/runs.json \
+        --out benchmarks/results/variant_comparison_rd
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -22,6 +35,11 @@ from trainer.reporting import strict_json
 
 #: From each run's RD benchmark (subset "all"): BD-rate against JPEG-2000 in dB RMSE, in percent.
 METRICS = ("bd_rate_percent",)
+
+
+#: The settings of a run's RD benchmark that its BD-rate depends on: runs measured otherwise (a --quick run, a
+#: report not yet --rebaseline'd) are not comparable, and the table says so.
+EVAL_SETTINGS = ("scenes", "qualities", "jpeg2000_target_bpp", "rounding", "jpeg2000")
 
 
 #: What sar-train writes into a run folder as it starts (config.json), within its first epoch (last.pth) and
@@ -41,6 +59,20 @@ def not_validated(runs_dir: Path) -> list[str]:
             if any((d / name).is_file() for name in RUN_FILES) and not _history(d)]
 
 
+def _best(history: list[dict]) -> dict:
+    """The record of the weights best.pth holds: sar-train saves it on a strictly lower finite validation loss,
+    so the first of the lowest."""
+    finite = [h for h in history if math.isfinite(h["val_loss"])]
+    return min(finite, key=lambda h: h["val_loss"]) if finite else history[0]
+
+
+def runs_from_json(path: Path) -> tuple[list[dict], list[str]]:
+    """The runs' rows and not-validated names of an earlier runs.json (its run folders gone): no histories."""
+    doc = json.loads(path.read_text())
+    runs = [{"patches": None, "best_step": None, **r, "history": []} for r in doc["runs"]]
+    return runs, doc.get("not_validated", [])
+
+
 def load_runs(runs_dir: Path) -> list[dict]:
     """Every run folder with a validated epoch in its history.jsonl: its config, epoch history and time per
     optimiser step."""
@@ -55,11 +87,12 @@ def load_runs(runs_dir: Path) -> list[dict]:
         per_step = [h["seconds"] / (h["step"] - prev) for h, prev in zip(history, [0] + [g["step"] for g in history])
                     if h["step"] > prev]
         steady = per_step[1:] or per_step
+        best = _best(history)
         runs.append({"run": d.name, "variant": cfg.get("variant", d.name.rsplit("_s", 1)[0]),
                      "seed": cfg.get("seed"), "history": history,
                      "steps": history[-1]["step"] if history else 0,
                      "patches": history[-1].get("patches_seen") if history else None,
-                     "best_val_loss": min((h["val_loss"] for h in history), default=math.nan),
+                     "best_val_loss": best["val_loss"], "best_step": best["step"],
                      "skipped_batches": sum(int(h.get("skipped_batches", 0)) for h in history),
                      "wall_s": round(sum(h["seconds"] for h in history), 1),
                      "step_s_median": round(statistics.median(steady), 2) if steady else None})
@@ -67,30 +100,51 @@ def load_runs(runs_dir: Path) -> list[dict]:
 
 
 def eval_by_run(results_dir: Path) -> dict[str, dict]:
-    """Per run folder name: {"aggregate": {"bd_rate_percent"}, "params"} from <results_dir>/<run>/rd_points.json
-    (runs whose BD-rate is undefined, e.g. no overlap with JPEG-2000's dB RMSE range, are left out)."""
+    """Per run folder name, from <results_dir>/<run>/rd_points.json: "bd_rate_percent" (None where undefined,
+    e.g. no overlap with JPEG-2000's dB RMSE range, with the benchmark's "note"), "params", and the evaluated
+    checkpoint's "step" (its run's own step count), "steps" and "patches" (in all, from the bundle's manifest)."""
     out = {}
     for f in sorted(results_dir.glob("*/rd_points.json")):
         doc = json.loads(f.read_text())
-        bd = doc.get("bd_rate", {}).get("all", {}).get("bd_rate_percent")
-        if bd is None:
-            continue
-        out[f.parent.name] = {"aggregate": {"bd_rate_percent": bd},
-                              "params": {"total": doc.get("model", {}).get("parameters") or 0}}
+        bd = doc.get("bd_rate", {}).get("all", {})
+        training = doc.get("model", {}).get("training") or {}
+        out[f.parent.name] = {"bd_rate_percent": bd.get("bd_rate_percent"), "note": bd.get("note"),
+                              "params": doc.get("model", {}).get("parameters") or 0,
+                              "step": training.get("steps"),
+                              "steps": training.get("steps_total", training.get("steps")),
+                              "patches": training.get("patches_seen_total"),
+                              "settings": {k: (doc.get("settings") or {}).get(k) for k in EVAL_SETTINGS}}
+    return out
+
+
+def left_out(runs: list[dict], evals: dict[str, dict]) -> dict[str, str]:
+    """Runs without a current BD-rate, and why: they are named under the table rather than dropped silently."""
+    out = {}
+    for r in runs:
+        e = evals.get(r["run"])
+        if e is None:
+            out[r["run"]] = "not evaluated (no rd_points.json)"
+        elif r.get("best_step") is not None and e["step"] is not None and e["step"] != r["best_step"]:
+            out[r["run"]] = (f"evaluated at step {e['step']}, its best.pth is now step {r['best_step']}'s "
+                             f"(evaluate again)")
+        elif e["bd_rate_percent"] is None:
+            out[r["run"]] = e.get("note") or "no BD-rate"  # the benchmark's reason, e.g. no overlap
     return out
 
 
 def seed_statistics(runs: list[dict], evals: dict[str, dict]) -> dict[str, dict]:
-    """Per variant: n seeds, mean and sample std of each metric (std None with one seed)."""
+    """Per variant: n seeds, mean and sample std of each metric (std None with one seed), and the runs and the
+    steps and patches of the checkpoints they were measured on; runs in `left_out` are not counted."""
+    skip = left_out(runs, evals)
     out: dict[str, dict] = {}
     for variant in dict.fromkeys(r["variant"] for r in runs):
-        rows = [evals[r["run"]]["aggregate"] for r in runs if r["variant"] == variant and r["run"] in evals]
-        if not rows:
+        names = [r["run"] for r in runs if r["variant"] == variant and r["run"] not in skip]
+        if not names:
             continue
-        stats = {"seeds": len(rows), "params": next(evals[r["run"]]["params"]["total"] for r in runs
-                                                     if r["variant"] == variant and r["run"] in evals)}
+        stats = {"seeds": len(names), "params": evals[names[0]]["params"], "runs": names,
+                 "steps": [evals[n]["steps"] for n in names], "patches": [evals[n]["patches"] for n in names]}
         for m in METRICS:
-            vals = [float(a[m]) for a in rows]
+            vals = [float(evals[n][m]) for n in names]
             stats[m] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
                         "values": vals}
         out[variant] = stats
@@ -101,24 +155,63 @@ def _pm(s: dict, digits: int) -> str:
     return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
 
 
-def markdown(runs: list[dict], stats: dict[str, dict], pending: tuple[str, ...] | list[str] = ()) -> str:
+def _count(v) -> str:
+    return "?" if v is None else f"{v:,}"
+
+
+def _budget(steps, patches) -> str:
+    return f"{_count(steps)} steps, " + ("patches not recorded" if patches is None else f"{patches:,} patches")
+
+
+def _per_seed(values: list) -> str:
+    return " / ".join(_count(v) for v in values) if len(set(values)) > 1 else _count(values[0])
+
+
+def settings_differ(stats: dict[str, dict], evals: dict[str, dict]) -> dict[str, list[str]]:
+    """{setting: the runs of the table measured otherwise than the first}, for the settings that differ."""
+    names = [n for s in stats.values() for n in s["runs"]]
+    first = evals[names[0]]["settings"] if names else {}
+    return {k: [n for n in names if evals[n]["settings"].get(k) != first[k]] for k in EVAL_SETTINGS
+            if any(evals[n]["settings"].get(k) != first[k] for n in names)}
+
+
+def markdown(runs: list[dict], stats: dict[str, dict], pending: tuple[str, ...] | list[str] = (),
+             skipped: dict[str, str] | None = None, differ: dict[str, list[str]] | None = None) -> str:
     # patches beside steps, as in every figure: runs of one comparison may differ in batch and world size
-    lines = ["| Run | Variant | Seed | Steps | Patches | Best val loss | Skipped batches | Median s/step "
-             "| Wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Run | Variant | Seed | Steps | Patches | Best val loss | Best at step | Skipped batches "
+             "| Median s/step | Wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        patches = "?" if r["patches"] is None else r["patches"]
+        patches = "?" if r.get("patches") is None else r["patches"]
+        best_step = "?" if r.get("best_step") is None else r["best_step"]
         lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {patches} | "
-                     f"{r['best_val_loss']:.4f} | "
+                     f"{r['best_val_loss']:.4f} | {best_step} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
     if pending:
         lines += ["", f"Not validated yet (no epoch ended), so not in the table: {', '.join(pending)}"]
     lines += ["", "BD-rate against JPEG-2000 (dB RMSE; negative = fewer bits), through the real codec, mean ± "
-              "sample std over seeds:", "",
-              "| Variant | Seeds | Params | BD-rate (%) |",
-              "|---|---:|---:|---:|"]
+              "sample std over seeds, of the checkpoint each run was exported from (steps and patches in all, per "
+              "seed):", "",
+              "| Variant | Seeds | Params | Steps (evaluated) | Patches (evaluated) | BD-rate (%) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for v, s in stats.items():
-        lines.append(f"| {v} | {s['seeds']} | {s['params'] / 1e6:.2f}M | {_pm(s['bd_rate_percent'], 1)} |")
+        lines.append(f"| {v} | {s['seeds']} | {s['params'] / 1e6:.2f}M | {_per_seed(s['steps'])} | "
+                     f"{_per_seed(s['patches'])} | {_pm(s['bd_rate_percent'], 1)} |")
+    budgets: dict[tuple, list[str]] = {}
+    for s in stats.values():
+        for n, st, p in zip(s["runs"], s["steps"], s["patches"]):
+            budgets.setdefault((st, p), []).append(n)
+    if len(budgets) > 1:
+        lines += ["", "**Budgets differ**: the evaluated checkpoints did not all see the same training: "
+                  + "; ".join(f"{_budget(*b)}: {', '.join(names)}" for b, names in budgets.items())]
+    elif budgets and next(iter(budgets))[0] is not None:
+        lines += ["", f"One budget: every evaluated checkpoint saw {_budget(*next(iter(budgets)))}."]
+    if differ:
+        first = next(n for s in stats.values() for n in s["runs"])
+        lines += ["", "**Measured differently** (BD-rates not comparable): "
+                  + "; ".join(f"{k} of {', '.join(names)} differ from {first}'s" for k, names in differ.items())]
+    if skipped:
+        lines += ["", "Not in the BD-rate table: " + "; ".join(f"{n}: {why}" for n, why in skipped.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -137,43 +230,79 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     colours = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
+    styles = ("-", ":", "--", "-.")
+    drawn: dict[str, int] = {}
     for r in runs:
         steps = [h["step"] for h in r["history"]]
-        style = "-" if r["seed"] in (0, None) else ":"
-        axes[0].plot(steps, [h["val_loss"] for h in r["history"]], style, color=colours[r["variant"]],
+        # each seed of a variant its own line style (every seed but 0 was dotted: seeds 1 and 2 looked alike)
+        nth = drawn[r["variant"]] = drawn.get(r["variant"], -1) + 1
+        # marked points: a run validated once is a point, and a line of one point is not drawn
+        style = dict(color=colours[r["variant"]], linestyle=styles[nth % len(styles)], marker=".")
+        axes[0].plot(steps, [h["val_loss"] for h in r["history"]], **style,
                      label=f"{r['variant']} s{r['seed']} ({_seen(r['history'][-1])})")
-        axes[1].plot(steps, [h["val_psnr"] for h in r["history"]], style, color=colours[r["variant"]])
-    axes[0].set_title("validation loss (mean over levels of lambda 255^2 MSE + bpp)")
-    axes[1].set_title("validation PSNR (dB, normalised, mean over levels)")
+        axes[1].plot(steps, [h["val_psnr"] for h in r["history"]], **style)
+        best = _best(r["history"])  # the checkpoint compare_variants.sh exports and measures
+        axes[0].plot([best["step"]], [best["val_loss"]], "o", color=colours[r["variant"]])
+    axes[0].set_title("validation loss (mean over levels of lambda 255^2 MSE + bpp); o = best.pth", fontsize=9)
+    axes[1].set_title("validation PSNR (dB, normalised, mean over levels)", fontsize=9)
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel("PSNR (dB)")
     for ax in axes:
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
+
+
+def publish(out: Path, texts: dict[str, str], draw=None) -> None:
+    """Each of `texts` ({name: text}) and the figure `draw(path)` draws, into `out` under temporary names first,
+    then renamed: a full disk or a Ctrl-C mid-write left a cut-off table where the last comparison's had been.
+    Nothing is renamed until everything is written."""
+    names = [*texts, *(["training_curves.png"] if draw else [])]
+    tmps = {name: out / f".{name}.partial" for name in names}
+    try:
+        for name, text in texts.items():
+            tmps[name].write_text(text)
+        if draw:
+            draw(tmps["training_curves.png"])
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for name, tmp in tmps.items():
+        os.replace(tmp, out / name)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", help="folder of run folders (<variant>_s<seed>)")
+    p.add_argument("runs", help="folder of run folders (<variant>_s<seed>), or an earlier runs.json whose run "
+                                "folders are gone")
     p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")
     a = p.parse_args(argv)
-    runs = load_runs(Path(a.runs)) if Path(a.runs).is_dir() else []
-    pending = not_validated(Path(a.runs)) if Path(a.runs).is_dir() else []
+    source = Path(a.runs)
+    if source.is_file():
+        runs, pending = runs_from_json(source)
+    else:
+        runs = load_runs(source) if source.is_dir() else []
+        pending = not_validated(source) if source.is_dir() else []
     if not runs:  # said before --out is made, so a typo leaves no empty results folder
         print(f"no runs with history.jsonl under {a.runs}"
               + (f" (not validated yet: {', '.join(pending)})" if pending else ""), file=sys.stderr)
         return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stats = seed_statistics(runs, eval_by_run(out))
-    plot_curves(runs, out / "training_curves.png")
+    evals = eval_by_run(out)
+    stats, skipped = seed_statistics(runs, evals), left_out(runs, evals)
+    differ = settings_differ(stats, evals)
     doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats,
-           "not_validated": pending}
-    (out / "runs.json").write_text(strict_json(doc))
-    (out / "runs.md").write_text(markdown(runs, stats, pending))
-    print(markdown(runs, stats, pending))
+           "left_out": skipped, "settings_differ": differ, "not_validated": pending}
+    md = markdown(runs, stats, pending, skipped, differ)
+    with_history = [r for r in runs if r["history"]]
+    publish(out, {"runs.json": strict_json(doc), "runs.md": md},
+            (lambda path: plot_curves(with_history, path)) if with_history else None)
+    print(md)
     return 0
 
 
