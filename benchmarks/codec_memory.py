@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--source", default=str(DEFAULT_SOURCE))
-    p.add_argument("--workdir", default=None, help="folder for the big files (default: a temp folder)")
+    p.add_argument("--workdir", default=None,
+                   help="folder for the big files, kept (default: a temporary folder, removed at the end)")
     p.add_argument("--reuse", action="store_true",
                    help="keep big.tif / big.sarc already in --workdir (same --size) instead of rebuilding them")
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
@@ -113,6 +115,14 @@ def main(argv=None) -> int:
     if a.phase:
         print(json.dumps(run_phase(a.phase, a, src, sarc, rec)))
         return 0
+    try:
+        return measure(a, work, src, sarc)
+    finally:
+        if not a.workdir:  # it holds the big raster (1.6 GB at the default size): not left behind
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(a: argparse.Namespace, work: Path, src: Path, sarc: Path) -> int:
     res: dict = {"size": a.size, "tile": a.tile, "note": "each phase in its own process, as sar-compress and "
                  "sar-reconstruct run; peak RSS is that process's own high-water mark (VmHWM)"}
     if not (a.reuse and src.exists()):

@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=REPO / ".gpu_codec_data" / "planes.npz")
     p.add_argument("--quick", action="store_true", help="tiny sweep (the CPU rehearsal)")
     p.add_argument("--quality", type=float, default=None, help="operating point (default: the bundle's)")
-    p.add_argument("--out", type=Path, default=None, help="write gpu_codec.json, gpu_codec.md, gpu_chunks.npz here")
+    p.add_argument("--out", type=Path, default=None, help="write gpu_codec.json and gpu_chunks.npz here")
     p.add_argument("--verify-chunks", type=Path, default=None, help="decode a device's gpu_chunks.npz here")
     a = p.parse_args(argv)
     if a.verify_chunks:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -79,11 +80,28 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", default=None, help="model for the pan (default: bundled model)")
     ap.add_argument("--pan-size", type=int, default=2048)
     ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--work", default=None, help="folder for the scenes (default: a temporary folder)")
+    ap.add_argument("--work", default=None,
+                    help="folder for the scenes and their caches, kept (default: a temporary one, removed)")
     ap.add_argument("--png", default=None, help="folder for scene_layer_overview.png / scene_layer_pan.png")
     a = ap.parse_args(argv)
+    png = Path(a.png) if a.png else None
+    if png is not None:
+        png.mkdir(parents=True, exist_ok=True)
     work = Path(a.work or tempfile.mkdtemp(prefix="scene_layer_"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return measure(a, work, png)
+    finally:
+        if not a.work:  # the scenes and their tile caches: only the pictures are left behind
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def save_picture(canvas, path: Path) -> None:
+    if not canvas.grab().scaled(800, 500).save(str(path)):
+        raise SystemExit(f"error: {path}: the picture could not be written")
+
+
+def measure(a: argparse.Namespace, work: Path, png: Path | None) -> int:
     canvas = QgsMapCanvas()
     canvas.resize(1600, 1000)
     canvas.show()
@@ -95,7 +113,7 @@ def main(argv=None) -> int:
     from sar_compress_plugin.core.codec import read_header
 
     h = read_header(big)
-    ov = h["overview"]
+    ov = h.get("overview") or {"factor": None, "chunks": []}  # none at 1 MP or less (docs/format.md)
     ov_bytes = sum(e[1] for e in ov["chunks"])
     px = h["raster"]["width"] * h["raster"]["height"]
     out["big"] = {"size": a.big_size, "file_bytes": big.stat().st_size, "overview_factor": ov["factor"],
@@ -110,8 +128,8 @@ def main(argv=None) -> int:
     wait(lambda: not canvas.isDrawing(), 60)
     out["big"]["first_picture_s"] = time.perf_counter() - t0
     out["big"]["tiles_decoded"] = len(cache.decoded)
-    if a.png:
-        canvas.grab().scaled(800, 500).save(str(Path(a.png) / "scene_layer_overview.png"))
+    if png is not None:
+        save_picture(canvas, png / "scene_layer_overview.png")
     controller.close()
     QgsProject.instance().removeAllMapLayers()
 
@@ -136,8 +154,8 @@ def main(argv=None) -> int:
                   "tiles_decoded_for_pan": len(cache.missing_tiles((0, 0, 1, 1))) == 0,
                   "decoded_tiles_total": len(cache.decoded), "tiles_total": cache.grid.count,
                   "provider": cache.raster.provider}
-    if a.png:
-        canvas.grab().scaled(800, 500).save(str(Path(a.png) / "scene_layer_pan.png"))
+    if png is not None:
+        save_picture(canvas, png / "scene_layer_pan.png")
     controller.close()
     out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out, indent=1))

@@ -40,7 +40,7 @@ if [[ ! -f $data ]]; then
   echo "error: $data is missing: pack the data here first (python -m trainer.pack ...) and carry .gpu_data" >&2
   exit 2
 fi
-run=$(mktemp -d /tmp/gpu_run.XXXXXX)
+run=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")  # the run folder; its state is published to $OUT, then removed
 mkdir -p "$out"
 { date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$out/gpu.txt" 2>&1
 
@@ -52,7 +52,7 @@ publish() {  # the run's state into $OUT, each file replaced atomically
 }
 ( while sleep 60; do publish; done ) &
 publisher=$!
-trap 'kill $publisher 2>/dev/null || true; publish' EXIT
+trap 'kill $publisher 2>/dev/null || true; publish; rm -rf "$run"' EXIT
 
 [[ ${AMP:-1} == 1 ]] && extra+=(--amp)
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)

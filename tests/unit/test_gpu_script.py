@@ -1,6 +1,7 @@
 """The GPU call's pieces, rehearsed on the CPU: the packed data, the warm start, and scripts/gpu_train.sh."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +55,17 @@ def test_a_file_that_is_not_a_pack_is_one_clear_error(tmp_path):
 
 @needs_data
 def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
-    out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1")
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1",
+               TMPDIR=str(scratch))
     proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"warm_start.pth", "train.log", "history.jsonl", "gpu.txt", "stdout.log"} <= {p.name for p in out.iterdir()}
     assert len(list(out.iterdir())) <= 8  # what a device call can bring back
+    run = Path(re.search(r"checkpoints in (\S+)", proc.stdout).group(1))  # the run folder the trainer wrote
+    assert run.name.startswith("gpu_run.") and not run.exists()  # published to OUT, then not left behind
     ckpt = load_checkpoint(out / "warm_start.pth")
     assert ckpt["optimizer_state_dict"] == {} and ckpt["step"] >= 1
     assert all(v.dtype == torch.float16 for v in ckpt["model_state_dict"].values() if v.is_floating_point())
