@@ -276,7 +276,8 @@ def publish(out: Path, texts: dict[str, str], draw=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m trainer.compare_runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="folder of run folders (<variant>_s<seed>), or an earlier runs.json whose run "
                                 "folders are gone")
     p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")

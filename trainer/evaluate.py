@@ -313,7 +313,8 @@ def main(argv: list[str] | None, signals) -> int:
                         "training data), e.g. s1_iw_grd_berlin_512.tif, to use instead of its validation scenes")
     p.add_argument("--quality", type=float, default=None,
                    help="with --bundle: codec quality (0 to the model's top level) [the bundle's default]")
-    p.add_argument("--out", default="runs/eval", help="folder for results.json, results.md and panels")
+    p.add_argument("--out", default="runs/eval", help="folder for results.json, results.md and panels (with "
+                   "--bundle: codec_results.json and codec_results.md)")
     p.add_argument("--data", default=None, help="data location if it moved since training (same split rule)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--max-planes", type=int, default=None, help="evaluate only the first N validation planes")
