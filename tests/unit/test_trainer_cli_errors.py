@@ -320,6 +320,13 @@ setattr(owner, {function!r}, interrupted)
 """
 
 
+def _entry_args(entry: str, ckpt, out) -> list[str]:
+    """The command line each training entry point runs with in the signal tests: its shortest real work."""
+    return {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
+            "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
+            "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
+
+
 @pytest.mark.parametrize("entry, module, function, line", [
     ("trainer.cli", "trainer.registry", "", "interrupted: stopped while starting; no output written"),
     ("trainer.cli", "trainer.models.baseline", "", "interrupted: stopped while starting; no output written"),
@@ -333,9 +340,7 @@ def test_a_ctrl_c_while_a_training_command_loads_or_works_is_one_line(tmp_path, 
     (tmp_path / "in").mkdir()
     ckpt = _checkpoint(tmp_path / "in" / "last.pth")
     out = tmp_path / "out"
-    args = {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
-            "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
-            "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
+    args = _entry_args(entry, ckpt, out)
     prelude = (_SIGNAL_IN_CALL if function else SIGNAL_IN_IMPORT).format(module=module, function=function)
     code = f"{prelude}\nfrom {entry} import main\nsys.exit(main())"
     r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, text=True, capture_output=True, timeout=300,
@@ -357,9 +362,7 @@ def test_a_sigterm_while_a_training_command_loads_is_one_line_and_143(tmp_path, 
     (tmp_path / "in").mkdir()
     ckpt = _checkpoint(tmp_path / "in" / "last.pth")
     out = tmp_path / "out"
-    args = {"trainer.cli": ["--data", str(SCENE), "--out", str(out), "--max-steps", "1"],
-            "export.cli": [str(ckpt), str(out), "--calibration", str(SCENE), "--max-tiles", "1"],
-            "trainer.evaluate": [str(ckpt), "--out", str(out)]}[entry]
+    args = _entry_args(entry, ckpt, out)
     prelude = SIGNAL_IN_IMPORT.replace("signal.SIGINT", "signal.SIGTERM").format(module=module)
     assert "signal.SIGTERM" in prelude
     code = f"{prelude}\nfrom {entry} import main\nsys.exit(main())"
