@@ -35,6 +35,8 @@ train() {
 
 evaluate() {
   mkdir -p "$res"
+  local quick=()  # QUICK=1 only: QUICK=0 is no request for the crude sweep
+  if [[ ${QUICK:-0} == 1 ]]; then quick=(--quick); fi
   for ck in "$runs"/*_s*/best.pth; do
     local run; run=$(basename "$(dirname "$ck")")
     # exported again when the run has a newer best.pth (trained on since): an older bundle would be measured
@@ -46,7 +48,7 @@ evaluate() {
     fi
     .venv/bin/python benchmarks/rate_distortion.py --model "$runs/bundles/$run" --sigma0 \
       --scenes frankfurt panama india_900498 mekong srilanka_534068 paraguay_jja10 --device "$device" \
-      ${QUICK:+--quick} --out "$res/$run"
+      "${quick[@]}" --out "$res/$run"
   done
   .venv/bin/python -m trainer.compare_runs "$runs" --out "$res"
 }

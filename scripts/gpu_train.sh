@@ -44,15 +44,20 @@ run=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")  # the run folder; its state i
 mkdir -p "$out"
 { date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$out/gpu.txt" 2>&1
 
-publish() {  # the run's state into $OUT, each file replaced atomically
-  [[ -f $run/last.pth ]] && $py -m trainer.warm_start "$run/last.pth" "$out/warm_start.pth.tmp" >/dev/null \
-    && mv "$out/warm_start.pth.tmp" "$out/warm_start.pth"
+publish() {  # the run's state into $OUT, each file replaced atomically; 1 when its last.pth could not be
+  local ok=0
+  if [[ -f $run/last.pth ]]; then
+    $py -m trainer.warm_start "$run/last.pth" "$out/warm_start.pth.tmp" >/dev/null \
+      && mv "$out/warm_start.pth.tmp" "$out/warm_start.pth" || ok=1
+  fi
   for f in train.log history.jsonl; do [[ -f $run/$f ]] && cp "$run/$f" "$out/$f.tmp" && mv "$out/$f.tmp" "$out/$f"; done
-  return 0
+  return $ok
 }
-( while sleep 60; do publish; done ) &
+( while sleep 60; do publish || true; done ) &
 publisher=$!
-trap 'kill $publisher 2>/dev/null || true; publish; rm -rf "$run"' EXIT
+# the run folder is removed only once its last checkpoint is in $OUT: otherwise it holds the only copy
+trap 'kill $publisher 2>/dev/null || true
+  if publish; then rm -rf "$run"; else echo "warning: the last checkpoint could not be published: $run is kept" >&2; fi' EXIT
 
 [[ ${AMP:-1} == 1 ]] && extra+=(--amp)
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)

@@ -184,8 +184,10 @@ def markdown(runs: list[dict], stats: dict[str, dict], pending: tuple[str, ...] 
     for r in runs:
         patches = "?" if r.get("patches") is None else r["patches"]
         best_step = "?" if r.get("best_step") is None else r["best_step"]
+        # a diverged run's NaN, which runs.json records as null: the same row when rebuilt from it
+        best_loss = math.nan if r["best_val_loss"] is None else r["best_val_loss"]
         lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {patches} | "
-                     f"{r['best_val_loss']:.4f} | {best_step} | "
+                     f"{best_loss:.4f} | {best_step} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
     if pending:
         lines += ["", f"Not validated yet (no epoch ended), so not in the table: {', '.join(pending)}"]

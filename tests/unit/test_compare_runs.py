@@ -250,6 +250,19 @@ def test_the_table_is_rebuilt_from_runs_json_when_the_run_folders_are_gone(tmp_p
     assert (out / "training_curves.png").read_bytes() == curves  # no histories to draw: the figure is kept
 
 
+def test_a_diverged_run_is_rebuilt_from_runs_json_too(tmp_path):
+    """A run whose every validation loss was NaN has a NaN best loss, which runs.json records as null (strict
+    JSON): rebuilding the table from that runs.json failed on it (TypeError formatting None)."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    runs_dir.mkdir()
+    _run(runs_dir, "residual", 0, [math.nan, math.nan])
+    assert compare_runs.main([str(runs_dir), "--out", str(out)]) == 0
+    row = next(line for line in (out / "runs.md").read_text().splitlines() if line.startswith("| residual_s0 "))
+    assert json.loads((out / "runs.json").read_text())["runs"][0]["best_val_loss"] is None
+    assert compare_runs.main([str(out / "runs.json"), "--out", str(out)]) == 0
+    assert row in (out / "runs.md").read_text().splitlines()  # the same row either way
+
+
 def test_runs_measured_with_other_benchmark_settings_are_flagged(tmp_path):
     """A --quick evaluation (two quality levels, three JPEG-2000 rates) beside full ones was averaged with them."""
     runs_dir, out = tmp_path / "runs", tmp_path / "out"

@@ -73,3 +73,12 @@ def test_train_gives_every_seed_the_same_split(tmp_path):
     for call, variant in zip(calls, ("residual", "attention")):
         assert f"--variant {variant} --seed 1 --split-seed 0 --out {runs}/{variant}_s1 --max-steps 3" in call
         assert "--patch-size 64" in call and call.endswith("--resume")
+
+
+def test_quick_0_measures_every_level(tmp_path):
+    """QUICK=1 asks for the crude sweep; QUICK=0 (as AMP=0 elsewhere) is no request: it was taken as one, since
+    the script only asked whether QUICK was set, and a run's figures to keep came from two levels."""
+    root, runs, res, log = _sandbox(tmp_path)
+    assert _run(root, runs, res, "evaluate", QUICK="0").returncode == 0
+    calls = log.read_text().splitlines()
+    assert calls[1].startswith("python benchmarks/rate_distortion.py") and "--quick" not in calls[1]

@@ -78,6 +78,25 @@ def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
 
 
 @needs_data
+def test_gpu_script_keeps_its_run_folder_when_the_last_checkpoint_cannot_be_published(pack, tmp_path):
+    """The run folder is removed once its state is in $OUT: a final publish that failed (here $OUT's temporary
+    warm start is a folder, as a full disk or a read-only $OUT would fail it) removed the only copy of the run's
+    last checkpoint with it."""
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    (out / "warm_start.pth.tmp").mkdir(parents=True)  # publish cannot write the warm start
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.1", STEPS_PER_EPOCH="2", OMP_NUM_THREADS="1",
+               TMPDIR=str(scratch))
+    proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (out / "warm_start.pth").exists()
+    run = Path(re.search(r"checkpoints in (\S+)", proc.stdout).group(1))
+    assert (run / "last.pth").is_file()  # kept, and said
+    assert f"{run} is kept" in proc.stderr
+
+
+@needs_data
 def test_gpu_script_resumes_a_warm_start_with_its_own_model_shape(pack, tmp_path):
     """A warm start with a channel context: the script passes its shape, so the run goes on instead of
     stopping on a shape mismatch."""
