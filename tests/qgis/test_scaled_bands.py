@@ -16,7 +16,7 @@ from osgeo import gdal
 from qgis.core import QgsRasterLayer
 
 from qgis_harness import DATA, REPO, process_events_until
-from test_scene_layer import _pixels, _render, _show_canvas, _view
+from test_scene_layer import _pixels, _render, _show_canvas, _view, _zoomed_out_on_the_overview
 
 sys.path.append(str(REPO / "tests" / "unit"))
 from codec_fixtures import GHANA_DB, INT16_DB_NODATA_BLOCK, int16_db_product  # noqa: E402
@@ -69,11 +69,7 @@ def test_a_scaled_scene_layer_shows_the_db_its_reconstruction_shows(plugin, test
     reference = QgsRasterLayer(str(full), "full", "gdal")
     reference.setRenderer(layer.renderer().clone())
 
-    canvas = _show_canvas(test_iface, layer)
-    canvas.setExtent(layer.extent())
-    overview = _pixels(_render(canvas.mapSettings(), [layer], (16, 16)))
-    assert controller.cache.decoded == set()
-    assert (overview[..., 3] == 255).mean() > 0.9 and overview[..., :3].std() > 5
+    canvas = _zoomed_out_on_the_overview(test_iface, layer, controller)
 
     _view(canvas, gdal.Open(str(full)).GetGeoTransform(), 32, 40, 256)  # the nodata block (64..95) inside
     assert process_events_until(lambda: not controller.busy, 120)

@@ -71,6 +71,17 @@ def _view(canvas, gt, col, row, size):
     canvas.refresh()
 
 
+def _zoomed_out_on_the_overview(test_iface, layer, controller):
+    """The canvas showing the whole scene alone, checked to be painted by the stored overview before any tile is
+    decoded."""
+    canvas = _show_canvas(test_iface, layer)
+    canvas.setExtent(layer.extent())
+    overview = _pixels(_render(canvas.mapSettings(), [layer], (16, 16)))
+    assert controller.cache.decoded == set()
+    assert (overview[..., 3] == 255).mean() > 0.9 and overview[..., :3].std() > 5
+    return canvas
+
+
 def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstruction(
         plugin, test_iface, scene, sar_tif, tmp_path):
     sarc, full = scene
@@ -91,12 +102,7 @@ def test_open_pan_zoom_decodes_visible_tiles_only_and_renders_like_full_reconstr
     assert layer.renderer().type() == "singlebandpseudocolor"  # grey dB stretch
     reference.setRenderer(layer.renderer().clone())
 
-    # Zoomed out, before any tile is decoded: the stored overview already paints the whole scene.
-    canvas = _show_canvas(test_iface, layer)
-    canvas.setExtent(layer.extent())
-    overview = _pixels(_render(canvas.mapSettings(), [layer], (16, 16)))
-    assert controller.cache.decoded == set()
-    assert (overview[..., 3] == 255).mean() > 0.9 and overview[..., :3].std() > 5
+    canvas = _zoomed_out_on_the_overview(test_iface, layer, controller)
 
     gt = gdal.Open(str(full)).GetGeoTransform()
     full_px = gdal.Open(str(full)).ReadAsArray()

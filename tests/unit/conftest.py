@@ -39,3 +39,16 @@ def drawn_text(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(Figure, "savefig", recording)
     return saved
+
+
+@pytest.fixture
+def disk_full_mid_write(monkeypatch):
+    """Call it to make every later Path.write_text write half its text and raise ENOSPC: a full disk (or a
+    Ctrl-C) in the middle of writing a results file."""
+    real = Path.write_text
+
+    def cut_short(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("No space left on device")
+
+    return lambda: monkeypatch.setattr(Path, "write_text", cut_short)

@@ -259,18 +259,12 @@ def test_rate_distortion_writes_nothing_without_out(tiny_bundle, sar_data, tmp_p
     assert rc == 0 and list(tmp_path.iterdir()) == []
 
 
-def test_a_report_cut_short_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+def test_a_report_cut_short_leaves_the_earlier_one_whole(tmp_path, disk_full_mid_write):
     """rd_points.json and rd_summary.md were written in place: a full disk or a Ctrl-C mid-write left half a
     report where the last run's had been (compare_variants.sh's comparison then failed on it)."""
     rd.write_report(tmp_path, "rd_points.json", "rd_summary.md", {"bd_rate": {"all": 1.0}}, "# before\n")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real = Path.write_text
-
-    def cut_short(self, text, *args, **kwargs):
-        real(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", cut_short)
+    disk_full_mid_write()
     with pytest.raises(OSError):
         rd.write_report(tmp_path, "rd_points.json", "rd_summary.md", {"bd_rate": {"all": 2.0}}, "# after\n")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

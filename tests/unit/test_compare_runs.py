@@ -182,11 +182,9 @@ def test_runs_without_a_bd_rate_are_named(tmp_path):
     assert "baseline_s0: not evaluated" in md
 
 
-def test_results_are_published_whole_or_not_at_all(tmp_path, monkeypatch):
+def test_results_are_published_whole_or_not_at_all(tmp_path, disk_full_mid_write):
     """runs.json and runs.md were written in place: a full disk or a Ctrl-C mid-write left a cut-off table
     where the last comparison's had been."""
-    from pathlib import Path
-
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     runs_dir.mkdir()
     _run(runs_dir, "residual", 0, [0.3, 0.2, 0.1])
@@ -194,13 +192,7 @@ def test_results_are_published_whole_or_not_at_all(tmp_path, monkeypatch):
     assert compare_runs.main([str(runs_dir), "--out", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     _run(runs_dir, "residual", 1, [0.3, 0.2, 0.1])  # a second seed: every file would change
-    real = Path.write_text
-
-    def cut_short(self, text, *args, **kwargs):
-        real(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", cut_short)
+    disk_full_mid_write()
     with pytest.raises(OSError):
         compare_runs.main([str(runs_dir), "--out", str(out)])
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
