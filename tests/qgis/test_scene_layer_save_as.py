@@ -111,4 +111,6 @@ def test_qgis_save_as_of_a_partly_decoded_scene_is_nodata_there_named_partial_an
     assert process_events_until(lambda: task.result is not None, 120) and task.result.ok, task.result
     whole = sarc.with_name("berlin_reconstructed.tif")
     assert np.array_equal(gdal.Open(str(whole)).ReadAsArray(), full_px)
-    assert [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == str(whole)]
+    # the result is set on the task's thread; the layer is added by finished(), on the main thread, a moment later
+    assert process_events_until(lambda: [lyr for lyr in QgsProject.instance().mapLayers().values()
+                                         if lyr.source() == str(whole)], 30)
