@@ -46,7 +46,7 @@ from .qgis_io import (
 from .tasks import CompressTask, QualityMapsTask, ReconstructTask, SarTask, TaskResult, TaskStatus
 from .utils.deps import check_dependencies
 from .utils.log import PluginLogger, install_log_handler, remove_log_handler
-from .utils.settings import PluginSettings
+from .utils.settings import PluginSettings, existing_folder
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,8 @@ class SarCompressPlugin:
         from .core.codec import CompressOptions
 
         settings = PluginSettings.load()
-        output_path = output_path or default_compressed_path(input_path, self.running_outputs())
+        output_path = output_path or default_compressed_path(input_path, self.running_outputs(),
+                                                             existing_folder(settings.compress_output_folder))
         if ask:
             from .gui.dialogs import CompressDialog
 
@@ -300,9 +301,11 @@ class SarCompressPlugin:
             output_path = dialog.output_path()
             # The device is remembered only once it has worked (_compress_done): a CUDA choice that fails must
             # not become the default that fails again next time. Saved over the settings as they are now, not as
-            # read before the dialog: a task that finished meanwhile may have remembered its device.
+            # read before the dialog: a task that finished meanwhile may have remembered its device. The output's
+            # folder is offered to the next scene's compression.
             chosen = PluginSettings.load()
             chosen.tile_size = values["tile_size"]
+            chosen.compress_output_folder = str(Path(output_path).parent)
             dialog.rate.store(chosen)
             chosen.save()
             options = CompressOptions(**values, nodata=nodata)
@@ -339,7 +342,9 @@ class SarCompressPlugin:
                                    self.iface.mainWindow(), self.iface.mapCanvas(), taken=self.running_outputs)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
-        return self.reconstruct_file(dialog.sarc_path(), dialog.output_path(), dialog.device.currentData(),
+        output_path = dialog.output_path()
+        PluginSettings.remember(reconstruct_output_folder=str(Path(output_path).parent))  # offered next time
+        return self.reconstruct_file(dialog.sarc_path(), output_path, dialog.device.currentData(),
                                      window=dialog.window())
 
     def _selected_scene_file(self) -> str:
@@ -424,7 +429,7 @@ class SarCompressPlugin:
 
         settings = PluginSettings.load()
         dialog = QualityMapsDialog(*self.quality_roles(layer), self.iface.mainWindow(),
-                                   folder=settings.quality_maps_folder)
+                                   folder=existing_folder(settings.quality_maps_folder))
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         folder = dialog.output_folder()

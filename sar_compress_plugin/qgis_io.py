@@ -341,18 +341,20 @@ def unique_path(path: str | os.PathLike, taken: set[str] | frozenset[str] = froz
     return str(next(c for c in candidates if not c.exists() and str(c.resolve()) not in taken))
 
 
-def default_compressed_path(input_path: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """Beside the input, or beside the archive that holds it, named after it with .sarc."""
-    return unique_path(Path(local_output_base(input_path)).with_suffix(SARC_SUFFIX), taken)
+def default_compressed_path(input_path: str, taken: set[str] | frozenset[str] = frozenset(),
+                            folder: str = "") -> str:
+    """In `folder` ("": beside the input, or beside the archive that holds it), named after the input with .sarc."""
+    base = Path(local_output_base(input_path))
+    return unique_path(Path(folder or base.parent) / base.with_suffix(SARC_SUFFIX).name, taken)
 
 
 def default_reconstruction_path(sarc_path: str, taken: set[str] | frozenset[str] = frozenset(),
-                                window: bool = False) -> str:
-    """Beside the .sarc: `<stem>_reconstructed.tif`, or for a `window` of it `<stem>_extent.tif`, as "Export
-    current extent" names one. A window named as the whole scene took its name, and the whole scene reconstructed
-    after it became `_reconstructed_2.tif`: on disk the part passed for all of it."""
+                                window: bool = False, folder: str = "") -> str:
+    """In `folder` ("": beside the .sarc): `<stem>_reconstructed.tif`, or for a `window` of it `<stem>_extent.tif`,
+    as "Export current extent" names one. A window named as the whole scene took its name, and the whole scene
+    reconstructed after it became `_reconstructed_2.tif`: on disk the part passed for all of it."""
     p = Path(sarc_path)
-    return unique_path(p.with_name(f"{p.stem}_{'extent' if window else 'reconstructed'}.tif"), taken)
+    return unique_path(Path(folder or p.parent) / f"{p.stem}_{'extent' if window else 'reconstructed'}.tif", taken)
 
 
 def default_quality_paths(reconstruction_path: str, band: int, folder: str = "") -> tuple[str, str]:

@@ -19,7 +19,9 @@ scene first). No QGIS here: the plugin's layer (scene_layer.py) drives this from
 The cache root also holds the scene registry (`REGISTRY_NAME`), which `evict()` never deletes: each cache folder's
 name and the .sarc it is made from (and the bands of its VV/VH composite, when one was written). A project read
 after its scene's folder was evicted names only the folder's files; the registry tells which .sarc makes them
-again (`registered_scene`), before QGIS opens the layer and finds it unavailable.
+again (`registered_scene`), before QGIS opens the layer and finds it unavailable. Two QGIS sessions may share a
+cache root: each rewrite of the registry holds an inter-process lock on a file beside it (`REGISTRY_LOCK_NAME`), or
+the entry one session added was lost to the copy another had read just before.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import math
 import os
 import shutil
 import threading
-from contextlib import closing, suppress
+from contextlib import closing, contextmanager, suppress
 from itertools import takewhile
 from pathlib import Path
 
@@ -50,6 +52,9 @@ TIFF_NAME = "scene.tif"
 TMP_TIFF_NAME = TIFF_NAME + ".tmp.tif"
 #: In the cache root, beside the scene folders: a name of the plugin's own, for the root may be a folder of the user's.
 REGISTRY_NAME = "sar_compress_scenes.json"
+#: Beside the registry, and kept: a lock file deleted after use lets a third writer lock a new file while a second
+#: still holds the old one.
+REGISTRY_LOCK_NAME = REGISTRY_NAME + ".lock"
 
 _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16,
                "int16": gdal.GDT_Int16, "uint32": gdal.GDT_UInt32, "int32": gdal.GDT_Int32,
@@ -411,21 +416,43 @@ def registered_scene(cache_root, folder_name: str) -> dict | None:
     return (_read_registry(Path(cache_root)) or {}).get(folder_name)
 
 
-_registry_lock = threading.Lock()
+@contextmanager
+def _registry_locked(root: Path):
+    """Held by one writer of `root`'s registry at a time, in any process or thread: each call opens the lock file
+    anew, and a lock (flock, or LockFile on Windows) on one descriptor excludes the process's others too. Waits for
+    the holder; on Windows raises OSError after about 10 s (msvcrt.locking gives up), which register_scene logs."""
+    with open(root / REGISTRY_LOCK_NAME, "a+b") as lock:  # "a": made when missing, never truncated
+        if os.name == "nt":
+            import msvcrt  # noqa: PLC0415 (Windows only)
+
+            lock.seek(0)
+            msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                lock.seek(0)
+                msvcrt.locking(lock.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl  # noqa: PLC0415 (POSIX only)
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file is closed
+            yield
 
 
 def register_scene(folder, sarc_path, composite: tuple[int, int] | None = None) -> None:
     """Record in the registry of `folder`'s cache root that `folder` is made from `sarc_path` (with `composite`:
     its VV/VH composite's bands too). Entries of .sarc files that are gone, or whose file is now another scene's
     (an entry of the same path under another folder), are dropped, so the registry stays as small as the set of
-    scenes. Written under a temporary name and renamed; never raises (a registry that cannot be written only
-    means an evicted cache is rebuilt as the project's layers are repaired, as before there was one)."""
+    scenes. Read, changed and written under `_registry_locked`, so that no other session's entry is lost; the new
+    file is written under a temporary name and renamed, so a reader never sees half of it. Never raises (a registry
+    that cannot be written only means an evicted cache is rebuilt as the project's layers are repaired, as before
+    there was one)."""
     folder = Path(folder)
     root, name, sarc = folder.parent, folder.name, os.path.abspath(sarc_path)
     path = root / REGISTRY_NAME
     tmp = path.with_name(f"{REGISTRY_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with _registry_lock:
-        try:
+    try:
+        with _registry_locked(root):
             scenes = _read_registry(root)
             if scenes is None and path.exists():
                 log.warning("%s: unreadable scene registry; making it anew", path)
@@ -442,10 +469,10 @@ def register_scene(folder, sarc_path, composite: tuple[int, int] | None = None) 
                 return
             tmp.write_text(json.dumps({"scenes": kept}, indent=1), encoding="utf-8")
             os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("%s: cannot write the scene registry (%s)", path, exc)
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s: cannot write the scene registry (%s)", path, exc)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
@@ -478,4 +505,4 @@ def evict(cache_root, limit_bytes: int, keep=()) -> list[Path]:
 
 
 __all__ = ["SceneCache", "evict", "folder_size", "cache_key", "cache_folder", "raster_cache_folder", "register_scene",
-           "registered_scene", "REGISTRY_NAME"]
+           "registered_scene", "REGISTRY_NAME", "REGISTRY_LOCK_NAME"]

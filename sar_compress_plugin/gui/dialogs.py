@@ -22,7 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, qgis_wording
+from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, existing_folder, qgis_wording
 from .widgets import (RateChooser, device_combo, domain_combo, file_widget, output_widget, quality_value,
                       tile_size_error, tile_size_spin)
 
@@ -295,15 +295,18 @@ class ReconstructDialog(_FormDialog):
         """`canvas`: the map canvas whose extent "Current map extent" takes (None: only the whole scene).
         `taken`: resolved outputs of running tasks, which the default output avoids. `settings`: the device
         offered first and the model folders a file's model must be found in. `taken` may be a function that
-        returns those outputs now (a task may start or finish while the dialog is open)."""
+        returns those outputs now (a task may start or finish while the dialog is open). The default output goes
+        in the folder the last reconstruction from this dialog went to, while it is there."""
         super().__init__("Reconstruct SAR raster", parent)
         self.canvas = canvas
         self._taken = taken
         self.model_dirs = settings.reconstruct_model_dirs()
+        self._default_folder = existing_folder(settings.reconstruct_output_folder)
         self._window = None
         self.input = file_widget(QgsFileWidget.StorageMode.GetFile, sarc_path, SARC_FILTER, "Compressed SAR file")
         self.output = output_widget(output_path, TIFF_FILTER, "Reconstructed GeoTIFF")
-        self.output.lineEdit().setPlaceholderText("next to the .sarc file")
+        self.output.lineEdit().setPlaceholderText(f"in {self._default_folder}" if self._default_folder
+                                                  else "next to the .sarc file")
         self.device = device_combo(settings.device)
         # The output follows the input (next to it) until the user types an output of their own.
         self._output_follows_input = not output_path
@@ -340,15 +343,19 @@ class ReconstructDialog(_FormDialog):
 
     def _input_changed(self, path: str):
         """Called on every keystroke while a path is typed: "/" or "/da" are normal intermediate states."""
-        from ..qgis_io import default_reconstruction_path
-
         if not self._output_follows_input:
             return
         path = path.strip()
         if path and Path(path).name and not Path(path).is_dir():
-            self.output.setFilePath(default_reconstruction_path(path, self.taken, window=self._extent_chosen()))
+            self.output.setFilePath(self._default_output(path))
         else:
             self.output.setFilePath("")
+
+    def _default_output(self, sarc_path: str) -> str:
+        from ..qgis_io import default_reconstruction_path
+
+        return default_reconstruction_path(sarc_path, self.taken, window=self._extent_chosen(),
+                                           folder=self._default_folder)
 
     def validate(self) -> str:
         from ..core.codec import read_header, same_file
@@ -415,11 +422,9 @@ class ReconstructDialog(_FormDialog):
         return typed_path(self.input)
 
     def output_path(self) -> str:
-        from ..qgis_io import default_reconstruction_path
-
         out = self.output.filePath().strip()
         if not out:
-            return default_reconstruction_path(self.sarc_path(), self.taken, window=self._extent_chosen())
+            return self._default_output(self.sarc_path())
         return resolve_output(out, Path(self.sarc_path()).parent, ".tif", also=(".tiff",))
 
 

@@ -1,11 +1,12 @@
 """Plugin settings in QgsSettings under "sar_compress/": model folders, device preference, tile size, how the rate
-is set (quality or a target), the scene layers' cache, the quality maps' folder."""
+is set (quality or a target), the scene layers' cache, the folders the dialogs last wrote in."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from qgis.core import QgsSettings
 
@@ -45,6 +46,11 @@ class PluginSettings:
     decode_budget_mpx: float = 16.0
     #: Where the quality-maps dialog writes its maps ("" = beside the reconstruction).
     quality_maps_folder: str = ""
+    #: Where the compress dialog offers to write ("" = beside the input): the folder of the last .sarc it was
+    #: accepted with, as an analyst compressing scene after scene writes them all into one folder...
+    compress_output_folder: str = ""
+    #: ...and where the reconstruct dialog offers to write ("" = beside the .sarc).
+    reconstruct_output_folder: str = ""
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -69,6 +75,8 @@ class PluginSettings:
                                             type=float)),
             quality_maps_folder=str(s.value(SETTINGS_PREFIX + "quality_maps_folder", d.quality_maps_folder,
                                             type=str) or ""),
+            compress_output_folder=str(s.value(SETTINGS_PREFIX + "compress_output_folder", "", type=str) or ""),
+            reconstruct_output_folder=str(s.value(SETTINGS_PREFIX + "reconstruct_output_folder", "", type=str) or ""),
         )
 
     def save(self) -> None:
@@ -85,6 +93,8 @@ class PluginSettings:
         s.setValue(SETTINGS_PREFIX + "tile_cache_dir", self.tile_cache_dir)
         s.setValue(SETTINGS_PREFIX + "decode_budget_mpx", float(self.decode_budget_mpx))
         s.setValue(SETTINGS_PREFIX + "quality_maps_folder", self.quality_maps_folder)
+        s.setValue(SETTINGS_PREFIX + "compress_output_folder", self.compress_output_folder)
+        s.setValue(SETTINGS_PREFIX + "reconstruct_output_folder", self.reconstruct_output_folder)
 
     @classmethod
     def remember(cls, **values) -> None:
@@ -101,6 +111,13 @@ class PluginSettings:
         """Folders to search for a file's model (None lets the codec use its bundled default alone)."""
         dirs = [p for p in [self.model_dir, *self.model_dirs] if p]
         return dirs or None
+
+
+def existing_folder(folder: str) -> str:
+    """A remembered output folder, or "" (the dialog's own default) when it is gone: renamed, or on a drive not
+    mounted now. Offered, it was refused on OK as a folder that does not exist. Not forgotten: the drive may
+    come back."""
+    return folder if folder and Path(folder).is_dir() else ""
 
 
 def _quality(v) -> float | None:

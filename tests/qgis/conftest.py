@@ -40,6 +40,15 @@ def qapp(qgis_app):
     return qgis_app
 
 
+@pytest.fixture(autouse=True)
+def no_remembered_output_folders(qgis_app):
+    """Each test starts with no output folder remembered by the dialogs: the test profile is shared by all the tests
+    of a run, and the folder one test's dialog was accepted with (its tmp_path) became a later test's default."""
+    from sar_compress_plugin.utils.settings import PluginSettings
+
+    PluginSettings.remember(compress_output_folder="", reconstruct_output_folder="", quality_maps_folder="")
+
+
 @pytest.fixture
 def project():
     QgsProject.instance().clear()

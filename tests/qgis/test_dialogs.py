@@ -759,18 +759,13 @@ def test_quality_maps_go_to_the_folder_typed_which_is_offered_next_time(plugin, 
         seen["offered"] = dialog.folder.filePath()
         dialog.folder.lineEdit().clear()
 
-    try:
-        state = accept_next_dialog(lambda dialog: qtbot.keyClicks(dialog.folder.lineEdit(), "maps"))
-        first = wait_for_task(plugin, plugin.quality_maps_active_layer())
-        assert "error" not in state and first.ok, first.message
-        assert Path(first.value.enl_ratio_path).parent == Path(first.value.epi_path).parent == folder
-        state = accept_next_dialog(offered_then_emptied)
-        second = wait_for_task(plugin, plugin.quality_maps_active_layer())
-        assert "error" not in state and second.ok, second.message
-        assert seen["offered"] == str(folder)
-        assert Path(second.value.enl_ratio_path).parent == sar_tif.parent
-        assert PluginSettings.load().quality_maps_folder == ""
-    finally:
-        settings = PluginSettings.load()  # the test profile is shared by the tests that follow
-        settings.quality_maps_folder = ""
-        settings.save()
+    state = accept_next_dialog(lambda dialog: qtbot.keyClicks(dialog.folder.lineEdit(), "maps"))
+    first = wait_for_task(plugin, plugin.quality_maps_active_layer())
+    assert "error" not in state and first.ok, first.message
+    assert Path(first.value.enl_ratio_path).parent == Path(first.value.epi_path).parent == folder
+    state = accept_next_dialog(offered_then_emptied)
+    second = wait_for_task(plugin, plugin.quality_maps_active_layer())
+    assert "error" not in state and second.ok, second.message
+    assert seen["offered"] == str(folder)
+    assert Path(second.value.enl_ratio_path).parent == sar_tif.parent
+    assert PluginSettings.load().quality_maps_folder == ""

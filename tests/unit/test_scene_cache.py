@@ -9,7 +9,11 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from osgeo import gdal, osr
 from sar_compress_plugin.core import codec
 from sar_compress_plugin.core.errors import InputRasterError, OutputPathError
 from sar_compress_plugin.core.scene_cache import (
+    REGISTRY_LOCK_NAME,
     REGISTRY_NAME,
     SceneCache,
     evict,
@@ -195,7 +200,7 @@ def test_the_scene_registry_names_each_folders_sarc_and_outlives_eviction(sarc, 
     register_scene(root / "other-0123456789abcdef", sarc[0])  # the file at sarc[0] is another scene now
     assert json.loads((root / REGISTRY_NAME).read_text()) == {"scenes": {"other-0123456789abcdef": {
         "sarc": str(sarc[0])}}}
-    assert sorted(p.name for p in root.iterdir()) == [REGISTRY_NAME]  # no temporary file left
+    assert sorted(p.name for p in root.iterdir()) == [REGISTRY_NAME, REGISTRY_LOCK_NAME]  # no temporary file left
 
 
 @pytest.mark.parametrize("damage", [b"\x00{garbage", b"[1, 2]", b'{"scenes": [1]}',
@@ -216,7 +221,50 @@ def test_a_scene_registry_that_cannot_be_written_leaves_the_cache_working(sarc, 
     cache = _open(sarc, root, tiny_bundle)
     assert cache.decode([0]) == 1 and registered_scene(root, cache.folder.name) is None
     cache.close()
-    assert sorted(p.name for p in root.iterdir()) == sorted([REGISTRY_NAME, cache.folder.name])
+    assert sorted(p.name for p in root.iterdir()) == sorted([REGISTRY_NAME, REGISTRY_LOCK_NAME, cache.folder.name])
+
+
+_REGISTERING_PROCESS = """
+import sys, time
+from pathlib import Path
+from sar_compress_plugin.core.scene_cache import register_scene
+root, sarcs, who, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(sarcs / f"ready-{who}").touch()
+while not (sarcs / "go").exists():
+    time.sleep(0.001)
+for i in range(count):
+    register_scene(root / f"{who}-{i}", sarcs / f"{who}-{i}.sarc")
+"""
+
+
+def test_sessions_registering_scenes_at_once_lose_none_of_them(tmp_path):
+    """Two QGIS sessions on one cache root each read the registry, added their scene and wrote it back: the scene
+    the first wrote was gone from the copy the second had read. Four processes register 150 scenes each, all at
+    once; every one is in the registry after."""
+    root, sarcs = tmp_path / "cache", tmp_path / "sarcs"
+    root.mkdir()
+    sarcs.mkdir()
+    writers, count = [f"w{k}" for k in range(4)], 150
+    for who in writers:
+        for i in range(count):
+            (sarcs / f"{who}-{i}.sarc").touch()  # an entry of a .sarc that is gone would be dropped
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", _REGISTERING_PROCESS, str(root), str(sarcs), who, str(count)],
+                              env=env) for who in writers]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((sarcs / f"ready-{who}").exists() for who in writers):  # imported: they start together
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a writer did not start"
+            time.sleep(0.01)
+        (sarcs / "go").touch()
+        assert [p.wait(timeout=120) for p in procs] == [0] * len(writers)
+    finally:
+        for p in procs:
+            p.kill()
+    registered = json.loads((root / REGISTRY_NAME).read_text())["scenes"]
+    missing = [f"{who}-{i}" for who in writers for i in range(count) if f"{who}-{i}" not in registered]
+    assert missing == [], f"{len(missing)} of {len(writers) * count} scenes lost"
+    assert sorted(p.name for p in root.iterdir()) == [REGISTRY_NAME, REGISTRY_LOCK_NAME]
 
 
 def _gcps(path) -> list:
