@@ -40,11 +40,20 @@ if [[ ! -f $data ]]; then
   echo "error: $data is missing: pack the data here first (python -m trainer.pack ...) and carry .gpu_data" >&2
   exit 2
 fi
+if ! command -v flock >/dev/null; then  # publish() takes its lock with it: without, no checkpoint would come back
+  echo "error: flock (util-linux) is missing" >&2
+  exit 2
+fi
 run=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")  # the run folder; its state is published to $OUT, then removed
 mkdir -p "$out"
 { date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$out/gpu.txt" 2>&1
 
 publish() {  # the run's state into $OUT, each file replaced atomically; 1 when its last.pth could not be
+  # One publish at a time, under a lock on the run folder's publish.lock: the exit's publish and a minute's
+  # publish cut by the exit both wrote $OUT's one .tmp, so a half-written warm start could be renamed into
+  # place. The lock is held by fd 9, which every command below inherits: a publisher killed mid-publish keeps it
+  # until its warm_start step has exited.
+  flock 9 || return 1
   local ok=0
   if [[ -f $run/last.pth ]]; then
     $py -m trainer.warm_start "$run/last.pth" "$out/warm_start.pth.tmp" >/dev/null \
@@ -52,12 +61,14 @@ publish() {  # the run's state into $OUT, each file replaced atomically; 1 when 
   fi
   for f in train.log history.jsonl; do [[ -f $run/$f ]] && cp "$run/$f" "$out/$f.tmp" && mv "$out/$f.tmp" "$out/$f"; done
   return $ok
-}
+} 9>"$run/publish.lock"
 ( while sleep 60; do publish || true; done ) &
 publisher=$!
-# the run folder is removed only once its last checkpoint is in $OUT: otherwise it holds the only copy
+# no publish starts after the loop is killed, and the exit's waits for the lock: it publishes the last checkpoint.
+# The run folder is removed only once that checkpoint is in $OUT: otherwise it holds the only copy, and the call
+# fails (exit 1), for on the device machine the kept folder never comes back.
 trap 'kill $publisher 2>/dev/null || true
-  if publish; then rm -rf "$run"; else echo "warning: the last checkpoint could not be published: $run is kept" >&2; fi' EXIT
+  if publish; then rm -rf "$run"; else echo "error: the last checkpoint could not be published: $run is kept" >&2; exit 1; fi' EXIT
 
 [[ ${AMP:-1} == 1 ]] && extra+=(--amp)
 resume=()  # sar-train --resume goes on with the warm start's own model shape (e.g. its channel context)

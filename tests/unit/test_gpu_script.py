@@ -2,8 +2,10 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,8 @@ def test_gpu_script_dry_run_trains_and_returns_a_warm_start(pack, tmp_path):
 def test_gpu_script_keeps_its_run_folder_when_the_last_checkpoint_cannot_be_published(pack, tmp_path):
     """The run folder is removed once its state is in $OUT: a final publish that failed (here $OUT's temporary
     warm start is a folder, as a full disk or a read-only $OUT would fail it) removed the only copy of the run's
-    last checkpoint with it."""
+    last checkpoint with it. The call fails: on the device machine the kept folder never comes back, and a caller
+    seeing exit 0 took the run for published."""
     out, scratch = tmp_path / "out", tmp_path / "tmp"
     scratch.mkdir()
     (out / "warm_start.pth.tmp").mkdir(parents=True)  # publish cannot write the warm start
@@ -89,7 +92,7 @@ def test_gpu_script_keeps_its_run_folder_when_the_last_checkpoint_cannot_be_publ
                TMPDIR=str(scratch))
     proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]
     assert not (out / "warm_start.pth").exists()
     run = Path(re.search(r"checkpoints in (\S+)", proc.stdout).group(1))
     assert (run / "last.pth").is_file()  # kept, and said
@@ -289,3 +292,102 @@ def test_gpu_script_without_a_drop_does_not_take_the_warm_starts_drop(pack, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     history = load_checkpoint(out / "warm_start.pth")["history"]
     assert history and all(h["lr"] == pytest.approx(1e-4) for h in history), [h["lr"] for h in history]
+
+
+#: .venv/bin/python of a copy of scripts/gpu_train.sh: `-m trainer` writes a first checkpoint, and a second one
+#: once the minute's publish of the first is under way, then ends the run; `-m trainer.warm_start` writes as
+#: save_checkpoint does (a .tmp beside the file, then a rename), slowly, and logs when it starts and ends
+STUB_PYTHON = '''#!{python}
+import os, sys, time
+from pathlib import Path
+
+log = Path(os.environ["STUB_LOG"])
+
+
+def event(*words):
+    with open(log, "a") as f:
+        f.write(" ".join(map(str, words)) + "\\n")
+
+
+args = sys.argv[1:]
+if args[:2] == ["-m", "trainer.warm_start"]:
+    src, dst = Path(args[2]), Path(args[3])
+    event("start", os.getpid())
+    try:
+        data = src.read_bytes()
+        tmp = dst.with_name(dst.name + ".tmp")
+        with open(tmp, "wb") as f:
+            for i in range(0, len(data), len(data) // 20):
+                f.write(data[i:i + len(data) // 20])
+                f.flush()
+                time.sleep(0.05)
+        os.replace(tmp, dst)
+    finally:
+        event("end", os.getpid())
+elif args[:2] == ["-m", "trainer"]:
+    run = Path(args[args.index("--out") + 1])
+
+    def checkpoint(n):
+        (run / "last.pth.tmp").write_bytes(f"checkpoint {{n}}\\n".encode() * 4000)
+        os.replace(run / "last.pth.tmp", run / "last.pth")
+
+    checkpoint(1)
+    print(f"checkpoints in {{run}}", flush=True)
+    deadline = time.monotonic() + 30
+    while not (log.is_file() and "start" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    checkpoint(2)
+'''
+
+
+def test_gpu_script_publishes_one_at_a_time_and_its_last_checkpoint_whole(tmp_path):
+    """The run ends while the minute's publish is writing its warm start: the exit's publish wrote the same
+    .tmp at the same time (the two writes interleaved, or one renamed the other's file away and failed, and
+    the run folder holding the last checkpoint was kept or $OUT got a half file). Publishes now take turns:
+    the exit's waits for the cut one and then publishes the last checkpoint."""
+    checkout = tmp_path / "checkout"  # the script cds to its checkout and runs its .venv/bin/python
+    (checkout / "scripts").mkdir(parents=True)
+    script = checkout / "scripts" / "gpu_train.sh"
+    script.write_bytes((REPO / "scripts" / "gpu_train.sh").read_bytes())
+    python = checkout / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(STUB_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    fast = tmp_path / "bin"  # the minute between publishes, a tenth of a second
+    fast.mkdir()
+    (fast / "sleep").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 0.1\n")
+    (fast / "sleep").chmod(0o755)
+    (tmp_path / "planes.npz").write_bytes(b"")
+    out, scratch, log = tmp_path / "out", tmp_path / "tmp", tmp_path / "publishes.log"
+    scratch.mkdir()
+    env = dict(os.environ, OUT=str(out), DATA=str(tmp_path / "planes.npz"), VARIANT="baseline", TMPDIR=str(scratch),
+               STUB_LOG=str(log), PATH=f"{fast}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(script), "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    deadline = time.monotonic() + 10  # a publish the exit cut may still be writing: let it end before looking
+    while log.read_text().count("start") > log.read_text().count("end") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert proc.returncode == 0 and "is kept" not in proc.stderr, proc.stderr[-2000:]
+    assert len(events) >= 4  # the minute's publish and the exit's
+    assert [e[0] for e in events] == ["start", "end"] * (len(events) // 2), events  # never two at once
+    assert all(events[i][1] == events[i + 1][1] for i in range(0, len(events), 2)), events
+    assert (out / "warm_start.pth").read_bytes() == b"checkpoint 2\n" * 4000
+    assert not list(out.glob("*.tmp*"))
+    run = Path(re.search(r"checkpoints in (\S+)", proc.stdout).group(1))
+    assert run.name.startswith("gpu_run.") and not run.exists()
+
+
+def test_gpu_script_without_flock_stops_before_training(tmp_path):
+    """publish() takes a lock with flock: without it no checkpoint could be published, so the call would train
+    for minutes and return nothing."""
+    bare = tmp_path / "bin"  # what the script runs before its check, and not flock
+    bare.mkdir()
+    (bare / "dirname").symlink_to(shutil.which("dirname"))
+    (tmp_path / "planes.npz").write_bytes(b"")
+    env = dict(os.environ, OUT=str(tmp_path / "out"), DATA=str(tmp_path / "planes.npz"), VARIANT="baseline",
+               PATH=str(bare))
+    proc = subprocess.run([shutil.which("bash"), "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "flock (util-linux) is missing" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
