@@ -21,7 +21,6 @@ error. Frozen latents make this a lower bound on what joint training would give.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from rate_distortion import bd_rate  # noqa: E402
+from rate_distortion import _bd_text, bd_rate, write_report  # noqa: E402
 
 from trainer.checkpoint import load_model, totals_text  # noqa: E402
 from trainer.data import Plane, build_datasets  # noqa: E402
@@ -203,9 +202,11 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {row['level']} | {row['vv_bpp']:.4f} | {row['vv_db_rmse']:.3f} | {row['vh_bpp']:.4f} | "
                      f"{row['vh_db_rmse']:.3f} | {row['vh_ctx_bpp']:.4f} | {row['vh_ctx_db_rmse']:.3f} | "
                      f"{saved:.1f}% |")
-    lines += ["", f"BD-rate of VH given VV against VH alone: **{r['bd_vh']['bd_rate_percent']:.2f}%**; of the "
-              f"pair (VV's bits and error unchanged): **{r['bd_pair']['bd_rate_percent']:.2f}%**. On the training "
-              f"pairs it learned from, VH: {doc['training_pairs']['bd_vh']['bd_rate_percent']:.2f}%.", ""]
+    # a BD-rate is null where the two curves' errors do not overlap: said, instead of a crash after the run
+    vh, pair, trained_on = (_bd_text(bd["bd_rate_percent"]) for bd in
+                            (r["bd_vh"], r["bd_pair"], doc["training_pairs"]["bd_vh"]))
+    lines += ["", f"BD-rate of VH given VV against VH alone: **{vh}**; of the pair (VV's bits and error "
+              f"unchanged): **{pair}**. On the training pairs it learned from, VH: {trained_on}.", ""]
     return "\n".join(lines)
 
 
@@ -254,11 +255,10 @@ def main(argv=None) -> int:
            "results": {"levels": rows, "bd_vh": bd_rate(*pick(rows, "vh"), *pick(rows, "vh_ctx")),
                        "bd_pair": bd_rate(*pick(rows, "pair"), *pick(rows, "pair_ctx"))},
            "training_pairs": {"levels": train_rows, "bd_vh": bd_rate(*pick(train_rows, "vh"), *pick(train_rows, "vh_ctx"))}}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cross_pol_context.json").write_text(json.dumps(doc, indent=2))
-    (out / "cross_pol_context.md").write_text(markdown(doc))
-    print(markdown(doc))
+    md = markdown(doc)
+    # both files under temporary names, renamed once whole: a failure mid-write leaves the last run's report
+    write_report(a.out, "cross_pol_context.json", "cross_pol_context.md", doc, md)
+    print(md)
     return 0
 
 

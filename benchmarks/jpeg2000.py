@@ -1,10 +1,11 @@
 """The JPEG-2000 baseline: GDAL's JP2OpenJPEG (irreversible 9/7 wavelet) on the image the learned codec sees.
 
-One band goes through exactly the codec's preprocessing (core.preprocessing): original domain -> dB -> per-band
-percentile clip (0.5 / 99.5) -> [0,1] -> uint16 (0..65535, JPEG-2000 cannot code float32). The uint16 image is
-written to a real .jp2 file, whose size in bytes (headers and GeoJP2 box included) gives the rate; it is read
-back, mapped to dB and to the original domain, and measured with core.evaluation.band_quality against the
-original with the same clip bounds, as every figure in the project is.
+One band, its physical values (stored * GDAL scale + offset, as the codec codes them), goes through exactly the
+codec's preprocessing (core.preprocessing): original domain -> dB -> per-band percentile clip (0.5 / 99.5) ->
+[0,1] -> uint16 (0..65535, JPEG-2000 cannot code float32). The uint16 image is written to a real .jp2 file,
+whose size in bytes (headers and GeoJP2 box included) gives the rate; it is read back, mapped to dB and to the
+original domain, and measured with core.evaluation.band_quality against the original with the same clip bounds,
+as every figure in the project is.
 
 Two things JPEG-2000 is *not* charged for, both stated in every result:
 * pixels outside the clip range come back clipped to the bound (no correction is coded), whereas the learned
@@ -34,9 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sar_compress_plugin.core.evaluation import band_quality  # noqa: E402
+from sar_compress_plugin.core.evaluation import band_quality, physical_band  # noqa: E402
 from sar_compress_plugin.core.preprocessing import (DEFAULT_PERCENTILES, denormalise, from_db,  # noqa: E402
                                                     normalise, percentile_bounds, to_db)
+from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
 
 #: The operating points the benchmarks sweep (targets; the measured bpp is what is reported).
 DEFAULT_TARGET_BPP = (0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -152,14 +154,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import tempfile  # noqa: PLC0415
 
-    gdal = _gdal()
-    ds = gdal.Open(a.raster)
-    with tempfile.TemporaryDirectory() as tmp:
-        for b in range(ds.RasterCount):
-            band = ds.GetRasterBand(b + 1)
-            arr = band.ReadAsArray()
+    with RasterReader(a.raster) as reader, tempfile.TemporaryDirectory() as tmp:
+        info = reader.info
+        for b in range(info.band_count):
+            # physical values, as the learned codec codes them and as sar-eval and the demo measure them
+            values, nodata = physical_band(reader, b, reader.read_valid(b, 0, 0, info.width, info.height))
             for t in a.bpp:
-                r = run_band(arr, a.domain, t, tmp, nodata=band.GetNoDataValue())
+                r = run_band(values, a.domain, t, tmp, nodata=nodata)
                 print(f"band {b + 1}  target {t:5.2f}  bpp {r['bpp']:.3f}  dB RMSE {r['db_rmse']:.3f} "
                       f"(in range {r['db_rmse_in_range']:.3f})  PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.3f}")
     return 0

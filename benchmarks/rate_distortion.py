@@ -57,10 +57,11 @@ from figures import model_caption, save_figure  # noqa: E402
 from results_files import points_file, read_json  # noqa: E402
 from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
                                             reconstruct)
-from sar_compress_plugin.core.evaluation import aggregate, band_quality  # noqa: E402
+from sar_compress_plugin.core.evaluation import aggregate, band_quality, physical_band  # noqa: E402
 from sar_compress_plugin.core.preprocessing import canonical_domain, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import default_model_dir, load_manifest  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DATA_DIR = REPO.parent / "shared" / "data" / "sar"
 if not DATA_DIR.is_dir():
@@ -166,6 +167,8 @@ def grd_scenes(data_dir=DATA_DIR, only=None, sigma0: bool = False) -> list[dict]
 
 def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, quality: float, model: Path,
                   device: str, work: Path, label: str = "", rd_rounding: bool = True) -> dict:
+    """The learned codec on the raster `src` at `quality`: `values` and `nodata`, the band's physical values
+    (`physical_band`), are scored against the reconstruction's, read the same way."""
     sarc = work / f"{src.stem}_q{quality:g}.sarc"
     rec_path = work / f"{src.stem}_q{quality:g}_rec.tif"
     res = compress(src, sarc, CompressOptions(model_dir=model, device=device, quality=float(quality),
@@ -174,8 +177,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     header = read_header(sarc)
     chunks = header["chunks"]
     parts = {k: sum(e[1] for e in chunks.get(k, []) if e) for k in ("latent", "outlier", "mask")}
-    with RasterReader(rec_path) as r:
-        rec = r.read(0, 0, 0, r.info.width, r.info.height)
+    with RasterReader(src) as a, RasterReader(rec_path) as r:  # physical values, as `values` are
+        rec, _ = physical_band(r, 0, a.read_valid(0, 0, 0, a.info.width, a.info.height))
     q = band_quality(values, rec, domain, clip, nodata)
     for p in (sarc, rec_path):
         p.unlink()
@@ -192,8 +195,8 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
 
 @dataclass
 class SceneBand:
-    """One band of a scene as both codecs get it: its values, dB, validity, clip bounds, and `src`, the band
-    written alone as a GeoTIFF with the scene's georeferencing (what the learned codec compresses)."""
+    """One band of a scene as both codecs get it: its physical values, dB, validity, clip bounds, and `src`, the
+    band written alone as a GeoTIFF with the scene's georeferencing (what the learned codec compresses)."""
 
     scene: str
     band: str
@@ -214,17 +217,26 @@ class SceneBand:
 
 
 def scene_bands(scene: dict, work: Path):
-    """Each band of `scene` as a SceneBand; its single-band GeoTIFF is removed once the caller moves on."""
+    """Each band of `scene` as a SceneBand; its single-band GeoTIFF is removed once the caller moves on.
+
+    The values both codecs are measured on are physical (`physical_band`), as the demo's and sar-eval's are: a
+    scaled product's stored numbers would be scored as what they are not. The learned codec gets the band as the
+    scene holds it, stored values under its scale and offset and its GDAL mask, and so codes what it would code
+    for a user."""
     with RasterReader(scene["path"]) as r:
         info = r.info
         for b, pol in enumerate(scene["bands"]):
-            values = r.read(b, 0, 0, info.width, info.height)
-            nodata = info.nodata[b]
+            mask = r.read_valid(b, 0, 0, info.width, info.height)
+            values, nodata = physical_band(r, b, mask)
             db, valid = to_db(values, scene["domain"], nodata)
             src = work / f"{scene['name']}_{pol}.tif"
+            scaling = {k: info.bands[b][k] for k in ("scale", "offset")}
             with GeoTiffWriter(src, info.width, info.height, 1, info.dtype, crs_wkt=info.crs_wkt,
-                               geotransform=info.geotransform, nodata=[nodata], band_names=[pol]) as w:
-                w.write(0, 0, 0, values)
+                               geotransform=info.geotransform, nodata=[info.nodata[b]], band_names=[pol],
+                               bands=[scaling], mask=mask is not None) as w:
+                w.write(0, 0, 0, r.read(b, 0, 0, info.width, info.height))
+                if mask is not None:
+                    w.write_mask(0, 0, mask)
             try:
                 yield SceneBand(scene["name"], pol, scene["domain"], values, nodata, db, valid,
                                 percentile_bounds(db, valid), src, info)
@@ -347,19 +359,9 @@ def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str) -> P
     carries with the checkout."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # under temporary names, renamed once both are whole: a Ctrl-C or a full disk mid-write left a cut-off
-    # report in place of the last one (compare_runs then failed on it, or read half a rerun beside the old table)
-    texts = {out / json_name: compact_json(doc), out / md_name: md}
-    tmps = {path: path.with_name(f".{path.name}.partial") for path in texts}
-    try:
-        for path, text in texts.items():
-            tmps[path].write_text(text)
-    except BaseException:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    for path, tmp in tmps.items():
-        os.replace(tmp, path)
+    # whole or not at all: a Ctrl-C or a full disk mid-write left a cut-off report in place of the last one
+    # (compare_runs then failed on it, or read half a rerun beside the old table)
+    publish_files({out / json_name: compact_json(doc), out / md_name: md})
     return out
 
 

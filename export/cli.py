@@ -18,6 +18,7 @@ try:  # a Ctrl-C or SIGTERM while torch and onnx load (seconds) is one line, as 
         from export.onnx_export import ExportError, check_out_dir, export_bundle
         from sar_compress_plugin.core.errors import SarCompressError
         from trainer.checkpoint import load_model, training_totals
+        from trainer.config import TrainConfig
         from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure
 except KeyboardInterrupt:
     cli.stop_while_starting()
@@ -25,8 +26,9 @@ except KeyboardInterrupt:
 log = logging.getLogger(__name__)
 
 
-def calibration_tiles(paths: list[Path], tile: int, max_tiles: int, domain: str = "intensity") -> np.ndarray:
-    """Non-overlapping normalised tiles from real scenes, normalised exactly as training and the codec do."""
+def calibration_tiles(paths: list[Path], tile: int, max_tiles: int, domain: str) -> np.ndarray:
+    """Non-overlapping normalised tiles from real scenes, normalised exactly as training and the codec do; files
+    no MANIFEST.json lists are read in `domain` (`run_domain`)."""
     from trainer.data import normalise_plane, read_collection
 
     tiles: list[np.ndarray] = []
@@ -45,6 +47,14 @@ def calibration_tiles(paths: list[Path], tile: int, max_tiles: int, domain: str 
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(tiles))[:max_tiles]
     return np.stack([tiles[i] for i in sorted(pick)])[:, None]
+
+
+def run_domain(config: dict | None) -> str:
+    """The value domain a training run read the files its data's MANIFEST.json does not list in (its --domain,
+    from the config a checkpoint or a bundle's manifest records), so calibration reads them as it did: a folder
+    of dB chips trained with --domain sigma0_db, read as linear intensity, had its negative dB values thrown out
+    as invalid (bands skipped, the others' tiles mostly noise floor)."""
+    return (config or {}).get("domain") or TrainConfig.domain
 
 
 def _default_calibration_paths(ckpt: dict) -> list[Path]:
@@ -106,11 +116,7 @@ def main(argv: list[str] | None, signals) -> int:
             if not paths:
                 raise SarCompressError(f"{args.checkpoint}: no validation scenes found on disk; "
                                        f"pass --calibration FILE")
-            # read as the run read its data: files its manifest does not list are in the run's --domain (a
-            # folder of dB chips trained with --domain sigma0_db was calibrated as linear intensity, its negative
-            # dB values invalid: bands skipped, the others' tiles mostly noise floor)
-            domain = (ckpt.get("config") or {}).get("domain") or "intensity"
-            tiles = calibration_tiles(paths, args.tile, args.max_tiles, domain)
+            tiles = calibration_tiles(paths, args.tile, args.max_tiles, run_domain(ckpt.get("config")))
             history = ckpt.get("history") or []
             # the validation of the weights being exported: the epoch that ended at the checkpoint's step (a
             # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights

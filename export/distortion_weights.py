@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration", type=Path, nargs="+", required=True, help="real rasters to take tiles from")
     p.add_argument("--tile", type=int, default=256, help="tile size (multiple of 64; default: %(default)s)")
     args = p.parse_args(argv)
-    from export.cli import calibration_tiles  # noqa: PLC0415
+    from export.cli import calibration_tiles, run_domain  # noqa: PLC0415
     from sar_compress_plugin.core.errors import SarCompressError  # noqa: PLC0415
+    from sar_compress_plugin.core.runtime import load_manifest  # noqa: PLC0415
 
     try:
-        manifest = add_to_bundle(args.bundle, calibration_tiles(args.calibration, args.tile, PROBE_TILES))
+        config = (load_manifest(args.bundle, verify=False).get("training") or {}).get("config")
+        tiles = calibration_tiles(args.calibration, args.tile, PROBE_TILES, run_domain(config))
+        manifest = add_to_bundle(args.bundle, tiles)
     except (SarCompressError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,33 +29,16 @@ def _outputs(input_path: Path, out_dir: Path) -> tuple[Path, Path]:
 def run_demo(input_path: Path, out_dir: Path, model_dir: Path | None = None, device: str = "auto") -> dict:
     # here, inside main's signal handling (cli.entry_point): a Ctrl-C while numpy or GDAL load is one line,
     # even one they turn into an ImportError
-    import numpy as np  # noqa: PLC0415
-
     from .core.codec import CompressOptions, compress, reconstruct  # noqa: PLC0415
-    from .core.evaluation import aggregate, band_quality  # noqa: PLC0415
-    from .core.raster_io import RasterReader, writable_folder  # noqa: PLC0415
+    from .core.evaluation import aggregate, raster_quality  # noqa: PLC0415
+    from .core.raster_io import writable_folder  # noqa: PLC0415
     from .core.runtime import default_model_dir, load_manifest  # noqa: PLC0415
 
     writable_folder(out_dir)  # a --out that is a file or cannot be made: one error line, not a traceback
     compressed, restored = _outputs(input_path, out_dir)
     c = compress(input_path, compressed, CompressOptions(model_dir=model_dir, device=device))
     r = reconstruct(compressed, restored, model_dirs=[model_dir] if model_dir else None, device=device)
-    rows = []
-    with RasterReader(input_path) as a, RasterReader(restored) as b:
-        info = a.info
-        for band in range(info.band_count):
-            # physical values, as the codec codes them: an int16 sigma0 product's stored hundredths of a dB, taken
-            # for dB, all sat at the noise floor and came out "perfect" (SSIM 1, RMSE 0.03 dB against 2.1 dB)
-            orig, nodata = a.physical(band, a.read(band, 0, 0, info.width, info.height))
-            rec, _ = b.physical(band, b.read(band, 0, 0, info.width, info.height))
-            masked = a.read_valid(band, 0, 0, info.width, info.height)
-            if masked is not None:  # pixels a GDAL mask marks invalid come back bit for bit: counted, they made
-                # the figures of a half-masked scene look far better than those of its valid pixels
-                orig, rec = orig.astype(np.float64), rec.astype(np.float64)
-                orig[~masked] = rec[~masked] = np.nan
-            row = band_quality(orig, rec, c.domain, tuple(c.clip_db[band]), nodata)
-            row["band"] = info.band_names[band] or f"band {band + 1}"
-            rows.append(_finite_or_none(row))
+    rows = [_finite_or_none(row) for row in raster_quality(input_path, restored, c.domain, c.clip_db)]
     manifest = load_manifest(model_dir or default_model_dir(), verify=False)
     training = manifest.get("training") or {}
     model = {"name": manifest.get("name"), "path": str(model_dir or default_model_dir()),

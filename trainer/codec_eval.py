@@ -12,8 +12,8 @@ import numpy as np
 
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct
 from sar_compress_plugin.core.errors import SarCompressError
-from sar_compress_plugin.core.evaluation import aggregate, band_quality
-from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader
+from sar_compress_plugin.core.evaluation import aggregate, raster_quality
+from sar_compress_plugin.core.raster_io import GeoTiffWriter
 from sar_compress_plugin.core.runtime import load_manifest
 from trainer.data import SKIPPED_DOMAINS, discover
 
@@ -41,17 +41,9 @@ def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: fl
     c = compress(src, packed, CompressOptions(model_dir=bundle, device=device, quality=quality,
                                               tile_size=tile_size, domain=domain))
     reconstruct(packed, restored, model_dirs=[bundle], device=device)
-    rows = []
-    with RasterReader(src) as a, RasterReader(restored) as b:
-        info = a.info
-        for band in range(info.band_count):
-            # physical values, as the codec codes them and as its clip range is (a band with a GDAL scale or
-            # offset: an int16 sigma0 product's stored hundredths of a dB, taken for dB, sat at the noise
-            # floor and scored as kept perfectly)
-            orig, nodata = a.physical(band, a.read(band, 0, 0, info.width, info.height))
-            rec, _ = b.physical(band, b.read(band, 0, 0, info.width, info.height))
-            row = band_quality(orig, rec, domain, tuple(c.clip_db[band]), nodata)
-            rows.append(dict(row, scene=path.name, band=info.band_names[band], bpp=c.bpp_per_band))
+    # scored in the domain the codec coded the file in, in whose dB its clip range is (`domain` canonicalised)
+    rows = [dict(row, scene=path.name, bpp=c.bpp_per_band)
+            for row in raster_quality(src, restored, c.domain, c.clip_db)]
     return {"scene": path.name, "bytes": c.output_bytes, "pixels": c.pixels, "bands": c.bands, "bpp": c.bpp,
             "bpp_per_band": c.bpp_per_band, "ratio": c.ratio, "provider": c.provider, "quality": c.quality,
             "per_band": rows}

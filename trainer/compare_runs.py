@@ -26,12 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
 
-from trainer.reporting import strict_json
+from trainer.reporting import publish_files, strict_json
 
 #: From each run's RD benchmark (subset "all"): BD-rate against JPEG-2000 in dB RMSE, in percent.
 METRICS = ("bd_rate_percent",)
@@ -258,25 +257,6 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def publish(out: Path, texts: dict[str, str], draw=None) -> None:
-    """Each of `texts` ({name: text}) and the figure `draw(path)` draws, into `out` under temporary names first,
-    then renamed: a full disk or a Ctrl-C mid-write left a cut-off table where the last comparison's had been.
-    Nothing is renamed until everything is written."""
-    names = [*texts, *(["training_curves.png"] if draw else [])]
-    tmps = {name: out / f".{name}.partial" for name in names}
-    try:
-        for name, text in texts.items():
-            tmps[name].write_text(text)
-        if draw:
-            draw(tmps["training_curves.png"])
-    except BaseException:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    for name, tmp in tmps.items():
-        os.replace(tmp, out / name)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer.compare_runs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,8 +283,11 @@ def main(argv: list[str] | None = None) -> int:
            "left_out": skipped, "settings_differ": differ, "not_validated": pending}
     md = markdown(runs, stats, pending, skipped, differ)
     with_history = [r for r in runs if r["history"]]
-    publish(out, {"runs.json": strict_json(doc), "runs.md": md},
-            (lambda path: plot_curves(with_history, path)) if with_history else None)
+    # whole or not at all: a full disk or a Ctrl-C mid-write left a cut-off table where the last comparison's had
+    # been; nothing is renamed until everything is written
+    publish_files({out / "runs.json": strict_json(doc), out / "runs.md": md,
+                   **({out / "training_curves.png": lambda path: plot_curves(with_history, path)}
+                      if with_history else {})})
     print(md)
     return 0
 

@@ -35,11 +35,19 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda requested but CUDA is not available")
         device = torch.device(requested if ":" in requested else f"cuda:{local_rank}")
-        if device.index >= torch.cuda.device_count():  # torch's "invalid device ordinal" traceback, data loaded
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                              f"numbered from 0")
+        check_cuda_index(device)
         return device
     return torch.device("cpu")
+
+
+def check_cuda_index(device: torch.device) -> None:
+    """A CUDA device this machine has: torch meets `cuda:N` past its last one with an "invalid device ordinal"
+    traceback, and only once the data has loaded. Raises ConfigError naming the flag."""
+    from trainer.config import ConfigError
+
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          "numbered from 0")
 
 
 def setup(requested_device: str) -> tuple[DistInfo, torch.device]:

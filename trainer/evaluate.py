@@ -33,7 +33,9 @@ try:  # a Ctrl-C or SIGTERM while torch loads (seconds) is one line, as in the e
         from sar_compress_plugin.core.runtime import load_manifest
         from trainer.checkpoint import load_model, totals_text, training_totals
         from trainer.data import RawPlane, build_datasets
-        from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure, strict_json
+        from trainer.distributed import check_cuda_index
+        from trainer.reporting import (configure_cli_logging, new_folders_removed_on_failure, publish_files,
+                                       strict_json)
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -41,18 +43,6 @@ log = logging.getLogger(__name__)
 
 #: What a run writes, published by renames, so a signal's line can say whether they were written (cli._Signals)
 RESULT_FILES = ("results.json", "results.md", "codec_results.json", "codec_results.md")
-
-
-def _publish_text(path: Path, text: str) -> None:
-    """`text` as `path`, written under a temporary name and renamed: a run stopped mid-write left a cut-off
-    table that looked whole."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a Ctrl-C mid-write: no hidden cut-off copy left in --out
-        tmp.unlink(missing_ok=True)
-        raise
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]
 
@@ -236,8 +226,7 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",
            "results": results}
-    _publish_text(out / "results.json", strict_json(doc))
-    _publish_text(out / "results.md", markdown_table(results))
+    publish_files({out / "results.json": strict_json(doc), out / "results.md": markdown_table(results)})
     return doc
 
 
@@ -271,8 +260,8 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     doc = {"name": "sar-eval --bundle", "description": "model bundles through the real codec on their validation "
            "scenes; metrics from sar_compress_plugin.core.evaluation", "results": results}
-    _publish_text(out / "codec_results.json", strict_json(doc))
-    _publish_text(out / "codec_results.md", codec_markdown_table(results))
+    publish_files({out / "codec_results.json": strict_json(doc),
+                   out / "codec_results.md": codec_markdown_table(results)})
     return doc
 
 
@@ -297,9 +286,7 @@ def check_torch_device(name: str) -> None:
         raise SarCompressError(f"--device must be cpu or cuda, got {name!r}")
     if name != "cpu" and not torch.cuda.is_available():
         raise SarCompressError(f"--device {name}: this torch has no CUDA device")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():  # "invalid device ordinal"
-        raise SarCompressError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                               f"numbered from 0")
+    check_cuda_index(torch.device(name))
 
 
 @cli.entry_point()

@@ -1,5 +1,6 @@
-"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG; and the rule
-that a command which fails leaves no new output folder behind."""
+"""Run-folder outputs written by rank 0: train.log, history.jsonl and the training-curve PNG; results files
+published whole or not at all (`publish_files`, also the benchmarks' reports); and the rule that a command which
+fails leaves no new output folder behind."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
+from typing import Callable
 
 
 @contextlib.contextmanager
@@ -22,6 +25,26 @@ def new_folders_removed_on_failure(folder: Path):
         for path in created:
             with contextlib.suppress(OSError):  # not empty (or never made): keep it
                 path.rmdir()
+        raise
+
+
+def publish_files(files: dict[Path, str | Callable[[Path], None]]) -> None:
+    """Each of `files` ({path: its text, or a function that writes the file at the path it is given, a figure})
+    written beside its path as `.NAME.partial`, then all renamed into place once every one is whole: a full disk
+    or a Ctrl-C mid-write left a cut-off table that looked whole, or half a rerun beside the last run's other
+    file. A failure while they are written leaves the earlier files as they were; no failure leaves a partial."""
+    partials = {path: path.with_name(f".{path.name}.partial") for path in files}
+    try:
+        for path, content in files.items():
+            if callable(content):
+                content(partials[path])
+            else:
+                partials[path].write_text(content)
+        for path, partial in partials.items():
+            os.replace(partial, path)
+    except BaseException:  # those already renamed are gone from their partial names
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
         raise
 
 

@@ -41,16 +41,18 @@ from .blas_threads import single_threaded_blas
 from .errors import (DB_DOMAIN_ADVICE, DOMAIN_DOUBT, CancelledError, InputRasterError, ModelBundleError,
                      ModelMismatchError, NoOverlapError, OutputPathError, SarCompressError)
 from .header_schema import MAX_ABS_DB
-from .hyperprior import HyperpriorCoder, interpolate_lambda
+from .hyperprior import HyperpriorCoder, check_quality, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
-                            denormalise, explain_domain, from_db, normalise, percentile_bounds, to_db)
+                            denormalise, explain_domain, from_db, normalise, percentile_bounds, tagged_domain,
+                            to_db)
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, GcpGrid, GeoTiffWriter, PartialFile,
                         RasterReader, band_scaling, check_output_path, remove_stale_partials, same_file,
                         shifted_gcps, source_stamp)
-from .runtime import OnnxCodecModel, default_model_dir, find_file_bundle, load_manifest
+from .runtime import (MANIFEST_NAME, OnnxCodecModel, check_manifest_can_encode, default_model_dir,
+                      find_file_bundle, load_manifest)
 from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
 
 log = logging.getLogger(__name__)
@@ -162,15 +164,12 @@ def _check_cancel(is_cancelled: Cancelled, what: str) -> None:
 # --- domain and statistics -------------------------------------------------------------------------------
 
 def _warn_other_domains(input_path, info, samples, domain: str, why: str) -> set[int]:
-    """A file has one value domain, inferred from its first band: a band whose own values say another (one of
-    int16 hundredths of a dB under a scale beside one of plain digital numbers) was coded in the wrong one
-    without a word. Not when a VALUE_DOMAIN tag decided, which speaks for every band. The bands (1-based)
-    warned of."""
+    """A file has one value domain, inferred from its first band's values (`domain`, `why`): a band whose own
+    values say another (one of int16 hundredths of a dB under a scale beside one of plain digital numbers) was
+    coded in the wrong one without a word. The bands (1-based) warned of."""
     told: set[int] = set()
-    if why.startswith("VALUE_DOMAIN"):
-        return told
     for b in range(1, info.band_count):
-        other, other_why = explain_domain(info.dtype, samples[b], None, info.scaling(b) is not None)
+        other, other_why = explain_domain(info.dtype, samples[b], info.scaling(b) is not None)
         if other != domain:
             log.warning("%s: band %d looks like %s (%s), but a file has one value domain and band 1 gives %s (%s); "
                         "pass the domain if that is wrong, or compress the bands apart", input_path, b + 1, other,
@@ -226,20 +225,35 @@ def _same_bits(a: np.ndarray, fill) -> np.ndarray:
 
 # --- compress ---------------------------------------------------------------------------------------------
 
-def _load_model(model_dir, device: str) -> OnnxCodecModel:
+def _compress_model_dir(model_dir) -> Path:
+    """The bundle to compress with: `model_dir`, else the bundled default, which a plugin package built without
+    its models lacks (said so, not "not a model bundle" of a folder the user never named)."""
     d = Path(model_dir) if model_dir is not None else default_model_dir()
-    if model_dir is None and not (d / "manifest.json").is_file():
+    if model_dir is None and not (d / MANIFEST_NAME).is_file():
         raise ModelBundleError(f"the bundled default model is not installed ({d}); pass a model folder")
-    model = OnnxCodecModel(d, device=device)
+    return d
+
+
+def _load_model(model_dir, device: str) -> OnnxCodecModel:
+    model = OnnxCodecModel(_compress_model_dir(model_dir), device=device)
     model.check_can_encode()  # before anything is written
     return model
 
 
+def tile_size_error(tile_size) -> str:
+    """Why `tile_size` cannot be a compression's tile edge ("" when it can). The options' check and Processing's
+    parameter check both ask here: Processing had its own rule, whose message gave another range."""
+    if isinstance(tile_size, int) and 16 <= tile_size <= MAX_WRITE_TILE and tile_size % 16 == 0:
+        return ""
+    return (f"tile size {tile_size} must be a multiple of 16 between 16 and {MAX_WRITE_TILE} (larger tiles need "
+            "gigabytes of memory to decode)")
+
+
 def _checked_options(opts: CompressOptions) -> RateTarget:
     """The options' rate target, once the tile size, the outlier margin and the rate are in range."""
-    if not (isinstance(opts.tile_size, int) and 16 <= opts.tile_size <= MAX_WRITE_TILE and opts.tile_size % 16 == 0):
-        raise SarCompressError(f"tile size {opts.tile_size} must be a multiple of 16 between 16 and "
-                               f"{MAX_WRITE_TILE} (larger tiles need gigabytes of memory to decode)")
+    error = tile_size_error(opts.tile_size)
+    if error:
+        raise SarCompressError(error)
     if opts.outlier_margin_db is not None and not (math.isfinite(opts.outlier_margin_db)
                                                    and 0 <= opts.outlier_margin_db <= MAX_ABS_DB):
         raise SarCompressError(f"outlier margin {opts.outlier_margin_db} must be a number of dB between 0 and "
@@ -254,16 +268,12 @@ def check_compress_options(opts: CompressOptions) -> None:
     can refuse them in one line before it starts a cluster: every scene failed alike, with a report whose JSON
     held NaN for `--quality nan`."""
     target = _checked_options(opts)
-    d = Path(opts.model_dir) if opts.model_dir is not None else default_model_dir()
-    if opts.model_dir is None and not (d / "manifest.json").is_file():
-        raise ModelBundleError(f"the bundled default model is not installed ({d}); pass a model folder")
+    d = _compress_model_dir(opts.model_dir)
     m = load_manifest(d, verify=False)
-    if m.get("decode_only") is True:
-        raise ModelBundleError(f"{d}: model {m.get('name')} is kept only to decode the files it wrote; compress "
-                               "with the default model")
+    check_manifest_can_encode(m, d)
     levels = (m.get("rate") or {}).get("levels")
-    if target.quality is not None and isinstance(levels, int) and not target.quality <= levels - 1:
-        raise SarCompressError(f"quality {target.quality} must be between 0 and {levels - 1} for this model")
+    if target.quality is not None and isinstance(levels, int):
+        check_quality(target.quality, levels)
 
 
 def compress(input_path, output_path, options: CompressOptions | None = None, progress: Progress = None,
@@ -293,12 +303,15 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
                 raise InputRasterError(f"{input_path}: band {b + 1} has GDAL scale 0, so every pixel would mean "
                                        "its offset alone; fix the band's scale first")
         samples = [_band_samples(reader, b, info.nodata[b]) for b in range(info.band_count)]
-        if opts.domain:
-            domain, why = canonical_domain(opts.domain), "given by the user"
+        # the user's domain or a tag speaks for every band; one inferred from band 1's values may not
+        stated = ((canonical_domain(opts.domain), "given by the user") if opts.domain
+                  else tagged_domain(info.metadata))
+        if stated is not None:
+            (domain, why), told = stated, set()
         else:
-            domain, why = explain_domain(info.dtype, samples[0], info.metadata, info.scaling(0) is not None)
+            domain, why = explain_domain(info.dtype, samples[0], info.scaling(0) is not None)
+            told = _warn_other_domains(input_path, info, samples, domain, why)
         log.info("%s: value domain %s (%s)", input_path, domain, why)
-        told = set() if opts.domain else _warn_other_domains(input_path, info, samples, domain, why)
         unscaled = [b + 1 for b in range(info.band_count) if info.scaling(b) is None and b + 1 not in told]
         if np.dtype(info.dtype).kind in "iu" and domain == "db" and unscaled:
             log.warning("%s: integer raster treated as dB%s", input_path, "" if len(unscaled) == info.band_count
@@ -921,17 +934,23 @@ def _coded_scaling(band: dict, index: int) -> tuple[float, float] | None:
 
 def _positive_stored_range(lo: int, hi: int, scaling) -> tuple[int, int]:
     """The stored integers within lo..hi whose physical value is > 0: from 1 without a scaling; through one,
-    those above (scale > 0) or below (scale < 0) -offset / scale. Left at lo..hi when none is."""
+    those above (scale > 0) or below (scale < 0) -offset / scale. Left at lo..hi when none is.
+
+    The steps from the edge only correct its rounding (within its float64 precision). An edge beyond float64 (a
+    tiny scale under a large offset) means the offset alone decides every value's sign: all are positive or none
+    is, lo..hi either way; stepping towards it walked the 2^32 values of an int32 band one by one."""
     if scaling is None:
         return max(lo, 1), hi
     scale, offset = scaling
     edge = -offset / scale
+    if not math.isfinite(edge):
+        return lo, hi
     if scale > 0:
-        first = math.floor(edge) + 1 if math.isfinite(edge) and edge > lo else lo
+        first = math.floor(edge) + 1 if edge > lo else lo
         while first <= hi and first * scale + offset <= 0:  # rounding of -offset / scale
             first += 1
         return (first, hi) if first <= hi else (lo, hi)
-    last = math.ceil(edge) - 1 if math.isfinite(edge) and edge < hi else hi
+    last = math.ceil(edge) - 1 if edge < hi else hi
     while last >= lo and last * scale + offset <= 0:
         last -= 1
     return (lo, last) if last >= lo else (lo, hi)
@@ -1063,4 +1082,5 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 __all__ = ["outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
            "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
-           "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options"]
+           "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options",
+           "tile_size_error"]

@@ -30,10 +30,10 @@ import zstandard
 from . import header_schema
 from .header_dictionary import HEADER_DICTIONARY
 from .errors import ContainerFormatError, OutputPathError
+from .sarc_magic import MAGIC  # in a module of its own: the raster reader checks it without zstandard
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"SARC\x89\r\n\x1a"
 FORMAT_VERSION = 5  # the newest read. 3: variable-rate mean-scale hyperprior ("rate" replaces "quantization");
 #                     4: header dictionary; 5: bands coded as physical values (`version_for`)
 PHYSICAL_BANDS_SINCE = 5  # a band coded as stored * scale + offset (header raster.bands[b].coded == "physical")
@@ -171,7 +171,9 @@ def version_for(physical_bands: bool) -> int:
 class ContainerWriter:
     """Streams chunks into an open (temporary) file, then the header and footer."""
 
-    def __init__(self, fileobj, version: int = FORMAT_VERSION):
+    def __init__(self, fileobj, version: int):
+        """`version`: `version_for` the file's bands. No default: the newest (5) would mark a file without
+        physical bands as one that version-4 readers refuse."""
         self._f = fileobj
         self._sha = hashlib.sha256()
         self._pos = 0

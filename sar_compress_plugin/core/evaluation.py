@@ -1,7 +1,8 @@
 """One band of an original raster against its reconstruction: every figure the project reports, in one place.
 
-The demo, `sar-eval` through the codec, and the benchmarks all call `band_quality`, so a figure in the README
-and one in a benchmark JSON are computed the same way. Domains follow core.preprocessing:
+The demo, `sar-eval` through the codec, and the benchmarks all call `band_quality`, on the values `physical_band`
+reads, so a figure in the README and one in a benchmark JSON are computed the same way. Domains follow
+core.preprocessing:
 * PSNR / SSIM on the normalised [0,1] dB image with the band's clip bounds (reported alongside);
 * dB RMSE over valid pixels, and separately inside and outside the clip range (bright targets, dark water);
 * ENL ratio on linear intensity over the original's most homogeneous windows;
@@ -10,10 +11,45 @@ and one in a benchmark JSON are computed the same way. Domains follow core.prepr
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import metrics
 from .preprocessing import normalise, to_db
+from .raster_io import RasterReader
+
+
+def raster_quality(original: str | os.PathLike, reconstruction: str | os.PathLike, domain: str,
+                   clip_db: list) -> list[dict]:
+    """`band_quality` of every band of a raster file against its reconstruction's, as the codec coded them: in
+    `domain`, the codec's clip range `clip_db` per band (a CompressResult's `domain` and `clip_db`, the domain
+    the file was coded in, in whose dB the clip range is), on physical values (`physical_band`), and leaving
+    out the pixels the original's GDAL mask hides, in both: they come back bit for bit, and counted they made
+    the figures of a half-masked scene look far better than those of its valid pixels."""
+    rows = []
+    with RasterReader(original) as a, RasterReader(reconstruction) as b:
+        info = a.info
+        for band in range(info.band_count):
+            valid = a.read_valid(band, 0, 0, info.width, info.height)
+            orig, nodata = physical_band(a, band, valid)
+            rec, _ = physical_band(b, band, valid)
+            row = band_quality(orig, rec, domain, tuple(clip_db[band]), nodata)
+            rows.append(dict(row, band=info.band_names[band] or f"band {band + 1}"))
+    return rows
+
+
+def physical_band(reader: RasterReader, band: int, valid: np.ndarray | None) -> tuple[np.ndarray, float | None]:
+    """(values, nodata) of a whole band as the codec codes it and as every figure is measured: its physical
+    values (`RasterReader.physical`; an int16 sigma0 product's stored hundredths of a dB, taken for dB, all sat
+    at the noise floor and scored as kept perfectly), NaN (in float64) where `valid`, a GDAL mask of the
+    original (`RasterReader.read_valid`), is False."""
+    info = reader.info
+    values, nodata = reader.physical(band, reader.read(band, 0, 0, info.width, info.height))
+    if valid is not None:
+        values = values.astype(np.float64)
+        values[~valid] = np.nan
+    return values, nodata
 
 
 def band_quality(original: np.ndarray, reconstruction: np.ndarray, domain: str, clip_db: tuple[float, float],

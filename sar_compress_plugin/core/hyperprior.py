@@ -63,6 +63,16 @@ def interpolate_lambda(lambdas, quality: float) -> float:
     return float(interpolate_levels(np.log(np.asarray(lambdas, dtype=np.float32))[:, None], quality)[0])
 
 
+def check_quality(quality, levels: int) -> float:
+    """`quality` as a float, or SarCompressError unless it lies in [0, levels - 1]: a model trained at `levels`
+    levels covers only that range. A loaded coder and a manifest's `rate.levels` (codec.check_compress_options)
+    are checked alike."""
+    q = float(quality)
+    if not (math.isfinite(q) and 0.0 <= q <= levels - 1):
+        raise SarCompressError(f"quality {quality} must be between 0 and {levels - 1} for this model")
+    return q
+
+
 @dataclass
 class HyperpriorCoder:
     """Everything that decides decoding (integer h_s, tables) plus the gains, from one bundle file named by its
@@ -118,10 +128,7 @@ class HyperpriorCoder:
         return int(self.log_gain.shape[0])
 
     def check_quality(self, quality: float) -> float:
-        q = float(quality)
-        if not (math.isfinite(q) and 0.0 <= q <= self.levels - 1):
-            raise SarCompressError(f"quality {quality} must be between 0 and {self.levels - 1} for this model")
-        return q
+        return check_quality(quality, self.levels)
 
     def gain(self, quality: float) -> np.ndarray:
         """(M, 1, 1) float32 gains applied to the encoder's latents at `quality`."""

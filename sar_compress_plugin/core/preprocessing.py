@@ -174,24 +174,29 @@ def denormalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.asarray(x, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
 
 
-def explain_domain(dtype: str, sample: np.ndarray, metadata: dict | None = None,
-                   scaled: bool = False) -> tuple[str, str]:
-    """(domain, why) when the user gives no domain; robust to a few odd pixels. `sample`: physical values
-    (raster_io.physical_values); `scaled`: the band has a GDAL scale or offset.
-
-    1. a `VALUE_DOMAIN` metadata tag on the raster (as the shared collection and our reconstructions carry) wins;
-    2. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes), except scaled ones
-       whose physical values are at least 5% negative, which amplitude cannot be: dB (int16 hundredths of a dB);
-    3. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
-       One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
-       user can see the call was sensible.
-    """
+def tagged_domain(metadata: dict | None) -> tuple[str, str] | None:
+    """(domain, why) from a raster's `VALUE_DOMAIN` metadata tag (as the shared collection and our
+    reconstructions carry), which wins over the values and speaks for every band; None without a known one."""
     tag = (metadata or {}).get("VALUE_DOMAIN")
     if tag:
         try:
             return canonical_domain(tag), f"VALUE_DOMAIN tag {tag!r}"
         except InputRasterError:
             log.warning("ignoring unknown VALUE_DOMAIN tag %r", tag)
+    return None
+
+
+def explain_domain(dtype: str, sample: np.ndarray, scaled: bool = False) -> tuple[str, str]:
+    """(domain, why) of a band from its values, when neither the user nor a tag (`tagged_domain`) gives one;
+    robust to a few odd pixels. `sample`: physical values (raster_io.physical_values); `scaled`: the band has a
+    GDAL scale or offset.
+
+    1. integer rasters are amplitude (Sentinel-1 GRD digital numbers are uint16 amplitudes), except scaled ones
+       whose physical values are at least 5% negative, which amplitude cannot be: dB (int16 hundredths of a dB);
+    2. float rasters are dB when at least 5% of the finite sampled values are negative, otherwise intensity.
+       One negative pixel must not flip a linear raster to dB; the 1st-99th percentile range is reported so a
+       user can see the call was sensible.
+    """
     integer = np.dtype(dtype).kind in "iu"
     if integer and not scaled:
         return "amplitude", f"integer data type {dtype}"

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputRasterError, OutputPathError
+from .sarc_magic import MAGIC
 
 #: Dataset metadata of every reconstruction: the name of the .sarc it was decoded from, and that file's body
 #: SHA-256 (its identity whatever its name or date: a batch rerun tells a reconstruction of this very file). Here,
@@ -205,10 +206,10 @@ def _open(path: str | os.PathLike):
 
 
 def _is_sarc(path: Path) -> bool:
-    """Whether a local file starts with the .sarc magic bytes (core/container.py's MAGIC)."""
+    """Whether a local file starts with the .sarc magic bytes."""
     try:
         with open(path, "rb") as f:
-            return f.read(8) == b"SARC\x89\r\n\x1a"
+            return f.read(len(MAGIC)) == MAGIC
     except OSError:
         return False
 
@@ -416,11 +417,19 @@ def band_scaling(band: dict) -> tuple[float, float] | None:
     return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
 
 
+def scaling_of(scale, offset) -> tuple[float, float] | None:
+    """`band_scaling` of a band's scale and offset as a raster library reports them (GDAL's GetScale and
+    GetOffset, rasterio's `scales` and `offsets`), as RasterInfo describes them: a non-finite one is none, so
+    every reader (the codec, the trainer, the scene cache's check, the quality maps) takes the same values as
+    physical. A scale of 0 is passed on as it is: the codec refuses to compress such a band, and the trainer
+    skips its file."""
+    return band_scaling({"scale": _finite_or_none(scale, identity=1.0),
+                         "offset": _finite_or_none(offset, identity=0.0)})
+
+
 def gdal_band_scaling(band) -> tuple[float, float] | None:
-    """`band_scaling` of an open GDAL band, as RasterInfo describes it: a non-finite scale or offset is none, so
-    every reader (the codec, the scene cache's check, the quality maps) takes the same values as physical."""
-    return band_scaling({"scale": _finite_or_none(band.GetScale(), identity=1.0),
-                         "offset": _finite_or_none(band.GetOffset(), identity=0.0)})
+    """`scaling_of` an open GDAL band."""
+    return scaling_of(band.GetScale(), band.GetOffset())
 
 
 def physical_values(stored: np.ndarray, nodata,

@@ -53,7 +53,7 @@ class RateTarget:
         return cls(*(None if v is None else float(v) for v in (quality, bpp, db_rmse)))
 
 
-def _sample(model, reader, grid, domain, bounds, pp, check_cancel: Callable[[], None] = lambda: None):
+def _sample(model, reader, grid, domain, bounds, pp, check_cancel: Callable[[], None]):
     """[(band, x (1, H, W) padded to 16, valid (H, W), (lo, hi))] for up to SAMPLE_TILES tiles per band.
 
     Tiles spread evenly over the raster; where none of them holds a valid pixel (a scene that is mostly
@@ -133,13 +133,12 @@ class _Probe:
         return math.sqrt(sum(se for se, _ in sums) / sum(n for _, n in sums))
 
 
-def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, rd_rounding: bool = True,
-                   check_cancel: Callable[[], None] | None = None) -> dict:
+def choose_quality(target: RateTarget, model, reader, grid, domain, bounds, pp, rd_rounding: bool,
+                   check_cancel: Callable[[], None]) -> dict:
     """The file header's "rate" section: the quality used, and how it was chosen (with the sample estimate).
     `rd_rounding` as the file will be coded. `check_cancel` raises when the user has cancelled: called between
     the search's steps, each of which codes (and, for a dB target, decodes) every sample tile, so a cancel
     during a search is heard within one step, not after all ten (seconds each with large tiles)."""
-    check_cancel = check_cancel or (lambda: None)
     coder = model.hyperprior
     top = float(coder.levels - 1)
     if target.bpp is None and target.db_rmse is None:

@@ -42,6 +42,15 @@ def bundle_parts(manifest: dict) -> tuple[str, ...]:
     return DECODE_PARTS if manifest.get("decode_only") is True else BUNDLE_PARTS
 
 
+def check_manifest_can_encode(manifest: dict, bundle_dir: str | os.PathLike) -> None:
+    """ModelBundleError for a bundle kept only to decode the files it wrote (manifest `"decode_only": true`, an
+    earlier default without encoder networks). From the manifest alone, so a batch refuses such a model before it
+    starts, as a loaded model refuses to encode."""
+    if manifest.get("decode_only") is True:
+        raise ModelBundleError(f"{bundle_dir}: model {manifest.get('name', Path(bundle_dir).name)} is kept only to "
+                               f"decode the files it wrote; compress with the default model")
+
+
 def default_model_dir() -> Path:
     """The bundled default model shipped inside the plugin package."""
     return Path(__file__).resolve().parent.parent / "models" / "default"
@@ -244,9 +253,7 @@ class OnnxCodecModel:
         return np.asarray(self._enc.run(None, {self._enc_in: x})[0], dtype=np.float32)
 
     def check_can_encode(self) -> None:
-        if self.decode_only:
-            raise ModelBundleError(f"{self.bundle_dir}: model {self.name} is kept only to decode the files it wrote; "
-                                   f"compress with the default model")
+        check_manifest_can_encode(self.manifest, self.bundle_dir)
 
     def hyper_encode(self, y: np.ndarray) -> np.ndarray:
         """(C, h, w) gain-scaled latents of one tile -> unrounded z (N, ceil(h/4), ceil(w/4)), float32.

@@ -181,11 +181,12 @@ class CompressAlgorithm(_SarAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Behavior.Folder,
                                                      optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
-        # the codec's own limit, so that the Toolbox refuses a larger tile before the run, not the run after it
-        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, f"Tile size (pixels, multiple of 16, 64 to "
+        # the codec's own range (codec.tile_size_error), so that the Toolbox refuses a tile before the run, not the
+        # run after it
+        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, f"Tile size (pixels, multiple of 16, 16 to "
                                                        f"{MAX_WRITE_TILE})",
                                                        QgsProcessingParameterNumber.Type.Integer, 512,
-                                                       minValue=64, maxValue=MAX_WRITE_TILE))
+                                                       minValue=16, maxValue=MAX_WRITE_TILE))
         self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level; "
                                                        "empty: the model's default)",
                                                        QgsProcessingParameterNumber.Type.Double, None,
@@ -207,16 +208,21 @@ class CompressAlgorithm(_SarAlgorithm):
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider that ran"))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
-        """Two ways to set the rate at once are refused before the run (the Toolbox shows why), not guessed."""
+        """Two ways to set the rate at once, and a tile size the codec refuses, are refused before the run (the
+        Toolbox shows why), not guessed or failed once started."""
         ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
         given = [name for name in self.RATE_PARAMETERS if parameters.get(name) not in (None, "")]
-        if ok and len(given) > 1:
+        if len(given) > 1:
             return False, (f"Set at most one of QUALITY, TARGET_BPP and TARGET_DB_RMSE, not "
                            f"{' and '.join(given)}: a target makes the codec search the quality.")
-        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if ok else 0
-        if ok and tile % 16:  # the run failed once started, saying "between 16 and" where the Toolbox says 64
-            return False, f"TILE_SIZE {tile} is not a multiple of 16 (64 to {MAX_WRITE_TILE} pixels)."
-        return ok, message
+        try:
+            from ..core.codec import tile_size_error
+        except ImportError:  # the codec's packages are missing: the run says which
+            return ok, message
+        error = tile_size_error(self.parameterAsInt(parameters, self.TILE_SIZE, context))
+        return (False, error) if error else (ok, message)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         _require_codec_dependencies()

@@ -148,11 +148,12 @@ def test_a_complex_layer_is_refused_before_the_compress_dialog_opens(plugin, tes
 
 def test_processing_refuses_a_tile_size_that_is_no_multiple_of_16_before_the_run(plugin, sar_tif, tmp_path):
     """TILE_SIZE 100 passed the Toolbox's check; the run then failed, saying "between 16 and 1024" where the
-    parameter says 64 to 1024."""
+    parameter said 64 to 1024. Now the Toolbox refuses it with the codec's own rule and words."""
     alg = QgsApplication.processingRegistry().algorithmById("sarcompress:compress")
     ok, message = alg.checkParameterValues({"INPUT": str(sar_tif), "TILE_SIZE": 100,
                                             "OUTPUT": str(tmp_path / "a.sarc")}, QgsProcessingContext())
-    assert not ok and message == "TILE_SIZE 100 is not a multiple of 16 (64 to 1024 pixels)."
+    assert not ok and message == ("tile size 100 must be a multiple of 16 between 16 and 1024 (larger tiles need "
+                                  "gigabytes of memory to decode)")
     ok, _message = alg.checkParameterValues({"INPUT": str(sar_tif), "TILE_SIZE": 256,
                                              "OUTPUT": str(tmp_path / "a.sarc")}, QgsProcessingContext())
     assert ok

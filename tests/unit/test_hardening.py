@@ -22,7 +22,7 @@ from sar_compress_plugin.core.codec import (CompressedRaster, CompressOptions, c
                                             read_header, reconstruct)
 from sar_compress_plugin.core.errors import (ContainerFormatError, InputRasterError, OutputPathError,
                                              SarCompressError)
-from sar_compress_plugin.core.preprocessing import explain_domain
+from sar_compress_plugin.core.preprocessing import explain_domain, tagged_domain
 from sar_compress_plugin.core.raster_io import RECONSTRUCTION_TAG
 
 from codec_fixtures import compressed_scene, write_geotiff
@@ -137,7 +137,7 @@ def test_writer_refuses_unreadable_files_up_front(tmp_path, tiny_bundle, scene):
 def test_writer_checks_its_header_with_the_readers_schema():
     import io  # noqa: PLC0415
 
-    w = container.ContainerWriter(io.BytesIO())
+    w = container.ContainerWriter(io.BytesIO(), container.version_for(False))
     with pytest.raises(ContainerFormatError, match="refusing to write"):
         w.finish({"coders": {}}, "x.sarc")
 
@@ -350,7 +350,7 @@ def test_domain_inference_is_robust_and_explained(tmp_path, tiny_bundle, capsys)
     db = 10 * np.log10(np.random.default_rng(0).gamma(1.0, 0.05, 10_000))
     d, why = explain_domain("float32", db)
     assert d == "db" and "negative" in why and "percentile" in why
-    assert explain_domain("float32", lin, {"VALUE_DOMAIN": "sigma0_db"}) == ("db", "VALUE_DOMAIN tag 'sigma0_db'")
+    assert tagged_domain({"VALUE_DOMAIN": "sigma0_db"}) == ("db", "VALUE_DOMAIN tag 'sigma0_db'")
     src = write_geotiff(tmp_path / "l.tif", lin.reshape(1, 100, 100))
     assert cli.compress_main([str(src), str(tmp_path / "l.sarc"), "--model", str(tiny_bundle), "--device", "cpu",
                               "--tile", "64", "-q"]) == 0

@@ -127,3 +127,21 @@ def test_default_model_spends_fewer_bits_and_decodes_exactly_what_was_chosen(sar
     assert 0 < (sym != nearest).mean() < 0.5 and (np.abs(sym - nearest) <= 1).all()
     with CompressedRaster(tmp_path / "q2.5_True.sarc", model_dirs=[default_model_dir()]) as r:
         assert np.isfinite(r.read(band=0)).all()
+
+
+def test_adding_weights_reads_unlisted_calibration_files_in_the_runs_domain(tiny_bundle, tmp_path, capsys):
+    """`python -m export.distortion_weights` read calibration files no MANIFEST.json lists as linear intensity,
+    whatever the run's --domain: a dB chip's negative values were thrown out as invalid and the bundle got no
+    weights ("all pixels are invalid"). They are read in the domain the run recorded, as sar-export reads them."""
+    bundle = tmp_path / "db_run"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["training"] = {"config": {"domain": "sigma0_db"}}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    chips = tmp_path / "chips"  # no MANIFEST.json
+    chips.mkdir()
+    chip = np.random.default_rng(0).uniform(-25.0, -5.0, (128, 128)).astype(np.float32)  # sigma0 in dB
+    write_geotiff(chips / "chip.tif", chip)
+    assert weights_main([str(bundle), "--calibration", str(chips / "chip.tif"), "--tile", "64"]) == 0, \
+        capsys.readouterr().err
+    assert len(json.loads((bundle / "manifest.json").read_text())["rounding"]["distortion_weights"]) == 4

@@ -166,3 +166,28 @@ def test_a_scaled_product_trains_on_its_physical_values(tmp_path):
         both = s.valid & p.valid
         assert both.sum() > 0.9 * p.valid.sum()
         np.testing.assert_allclose(s.db[both], p.db[both], atol=0.006)  # hundredths of a dB
+
+
+def test_a_band_of_gdal_scale_0_is_skipped_with_a_line_naming_it(synthetic_folder, caplog):
+    """The trainer rebuilt raster_io's scaling by hand and took a scale of 0, which the codec refuses: every pixel
+    of such a band is its offset alone, and a flat plane was trained on. The file is skipped with one line in a
+    folder, as other unusable files are, and given alone it is the error."""
+    from codec_fixtures import write_geotiff
+    from osgeo import gdal
+
+    from sar_compress_plugin.core.raster_io import scaling_of
+
+    path = write_geotiff(synthetic_folder / "zero_scale.tif", np.full((2, 32, 32), 7, np.int16))
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.GetRasterBand(2).SetScale(0.0)
+    ds.GetRasterBand(2).SetOffset(5.0)
+    ds = None
+    with caplog.at_level(logging.INFO, logger="trainer.data"):
+        data = build_datasets(synthetic_folder, seed=1)
+    assert "zero_scale.tif" in data.summary["skipped_files"]
+    assert f"skipping {path}: band(s) 2 have GDAL scale 0" in caplog.text
+    with pytest.raises(TrainingDataError, match="band\\(s\\) 2 have GDAL scale 0"):
+        read_planes(path)
+    # the one rule every reader takes scale and offset by: GDAL's identity and a non-finite value are none
+    assert scaling_of(1.0, 0.0) is None and scaling_of(float("nan"), float("inf")) is None
+    assert scaling_of(0.01, float("nan")) == (0.01, 0.0) and scaling_of(0.0, 5.0) == (0.0, 5.0)

@@ -141,15 +141,30 @@ def test_sar_eval_through_the_codec_counts_file_bytes(tmp_path, tiny_bundle):
 def test_a_results_file_cut_short_leaves_neither_it_nor_its_temporary(tmp_path, monkeypatch, failure):
     """sar-eval writes each results file under a temporary name and renames it: a Ctrl-C (or a full disk) between
     the two left the hidden cut-off copy in --out, and --out itself, which was then no longer empty."""
-    import trainer.evaluate as evaluate
+    import trainer.reporting as reporting
 
     def stopped(src, dst):
         raise failure()
 
-    monkeypatch.setattr(evaluate.os, "replace", stopped)
+    monkeypatch.setattr(reporting.os, "replace", stopped)
     with pytest.raises(failure):
-        evaluate._publish_text(tmp_path / "results.json", "{}")
+        reporting.publish_files({tmp_path / "results.json": "{}", tmp_path / "results.md": "| a |"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_results_files_are_renamed_only_once_every_one_is_written(tmp_path):
+    """A figure that fails to draw leaves the earlier table and figure as they were, and no partial."""
+    from trainer.reporting import publish_files
+
+    publish_files({tmp_path / "runs.md": "before", tmp_path / "curves.png": lambda path: path.write_bytes(b"old")})
+
+    def fails(path):
+        path.write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError):
+        publish_files({tmp_path / "runs.md": "after", tmp_path / "curves.png": fails})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"runs.md": b"before", "curves.png": b"old"}
 
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
@@ -200,3 +215,44 @@ def test_sar_eval_through_the_codec_measures_an_int16_db_product_in_its_db(tmp_p
         for key in ("db_rmse", "psnr", "ssim"):
             assert g[key] == pytest.approx(w[key], rel=0.02, abs=1e-3), key  # the int16 rounding
         assert g["db_rmse"] > 0.3
+
+
+def test_sar_eval_through_the_codec_leaves_out_the_pixels_a_gdal_mask_hides(tmp_path, tiny_bundle):
+    """Pixels under a GDAL mask come back bit for bit; sar-eval --bundle counted them, as the demo once did, so a
+    half-masked scene scored far better than its valid pixels. Its figures are now those of the valid pixels."""
+    from osgeo import gdal
+
+    from sar_compress_plugin.core import metrics
+    from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct
+    from sar_compress_plugin.core.preprocessing import to_db
+
+    h, w = 80, 96
+    x = np.random.default_rng(0).gamma(4.0, 0.25, (2, h, w)).astype(np.float32)
+    data = tmp_path / "data"
+    data.mkdir()
+    ds = gdal.GetDriverByName("GTiff").Create(str(data / "masked.tif"), w, h, 2, gdal.GDT_Float32)
+    for b in range(2):
+        ds.GetRasterBand(b + 1).WriteArray(x[b])
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    valid = np.ones((h, w), dtype=bool)
+    valid[:, : w // 2] = False
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(valid, 255, 0).astype(np.uint8))
+    ds = None
+    out = tmp_path / "eval"
+    assert main(["--bundle", str(tiny_bundle), "--scenes", "masked.tif", "--data", str(data), "--out", str(out)]) == 0
+    res = next(iter(json.loads((out / "codec_results.json").read_text())["results"].values()))
+    rows = res["files"][0]["per_band"]
+    rec_path = tmp_path / "rec.tif"  # the codec is deterministic: the reconstruction sar-eval measured
+    compress(data / "masked.tif", tmp_path / "m.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu"))
+    reconstruct(tmp_path / "m.sarc", rec_path, model_dirs=[tiny_bundle], device="cpu")
+    rec = gdal.Open(str(rec_path)).ReadAsArray()
+    for b, row in enumerate(rows):
+        ref_db, _ = to_db(x[b], "intensity")
+        rec_db, _ = to_db(rec[b], "intensity")
+        assert row["valid_pixels"] == valid.sum()
+        assert row["db_rmse"] == pytest.approx(metrics.db_rmse(ref_db, rec_db, valid), rel=1e-6)
+        assert row["validity_mask_identical"]
