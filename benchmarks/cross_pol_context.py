@@ -15,7 +15,8 @@ bits against dB error give a BD-rate, for VH alone and for the pair (VV's bits a
 dB error is (x_hat - x) * (hi - lo) on the normalised, clipped image over valid pixels: the codec's in-range
 error. Frozen latents make this a lower bound on what joint training would give.
 
-    python benchmarks/cross_pol_context.py checkpoints/warm_start_baseline.pth --steps 3000 --out benchmarks/results/cross_pol_context
+    python benchmarks/cross_pol_context.py checkpoints/warm_start_baseline.pth --steps 3000 \
+        --out benchmarks/results/cross_pol_context/kernel3_hidden128    # one committed run; the others beside it
 """
 
 from __future__ import annotations
@@ -190,11 +191,12 @@ def evaluate(model, context, pairs) -> list[dict]:
 
 def markdown(doc: dict) -> str:
     r = doc["results"]
+    threads = doc["settings"]["threads"]
     lines = [f"# Cross-polarisation context probe ({doc['date'][:10]})", "",
              f"Model: `{doc['checkpoint']}` ({doc['model_training']}). Probe: {doc['settings']['steps']} steps of "
              f"{doc['settings']['batch']} crops of {CROP} x {CROP} latents on {len(doc['train_scenes'])} training "
-             f"pairs ({doc['seconds_training']:.0f} s, one thread); evaluated on {len(doc['val_scenes'])} "
-             f"validation pairs: {', '.join(doc['val_scenes'])}.", "",
+             f"pairs ({doc['seconds_training']:.0f} s, {threads} thread{'' if threads == 1 else 's'}); evaluated "
+             f"on {len(doc['val_scenes'])} validation pairs: {', '.join(doc['val_scenes'])}.", "",
              "| level | VV bpp | VV dB RMSE | VH bpp | VH dB RMSE | VH given VV: bpp | dB RMSE | VH bits saved |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["levels"]:
@@ -221,8 +223,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--kernel", type=int, default=3, help="the context's convolution size, in latents")
     ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/cross_pol_context")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    ap.add_argument("--out", default=None, help="write cross_pol_context.json and .md here")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model, ckpt = load_model(a.checkpoint)
@@ -248,6 +250,7 @@ def main(argv=None) -> int:
            "model_training": totals_text(ckpt),
            "settings": {"steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed, "crop_latents": CROP,
                         "hidden": a.hidden, "kernel": a.kernel, "weight_decay": a.weight_decay,
+                        "threads": a.threads,
                         "context_parameters": sum(p.numel() for p in context.parameters())},
            "train_scenes": [p[0] for p in train_pairs], "val_scenes": [p[0] for p in val_pairs],
            "seconds_training": seconds, "training_bpp_every_250": [float(np.mean(history[i:i + 250]))
@@ -256,9 +259,9 @@ def main(argv=None) -> int:
                        "bd_pair": bd_rate(*pick(rows, "pair"), *pick(rows, "pair_ctx"))},
            "training_pairs": {"levels": train_rows, "bd_vh": bd_rate(*pick(train_rows, "vh"), *pick(train_rows, "vh_ctx"))}}
     md = markdown(doc)
-    # both files under temporary names, renamed once whole: a failure mid-write leaves the last run's report
-    write_report(a.out, "cross_pol_context.json", "cross_pol_context.md", doc, md)
     print(md)
+    if a.out:  # both files under temporary names, renamed once whole: a failure mid-write leaves the last report
+        write_report(a.out, "cross_pol_context.json", "cross_pol_context.md", doc, md)
     return 0
 
 

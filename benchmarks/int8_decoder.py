@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from rate_distortion import device_info, grd_scenes, model_info, scene_bands, versions  # noqa: E402
+from rate_distortion import (device_info, grd_scenes, model_info, reconstruction_values, scene_bands,  # noqa: E402
+                             versions)
 from sar_compress_plugin.core import runtime  # noqa: E402
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
 from sar_compress_plugin.core.evaluation import band_quality  # noqa: E402
-from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
 
 HELD_OUT = ["frankfurt", "panama", "india_900498", "mekong", "srilanka_534068", "paraguay_jja10"]
 CALIBRATION = ["berlin", "brazil"]  # training scenes: the int8 ranges never see the held-out ones
@@ -138,8 +138,7 @@ def error_rows(model: Path, int8: Path, qualities, work: Path, held_out=HELD_OUT
                     rec_path = work / f"held_out_{label}.tif"
                     with _CapturedDecoderInputs(session):
                         reconstruct(sarc, rec_path, model_dirs=[model])
-                    with RasterReader(rec_path) as r:
-                        rec = r.read(0, 0, 0, r.info.width, r.info.height)
+                    rec = reconstruction_values(sb.src, rec_path)
                     row[f"db_rmse_{label}"] = band_quality(sb.values, rec, sb.domain, sb.clip, sb.nodata)["db_rmse"]
                 rows.append(row)
                 log(f"  {sb.scene:>18} {sb.band} quality {q:g}: bpp {row['bpp']:.3f}  dB RMSE float32 "

@@ -1,9 +1,10 @@
 """How far beyond the clip range a pixel must be before coding it as an outlier pays, per quality.
 
-Each scene-band is compressed through the real codec at every quality level and every --margins value; bits are
-the .sarc file's bytes, distortion the dB squared error over valid pixels. Per quality, the best margin is the
-one minimising SSE + slope * bits, where slope is the local dB^2-per-bpp slope of the codec's own RD curve
-(at the smallest margin): the same trade-off the quality's other bits make. The fit
+Each scene-band is compressed through the real codec at every quality level and every --margins value, as
+rate_distortion.py gives it to the codec (`scene_bands`: georeferenced, under its scale and mask); bits are
+the .sarc file's bytes, distortion the dB squared error of its physical values over valid pixels. Per quality,
+the best margin is the one minimising SSE + slope * bits, where slope is the local dB^2-per-bpp slope of the
+codec's own RD curve (at the smallest margin): the same trade-off the quality's other bits make. The fit
 margin = K / sqrt(255^2 lambda) over the qualities whose best margin is finite gives K
 (core.codec.OUTLIER_MARGIN_SCALE_DB).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import itertools
 import json
 import math
 import sys
@@ -29,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from rate_distortion import DATA_DIR, grd_scenes, model_info, resolve_model, versions  # noqa: E402
-from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress  # noqa: E402
+from rate_distortion import (DATA_DIR, SceneBand, grd_scenes, model_info, reconstruction_values,  # noqa: E402
+                             resolve_model, scene_bands, versions)
+from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
 from sar_compress_plugin.core.hyperprior import interpolate_levels  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
-from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
 
 #: the validation scenes of the default model's run (rate_distortion.py's held-out set)
@@ -41,19 +43,19 @@ HELD_OUT = ("frankfurt", "panama", "india_900498", "mekong", "srilanka_534068", 
 NO_OUTLIERS = 1000.0
 
 
-def measure(src: Path, values: np.ndarray, domain: str, nodata, quality: float, margin: float, model: Path,
-            work: Path) -> dict:
-    out = work / "m.sarc"
-    res = compress(src, out, CompressOptions(model_dir=model, device="cpu", quality=quality, domain=domain,
-                                             outlier_margin_db=margin))
-    with CompressedRaster(out, model_dirs=[model], device="cpu") as cr:
-        rec = cr.read(band=0)
+def measure(sb: SceneBand, quality: float, margin: float, model: Path, work: Path) -> dict:
+    """The codec on one scene-band at `quality` and `margin`, its physical values against the reconstruction's
+    (`reconstruction_values`), as rate_distortion.py scores them."""
+    out, rec_path = work / "m.sarc", work / "m_rec.tif"
+    res = compress(sb.src, out, CompressOptions(model_dir=model, device="cpu", quality=quality, domain=sb.domain,
+                                                outlier_margin_db=margin))
+    reconstruct(out, rec_path, model_dirs=[model], device="cpu")
+    rdb, rvalid = to_db(reconstruction_values(sb.src, rec_path), sb.domain, sb.nodata)
     out.unlink()
-    db, valid = to_db(values, domain, nodata)
-    rdb, rvalid = to_db(rec, domain, nodata)
-    ok = valid & rvalid
-    err = (rdb - db)[ok].astype(np.float64)
-    return {"quality": quality, "margin_db": margin, "bytes": int(res.output_bytes), "pixels": int(values.size),
+    rec_path.unlink()
+    ok = sb.valid & rvalid
+    err = (rdb - sb.db)[ok].astype(np.float64)
+    return {"quality": quality, "margin_db": margin, "bytes": int(res.output_bytes), "pixels": int(sb.values.size),
             "valid": int(ok.sum()), "sse_db2": float(err @ err), "outlier_pixels": int(res.outlier_pixels)}
 
 
@@ -107,25 +109,14 @@ def main(argv=None) -> int:
     margins = sorted(a.margins)
     scenes = [s for s in grd_scenes(a.data, sigma0=True) if not any(h in s["path"] for h in HELD_OUT)]
     rows: list[dict] = []
-    done = 0
     with tempfile.TemporaryDirectory(prefix="sarc_margin_") as tmp:
         work = Path(tmp)
-        for s in scenes:
-            with RasterReader(s["path"]) as r:
-                info = r.info
-                for b, pol in enumerate(s["bands"]):
-                    if done >= a.max_scene_bands:
-                        break
-                    values = r.read(b, 0, 0, info.width, info.height)
-                    src = work / "src.tif"
-                    with GeoTiffWriter(src, info.width, info.height, 1, info.dtype, nodata=[info.nodata[b]]) as w:
-                        w.write(0, 0, 0, values)
-                    for q in qualities:
-                        for m in margins:
-                            rows.append({"scene": s["name"], "band": pol,
-                                         **measure(src, values, s["domain"], info.nodata[b], q, m, model, work)})
-                    done += 1
-                    print(f"{s['name']} {pol}: {done} scene-bands", file=sys.stderr)
+        bands = (sb for s in scenes for sb in scene_bands(s, work))
+        for done, sb in enumerate(itertools.islice(bands, a.max_scene_bands), 1):
+            for q in qualities:
+                for m in margins:
+                    rows.append({"scene": sb.scene, "band": sb.band, **measure(sb, q, m, model, work)})
+            print(f"{sb.scene} {sb.band}: {done} scene-bands", file=sys.stderr)
     points = aggregate(rows)
     best = best_margins(points, qualities, margins, lambdas)
     k = fit_scale(best, margins)

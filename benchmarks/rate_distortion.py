@@ -165,6 +165,14 @@ def grd_scenes(data_dir=DATA_DIR, only=None, sigma0: bool = False) -> list[dict]
 
 # --- one scene-band -----------------------------------------------------------------------------------------
 
+def reconstruction_values(src: Path, rec_path: Path, band: int = 0) -> np.ndarray:
+    """Band `band` of `rec_path`, the codec's reconstruction of the raster `src`, read as the original's values
+    are scored (`physical_band`): physical values, NaN where `src`'s GDAL mask hides a pixel. Its stored values
+    matched them only on an unscaled band (an int16 dB product's are hundredths of a dB)."""
+    with RasterReader(src) as a, RasterReader(rec_path) as r:
+        return physical_band(r, band, a.read_valid(band, 0, 0, a.info.width, a.info.height))[0]
+
+
 def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, quality: float, model: Path,
                   device: str, work: Path, label: str = "", rd_rounding: bool = True) -> dict:
     """The learned codec on the raster `src` at `quality`: `values` and `nodata`, the band's physical values
@@ -177,9 +185,7 @@ def learned_point(src: Path, values: np.ndarray, domain: str, clip, nodata, qual
     header = read_header(sarc)
     chunks = header["chunks"]
     parts = {k: sum(e[1] for e in chunks.get(k, []) if e) for k in ("latent", "outlier", "mask")}
-    with RasterReader(src) as a, RasterReader(rec_path) as r:  # physical values, as `values` are
-        rec, _ = physical_band(r, 0, a.read_valid(0, 0, 0, a.info.width, a.info.height))
-    q = band_quality(values, rec, domain, clip, nodata)
+    q = band_quality(values, reconstruction_values(src, rec_path), domain, clip, nodata)
     for p in (sarc, rec_path):
         p.unlink()
     return {"codec": "learned", "setting": f"{label + ' ' if label else ''}quality={quality:g}",

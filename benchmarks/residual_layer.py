@@ -39,11 +39,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import jpeg2000  # noqa: E402
 from figures import model_caption, save_figure  # noqa: E402
 from rate_distortion import (DATA_DIR, bd_rate, device_info, grd_scenes, lower_envelope,  # noqa: E402
-                             model_info, resolve_model, scene_bands, trained_qualities, versions, write_report)
+                             model_info, reconstruction_values, resolve_model, scene_bands, trained_qualities,
+                             versions, write_report)
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
 from sar_compress_plugin.core.metrics import db_rmse  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
-from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
 
 DEFAULT_STEPS_DB = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 CONTEXTS = 4
@@ -98,8 +98,7 @@ def run_scene(scene: dict, qualities, steps, jp2_bpp, model: Path, work: Path, l
             res = compress(sb.src, sarc, CompressOptions(model_dir=model, device="cpu", quality=float(q),
                                                          domain=sb.domain))
             reconstruct(sarc, rec_path, model_dirs=[model], device="cpu")
-            with RasterReader(rec_path) as rr:
-                rec_db, _ = to_db(rr.read(0, 0, 0, sb.info.width, sb.info.height), sb.domain, sb.nodata)
+            rec_db, _ = to_db(reconstruction_values(sb.src, rec_path), sb.domain, sb.nodata)
             file_bits = 8.0 * res.output_bytes
             sarc.unlink()
             rec_path.unlink()

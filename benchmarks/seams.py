@@ -19,8 +19,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from sar_compress_plugin.core.codec import CompressedRaster, CompressOptions, compress  # noqa: E402
+from rate_distortion import reconstruction_values  # noqa: E402
+from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
+from sar_compress_plugin.core.evaluation import physical_band  # noqa: E402
 from sar_compress_plugin.core.metrics import db_rmse, seam_ratio  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
@@ -29,11 +32,13 @@ from sar_compress_plugin.core.runtime import default_model_dir  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "sar"
 
 
-def reconstruct_db(src: Path, tile: int, bundle: Path, work: Path, domain: str) -> list[np.ndarray]:
-    sarc = work / f"{src.stem}_{tile}.sarc"
+def reconstruct_db(src: Path, tile: int, bundle: Path, work: Path, domain: str, bands: int) -> list[np.ndarray]:
+    """Each band of `src` compressed with `tile`-px tiles and reconstructed, in dB of its physical values
+    (`reconstruction_values`), as the original's are read."""
+    sarc, rec = work / f"{src.stem}_{tile}.sarc", work / f"{src.stem}_{tile}_rec.tif"
     compress(src, sarc, CompressOptions(model_dir=bundle, device="cpu", tile_size=tile, domain=domain))
-    with CompressedRaster(sarc, model_dirs=[bundle], device="cpu") as cr:
-        return [to_db(cr.read(band=b), domain)[0] for b in range(cr.bands)]
+    reconstruct(sarc, rec, model_dirs=[bundle], device="cpu")
+    return [to_db(reconstruction_values(src, rec, b), domain)[0] for b in range(bands)]
 
 
 def main(argv=None) -> int:
@@ -48,12 +53,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for key in a.scenes:
             src = next(DATA.glob(f"s1_iw_grd_{key}*.tif"))
-            with RasterReader(src) as r:
+            with RasterReader(src) as r:  # physical values: a scaled product's stored ones are not its dB
                 info = r.info
-                orig = [to_db(r.read(b, 0, 0, info.width, info.height), a.domain)[0] for b in range(info.band_count)]
+                orig = [to_db(physical_band(r, b, r.read_valid(b, 0, 0, info.width, info.height))[0], a.domain)[0]
+                        for b in range(info.band_count)]
             single_tile = max(info.width, info.height) + 15 & ~15
-            tiled = reconstruct_db(src, a.tile, a.model, Path(tmp), a.domain)
-            whole = reconstruct_db(src, single_tile, a.model, Path(tmp), a.domain)
+            tiled = reconstruct_db(src, a.tile, a.model, Path(tmp), a.domain, info.band_count)
+            whole = reconstruct_db(src, single_tile, a.model, Path(tmp), a.domain, info.band_count)
             for b in range(info.band_count):
                 rows.append({"scene": src.name, "band": info.band_names[b], "tile": a.tile,
                              "seam_ratio_tiled": seam_ratio(tiled[b], a.tile),

@@ -34,6 +34,7 @@ import jpeg2000  # noqa: E402
 from rate_distortion import (DATA_DIR, aggregate_points, curve_bd_rates, grd_scenes, jpeg2000_points,  # noqa: E402
                              learned_envelope, learned_point, resolve_model, trained_qualities, versions,
                              write_report)
+from sar_compress_plugin.core.evaluation import physical_band  # noqa: E402
 from sar_compress_plugin.core.preprocessing import percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
@@ -130,8 +131,10 @@ def main(argv=None) -> int:
             log(scene["name"])
             with RasterReader(scene["path"]) as r:
                 for b, pol in enumerate(scene["bands"]):
-                    values = r.read(b, 0, 0, r.info.width, r.info.height)
-                    db, valid = to_db(values, scene["domain"], r.info.nodata[b])
+                    # physical values, as rate_distortion.py's: a scaled product's stored ones (an int16 dB
+                    # product's hundredths of a dB) would be split and coded as what they are not
+                    values, nodata = physical_band(r, b, r.read_valid(b, 0, 0, r.info.width, r.info.height))
+                    db, valid = to_db(values, scene["domain"], nodata)
                     intensity = np.power(10.0, db.astype(np.float64) / 10.0)
                     for part, v in split_band(intensity, valid, a.window).items():
                         rows += run_part(v, f"{scene['name']}_{pol}", part, qualities, jpeg2000.DEFAULT_TARGET_BPP,

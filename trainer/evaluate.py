@@ -14,8 +14,8 @@ from sar_compress_plugin import cli
 try:  # a Ctrl-C or SIGTERM while torch loads (seconds) is one line, as in the evaluation (cli.entry_point)
     with cli.SigtermWhileStarting():
         import argparse
+        import functools
         import logging
-        import os
         import re
         import sys
         from pathlib import Path
@@ -96,8 +96,9 @@ def evaluate_planes(reconstruct: Reconstruct, planes: list[RawPlane]) -> dict:
     return {"per_plane": per_plane, "aggregate": aggregate}
 
 
-def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, path: Path, title: str) -> None:
-    """original | reconstruction | |difference| in dB, for a quick visual check."""
+def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, title: str, path: Path) -> None:
+    """original | reconstruction | |difference| in dB, for a quick visual check; a PNG whatever `path`'s suffix
+    (publish_files draws it under a partial name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +118,7 @@ def save_panel(raw: RawPlane, x_hat: np.ndarray, lo: float, hi: float, path: Pat
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)
 
 
@@ -164,7 +165,7 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
     it was rather than with the panels of the checkpoints before it."""
     out = Path(out)
     results: dict[str, dict] = {}
-    panels = []
+    panels: dict[Path, Callable[[Path], None]] = {}  # path -> its drawing, for publish_files
     cache: dict[tuple, list[RawPlane]] = {}
     taken: set[str] = set()
     for path in map(Path, paths):
@@ -203,30 +204,20 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)
         mid = model.levels // 2
-        panels.append((first, torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi)), lo, hi,
-                       out / f"panel_{label.split()[0]}_{len(results)}.png",
-                       f"{label}: {totals_text(ckpt)}\n"
-                       f"level {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"))
+        x_hat = torch_reconstructor(model, mid, device)(normalise(first.db, lo, hi))
+        title = f"{label}: {totals_text(ckpt)}\nlevel {mid}: {first.name}, clip [{lo:.1f}, {hi:.1f}] dB"
+        panels[out / f"panel_{label.split()[0]}_{len(results)}.png"] = functools.partial(
+            save_panel, first, x_hat, lo, hi, title)
     out.mkdir(parents=True, exist_ok=True)
-    # drawn under temporary names first: a failure or a signal while they were drawn had already removed the
-    # earlier evaluation's panels, beside its results.json, which stays
-    drawn = [(panel[4], panel[4].with_name(f".{panel[4].stem}.partial.png")) for panel in panels]
-    try:
-        for panel, (_path, tmp) in zip(panels, drawn):
-            save_panel(*panel[:4], tmp, panel[5])
-    except BaseException:
-        for _path, tmp in drawn:
-            tmp.unlink(missing_ok=True)
-        raise
-    for stale in out.glob("panel_*.png"):  # an earlier evaluation's, of checkpoints results.json will not list
-        stale.unlink()
-    for path, tmp in drawn:
-        os.replace(tmp, path)
     doc = {"name": "sar-eval", "description": "PyTorch checkpoints on their validation scenes (whole scenes, "
            "rounded latents, every quality level, per-band percentile normalisation); metrics from "
            "sar_compress_plugin.core.metrics",
            "results": results}
-    publish_files({out / "results.json": strict_json(doc), out / "results.md": markdown_table(results)})
+    # the panels renamed into place with the tables, once all are whole: a full disk at the table left the new
+    # panels, and none of the earlier ones, beside the earlier results.json
+    publish_files({**panels, out / "results.json": strict_json(doc), out / "results.md": markdown_table(results)})
+    for stale in set(out.glob("panel_*.png")) - set(panels):
+        stale.unlink()  # an earlier evaluation's, of a checkpoint results.json no longer lists
     return doc
 
 

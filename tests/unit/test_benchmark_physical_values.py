@@ -80,3 +80,53 @@ def test_jpeg2000_on_a_file_measures_its_physical_values(tmp_path, capsys):
     assert jpeg2000.main([str(write_geotiff(tmp_path / "float32.tif", floats, nodata=float("nan"))),
                           "--domain", "db", "--bpp", "1"]) == 0
     assert scaled == capsys.readouterr().out  # the same line, figure for figure
+
+
+def _int8_decoder(scene: dict, bundle: Path, work: Path, monkeypatch) -> dict:
+    import int8_decoder  # noqa: PLC0415
+
+    monkeypatch.setattr(int8_decoder, "grd_scenes", lambda *args, **kwargs: [scene])
+    row = int8_decoder.error_rows(bundle, bundle / "decoder.onnx", [1.0], work, log=lambda *_: None)[0]
+    return {k: row[k] for k in ("db_rmse_float32", "db_rmse_int8")}
+
+
+def _residual_layer(scene: dict, bundle: Path, work: Path, monkeypatch) -> dict:
+    import residual_layer  # noqa: PLC0415
+
+    rows = residual_layer.run_scene(scene, [1.0], [1.0], [], bundle, work, lambda *_: None)
+    return {r["setting"]: r["db_rmse"] for r in rows}
+
+
+def _outlier_margin(scene: dict, bundle: Path, work: Path, monkeypatch) -> dict:
+    import outlier_margin  # noqa: PLC0415
+
+    for sb in rd.scene_bands(scene, work):
+        m = outlier_margin.measure(sb, 1.0, 4.0, bundle, work)
+        return {"valid": m["valid"], "db_rmse": float(np.sqrt(m["sse_db2"] / m["valid"]))}
+
+
+def _seams(scene: dict, bundle: Path, work: Path, monkeypatch) -> dict:
+    import seams  # noqa: PLC0415
+
+    (rec_db,) = seams.reconstruct_db(Path(scene["path"]), 64, bundle, work, "db", 1)
+    return {"mean_db": float(rec_db[8:].mean()), "std_db": float(rec_db[8:].std())}
+
+
+@pytest.mark.parametrize("measured", [_int8_decoder, _residual_layer, _outlier_margin, _seams],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_the_other_codec_benchmarks_score_a_scaled_band_in_its_physical_values(tmp_path, tiny_bundle, monkeypatch,
+                                                                                measured):
+    """int8_decoder.py, residual_layer.py, outlier_margin.py and seams.py read the reconstruction's stored values
+    (`RasterReader.read`, `CompressedRaster.read`) against physical ones: an int16 dB product's hundredths of a dB
+    scored as dB. Each now gives the figures of the same band held as float32 dB (to the int16 rounding)."""
+    db = _db_chip()
+    floats = db.astype(np.float32)
+    floats[:8] = np.nan
+    scaled = _int16_product(tmp_path / "int16.tif", db)
+    plain = write_geotiff(tmp_path / "float32.tif", floats, nodata=float("nan"))
+    work = tmp_path / "work"
+    work.mkdir()
+    s, p = (measured(_scene(path), tiny_bundle, work, monkeypatch) for path in (scaled, plain))
+    assert s.keys() == p.keys()
+    for key in p:
+        assert s[key] == pytest.approx(p[key], rel=0.02, abs=2e-3), key

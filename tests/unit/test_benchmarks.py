@@ -775,11 +775,9 @@ def test_cross_pol_context_codes_as_the_model_does_until_it_has_learned_and_pair
     assert [(p[0], tuple(p[1].shape)) for p in pairs] == [("a", (64, 128)), ("d", (64, 64))]
 
 
-def test_cross_pol_context_cut_short_leaves_the_earlier_report_whole(sar_data, tmp_path, disk_full_mid_write,
-                                                                     capsys):
-    """cross_pol_context.json and .md were written in place, one after the other: a full disk or a Ctrl-C
-    mid-write left half a report. Both now go to temporary names, renamed once whole."""
-    import cross_pol_context as xpol
+def _cross_pol_run(sar_data: Path, tmp_path: Path) -> list[str]:
+    """cross_pol_context.py's arguments for one step of a tiny untrained model on two dual-polarisation scenes:
+    one to train the probe on, one to evaluate it."""
     from trainer.checkpoint import make_checkpoint, save_warm_start
     from trainer.registry import create_model
 
@@ -787,15 +785,26 @@ def test_cross_pol_context_cut_short_leaves_the_earlier_report_whole(sar_data, t
     checkpoint = tmp_path / "tiny.pth"
     save_warm_start(make_checkpoint(model, epoch=1, step=1, best_val_loss=9.0, history=[], preprocessing_params={},
                                     config={}, data_summary={}), checkpoint)
-    data = tmp_path / "data"  # two dual-polarisation scenes: one to train the probe on, one to evaluate it
+    data = tmp_path / "data"
     data.mkdir()
     for name in ("s1_iw_grd_berlin_512.tif", "s1_iw_grd_brazil_512.tif"):
         (data / name).symlink_to(sar_data / name)
+    return [str(checkpoint), "--data", str(data), "--steps", "1", "--batch", "1"]
+
+
+def test_cross_pol_context_cut_short_leaves_the_earlier_report_whole(sar_data, tmp_path, disk_full_mid_write,
+                                                                     capsys):
+    """cross_pol_context.json and .md were written in place, one after the other: a full disk or a Ctrl-C
+    mid-write left half a report. Both now go to temporary names, renamed once whole."""
+    import cross_pol_context as xpol
+
     out = tmp_path / "out"
-    run = [str(checkpoint), "--data", str(data), "--steps", "1", "--batch", "1", "--out", str(out)]
+    run = [*_cross_pol_run(sar_data, tmp_path), "--out", str(out)]
 
     assert xpol.main(run) == 0
-    assert json.loads((out / "cross_pol_context.json").read_text())["name"] == "cross_pol_context"
+    doc = json.loads((out / "cross_pol_context.json").read_text())
+    assert doc["name"] == "cross_pol_context" and doc["settings"]["threads"] == 1
+    assert "s, 1 thread); evaluated" in (out / "cross_pol_context.md").read_text()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
     disk_full_mid_write()
@@ -803,6 +812,21 @@ def test_cross_pol_context_cut_short_leaves_the_earlier_report_whole(sar_data, t
         xpol.main(run)
     assert "on the validation pairs:" in capsys.readouterr().out  # cut at the writing, after the whole run
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no temporary one
+
+
+def test_cross_pol_context_writes_files_only_when_given_out(sar_data, tmp_path, monkeypatch, capsys):
+    """Its --out defaulted to the committed results folder, relative to where it ran: a trial run replaced the
+    committed report (benchmarks/README.md: files only with --out DIR). Without --out it prints the table."""
+    import cross_pol_context as xpol
+
+    run = _cross_pol_run(sar_data, tmp_path)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    before = sorted(tmp_path.rglob("*"))
+    assert xpol.main(run) == 0
+    assert sorted(tmp_path.rglob("*")) == before
+    assert "| level | VV bpp |" in capsys.readouterr().out
 
 
 def test_cross_pol_context_says_when_a_bd_rate_has_no_overlap():
@@ -813,9 +837,12 @@ def test_cross_pol_context_says_when_a_bd_rate_has_no_overlap():
     none = {"bd_rate_percent": None}
     row = {"level": 0, **{f"{k}_{m}": 1.0 for k in ("vv", "vh", "vh_ctx") for m in ("bpp", "db_rmse")}}
     doc = {"date": "2026-01-01", "checkpoint": "tiny.pth", "model_training": "1 steps", "seconds_training": 1.0,
-           "settings": {"steps": 1, "batch": 1}, "train_scenes": ["a"], "val_scenes": ["b"],
+           "settings": {"steps": 1, "batch": 1, "threads": 4}, "train_scenes": ["a"], "val_scenes": ["b"],
            "results": {"levels": [row], "bd_vh": none, "bd_pair": {"bd_rate_percent": -1.5}},
            "training_pairs": {"bd_vh": none}}
     text = xpol.markdown(doc)
     assert "VH alone: **n/a (no overlap)**" in text and "unchanged): **-1.50%**" in text
     assert "learned from, VH: n/a (no overlap)." in text
+    assert "(1 s, 4 threads); evaluated" in text  # it said "one thread" whatever --threads was
+    doc["settings"]["threads"] = 1
+    assert "(1 s, 1 thread); evaluated" in xpol.markdown(doc)

@@ -168,9 +168,13 @@ def test_results_files_are_renamed_only_once_every_one_is_written(tmp_path):
 
 
 @pytest.mark.skipif(not SCENE.exists(), reason="shared SAR data not present")
-def test_an_evaluation_stopped_while_it_draws_its_panels_leaves_the_earlier_ones(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["drawing a panel", "writing the table"])
+def test_an_evaluation_stopped_while_it_writes_leaves_the_earlier_one(tmp_path, monkeypatch, disk_full_mid_write,
+                                                                      stop):
     """The earlier evaluation's panels were removed before the new ones were drawn: a Ctrl-C (or a failure) while
-    they were drawn left its results.json without them, and sar-eval said "no output written"."""
+    they were drawn left its results.json without them, and sar-eval said "no output written". Then the panels
+    were renamed into place before the tables were written: a full disk at results.json left the new panels, and
+    none of the earlier ones, beside the earlier results.json."""
     import trainer.evaluate as evaluate
 
     fast = ["--data", str(SCENE), "--device", "cpu", "--patch-size", "64", "--batch-size", "4", "--channels", "8",
@@ -181,16 +185,21 @@ def test_an_evaluation_stopped_while_it_draws_its_panels_leaves_the_earlier_ones
     assert main([ckpt, "--out", str(out), "--max-planes", "1"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "panel_baseline_1.png" in before
-    real, calls = evaluate.save_panel, []
+    if stop == "drawing a panel":
+        real, calls = evaluate.save_panel, []
 
-    def stopped_in_the_second(*args):
-        real(*args)
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        def stopped_in_the_second(*args):
+            real(*args)
+            calls.append(args)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "save_panel", stopped_in_the_second)
-    assert main([ckpt, ckpt, "--out", str(out), "--max-planes", "1"]) == 130
+        monkeypatch.setattr(evaluate, "save_panel", stopped_in_the_second)
+        assert main([ckpt, ckpt, "--out", str(out), "--max-planes", "1"]) == 130
+    else:
+        disk_full_mid_write()
+        with pytest.raises(OSError, match="No space left"):
+            main([ckpt, ckpt, "--out", str(out), "--max-planes", "1"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
