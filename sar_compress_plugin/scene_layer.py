@@ -599,9 +599,8 @@ class SceneLayers:
         project = QgsProject.instance()
         # the Layers panel's order, top first: the first layer of a scene is the one its controller names and
         # open() returns; the project's own order of layers is by id, which is random
-        tree = [layer.id() for layer in project.layerTreeRoot().layerOrder()]
-        ordered = sorted(project.mapLayers().values(),
-                         key=lambda layer: tree.index(layer.id()) if layer.id() in tree else len(tree))
+        place = {layer.id(): i for i, layer in enumerate(project.layerTreeRoot().layerOrder())}
+        ordered = sorted(project.mapLayers().values(), key=lambda layer: place.get(layer.id(), len(place)))
         scenes = [layer for layer in ordered
                   if layer.customProperty(ROLE_PROPERTY) == SCENE_ROLE and layer.customProperty(SARC_PATH_PROPERTY)
                   and layer.id() not in self.controllers]
@@ -661,11 +660,9 @@ class SceneLayers:
 
     def open(self, sarc_path: str) -> QgsRasterLayer | None:
         """Add a .sarc file as a layer decoded on demand (or return the layer already showing its scene)."""
-        shown, cache = self._controller_of_file(sarc_path), None
-        if shown is None:
-            if not self.ensure_dependencies():
-                return None
-            shown, cache = self._open_scene(sarc_path)
+        if not self.ensure_dependencies():  # none missing while a scene is open: asks nothing then
+            return None
+        shown, cache = self._open_scene(sarc_path)
         if shown is not None:
             if Path(shown.cache.raster.path).resolve() != Path(sarc_path).resolve():
                 self.logger.info(f"{sarc_path}: the same scene as the layer '{shown.layer.name()}' (opened from "

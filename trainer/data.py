@@ -25,7 +25,7 @@ from sar_compress_plugin.core.errors import InputRasterError
 from sar_compress_plugin.core.preprocessing import (
     DEFAULT_PERCENTILES, PreprocessingParams, canonical_domain, normalise, percentile_bounds, to_db,
 )
-from sar_compress_plugin.core.raster_io import physical_values, scaling_of
+from sar_compress_plugin.core.raster_io import physical_values, scaling_of, zero_scale_error
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,10 @@ def _read_array(path: Path, entry: dict) -> tuple[np.ndarray, list[str], float |
         raise TrainingDataError(f"{path}: cannot read raster ({str(exc).splitlines()[0]})") from None
     if arr.ndim != 3 or arr.shape[0] < 1:
         raise TrainingDataError(f"{path}: raster has no bands")
-    zero = [b + 1 for b, scaling in enumerate(scalings) if scaling and scaling[0] == 0]
-    if zero:  # every pixel would mean the offset alone, and the codec refuses to compress such a band: in a
-        # folder the file is skipped with this line (read_collection), as other unusable files are
-        raise TrainingDataError(f"{path}: band(s) {', '.join(map(str, zero))} have GDAL scale 0, so every pixel "
-                                "would mean its offset alone; fix the band's scale first")
+    error = zero_scale_error(path, scalings)
+    if error:  # the codec refuses to compress such a file: in a folder it is skipped with this line
+        # (read_collection), as other unusable files are
+        raise TrainingDataError(error)
     if any(scalings):  # the codec codes a scaled band's physical values, so training must see them too: an int16
         # product in hundredths of a dB was trained on as stored numbers. Nodata (a stored value) becomes NaN.
         arr = np.stack([physical_values(band, nodata, scaling or (1.0, 0.0))[0]

@@ -41,7 +41,7 @@ from .blas_threads import single_threaded_blas
 from .errors import (DB_DOMAIN_ADVICE, DOMAIN_DOUBT, CancelledError, InputRasterError, ModelBundleError,
                      ModelMismatchError, NoOverlapError, OutputPathError, SarCompressError)
 from .header_schema import MAX_ABS_DB
-from .hyperprior import HyperpriorCoder, check_quality, interpolate_lambda
+from .hyperprior import HyperpriorCoder, interpolate_lambda
 from .overview import OverviewBuilder, read_overview, wants_overview
 from .pipeline import ordered_map, thread_pool
 from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingParams, canonical_domain,
@@ -50,10 +50,10 @@ from .preprocessing import (DEFAULT_PERCENTILES, DOMAIN_ALIASES, PreprocessingPa
 from .rate_control import RateTarget, choose_quality
 from .raster_io import (RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, GcpGrid, GeoTiffWriter, PartialFile,
                         RasterReader, band_scaling, check_output_path, remove_stale_partials, same_file,
-                        shifted_gcps, source_stamp)
-from .runtime import (MANIFEST_NAME, OnnxCodecModel, check_manifest_can_encode, default_model_dir,
-                      find_file_bundle, load_manifest)
-from .tiling import MAX_WRITE_TILE, TileGrid, latent_block, read_context
+                        shifted_gcps, source_stamp, zero_scale_error)
+from .runtime import (MANIFEST_NAME, OnnxCodecModel, check_manifest_can_encode, check_manifest_quality,
+                      default_model_dir, find_file_bundle, load_manifest)
+from .tiling import TileGrid, latent_block, read_context, tile_size_error
 
 log = logging.getLogger(__name__)
 
@@ -240,15 +240,6 @@ def _load_model(model_dir, device: str) -> OnnxCodecModel:
     return model
 
 
-def tile_size_error(tile_size) -> str:
-    """Why `tile_size` cannot be a compression's tile edge ("" when it can). The options' check and Processing's
-    parameter check both ask here: Processing had its own rule, whose message gave another range."""
-    if isinstance(tile_size, int) and 16 <= tile_size <= MAX_WRITE_TILE and tile_size % 16 == 0:
-        return ""
-    return (f"tile size {tile_size} must be a multiple of 16 between 16 and {MAX_WRITE_TILE} (larger tiles need "
-            "gigabytes of memory to decode)")
-
-
 def _checked_options(opts: CompressOptions) -> RateTarget:
     """The options' rate target, once the tile size, the outlier margin and the rate are in range."""
     error = tile_size_error(opts.tile_size)
@@ -271,9 +262,7 @@ def check_compress_options(opts: CompressOptions) -> None:
     d = _compress_model_dir(opts.model_dir)
     m = load_manifest(d, verify=False)
     check_manifest_can_encode(m, d)
-    levels = (m.get("rate") or {}).get("levels")
-    if target.quality is not None and isinstance(levels, int):
-        check_quality(target.quality, levels)
+    check_manifest_quality(m, target.quality)
 
 
 def compress(input_path, output_path, options: CompressOptions | None = None, progress: Progress = None,
@@ -298,10 +287,9 @@ def compress(input_path, output_path, options: CompressOptions | None = None, pr
         names = list(opts.band_names) if opts.band_names else list(info.band_names)
         if len(names) != info.band_count:
             raise InputRasterError(f"{input_path}: {len(names)} band names given for {info.band_count} bands")
-        for b in range(info.band_count):
-            if (info.scaling(b) or (1.0,))[0] == 0:  # (a non-finite one reads as none: raster_io._finite_or_none)
-                raise InputRasterError(f"{input_path}: band {b + 1} has GDAL scale 0, so every pixel would mean "
-                                       "its offset alone; fix the band's scale first")
+        error = zero_scale_error(input_path, [info.scaling(b) for b in range(info.band_count)])
+        if error:
+            raise InputRasterError(error)
         samples = [_band_samples(reader, b, info.nodata[b]) for b in range(info.band_count)]
         # the user's domain or a tag speaks for every band; one inferred from band 1's values may not
         stated = ((canonical_domain(opts.domain), "given by the user") if opts.domain
@@ -1082,5 +1070,4 @@ def reconstruct(input_path, output_path, window: Window | None = None, model_dir
 __all__ = ["outlier_margin_db", "CompressOptions",
            "CompressResult", "ReconstructResult", "CompressedRaster", "compress", "reconstruct", "read_header",
            "map_crs_wkt", "crs_name", "geotransform_extent", "window_from_bbox",
-           "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options",
-           "tile_size_error"]
+           "clip_window", "same_file", "refuse_to_replace_data", "coded_scaling", "check_compress_options"]

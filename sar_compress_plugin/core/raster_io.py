@@ -421,10 +421,20 @@ def scaling_of(scale, offset) -> tuple[float, float] | None:
     """`band_scaling` of a band's scale and offset as a raster library reports them (GDAL's GetScale and
     GetOffset, rasterio's `scales` and `offsets`), as RasterInfo describes them: a non-finite one is none, so
     every reader (the codec, the trainer, the scene cache's check, the quality maps) takes the same values as
-    physical. A scale of 0 is passed on as it is: the codec refuses to compress such a band, and the trainer
-    skips its file."""
+    physical. A scale of 0 is passed on as it is, for `zero_scale_error` to refuse."""
     return band_scaling({"scale": _finite_or_none(scale, identity=1.0),
                          "offset": _finite_or_none(offset, identity=0.0)})
+
+
+def zero_scale_error(path, scalings) -> str:
+    """Why the raster at `path` cannot be taken as physical values ("" when it can), from its bands' `scaling_of`:
+    a band of GDAL scale 0 means its offset alone at every pixel. The codec refuses to compress such a file and
+    the trainer skips it, both with this message, which names every such band."""
+    zero = [b + 1 for b, scaling in enumerate(scalings) if scaling is not None and scaling[0] == 0]
+    if not zero:
+        return ""
+    bands = f"band {zero[0]} has" if len(zero) == 1 else f"bands {', '.join(map(str, zero))} have"
+    return f"{path}: {bands} GDAL scale 0, so every pixel would mean its offset alone; fix the band's scale first"
 
 
 def gdal_band_scaling(band) -> tuple[float, float] | None:

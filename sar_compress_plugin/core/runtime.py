@@ -18,7 +18,7 @@ import numpy as np
 
 from .bundle_files import content_sha256, onnx_source
 from .errors import MODEL_FOLDER_ADVICE, ModelBundleError, ModelMismatchError, SarCompressError
-from .hyperprior import HyperpriorCoder, interpolate_lambda, load_hyperprior
+from .hyperprior import HyperpriorCoder, check_quality, interpolate_lambda, load_hyperprior
 from .rd_rounding import error_weights
 from .preprocessing import PreprocessingParams
 
@@ -49,6 +49,15 @@ def check_manifest_can_encode(manifest: dict, bundle_dir: str | os.PathLike) -> 
     if manifest.get("decode_only") is True:
         raise ModelBundleError(f"{bundle_dir}: model {manifest.get('name', Path(bundle_dir).name)} is kept only to "
                                f"decode the files it wrote; compress with the default model")
+
+
+def check_manifest_quality(manifest: dict, quality: float | None) -> None:
+    """SarCompressError unless `quality` (None: the model's default) is one of the levels the manifest's model was
+    trained at (`rate.levels`), from the manifest alone, as a loaded model's coder checks it
+    (hyperprior.check_quality): a batch and the compress dialog refuse it before anything starts."""
+    levels = (manifest.get("rate") or {}).get("levels")
+    if quality is not None and isinstance(levels, int):
+        check_quality(quality, levels)
 
 
 def default_model_dir() -> Path:

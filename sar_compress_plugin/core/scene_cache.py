@@ -55,6 +55,9 @@ REGISTRY_NAME = "sar_compress_scenes.json"
 #: Beside the registry, and kept: a lock file deleted after use lets a third writer lock a new file while a second
 #: still holds the old one.
 REGISTRY_LOCK_NAME = REGISTRY_NAME + ".lock"
+#: Registry entries kept of .sarc files whose folder is away (a share not mounted, a drive not plugged in): the
+#: latest added this many, so that folders which never come back do not grow the registry for good.
+MAX_AWAY_ENTRIES = 256
 
 _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "int8": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16,
                "int16": gdal.GDT_Int16, "uint32": gdal.GDT_UInt32, "int32": gdal.GDT_Int32,
@@ -439,14 +442,35 @@ def _registry_locked(root: Path):
             yield
 
 
+def _sarc_whereabouts(sarc: str) -> str:
+    """"here" (a file), "gone" (not in its folder, which is there: deleted or moved) or "away" (its folder is not
+    there either: on a share not mounted or a drive not plugged in, or deleted with it; no way to tell which). A
+    .sarc at the very top of an unmounted share counts as gone: the empty folder it is mounted on is there."""
+    if os.path.isfile(sarc):
+        return "here"
+    return "gone" if os.path.isdir(os.path.dirname(sarc)) else "away"
+
+
+def _kept_entries(scenes: dict[str, dict], name: str, sarc: str) -> dict[str, dict]:
+    """The registry's other entries worth keeping beside `name`'s of `sarc`, in their order (the oldest added
+    first). Dropped: an entry of `sarc` under another folder (the file is now this scene), of a .sarc that is
+    "gone" (`_sarc_whereabouts`), and of "away" ones all but the latest MAX_AWAY_ENTRIES. An away .sarc's entry
+    is what rebuilds its evicted cache once the share is back: it was dropped the first time another scene was
+    registered while the share was unmounted, for good."""
+    others = {k: v for k, v in scenes.items() if k != name and v["sarc"] != sarc}
+    where = {k: _sarc_whereabouts(v["sarc"]) for k, v in others.items()}
+    away = [k for k in others if where[k] == "away"]
+    too_many = set(away[:max(0, len(away) - MAX_AWAY_ENTRIES)])
+    return {k: v for k, v in others.items() if where[k] == "here" or (where[k] == "away" and k not in too_many)}
+
+
 def register_scene(folder, sarc_path, composite: tuple[int, int] | None = None) -> None:
     """Record in the registry of `folder`'s cache root that `folder` is made from `sarc_path` (with `composite`:
-    its VV/VH composite's bands too). Entries of .sarc files that are gone, or whose file is now another scene's
-    (an entry of the same path under another folder), are dropped, so the registry stays as small as the set of
-    scenes. Read, changed and written under `_registry_locked`, so that no other session's entry is lost; the new
-    file is written under a temporary name and renamed, so a reader never sees half of it. Never raises (a registry
-    that cannot be written only means an evicted cache is rebuilt as the project's layers are repaired, as before
-    there was one)."""
+    its VV/VH composite's bands too). Other entries are pruned as `_kept_entries` says, so the registry stays
+    about as small as the set of scenes. Read, changed and written under `_registry_locked`, so that no other
+    session's entry is lost; the new file is written under a temporary name and renamed, so a reader never sees
+    half of it. Never raises (a registry that cannot be written only means an evicted cache is rebuilt as the
+    project's layers are repaired, as before there was one)."""
     folder = Path(folder)
     root, name, sarc = folder.parent, folder.name, os.path.abspath(sarc_path)
     path = root / REGISTRY_NAME
@@ -463,8 +487,7 @@ def register_scene(folder, sarc_path, composite: tuple[int, int] | None = None) 
                 entry["composite"] = [int(composite[0]), int(composite[1])]
             elif previous is not None and previous["sarc"] == sarc and "composite" in previous:
                 entry["composite"] = previous["composite"]
-            kept = {k: v for k, v in old.items() if k != name and v["sarc"] != sarc and os.path.isfile(v["sarc"])}
-            kept[name] = entry
+            kept = {**_kept_entries(old, name, sarc), name: entry}
             if kept == old and scenes is not None:
                 return
             tmp.write_text(json.dumps({"scenes": kept}, indent=1), encoding="utf-8")

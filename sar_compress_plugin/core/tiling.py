@@ -31,6 +31,18 @@ Window = tuple[int, int, int, int]
 #: 1024 px and 3.45 GB at 2048); memory must follow the window asked for, not a number in a header. Here, in a
 #: module of numpy alone, so that the plugin's forms, which open without the codec's dependencies, offer no more.
 MAX_WRITE_TILE = 1024
+#: The smallest tile edge, and the step between edges: the encoder's downsampling factor.
+TILE_STEP = 16
+
+
+def tile_size_error(tile_size) -> str:
+    """Why `tile_size` cannot be a compression's tile edge ("" when it can): the one rule of the codec's options,
+    the CLI, Processing and the plugin's forms, which each had its own (the forms said 64 where the codec says 16).
+    Here, beside MAX_WRITE_TILE, for the forms open without the codec's dependencies."""
+    if isinstance(tile_size, int) and TILE_STEP <= tile_size <= MAX_WRITE_TILE and tile_size % TILE_STEP == 0:
+        return ""
+    return (f"tile size {tile_size} must be a multiple of {TILE_STEP} between {TILE_STEP} and {MAX_WRITE_TILE} "
+            "(larger tiles need gigabytes of memory to decode)")
 
 
 def round_up(n: int, m: int) -> int:

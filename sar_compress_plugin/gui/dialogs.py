@@ -22,9 +22,9 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.tiling import tile_size_error
 from ..utils.settings import MODEL_FOLDERS_LABEL, PluginSettings, existing_folder, qgis_wording
-from .widgets import (RateChooser, device_combo, domain_combo, file_widget, output_widget, quality_value,
-                      tile_size_error, tile_size_spin)
+from .widgets import RateChooser, device_combo, domain_combo, file_widget, output_widget, tile_size_spin
 
 SARC_FILTER = "SAR compressed raster (*.sarc)"
 TIFF_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -107,12 +107,21 @@ def folder_write_error(folder: Path) -> str:
 
 def decode_only_error(manifest: dict | None, folder: str = "") -> str:
     """Why a bundle cannot compress ("" when it can): an earlier default kept under models/ only to decode the
-    files it wrote (manifest "decode_only") has no encoder; the codec refuses it once the task has started."""
-    if not manifest or manifest.get("decode_only") is not True:
+    files it wrote has no encoder, and the codec refuses it once the task has started. Decided by the codec's own
+    check (runtime.check_manifest_can_encode), worded for this form: its remedy is a field here. `manifest` comes
+    from runtime.load_manifest, so the codec's packages are there whenever there is one."""
+    if not manifest:
         return ""
-    where = f" in {folder}" if folder else ""
-    return (f"Model '{manifest.get('name', folder)}'{where} is kept only to decode the files it wrote and cannot "
-            f"compress: choose another model folder, or leave it empty for the bundled default model.")
+    from ..core.errors import ModelBundleError
+    from ..core.runtime import check_manifest_can_encode, default_model_dir
+
+    try:
+        check_manifest_can_encode(manifest, folder or default_model_dir())
+    except ModelBundleError:
+        where = f" in {folder}" if folder else ""
+        return (f"Model '{manifest.get('name', folder)}'{where} is kept only to decode the files it wrote and "
+                f"cannot compress: choose another model folder, or leave it empty for the bundled default model.")
+    return ""
 
 
 def compress_model_error(folder: str) -> str:
@@ -247,15 +256,17 @@ class CompressDialog(_FormDialog):
         error = destination_error(out, self.taken)
         if error:
             return error
-        error = tile_size_error(self.tile_size)
+        error = tile_size_error(self.tile_size.value())
         if error:
             return error
         return self.rate.error() or self._model_error()
 
     def _model_error(self) -> str:
         """Why the model folder or the quality cannot be used ("" when they can): refused here, not by the task
-        after the dialog has closed (and the quality has been saved as the default)."""
+        after the dialog has closed (and the quality has been saved as the default). The quality by the codec's
+        own check of a manifest, in its words."""
         from ..core.errors import SarCompressError
+        from ..core.runtime import check_manifest_quality
 
         folder = typed_path(self.model_dir)
         error = folder_error(folder) if folder else ""
@@ -268,10 +279,10 @@ class CompressDialog(_FormDialog):
         error = decode_only_error(manifest, folder)
         if error:
             return error
-        top = len(manifest["rate"].get("lambdas") or [None]) - 1  # one trained lambda per quality level
-        quality = quality_value(self.quality) if self.rate.current_mode() == "quality" else None
-        if quality is not None and quality > top:
-            return f"Quality {quality:g} is above the top level of model '{manifest.get('name', folder)}' ({top})."
+        try:
+            check_manifest_quality(manifest, self.rate.option_values().get("quality"))
+        except SarCompressError as exc:
+            return str(exc)
         return ""
 
     def output_path(self) -> str:
@@ -654,7 +665,7 @@ class SettingsDialog(_FormDialog):
         error = cuda_error() if self.device.currentData() == "cuda" else ""
         if error:  # saved, it failed every compression, reconstruction and scene layer until changed back
             return f"Device: GPU (CUDA) cannot run on this machine ({error}): choose Automatic or CPU."
-        error = tile_size_error(self.tile_size)
+        error = tile_size_error(self.tile_size.value())
         if error:
             return error
         error = self.rate.error()

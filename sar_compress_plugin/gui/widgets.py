@@ -9,7 +9,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QStackedWidget,
                                  QWidget)
 
-from ..core.tiling import MAX_WRITE_TILE
+from ..core.tiling import MAX_WRITE_TILE, TILE_STEP
 from ..utils.settings import DEVICE_LABELS, DEVICES, RATE_MODES, RATE_OPTIONS, PluginSettings
 
 RATE_MODE_LABELS = {"quality": "Quality", "bpp": "Bits per pixel (per band)", "db_rmse": "Error (dB RMSE)"}
@@ -17,8 +17,6 @@ RATE_MODE_LABELS = {"quality": "Quality", "bpp": "Bits per pixel (per band)", "d
 #: model spans about 0.12-1.7 bpp per band on its validation scenes); the margins leave room for other models.
 BPP_RANGE = (0.05, 4.0)
 DB_RMSE_RANGE = (0.3, 3.0)
-#: Tile edges the forms offer, in pixels: the codec writes tiles of at most MAX_WRITE_TILE.
-TILE_SIZE_RANGE = (64, MAX_WRITE_TILE)
 #: Bits per pixel of one float32 band: what a band's compression ratio is measured against.
 FLOAT32_BITS = 32
 #: Says where the quality hint's numbers come from: another scene may need more or fewer bits.
@@ -48,23 +46,17 @@ def device_combo(current: str = "auto") -> QComboBox:
 
 
 def tile_size_spin(value: int = 512) -> QSpinBox:
-    """Up to the codec's largest tile: it offered 8192, and a tile over MAX_WRITE_TILE was accepted, remembered,
-    and refused by every compression's task after its dialog had closed."""
+    """The codec's range of tile edges (core.tiling.tile_size_error, which the dialogs check a typed value with): it
+    offered 8192, and a tile over MAX_WRITE_TILE was accepted, remembered, and refused by every compression's task
+    after its dialog had closed; it refused 16 to 48, which the codec takes."""
     spin = QSpinBox()
-    spin.setRange(*TILE_SIZE_RANGE)
-    spin.setSingleStep(64)
+    spin.setRange(TILE_STEP, MAX_WRITE_TILE)
+    spin.setSingleStep(TILE_STEP)
     spin.setSuffix(" px")
     spin.setValue(int(value))
-    spin.setToolTip(f"Tile edge in pixels, a multiple of 16 from {TILE_SIZE_RANGE[0]} to {TILE_SIZE_RANGE[1]}. "
+    spin.setToolTip(f"Tile edge in pixels, a multiple of {TILE_STEP} from {TILE_STEP} to {MAX_WRITE_TILE}. "
                     "Larger tiles are faster on a GPU but use more memory.")
     return spin
-
-
-def tile_size_error(spin: QSpinBox) -> str:
-    """Why a tile_size_spin's value is refused, or "" (a typed one may be any number in its range)."""
-    if spin.value() % 16:
-        return f"The tile size must be a multiple of 16 from {TILE_SIZE_RANGE[0]} to {TILE_SIZE_RANGE[1]} px."
-    return ""
 
 
 def quality_spin(value: float | None = None, top: float = 5.0) -> QDoubleSpinBox:

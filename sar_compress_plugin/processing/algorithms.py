@@ -27,7 +27,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..__about__ import __icon_path__
 from ..core.errors import CancelledError, SarCompressError
-from ..core.tiling import MAX_WRITE_TILE
+from ..core.tiling import MAX_WRITE_TILE, TILE_STEP, tile_size_error
 from ..utils.deps import check_dependencies, install_hint
 from ..utils.settings import model_folders_hint, qgis_wording
 
@@ -181,12 +181,12 @@ class CompressAlgorithm(_SarAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Behavior.Folder,
                                                      optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICE_LABELS, defaultValue=0))
-        # the codec's own range (codec.tile_size_error), so that the Toolbox refuses a tile before the run, not the
-        # run after it
-        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, f"Tile size (pixels, multiple of 16, 16 to "
-                                                       f"{MAX_WRITE_TILE})",
+        # the codec's own range (tiling.tile_size_error), so that the Toolbox refuses a tile before the run, not
+        # the run after it
+        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, f"Tile size (pixels, multiple of {TILE_STEP}, "
+                                                       f"{TILE_STEP} to {MAX_WRITE_TILE})",
                                                        QgsProcessingParameterNumber.Type.Integer, 512,
-                                                       minValue=16, maxValue=MAX_WRITE_TILE))
+                                                       minValue=TILE_STEP, maxValue=MAX_WRITE_TILE))
         self.addParameter(QgsProcessingParameterNumber(self.QUALITY, "Quality (0 fewest bits .. model's top level; "
                                                        "empty: the model's default)",
                                                        QgsProcessingParameterNumber.Type.Double, None,
@@ -217,10 +217,6 @@ class CompressAlgorithm(_SarAlgorithm):
         if len(given) > 1:
             return False, (f"Set at most one of QUALITY, TARGET_BPP and TARGET_DB_RMSE, not "
                            f"{' and '.join(given)}: a target makes the codec search the quality.")
-        try:
-            from ..core.codec import tile_size_error
-        except ImportError:  # the codec's packages are missing: the run says which
-            return ok, message
         error = tile_size_error(self.parameterAsInt(parameters, self.TILE_SIZE, context))
         return (False, error) if error else (ok, message)
 

@@ -18,6 +18,7 @@ from qgis.PyQt.QtWidgets import QDialog
 
 from qgis_harness import CODEC_PACKAGES, REPO, click_ok, plugin_without_codec_packages
 from sar_compress_plugin.core import runtime
+from sar_compress_plugin.core.tiling import tile_size_error
 from sar_compress_plugin.gui.dialogs import CompressDialog, ReconstructDialog, SettingsDialog
 from sar_compress_plugin.utils.settings import PluginSettings
 
@@ -41,11 +42,11 @@ def test_a_tile_larger_than_the_codec_writes_is_refused_where_it_is_typed(qtbot,
     compression after it failed once its dialog had closed ("tile size 2048 must be ... between 16 and 1024")."""
     PluginSettings(device="cpu").save()
     dialog = _settings_dialog(qtbot)
-    _retype(qtbot, dialog.tile_size, "2048")
+    _retype(qtbot, dialog.tile_size, "2048")  # the spin box takes no digit past its maximum: 204 is left
     click_ok(qtbot, dialog)
     assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
-    assert dialog.error_label.text() == "The tile size must be a multiple of 16 from 64 to 1024 px."
-    assert dialog.tile_size.maximum() == 1024 and "from 64 to 1024" in dialog.tile_size.toolTip()
+    assert dialog.error_label.text() == tile_size_error(204) != ""
+    assert dialog.tile_size.maximum() == 1024 and "from 16 to 1024" in dialog.tile_size.toolTip()
     _retype(qtbot, dialog.tile_size, "1024")
     click_ok(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted
@@ -57,14 +58,33 @@ def test_a_tile_larger_than_the_codec_writes_is_refused_where_it_is_typed(qtbot,
     compress.show()
     _retype(qtbot, compress.tile_size, "2048")
     click_ok(qtbot, compress)
-    assert compress.isVisible() and "from 64 to 1024 px" in compress.error_label.text()
+    assert compress.isVisible() and compress.error_label.text() == tile_size_error(204)
+
+
+def test_the_compress_dialog_takes_the_tile_sizes_the_codec_takes_in_its_words(qtbot, qgis_app, sar_tif, tmp_path):
+    """The forms had a rule of their own, 64 to 1024: a typed 32, which the codec, the CLI and Processing take, was
+    left below the spin box's minimum and the tile compressed with was the one shown before; their message gave
+    another range than the codec's."""
+    dialog = CompressDialog("berlin", str(sar_tif), str(tmp_path / "berlin.sarc"), PluginSettings(device="cpu"))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    _retype(qtbot, dialog.tile_size, "100")
+    click_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.error_label.text() == tile_size_error(100) == (
+        "tile size 100 must be a multiple of 16 between 16 and 1024 (larger tiles need gigabytes of memory to "
+        "decode)")
+    _retype(qtbot, dialog.tile_size, "32")
+    click_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.error_label.text() == ""
+    assert dialog.option_values()["tile_size"] == 32
 
 
 def test_processing_refuses_a_tile_larger_than_the_codec_writes_before_the_run(plugin, sar_tif, tmp_path):
     """The Toolbox took TILE_SIZE up to 8192 and the run failed after it started; its help said no limit."""
     alg = QgsApplication.processingRegistry().algorithmById("sarcompress:compress")
     tile = alg.parameterDefinition("TILE_SIZE")
-    assert tile.maximum() == 1024 and "64 to 1024" in tile.description()
+    assert tile.maximum() == 1024 and "16 to 1024" in tile.description()
     ok, _message = alg.checkParameterValues({"INPUT": str(sar_tif), "TILE_SIZE": 2048,
                                              "OUTPUT": str(tmp_path / "big.sarc")}, QgsProcessingContext())
     assert not ok

@@ -1,12 +1,12 @@
 """Processing's compress algorithm takes the tile sizes the codec takes, refused in the codec's words before the
-run (core.codec.tile_size_error): its own rule had said "64 to 1024" where the codec says 16."""
+run (core.tiling.tile_size_error): its own rule had said "64 to 1024" where the codec says 16."""
 
 from __future__ import annotations
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext
 
-from sar_compress_plugin.core.codec import tile_size_error
+from sar_compress_plugin.core.tiling import tile_size_error
 
 
 def _check(sar_tif, tmp_path, tile):

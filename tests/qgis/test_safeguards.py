@@ -274,7 +274,7 @@ def test_compress_dialog_checks_the_model_folder_and_its_top_quality(plugin, tes
     state = accept_next_dialog(configure)
     assert plugin.compress_layer(layer) is None
     assert seen["folder"] == f"Folder {tmp_path / 'no_model'} does not exist."
-    assert state["error"] == "Quality 4 is above the top level of model 'tiny' (2)."
+    assert state["error"] == "quality 4.0 must be between 0 and 2 for this model"  # the codec's words
     assert PluginSettings.load().quality is None  # the bad quality did not become the default
 
 

@@ -14,10 +14,11 @@ import pytest
 from osgeo import gdal
 
 from sar_compress_plugin.core import codec, container
-from sar_compress_plugin.core.codec import CompressOptions, check_compress_options, compress, tile_size_error
+from sar_compress_plugin.core.codec import CompressOptions, check_compress_options, compress
 from sar_compress_plugin.core.errors import ModelBundleError, SarCompressError
 from sar_compress_plugin.core.hyperprior import check_quality
 from sar_compress_plugin.core.runtime import OnnxCodecModel, check_manifest_can_encode, load_manifest
+from sar_compress_plugin.core.tiling import tile_size_error
 
 from codec_fixtures import write_geotiff
 

@@ -224,6 +224,35 @@ def test_a_scene_registry_that_cannot_be_written_leaves_the_cache_working(sarc, 
     assert sorted(p.name for p in root.iterdir()) == sorted([REGISTRY_NAME, REGISTRY_LOCK_NAME, cache.folder.name])
 
 
+def test_a_scene_on_a_share_that_is_away_keeps_its_entry_until_it_is_back(tmp_path, monkeypatch):
+    """Each registration dropped every entry whose .sarc was not a file right then: a scene on a share that was not
+    mounted lost its entry for good, so once its cache was evicted, the project's layers could not have it made
+    again after the share was back. An entry is dropped when its .sarc is gone from a folder that is there (deleted
+    or moved); of those whose folder is away, the latest MAX_AWAY_ENTRIES are kept."""
+    root, share, local = tmp_path / "cache", tmp_path / "share", tmp_path / "local"
+    for folder in (root, share / "scenes", local):
+        folder.mkdir(parents=True)
+    for path in (share / "scenes" / "far.sarc", local / "near.sarc", local / "deleted.sarc"):
+        path.touch()
+    register_scene(root / "far-0", share / "scenes" / "far.sarc")
+    register_scene(root / "deleted-0", local / "deleted.sarc")
+    (local / "deleted.sarc").unlink()
+    share.rename(tmp_path / "unmounted")  # the share's folders are away, not its files deleted
+    register_scene(root / "near-0", local / "near.sarc")
+    assert sorted(json.loads((root / REGISTRY_NAME).read_text())["scenes"]) == ["far-0", "near-0"]
+    (tmp_path / "unmounted").rename(share)  # back: the evicted cache can be made again from the entry
+    assert registered_scene(root, "far-0") == {"sarc": str(share / "scenes" / "far.sarc")}
+
+    from sar_compress_plugin.core import scene_cache
+
+    monkeypatch.setattr(scene_cache, "MAX_AWAY_ENTRIES", 2)
+    for i in range(4):  # on drives not plugged in now: the registry does not grow for good
+        register_scene(root / f"away-{i}", tmp_path / f"drive-{i}" / "a.sarc")
+    register_scene(root / "near-0", local / "near.sarc")
+    assert sorted(json.loads((root / REGISTRY_NAME).read_text())["scenes"]) == ["away-2", "away-3", "far-0",
+                                                                                "near-0"]
+
+
 _REGISTERING_PROCESS = """
 import sys, time
 from pathlib import Path

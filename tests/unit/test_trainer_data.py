@@ -185,9 +185,32 @@ def test_a_band_of_gdal_scale_0_is_skipped_with_a_line_naming_it(synthetic_folde
     with caplog.at_level(logging.INFO, logger="trainer.data"):
         data = build_datasets(synthetic_folder, seed=1)
     assert "zero_scale.tif" in data.summary["skipped_files"]
-    assert f"skipping {path}: band(s) 2 have GDAL scale 0" in caplog.text
-    with pytest.raises(TrainingDataError, match="band\\(s\\) 2 have GDAL scale 0"):
+    assert f"skipping {path}: band 2 has GDAL scale 0" in caplog.text
+    with pytest.raises(TrainingDataError, match="band 2 has GDAL scale 0"):
         read_planes(path)
     # the one rule every reader takes scale and offset by: GDAL's identity and a non-finite value are none
     assert scaling_of(1.0, 0.0) is None and scaling_of(float("nan"), float("inf")) is None
     assert scaling_of(0.01, float("nan")) == (0.01, 0.0) and scaling_of(0.0, 5.0) == (0.0, 5.0)
+
+
+def test_the_codec_and_the_trainer_refuse_bands_of_gdal_scale_0_in_the_same_words(tmp_path, tiny_bundle):
+    """Each had its own check of scale 0, under one wording: the codec named the first such band alone, the
+    trainer all of them. Both now ask raster_io.zero_scale_error, which names every one."""
+    from codec_fixtures import write_geotiff
+    from osgeo import gdal
+
+    from sar_compress_plugin.core.codec import CompressOptions, compress
+
+    path = write_geotiff(tmp_path / "zero_scale.tif", np.full((3, 32, 32), 7, np.int16))
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    for band in (1, 3):
+        ds.GetRasterBand(band).SetScale(0.0)
+    ds = None
+    with pytest.raises(InputRasterError) as codec_refusal:
+        compress(path, tmp_path / "z.sarc", CompressOptions(model_dir=tiny_bundle, device="cpu"))
+    with pytest.raises(TrainingDataError) as trainer_refusal:
+        read_planes(path)
+    assert str(codec_refusal.value) == str(trainer_refusal.value) == (
+        f"{path}: bands 1, 3 have GDAL scale 0, so every pixel would mean its offset alone; fix the band's scale "
+        "first")
+    assert not (tmp_path / "z.sarc").exists()
