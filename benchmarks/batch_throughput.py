@@ -38,6 +38,7 @@ from sar_compress_plugin.batch.inputs import expand_inputs  # noqa: E402
 from sar_compress_plugin.batch.tasks import compress_scene  # noqa: E402
 from sar_compress_plugin.core.codec import CompressOptions  # noqa: E402
 from sar_compress_plugin.core.raster_io import read_raster_info  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 SAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sar"
 if not SAR_DATA.is_dir():
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "batch_throughput.json").write_text(json.dumps(result, indent=1))
+        publish_files({out / "batch_throughput.json": json.dumps(result, indent=1)})
         print(f"wrote {out / 'batch_throughput.json'}")
     return 0
 

@@ -7,15 +7,20 @@ rd_plot.png) and looks the same.
 
 Every figure of a model also says how far it trained (`model_caption`): a plot read on its own, years later or
 beside another, must tell which weights it shows without the JSON next to it.
+
+A figure is drawn into memory (`palette_png`) and written by `trainer.reporting.publish_files` with the tables
+of its run: a plot cut short, or a new plot beside the last run's tables, would look whole.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
+
+from results_files import bytes_file
 
 
 def quantize_png(data: bytes) -> bytes:
@@ -26,11 +31,12 @@ def quantize_png(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
-    """fig.savefig, written as a palette PNG."""
+def palette_png(fig, dpi: int) -> Callable[[Path], None]:
+    """`fig` drawn now as a palette PNG, returned as the writer `publish_files` takes for it: the file lands
+    with its run's other results or not at all (the caller may close the figure at once)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    Path(path).write_bytes(quantize_png(buffer.getvalue()))
+    return bytes_file(quantize_png(buffer.getvalue()))
 
 
 def model_caption(model: dict) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import io
 import json
 import math
 import multiprocessing as mp
@@ -55,8 +56,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sar_compress_plugin.core.hyperprior import HYPERPRIOR_NAME, load_hyperprior  # noqa: E402
 from sar_compress_plugin.core.runtime import manifest_distortion_weights, quality_rounding_weights  # noqa: E402
 from gpu_entropy import DeviceHyperprior  # noqa: E402
+from results_files import bytes_file  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.data import read_pack  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HALO = 32        # pixels of context per side, as the bundle's manifest says (checked below)
@@ -514,8 +517,10 @@ def main(argv=None) -> int:
            "seconds": time.perf_counter() - started}
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "gpu_codec.json").write_text(json.dumps(doc, indent=1))
-        np.savez_compressed(a.out / "gpu_chunks.npz", hyperprior_sha256=np.array(coder.sha256), **arrays)
+        chunks = io.BytesIO()  # np.savez would add .npz to publish_files' partial name, which lacks it
+        np.savez_compressed(chunks, hyperprior_sha256=np.array(coder.sha256), **arrays)
+        publish_files({a.out / "gpu_codec.json": json.dumps(doc, indent=1),
+                       a.out / "gpu_chunks.npz": bytes_file(chunks.getvalue())})
         log(f"wrote {a.out / 'gpu_codec.json'} and {a.out / 'gpu_chunks.npz'}")
     bad = sum(v["decoded_symbols_differing"] for v in cross.values())
     bad += sum(e["device_hyper"]["indices_differing_from_cpu"] + e["coder_alone"]["symbols_decoded_wrong"]

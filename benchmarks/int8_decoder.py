@@ -37,6 +37,7 @@ from rate_distortion import (device_info, grd_scenes, model_info, reconstruction
 from sar_compress_plugin.core import runtime  # noqa: E402
 from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruct  # noqa: E402
 from sar_compress_plugin.core.evaluation import band_quality  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 HELD_OUT = ["frankfurt", "panama", "india_900498", "mekong", "srilanka_534068", "paraguay_jja10"]
 CALIBRATION = ["berlin", "brazil"]  # training scenes: the int8 ranges never see the held-out ones
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
                "calibration_scenes": CALIBRATION, "held_out_scenes": a.held_out,
                "calibration_tiles": len(same), "decoder_mp_s_one_thread": speed, "per_quality": summary,
                "rows": rows}
-        (a.out / "int8_decoder.json").write_text(json.dumps(doc, indent=1) + "\n")
+        publish_files({a.out / "int8_decoder.json": json.dumps(doc, indent=1) + "\n"})
     return 0
 
 

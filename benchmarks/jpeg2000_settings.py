@@ -21,10 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
 import rate_distortion as rd  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 HELD_OUT = ["frankfurt", "panama", "india_900498", "mekong", "srilanka_534068", "paraguay_jja10"]
 SETTINGS = (None, 3, 4, 5, 6, 7)  # None: GDAL's choice
@@ -79,8 +82,8 @@ def main(argv=None) -> int:
     print(md)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "jpeg2000_settings.json").write_text(json.dumps(doc, indent=1))
-        (a.out / "jpeg2000_settings.md").write_text(md)
+        publish_files({a.out / "jpeg2000_settings.json": json.dumps(doc, indent=1),
+                       a.out / "jpeg2000_settings.md": md})
     return 0
 
 

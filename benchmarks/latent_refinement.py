@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from trainer.checkpoint import load_model, training_totals  # noqa: E402
 from trainer.data import build_datasets, validation_tiles  # noqa: E402
 from trainer.models.codec import gaussian_likelihood, round_ste  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sar"
 
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
         print(f"{s} steps: BD-rate against plain rounding {r['bd_rate_percent']:+.2f}%")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "latent_refinement.json").write_text(json.dumps(result, indent=1))
+        publish_files({a.out / "latent_refinement.json": json.dumps(result, indent=1)})
     return 0
 
 

@@ -50,6 +50,7 @@ from trainer.checkpoint import load_model, training_totals  # noqa: E402
 from trainer.data import PatchSampler, build_datasets, validation_tiles  # noqa: E402
 from trainer.models.codec import gaussian_likelihood, scale_table  # noqa: E402
 from trainer.models.layers import conv  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sar"
 
@@ -278,8 +279,8 @@ def main(argv=None) -> int:
             print(lines[-2], flush=True)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "model_limits.json").write_text(json.dumps(result, indent=1))
-        (a.out / "model_limits.md").write_text("\n".join(lines))
+        publish_files({a.out / "model_limits.json": json.dumps(result, indent=1),
+                       a.out / "model_limits.md": "\n".join(lines)})
     return 0
 
 

@@ -37,6 +37,7 @@ from sar_compress_plugin.core.codec import CompressOptions, compress, reconstruc
 from sar_compress_plugin.core.hyperprior import interpolate_levels  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
 from sar_compress_plugin.core.runtime import load_manifest  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 #: the validation scenes of the default model's run (rate_distortion.py's held-out set)
 HELD_OUT = ("frankfurt", "panama", "india_900498", "mekong", "srilanka_534068", "paraguay_jja10")
@@ -143,8 +144,8 @@ def main(argv=None) -> int:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "outlier_margin.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (out / "outlier_margin.md").write_text(text)
+        publish_files({out / "outlier_margin.json": json.dumps(doc, indent=1) + "\n",
+                       out / "outlier_margin.md": text})
     return 0
 
 

@@ -45,6 +45,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
-from figures import model_caption, save_figure  # noqa: E402
+from figures import model_caption, palette_png  # noqa: E402
 from results_files import points_file, read_json  # noqa: E402
 from sar_compress_plugin.core.codec import (SOFTWARE, CompressOptions, compress, read_header,  # noqa: E402
                                             reconstruct)
@@ -357,17 +358,20 @@ def learned_envelope(pts: list[dict]) -> list[dict]:
     return lower_envelope([pt for pt in pts if pt["codec"] == "learned"])
 
 
-def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str) -> Path:
-    """The benchmarks' JSON and markdown files, into `out_dir` (created).
+def write_report(out_dir, json_name: str, md_name: str, doc: dict, md: str,
+                 figures: dict[str, Callable[[Path], None]] | None = None) -> Path:
+    """The benchmarks' JSON and markdown files, and `figures` ({file name: its writer from
+    `figures.palette_png`}), into `out_dir` (created), published together.
 
     The JSON is written one top-level entry and one point per line, floats to 6 significant digits (far finer
     than any figure quoted from it): three dozen committed reports must leave room in the 64 MiB a GPU call
     carries with the checkout."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # whole or not at all: a Ctrl-C or a full disk mid-write left a cut-off report in place of the last one
-    # (compare_runs then failed on it, or read half a rerun beside the old table)
-    publish_files({out / json_name: compact_json(doc), out / md_name: md})
+    # whole or not at all, and all together: a Ctrl-C or a full disk mid-write left a cut-off report in place
+    # of the last one (compare_runs then failed on it, or read half a rerun beside the old table or figure)
+    publish_files({out / json_name: compact_json(doc), out / md_name: md,
+                   **{out / name: writer for name, writer in (figures or {}).items()}})
     return out
 
 
@@ -559,7 +563,8 @@ def summary_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(doc: dict, path: Path) -> None:
+def plot(doc: dict) -> Callable[[Path], None]:
+    """rd_plot.png, drawn now, as the writer `publish_files` takes."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -589,8 +594,9 @@ def plot(doc: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("learned: " + "; ".join(model_caption(m) for m in doc["models"]), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    writer = palette_png(fig, dpi=120)
     plt.close(fig)
+    return writer
 
 
 def statistics(rows: list[dict], subsets: list[str], labels: list[str]) -> dict:
@@ -644,8 +650,7 @@ def rebaseline(folders: list[Path], data_dir) -> int:
                 {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "jpeg2000_versions": jpeg2000.versions(), "previous": previous})
             md = summary_markdown(doc)
-            write_report(folder, "rd_points.json", "rd_summary.md", doc, md)
-            plot(doc, folder / "rd_plot.png")
+            write_report(folder, "rd_points.json", "rd_summary.md", doc, md, {"rd_plot.png": plot(doc)})
             print(f"{folder}: BD-rate {_bd_text(previous['bd_rate_percent'])} -> "
                   f"{_bd_text(doc['bd_rate']['all']['bd_rate_percent'])}", file=sys.stderr)
     return 0
@@ -664,7 +669,7 @@ def replot(folders: list[Path]) -> int:
         print(f"error: no rd_points.json: {', '.join(missing)}", file=sys.stderr)
         return 2
     for folder in folders:
-        plot(read_json(points_file(folder)), folder / "rd_plot.png")
+        publish_files({folder / "rd_plot.png": plot(read_json(points_file(folder)))})
         print(f"wrote {folder / 'rd_plot.png'}", file=sys.stderr)
     return 0
 
@@ -753,8 +758,7 @@ def main(argv=None) -> int:
     md = summary_markdown(doc)
     print(md)
     if a.out:
-        out = write_report(a.out, "rd_points.json", "rd_summary.md", doc, md)
-        plot(doc, out / "rd_plot.png")
+        out = write_report(a.out, "rd_points.json", "rd_summary.md", doc, md, {"rd_plot.png": plot(doc)})
         log(f"wrote {out / 'rd_points.json'}, {out / 'rd_summary.md'}, {out / 'rd_plot.png'}")
     return 0
 

@@ -19,11 +19,15 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from figures import save_figure  # noqa: E402
+from figures import palette_png  # noqa: E402
 from results_files import points_file, read_json  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 
 def trend_point(path: Path) -> dict:
@@ -60,7 +64,8 @@ def _tick_labels(steps: list[int], min_ratio: float = 1.3) -> list[str]:
     return labels
 
 
-def plot(points: list[dict], out: Path) -> None:
+def plot(points: list[dict]) -> Callable[[Path], None]:
+    """rd_trend.png, drawn now, as the writer `publish_files` takes."""
     import matplotlib  # noqa: PLC0415
     import matplotlib.ticker  # noqa: PLC0415
 
@@ -84,8 +89,9 @@ def plot(points: list[dict], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, out, dpi=110)
+    writer = palette_png(fig, dpi=110)
     plt.close(fig)
+    return writer
 
 
 def main(argv=None) -> int:
@@ -107,8 +113,8 @@ def main(argv=None) -> int:
             + f"  {p['rounding']:<15}  {p['model']}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "rd_trend.json").write_text(json.dumps({"name": "rd_trend", "points": points}, indent=1) + "\n")
-        plot(points, a.out / "rd_trend.png")
+        doc = json.dumps({"name": "rd_trend", "points": points}, indent=1) + "\n"
+        publish_files({a.out / "rd_trend.json": doc, a.out / "rd_trend.png": plot(points)})
     return 0
 
 

@@ -28,6 +28,7 @@ import math
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.special import gammaln
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jpeg2000  # noqa: E402
-from figures import model_caption, save_figure  # noqa: E402
+from figures import model_caption, palette_png  # noqa: E402
 from rate_distortion import (DATA_DIR, bd_rate, device_info, grd_scenes, lower_envelope,  # noqa: E402
                              model_info, reconstruction_values, resolve_model, scene_bands, trained_qualities,
                              versions, write_report)
@@ -185,7 +186,8 @@ def summary(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(doc: dict, path: Path) -> None:
+def plot(doc: dict) -> Callable[[Path], None]:
+    """residual_layer.png, drawn now, as the writer `publish_files` takes."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -207,8 +209,9 @@ def plot(doc: dict, path: Path) -> None:
                  fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    save_figure(fig, path, dpi=120)
+    writer = palette_png(fig, dpi=120)
     plt.close(fig)
+    return writer
 
 
 def main(argv=None) -> int:
@@ -250,8 +253,8 @@ def main(argv=None) -> int:
     md = summary(doc)
     print(md)
     if a.out:
-        out = write_report(a.out, "residual_layer.json", "residual_layer.md", doc, md)
-        plot(doc, out / "residual_layer.png")
+        write_report(a.out, "residual_layer.json", "residual_layer.md", doc, md,
+                     {"residual_layer.png": plot(doc)})
     return 0
 
 

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ from qgis.gui import QgsMapCanvas  # noqa: E402
 from sar_compress_plugin.core.codec import CompressOptions, compress  # noqa: E402
 from sar_compress_plugin.core.scene_cache import SceneCache  # noqa: E402
 from sar_compress_plugin.scene_layer import SceneLayerController, scene_layer  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 
 
@@ -96,9 +98,15 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def save_picture(canvas, path: Path) -> None:
-    if not canvas.grab().scaled(800, 500).save(str(path)):
-        raise SystemExit(f"error: {path}: the picture could not be written")
+def picture(canvas) -> Callable[[Path], None]:
+    """The canvas as drawn now (800 x 500), as the writer `publish_files` takes: the two pictures land together
+    at the end of the run, or neither does."""
+    image = canvas.grab().scaled(800, 500)
+
+    def write(path: Path) -> None:
+        if not image.save(str(path), "PNG"):  # the format named: the partial's name ends in .partial
+            raise SystemExit(f"error: {path}: the picture could not be written")
+    return write
 
 
 def measure(a: argparse.Namespace, work: Path, png: Path | None) -> int:
@@ -107,6 +115,7 @@ def measure(a: argparse.Namespace, work: Path, png: Path | None) -> int:
     canvas.show()
     wait(lambda: canvas.mapSettings().outputSize().width() == 1600, 10)
     out = {"canvas": [1600, 1000]}
+    pictures: dict[Path, Callable[[Path], None]] = {}
 
     # 1. first picture of the big scene
     big = make_sarc(work, a.big_size, a.big_bundle, a.tile)
@@ -129,7 +138,7 @@ def measure(a: argparse.Namespace, work: Path, png: Path | None) -> int:
     out["big"]["first_picture_s"] = time.perf_counter() - t0
     out["big"]["tiles_decoded"] = len(cache.decoded)
     if png is not None:
-        save_picture(canvas, png / "scene_layer_overview.png")
+        pictures[png / "scene_layer_overview.png"] = picture(canvas)
     controller.close()
     QgsProject.instance().removeAllMapLayers()
 
@@ -155,9 +164,10 @@ def measure(a: argparse.Namespace, work: Path, png: Path | None) -> int:
                   "decoded_tiles_total": len(cache.decoded), "tiles_total": cache.grid.count,
                   "provider": cache.raster.provider}
     if png is not None:
-        save_picture(canvas, png / "scene_layer_pan.png")
+        pictures[png / "scene_layer_pan.png"] = picture(canvas)
     controller.close()
     out["peak_rss_mb"] = peak_rss_mb()
+    publish_files(pictures)
     print(json.dumps(out, indent=1))
     return 0
 

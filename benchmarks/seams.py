@@ -28,6 +28,7 @@ from sar_compress_plugin.core.metrics import db_rmse, seam_ratio  # noqa: E402
 from sar_compress_plugin.core.preprocessing import to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import default_model_dir  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sar"
 
@@ -75,9 +76,9 @@ def main(argv=None) -> int:
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         manifest = json.loads((a.model / "manifest.json").read_text())
-        (a.out / "seams.json").write_text(json.dumps({
-            "name": "seams", "description": __doc__.splitlines()[0], "model": manifest["name"],
-            "decoder_sha256": manifest["files"]["decoder"]["sha256"], "device": "cpu", "results": rows}, indent=1))
+        doc = {"name": "seams", "description": __doc__.splitlines()[0], "model": manifest["name"],
+               "decoder_sha256": manifest["files"]["decoder"]["sha256"], "device": "cpu", "results": rows}
+        publish_files({a.out / "seams.json": json.dumps(doc, indent=1)})
     return 0
 
 

@@ -49,6 +49,7 @@ from rate_distortion import DATA_DIR, device_info, model_info, resolve_model, ve
 from sar_compress_plugin.core.preprocessing import normalise, percentile_bounds, to_db  # noqa: E402
 from sar_compress_plugin.core.raster_io import GeoTiffWriter, RasterReader  # noqa: E402
 from sar_compress_plugin.core.runtime import default_model_dir  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 DEFAULT_SOURCE = DATA_DIR / "s1_iw_grd_berlin_512.tif"
 PROJECT_SHAPE = (25_000, 17_000)
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "throughput.json").write_text(json.dumps(doc, indent=1))
+        publish_files({out / "throughput.json": json.dumps(doc, indent=1)})
         print(f"wrote {out / 'throughput.json'}", file=sys.stderr)
     return 0
 

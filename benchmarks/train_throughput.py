@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from trainer.losses import RateDistortionLoss  # noqa: E402
 from trainer.registry import available_models, create_model  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 from trainer.train import mixed_precision_dtype  # noqa: E402
 
 
@@ -118,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         tag = "cuda" if cuda else "cpu"
         path = Path(args.out) if args.out != "auto" else REPO / "benchmarks" / "results" / f"train_throughput_{tag}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"name": "train_throughput", "description": "optimiser steps on random patches, "
-                                    "forward+loss+backward+AdamW, data loading excluded",
-                                    "device": name, "torch": torch.__version__, "python": platform.python_version(),
-                                    "amp": bool(args.amp), "results": rows}, indent=2))
+        doc = {"name": "train_throughput", "description": "optimiser steps on random patches, "
+               "forward+loss+backward+AdamW, data loading excluded",
+               "device": name, "torch": torch.__version__, "python": platform.python_version(),
+               "amp": bool(args.amp), "results": rows}
+        publish_files({path: json.dumps(doc, indent=2)})
         print(f"wrote {path}")
     return 0
 

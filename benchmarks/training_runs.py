@@ -25,12 +25,15 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from figures import save_figure  # noqa: E402
+from figures import palette_png  # noqa: E402
 from rate_distortion import bd_rate  # noqa: E402
+from trainer.reporting import publish_files  # noqa: E402
 
 INIT_LINE = re.compile(r"initialised from .* \(step (\d+) of that run\)(.*)$")
 
@@ -118,11 +121,11 @@ def markdown(reference: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(reference: dict, rows: list[dict], path: Path) -> None:
-    """BD-rate against the reference at equal steps, one line per experiment; the x axis is steps in all, and
-    each line's legend says how many steps and patches its last point had seen: the experiments stop at
-    different steps and may train more patches a step (DDP), so one count for the figure would be wrong for
-    all but one of them."""
+def plot(reference: dict, rows: list[dict]) -> Callable[[Path], None]:
+    """BD-rate against the reference at equal steps, one line per experiment, drawn now, as the writer
+    `publish_files` takes; the x axis is steps in all, and each line's legend says how many steps and patches
+    its last point had seen: the experiments stop at different steps and may train more patches a step (DDP),
+    so one count for the figure would be wrong for all but one of them."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -144,8 +147,9 @@ def plot(reference: dict, rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    writer = palette_png(fig, dpi=110)
     plt.close(fig)
+    return writer
 
 
 def main(argv=None) -> int:
@@ -167,9 +171,9 @@ def main(argv=None) -> int:
     print(md)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "experiments.json").write_text(json.dumps({"reference": reference["run"], "rows": rows}, indent=1))
-        (a.out / "experiments.md").write_text(md)
-        plot(reference, rows, a.out / "experiments.png")
+        doc = json.dumps({"reference": reference["run"], "rows": rows}, indent=1)
+        publish_files({a.out / "experiments.json": doc, a.out / "experiments.md": md,
+                       a.out / "experiments.png": plot(reference, rows)})
     return 0
 
 

@@ -438,6 +438,45 @@ def test_training_runs_counts_a_branchs_patches_from_what_the_reference_had_seen
     assert [(r["step"], r["patches_seen"]) for r in rows] == [(37500, 250000), (38000, 254000)]
 
 
+def test_training_runs_cut_short_leaves_the_earlier_report_whole(tmp_path, disk_full_mid_write):
+    """experiments.json, .md and .png were written in place, one after the other: a full disk or a Ctrl-C
+    mid-write left a cut-off table that looked whole. All three now go through publish_files."""
+    import training_runs  # noqa: PLC0415
+
+    ref = _fake_run(tmp_path / "ref", [500, 1000, 1500], 0.0, init_step=None)
+    exp = _fake_run(tmp_path / "exp", [500, 1000], 0.1, init_step=0)
+    other = _fake_run(tmp_path / "other", [500, 1000, 1500], -0.1, init_step=0)
+    out = tmp_path / "out"
+    assert training_runs.main([str(ref), str(exp), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["experiments.json", "experiments.md", "experiments.png"]
+    disk_full_mid_write()
+    with pytest.raises(OSError, match="No space left"):
+        training_runs.main([str(ref), str(exp), str(other), "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no partial one
+
+
+def test_training_runs_figure_that_fails_leaves_the_earlier_tables(tmp_path, monkeypatch):
+    """The figure was written after the tables: one that failed left the new tables beside the last run's
+    figure. Now none of the three is replaced unless all are written."""
+    import training_runs  # noqa: PLC0415
+
+    ref = _fake_run(tmp_path / "ref", [500, 1000, 1500], 0.0, init_step=None)
+    exp = _fake_run(tmp_path / "exp", [500, 1000], 0.1, init_step=0)
+    other = _fake_run(tmp_path / "other", [500, 1000, 1500], -0.1, init_step=0)
+    out = tmp_path / "out"
+    assert training_runs.main([str(ref), str(exp), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(self, data):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match="No space left"):
+        training_runs.main([str(ref), str(exp), str(other), "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_train_throughput_measures_float32_beside_the_mixed_precision_it_compares(tmp_path):
     import torch
     import train_throughput
@@ -628,13 +667,13 @@ def _rd_points(codec: str, shift: float, **extra) -> list[dict]:
              "psnr": 20 + 5 * b - shift, **extra} for b in (0.1, 0.5, 1.0, 2.0)]
 
 
-def test_rd_plot_names_every_models_steps_and_patches(tmp_path, drawn_text):
+def test_rd_plot_names_every_models_steps_and_patches(drawn_text):
     """rd_plot.png: read on its own, it says how far each compared model had trained (from its manifest)."""
     models = [_model("trunk-41000", 77500, 424000), _model("residual-4000", 81500, 440000)]
     points = _rd_points("jpeg2000", 0.0) + _rd_points("learned", -0.2)
     doc = {"models": models, "model": models[0], "results": points, "aggregates": points,
            "bd_rate": {"all": {"bd_rate_percent": -10.6}}, "settings": {"scene_bands": 12}}
-    rd.plot(doc, tmp_path / "rd_plot.png")
+    rd.plot(doc)
     assert ("learned: trunk-41000 (77,500 steps, 424,000 patches); "
             "residual-4000 (81,500 steps, 440,000 patches)") in drawn_text[-1]
 
@@ -657,13 +696,13 @@ def test_replot_redraws_each_figure_from_its_points_and_refuses_a_folder_without
     assert (tmp_path / "c" / "rd_plot.png").stat().st_size > 0
 
 
-def test_residual_layer_plot_names_the_models_steps_and_patches(tmp_path, drawn_text):
+def test_residual_layer_plot_names_the_models_steps_and_patches(drawn_text):
     import residual_layer  # noqa: PLC0415
 
     points = _rd_points("jpeg2000", 0.0) + _rd_points("learned", -0.2) + _rd_points("layered", -0.4)
     doc = {"model": _model("sar-baseline-ctx4-cpu-v8", 115500, 728000), "aggregates": points,
            "envelope": rd.lower_envelope(points), "settings": {"scene_bands": 12}}
-    residual_layer.plot(doc, tmp_path / "residual_layer.png")
+    residual_layer.plot(doc)
     caption = "sar-baseline-ctx4-cpu-v8 (115,500 steps, 728,000 patches), 12 held-out scene-bands"
     assert caption in drawn_text[-1]
 
@@ -677,14 +716,14 @@ def test_result_figures_are_palette_pngs_of_the_same_picture(tmp_path):
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    from figures import save_figure  # noqa: PLC0415
+    from figures import palette_png  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot([0, 1, 2], [2, 0, 1], "o-", label="a")
     ax.legend()
     rgba = io.BytesIO()
     fig.savefig(rgba, format="png", dpi=100)
-    save_figure(fig, tmp_path / "plot.png", dpi=100)
+    palette_png(fig, dpi=100)(tmp_path / "plot.png")
     plt.close(fig)
     saved, original = Image.open(tmp_path / "plot.png"), Image.open(io.BytesIO(rgba.getvalue()))
     assert saved.mode == "P" and saved.size == original.size
