@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from rate_distortion import _bd_text, bd_rate, write_report  # noqa: E402
+from rate_distortion import bd_text, bd_rate, write_report  # noqa: E402
 
 from trainer.checkpoint import load_model, totals_text  # noqa: E402
 from trainer.data import Plane, build_datasets  # noqa: E402
@@ -205,7 +205,7 @@ def markdown(doc: dict) -> str:
                      f"{row['vh_db_rmse']:.3f} | {row['vh_ctx_bpp']:.4f} | {row['vh_ctx_db_rmse']:.3f} | "
                      f"{saved:.1f}% |")
     # a BD-rate is null where the two curves' errors do not overlap: said, instead of a crash after the run
-    vh, pair, trained_on = (_bd_text(bd["bd_rate_percent"]) for bd in
+    vh, pair, trained_on = (bd_text(bd["bd_rate_percent"]) for bd in
                             (r["bd_vh"], r["bd_pair"], doc["training_pairs"]["bd_vh"]))
     lines += ["", f"BD-rate of VH given VV against VH alone: **{vh}**; of the pair (VV's bits and error "
               f"unchanged): **{pair}**. On the training pairs it learned from, VH: {trained_on}.", ""]

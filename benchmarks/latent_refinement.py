@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    from rate_distortion import bd_rate  # noqa: PLC0415
+    from rate_distortion import bd_rate, bd_text  # noqa: PLC0415
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
               "curves": {str(s): {"points": p, "bd_rate_percent": bd_rate(*plain, *zip(*p))["bd_rate_percent"]}
                          for s, p in curves.items()}}
     for s, r in result["curves"].items():
-        print(f"{s} steps: BD-rate against plain rounding {r['bd_rate_percent']:+.2f}%")
+        print(f"{s} steps: BD-rate against plain rounding {bd_text(r['bd_rate_percent'])}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         publish_files({a.out / "latent_refinement.json": json.dumps(result, indent=1)})

@@ -17,6 +17,7 @@ measures on those), so the rule is not fitted on the pixels it is judged on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -112,12 +113,14 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sarc_margin_") as tmp:
         work = Path(tmp)
-        bands = (sb for s in scenes for sb in scene_bands(s, work))
-        for done, sb in enumerate(itertools.islice(bands, a.max_scene_bands), 1):
-            for q in qualities:
-                for m in margins:
-                    rows.append({"scene": sb.scene, "band": sb.band, **measure(sb, q, m, model, work)})
-            print(f"{sb.scene} {sb.band}: {done} scene-bands", file=sys.stderr)
+        # closed inside the folder's lifetime: a scene_bands generator left open at --max-scene-bands was
+        # finalised after the folder was gone, and printed a FileNotFoundError traceback at exit
+        with contextlib.closing(sb for s in scenes for sb in scene_bands(s, work)) as bands:
+            for done, sb in enumerate(itertools.islice(bands, a.max_scene_bands), 1):
+                for q in qualities:
+                    for m in margins:
+                        rows.append({"scene": sb.scene, "band": sb.band, **measure(sb, q, m, model, work)})
+                print(f"{sb.scene} {sb.band}: {done} scene-bands", file=sys.stderr)
     points = aggregate(rows)
     best = best_margins(points, qualities, margins, lambdas)
     k = fit_scale(best, margins)

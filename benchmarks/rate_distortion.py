@@ -487,7 +487,8 @@ def _ratio(v) -> str:
     return "-" if v is None else format(v, ".2e" if abs(v) >= 1e4 else ".3f")
 
 
-def _bd_text(percent) -> str:
+def bd_text(percent) -> str:
+    """A BD-rate as printed; None where the two curves share no range of error (a barely trained model)."""
     return "n/a (no overlap)" if percent is None else f"{percent:+.2f}%"
 
 
@@ -506,7 +507,7 @@ def summary_markdown(doc: dict) -> str:
               f"JPEG-2000: {doc['settings']['jpeg2000']}.  ",
               *[f"JPEG-2000 measured again on {r['date']} (`--rebaseline`; the learned rows are this report's own): "
                 f"before, with {r['previous']['jpeg2000']}, the BD-rate was "
-                f"{_bd_text(r['previous']['bd_rate_percent'])}.  " for r in doc.get("rebaselined", [])],
+                f"{bd_text(r['previous']['bd_rate_percent'])}.  " for r in doc.get("rebaselined", [])],
               "Learned codec: bpp from the .sarc file's bytes (header, tile index, outlier and mask chunks "
               "included); pixels outside the clip range are coded as sparse corrections.", ""]
     if doc.get("timing_note"):
@@ -651,8 +652,8 @@ def rebaseline(folders: list[Path], data_dir) -> int:
                  "jpeg2000_versions": jpeg2000.versions(), "previous": previous})
             md = summary_markdown(doc)
             write_report(folder, "rd_points.json", "rd_summary.md", doc, md, {"rd_plot.png": plot(doc)})
-            print(f"{folder}: BD-rate {_bd_text(previous['bd_rate_percent'])} -> "
-                  f"{_bd_text(doc['bd_rate']['all']['bd_rate_percent'])}", file=sys.stderr)
+            print(f"{folder}: BD-rate {bd_text(previous['bd_rate_percent'])} -> "
+                  f"{bd_text(doc['bd_rate']['all']['bd_rate_percent'])}", file=sys.stderr)
     return 0
 
 

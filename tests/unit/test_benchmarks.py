@@ -347,6 +347,32 @@ def test_outlier_margin_pools_bits_and_squared_error_over_scene_bands():
 
 # --- branch experiments at equal steps ------------------------------------------------------------------------
 
+
+def test_outlier_margin_stopped_at_its_scene_band_limit_ends_without_a_traceback(tmp_path):
+    """--max-scene-bands left the scene generator open past its temporary folder, and Python's clean-up at exit
+    printed a FileNotFoundError traceback under a run that had succeeded."""
+    import subprocess  # noqa: PLC0415
+
+    bundle = build_tiny_bundle(tmp_path / "tiny")
+    proc = subprocess.run([sys.executable, str(BENCH / "outlier_margin.py"), "--model", str(bundle), "--margins", "4",
+                           "--max-scene-bands", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 scene-bands" in proc.stderr and "Traceback" not in proc.stderr and "Exception" not in proc.stderr
+
+
+def test_latent_refinement_of_a_barely_trained_model_writes_its_results(sar_data, tmp_path, capsys):
+    """A barely trained checkpoint's curves share no range of error: bd_rate gives None, and the print of it
+    raised a TypeError before anything was written."""
+    import latent_refinement  # noqa: PLC0415
+
+    checkpoint, _, data, *_ = _cross_pol_run(sar_data, tmp_path)
+    out = tmp_path / "out"
+    assert latent_refinement.main([checkpoint, "--data", data, "--steps", "1", "--tiles", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "latent_refinement.json").read_text())
+    printed = capsys.readouterr().out
+    for steps, curve in result["curves"].items():
+        assert f"{steps} steps: BD-rate against plain rounding {rd.bd_text(curve['bd_rate_percent'])}" in printed
+
 def _fake_run(folder: Path, steps: list[int], psnr_shift: float, init_step: int | None) -> Path:
     """A run folder as sar-train writes it: config.json, history.jsonl, and the init line of train.log."""
     folder.mkdir(parents=True)
