@@ -346,6 +346,15 @@ def _given(*paths: tuple[str, str]) -> None:
             raise SarCompressError(f"{what} is an empty path")
 
 
+def _tile_help(signals: _Signals) -> str:
+    """--tile's help for sar-compress and sar-compress-batch, from the codec's one tile-size rule (the batch's
+    said "multiple of 16" and not "at most 1024"). core.tiling imports numpy: held, as `_run` holds it."""
+    with signals.held():
+        from .core.tiling import MAX_WRITE_TILE, TILE_STEP  # noqa: PLC0415
+
+    return f"tile size in pixels (a multiple of {TILE_STEP}, from {TILE_STEP} to {MAX_WRITE_TILE})"
+
+
 def _a_file(what: str, path: str) -> None:
     """SarCompressError for an output named with a trailing slash: Path() drops it, so `sar-compress in.tif
     out/`, with no folder out/ there, wrote a file named "out" where the user meant a folder."""
@@ -472,7 +481,7 @@ def compress_main(argv, signals) -> int:
     p.add_argument("output", help="output .sarc file (a local path)")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="onnxruntime device")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16, at most 1024)")
+    p.add_argument("--tile", type=int, default=512, help=_tile_help(signals))
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, default=None,
                       help="operating point, a float from 0 (fewest bits) to the model's top level (most bits) "
@@ -570,47 +579,80 @@ def reconstruct_main(argv, signals) -> int:
     return _run(go, signals)
 
 
+def _inspect(path: str, verify: bool, started: float, cancelled) -> tuple[dict, list, int]:
+    """(header, coded scaling, file size) of the .sarc `path`, for sar-info. With `verify` its integrity is
+    checked first: every chunk's CRC (a damaged one named by tile and band, as the decoder names it), the stored
+    overview decoded as a viewer reads it, and the SHA-256 of the whole file; no tile goes through the decoder
+    network. Raises SarCompressError for a file that fails."""
+    from .core.codec import coded_scaling  # noqa: PLC0415
+    from .core.container import ContainerFormatError, ContainerReader  # noqa: PLC0415
+    from .core.raster_io import remove_stale_partials  # noqa: PLC0415
+
+    _given(("the input", path))
+    remove_stale_partials(path, older_than=started)  # a killed sar-compress of this file left them
+    with ContainerReader(path) as r:
+        h = r.header
+        try:  # what the reconstruction refuses, sar-info must not describe (nor --verify call OK)
+            scaling = coded_scaling(h)
+        except ValueError as exc:
+            raise ContainerFormatError(f"{path}: header field is invalid ({exc})") from None
+        if verify:
+            tiles = h["tiling"]["cols"] * h["tiling"]["rows"]
+            for kind, entries in h["chunks"].items():
+                for k, e in enumerate(entries):
+                    if cancelled():  # a signal a library swallowed; _run reports it
+                        raise KeyboardInterrupt
+                    if e is not None:
+                        r.read_chunk(e, f"{path}: tile {k % tiles} band {k // tiles + 1} ({kind} chunk)")
+            if h.get("overview"):
+                from .core.overview import read_overview  # noqa: PLC0415
+
+                for b in range(h["raster"]["band_count"]):
+                    read_overview(r, b)
+            r.verify()
+        return h, scaling, r.size
+
+
+def _verify_each(paths: list[str], started: float, cancelled) -> int:
+    """`sar-info --verify` of several files (`sar-info --verify o1/*.sarc` was "unrecognized arguments"): one
+    line each on stdout, `FILE: OK` or `FILE: FAILED: why`, every file checked whatever the others gave; 0 when
+    all verify, 2 (what one bad file gives alone) when any does not."""
+    failed = 0
+    for path in paths:
+        try:
+            _inspect(path, True, started, cancelled)
+        except SarCompressError as exc:
+            failed += 1
+            why = str(exc)
+            _out(f"{path}: FAILED: {why[len(path) + 2:] if why.startswith(f'{path}: ') else why}")
+        else:
+            _out(f"{path}: OK")
+    return EXIT_ERROR if failed else 0
+
+
 @entry_point()
 def info_main(argv, signals) -> int:
-    p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes.", EXIT_STATUS_HELP)
-    p.add_argument("file", help=".sarc file")
+    p = _parser("sar-info", "Describe a .sarc file: raster, model, coders, sizes; or check the integrity of "
+                            "several (--verify).", EXIT_STATUS_HELP)
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help=".sarc file; several with --verify (one line each: FILE: OK, or FILE: FAILED: why; exit "
+                        "status 0 only when every file verifies)")
     p.add_argument("--json", action="store_true", help="print the whole header as JSON")
     p.add_argument("--verify", action="store_true",
-                   help="check every chunk's CRC (a damaged one is named by tile and band) and the SHA-256 of "
-                        "the whole file")
+                   help="check integrity only: every chunk's CRC (a damaged one is named by tile and band), the "
+                        "stored overview and the SHA-256 of the whole file; no tile is decoded by the model "
+                        "(sar-reconstruct does that)")
     a = p.parse_args(argv)
+    if len(a.files) > 1 and (a.json or not a.verify):
+        p.error("several files are taken with --verify only, without --json")
 
     started = time.time()
 
     def go(cancelled) -> int:
-        from .core.codec import coded_scaling  # noqa: PLC0415
-        from .core.container import ContainerFormatError, ContainerReader  # noqa: PLC0415
-        from .core.raster_io import remove_stale_partials  # noqa: PLC0415
-
-        _given(("the input", a.file))
-        remove_stale_partials(a.file, older_than=started)  # a killed sar-compress of this file left them
-        with ContainerReader(a.file) as r:
-            h = r.header
-            try:  # what the reconstruction refuses, sar-info must not describe (nor --verify call OK)
-                scaling = coded_scaling(h)
-            except ValueError as exc:
-                raise ContainerFormatError(f"{a.file}: header field is invalid ({exc})") from None
-            if a.verify:  # chunk by chunk first: damage is named by tile and band, as the decoder names it
-                tiles = h["tiling"]["cols"] * h["tiling"]["rows"]
-                for kind, entries in h["chunks"].items():
-                    for k, e in enumerate(entries):
-                        if cancelled():  # a signal a library swallowed; _run reports it
-                            raise KeyboardInterrupt
-                        if e is not None:
-                            r.read_chunk(e, f"{a.file}: tile {k % tiles} band {k // tiles + 1} "
-                                            f"({kind} chunk)")
-                if h.get("overview"):  # checked and decoded as a viewer reads it, which names the band
-                    from .core.overview import read_overview  # noqa: PLC0415
-
-                    for b in range(h["raster"]["band_count"]):
-                        read_overview(r, b)
-                r.verify()
-            size = r.size
+        if len(a.files) > 1:
+            return _verify_each(a.files, started, cancelled)
+        path = a.files[0]
+        h, scaling, size = _inspect(path, a.verify, started, cancelled)
         if a.json:
             lines = [json.dumps(h, indent=1)]
         else:
@@ -624,7 +666,7 @@ def info_main(argv, signals) -> int:
                 parts["overview"] = sum(e[1] for e in _overview_chunks(h, size))
             parts["header+index"] = size - sum(parts.values())
             lines = [
-                f"{a.file}: sarc format {h['format_version']}, {size} bytes",
+                f"{path}: sarc format {h['format_version']}, {size} bytes",
                 f"  raster   {ra['width']} x {ra['height']} x {ra['band_count']} {ra['dtype']} "
                 f"bands {ra['band_names']} domain {h['domain']}",
                 f"  georef   {_georeferencing(ra)}",

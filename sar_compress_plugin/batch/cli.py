@@ -24,10 +24,10 @@ try:
     import signal
     import sys
     import time
-    from contextlib import suppress
+    from contextlib import ExitStack, contextmanager, suppress
     from pathlib import Path
 
-    from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser
+    from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser, _tile_help
     from ..core.errors import SarCompressError
     from .inputs import expand_inputs
 except KeyboardInterrupt:
@@ -43,9 +43,10 @@ _TORNADO = logging.getLogger("tornado.application")
 #: The --help epilog: the single-file CLIs' help says their exit statuses; a script driving a batch needs these,
 #: 1 above all (some inputs failed, the rest done), which those CLIs do not have.
 EXIT_STATUS_HELP = ("exit status: 0 every input done or skipped; 1 some inputs failed (one 'failed:' line each on "
-                    "stderr, and the report, say why; the others are done); 2 the batch could not run (bad "
-                    "arguments, output or report folder not writable, cluster or scheduler) or its report could "
-                    "not be written (one 'error:' line); 3 unexpected error, a bug (one line); 130 interrupted "
+                    "stderr, and the report, say why; the others are done), also an INPUT that names nothing to "
+                    "do, even the only one; 2 the batch could not run (bad arguments, output or report folder "
+                    "not writable, another batch writing the output folder, cluster or scheduler) or its report "
+                    "could not be written (one 'error:' line); 3 unexpected error, a bug (one line); 130 interrupted "
                     "(Ctrl-C), 143 terminated (SIGTERM): the report is written, unfinished inputs marked "
                     "cancelled. No run leaves a partial file under an output's name: rerun the same command to "
                     "finish a batch, and what is done is skipped.")
@@ -129,11 +130,11 @@ def _stopped(signum: int | None, line: str) -> int:
 def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals) -> tuple[list[dict], int]:
     """(records, workers) of running `jobs` on the cluster; checkpoint(records, workers) writes the report so far
     (`run_jobs` says when). A signal, whatever exception it led to, still leaves a record per job, so what
-    finished is reported, and the temporaries of the scenes it cut short are removed: a hidden partial of a
-    whole scene stayed on disk until a rerun that might never come. No cluster is started when no input could
-    be resolved."""
+    finished is reported. The temporaries of the scenes a signal cut short, or whose workers died (the memory
+    limit), are removed once our workers are stopped: a hidden partial stayed on disk until a rerun that might
+    never come. No cluster is started when no input could be resolved."""
     from .engine import CANCELLED, ClusterOptions, open_client, pending_records, run_jobs  # noqa: PLC0415
-    from .tasks import published_late, remove_leftovers  # noqa: PLC0415
+    from .tasks import FAILED, published_late, remove_leftovers  # noqa: PLC0415
 
     started = time.time()
     records, workers = pending_records(jobs), 0
@@ -153,8 +154,8 @@ def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals
             raise
     if signals.cancelled():  # the workers are stopped now: nothing more can be published
         records = [published_late(r, started) if r["status"] == CANCELLED else r for r in records]
-        if not a.scheduler:  # our own workers, so no writer is left; a remote one's PID means nothing here
-            remove_leftovers(r["output"] for r in records if r["status"] == CANCELLED and r["output"])
+    if not a.scheduler:  # our own workers are stopped, so no writer is left; a remote one's PID means nothing here
+        remove_leftovers(r["output"] for r in records if r["status"] in (CANCELLED, FAILED) and r["output"])
     return records, workers
 
 
@@ -205,62 +206,118 @@ def _final_report(report: Path, write, interim: bool) -> tuple[Path, Path]:
 def _report_base(given: str | None, out: Path, name: str) -> Path:
     """The report's path without suffix: OUT/<name>-report by default, and inside `--report` when that is a
     folder (one that exists, or a path ending in a separator): `--report reports/` wrote `reports.json` beside
-    the folder instead of in it."""
+    the folder instead of in it.
+
+    Raises SarCompressError for a file that is not a report's own .json or .csv: `--report s1/small_0.tif`, an
+    input raster, wrote `s1/small_0.tif.json` and `.csv` into the archive's folder."""
     if not given:
         return out / f"{name}-report"
     if given.endswith(("/", os.sep)) or Path(given).is_dir():
         return Path(given) / f"{name}-report"
+    if Path(given).is_file() and Path(given).suffix.lower() not in (".json", ".csv"):
+        raise SarCompressError(f"--report {given}: is a file, not a report (PATH.json and PATH.csv are written); "
+                               "give the report a name of its own")
     return Path(given)
+
+
+@contextmanager
+def _sole_writer(out: Path, name: str):
+    """Hold OUT/.<name>.lock (flock, exclusive) for the whole batch. Two batches started over one --out at once
+    (an overlapping cron job, a rerun of a batch thought dead) both compressed every scene, the last rename
+    winning, and the last report dropped the other's rows; the second one now stops before any work. The file
+    holds its holder's PID and host for that message and is removed on the way out, while still locked; one
+    that a killed batch left is taken over (the kernel released its lock with the process).
+
+    Raises SarCompressError when another batch holds it, or it cannot be made or locked."""
+    import fcntl  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    path = out / f".{name}.lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SarCompressError(f"{path}: cannot make the batch's lock file ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise SarCompressError(f"another {name}{f' ({holder})' if holder else ''} is writing {out}; wait "
+                                       "for it to end, or choose another --out") from None
+            raise SarCompressError(f"{path}: cannot lock the batch's lock file ({exc.strerror or exc})") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the batch that held it removed it between our open and our lock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        with suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix: str, task,
                signals: _Signals) -> int:
     """Parse `argv` and run the batch; `task(args)` -> (the scene function, its keyword arguments) imports the
-    codec."""
-    try:
-        with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
-            a = p.parse_args(argv)
-            fn, kwargs = task(a)
-            from ..core.raster_io import writable_folder  # noqa: PLC0415
-            from .engine import ClusterError  # noqa: PLC0415
-            from .report import carried, earlier_rows, now, summarise, write_report  # noqa: PLC0415
-        if signals.cancelled():  # a signal held during the imports
-            raise KeyboardInterrupt
-        _given(("--out", a.out), ("--report", a.report),
-               *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
-        out = Path(a.out)
-        report = _report_base(a.report, out, name)
-        for folder in (out, report.parent):
-            writable_folder(folder)  # the report used to fail only after every scene had run
-        earlier = earlier_rows(report, name)
-        jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
-    except SarCompressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
-    t0, started = time.perf_counter(), now("milliseconds")  # what tells two runs' rows apart
-    interim = []
+    codec. The batch holds its output folder (`_sole_writer`) from before it lists its inputs to its report."""
+    with ExitStack() as sole:
+        try:
+            with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
+                a = p.parse_args(argv)
+                fn, kwargs = task(a)
+                from ..core.raster_io import writable_folder  # noqa: PLC0415
+                from .engine import ClusterError  # noqa: PLC0415
+                from .report import earlier_rows, now, summarise, write_report  # noqa: PLC0415
+            if signals.cancelled():  # a signal held during the imports
+                raise KeyboardInterrupt
+            _given(("--out", a.out), ("--report", a.report),
+                   *((f"INPUT {i}", spec) for i, spec in enumerate(a.inputs, 1)))
+            out = Path(a.out)
+            report = _report_base(a.report, out, name)
+            for folder in (out, report.parent):
+                writable_folder(folder)  # the report used to fail only after every scene had run
+            sole.enter_context(_sole_writer(out, name))
+            earlier = earlier_rows(report, name)
+            jobs = expand_inputs(a.inputs, out, suffixes, out_suffix)
+        except SarCompressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return _stopped(signals.received, f"{name}: stopped before it listed its inputs; no report written")
+        t0, started = time.perf_counter(), now("milliseconds")  # what tells two runs' rows apart
+        interim = []
 
-    def write(records: list[dict], seconds: float, workers: int):
-        return write_report(report, name, records, summarise(records, seconds),
-                            {"started": started, "workers": workers, "arguments": vars(a)},
-                            carried(earlier, records))
+        def write(records: list[dict], seconds: float, workers: int):
+            return write_report(report, name, records, summarise(records, seconds),
+                                {"started": started, "workers": workers, "arguments": vars(a)}, earlier)
 
-    def checkpoint(records: list[dict], workers: int) -> None:
-        """The report while the batch runs; one that cannot be written is reported by the final write."""
-        with suppress(OSError):
-            write(records, time.perf_counter() - t0, workers)
-            interim.append(True)
+        def checkpoint(records: list[dict], workers: int) -> None:
+            """The report while the batch runs; one that cannot be written is reported by the final write."""
+            with suppress(OSError):
+                write(records, time.perf_counter() - t0, workers)
+                interim.append(True)
 
-    try:
-        records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
-    except ClusterError as exc:  # nothing ran, nothing to report
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
-        return _finish(name, report, records, time.perf_counter() - t0, workers, write, signals,
-                       bool(interim))
+        try:
+            records, workers = _execute(name, a, jobs, fn, kwargs, checkpoint, signals)
+        except ClusterError as exc:  # nothing ran, nothing to report
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        with signals.held():  # a report cut short by a signal would be neither this run's nor the last one's
+            status = _finish(name, report, records, time.perf_counter() - t0, workers, write, signals,
+                             bool(interim))
+            sole.close()  # and a signal while the lock goes would add a line after the summary
+        return status
 
 
 @cli.entry_point(_Signals)
@@ -270,7 +327,7 @@ def compress_batch_main(argv, signals) -> int:
                 EXIT_STATUS_HELP)
     _common(p, "raster (.tif/.tiff in folders)")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (multiple of 16)")
+    p.add_argument("--tile", type=int, default=512, help=_tile_help(signals))
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, default=None,
                       help="operating point from 0 to the model's top level (see sar-compress) [model's default]")

@@ -4,7 +4,11 @@ task per scene whose results come back as report records, in input order.
 Sizing: one single-threaded dask worker process per scene in flight, each running onnxruntime and BLAS with
 `threads` threads, so workers x threads never exceeds the cores (no oversubscription); the memory limit is
 per worker, so the nanny restarts a worker that outgrows it instead of letting the machine swap. The codec
-streams tile by tile, so one scene of any size fits in a few hundred MB.
+streams tile by tile, so a worker's memory grows far slower than the scene: peak RSS of a one-thread worker
+with the bundled model was 315 MB for a 0.26 MP scene, 700 MB for 12 MP and 855 MB for 48 MP (operator audit),
+and the codec alone compresses a 20,000 x 20,000 scene in 642 MB and reconstructs it in 690 MB (docs/results.md,
+"Memory"). A worker limited to less than about 1 GB can die on large scenes (400 MB did on a 12 MP one in the
+audit), as the default (machine memory / workers) gives on machines with many cores and little memory.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 CANCELLED = "cancelled"
 #: Least seconds between two writes of the report while scenes finish (see `run_jobs`).
 CHECKPOINT_SECONDS = 30.0
+#: The scheduler's event topic under which a nanny records stopping its worker over the memory limit.
+MEMORY_STOP_EVENTS = "worker-restart-memory"
+#: The scheduler's log line when a scene's task has killed its last allowed worker (distributed.scheduler).
+SCENE_KILLED_WORKERS = "Task %s marked as failed because %d workers died"
 
 
 def machine_cores() -> int:
@@ -102,11 +110,30 @@ def open_client(opts: ClusterOptions, held=nullcontext):
     stack = ExitStack()
     try:
         with held():
+            stack.enter_context(_quiet_scheduler())
             client = stack.enter_context(Client(stack.enter_context(_local_cluster(opts))))
         yield client
     finally:
         with held():
             stack.close()
+
+
+def _not_scene_killed_workers(rec: logging.LogRecord) -> bool:
+    return not str(rec.msg).startswith(SCENE_KILLED_WORKERS)
+
+
+@contextmanager
+def _quiet_scheduler():
+    """Our LocalCluster's scheduler runs in this process, and its ERROR line for a scene that killed its workers
+    ("distributed.scheduler - ERROR - Task compress_scene-... marked as failed because 4 workers died ...") came
+    on stderr among the batch's own lines; the batch says the same of that scene in its own line
+    (`_killed_worker_error`)."""
+    log = logging.getLogger("distributed.scheduler")
+    log.addFilter(_not_scene_killed_workers)
+    try:
+        yield
+    finally:
+        log.removeFilter(_not_scene_killed_workers)
 
 
 def _size(path: str) -> int:
@@ -123,18 +150,40 @@ def pending_records(jobs: list[Job]) -> list[dict]:
             record(j, status=CANCELLED, error="batch interrupted before this scene finished") for j in jobs]
 
 
-def _result(fut, job: Job) -> dict:
+def _result(fut, job: Job, client, submitted: float) -> dict:
+    """The scene's record. A task that ended without one (its worker process died on every try, or was lost in
+    another way) is a failed record that says why, with the seconds since the scene was submitted: its progress
+    line read "(  s)". Scenes are submitted largest first, so one that kills its workers has seldom waited.
+    (What its last try left on disk is for the CLI to remove once the workers are stopped.)"""
     from distributed.scheduler import KilledWorker  # noqa: PLC0415
 
     try:
         return fut.result()
     except KilledWorker as exc:  # dask's own text, cut to one line, ended mid-word and never named the cause
-        return record(job, error=f"its worker process died on each of {exc.allowed_failures + 1} tries (most "
-                                 f"often the worker memory limit, --memory-limit, or the system's out-of-memory "
-                                 f"killer; the workers' log says which)")
+        error = _killed_worker_error(client, exc)
     except Exception as exc:  # noqa: BLE001  a worker lost in another way: the scene took it down
-        return record(job, error=f"worker lost while processing it ({type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]})")
+        error = f"worker lost while processing it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+    return record(job, error=error, seconds=round(time.perf_counter() - submitted, 3))
+
+
+def _killed_worker_error(client, exc) -> str:
+    """Why the scene's worker processes died, as far as the scheduler knows: a nanny that stops its worker over
+    the memory limit records it (MEMORY_STOP_EVENTS), which the error names with the limit; any other death
+    (the system's out-of-memory killer, a crash in a native library) leaves no record with dask. The message
+    used to send the operator to "the workers' log", which the batch silences and never saves."""
+    from dask.utils import format_bytes  # noqa: PLC0415
+
+    tries = exc.allowed_failures + 1
+    last = exc.last_worker
+    stopped = [e for _, e in client.get_events(MEMORY_STOP_EVENTS) if e.get("worker") == last.address]
+    if stopped:
+        limit = f" of {format_bytes(last.memory_limit)}" if last.memory_limit else ""
+        return (f"its worker process was stopped by dask at its memory limit{limit} (--memory-limit; "
+                f"{format_bytes(stopped[-1]['rss'])} in use) on the last of {tries} tries; give each worker more "
+                f"memory: a larger --memory-limit, or fewer --workers")
+    return (f"its worker process died on each of {tries} tries (not stopped by dask at its memory limit, "
+            f"--memory-limit: most often the system's out-of-memory killer, which `dmesg` names, or a crash in a "
+            f"native library)")
 
 
 def _progress_line(what: str, n: int, total: int, rec: dict) -> str:
@@ -187,6 +236,7 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
     bar = tqdm(total=len(todo), desc=what, unit="scene", file=sys.stderr, disable=quiet or lines,
                dynamic_ncols=True)
     stop = cancelled or (lambda: False)
+    submitted = time.perf_counter()
     try:
         if stop():
             raise KeyboardInterrupt
@@ -196,7 +246,7 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
         saved = _checkpoint(checkpoint, records, since=-math.inf)
         for n, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
-            records[i] = _result(fut, jobs[i])
+            records[i] = _result(fut, jobs[i], client, submitted)
             failed += records[i]["status"] == FAILED
             bar.set_postfix(failed=failed, refresh=False)
             bar.update()
@@ -210,7 +260,7 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
         client.cancel([f for f in futures if f.status != "finished"])
         for fut, i in futures.items():
             if fut.status == "finished" and records[i]["status"] == CANCELLED:
-                records[i] = _result(fut, jobs[i])
+                records[i] = _result(fut, jobs[i], client, submitted)
         return records, interrupt
     finally:
         bar.close()

@@ -1,7 +1,9 @@
 """What a batch works on: command-line INPUTS (files, folders, glob patterns, STAC JSON) -> one Job per scene.
 
 Nothing here raises for a bad input: an input that cannot be resolved becomes a Job carrying its error, so it
-is listed in the report like any scene that failed, and the rest of the batch still runs.
+is listed in the report like any scene that failed, and the rest of the batch still runs. Nothing found is left
+out without a row either: a file reached a second way (a symbolic link to it) and a reconstruction this codec
+wrote are skipped Jobs saying why.
 """
 
 from __future__ import annotations
@@ -18,16 +20,48 @@ from urllib.parse import unquote, urlparse
 
 @dataclass(frozen=True)
 class Job:
-    """One scene: its input file, the final output path, and an error when it cannot even be started."""
+    """One scene: its input file, the final output path, and, when it is not run, why (`error`): it cannot even
+    be started, or, `skipped`, there is nothing to do. A skipped Job claims no output name."""
 
     input: str
     output: str = ""
     error: str = ""
+    skipped: bool = False
 
 
 def _safe(name: str) -> str:
     """A path component from a STAC id or asset key: no separators, and never hidden (temporaries are)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
+def _visible(stem: str) -> str:
+    """An input file's stem as its output's: as it is (spaces, accents and case kept), only never hidden: a
+    folder batch leaves hidden files out, so a hidden .sarc would never be reconstructed. `_safe` rewrote every
+    stem: `scène 1.tif` and `scène_1.tif` both wanted `sc_ne_1.sarc`, and one of them always failed."""
+    return stem.lstrip(".") or "_"
+
+
+def _real(path: str) -> str:
+    """The file or folder `path` names, whatever links lead to it; a GDAL virtual path as given."""
+    return path if path.startswith("/vsi") else os.path.realpath(path)
+
+
+def _reconstruction_of(path: str) -> str | None:
+    """The .sarc the raster `path` was reconstructed from, as its tags name it, or None when it is no
+    reconstruction of this codec's (or no raster: its task says why). A nightly `sar-reconstruct-batch DIR --out
+    DIR` wrote scene.tif beside scene.tiff, and the next `sar-compress-batch DIR --out DIR` compressed that lossy
+    copy into scene.sarc in place of the original's. Read here, before any output name is claimed: scene.tif,
+    sorted first, took scene.sarc from scene.tiff."""
+    from ..core.errors import SarCompressError  # noqa: PLC0415  (GDAL, numpy: not before the CLI's signal handlers)
+    from ..core.raster_io import RECONSTRUCTION_SHA256_TAG, RECONSTRUCTION_TAG, read_raster_info  # noqa: PLC0415
+
+    try:
+        tags = read_raster_info(path).metadata
+    except SarCompressError:
+        return None
+    if RECONSTRUCTION_TAG in tags or RECONSTRUCTION_SHA256_TAG in tags:
+        return tags.get(RECONSTRUCTION_TAG) or f"the .sarc of body SHA-256 {tags[RECONSTRUCTION_SHA256_TAG]}"
+    return None
 
 
 def _local_path(href: str, base: Path) -> Path | None:
@@ -63,23 +97,38 @@ class _Expander:
         self.suffixes = suffixes
         self.out_suffix = out_suffix
         self.jobs: list[Job] = []
-        self._by_input: set[str] = set()
+        self._named: set[str] = set()  # every path a file or folder was reached by
+        self._first_path: dict[str, str] = {}  # each file's and folder's real path: the first path that reached it
         self._by_output: dict[str, str] = {}
         self.found = 0  # files given to add(), for a pattern to tell whether it found any
         self._broken: dict[str, str] = {}  # links files_below found whose target cannot be read: why
 
+    def first_time(self, path: str, what: str) -> bool:
+        """Whether `path` is the first way the batch reaches its file or folder (`what`). The same path again (a
+        folder and a pattern over it) is the same input, once; another path to it (a symbolic link, the folder
+        spelled another way) gets one skipped row naming the first: real_copy.tif -> real.tif, and a link to a
+        folder of scenes given beside it, vanished without a word."""
+        if path in self._named:
+            return False
+        self._named.add(path)
+        first = self._first_path.setdefault(_real(path), path)
+        if first != path:
+            self.skip(path, f"the same {what} as {first}")
+        return first == path
+
     def add(self, src: Path | str, out_rel: Path) -> None:
         """`src` a local file, or (a str) a GDAL virtual path, kept as given: Path() folds its "//"."""
         self.found += 1  # duplicates too: a pattern over files another input named has still found them
-        key = src if isinstance(src, str) else str(src.resolve())
-        if key in self._by_input:  # named twice (a folder and a pattern over it): one task
+        if not self.first_time(str(src), "file"):
             return
-        self._by_input.add(key)
-        out = self.out_dir / out_rel.with_name(_safe(out_rel.stem) + self.out_suffix)
-        if key == str(out):  # a.sarc given to sar-compress-batch with --out its folder: not a scene, and
-            # it took the output name of a.tif beside it, which then failed as a duplicate
+        out = self.out_dir / out_rel.with_name(_visible(out_rel.stem) + self.out_suffix)
+        if _real(str(src)) == str(out):  # a.sarc given to sar-compress-batch with --out its folder: not a scene,
+            # and it took the output name of a.tif beside it, which then failed as a duplicate
             self.fail(str(src), f"is itself the output this batch would write for it ({self.out_suffix}), not "
                                 "an input; leave it out")
+            return
+        if self.out_suffix == ".sarc" and (sarc := _reconstruction_of(str(src))):  # the compress batch
+            self.skip(str(src), f"a reconstruction of {sarc}: this codec's lossy output is not compressed again")
             return
         other = self._by_output.get(str(out))
         if other is not None:
@@ -93,12 +142,27 @@ class _Expander:
     def fail(self, what: str, error: str) -> None:
         self.jobs.append(Job(input=what, error=error))
 
+    def skip(self, what: str, why: str) -> None:
+        self.jobs.append(Job(input=what, error=why, skipped=True))
+
     def wanted(self, p: Path, skip: Path | None) -> bool:
         return (p.suffix.lower() in self.suffixes and not p.name.startswith(".")
                 and (skip is None or skip not in p.resolve().parents))
 
     def files_below(self, d: Path) -> Iterator[Path]:
-        """The files below `d`, not following links to folders (what `rglob("*")` found, which this replaces).
+        """The files below `d`, following symbolic links to folders (rglob did not: a link to a folder of scenes
+        left them out without a word) once the folders really below `d` are searched, so a scene reached both
+        ways keeps its own path; a folder reached a second way (a link to one already searched, a loop) is
+        searched once (`first_time`)."""
+        links: list[Path] = []
+        yield from self._walk(d, links)
+        while links:
+            link = links.pop(0)
+            if self.first_time(str(link), "folder"):
+                yield from self._walk(link, links)
+
+    def _walk(self, d: Path, links: list[Path]) -> Iterator[Path]:
+        """The files below `d` without following links to folders, which are added to `links`.
 
         An archive changes while a batch lists it: a sub-folder deleted while it was searched was rglob's
         FileNotFoundError traceback, and is skipped (what is gone is nothing to do); one that cannot be read
@@ -108,7 +172,7 @@ class _Expander:
         traceback."""
         try:
             with os.scandir(d) as it:
-                entries = list(it)
+                entries = sorted(it, key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
@@ -117,18 +181,21 @@ class _Expander:
             return
         for entry in entries:
             try:
-                folder, file = entry.is_dir(follow_symlinks=False), entry.is_file()
+                folder, file, link = entry.is_dir(), entry.is_file(), entry.is_symlink()
             except OSError:  # a link whose target cannot be looked at (in a folder that cannot be entered)
-                folder = file = False
-            if folder:
-                yield from self.files_below(Path(entry.path))
+                folder = file = link = False
+            if folder and link:
+                links.append(Path(entry.path))
+            elif folder:
+                if self.first_time(entry.path, "folder"):
+                    yield from self._walk(Path(entry.path), links)
             elif file or self._broken_link(entry):
                 yield Path(entry.path)
 
     def _broken_link(self, entry: os.DirEntry) -> bool:
         """A symbolic link whose target is gone or cannot be read (a moved scene, an unmounted volume): noted
         with the reason, so `folder` fails it as an input. It used to be left out without a word, the batch
-        exiting 0 with the scene neither done nor reported. Links to folders are not followed, as before."""
+        exiting 0 with the scene neither done nor reported."""
         try:
             is_link = entry.is_symlink()
         except OSError:
@@ -144,17 +211,23 @@ class _Expander:
         An output folder inside `d` is not searched (earlier outputs are not inputs). One that is `d` itself or
         above it (.sarc files beside their rasters, `--out` the archive's root) does not hide `d`'s files: that
         used to fail the folder as having none. A folder a pattern matched (`empty_fails` False) is not a failure
-        of its own when empty: the pattern fails when none of its matches had any."""
-        inside = d.resolve() in self.out_dir.parents
+        of its own when empty: the pattern fails when none of its matches had any.
+
+        Of two paths to one scene, the one without a symbolic link in it below `d` takes the scene, whatever
+        their order: a link named a_link.tif, sorted first, took real.tif's output name."""
         failed = len(self.jobs)
-        found = sorted(p for p in self.files_below(d) if self.wanted(p, self.out_dir if inside else None))
+        if not self.first_time(str(d), "folder"):
+            return
+        inside = d.resolve() in self.out_dir.parents
+        real_d = os.path.realpath(d)
+        found = sorted((p for p in self.files_below(d) if self.wanted(p, self.out_dir if inside else None)),
+                       key=lambda p: (os.path.realpath(p) != os.path.join(real_d, os.path.relpath(p, d)), p))
         if not found and len(self.jobs) == failed and empty_fails:  # one that cannot be read has failed already
             self.fail(str(d), f"folder has no {'/'.join(self.suffixes)} files")
         for p in found:
             if str(p) not in self._broken:
                 self.add(p, p.relative_to(d))
-            elif str(p.resolve()) not in self._by_input:  # once, when a pattern's folders overlap (`archive/**`)
-                self._by_input.add(str(p.resolve()))
+            elif self.first_time(str(p), "file"):  # once, when a pattern's folders overlap (`archive/**`)
                 self.fail(str(p), f"{self._broken[str(p)]}; this scene is not in the batch")
 
     def stac(self, path: Path, seen: set | None = None) -> None:
@@ -242,7 +315,7 @@ class _Expander:
             self.fail(spec, "is a folder inside an archive; name each scene in it "
                             "(e.g. /vsizip/archive.zip/scene.tif), or unpack it and give the folder")
         else:
-            self.add(spec, Path(_safe(PurePosixPath(spec).name)))
+            self.add(spec, Path(PurePosixPath(spec).name))
 
     def spec(self, spec: str) -> None:
         if spec.startswith("/vsi"):  # raster_io.is_gdal_virtual_path, whose module would import numpy here
@@ -281,9 +354,7 @@ class _Expander:
             elif Path(m).is_file():
                 if chosen or self.wanted(Path(m), None):
                     self.spec(m)
-            elif (Path(m).suffix.lower() in self.suffixes and (why := _link_problem(m))
-                  and str(Path(m).resolve()) not in self._by_input):
-                self._by_input.add(str(Path(m).resolve()))
+            elif Path(m).suffix.lower() in self.suffixes and (why := _link_problem(m)) and self.first_time(m, "file"):
                 self.fail(m, f"{why}; this scene is not in the batch")
         if self.found == found and len(self.jobs) == failed:
             self.fail(spec, f"pattern matches no {'/'.join(self.suffixes)} file")

@@ -1,6 +1,7 @@
 """The batch report: every input with its status, error, bytes, bpp, ratio, seconds, worker and run, as JSON
 (with a summary of this run) and as CSV (for a spreadsheet). Both are written under temporary names and renamed,
-like outputs. Rows of earlier runs into the same report about inputs this run does not have are kept."""
+like outputs. Rows of earlier runs into the same report about inputs this run does not have are kept, and so is
+an earlier run's row of a scene that this one did not get to."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path
 
 from ..core.errors import SarCompressError
 from ..core.raster_io import temp_path_for
-from .tasks import FIELDS, OK
+from .engine import CANCELLED
+from .tasks import FIELDS, OK, SKIPPED
 
-#: A scene's record and `run`, when the run that made the row started (rows of earlier runs are kept).
-COLUMNS = (*FIELDS, "run")
+_AFTER_BPP = FIELDS.index("bpp") + 1
+#: A scene's record, its `bpp_per_band` (`_per_band`) and `run`, when the run that made the row started (rows of
+#: earlier runs are kept).
+COLUMNS = (*FIELDS[:_AFTER_BPP], "bpp_per_band", *FIELDS[_AFTER_BPP:], "run")
 #: The commands that write reports: a report of either may be replaced by the other's.
 COMMANDS = ("sar-compress-batch", "sar-reconstruct-batch")
 
@@ -91,29 +95,56 @@ def earlier_rows(path, name: str) -> list[dict]:
 
 
 def _input_key(spec) -> str:
-    """An input as one file: a row without an output (a broken link) is told apart by its input alone, which one
-    run names `scenes/b.tif` and the next /archive/scenes/b.tif (a relative one taken from this run's folder; a
-    GDAL virtual path as given)."""
+    """An input as one file, as the report names it: a row without an output (a broken link) is told apart by its
+    input alone, which one run names `scenes/b.tif` and the next /archive/scenes/b.tif (a relative one taken from
+    this run's folder; a GDAL virtual path as given). The report named inputs as given and outputs absolute."""
     spec = str(spec)
     return spec if not spec or spec.startswith("/vsi") else os.path.abspath(spec)
 
 
-def carried(earlier: list[dict], records: list[dict]) -> list[dict]:
-    """The earlier rows about inputs and outputs this run does not have: an archive done folder by folder
-    into one --out kept the last folder's rows only, and a rerun of the inputs that failed lost every other."""
-    inputs = {_input_key(r["input"]) for r in records}
-    outputs = {r["output"] for r in records if r["output"]}
-    return [r for r in earlier if _input_key(r["input"]) not in inputs and r["output"] not in outputs]
+def _still_there(row: dict) -> bool:
+    """Whether the output of an earlier row is still the file the row describes, as far as its size tells."""
+    try:
+        return bool(row["output"]) and Path(row["output"]).stat().st_size == row["bytes_out"]
+    except (OSError, TypeError):
+        return False
+
+
+def _standing(earlier: list[dict], records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(this run's records to write, the earlier rows they leave standing).
+
+    An earlier row stands when this run has no row of its input or output: an archive done folder by folder
+    into one --out kept the last folder's rows only, and a rerun of the inputs that failed lost every other.
+    It also stands over this run's "cancelled" row of the same scene when it says the scene was done (ok,
+    skipped) and its output is still there: a rerun interrupted before it got to a scene reported it "cancelled,
+    batch interrupted" with a whole .sarc of the earlier run in place, and dropped the row that said so."""
+    done = {(_input_key(r["input"]), r["output"]) for r in earlier
+            if r["status"] in (OK, SKIPPED) and _still_there(r)}
+    mine = [r for r in records if r["status"] != CANCELLED or (_input_key(r["input"]), r["output"]) not in done]
+    inputs = {_input_key(r["input"]) for r in mine}
+    outputs = {r["output"] for r in mine if r["output"]}
+    return mine, [r for r in earlier if _input_key(r["input"]) not in inputs and r["output"] not in outputs]
+
+
+def _per_band(row: dict) -> dict:
+    """`row` with `bpp_per_band`, its .sarc's bits per pixel of one band, what --bpp asks for: `bpp` counts the
+    bits of all bands per pixel, and `--bpp 0.5` on a VV+VH scene read "bpp 1.03" in the report."""
+    bpp, bands = row.get("bpp"), row.get("bands")
+    numbers = isinstance(bpp, (int, float)) and isinstance(bands, int) and bands > 0
+    return {**row, "bpp_per_band": round(bpp / bands, 6) if numbers else ""}
 
 
 def write_report(path, name: str, records: list[dict], summary: dict, run: dict,
                  earlier: list[dict] = ()) -> tuple[Path, Path]:
-    """The report as `report_paths(path)`: this run's `records` (`run["started"]` their run), then `earlier`
-    rows (`carried`); the summary is this run's. Returns both paths."""
+    """The report as `report_paths(path)`: this run's `records` (`run["started"]` their run, their inputs as
+    absolute paths like their outputs), then the `earlier` rows (`earlier_rows`) that still stand
+    (`_standing`); the summary is this run's. Returns both paths."""
     json_path, csv_path = report_paths(path)
-    scenes = [{**r, "run": run["started"]} for r in records] + list(earlier)
+    mine, kept = _standing(list(earlier), records)
+    scenes = ([{**_per_band(r), "input": _input_key(r["input"]), "run": run["started"]} for r in mine]
+              + [_per_band(r) for r in kept])
     doc = {"name": name, "created": now(), "run": run,
-           "summary": {**summary, "rows_of_earlier_runs": len(earlier)}, "scenes": scenes}
+           "summary": {**summary, "rows_of_earlier_runs": len(kept)}, "scenes": scenes}
     _atomic_write(json_path, lambda f: json.dump(doc, f, indent=1))
 
     def rows(f):

@@ -39,7 +39,7 @@ CHECK_ROWS = 512
 
 def record(job: Job, **fields) -> dict:
     rec = dict.fromkeys(FIELDS, "")
-    rec.update(input=job.input, output=job.output, status=FAILED, error=job.error)
+    rec.update(input=job.input, output=job.output, status=SKIPPED if job.skipped else FAILED, error=job.error)
     rec.update(fields)
     return rec
 

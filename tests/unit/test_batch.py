@@ -320,7 +320,7 @@ def test_a_scene_inside_a_zip_is_an_input_and_a_rerun_skips_it_until_the_archive
     doc, rows = _report(out)
     by_input = {r["input"]: r for r in rows}
     scene = by_input[inside]
-    sarc = out / "S1A_scene.sarc"
+    sarc = out / "S1A scene.sarc"
     assert scene["status"] == "ok" and scene["output"] == str(sarc) and scene["error"] == ""
     assert int(scene["bytes_in"]) == plain.stat().st_size and int(scene["bytes_out"]) == sarc.stat().st_size
     header = check_sarc(sarc, decode=True, model_dirs=[tiny_bundle])
