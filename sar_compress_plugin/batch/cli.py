@@ -29,7 +29,7 @@ try:
 
     from ..cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, _given, _parser, _tile_help
     from ..core.errors import SarCompressError
-    from .inputs import expand_inputs
+    from .inputs import expand_inputs, shown
 except KeyboardInterrupt:
     cli.stop_while_starting()
 
@@ -99,7 +99,8 @@ def _common(p, what: str) -> None:
     c.add_argument("--memory-limit", type=_memory, default=None,
                    help="LocalCluster memory limit per worker, e.g. 2GB (default: machine memory / workers)")
     c.add_argument("--dashboard-address", default=":8787", help="LocalCluster dashboard address")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress (the bar on a terminal, the lines in a log file)")
 
 
 class _Signals(cli._Signals):
@@ -145,7 +146,7 @@ def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals
     try:
         with open_client(cluster, held=signals.held) as client:
             workers = len(client.scheduler_info()["workers"])
-            print(f"{name}: {len(jobs)} inputs on {workers} workers ({cluster.threads} threads each); "
+            print(f"{name}: {_counted(jobs)} on {workers} workers ({cluster.threads} threads each); "
                   f"dashboard {client.dashboard_link}", file=sys.stderr)
             records, _ = run_jobs(client, fn, jobs, kwargs, quiet=a.quiet, cancelled=signals.cancelled,
                                   checkpoint=lambda done: checkpoint(done, workers))
@@ -157,6 +158,16 @@ def _execute(name: str, a, jobs, fn, kwargs: dict, checkpoint, signals: _Signals
     if not a.scheduler:  # our own workers are stopped, so no writer is left; a remote one's PID means nothing here
         remove_leftovers(r["output"] for r in records if r["status"] in (CANCELLED, FAILED) and r["output"])
     return records, workers
+
+
+def _counted(jobs) -> str:
+    """`4 inputs, 2 to run (1 failed, 1 skipped before running)`: the header said "4 inputs" where the progress
+    counted to 2, the scenes it runs; both are said, and the progress is labelled "to run"."""
+    to_run = sum(not j.error for j in jobs)
+    skipped = sum(j.skipped for j in jobs)
+    failed = len(jobs) - to_run - skipped
+    before = ", ".join(f"{n} {what}" for n, what in ((failed, "failed"), (skipped, "skipped")) if n)
+    return f"{len(jobs)} inputs, {to_run} to run" + (f" ({before} before running)" if before else "")
 
 
 def _finish(name: str, report: Path, records: list[dict], seconds: float, workers: int, write,
@@ -176,9 +187,9 @@ def _finish(name: str, report: Path, records: list[dict], seconds: float, worker
         paths = _final_report(report, lambda: write(records, seconds, workers), interim)
     except OSError as exc:
         print(f"error: cannot write the report {report_paths(report)[0]} and .csv ({exc.strerror or exc}); "
-              f"inputs: {counts} of {len(records)}", file=sys.stderr)
+              f"inputs: {counts} of {summary['inputs']}", file=sys.stderr)
         return EXIT_ERROR
-    line = f"{name}: {counts} of {len(records)} inputs in {seconds:.1f} s; report {paths[0]} and {paths[1]}"
+    line = f"{name}: {counts} of {summary['inputs']} inputs in {seconds:.1f} s; report {paths[0]} and {paths[1]}"
     if signals.cancelled():
         return _stopped(signals.received, line)
     print(line)
@@ -201,6 +212,18 @@ def _final_report(report: Path, write, interim: bool) -> tuple[Path, Path]:
         with suppress(OSError):
             path.unlink(missing_ok=True)
     return write()
+
+
+def _utf8_options(a) -> None:
+    """SarCompressError for an option whose value is not valid UTF-8 (`--out /archive/caf\\xe9`): it names every
+    output, the report or what every scene's error names, none of which a batch can carry (inputs.py says why).
+    An INPUT is not refused: each file so named is a failed row of its own, and the others run."""
+    options = {dest: value for dest, value in vars(a).items() if dest != "inputs"}
+    for dest, value in options.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and shown(text) != text:
+                raise SarCompressError(f"--{dest.replace('_', '-')} {shown(text)}: not valid UTF-8 (the bytes that "
+                                       "are not shown as \\xNN); rename it, e.g. with convmv -f latin1 -t utf8")
 
 
 def _report_base(given: str | None, out: Path, name: str) -> Path:
@@ -275,6 +298,7 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
         try:
             with signals.held():  # the parse imports dask (--memory-limit); these, numpy, GDAL and onnxruntime
                 a = p.parse_args(argv)
+                _utf8_options(a)
                 fn, kwargs = task(a)
                 from ..core.raster_io import writable_folder  # noqa: PLC0415
                 from .engine import ClusterError  # noqa: PLC0415
@@ -300,7 +324,8 @@ def _run_batch(name: str, p: argparse.ArgumentParser, argv, suffixes, out_suffix
 
         def write(records: list[dict], seconds: float, workers: int):
             return write_report(report, name, records, summarise(records, seconds),
-                                {"started": started, "workers": workers, "arguments": vars(a)}, earlier)
+                                {"started": started, "workers": workers,
+                                 "arguments": {**vars(a), "inputs": [shown(i) for i in a.inputs]}}, earlier)
 
         def checkpoint(records: list[dict], workers: int) -> None:
             """The report while the batch runs; one that cannot be written is reported by the final write."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import uuid
 import warnings
@@ -26,7 +25,8 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 from .inputs import Job
-from .tasks import FAILED, input_bytes, record
+from .progress import Display
+from .tasks import PROGRESS_TOPIC, input_bytes, record
 
 #: Environment of our LocalCluster's workers: the BLAS libraries read these when they load, before any task.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SAR_COMPRESS_THREADS")
@@ -186,13 +186,6 @@ def _killed_worker_error(client, exc) -> str:
             f"native library)")
 
 
-def _progress_line(what: str, n: int, total: int, rec: dict) -> str:
-    """One finished scene as a line of a log file: count, status, input, seconds, and the bpp or the error."""
-    bpp = f", {rec['bpp']} bpp" if rec["bpp"] != "" else ""
-    error = f": {rec['error']}" if rec["error"] else ""
-    return f"{what} {n}/{total}: {rec['status']} {rec['input']} ({rec['seconds']} s{bpp}){error}"
-
-
 def _checkpoint(checkpoint, records: list[dict], since: float) -> float:
     """checkpoint(records) unless there is none or it last ran (`since`, a time.monotonic()) less than
     CHECKPOINT_SECONDS ago; when it last ran."""
@@ -213,8 +206,8 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
     reported failed and the rest go on. On an interrupt (SIGINT, or SIGTERM raised as one by the CLI) tasks
     not yet finished are cancelled, and those finished but not yet collected still count as done.
 
-    Progress is a bar on a terminal, and a line per finished scene when stderr is a log file: there the bar,
-    redrawn with carriage returns, was one line that named no scene until the batch ended.
+    Progress (`progress.Display`, unless `quiet`) counts the scenes run, and shows how far each long one is from
+    the PROGRESS_TOPIC events of its task, subscribed to before the first task is submitted.
 
     `checkpoint(records)` (the CLI writes the report) runs once the tasks are submitted and then after a
     finished scene at most every CHECKPOINT_SECONDS, so a client killed outright (SIGKILL, the OOM killer, a
@@ -224,34 +217,26 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
     submitted and after each finished scene: for a signal held while the cluster started, or swallowed.
     """
     from dask.distributed import as_completed  # noqa: PLC0415
-    from tqdm import tqdm  # noqa: PLC0415
 
     records = pending_records(jobs)
     todo = sorted((i for i, j in enumerate(jobs) if not j.error), key=lambda i: -_size(jobs[i].input))
     run = uuid.uuid4().hex[:8]
+    keys = {i: f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}" for i in todo}
     futures = {}
-    failed = sum(r["status"] == FAILED for r in records)
-    what = fn.__name__.replace("_", " ")
-    lines = not quiet and not sys.stderr.isatty()
-    bar = tqdm(total=len(todo), desc=what, unit="scene", file=sys.stderr, disable=quiet or lines,
-               dynamic_ncols=True)
+    display = Display(fn.__name__.replace("_", " "), {keys[i]: jobs[i].input for i in todo}, quiet)
+    client.subscribe_topic(PROGRESS_TOPIC, display.on_event)
     stop = cancelled or (lambda: False)
     submitted = time.perf_counter()
     try:
         if stop():
             raise KeyboardInterrupt
         for i in todo:
-            futures[client.submit(fn, jobs[i], **kwargs, pure=False,
-                                  key=f"{fn.__name__}-{Path(jobs[i].input).stem}-{run}-{i}")] = i
+            futures[client.submit(fn, jobs[i], **kwargs, pure=False, key=keys[i])] = i
         saved = _checkpoint(checkpoint, records, since=-math.inf)
-        for n, fut in enumerate(as_completed(futures), 1):
+        for fut in as_completed(futures):
             i = futures[fut]
             records[i] = _result(fut, jobs[i], client, submitted)
-            failed += records[i]["status"] == FAILED
-            bar.set_postfix(failed=failed, refresh=False)
-            bar.update()
-            if lines:
-                print(_progress_line(what, n, len(todo), records[i]), file=sys.stderr, flush=True)
+            display.finished(keys[i], records[i])
             saved = _checkpoint(checkpoint, records, since=saved)
             if stop():
                 raise KeyboardInterrupt
@@ -263,4 +248,5 @@ def run_jobs(client, fn, jobs: list[Job], kwargs: dict, quiet: bool = False, che
                 records[i] = _result(fut, jobs[i], client, submitted)
         return records, interrupt
     finally:
-        bar.close()
+        client.unsubscribe_topic(PROGRESS_TOPIC)
+        display.close()

@@ -4,6 +4,15 @@ Nothing here raises for a bad input: an input that cannot be resolved becomes a 
 is listed in the report like any scene that failed, and the rest of the batch still runs. Nothing found is left
 out without a row either: a file reached a second way (a symbolic link to it) and a reconstruction this codec
 wrote are skipped Jobs saying why.
+
+A file whose path is not valid UTF-8 (a byte \\xe8 in a name from an old Latin-1 system) is a failed Job asking
+for it to be renamed, shown with \\xNN escapes (`shown`), which every Job's text is: such a name crashed the
+batch with a traceback, in dask's messages (msgpack takes UTF-8 only) and in the report's CSV. Carrying the
+name end to end instead (its bytes, os.fsencode) would have to reach every layer: dask's task keys and
+messages, the core and GDAL (whose Python bindings take such a name as bytes only), every error message, the
+report's JSON and CSV and the spreadsheets that read them. A rename (`convmv`) is one command, done once, and
+leaves no name that the next tool chokes on; "failed", not "skipped", since the scene is not done and the exit
+status must say so.
 """
 
 from __future__ import annotations
@@ -27,6 +36,17 @@ class Job:
     output: str = ""
     error: str = ""
     skipped: bool = False
+
+
+def shown(text: str) -> str:
+    """`text` as valid UTF-8: the bytes of a file name that are not UTF-8 (Python holds them as surrogates) as
+    \\xNN escapes, as `sc\\xe8ne.tif` for a name written on a Latin-1 system."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: The error of a file whose path is not valid UTF-8 (`add`).
+NOT_UTF8 = ("its path is not valid UTF-8 (the bytes that are not shown as \\xNN: a name from a Latin-1 "
+            "system?), and a batch carries UTF-8 paths only; rename it, e.g. with convmv -f latin1 -t utf8")
 
 
 def _safe(name: str) -> str:
@@ -121,6 +141,9 @@ class _Expander:
         self.found += 1  # duplicates too: a pattern over files another input named has still found them
         if not self.first_time(str(src), "file"):
             return
+        if shown(str(src)) != str(src):
+            self.fail(str(src), NOT_UTF8)
+            return
         out = self.out_dir / out_rel.with_name(_visible(out_rel.stem) + self.out_suffix)
         if _real(str(src)) == str(out):  # a.sarc given to sar-compress-batch with --out its folder: not a scene,
             # and it took the output name of a.tif beside it, which then failed as a duplicate
@@ -140,10 +163,10 @@ class _Expander:
         self.jobs.append(Job(input=str(src), output=str(out)))
 
     def fail(self, what: str, error: str) -> None:
-        self.jobs.append(Job(input=what, error=error))
+        self.jobs.append(Job(input=shown(what), error=shown(error)))
 
     def skip(self, what: str, why: str) -> None:
-        self.jobs.append(Job(input=what, error=why, skipped=True))
+        self.jobs.append(Job(input=shown(what), error=shown(why), skipped=True))
 
     def wanted(self, p: Path, skip: Path | None) -> bool:
         return (p.suffix.lower() in self.suffixes and not p.name.startswith(".")

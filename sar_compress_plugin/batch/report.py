@@ -17,10 +17,8 @@ from ..core.raster_io import temp_path_for
 from .engine import CANCELLED
 from .tasks import FIELDS, OK, SKIPPED
 
-_AFTER_BPP = FIELDS.index("bpp") + 1
-#: A scene's record, its `bpp_per_band` (`_per_band`) and `run`, when the run that made the row started (rows of
-#: earlier runs are kept).
-COLUMNS = (*FIELDS[:_AFTER_BPP], "bpp_per_band", *FIELDS[_AFTER_BPP:], "run")
+#: A scene's record and `run`, when the run that made the row started (rows of earlier runs are kept).
+COLUMNS = (*FIELDS, "run")
 #: The commands that write reports: a report of either may be replaced by the other's.
 COMMANDS = ("sar-compress-batch", "sar-reconstruct-batch")
 
@@ -126,14 +124,6 @@ def _standing(earlier: list[dict], records: list[dict]) -> tuple[list[dict], lis
     return mine, [r for r in earlier if _input_key(r["input"]) not in inputs and r["output"] not in outputs]
 
 
-def _per_band(row: dict) -> dict:
-    """`row` with `bpp_per_band`, its .sarc's bits per pixel of one band, what --bpp asks for: `bpp` counts the
-    bits of all bands per pixel, and `--bpp 0.5` on a VV+VH scene read "bpp 1.03" in the report."""
-    bpp, bands = row.get("bpp"), row.get("bands")
-    numbers = isinstance(bpp, (int, float)) and isinstance(bands, int) and bands > 0
-    return {**row, "bpp_per_band": round(bpp / bands, 6) if numbers else ""}
-
-
 def write_report(path, name: str, records: list[dict], summary: dict, run: dict,
                  earlier: list[dict] = ()) -> tuple[Path, Path]:
     """The report as `report_paths(path)`: this run's `records` (`run["started"]` their run, their inputs as
@@ -141,8 +131,7 @@ def write_report(path, name: str, records: list[dict], summary: dict, run: dict,
     (`_standing`); the summary is this run's. Returns both paths."""
     json_path, csv_path = report_paths(path)
     mine, kept = _standing(list(earlier), records)
-    scenes = ([{**_per_band(r), "input": _input_key(r["input"]), "run": run["started"]} for r in mine]
-              + [_per_band(r) for r in kept])
+    scenes = [{**r, "input": _input_key(r["input"]), "run": run["started"]} for r in mine] + kept
     doc = {"name": name, "created": now(), "run": run,
            "summary": {**summary, "rows_of_earlier_runs": len(kept)}, "scenes": scenes}
     _atomic_write(json_path, lambda f: json.dump(doc, f, indent=1))

@@ -9,6 +9,8 @@ kill and rerun.
   a rerun with another model or quality, or over changed inputs, redoes them.
 * Temporaries left by an earlier attempt at the same output (a worker killed mid-task) are removed first.
 * A bad scene returns a failed record with one line saying why; it never raises, so the batch goes on.
+* A long scene tells how far it is (`scene_progress`): a full Sentinel-1 scene (~425 MP) takes about 15 minutes
+  on one worker, and the operator saw nothing between its start and its end.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ from ..core.runtime import default_model_dir, load_manifest
 from .inputs import Job
 
 #: The columns of the report, in order (report.py writes them; the CLI counts statuses).
-FIELDS = ("input", "output", "status", "error", "bytes_in", "bytes_out", "pixels", "bands", "bpp", "ratio",
-          "seconds", "worker")
+FIELDS = ("input", "output", "status", "error", "bytes_in", "bytes_out", "pixels", "bands", "bpp", "bpp_per_band",
+          "ratio", "seconds", "worker")
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 #: Rows read at once when a GeoTIFF output is checked by reading it back (bounded memory on huge scenes).
 CHECK_ROWS = 512
+#: The scheduler's event topic of a running scene's progress, {"key": its task's key, "fraction": of its tiles,
+#: "seconds": since it started}; the client subscribes to it (engine.run_jobs).
+PROGRESS_TOPIC = "sar-batch-progress"
+#: Least seconds, and least share of a scene's tiles, between two of its progress events: a scene done within
+#: half a minute sends none, a long one at most nine, so neither a log file nor the scheduler fills up.
+PROGRESS_SECONDS, PROGRESS_STEP = 30.0, 0.1
+#: The workers' environment variable that replaces PROGRESS_SECONDS (read by each task; tests set 0).
+PROGRESS_SECONDS_VARIABLE = "SAR_BATCH_PROGRESS_SECONDS"
 
 
 def record(job: Job, **fields) -> dict:
@@ -58,6 +68,37 @@ def _worker() -> str:
         return get_worker().address
     except ValueError:  # called in-process, outside any worker
         return "local"
+
+
+def scene_progress():
+    """The core's progress callback for the scene this task runs, or None outside a dask worker (a task called
+    in-process). It sends PROGRESS_TOPIC events through the scheduler, so the client sees them from a remote
+    cluster (`--scheduler`) as from its own; the task's key tells its batch which scene it is, and another
+    batch's events on a shared scheduler from its own. Called in the task's thread, where the key is known."""
+    from distributed import get_worker  # noqa: PLC0415
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    key = worker.get_current_task()
+    try:
+        every = float(os.environ.get(PROGRESS_SECONDS_VARIABLE, PROGRESS_SECONDS))
+    except ValueError:
+        every = PROGRESS_SECONDS
+    started = sent_at = time.monotonic()
+    sent = 0.0
+
+    def progress(fraction: float) -> None:
+        nonlocal sent, sent_at
+        now = time.monotonic()
+        if fraction >= 1.0 or fraction - sent < PROGRESS_STEP or now - sent_at < every:
+            return  # at 1.0 the scene's own line follows
+        sent, sent_at = fraction, now
+        worker.log_event(PROGRESS_TOPIC, {"key": key, "fraction": round(fraction, 3),
+                                          "seconds": round(now - started, 1)})
+
+    return progress
 
 
 def _prepare_worker(threads: int) -> None:
@@ -175,13 +216,15 @@ def check_geotiff(path, raster: dict, decode: bool) -> None:
 
 
 def _sized(rec: dict, header: dict, sarc_bytes: int) -> dict:
-    """Pixels, bands, bpp and the compression ratio as sar-compress prints it (the raster's raw bytes over the
-    .sarc's): the report had no ratio, and bytes_in, the GeoTIFF file's size, is no raw size when that file is
-    itself compressed."""
+    """Pixels, bands, bpp, bpp_per_band and the compression ratio as sar-compress prints it (the raster's raw
+    bytes over the .sarc's): the report had no ratio, and bytes_in, the GeoTIFF file's size, is no raw size when
+    that file is itself compressed. `bpp` counts the bits of all bands per pixel; `bpp_per_band` is what --bpp
+    asks for (`--bpp 0.5` on a VV+VH scene read "bpp 1.03" in the report)."""
     ra = header["raster"]
-    pixels = ra["width"] * ra["height"]
-    raw = pixels * ra["band_count"] * np.dtype(ra["dtype"]).itemsize
-    rec.update(pixels=pixels, bands=ra["band_count"], bpp=round(8.0 * sarc_bytes / pixels, 6),
+    pixels, bands = ra["width"] * ra["height"], ra["band_count"]
+    raw = pixels * bands * np.dtype(ra["dtype"]).itemsize
+    bpp = 8.0 * sarc_bytes / pixels
+    rec.update(pixels=pixels, bands=bands, bpp=round(bpp, 6), bpp_per_band=round(bpp / bands, 6),
                ratio=round(raw / sarc_bytes, 2))
     return rec
 
@@ -279,7 +322,8 @@ def compress_scene(job: Job, options: CompressOptions, verify: bool = False, thr
                 pass  # damaged or foreign file under our name: compress again and replace it
         headers = []
         stamped = replace(options, stamp_source=True)  # what _same_source compares on the next run
-        _publish(out, lambda tmp: compress(job.input, tmp, stamped),
+        progress = scene_progress()
+        _publish(out, lambda tmp: compress(job.input, tmp, stamped, progress=progress),
                  lambda tmp: headers.append(check_sarc(tmp, verify, model_dirs, options.device)))
         rec.update(status=OK, bytes_out=out.stat().st_size)
         return _sized(rec, headers[0], rec["bytes_out"])
@@ -323,7 +367,9 @@ def reconstruct_scene(job: Job, model_dirs=(), device: str = "auto", verify: boo
         # `--out` the folder of the .sarc files, where the rasters they were compressed from sit beside them
         # (what `sar-compress-batch DIR --out DIR` leaves), had every original replaced by its reconstruction
         refuse_to_replace_data(out, remedy="choose another --out")
-        _publish(out, lambda tmp: reconstruct(job.input, tmp, model_dirs=list(model_dirs), device=device),
+        progress = scene_progress()
+        _publish(out, lambda tmp: reconstruct(job.input, tmp, model_dirs=list(model_dirs), device=device,
+                                              progress=progress),
                  lambda tmp: check_geotiff(tmp, header["raster"], verify))
         rec.update(status=OK, bytes_out=out.stat().st_size)
         return rec

@@ -132,11 +132,11 @@ def test_progress_in_a_log_file_is_one_line_per_finished_scene(tiny_bundle, sar_
     err = capsys.readouterr().err
     assert "\r" not in err and "Traceback" not in err
     progress = sorted(line for line in err.splitlines() if line.startswith("compress scene "))
-    assert [line.split(": ", 1)[0] for line in progress] == [f"compress scene {n}/3" for n in (1, 2, 3)]
-    by_input = {line.split()[4]: line for line in progress}
+    assert [line.split(": ", 1)[0] for line in progress] == [f"compress scene {n}/3 to run" for n in (1, 2, 3)]
+    by_input = {line.split()[6]: line for line in progress}
     for p in good:
-        assert by_input[str(p)].split()[3] == "ok" and by_input[str(p)].endswith(" bpp)")
-    assert by_input[str(bad)].split()[3] == "failed" and "not a readable raster" in by_input[str(bad)]
+        assert by_input[str(p)].split()[5] == "ok" and by_input[str(p)].endswith(" bpp)")
+    assert by_input[str(bad)].split()[5] == "failed" and "not a readable raster" in by_input[str(bad)]
 
 
 @pytest.mark.slow

@@ -138,7 +138,7 @@ def test_a_scene_over_the_memory_limit_is_one_line_with_its_time_and_leaves_noth
     lines = _lines(err)
     assert "Traceback" not in err and not [line for line in lines if "distributed." in line or " ERROR " in line], err
     assert len(lines) == 3, err  # the start line, the scene's progress line, its failed line
-    progress = re.fullmatch(rf"compress scene 1/1: failed {re.escape(str(src))} \((\d+\.\d+) s\): (.*)", lines[1])
+    progress = re.fullmatch(rf"compress scene 1/1 to run: failed {re.escape(str(src))} \((\d+\.\d+) s\): (.*)", lines[1])
     assert progress and float(progress.group(1)) > 0, lines[1]
     assert progress.group(2).startswith("its worker process was stopped by dask at its memory limit of ")
     assert "--memory-limit" in progress.group(2) and "on the last of 4 tries" in progress.group(2)
