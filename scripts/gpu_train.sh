@@ -10,7 +10,8 @@
 #   warm_start.pth  fp16 weights + history, refreshed every minute (a run cut at the call's limit still
 #                   returns its last minute), the file to commit or to `sar-export`
 #   train.log, history.jsonl, gpu.txt (nvidia-smi and versions), stdout.log
-# Environment: VARIANT (the bundled default model's, from its manifest), WARM (the warm start above), MINUTES (8), BATCH (32), LR (1.5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
+# Environment: VARIANT (the bundled default model's, from its manifest), WARM (the warm start above), MINUTES (8), MAX_STEPS
+# (none: MINUTES alone ends the run; a rehearsal that must reach a step whatever the machine's load sets it), BATCH (32), LR (1.5e-5), PATCH (256), DATA (.gpu_data/planes.npz),
 # AMP (1: bf16 autocast, `sar-train --amp`; on the CPU it matched float32 step for step, within +-0.13% BD-rate over
 # 2,000 steps, benchmarks/results/branch_runs/bf16/; 0: float32 with TF32 convolutions).
 # LR: the warm start was last trained at 3.125e-6 with batch 4 (sessions 14-15); for 8x the batch, 1.5e-5 lies
@@ -84,5 +85,6 @@ if [[ -n $warm && -f $warm ]]; then
 fi
 PYTHONUNBUFFERED=1 $py -m trainer --variant "$variant" --data "$data" --out "$run" --device "$device" \
   --batch-size "$batch" --patch-size "$patch" --lr "${LR:-1.5e-5}" --max-minutes "$minutes" \
-  --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress "${resume[@]}" "${drop[@]}" "${extra[@]}" \
+  --steps-per-epoch "${STEPS_PER_EPOCH:-500}" --checkpoint-minutes 1 --no-progress ${MAX_STEPS:+--max-steps "$MAX_STEPS"} \
+  "${resume[@]}" "${drop[@]}" "${extra[@]}" \
   2>&1 | tee "$out/stdout.log"

@@ -102,14 +102,15 @@ def test_gpu_script_keeps_its_run_folder_when_the_last_checkpoint_cannot_be_publ
 @needs_data
 def test_gpu_script_resumes_a_warm_start_with_its_own_model_shape(pack, tmp_path):
     """A warm start with a channel context: the script passes its shape, so the run goes on instead of
-    stopping on a shape mismatch."""
+    stopping on a shape mismatch. MAX_STEPS, not MINUTES, ends it: 0.3 minutes on a loaded machine ended it before
+    step 13, whose rate the test reads."""
     model = create_model("baseline", channels=8, latent_channels=16, hyper_channels=8, context_slices=2)
     warm = tmp_path / "warm.pth"
     save_warm_start(make_checkpoint(model, epoch=1, step=7, best_val_loss=9.0, history=[], preprocessing_params={},
                                     config={}, data_summary={}), warm)
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="0.3", STEPS_PER_EPOCH="3", OMP_NUM_THREADS="1",
-               WARM=str(warm), LR="1e-4", LR_DROP_AFTER="4")
+    env = dict(os.environ, OUT=str(out), DATA=str(pack[0]), MINUTES="4", MAX_STEPS="13", STEPS_PER_EPOCH="3",
+               OMP_NUM_THREADS="1", WARM=str(warm), LR="1e-4", LR_DROP_AFTER="4")
     proc = subprocess.run(["bash", "scripts/gpu_train.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
