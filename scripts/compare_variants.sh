@@ -26,8 +26,17 @@ device=${DEVICE:-cpu}
 
 train() {
   local seed=$1; shift
+  local done_at='import sys; from trainer.checkpoint import load_checkpoint; '
+  done_at+='sys.exit(load_checkpoint(sys.argv[1])["step"] < int(sys.argv[2]))'  # exit 0: at STEPS already
   for v in "$@"; do
-    .venv/bin/sar-train --variant "$v" --seed "$seed" --split-seed 0 --out "$runs/${v}_s$seed" --max-steps "$steps" \
+    local out=$runs/${v}_s$seed
+    # a run already at STEPS is done (sar-train refuses to resume one whose stop is reached): a rerun after an
+    # interruption goes on with the runs it had not finished (an unreadable last.pth is sar-train's to report)
+    if [[ -f $out/last.pth ]] && .venv/bin/python -c "$done_at" "$out/last.pth" "$steps" 2>/dev/null; then
+      echo "$out: already at $steps steps"
+      continue
+    fi
+    .venv/bin/sar-train --variant "$v" --seed "$seed" --split-seed 0 --out "$out" --max-steps "$steps" \
       --batch-size "${BATCH:-4}" --patch-size "${PATCH:-256}" --lr 2e-4 --patience 1000 --device "$device" \
       --threads "${THREADS:-1}" --no-progress --resume
   done

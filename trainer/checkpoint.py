@@ -129,27 +129,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model(path: str | Path, expected_variant: str | None = None,
                map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, float32, checkpoint dict), rebuilt through the registry.
-
-    A checkpoint of the retired fixed-bottleneck autoencoder (no "lambdas" in its config) is refused by name.
-    """
+    """(model in eval mode, float32, checkpoint dict), rebuilt through the registry (`model_from_checkpoint`)."""
     ckpt = load_checkpoint(path, map_location)
     name = ckpt["model_name"]
     if expected_variant is not None and name != expected_variant:
         raise ModelMismatchError(f"{path}: checkpoint is variant {name!r}, expected {expected_variant!r}")
+    model = model_from_checkpoint(ckpt, path)
+    model.eval()
+    return model, ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
+    """The checkpoint's model, float32 on the CPU, built from its own variant and model_config: the one check
+    that its weights fit the shape it records, for sar-eval and sar-export and for sar-train's --resume and
+    --init alike (a file whose model_config was edited or mislabelled was a load_state_dict size-mismatch
+    traceback in sar-train). A checkpoint of the retired fixed-bottleneck autoencoder (no "lambdas" in its
+    config) is refused by name. torch's random state stays as it was (the model's initialisation draws from it):
+    an --init run takes the training noise it took when its weights were loaded directly."""
+    name = ckpt["model_name"]
     if name not in available_models():
         raise ModelMismatchError(f"{path}: unknown variant {name!r} (known: {', '.join(available_models())})")
     if "lambdas" not in ckpt["model_config"]:
         raise ModelMismatchError(f"{path}: checkpoint of the retired fixed-bottleneck autoencoder (before the "
                                  f"variable-rate hyperprior model); retrain it with this version's sar-train")
     try:
-        model = create_model(name, **ckpt["model_config"])
+        with torch.random.fork_rng(devices=[]):
+            model = create_model(name, **ckpt["model_config"])
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in ckpt["model_state_dict"].items()})
     except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit variant {name!r} ({_first_line(exc)})") from None
-    model.eval()
-    return model, ckpt
+    return model
 
 
 def training_totals(ckpt: dict) -> dict:

@@ -46,16 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help=f"run folder: last.pth, best.pth, config.yaml, train.log, history.jsonl, "
                         f"training_curve.png [{d.out}]")
-    p.add_argument("--epochs", type=int, default=None, help=f"[{d.epochs}]")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs in total, a resumed run's included [{d.epochs}]")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this many optimiser steps in total (an epoch cut short is validated and "
-                        "checkpointed; --resume goes on within it, to the bit as if never stopped)")
+                   help="stop after this many optimiser steps in total, a resumed run's included (an epoch cut "
+                        "short is validated and checkpointed; --resume goes on within it, to the bit as if never "
+                        "stopped)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this many minutes of this run (the epoch in progress ends early, is validated "
                         "and checkpointed; --resume goes on within it)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="optimiser steps per epoch, each on --batch-size random patches "
-                        "[about one pass over the training pixels]")
+                   help=f"optimiser steps per epoch (between validations), each on --batch-size random patches "
+                        f"[{d.steps_per_epoch}; `steps_per_epoch: null` in a --config file: about one pass over the "
+                        f"valid training pixels]")
     p.add_argument("--batch-size", type=int, default=None, help=f"[{d.batch_size}]")
     p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate [{d.lr}]")
     p.add_argument("--lr-drop-step", type=int, default=None,
@@ -75,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--data-fraction", type=float, default=None, help=f"fraction of training scenes [{d.data_fraction}]")
     p.add_argument("--val-fraction", type=float, default=None, help=f"fraction of scenes held out [{d.val_fraction}]")
-    p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience in epochs [{d.patience}]")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience in epochs, a resumed run's history included [{d.patience}]")
     p.add_argument("--init", default=None,
                    help="start from the weights of this checkpoint (same variant and shape, e.g. the committed "
                         "fp16 warm start, or a narrower --latent-channels, which is widened, or a baseline for a "
                         "residual variant, whose units start as the identity); the optimiser and step start afresh")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a checkpoint (no value: <out>/last.pth), with its model shape, level weights, "
+                   help="resume from a checkpoint (no value: <out>/last.pth, or a fresh run, with a warning, where "
+                        "there is none yet), with its model shape, level weights, "
                         "seeds and split unless given; a warm-start file (fp16 weights, no optimiser state) "
                         "continues its step count and history with a fresh optimiser")
     p.add_argument("--channels", type=int, default=None, help=f"width of g_a and g_s [{d.channels}]")

@@ -368,8 +368,13 @@ class PatchSampler:
 
     Seeding per epoch makes a resumed run draw exactly the patches an uninterrupted one would have.
     Planes are drawn in proportion to their area; patches with less than `min_valid` valid pixels are
-    redrawn (invalid pixels are carried losslessly by the codec, the network need not learn them).
+    redrawn (invalid pixels are carried losslessly by the codec, the network need not learn them), up to DRAWS
+    times; then the last draw is used all the same, and counted: `patches_under_valid` of `patches_drawn` since
+    the epoch began, which the trainer reports once an epoch, so data that is mostly nodata shows instead of
+    silently filling batches with invalid pixels.
     """
+
+    DRAWS = 50
 
     def __init__(self, planes: list[Plane], patch_size: int, min_valid: float = 0.9, seed: int = 0, rank: int = 0):
         self.planes = [p for p in planes if min(p.x.shape) >= patch_size]
@@ -386,19 +391,24 @@ class PatchSampler:
         areas = np.array([p.x.numel() for p in self.planes], dtype=np.float64)
         self.weights = areas / areas.sum()
         self.rng = np.random.default_rng([seed, rank, 0])
+        self.patches_drawn = self.patches_under_valid = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.rng = np.random.default_rng([self.seed, self.rank, epoch])
+        self.patches_drawn = self.patches_under_valid = 0
 
     def _one(self) -> torch.Tensor:
         ps = self.patch_size
-        for _ in range(50):
+        self.patches_drawn += 1
+        for _ in range(self.DRAWS):
             plane = self.planes[self.rng.choice(len(self.planes), p=self.weights)]
             h, w = plane.x.shape
             r = int(self.rng.integers(0, h - ps + 1))
             c = int(self.rng.integers(0, w - ps + 1))
             if plane.valid[r:r + ps, c:c + ps].float().mean() >= self.min_valid:
                 break
+        else:
+            self.patches_under_valid += 1
         patch = plane.x[r:r + ps, c:c + ps]
         k = int(self.rng.integers(0, 4))
         if k:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-
+import json
 import logging
 import math
 import signal
@@ -21,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sar_compress_plugin.core.errors import ModelMismatchError
 from trainer import distributed, reporting
-from trainer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, training_totals
+from trainer.checkpoint import (CheckpointError, load_checkpoint, make_checkpoint, model_from_checkpoint,
+                                save_checkpoint, training_totals)
 from trainer.config import ConfigError, TrainConfig, save_config
 from trainer.data import PatchSampler, build_datasets, validation_tiles
 from trainer.deepen import deepen_from_baseline
@@ -35,14 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def _resume_path(cfg: TrainConfig) -> Path | None:
+    """The checkpoint --resume goes on from; None for a fresh run, also where `--resume` without a value finds no
+    <out>/last.pth (run_training warns), so that one command starts a run and resumes it after a stop."""
     if not cfg.resume:
         return None
     if cfg.resume == "auto":
         path = Path(cfg.out) / "last.pth"
-        if not path.exists():
-            log.info("no %s yet: starting a fresh run", path)
-            return None
-        return path
+        return path if path.exists() else None
     path = Path(cfg.resume)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint to resume from does not exist")
@@ -132,6 +132,9 @@ def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, to
 
 def run_training(cfg: TrainConfig) -> dict:
     """Train until epochs, max_steps or patience run out; returns the history and output paths."""
+    # recorded as an absolute path: `data: data` in config.yaml and the checkpoints sent sar-eval, sar-export and
+    # --resume from another working folder to another folder or to the default manifest
+    cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve())) if cfg.data else cfg
     info, device = distributed.setup(cfg.device)
     out = Path(cfg.out)
     handler = None
@@ -142,6 +145,13 @@ def run_training(cfg: TrainConfig) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             handler = reporting.attach_log_file(out)
             save_config(cfg, out)
+        resume = _resume_path(cfg)
+        if cfg.resume == "auto" and resume is None:  # a typo in --out would otherwise start over silently
+            log.warning("--resume: no checkpoint at %s: starting a fresh run at step 0", out / "last.pth")
+        if resume is not None:  # before the data load: a run with nothing left to do is refused at once
+            ckpt = load_checkpoint(resume, map_location=device)
+            resumed_weights = model_from_checkpoint(ckpt, resume).state_dict()
+            _refuse_finished_run(ckpt, resume, cfg)
         torch.manual_seed(cfg.seed)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -168,17 +178,16 @@ def run_training(cfg: TrainConfig) -> dict:
         carried = None  # and the epoch's running totals up to its stop (engine.train_one_epoch's `running`)
         resumed_patches = None  # patches the resumed checkpoint had seen: its batch or world size may differ
         initialised_from = None  # the totals of the run an --init branch starts from
-        resume = _resume_path(cfg)
         if cfg.decoder_only and resume is None and not cfg.init:  # it would train behind a random, frozen encoder
             raise ConfigError("--decoder-only trains the decoder of a trained model: give it with --init CKPT")
         if resume is None and cfg.init:
             initialised_from = _init_weights(model, cfg, device)
         if resume is not None:
-            ckpt = load_checkpoint(resume, map_location=device)
             _check_variant(ckpt, resume, cfg.variant)
             _check_shape(ckpt, resume, model)
             _check_validation_split(ckpt, resume, data.summary)
-            model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
+            model.load_state_dict(resumed_weights)
+            del resumed_weights
             if ckpt["optimizer_state_dict"]:
                 trained = bool((ckpt.get("config") or {}).get("decoder_only"))
                 if cfg.decoder_only != trained:  # its state holds other weights: a ValueError traceback
@@ -187,7 +196,7 @@ def run_training(cfg: TrainConfig) -> dict:
                         f"{resume}: the run trained {what[trained]}, this one would train {what[cfg.decoder_only]}, "
                         f"which its optimiser state does not fit; branch from it with --init {resume}")
                 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-            epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], ckpt["best_val_loss"], ckpt["history"]
+            epoch, step, best_val, history = ckpt["epoch"], ckpt["step"], _lowest_val_loss(ckpt), ckpt["history"]
             resumed_patches = ckpt["data_summary"].get("patches_seen")
             initialised_from = ckpt["data_summary"].get("initialised_from")
             drawn_before, carried = _restore_resume_state(ckpt.get("resume_state"), device)
@@ -226,8 +235,10 @@ def run_training(cfg: TrainConfig) -> dict:
         if initialised_from:
             summary["initialised_from"] = initialised_from
 
+        folder_best = math.inf  # the validation loss best.pth holds: the lowest of the epochs run in this folder
         if info.is_main:
             reporting.reconcile_history(out, history)
+            folder_best = _lowest_in_history_file(out)
         drawn = [0]  # batches drawn from the current epoch's patch stream
 
         def checkpoint(epoch_done: int, step_now: int, drawn_in_epoch: int = 0, totals: dict | None = None) -> dict:
@@ -239,6 +250,10 @@ def run_training(cfg: TrainConfig) -> dict:
 
         last_save = [time.monotonic()]
 
+        def epoch_totals() -> dict:
+            """The epoch's running totals and training seconds so far, for a checkpoint within it."""
+            return dict(running, sums=dict(running["sums"]), seconds=seconds_before + time.time() - t0)
+
         def on_step(step_now: int) -> None:
             """Learning-rate schedule, and last.pth every checkpoint_minutes within an epoch, so a killed run
             loses minutes, not an epoch (it resumes where that checkpoint was in the epoch's patch stream)."""
@@ -246,9 +261,8 @@ def run_training(cfg: TrainConfig) -> dict:
                 group["lr"] = cfg.lr_at(step_now)
             if info.is_main and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_minutes:
                 # the epoch's record is not written yet: the checkpoint carries its totals so far
-                totals = dict(running, sums=dict(running["sums"]), seconds=seconds_before + time.time() - t0)
                 with interrupts_held():
-                    save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0], totals), out / "last.pth")
+                    save_checkpoint(checkpoint(epoch - 1, step_now, drawn[0], epoch_totals()), out / "last.pth")
                 last_save[0] = time.monotonic()
 
         def draw():
@@ -281,8 +295,15 @@ def run_training(cfg: TrainConfig) -> dict:
             step = stats["step"]
             # cut short by --max-steps or --max-minutes: validated and recorded, but resumed it goes on within
             # this epoch's patch stream, so that a run stopped and resumed takes the same steps as one never
-            # stopped (it started the next epoch's stream instead)
+            # stopped (it started the next epoch's stream instead), and from the epoch's totals so far, so that
+            # the epoch's whole record covers all its steps (its train figures covered those after the stop)
             partial = drawn[0] < steps_per_epoch
+            totals_at_stop = epoch_totals() if partial else None
+            if sampler.patches_under_valid and info.is_main:  # rank 0's stream speaks for the others' data
+                log.warning("epoch %d: %d of %d patches drawn have under %.0f%% valid pixels (none better in %d "
+                            "draws each; min_valid_fraction in a --config file sets the share)", epoch,
+                            sampler.patches_under_valid, sampler.patches_drawn, 100 * cfg.min_valid_fraction,
+                            sampler.DRAWS)
             distributed.sync_buffers(model, info)
             val = evaluate(model, loss_fn, val_batches)
             record = {"epoch": epoch, "step": step, "patches_seen": patches_at(step),
@@ -290,20 +311,27 @@ def run_training(cfg: TrainConfig) -> dict:
                       **val, "seconds": seconds_before + time.time() - t0, "skipped_batches": stats["skipped_batches"],
                       **({"partial": True} if partial else {})}
             history.append(record)
-            improved = val["val_loss"] < best_val or not (out / "best.pth").exists()
-            if improved and math.isfinite(val["val_loss"]):
+            # best_val (and patience) follow the lowest validation loss of the run's history, a warm start's
+            # included; best.pth, the best epoch of this folder. A new --out gets a best.pth at its first
+            # epoch, but no higher best_val_loss, which later epochs were compared to. A NaN is neither.
+            improved = val["val_loss"] < best_val
+            if improved:
                 best_val = val["val_loss"]
+            write_best = math.isfinite(val["val_loss"]) and (val["val_loss"] < folder_best
+                                                             or not (out / "best.pth").exists())
+            if write_best:
+                folder_best = val["val_loss"]
             since_best = 0 if improved else since_best + (not partial)
             curve = " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in val["val_levels"])
             log.info("epoch %d step %d: train %.4f (bpp %.3f) val %.4f; bpp/PSNR per level %s (%.1fs, %d skipped)%s%s",
                      epoch, step, record["train_loss"], record.get("train_bpp", math.nan), val["val_loss"], curve,
-                     record["seconds"], record["skipped_batches"], " *" if improved else "",
+                     record["seconds"], record["skipped_batches"], " *" if write_best else "",
                      f" (stopped after {drawn[0]} of its {steps_per_epoch} batches: --resume goes on from there)"
                      if partial else "")
             if info.is_main:
-                ckpt = checkpoint(epoch - 1, step, drawn[0]) if partial else checkpoint(epoch, step)
+                ckpt = checkpoint(epoch - 1, step, drawn[0], totals_at_stop) if partial else checkpoint(epoch, step)
                 with interrupts_held():  # a Ctrl-C here leaves best.pth, last.pth and history.jsonl agreeing
-                    if improved:  # before last.pth: killed between the two, the resumed run redoes this epoch
+                    if write_best:  # before last.pth: killed between the two, the resumed run redoes this epoch
                         save_checkpoint(ckpt, out / "best.pth")
                     save_checkpoint(ckpt, out / "last.pth")
                     reporting.append_history(out, record)
@@ -369,8 +397,7 @@ def _resume_state(device: torch.device, drawn_in_epoch: int, epoch_totals: dict 
 def _restore_resume_state(state: dict | None, device: torch.device) -> tuple[int, dict | None]:
     """Batches of the interrupted epoch already used (0 for checkpoints from before the resume state: they go
     on from the start of the epoch's stream, with fresh noise), and the epoch's running totals up to the stop
-    (None where a record of the epoch so far was written, a stop by --max-steps or --max-minutes, or the
-    checkpoint is older)."""
+    (None at an epoch's end, and in older checkpoints, whose stops by --max-steps or --max-minutes lack them)."""
     if not state:
         return 0, None
     torch.set_rng_state(state["torch_rng"].cpu())
@@ -379,6 +406,21 @@ def _restore_resume_state(state: dict | None, device: torch.device) -> tuple[int
     totals = state.get("epoch_totals")
     return int(state["drawn_in_epoch"]), (None if totals is None else
                                           dict(totals, sums={k: float(v) for k, v in totals["sums"].items()}))
+
+
+def _refuse_finished_run(ckpt: dict, path, cfg: TrainConfig) -> None:
+    """A resumed run whose stop is already reached trained nothing, exited 0 and said "done: ... checkpoints in
+    --out" of a new --out that held none: --max-steps and --epochs count the run's total, not this leg's."""
+    step, epoch, since_best = ckpt["step"], ckpt["epoch"], _epochs_since_best(ckpt["history"])
+    if cfg.max_steps is not None and step >= cfg.max_steps:
+        raise ConfigError(f"{path}: the run is already at step {step}, and --max-steps counts steps in total: "
+                          f"give more than {step} to train on")
+    if epoch >= cfg.epochs:
+        raise ConfigError(f"{path}: the run has already trained {epoch} epoch(s), and --epochs counts epochs in "
+                          f"total: give more than {epoch} to train on")
+    if since_best >= cfg.patience:
+        raise ConfigError(f"{path}: the run stopped early, {since_best} epoch(s) without a better validation loss: "
+                          f"give a --patience above {since_best} to train on")
 
 
 def _check_variant(ckpt: dict, path, variant: str) -> None:
@@ -452,7 +494,7 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device
     residual variant's units, starting as the identity (trainer/deepen.py). Returns what the weights had seen
     (checkpoint.training_totals), which every checkpoint of the branch carries on."""
     ckpt = load_checkpoint(cfg.init, map_location=device)
-    weights = {k: v.float() for k, v in ckpt["model_state_dict"].items()}
+    weights = model_from_checkpoint(ckpt, cfg.init).state_dict()
     got = _model_config(ckpt)
     source = {"checkpoint": str(cfg.init), "step": ckpt.get("step"), **training_totals(ckpt)}
     if ckpt["model_name"] == "baseline" != cfg.variant and got == model.config:
@@ -484,6 +526,25 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig, device: torch.device
     model.load_state_dict(weights)
     log.info("initialised from %s (step %s of that run)", cfg.init, ckpt.get("step"))
     return source
+
+
+def _lowest_val_loss(ckpt: dict) -> float:
+    """The run's best validation loss: the lowest finite one of its record and its history. Before, the first
+    epoch of every new --out was recorded as the best whatever it was (the committed warm start says 1.73809,
+    its history 1.73780), and a NaN could be."""
+    return _lowest_finite([ckpt["best_val_loss"], *(h["val_loss"] for h in ckpt["history"])])
+
+
+def _lowest_in_history_file(out: Path) -> float:
+    """The lowest finite validation loss of history.jsonl (reconciled: the epochs run in `out` that the run going
+    on continues), which is best.pth's; inf where there is none."""
+    path = out / "history.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return _lowest_finite(json.loads(line)["val_loss"] for line in lines)
+
+
+def _lowest_finite(losses) -> float:
+    return min((v for v in losses if math.isfinite(v)), default=math.inf)
 
 
 def _epochs_since_best(history: list[dict]) -> int:

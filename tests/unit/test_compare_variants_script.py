@@ -82,3 +82,17 @@ def test_quick_0_measures_every_level(tmp_path):
     assert _run(root, runs, res, "evaluate", QUICK="0").returncode == 0
     calls = log.read_text().splitlines()
     assert calls[1].startswith("python benchmarks/rate_distortion.py") and "--quick" not in calls[1]
+
+
+def test_train_again_skips_the_runs_already_at_their_steps(tmp_path):
+    """sar-train refuses to resume a run whose --max-steps is reached (it trained nothing, exit 0): a rerun of
+    `train` after an interruption would stop at the first finished run, so the script leaves those alone."""
+    root, runs, res, log = _sandbox(tmp_path)  # the stand-in python says "done" for any last.pth
+    (runs / "residual_s1").mkdir()
+    (runs / "residual_s1" / "last.pth").write_bytes(b"weights")
+    proc = _run(root, runs, res, "train", "1", "residual", "attention", STEPS="3")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{runs}/residual_s1: already at 3 steps" in proc.stdout
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("python -c ") and calls[0].endswith(f"{runs}/residual_s1/last.pth 3")
+    assert [c.split()[0] for c in calls] == ["python", "sar-train"] and "--variant attention" in calls[1]

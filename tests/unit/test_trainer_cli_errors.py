@@ -190,7 +190,8 @@ def test_sar_train_help_shows_the_real_defaults(capsys):
         train_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text  # every option is None until the config file and flags resolve it
-    assert "--epochs EPOCHS [1000]" in text and "--patch-size PATCH_SIZE multiple of 64 [256]" in text
+    assert "--epochs EPOCHS epochs in total, a resumed run's included [1000]" in text
+    assert "--patch-size PATCH_SIZE multiple of 64 [256]" in text
 
 
 def test_sar_train_help_says_what_each_variant_is_and_where_checkpoints_go(capsys):

@@ -414,12 +414,17 @@ def test_curve_caption_of_a_branch_from_weights_that_did_not_count_patches():
 
 
 @needs_data
-def test_done_counts_the_epochs_of_a_resumed_run_that_stops_at_once(tmp_path, capsys):
-    """A run stopped within its first epoch, resumed with the same --max-steps, stops before a step: 'done:' said
-    "-1 epoch(s) and part of the next" (the checkpoint counts the whole epochs, its last record the one it is in)."""
+def test_a_resumed_run_that_would_stop_at_once_is_refused(tmp_path, capsys):
+    """A run stopped within its first epoch, resumed with the same --max-steps, would stop before a step: it said
+    "done: -1 epoch(s) and part of the next", then "done: 0 epoch(s) ...", exit 0, having trained nothing. Now
+    it is one line, exit 2, and the run folder is as it was."""
     assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "2") == 0
-    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "2", "--resume") == 0
-    assert capsys.readouterr().out.count("done: 0 epoch(s) and part of the next, 1 step(s)") == 2
+    assert "done: 0 epoch(s) and part of the next, 1 step(s)" in capsys.readouterr().out
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert _train(tmp_path, "baseline", "--max-steps", "1", "--steps-per-epoch", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already at step 1, and --max-steps counts steps in total" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_a_kill_as_the_writes_are_held_leaves_ctrl_c_as_it_was(monkeypatch):
