@@ -121,6 +121,28 @@ def write_geotiff(path: Path, arr: np.ndarray, nodata=None, gt=(500000.0, 10.0, 
     return path
 
 
+
+def half_masked_geotiff(path: Path, x: np.ndarray) -> np.ndarray:
+    """`x` (bands, h, w) as a float32 GeoTIFF whose internal GDAL mask hides its left half; returns the valid
+    pixels. Pixels under such a mask come back bit for bit, so a measurement that counts them looks far better
+    than the scene's valid pixels are."""
+    from osgeo import gdal  # noqa: PLC0415
+
+    _, h, w = x.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, x.shape[0], gdal.GDT_Float32)
+    for b in range(x.shape[0]):
+        ds.GetRasterBand(b + 1).WriteArray(x[b])
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    valid = np.ones((h, w), dtype=bool)
+    valid[:, : w // 2] = False
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(valid, 255, 0).astype(np.uint8))
+    ds = None
+    return valid
+
 def compressed_scene(folder: Path, bundle: Path, height: int, width: int, seed: int) -> tuple[Path, Path]:
     """A two-band linear speckle raster (write_geotiff's UTM grid) and its .sarc in tiles of 64, for the tests
     that feed the CLIs and the codec hostile variations of one good pair."""

@@ -44,7 +44,9 @@ def _scene(path: Path) -> dict:
     return {"name": path.stem, "path": str(path), "domain": "db", "bands": ["VV"]}
 
 
-def test_a_scaled_band_is_measured_in_its_physical_values(tmp_path, tiny_bundle):
+def _twin_products(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """One dB chip as an int16 product in hundredths of a dB and as float32 dB (its first rows no-data in both),
+    and an empty work folder: a benchmark that measures physical values gives both the same figures."""
     db = _db_chip()
     floats = db.astype(np.float32)
     floats[:8] = np.nan
@@ -52,6 +54,11 @@ def test_a_scaled_band_is_measured_in_its_physical_values(tmp_path, tiny_bundle)
     plain = write_geotiff(tmp_path / "float32.tif", floats, nodata=float("nan"))
     work = tmp_path / "work"
     work.mkdir()
+    return scaled, plain, work
+
+
+def test_a_scaled_band_is_measured_in_its_physical_values(tmp_path, tiny_bundle):
+    scaled, plain, work = _twin_products(tmp_path)
     got = {}
     for name, path in (("scaled", scaled), ("plain", plain)):
         for sb in rd.scene_bands(_scene(path), work):
@@ -62,7 +69,7 @@ def test_a_scaled_band_is_measured_in_its_physical_values(tmp_path, tiny_bundle)
     (s_values, s_valid, s_clip, s_learned, s_jp2), (p_values, p_valid, p_clip, p_learned, p_jp2) = \
         got["scaled"], got["plain"]
     assert not s_valid[:8].any() and s_valid[8:].all()  # the stored nodata, -32768, is no -327.68 dB
-    np.testing.assert_allclose(s_values[8:], db[8:], atol=1e-9)  # physical, not hundredths
+    np.testing.assert_allclose(s_values[8:], _db_chip()[8:], atol=1e-9)  # physical, not hundredths
     assert s_clip == pytest.approx(p_clip, abs=1e-4)
     for s, p in ((s_learned, p_learned), (s_jp2, p_jp2)):
         assert s["valid_pixels"] == p["valid_pixels"] == (H - 8) * W
@@ -119,13 +126,7 @@ def test_the_other_codec_benchmarks_score_a_scaled_band_in_its_physical_values(t
     """int8_decoder.py, residual_layer.py, outlier_margin.py and seams.py read the reconstruction's stored values
     (`RasterReader.read`, `CompressedRaster.read`) against physical ones: an int16 dB product's hundredths of a dB
     scored as dB. Each now gives the figures of the same band held as float32 dB (to the int16 rounding)."""
-    db = _db_chip()
-    floats = db.astype(np.float32)
-    floats[:8] = np.nan
-    scaled = _int16_product(tmp_path / "int16.tif", db)
-    plain = write_geotiff(tmp_path / "float32.tif", floats, nodata=float("nan"))
-    work = tmp_path / "work"
-    work.mkdir()
+    scaled, plain, work = _twin_products(tmp_path)
     s, p = (measured(_scene(path), tiny_bundle, work, monkeypatch) for path in (scaled, plain))
     assert s.keys() == p.keys()
     for key in p:

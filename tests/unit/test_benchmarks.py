@@ -464,9 +464,9 @@ def test_training_runs_counts_a_branchs_patches_from_what_the_reference_had_seen
     assert [(r["step"], r["patches_seen"]) for r in rows] == [(37500, 250000), (38000, 254000)]
 
 
-def test_training_runs_cut_short_leaves_the_earlier_report_whole(tmp_path, disk_full_mid_write):
-    """experiments.json, .md and .png were written in place, one after the other: a full disk or a Ctrl-C
-    mid-write left a cut-off table that looked whole. All three now go through publish_files."""
+def _training_runs_reported(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """Three fake runs and the folder where training_runs.py has reported the first two: a rerun with the third
+    must replace that report whole or leave it."""
     import training_runs  # noqa: PLC0415
 
     ref = _fake_run(tmp_path / "ref", [500, 1000, 1500], 0.0, init_step=None)
@@ -474,6 +474,15 @@ def test_training_runs_cut_short_leaves_the_earlier_report_whole(tmp_path, disk_
     other = _fake_run(tmp_path / "other", [500, 1000, 1500], -0.1, init_step=0)
     out = tmp_path / "out"
     assert training_runs.main([str(ref), str(exp), "--out", str(out)]) == 0
+    return ref, exp, other, out
+
+
+def test_training_runs_cut_short_leaves_the_earlier_report_whole(tmp_path, disk_full_mid_write):
+    """experiments.json, .md and .png were written in place, one after the other: a full disk or a Ctrl-C
+    mid-write left a cut-off table that looked whole. All three now go through publish_files."""
+    import training_runs  # noqa: PLC0415
+
+    ref, exp, other, out = _training_runs_reported(tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert sorted(before) == ["experiments.json", "experiments.md", "experiments.png"]
     disk_full_mid_write()
@@ -487,11 +496,7 @@ def test_training_runs_figure_that_fails_leaves_the_earlier_tables(tmp_path, mon
     figure. Now none of the three is replaced unless all are written."""
     import training_runs  # noqa: PLC0415
 
-    ref = _fake_run(tmp_path / "ref", [500, 1000, 1500], 0.0, init_step=None)
-    exp = _fake_run(tmp_path / "exp", [500, 1000], 0.1, init_step=0)
-    other = _fake_run(tmp_path / "other", [500, 1000, 1500], -0.1, init_step=0)
-    out = tmp_path / "out"
-    assert training_runs.main([str(ref), str(exp), "--out", str(out)]) == 0
+    ref, exp, other, out = _training_runs_reported(tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def full(self, data):

@@ -19,7 +19,7 @@ from sar_compress_plugin.batch.tasks import compress_scene, reconstruct_scene
 from sar_compress_plugin.core.codec import CompressOptions, compress, read_header, reconstruct
 from sar_compress_plugin.core.errors import InputRasterError
 
-from codec_fixtures import write_geotiff
+from codec_fixtures import half_masked_geotiff, write_geotiff
 
 W, H = 96, 80
 
@@ -220,18 +220,7 @@ def test_the_demo_leaves_out_the_pixels_a_gdal_mask_hides(tmp_path, tiny_bundle)
 
     x = _speckle()
     src = tmp_path / "masked.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(src), W, H, 2, gdal.GDT_Float32)
-    for b in range(2):
-        ds.GetRasterBand(b + 1).WriteArray(x[b])
-    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
-    try:
-        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
-    finally:
-        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
-    valid = np.ones((H, W), dtype=bool)
-    valid[:, : W // 2] = False
-    ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(valid, 255, 0).astype(np.uint8))
-    ds = None
+    valid = half_masked_geotiff(src, x)
     res = demo.run_demo(src, tmp_path / "out", tiny_bundle, "cpu")
     rec = gdal.Open(res["reconstruction"]).ReadAsArray()
     for b, row in enumerate(res["bands"]):

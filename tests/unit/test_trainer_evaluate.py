@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codec_fixtures import half_masked_geotiff
 from trainer.data import RawPlane
 from trainer.evaluate import evaluate_planes, main
 from trainer.cli import main as train_main
@@ -239,18 +240,7 @@ def test_sar_eval_through_the_codec_leaves_out_the_pixels_a_gdal_mask_hides(tmp_
     x = np.random.default_rng(0).gamma(4.0, 0.25, (2, h, w)).astype(np.float32)
     data = tmp_path / "data"
     data.mkdir()
-    ds = gdal.GetDriverByName("GTiff").Create(str(data / "masked.tif"), w, h, 2, gdal.GDT_Float32)
-    for b in range(2):
-        ds.GetRasterBand(b + 1).WriteArray(x[b])
-    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
-    try:
-        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
-    finally:
-        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
-    valid = np.ones((h, w), dtype=bool)
-    valid[:, : w // 2] = False
-    ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(valid, 255, 0).astype(np.uint8))
-    ds = None
+    valid = half_masked_geotiff(data / "masked.tif", x)
     out = tmp_path / "eval"
     assert main(["--bundle", str(tiny_bundle), "--scenes", "masked.tif", "--data", str(data), "--out", str(out)]) == 0
     res = next(iter(json.loads((out / "codec_results.json").read_text())["results"].values()))
