@@ -122,8 +122,11 @@ def main(argv: list[str] | None, signals) -> int:
             # best.pth or a last.pth alike), not the best epoch of its history, which may be other weights
             own = next((h for h in reversed(history) if h.get("step") == ckpt.get("step")), {})
             variant = ckpt["model_name"]
+            # the folder's name from the absolute path: `sar-export ./best.pth` in the run folder named the
+            # bundle "baseline-" (the relative path's parent is "."), `../best.pth` "baseline-.."
+            folder = Path(os.path.abspath(args.checkpoint)).parent.name
             manifest = export_bundle(
-                model, args.outdir, name=args.name or f"{variant}-{args.checkpoint.parent.name}",
+                model, args.outdir, name=args.name or f"{variant}-{folder}",
                 variant=variant,
                 preprocessing=ckpt["preprocessing_params"], calibration_tiles=tiles, halo=args.halo,
                 training={"data_summary": ckpt.get("data_summary", {}), "epochs": ckpt.get("epoch"),

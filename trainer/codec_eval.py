@@ -49,25 +49,52 @@ def evaluate_file(path: Path, domain: str, bundle: Path, work: Path, quality: fl
             "per_band": rows}
 
 
+def scene_split(name: str, summary: dict) -> str:
+    """Which part of the bundle's training run `name` was: figures on scenes it trained on flatter it, so the
+    tables say which scenes are not validation scenes."""
+    if "val_scenes" not in summary:
+        return "split not recorded"
+    if name in summary["val_scenes"]:
+        return "validation"
+    return "training" if name in summary.get("train_scenes", []) else "not in its run's data"
+
+
+def scene_files(bundle: str | Path, scenes: list[str] | None = None,
+                data: str | Path | None = None) -> list[tuple[Path, dict]]:
+    """(file, manifest entry) of each scene to evaluate the bundle on: its training run's validation scenes, or
+    the named ones. A name not found is refused (a typo was dropped without a word, and the table still spoke of
+    validation scenes), as is a scene of a domain the codec does not code."""
+    summary = load_manifest(bundle, verify=False).get("training", {}).get("data_summary", {})
+    data = Path(data or summary.get("data", ""))
+    wanted = sorted(set(scenes or summary.get("val_scenes", [])))
+    if not wanted:
+        raise SarCompressError(f"{bundle}: the manifest names no validation scenes; pass --scenes")
+    found = {p.name: (p, e) for p, e in discover(data)}
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise SarCompressError(f"no scene {', '.join(missing)} under {data} ("
+                               + ("--scenes takes names of files there)" if scenes else "pass --data if it moved)"))
+    skipped = [name for name in wanted if str(found[name][1].get("value_domain", "")).lower() in SKIPPED_DOMAINS]
+    if skipped:
+        raise SarCompressError(f"{', '.join(skipped)}: {found[skipped[0]][1]['value_domain']} data, not an image "
+                               f"the codec codes")
+    return [found[name] for name in wanted]
+
+
 def evaluate_bundle(bundle: str | Path, scenes: list[str] | None = None, data: str | Path | None = None,
                     quality: float | None = None, tile_size: int = 512, device: str = "cpu") -> dict:
-    """A bundle on its training run's validation scenes (or the named ones), through the codec."""
+    """A bundle on its training run's validation scenes (or the named ones, each marked with its `scene_split`),
+    through the codec."""
     bundle = Path(bundle)
     manifest = load_manifest(bundle, verify=False)  # the codec verifies the files when it loads them
     training = manifest.get("training", {})
     summary = training.get("data_summary", {})
-    data = Path(data or summary.get("data", ""))
-    wanted = set(scenes or summary.get("val_scenes", []))
-    if not wanted:
-        raise SarCompressError(f"{bundle}: the manifest names no validation scenes; pass --scenes")
-    files = [(p, e) for p, e in discover(data) if p.name in wanted
-             and str(e.get("value_domain", "")).lower() not in SKIPPED_DOMAINS]
-    if not files:
-        raise SarCompressError(f"none of the scenes {sorted(wanted)} found under {data}")
+    files = scene_files(bundle, scenes, data)
     per_file, rows = [], []
     with tempfile.TemporaryDirectory(prefix="sar-eval-") as tmp:
         for path, entry in files:
             res = evaluate_file(path, entry["value_domain"], bundle, Path(tmp), quality, tile_size, device)
+            res["split"] = scene_split(path.name, summary)
             per_file.append(res)
             rows += res["per_band"]
             log.info("%s: %.3f bpp/band, dB RMSE %.3f", path.name, res["bpp_per_band"],

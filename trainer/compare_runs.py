@@ -30,6 +30,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from sar_compress_plugin.core.errors import SarCompressError
+from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.reporting import publish_files, strict_json
 
 #: From each run's RD benchmark (subset "all"): BD-rate against JPEG-2000 in dB RMSE, in percent.
@@ -39,6 +41,16 @@ METRICS = ("bd_rate_percent",)
 #: The settings of a run's RD benchmark that its BD-rate depends on: runs measured otherwise (a --quick run, a
 #: report not yet --rebaseline'd) are not comparable, and the table says so.
 EVAL_SETTINGS = ("scenes", "qualities", "jpeg2000_target_bpp", "rounding", "jpeg2000")
+
+
+#: The settings of a run's config that fix its validation tiles: runs trained otherwise validate on other pixels
+#: (other scenes, or tiles of another size), so their validation losses do not compare, and the table says so.
+VALIDATION_SETTINGS = ("data", "domain", "val_fraction", "split_seed", "data_fraction", "patch_size",
+                       "val_tiles_per_plane")
+
+#: How a run gets its rd_points.json, said where there is none, in --help and under an empty table.
+RD_POINTS_HOWTO = ("`benchmarks/rate_distortion.py --model BUNDLE --out <out>/<run>` writes a run's from its exported "
+                   "bundle; `bash scripts/compare_variants.sh evaluate` exports and measures every run, then runs this")
 
 
 #: What sar-train writes into a run folder as it starts (config.json), within its first epoch (last.pth) and
@@ -89,6 +101,7 @@ def load_runs(runs_dir: Path) -> list[dict]:
         best = _best(history)
         runs.append({"run": d.name, "variant": cfg.get("variant", d.name.rsplit("_s", 1)[0]),
                      "seed": cfg.get("seed"), "history": history,
+                     "validation": {k: cfg[k] for k in VALIDATION_SETTINGS if k in cfg},
                      "steps": history[-1]["step"] if history else 0,
                      "patches": history[-1].get("patches_seen") if history else None,
                      "best_val_loss": best["val_loss"], "best_step": best["step"],
@@ -116,13 +129,17 @@ def eval_by_run(results_dir: Path) -> dict[str, dict]:
     return out
 
 
+#: Why a run without its rd_points.json is not in the BD-rate table.
+NOT_EVALUATED = "not evaluated (no rd_points.json)"
+
+
 def left_out(runs: list[dict], evals: dict[str, dict]) -> dict[str, str]:
     """Runs without a current BD-rate, and why: they are named under the table rather than dropped silently."""
     out = {}
     for r in runs:
         e = evals.get(r["run"])
         if e is None:
-            out[r["run"]] = "not evaluated (no rd_points.json)"
+            out[r["run"]] = NOT_EVALUATED
         elif r.get("best_step") is not None and e["step"] is not None and e["step"] != r["best_step"]:
             out[r["run"]] = (f"evaluated at step {e['step']}, its best.pth is now step {r['best_step']}'s "
                              f"(evaluate again)")
@@ -174,22 +191,41 @@ def settings_differ(stats: dict[str, dict], evals: dict[str, dict]) -> dict[str,
             if any(evals[n]["settings"].get(k) != first[k] for n in names)}
 
 
+def validation_differ(runs: list[dict]) -> dict[str, list[str]]:
+    """{setting: the runs validated otherwise than the first}, for the VALIDATION_SETTINGS that differ; a setting
+    a run did not record (a runs.json of before) is not compared."""
+    first = runs[0].get("validation") or {}
+    out = {}
+    for k in VALIDATION_SETTINGS:
+        names = [r["run"] for r in runs[1:] if k in first and k in (r.get("validation") or {})
+                 and r["validation"][k] != first[k]]
+        if names:
+            out[k] = names
+    return out
+
+
 def markdown(runs: list[dict], stats: dict[str, dict], pending: tuple[str, ...] | list[str] = (),
-             skipped: dict[str, str] | None = None, differ: dict[str, list[str]] | None = None) -> str:
+             skipped: dict[str, str] | None = None, differ: dict[str, list[str]] | None = None,
+             validated_otherwise: dict[str, list[str]] | None = None) -> str:
     # patches beside steps, as in every figure: runs of one comparison may differ in batch and world size
     lines = ["| Run | Variant | Seed | Steps | Patches | Best val loss | Best at step | Skipped batches "
              "| Median s/step | Wall s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        patches = "?" if r.get("patches") is None else r["patches"]
-        best_step = "?" if r.get("best_step") is None else r["best_step"]
         # a diverged run's NaN, which runs.json records as null: the same row when rebuilt from it
         best_loss = math.nan if r["best_val_loss"] is None else r["best_val_loss"]
-        lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {r['steps']} | {patches} | "
-                     f"{best_loss:.4f} | {best_step} | "
+        lines.append(f"| {r['run']} | {r['variant']} | {r['seed']} | {_count(r['steps'])} | "
+                     f"{_count(r.get('patches'))} | {best_loss:.4f} | {_count(r.get('best_step'))} | "
                      f"{r['skipped_batches']} | {r['step_s_median']} | {r['wall_s']} |")
     if pending:
         lines += ["", f"Not validated yet (no epoch ended), so not in the table: {', '.join(pending)}"]
+    if validated_otherwise:
+        lines += ["", "**Validated differently** (best validation losses not comparable): "
+                  + "; ".join(f"{k} of {', '.join(names)} differs from {runs[0]['run']}'s"
+                              for k, names in validated_otherwise.items())]
+    if not stats and all(why == NOT_EVALUATED for why in (skipped or {}).values()):
+        lines += ["", f"No BD-rates yet: no run has its <out>/<run>/rd_points.json ({RD_POINTS_HOWTO})."]
+        return "\n".join(lines) + "\n"
     lines += ["", "BD-rate against JPEG-2000 (dB RMSE; negative = fewer bits), through the real codec, mean ± "
               "sample std over seeds, of the checkpoint each run was exported from (steps and patches in all, per "
               "seed):", "",
@@ -262,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="folder of run folders (<variant>_s<seed>), or an earlier runs.json whose run "
                                 "folders are gone")
-    p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json")
+    p.add_argument("--out", required=True, help="results folder; reads <out>/<run>/rd_points.json: "
+                   + RD_POINTS_HOWTO)
     a = p.parse_args(argv)
     source = Path(a.runs)
     if source.is_file():
@@ -274,14 +311,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no runs with history.jsonl under {a.runs}"
               + (f" (not validated yet: {', '.join(pending)})" if pending else ""), file=sys.stderr)
         return 1
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = writable_folder(a.out)
+    except SarCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     evals = eval_by_run(out)
     stats, skipped = seed_statistics(runs, evals), left_out(runs, evals)
-    differ = settings_differ(stats, evals)
+    differ, validated_otherwise = settings_differ(stats, evals), validation_differ(runs)
     doc = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs], "by_variant": stats,
-           "left_out": skipped, "settings_differ": differ, "not_validated": pending}
-    md = markdown(runs, stats, pending, skipped, differ)
+           "left_out": skipped, "settings_differ": differ, "validation_differs": validated_otherwise,
+           "not_validated": pending}
+    md = markdown(runs, stats, pending, skipped, differ, validated_otherwise)
     with_history = [r for r in runs if r["history"]]
     # whole or not at all: a full disk or a Ctrl-C mid-write left a cut-off table where the last comparison's had
     # been; nothing is renamed until everything is written

@@ -148,6 +148,11 @@ def markdown_table(results: dict) -> str:
     lines.append("PyTorch, rounded latents, whole validation scenes; bpp estimated from the entropy model's "
                  "likelihoods (the codec's files add headers and masks); PSNR/SSIM on the normalised dB image, "
                  "per-band 0.5-99.5 percentile clip bounds (listed per plane in the JSON).")
+    cut = {label: (r["levels"][0]["aggregate"]["planes"], r["val_planes_total"]) for label, r in results.items()
+           if r["levels"][0]["aggregate"]["planes"] < r["val_planes_total"]}
+    if cut:  # the first planes' figures, not the validation set's, and not comparable with a whole evaluation
+        lines += ["", "**Only some validation planes** (--max-planes): "
+                  + "; ".join(f"{label}: the first {used} of {total}" for label, (used, total) in cut.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -185,8 +190,8 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
                 if data:
                     raise
                 raise SarCompressError(f"{path}: its training data: {exc} (pass --data if it moved)") from None
-            cache[key] = ds.val_raw[:max_planes] if max_planes else ds.val_raw
-        planes = cache[key]
+            cache[key] = ds.val_raw
+        planes = cache[key][:max_planes]
         label = _label(path, ckpt["model_name"], taken)
         levels = []
         for level in range(model.levels):
@@ -200,7 +205,8 @@ def evaluate_checkpoints(paths: list[str | Path], out: str | Path, data: str | N
         results[label] = {"variant": ckpt["model_name"], "checkpoint": str(path), "params": model.count_parameters(),
                           "model_config": model.config, "epoch": ckpt["epoch"], "step": ckpt["step"],
                           "patches_seen": ckpt["data_summary"].get("patches_seen"), **training_totals(ckpt),
-                          "data_summary": ckpt["data_summary"], "levels": levels}
+                          "data_summary": ckpt["data_summary"], "val_planes_total": len(cache[key]),
+                          "levels": levels}
         first = planes[0]
         lo, hi = percentile_bounds(first.db, first.valid)
         mid = model.levels // 2
@@ -232,10 +238,16 @@ def codec_markdown_table(results: dict) -> str:
         cells = [_fmt(a[k], s) for k, s in (("bpp_per_band", ".3f"), ("psnr", ".2f"), ("ssim", ".4f"),
                                              ("db_rmse", ".3f"), ("enl_ratio", ".3f"), ("epi", ".3f"))]
         lines.append(f"| {label} | {params_s} | {_seen(r)} | {r['quality']} | " + " | ".join(cells) + " |")
+    others = {label: [f"{f['scene']} ({f['split']})" for f in r["files"] if f["split"] != "validation"]
+              for label, r in results.items()}
+    others = {label: scenes for label, scenes in others.items() if scenes}
     lines.append("")
     lines.append("Through the codec: range-coded latents, file on disk; bpp = 8 x file bytes / band pixels; "
-                 "pixel-weighted means over the validation scene-bands; PSNR/SSIM on the normalised dB image with "
-                 "each band's 0.5-99.5 percentile clip bounds (per band in the JSON).")
+                 f"pixel-weighted means over the {'' if others else 'validation '}scene-bands; PSNR/SSIM on the "
+                 "normalised dB image with each band's 0.5-99.5 percentile clip bounds (per band in the JSON).")
+    if others:  # a scene the model trained on flatters it
+        lines += ["", "**Not validation scenes** of the model's training run: "
+                  + "; ".join(f"{label}: {', '.join(scenes)}" for label, scenes in others.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +270,10 @@ def evaluate_bundles(bundles: list[str], out: str | Path, scenes: list[str] | No
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the work starts: a wrong --device, --out, --bundle or --scenes
-    would otherwise end a long evaluation with a traceback."""
+    would otherwise end a long evaluation with a traceback. --max-planes 0 evaluated every plane and -1 all but
+    the last."""
+    if args.max_planes is not None and args.max_planes < 1:
+        raise SarCompressError(f"--max-planes must be >= 1, got {args.max_planes}")
     if args.checkpoints:
         check_torch_device(args.device)
     for bundle in args.bundle:
@@ -267,6 +282,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     if paths:
         raise SarCompressError(f"--scenes takes scene file names under the data location, not paths: "
                                f"{paths[0]}")
+    if args.bundle:
+        from trainer.codec_eval import scene_files  # noqa: PLC0415 (onnxruntime only with --bundle)
+
+        for bundle in args.bundle:
+            scene_files(bundle, args.scenes, args.data)
     writable_folder(args.out)
 
 
@@ -295,7 +315,8 @@ def main(argv: list[str] | None, signals) -> int:
                    "--bundle: codec_results.json and codec_results.md)")
     p.add_argument("--data", default=None, help="data location if it moved since training (same split rule)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--max-planes", type=int, default=None, help="evaluate only the first N validation planes")
+    p.add_argument("--max-planes", type=int, default=None,
+                   help="checkpoints: evaluate only the first N validation planes (the table says so)")
     args = p.parse_args(argv)
     if not args.checkpoints and not args.bundle:
         p.error("give checkpoints and/or --bundle folders")

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sar_compress_plugin.core.errors import SarCompressError
+from sar_compress_plugin.core.errors import OutputPathError, SarCompressError
+from sar_compress_plugin.core.raster_io import writable_folder
 from trainer.data import PACK_FORMAT, RawPlane, read_collection
-from trainer.reporting import configure_cli_logging
+from trainer.reporting import configure_cli_logging, new_folders_removed_on_failure, publish_files
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,20 @@ def byte_planes(values: np.ndarray) -> np.ndarray:
     return np.stack([(values >> 8).astype(np.uint8), (values & 0xFF).astype(np.uint8)])
 
 
-def pack_planes(planes: list[RawPlane], out: str | Path) -> dict:
-    """Write `planes` to `out` (.npz); returns the summary stored in it."""
+def check_out(out: str | Path) -> Path:
+    """`out` once a pack can be written there, its folder created: a folder of that name, a file in its path or
+    a read-only place was a traceback after all the planes had been read and packed."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise OutputPathError(f"{out}: is a folder; --out names the .npz file to write")
+    writable_folder(out.parent)
+    return out
+
+
+def pack_planes(planes: list[RawPlane], out: str | Path) -> dict:
+    """Write `planes` to `out` (.npz) whole or not at all (publish_files: no partial file is left, whatever
+    fails); returns the summary stored in it."""
+    out = check_out(out)
     arrays, meta = {}, []
     for i, p in enumerate(planes):
         lo = float(np.floor(p.db[p.valid].min())) if p.valid.any() else 0.0
@@ -57,9 +68,15 @@ def pack_planes(planes: list[RawPlane], out: str | Path) -> dict:
         meta.append({"scene": p.scene, "band": p.band, "domain": p.domain, "shape": list(p.db.shape),
                      "db_offset": lo})
     summary = {"format": PACK_FORMAT, "db_step": DB_STEP, "planes": meta}
-    tmp = out.with_name(out.name + ".partial.npz")
-    np.savez_compressed(tmp, meta=np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8), **arrays)
-    tmp.replace(out)
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:  # a file object: given a name, numpy would add ".npz" to the partial's
+            np.savez_compressed(f, meta=np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8), **arrays)
+
+    try:
+        publish_files({out: write})
+    except OSError as exc:  # a full disk
+        raise OutputPathError(f"{out}: cannot write the pack ({exc.strerror or exc})") from None
     return summary
 
 
@@ -79,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--min-side must be >= 0, got {a.min_side}")
     configure_cli_logging("%(message)s")
     try:
-        planes = []
-        for _, got in read_collection(a.data, a.domain):  # skips what sar-train skips, so both split alike
-            planes += [q for q in got if min(q.db.shape) >= a.min_side]
-            if a.max_planes is not None and len(planes) >= a.max_planes:
-                planes = planes[:a.max_planes]
-                break
-        if not planes:
-            raise SarCompressError(f"{a.data}: no plane to pack (--min-side {a.min_side})")
-        summary = pack_planes(planes, a.out)
+        with new_folders_removed_on_failure(Path(a.out).parent):
+            check_out(a.out)  # before the planes are read, which takes a while
+            planes = []
+            for _, got in read_collection(a.data, a.domain):  # skips what sar-train skips, so both split alike
+                planes += [q for q in got if min(q.db.shape) >= a.min_side]
+                if a.max_planes is not None and len(planes) >= a.max_planes:
+                    planes = planes[:a.max_planes]
+                    break
+            if not planes:
+                raise SarCompressError(f"{a.data}: no plane to pack (--min-side {a.min_side})")
+            summary = pack_planes(planes, a.out)
     except SarCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

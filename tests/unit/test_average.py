@@ -14,12 +14,14 @@ CONFIG = {"channels": 8, "latent_channels": 8, "hyper_channels": 6, "lambdas": [
 
 
 def _checkpoint(seed: int, step: int, config: dict = CONFIG) -> dict:
+    """A checkpoint at `step` of one run validated every 10 steps (their weights differ by `seed`)."""
     torch.manual_seed(seed)
     model = create_model("baseline", **config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return make_checkpoint(model, epoch=step // 10, step=step, best_val_loss=1.0, history=[{"step": step}],
+    history = [{"step": s} for s in range(10, step + 1, 10)]
+    return make_checkpoint(model, epoch=step // 10, step=step, best_val_loss=1.0, history=history,
                            preprocessing_params={}, config={"lr": 1e-5}, data_summary={"patches_seen": 4 * step})
 
 
@@ -35,7 +37,7 @@ def test_average_is_the_mean_of_the_weights_and_keeps_the_last_counters(tmp_path
     for name, value in model.state_dict().items():
         expected = (a["model_state_dict"][name] + b16[name].float() + c["model_state_dict"][name]) / 3
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
-    assert ckpt["step"] == 30 and ckpt["history"] == [{"step": 30}]
+    assert ckpt["step"] == 30 and ckpt["history"] == [{"step": 10}, {"step": 20}, {"step": 30}]
     assert ckpt["data_summary"] == {"patches_seen": 120, "averaged_steps": [10, 20, 30]}
     assert ckpt["optimizer_state_dict"] == {}
     with torch.no_grad():  # a working model, not a pile of tensors
