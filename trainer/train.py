@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -133,8 +134,9 @@ def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, to
 def run_training(cfg: TrainConfig) -> dict:
     """Train until epochs, max_steps or patience run out; returns the history and output paths."""
     # recorded as an absolute path: `data: data` in config.yaml and the checkpoints sent sar-eval, sar-export and
-    # --resume from another working folder to another folder or to the default manifest
-    cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve())) if cfg.data else cfg
+    # --resume from another working folder to another folder or to the default manifest. Links are kept as given
+    # (abspath, not resolve): a data folder reached through a link goes on being read through it if it moves.
+    cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data)) if cfg.data else cfg
     info, device = distributed.setup(cfg.device)
     out = Path(cfg.out)
     handler = None
