@@ -96,24 +96,66 @@ class DecodeTilesTask(QgsTask):
 
 
 def db_values(db: float, domain: str) -> float:
-    """A dB level in the layer's value domain (the renderer works on stored values)."""
+    """A dB level as a value of `domain`, the domain the band was coded in."""
     return db if domain == "db" else 10.0 ** (db / (10.0 if domain == "intensity" else 20.0))
+
+
+def value_db(value: float, domain: str) -> float:
+    """The dB level of a value in `domain` (`db_values` reversed); NaN for a linear value that is not positive."""
+    if domain == "db":
+        return value
+    return (10.0 if domain == "intensity" else 20.0) * math.log10(value) if value > 0 else math.nan
+
+
+def uncoded_scaling(header: dict, band: int) -> tuple[float, float] | None:
+    """(scale, offset) of a band that has one but was coded as its stored values, as every file before format
+    version 5 was (core.codec.coded_scaling is None for it): its clip range is in the stored values' dB, while
+    its reconstruction carries the scale and QGIS shows it through it, 40 dB below every stop under 1e-4.
+    None where the clip range is in the physical values' dB already."""
+    from .core.codec import coded_scaling  # noqa: PLC0415 - lazy: the codec's packages may be missing
+    from .core.raster_io import band_scaling  # noqa: PLC0415
+
+    bands = header["raster"].get("bands") or []
+    if band > len(bands) or coded_scaling(header)[band - 1] is not None:
+        return None
+    return band_scaling(bands[band - 1])
+
+
+def _reads_through_scale(layer: QgsRasterLayer, band: int) -> bool:
+    """Whether QGIS shows `band` of the layer through a GDAL scale or offset: a reconstruction carries the
+    header's, the tile cache of a file coded as stored values none (core/scene_cache.py)."""
+    provider = layer.dataProvider()
+    return (provider.bandScale(band), provider.bandOffset(band)) != (1.0, 0.0)
+
+
+def _grey_db_stops(layer: QgsRasterLayer, header: dict, band: int) -> list:
+    """Black to white over the band's clip range, in the values the layer shows, labelled in the dB of the
+    physical values (`uncoded_scaling`)."""
+    lo, hi = header["clip_db"][band - 1]
+    domain = header["domain"]
+    scaling = uncoded_scaling(header, band)
+    scale, offset = scaling or (1.0, 0.0)
+    shown_scale, shown_offset = (scale, offset) if _reads_through_scale(layer, band) else (1.0, 0.0)
+    items = []
+    for i in range(DB_STOPS + 1):
+        db = lo + (hi - lo) * i / DB_STOPS
+        coded = db_values(db, domain)
+        grey = round(255 * i / DB_STOPS)
+        if scaling is not None:
+            db = value_db(coded * scale + offset, domain)
+        label = f"{db:.1f} dB" if (i in (0, DB_STOPS) or i == DB_STOPS // 2) and math.isfinite(db) else ""
+        items.append(QgsColorRampShader.ColorRampItem(coded * shown_scale + shown_offset, QColor(grey, grey, grey),
+                                                      label))
+    return items
 
 
 def style_scene_layer(layer: QgsRasterLayer, header: dict, band: int = 1) -> None:
     """Grey dB stretch of one band over the file's clip range (what the codec saw as 0..1), legend in dB."""
     layer.setCustomProperty(STYLE_PROPERTY, f"grey:{band}")
-    lo, hi = header["clip_db"][band - 1]
-    domain = header["domain"]
-    ramp = QgsColorRampShader(db_values(lo, domain), db_values(hi, domain))
+    items = _grey_db_stops(layer, header, band)
+    ramp = QgsColorRampShader(items[0].value, items[-1].value)
     ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
     ramp.setClip(False)
-    items = []
-    for i in range(DB_STOPS + 1):
-        db = lo + (hi - lo) * i / DB_STOPS
-        grey = round(255 * i / DB_STOPS)
-        label = f"{db:.1f} dB" if i in (0, DB_STOPS) or i == DB_STOPS // 2 else ""
-        items.append(QgsColorRampShader.ColorRampItem(db_values(db, domain), QColor(grey, grey, grey), label))
     ramp.setColorRampItemList(items)
     # The legend is a continuous bar labelled with its ends' values, linear intensities unless told otherwise.
     legend = QgsColorRampLegendNodeSettings()
@@ -168,6 +210,13 @@ def _vrt_georeferencing(raster: dict) -> str:
     return f"<GCPList Projection={crs}>{points}</GCPList>"
 
 
+def _cache_scaling(cache, band: int) -> tuple[float, float] | None:
+    """What turns the cache's values of `band` into physical ones: the scale the cache band carries (a band coded
+    as physical values), else that of a band coded as its stored values (`uncoded_scaling`), whose cache holds
+    them with no scale."""
+    return cache.raster.scaling[band - 1] or uncoded_scaling(cache.header, band)
+
+
 def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     """VRTs beside the cache GeoTIFF: bands dB(VV), dB(VH), dB(VV) - dB(VH) = VV/VH in dB, of the physical
     values of bands with a scale and offset (`_vrt_source`).
@@ -180,7 +229,7 @@ def write_composite_vrt(cache, vv: int, vh: int) -> Path:
     head = f'<VRTDataset rasterXSize="{r["width"]}" rasterYSize="{r["height"]}">{_vrt_georeferencing(r)}'
     domain = cache.header["domain"]
     tiff, fills = cache.tiff_path.name, cache.fill_values
-    vv_source, vh_source = (_vrt_source(tiff, b, cache.raster.scaling[b - 1], fills[b - 1]) for b in (vv, vh))
+    vv_source, vh_source = (_vrt_source(tiff, b, _cache_scaling(cache, b), fills[b - 1]) for b in (vv, vh))
     if domain == "db":
         db_bands = _vrt_band(1, [vv_source]) + _vrt_band(2, [vh_source])
     else:
